@@ -1,0 +1,76 @@
+"""The repository's configuration: `.github/gitops-agent.yml` (all fields optional).
+
+    models:
+      planner: anthropic:claude-sonnet-4-5
+      executor: anthropic:claude-haiku-4-5
+    budget: {max_usd: 1.0, max_turns: 10}
+    sandbox: {timeout_s: 60, memory_mb: 1024}
+    workers: 4
+
+A bad value is one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .models.pricing import Price
+from .sandbox import SandboxLimits
+from .state import Budget, format_validation_error
+
+CONFIG_PATH = ".github/gitops-agent.yml"
+
+
+class ModelsConfig(BaseModel):
+    """Which model each role uses (spec strings, see agent.models)."""
+
+    model_config = ConfigDict(extra="forbid")
+    planner: str = Field("anthropic:claude-sonnet-4-5", description="Strong model: plans and writes the answer.")
+    executor: str = Field("anthropic:claude-haiku-4-5", description="Cheap model: writes and runs the code.")
+
+
+class PolicyConfig(BaseModel):
+    """What the agent may change in the repository."""
+
+    model_config = ConfigDict(extra="forbid")
+    refused_paths: list[str] = Field(
+        default_factory=lambda: [".github/workflows/*", ".github/workflows/**", ".git/*", ".agent/*"],
+        description="Glob patterns of paths the agent may never change (its own step folder excepted).",
+    )
+    max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed.")
+
+
+class AgentConfig(BaseModel):
+    """Everything configurable; defaults fit a small repository and a cheap run."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: ModelsConfig = ModelsConfig()
+    budget: Budget = Budget()
+    sandbox: SandboxLimits = SandboxLimits()
+    policy: PolicyConfig = PolicyConfig()
+    workers: int = Field(4, ge=1, le=64, description="Executor steps run at once (local mode).")
+    prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """Load a config file; a missing file means the defaults."""
+    if path is None or not path.exists():
+        return AgentConfig()
+    return parse_config(path.read_text(), str(path))
+
+
+def parse_config(text: str, where: str) -> AgentConfig:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {format_validation_error(e)}") from None

@@ -1,0 +1,76 @@
+"""Exceptions that carry meaning: each one says what happened, and is recorded as it is."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base of every error gitops-agent raises on purpose (the CLI prints these as one line)."""
+
+
+class ConfigError(AgentError):
+    """A config file, agent definition or command-line value is wrong."""
+
+
+class StateFileError(AgentError):
+    """A file on a task branch does not validate. Names the file and the field."""
+
+    def __init__(self, path: str, detail: str):
+        self.path = path
+        self.detail = detail
+        super().__init__(f"{path}: {detail}")
+
+
+class GitError(AgentError):
+    """A git command failed; carries the command and its stderr."""
+
+    def __init__(self, args: list[str], returncode: int, stderr: str):
+        self.args_ = args
+        self.returncode = returncode
+        self.stderr = stderr
+        super().__init__(f"git {' '.join(args)} failed ({returncode}): {stderr.strip()[-2000:]}")
+
+
+class PushConflict(AgentError):
+    """The branch moved and our change touches a file that someone else changed too."""
+
+
+class PushRetriesExhausted(AgentError):
+    """Lost the race to update a branch more times than allowed."""
+
+
+class TaskNotFound(AgentError):
+    """No task branch with that id."""
+
+
+class ModelError(AgentError):
+    """The model provider failed in a way retries did not fix (kept as the step's error)."""
+
+
+class FatalModelError(ModelError):
+    """A provider error that cannot succeed on retry (bad key, spend limit, bad request)."""
+
+
+class FormatError(AgentError):
+    """The model's output does not fit the tool contract; the message goes back to the model."""
+
+
+class BudgetExceeded(AgentError):
+    """A task budget (dollars, tokens, steps, wall time, hops) is spent."""
+
+    def __init__(self, what: str, used: float, limit: float):
+        self.what = what
+        self.used = used
+        self.limit = limit
+        super().__init__(f"budget exceeded: {what} {used:g} of {limit:g}")
+
+
+class TurnLimit(AgentError):
+    """An executor reached its turn limit without finishing its node."""
+
+
+class SandboxError(AgentError):
+    """The sandbox could not run the code at all (not: the code failed)."""
+
+
+class PolicyViolation(AgentError):
+    """A change the agent may not make (a path outside the allowed ones, a file too large)."""

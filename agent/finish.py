@@ -1,0 +1,61 @@
+"""The finish step: report.md on the task branch (the answer, the plan, results, costs)."""
+
+from __future__ import annotations
+
+import time
+
+from .prompts import render
+from .render import checklist, cost_table, fmt_tokens
+from .runtime import Runtime
+from .seams import Job
+from .snapshot import Snapshot, load_snapshot
+from .state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow
+
+
+def outcome_of(snap: Snapshot, reason: str | None) -> tuple[str, str, str | None]:
+    """(outcome, answer, reason) for the report."""
+    fin = snap.plan.finish if snap.plan else None
+    if fin is not None:
+        return fin.outcome, fin.answer, fin.reason
+    if reason and reason.startswith("budget"):
+        return "budget", "", reason
+    return "error", "", reason or "the task stopped before the planner finished it"
+
+
+def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason: str | None) -> str:
+    results = []
+    if snap.plan:
+        for n in snap.plan.walk():
+            if n.is_leaf and n.step is not None and n.status in (NodeStatus.done, NodeStatus.failed):
+                results.append({"node": n.id, "title": n.title, "status": n.status.value, "result": snap.result_of(n.step, n.id).strip()})
+    summary = snap.plan.finish.summary if snap.plan and snap.plan.finish else ""
+    title = summary or snap.task.question.splitlines()[0][:100]
+    return render(
+        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, outcome=outcome, reason=reason, answer=answer,
+        checklist=checklist(snap.plan), results=results, cost_table=cost_table(snap.steps), branch=snap.branch,
+    )
+
+
+def run_finish(rt: Runtime, job: Job) -> list[Job]:
+    snap = load_snapshot(rt.git, job.task)
+    head = rt.git.log(snap.tip, max_count=1)
+    if head and head[0].trailers.get("Agent-Role") == "finish":
+        rt.reporter.event("skip", step="finish", why="already finished at this commit")
+        return []
+    t0, started = time.monotonic(), utcnow()
+    outcome, answer, reason = outcome_of(snap, job.reason)
+    report = render_report(rt, snap, outcome, answer, reason)
+    seq = snap.next_seq()
+    record = StepRecord(
+        task_id=job.task, seq=seq, role="finish", node=FINISH_NODE, status="done" if outcome == "done" else "failed",
+        started_at=started, finished_at=utcnow(), duration_ms=int((time.monotonic() - t0) * 1000),
+        error=None if outcome == "done" else reason,
+    )
+    changes = {f"{snap.root}/report.md": report.encode(), f"{snap.step_dir(seq, FINISH_NODE)}/step.json": dump_state(record)}
+    summary = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else outcome
+    trailers = rt.trailers(job.task, seq, "finish", cost=0.0, extra={"Agent-Outcome": outcome})
+    sha = rt.git.commit_files(snap.branch, changes, f"agent(finish): {summary}"[:200], trailers, base=snap.tip)
+    if rt.on_commit:
+        rt.on_commit(sha)
+    rt.reporter.event("finish", task=job.task, outcome=outcome, cost=snap.cost_usd, tokens=fmt_tokens(snap.usage.total), answer=answer, reason=reason)
+    return []

@@ -1,0 +1,78 @@
+"""The intake step: a question becomes a task branch holding task.json."""
+
+from __future__ import annotations
+
+import re
+import time
+from datetime import datetime, timezone
+
+from .errors import AgentError, ConfigError
+from .runtime import Runtime
+from .seams import Job
+from .state import Budget, TaskFile, TaskModels, TaskSource, branch_for, dump_state, task_dir, utcnow
+
+MAX_QUESTION_CHARS = 20_000
+
+
+def slugify(text: str, max_len: int = 32) -> str:
+    words = re.findall(r"[a-z0-9]+", text.lower())
+    slug = ""
+    for w in words:
+        if len(slug) + len(w) + 1 > max_len:
+            break
+        slug = f"{slug}-{w}" if slug else w
+    return slug or "task"
+
+
+def new_task_id(question: str, issue: int | None = None, now: datetime | None = None) -> str:
+    """Short, sortable and safe in a ref: `42-avg-order-value` or `20261126-162355-avg-order-value`."""
+    if issue is not None:
+        return f"{issue}-{slugify(question)}"
+    now = now or datetime.now(timezone.utc)
+    return f"{now:%Y%m%d-%H%M%S}-{slugify(question, 24)}"
+
+
+def check_question(question: str) -> str:
+    q = (question or "").strip()
+    if not q:
+        raise ConfigError("the question is empty")
+    if len(q) > MAX_QUESTION_CHARS:
+        raise ConfigError(f"the question is {len(q)} characters; the limit is {MAX_QUESTION_CHARS}")
+    return q
+
+
+def create_task(
+    rt: Runtime,
+    question: str,
+    *,
+    base_ref: str,
+    base_sha: str,
+    models: TaskModels,
+    budget: Budget | None = None,
+    source: TaskSource | None = None,
+    task_id: str | None = None,
+) -> tuple[TaskFile, Job]:
+    question = check_question(question)
+    tid = task_id or new_task_id(question, issue=source.issue if source else None)
+    for attempt in range(20):
+        candidate = tid if attempt == 0 else f"{tid}-{attempt + 1}"
+        branch = branch_for(candidate)
+        if rt.git.tip(branch) is None:
+            try:
+                rt.git.create_branch(branch, base_sha)
+            except AgentError:
+                time.sleep(0.01)
+                continue  # lost a race for the same id: take the next
+            tid = candidate
+            break
+    else:
+        raise AgentError(f"could not find a free task id near {tid!r}")
+    task = TaskFile(
+        task_id=tid, question=question, source=source or TaskSource(), base_ref=base_ref, base_sha=base_sha,
+        budget=budget or rt.config.budget, models=models, created_at=utcnow(),
+    )
+    trailers = rt.trailers(tid, 1, "intake")
+    subject = f"agent(intake): {question.splitlines()[0][:72]}"
+    rt.git.commit_files(branch, {f"{task_dir(tid)}/task.json": dump_state(task)}, subject, trailers)
+    rt.reporter.event("task", task=tid, branch=branch)
+    return task, Job(step="plan", task=tid, branch=branch, hop=0)

@@ -1,0 +1,233 @@
+"""Anthropic Messages API through the official `anthropic` SDK.
+
+- Credentials and endpoint: `api_key` / `base_url` arguments, else the SDK's own handling of
+  ANTHROPIC_API_KEY (or ANTHROPIC_AUTH_TOKEN) and ANTHROPIC_BASE_URL.
+- Prompt caching on the stable prefix: with `request.cache_system`, `cache_control` goes on
+  the last tool definition and on the system block; each message with `cache=True` gets it on
+  its last content block, and each TextBlock with `cache=True` on itself. The API allows 4
+  breakpoints; the oldest message breakpoints are dropped beyond that.
+- Retries are the SDK's (`max_retries`, honouring `retry-after`). What is left afterwards is
+  raised as FatalModelError (bad key, no permission, bad request, unknown model, spend limit)
+  or ModelError (overloaded, rate limited, server errors, timeouts, connection failures).
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Any, Literal
+
+import anthropic
+
+from ..errors import ConfigError, FatalModelError, ModelError
+from ..state import Usage
+from .base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+
+MAX_CACHE_BREAKPOINTS = 4
+STREAM_ABOVE_MAX_TOKENS = 4096
+_EPHEMERAL = {"type": "ephemeral"}
+_LIMIT_RE = re.compile(r"spend(ing)? limit|credit|usage limit|billing|quota", re.I)
+_FATAL_CODES = ("spend_limit", "billing", "organization_on_hold")
+
+
+class AnthropicModel:
+    """The `Model` seam for Claude models."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 4,
+        timeout: float = 600,
+        stream: Literal["auto", "always", "never"] = "auto",
+    ) -> None:
+        if stream not in ("auto", "always", "never"):
+            raise ValueError(f"stream must be 'auto', 'always' or 'never', not {stream!r}")
+        self.name = model
+        self.stream = stream
+        kwargs: dict[str, Any] = {"max_retries": max_retries, "timeout": timeout}
+        if api_key is not None:
+            kwargs["api_key"] = api_key
+        if base_url is not None:
+            kwargs["base_url"] = base_url
+        try:
+            self.client = anthropic.Anthropic(**kwargs)
+        except anthropic.AnthropicError as e:  # e.g. a broken credentials profile on disk
+            raise ConfigError(f"cannot set up the Anthropic client: {e}") from e
+
+    def __repr__(self) -> str:
+        return f"AnthropicModel({self.name!r}, base_url={str(self.client.base_url)!r})"
+
+    # -- request -------------------------------------------------------------------------
+
+    def build_params(self, request: ModelRequest) -> dict[str, Any]:
+        """The keyword arguments of `messages.create` for a request (no I/O)."""
+        tools = [
+            {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in request.tools
+        ]
+        system: list[dict[str, Any]] = []
+        if request.system.strip():
+            system.append({"type": "text", "text": request.system})
+        used = 0
+        if request.cache_system:
+            if tools:
+                tools[-1]["cache_control"] = dict(_EPHEMERAL)
+                used += 1
+            if system:
+                system[-1]["cache_control"] = dict(_EPHEMERAL)
+                used += 1
+        messages: list[dict[str, Any]] = []
+        points: list[tuple[int, int]] = []  # (message, block) breakpoints, oldest first
+        for i, m in enumerate(request.messages):
+            param, marked = _message_param(m)
+            messages.append(param)
+            points.extend((i, j) for j in marked)
+        budget = max(0, MAX_CACHE_BREAKPOINTS - used)
+        for i, j in points[len(points) - budget:] if budget else []:
+            messages[i]["content"][j]["cache_control"] = dict(_EPHEMERAL)
+
+        params: dict[str, Any] = {"model": self.name, "max_tokens": request.max_tokens, "messages": messages}
+        if system:
+            params["system"] = system
+        if tools:
+            params["tools"] = tools
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    def _use_stream(self, request: ModelRequest) -> bool:
+        return self.stream == "always" or (self.stream == "auto" and request.max_tokens > STREAM_ABOVE_MAX_TOKENS)
+
+    # -- call ----------------------------------------------------------------------------
+
+    def query(self, request: ModelRequest) -> ModelResponse:
+        params = self.build_params(request)
+        start = time.monotonic()
+        try:
+            if self._use_stream(request):
+                with self.client.messages.stream(**params) as stream:
+                    msg = stream.get_final_message()
+            else:
+                msg = self.client.messages.create(**params)
+        except anthropic.APIStatusError as e:
+            raise _status_error(e) from e
+        except anthropic.APITimeoutError as e:
+            raise ModelError(f"Anthropic API timed out ({self.name}): {e}") from e
+        except anthropic.APIConnectionError as e:
+            raise ModelError(f"cannot reach the Anthropic API at {self.client.base_url}: {e}") from e
+        except anthropic.CredentialsError as e:
+            raise FatalModelError(f"Anthropic credentials failed: {e}") from e
+        except anthropic.AnthropicError as e:
+            raise ModelError(f"Anthropic API call failed: {type(e).__name__}: {e}") from e
+        except TypeError as e:
+            if "authentication" in str(e).lower():
+                raise FatalModelError(
+                    "no Anthropic credentials: set ANTHROPIC_API_KEY (or pass api_key)"
+                ) from e
+            raise
+        latency_ms = int((time.monotonic() - start) * 1000)
+        return _to_response(msg, latency_ms, self.name)
+
+
+def _block_param(b: Block) -> dict[str, Any] | None:
+    if isinstance(b, TextBlock):
+        # The API rejects empty text blocks.
+        return {"type": "text", "text": b.text} if b.text.strip() else None
+    if isinstance(b, ToolUseBlock):
+        return {"type": "tool_use", "id": b.id, "name": b.name, "input": b.input}
+    if isinstance(b, ToolResultBlock):
+        out: dict[str, Any] = {"type": "tool_result", "tool_use_id": b.tool_use_id}
+        if b.content:
+            out["content"] = b.content
+        if b.is_error:
+            out["is_error"] = True
+        return out
+    raise TypeError(f"unknown block {b!r}")
+
+
+def _message_param(m: Message) -> tuple[dict[str, Any], list[int]]:
+    """The API form of a message, and the indexes of its blocks that get cache_control:
+    text blocks marked `cache`, and the last block when the message is marked `cache`."""
+    content: list[dict[str, Any]] = []
+    marked: list[int] = []
+    for b in m.content:
+        p = _block_param(b)
+        if p is None:
+            continue
+        content.append(p)
+        if isinstance(b, TextBlock) and b.cache:
+            marked.append(len(content) - 1)
+    if not content:
+        content = [{"type": "text", "text": "(empty)"}]
+    if m.cache and len(content) - 1 not in marked:
+        marked.append(len(content) - 1)
+    return {"role": m.role, "content": content}, marked
+
+
+def _to_response(msg: Any, latency_ms: int, fallback_model: str) -> ModelResponse:
+    blocks: list[Block] = []
+    for b in msg.content or []:
+        kind = getattr(b, "type", None)
+        if kind == "text":
+            blocks.append(TextBlock(text=b.text))
+        elif kind == "tool_use":
+            inp = b.input
+            if not isinstance(inp, dict):
+                inp = {"_raw": inp if isinstance(inp, str) else repr(inp)}
+            blocks.append(ToolUseBlock(id=b.id, name=b.name, input=inp))
+        # thinking / server tool blocks are not part of the provider-neutral shape
+    u = msg.usage
+    usage = Usage(
+        input_tokens=getattr(u, "input_tokens", None) or 0,
+        output_tokens=getattr(u, "output_tokens", None) or 0,
+        cache_read_tokens=getattr(u, "cache_read_input_tokens", None) or 0,
+        cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
+    )
+    return ModelResponse(
+        content=blocks,
+        stop_reason=msg.stop_reason,
+        usage=usage,
+        model=msg.model or fallback_model,
+        latency_ms=latency_ms,
+    )
+
+
+def _api_message(e: anthropic.APIStatusError) -> tuple[str, str]:
+    kind = getattr(e, "type", None)
+    text = getattr(e, "api_message", None)
+    body = e.body
+    if isinstance(body, dict) and isinstance(body.get("error"), dict):
+        kind = kind or body["error"].get("type")
+        text = text or body["error"].get("message")
+    if not text:
+        text = e.message
+    return str(kind or "error"), str(text)
+
+
+def is_spend_limit(e: anthropic.APIStatusError) -> bool:
+    """A 429 (or 402) that no retry will fix: spend, credit or usage limit reached."""
+    code = str(getattr(e, "error_code", None) or "")
+    kind, text = _api_message(e)
+    if e.status_code == 402 or kind == "billing_error" or any(c in code for c in _FATAL_CODES):
+        return True
+    return e.status_code == 429 and bool(_LIMIT_RE.search(text))
+
+
+_FATAL_STATUS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
+                 404: "not_found_error", 413: "request_too_large"}
+
+
+def _status_error(e: anthropic.APIStatusError) -> ModelError:
+    kind, text = _api_message(e)
+    rid = f" (request-id {e.request_id})" if getattr(e, "request_id", None) else ""
+    # An error event inside a 200 stream carries its kind but no status of its own.
+    status = e.status_code if e.status_code >= 400 else next((s for s, k in _FATAL_STATUS.items() if k == kind), None)
+    where = str(e.status_code) if e.status_code >= 400 else "stream error"
+    msg = f"Anthropic API {where} {kind}: {text}{rid}"
+    if status == 401:
+        return FatalModelError(msg + " - check ANTHROPIC_API_KEY")
+    if status in _FATAL_STATUS or is_spend_limit(e):
+        return FatalModelError(msg)
+    return ModelError(msg)

@@ -1,0 +1,204 @@
+"""Any OpenAI-compatible chat.completions endpoint (OpenAI, Ollama, vLLM, OpenRouter,
+DeepSeek) through the official `openai` SDK.
+
+- `api_key` defaults to OPENAI_API_KEY, else "not-needed" (local endpoints ignore it);
+  `base_url` defaults to OPENAI_BASE_URL, else the SDK's default (api.openai.com).
+- Mapping: system -> a system message; assistant tool_use blocks -> `tool_calls`; tool_result
+  blocks -> "tool" messages; tools -> function definitions. Tool call arguments that are not
+  a JSON object are kept as `{"_raw": "<text>"}` so the caller can tell the model.
+- Stop reasons are given Anthropic's names (stop -> end_turn, tool_calls -> tool_use,
+  length -> max_tokens); others pass through.
+- Caching is the provider's (automatic); `cache` marks are ignored. Cached prompt tokens are
+  reported as cache reads, the rest of the prompt as input.
+- Retries are the SDK's; then 400/401/402/403/404/422 and quota 429s raise FatalModelError,
+  the rest ModelError.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from typing import Any
+
+import openai
+
+from ..errors import FatalModelError, ModelError
+from ..state import Usage
+from .base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+
+_STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens"}
+_LIMIT_RE = re.compile(r"quota|spend(ing)? limit|credit|billing|usage limit", re.I)
+
+
+class OpenAIModel:
+    """The `Model` seam for OpenAI-compatible endpoints."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        api_key: str | None = None,
+        base_url: str | None = None,
+        max_retries: int = 4,
+        timeout: float = 600,
+    ) -> None:
+        self.name = model
+        api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
+        base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
+        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": max_retries, "timeout": timeout}
+        if base_url:
+            kwargs["base_url"] = base_url
+        self.client = openai.OpenAI(**kwargs)
+
+    def __repr__(self) -> str:
+        return f"OpenAIModel({self.name!r}, base_url={str(self.client.base_url)!r})"
+
+    def build_params(self, request: ModelRequest) -> dict[str, Any]:
+        """The keyword arguments of `chat.completions.create` for a request (no I/O)."""
+        messages: list[dict[str, Any]] = []
+        if request.system.strip():
+            messages.append({"role": "system", "content": request.system})
+        for m in request.messages:
+            messages.extend(_messages_of(m))
+        params: dict[str, Any] = {"model": self.name, "messages": messages, "max_tokens": request.max_tokens}
+        if request.tools:
+            params["tools"] = [
+                {
+                    "type": "function",
+                    "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
+                }
+                for t in request.tools
+            ]
+        if request.temperature is not None:
+            params["temperature"] = request.temperature
+        return params
+
+    def query(self, request: ModelRequest) -> ModelResponse:
+        params = self.build_params(request)
+        start = time.monotonic()
+        try:
+            resp = self.client.chat.completions.create(**params)
+        except openai.APIStatusError as e:
+            raise _status_error(e, self.name) from e
+        except openai.APITimeoutError as e:
+            raise ModelError(f"OpenAI-compatible API timed out ({self.name} at {self.client.base_url}): {e}") from e
+        except openai.APIConnectionError as e:
+            raise ModelError(f"cannot reach the OpenAI-compatible API at {self.client.base_url}: {e}") from e
+        except openai.OpenAIError as e:
+            raise ModelError(f"OpenAI-compatible API call failed: {type(e).__name__}: {e}") from e
+        latency_ms = int((time.monotonic() - start) * 1000)
+        return _to_response(resp, latency_ms, self.name)
+
+
+def _messages_of(m: Message) -> list[dict[str, Any]]:
+    if m.role == "assistant":
+        texts = [b.text for b in m.content if isinstance(b, TextBlock) and b.text]
+        calls = [
+            {
+                "id": b.id,
+                "type": "function",
+                "function": {"name": b.name, "arguments": _arguments(b.input)},
+            }
+            for b in m.content
+            if isinstance(b, ToolUseBlock)
+        ]
+        msg: dict[str, Any] = {"role": "assistant", "content": "\n".join(texts) if texts else None}
+        if calls:
+            msg["tool_calls"] = calls
+        elif msg["content"] is None:
+            msg["content"] = ""
+        return [msg]
+    # user: tool results first (they must directly follow the assistant's tool_calls)
+    out: list[dict[str, Any]] = []
+    for b in m.content:
+        if isinstance(b, ToolResultBlock):
+            content = b.content
+            if b.is_error and not content.lower().startswith("error"):
+                content = "Error: " + content
+            out.append({"role": "tool", "tool_call_id": b.tool_use_id, "content": content})
+    texts = [b.text for b in m.content if isinstance(b, TextBlock) and b.text]
+    if texts or not out:
+        out.append({"role": "user", "content": "\n".join(texts)})
+    return out
+
+
+def _arguments(inp: dict[str, Any]) -> str:
+    # Send back what the model wrote when it was not valid JSON, so it can see its mistake.
+    if set(inp) == {"_raw"} and isinstance(inp["_raw"], str):
+        return inp["_raw"]
+    return json.dumps(inp, ensure_ascii=False)
+
+
+def parse_arguments(text: str | None) -> dict[str, Any]:
+    """Tool call arguments as a dict; anything that is not a JSON object -> {"_raw": text}."""
+    if text is None or not text.strip():
+        return {}
+    try:
+        value = json.loads(text)
+    except (json.JSONDecodeError, ValueError):
+        return {"_raw": text}
+    return value if isinstance(value, dict) else {"_raw": text}
+
+
+def _to_response(resp: Any, latency_ms: int, fallback_model: str) -> ModelResponse:
+    blocks: list[Block] = []
+    stop: str | None = None
+    if resp.choices:
+        choice = resp.choices[0]
+        msg = choice.message
+        if msg.content:
+            blocks.append(TextBlock(text=msg.content))
+        for n, call in enumerate(msg.tool_calls or []):
+            fn = getattr(call, "function", None)
+            if fn is None:
+                continue
+            blocks.append(
+                ToolUseBlock(
+                    id=call.id or f"call_{n}",
+                    name=fn.name,
+                    input=parse_arguments(fn.arguments),
+                )
+            )
+        stop = _STOP.get(choice.finish_reason or "", choice.finish_reason)
+    u = resp.usage
+    usage = Usage()
+    if u is not None:
+        details = getattr(u, "prompt_tokens_details", None)
+        cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
+        prompt = u.prompt_tokens or 0
+        usage = Usage(
+            input_tokens=max(0, prompt - cached),
+            cache_read_tokens=cached,
+            output_tokens=u.completion_tokens or 0,
+        )
+    return ModelResponse(
+        content=blocks,
+        stop_reason=stop,
+        usage=usage,
+        model=resp.model or fallback_model,
+        latency_ms=latency_ms,
+    )
+
+
+def _status_error(e: openai.APIStatusError, model: str) -> ModelError:
+    text = ""
+    code = ""
+    body = e.body
+    if isinstance(body, dict):
+        err = body.get("error", body)
+        if isinstance(err, dict):
+            text = str(err.get("message") or "")
+            code = str(err.get("code") or err.get("type") or "")
+        elif isinstance(err, str):
+            text = err
+    text = text or e.message
+    msg = f"OpenAI-compatible API {e.status_code}{' ' + code if code else ''}: {text} (model {model})"
+    if e.status_code == 401:
+        return FatalModelError(msg + " - check OPENAI_API_KEY")
+    if e.status_code in (400, 402, 403, 404, 413, 422):
+        return FatalModelError(msg)
+    if e.status_code == 429 and (code == "insufficient_quota" or _LIMIT_RE.search(text)):
+        return FatalModelError(msg)
+    return ModelError(msg)

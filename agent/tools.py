@@ -1,0 +1,81 @@
+"""The model-facing tools (DESIGN.md, "Model-facing tools"): their JSON schemas, in one place."""
+
+from __future__ import annotations
+
+from .models.base import ToolSpec
+
+_NODE_PROPS = {
+    "id": {"type": "string", "description": "Short id, unique in the plan, e.g. n1, n2a."},
+    "title": {"type": "string", "description": "A few words."},
+    "goal": {"type": "string", "description": "What the executor must find or produce, precisely."},
+    "agent": {"type": "string", "description": "The agent that runs this node (default: analyst)."},
+    "depends_on": {"type": "array", "items": {"type": "string"}, "description": "Ids of nodes that must be done first."},
+    "children": {
+        "type": "array",
+        "items": {"type": "object", "description": "A sub-node with the same fields as a node."},
+        "description": "Sub-nodes; a node with children is done when its children are.",
+    },
+}
+
+UPDATE_PLAN = ToolSpec(
+    name="update_plan",
+    description=(
+        "Propose the whole plan tree. Done and running nodes must be kept unchanged; pending and failed "
+        "nodes may be changed or dropped. Ready leaves are dispatched to executors right away."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "nodes": {
+                "type": "array",
+                "items": {"type": "object", "properties": _NODE_PROPS, "required": ["id", "title", "goal"]},
+            },
+            "note": {"type": "string", "description": "Why the plan is (or changed to) this, in one or two lines."},
+        },
+        "required": ["nodes"],
+    },
+)
+
+FINISH = ToolSpec(
+    name="finish",
+    description="End the task with the final answer (Markdown, with the computed figures and where they came from).",
+    input_schema={
+        "type": "object",
+        "properties": {
+            "answer": {"type": "string", "description": "The final answer in Markdown."},
+            "summary": {"type": "string", "description": "One line."},
+        },
+        "required": ["answer", "summary"],
+    },
+)
+
+RUN_PYTHON = ToolSpec(
+    name="run_python",
+    description="Run Python code as a fresh process in the task's working tree. Returns exit code, stdout, stderr.",
+    input_schema={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+)
+
+RUN_SHELL = ToolSpec(
+    name="run_shell",
+    description="Run a bash command in the task's working tree. Returns exit code, stdout, stderr.",
+    input_schema={"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
+)
+
+FINISH_STEP = ToolSpec(
+    name="finish_step",
+    description="End this node with its result (Markdown) and status done or failed.",
+    input_schema={
+        "type": "object",
+        "properties": {
+            "result": {"type": "string", "description": "What this node found or produced, with figures."},
+            "status": {"type": "string", "enum": ["done", "failed"]},
+        },
+        "required": ["result", "status"],
+    },
+)
+
+ALL = {t.name: t for t in (UPDATE_PLAN, FINISH, RUN_PYTHON, RUN_SHELL, FINISH_STEP)}
+
+
+def specs(names: list[str]) -> list[ToolSpec]:
+    return [ALL[n] for n in names]

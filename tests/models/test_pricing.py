@@ -1,0 +1,85 @@
+from __future__ import annotations
+
+import pytest
+
+from agent.models.pricing import PRICES, Price, is_known, lookup, price_of
+from agent.state import Usage
+
+USAGE = Usage(input_tokens=1_000, output_tokens=500, cache_read_tokens=20_000, cache_write_tokens=4_000)
+
+
+def test_anthropic_arithmetic_is_exact():
+    # claude-sonnet-4-5: 3 / 15 per million; write 1.25x, read 0.1x input
+    expected = (1_000 * 3 + 4_000 * 3 * 1.25 + 20_000 * 3 * 0.1 + 500 * 15) / 1e6
+    assert price_of("claude-sonnet-4-5", USAGE) == expected
+    assert expected == pytest.approx(0.0315)  # 3000 + 15000 + 6000 + 7500 micro-dollars
+    # 1M tokens of each kind on haiku 4.5 (1 / 5)
+    u = Usage(input_tokens=10**6, output_tokens=10**6, cache_read_tokens=10**6, cache_write_tokens=10**6)
+    assert price_of("claude-haiku-4-5", u) == pytest.approx(1 + 5 + 1.25 + 0.1)
+
+
+@pytest.mark.parametrize(
+    "model,inp,out",
+    [
+        ("claude-opus-4-5", 5, 25),
+        ("claude-sonnet-4-5", 3, 15),
+        ("claude-sonnet-4", 3, 15),
+        ("claude-haiku-4-5", 1, 5),
+        ("claude-3-5-haiku", 0.8, 4),
+        ("gpt-4o-mini", 0.15, 0.6),
+        ("gpt-4.1-mini", 0.4, 1.6),
+        ("deepseek-chat", 0.27, 1.10),
+    ],
+)
+def test_table(model, inp, out):
+    p = PRICES[model]
+    assert (p.input, p.output) == (inp, out)
+    assert price_of(model, Usage(input_tokens=10**6)) == pytest.approx(inp)
+    assert price_of(model, Usage(output_tokens=10**6)) == pytest.approx(out)
+
+
+def test_openai_style_cache_discount_and_no_write_surcharge():
+    u = Usage(input_tokens=1_000, cache_read_tokens=2_000, output_tokens=100)
+    assert price_of("gpt-4o-mini", u) == (1_000 * 0.15 + 2_000 * 0.15 * 0.5 + 100 * 0.6) / 1e6
+    assert PRICES["gpt-4o-mini"].cache_write_factor == 1.0
+    assert PRICES["deepseek-chat"].input * PRICES["deepseek-chat"].cache_read_factor == pytest.approx(0.07)
+
+
+@pytest.mark.parametrize(
+    "model,key",
+    [
+        ("claude-haiku-4-5-20251001", "claude-haiku-4-5"),
+        ("claude-sonnet-4-5-20250929", "claude-sonnet-4-5"),
+        ("claude-sonnet-4-20250514", "claude-sonnet-4"),
+        ("claude-3-5-haiku-latest", "claude-3-5-haiku"),
+        ("claude-sonnet-4-5@20250929", "claude-sonnet-4-5"),
+        ("anthropic.claude-haiku-4-5-20251001-v1:0", "claude-haiku-4-5"),
+        ("anthropic/claude-sonnet-4.5", "claude-sonnet-4-5"),
+        ("gpt-4o-mini-2024-07-18", "gpt-4o-mini"),
+        ("openai/gpt-4.1-mini", "gpt-4.1-mini"),
+        ("deepseek/deepseek-chat", "deepseek-chat"),
+    ],
+)
+def test_prefix_and_provider_matching(model, key):
+    assert lookup(model) is PRICES[key]
+    assert is_known(model)
+
+
+def test_unknown_models_cost_nothing():
+    assert not is_known("llama3.1:8b")
+    assert price_of("llama3.1:8b", USAGE) == 0.0
+    # a later model is not priced as an older one
+    assert not is_known("claude-opus-4-6")
+    assert not is_known("claude-sonnet-4-5x")
+
+
+def test_scripted_is_free():
+    assert is_known("scripted")
+    assert price_of("scripted", USAGE) == 0.0
+
+
+def test_overrides_win():
+    over = {"claude-haiku-4-5": Price.anthropic(2, 10), "my-local": Price.openai(0.1, 0.2)}
+    assert price_of("claude-haiku-4-5-20251001", Usage(input_tokens=10**6), over) == 2
+    assert is_known("my-local", over) and not is_known("my-local")
+    assert price_of("claude-sonnet-4-5", Usage(input_tokens=10**6), over) == 3
