@@ -156,7 +156,17 @@ def test_commit_visible_to_git_and_checkout_untouched(repo, store):
 def test_identity_never_from_user_config(repo, store):
     git(repo, "config", "user.name", "Someone Else")
     git(repo, "config", "user.email", "else@example.com")
+    git(repo, "config", "commit.gpgSign", "true")  # would need a key: never used
+    git(repo, "config", "gpg.program", "false")
+    hooks = repo / "hooks"
+    hooks.mkdir()
+    for h in ("post-checkout", "reference-transaction-x", "pre-push"):
+        (hooks / h).write_text("#!/bin/sh\nexit 1\n")
+        (hooks / h).chmod(0o755)
+    git(repo, "config", "core.hooksPath", str(hooks))
     store.commit_files(BRANCH, {"a.txt": b"a"}, "s", {})
+    with store.worktree(BRANCH, "hooked") as wt:  # a failing post-checkout hook is not run
+        assert (wt / "a.txt").read_bytes() == b"a"
     assert git(repo, "log", "-1", "--format=%an %ae %cn %ce", BRANCH).split() == ["gitops-agent", "gitops-agent@localhost"] * 2
 
 
