@@ -11,6 +11,11 @@ class ConfigError(AgentError):
     """A config file, agent definition or command-line value is wrong."""
 
 
+class BadName(AgentError, ValueError):
+    """A task id, node id or branch name from outside input that does not fit its pattern.
+    (A ValueError too, so pydantic validators report it as a field error.)"""
+
+
 class StateFileError(AgentError):
     """A file on a task branch does not validate. Names the file and the field."""
 

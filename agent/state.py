@@ -18,7 +18,7 @@ from typing import Any, Iterator, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import StateFileError
+from .errors import BadName, StateFileError
 
 SCHEMA = 1
 TASK_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,79}$")
@@ -49,7 +49,7 @@ def branch_for(task_id: str) -> str:
 
 def check_task_id(task_id: str) -> str:
     if not TASK_ID_RE.match(task_id or ""):
-        raise ValueError(
+        raise BadName(
             f"bad task id {task_id!r}: use 1-80 letters, digits, '-' or '_', starting with a letter or digit"
         )
     return task_id
