@@ -63,6 +63,12 @@ def _parser() -> argparse.ArgumentParser:
     t = sub.add_parser("tasks", help="list the task branches of a repository")
     t.add_argument("--repo", type=Path, default=Path("."))
 
+    st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
+                        description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
+                        "do the step, push, dispatch the next steps. Reads GITHUB_* and GITOPS_AGENT_* variables.")
+    st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile"], help="the step (auto: from the event)")
+    st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
+
     s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)")
     s.add_argument("task_id")
     s.add_argument("--repo", type=Path, default=Path("."))
@@ -75,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_USAGE
     try:
-        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show}[args.command](args)
+        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step}[args.command](args)
     except AgentError as e:
         print(f"gitops-agent: error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -153,6 +159,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
     code = _print_result(res, repo)
     err.print(f"\nLook around: cd {repo} && git log --oneline --all")
     return code
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    from .github_steps import run_step_command
+
+    return run_step_command(args.which, args.event)
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:

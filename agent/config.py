@@ -44,6 +44,26 @@ class PolicyConfig(BaseModel):
     max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed.")
 
 
+class TriggerConfig(BaseModel):
+    """Who and what starts a task on GitHub."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field("agent", description="An issue opened with, or given, this label starts a task.")
+    phrase: str = Field("/agent", description="A comment (or issue body) starting with this starts or steers a task.")
+    allow: list[str] = Field(default_factory=list, description="Logins allowed besides collaborators with write access.")
+    allow_bots: list[str] = Field(default_factory=list, description="Bot logins allowed to trigger (bots are refused otherwise).")
+
+
+class GitHubConfig(BaseModel):
+    """Hand-over on GitHub."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_parallel: int = Field(4, ge=1, le=64, description="Execute jobs dispatched at once per task.")
+    lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
+    max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
+    draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
+
+
 class AgentConfig(BaseModel):
     """Everything configurable; defaults fit a small repository and a cheap run."""
 
@@ -53,6 +73,8 @@ class AgentConfig(BaseModel):
     sandbox: SandboxLimits = SandboxLimits()
     policy: PolicyConfig = PolicyConfig()
     workers: int = Field(4, ge=1, le=64, description="Executor steps run at once (local mode).")
+    trigger: TriggerConfig = TriggerConfig()
+    github: GitHubConfig = GitHubConfig()
     prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
 
 

@@ -76,3 +76,26 @@ def create_task(
     rt.git.commit_files(branch, {f"{task_dir(tid)}/task.json": dump_state(task)}, subject, trailers)
     rt.reporter.event("task", task=tid, branch=branch)
     return task, Job(step="plan", task=tid, branch=branch, hop=0)
+
+
+def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None) -> Job:
+    """A follow-up on an existing task: the instruction is appended to task.json (intake is its
+    one writer) and the planner is asked to continue on the same branch."""
+    from .snapshot import load_snapshot
+    from .state import StepRecord, step_dirname
+
+    instruction = check_question(instruction)
+    snap = load_snapshot(rt.git, task_id)
+    task = snap.task.model_copy(deep=True)
+    task.instructions.append(f"{instruction}" + (f" (from @{author})" if author else ""))
+    seq = snap.next_seq()
+    now = utcnow()
+    record = StepRecord(task_id=task_id, seq=seq, role="intake", node="_intake", started_at=now, finished_at=now)
+    changes = {
+        f"{snap.root}/task.json": dump_state(task),
+        f"{snap.root}/steps/{step_dirname(seq, '_intake')}/step.json": dump_state(record),
+    }
+    trailers = rt.trailers(task_id, seq, "intake")
+    rt.git.commit_files(snap.branch, changes, f"agent(intake): follow-up: {instruction.splitlines()[0][:60]}", trailers, base=snap.tip)
+    rt.reporter.event("task", task=task_id, branch=snap.branch)
+    return Job(step="plan", task=task_id, branch=snap.branch, hop=0)

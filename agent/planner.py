@@ -133,15 +133,19 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     snap = load_snapshot(rt.git, job.task)
     finish_job = lambda reason=None: Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=reason)  # noqa: E731
 
+    seen = snap.plan.instructions_seen if snap.plan is not None else 0
+    new_instructions = snap.task.instructions[seen:] if snap.plan is not None else []
     if snap.plan is not None and snap.plan.finish is not None:
-        rt.reporter.event("skip", step="plan", why="the plan is finished already")
-        return [] if snap.has_report else [finish_job()]
+        if not new_instructions:
+            rt.reporter.event("skip", step="plan", why="the plan is finished already")
+            return [] if snap.has_report else [finish_job()]
+        snap.plan.finish = None  # a follow-up instruction reopens a finished task
     problem = snap.budget_problem(hop=job.hop)
     if problem:
         rt.reporter.event("budget", why=str(problem))
         return [finish_job(str(problem))]
     new_ids = snap.sync_plan()
-    if snap.plan is not None and not new_ids and snap.plan.running():
+    if snap.plan is not None and not new_ids and not new_instructions and snap.plan.running():
         # A duplicate or early dispatch: the running executors will call the planner again.
         rt.reporter.event("skip", step="plan", why="no new results; executors still running")
         return []
@@ -159,7 +163,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     spent = f"${snap.cost_usd:.4f} of ${snap.task.budget.max_usd:g}, {snap.model_steps} of {snap.task.budget.max_steps} steps"
     state_text = render(
         dirs, agent.prompts.state or "planner_state.j2", plan=snap.plan, checklist=checklist(snap.plan),
-        new_results=new_r, old_results=old_r, running=running, spent=spent,
+        new_results=new_r, old_results=old_r, running=running, spent=spent, new_instructions=new_instructions,
     )
     results_meta = {n.id: snap.result_of(n.step, n.id) for n in (snap.plan.walk() if snap.plan else []) if n.step and n.status == NodeStatus.done}
     messages = [Message(role="user", content=[TextBlock(text=task_text, cache=True), TextBlock(text=state_text)])]
@@ -203,7 +207,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
         slots = max(0, rt.config.workers - running_now) if running_now else rt.config.workers
         next_seq = seq + 1
         for n in plan.ready()[: max(slots, 0)]:
-            n.status, n.step, n.attempts = NodeStatus.running, next_seq, n.attempts + 1
+            n.status, n.step, n.attempts, n.dispatched_at = NodeStatus.running, next_seq, n.attempts + 1, utcnow()
             next_jobs.append(Job(step="execute", task=job.task, branch=snap.branch, node=n.id, seq=next_seq, hop=job.hop + 1))
             dispatched.append(n.id)
             next_seq += 1
@@ -226,6 +230,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
         plan.refresh_parents()
         next_jobs.append(Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1))
 
+    plan.instructions_seen = len(snap.task.instructions)
     record = StepRecord(
         task_id=job.task, seq=seq, role="planner", node=PLANNER_NODE, agent=agent.name, model=model.name,
         status="failed" if error else "done", turns=len(turns), usage=usage, cost_usd=round(cost, 6),

@@ -177,6 +177,7 @@ class PlanNode(BaseModel):
     attempts: int = 0
     result: str | None = None
     step: int | None = Field(None, description="Step number reserved when the node was dispatched.")
+    dispatched_at: datetime | None = Field(None, description="When the node was last dispatched (reconcile's lease).")
     children: list["PlanNode"] = Field(default_factory=list)
 
     @field_validator("id")
@@ -216,6 +217,7 @@ class Plan(BaseModel):
     note: str = ""
     nodes: list[PlanNode] = Field(default_factory=list)
     finish: PlanFinish | None = None
+    instructions_seen: int = Field(0, description="How many of task.json's follow-up instructions this plan has taken in.")
 
     @model_validator(mode="after")
     def _structure(self) -> "Plan":
@@ -403,7 +405,7 @@ class StepRecord(BaseModel):
     schema_: int = Field(SCHEMA, alias="schema")
     task_id: str
     seq: int
-    role: Literal["planner", "executor", "finish"]
+    role: Literal["intake", "planner", "executor", "finish"]
     node: str
     agent: str = ""
     model: str = ""
