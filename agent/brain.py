@@ -69,6 +69,8 @@ class AgentDef(BaseModel):
 class Brain(BaseModel):
     agents: dict[str, AgentDef]
     prompt_dirs: list[Path]
+    # Directories of helper modules (tools/*.py) the model's code may import, override first.
+    tool_dirs: list[Path] = []
 
     @property
     def planner(self) -> AgentDef:
@@ -113,4 +115,5 @@ def load_brain(override_dir: Path | None = None) -> Brain:
     if override_dir is not None and (override_dir / "prompts").is_dir():
         prompt_dirs.append(override_dir / "prompts")
     prompt_dirs.append(default_prompts_dir())
-    return Brain(agents=agents, prompt_dirs=prompt_dirs)
+    tool_dirs = [d / "tools" for d in reversed(dirs) if (d / "tools").is_dir()]
+    return Brain(agents=agents, prompt_dirs=prompt_dirs, tool_dirs=tool_dirs)

@@ -25,6 +25,8 @@ examples:
   gitops-agent run --resume 20261126-101500-which-customers   continue a stopped task
   gitops-agent tasks                                  list the task branches here
   gitops-agent show <task-id>                         print a task's report
+  gitops-agent memory search "average order value"    past experiences like this one
+  gitops-agent fork <task-id> --at 4 "Use the median" a divergent path from step 4
 """
 
 
@@ -72,6 +74,21 @@ def _parser() -> argparse.ArgumentParser:
     s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)")
     s.add_argument("task_id")
     s.add_argument("--repo", type=Path, default=Path("."))
+
+    tr = sub.add_parser("trace", help="show a task's trace: plan, timeline of steps, tokens, cost",
+                        description="The trace of a task, from its branch alone (step files and commit trailers): the plan "
+                        "with status marks, one row per step (model, turns, time, tokens, cost, commit), totals, and a check "
+                        "that the commits' Agent-Cost-USD trailers add up to the step records.")
+    tr.add_argument("task", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
+    tr.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    tr.add_argument("--json", action="store_true", help="print the trace as JSON on stdout instead")
+    tr.add_argument("--html", type=Path, metavar="FILE", help="write the trace as one self-contained HTML page to FILE")
+    tr.add_argument("--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)")
+
+    # memory, brain, evolve, fork (agent/memcli.py)
+    from .memcli import add_parsers
+
+    add_parsers(sub)
     return p
 
 
@@ -81,7 +98,10 @@ def main(argv: list[str] | None = None) -> int:
         _parser().print_help()
         return EXIT_USAGE
     try:
-        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step}[args.command](args)
+        from .memcli import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
+
+        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
+                **MEMORY_COMMANDS}[args.command](args)
     except AgentError as e:
         print(f"gitops-agent: error: {e}", file=sys.stderr)
         return EXIT_FAILED
@@ -197,6 +217,41 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(raw.decode())
     else:
         print(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}")
+    return EXIT_OK
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.console import Console
+
+    from .gitstore import GitRepo
+    from .local import find_repo
+    from .trace import build_trace, render_terminal
+
+    trace = build_trace(GitRepo(find_repo(args.repo)), args.task)
+    if args.otlp:
+        from .errors import ConfigError
+        from .telemetry import export_trace, flush, setup
+
+        if not setup():
+            raise ConfigError("--otlp needs OTEL_EXPORTER_OTLP_ENDPOINT and the OpenTelemetry SDK and OTLP exporter "
+                              "(pip install 'gitops-agent[otel]')")
+        n = export_trace(trace)
+        flush()
+        print(f"sent {n} spans to {os.environ.get('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') or os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT')}", file=sys.stderr)
+    if args.html:
+        from .trace_html import write_html
+
+        path = write_html(trace, args.html)
+        print(f"trace page: {path.resolve()}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(trace.to_json() + "\n")
+    elif not args.html:
+        # piped: wide enough for every column (COLUMNS still wins)
+        cols = os.environ.get("COLUMNS", "")
+        width = None if sys.stdout.isatty() else (int(cols) if cols.isdigit() else 200)
+        render_terminal(trace, Console(highlight=False, width=width))
     return EXIT_OK
 
 

@@ -1,7 +1,7 @@
 """The repository's configuration: `.github/gitops-agent.yml` (all fields optional).
 
     models:
-      planner: anthropic:claude-sonnet-4-5
+      planner: anthropic:claude-sonnet-4-6
       executor: anthropic:claude-haiku-4-5
     budget: {max_usd: 1.0, max_turns: 10}
     sandbox: {timeout_s: 60, memory_mb: 1024}
@@ -29,7 +29,7 @@ class ModelsConfig(BaseModel):
     """Which model each role uses (spec strings, see agent.models)."""
 
     model_config = ConfigDict(extra="forbid")
-    planner: str = Field("anthropic:claude-sonnet-4-5", description="Strong model: plans and writes the answer.")
+    planner: str = Field("anthropic:claude-sonnet-4-6", description="Strong model: plans and writes the answer.")
     executor: str = Field("anthropic:claude-haiku-4-5", description="Cheap model: writes and runs the code.")
 
 

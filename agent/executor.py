@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .brainbranch import list_tools
 from .errors import FatalModelError, ModelError
 from .models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from .policy import filter_changes
@@ -85,7 +86,8 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             dep_results=_dep_results(snap, node), files=files[:_FILE_LIST_LIMIT], files_more=max(0, len(files) - _FILE_LIST_LIMIT),
             step_dir=sdir, max_turns=max_turns, data_dir=rt.data_dir,
         )
-        system = render(rt.brain.prompt_dirs, agent.prompts.system, agent=agent)
+        # brain tools (agent/brainbranch.py): helper modules the code can import, listed by docstring
+        system = render(rt.brain.prompt_dirs, agent.prompts.system, agent=agent, py_tools=list_tools(rt.brain))
         messages: list[Message] = [Message(role="user", content=[TextBlock(text=node_text)], cache=True)]
         finished = False
         for turn_no in range(1, max_turns + 1):

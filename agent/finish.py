@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from .prompts import render
+from .memory import cited_ids, record_experience, shown_memory
 from .render import checklist, cost_table, fmt_tokens
 from .runtime import Runtime
 from .seams import Job
@@ -33,7 +34,22 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
     return render(
         rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, outcome=outcome, reason=reason, answer=answer,
         checklist=checklist(snap.plan), results=results, cost_table=cost_table(snap.steps), branch=snap.branch,
+        memory=memory_for_report(snap, answer),
     )
+
+
+def memory_for_report(snap: Snapshot, answer: str) -> list[dict]:
+    """memory: the past experiences the planner was shown (its memory.json), each marked cited
+    when the answer, the summary, the plan note or the lessons name its task id."""
+    try:
+        shown = (shown_memory(snap) or {}).get("shown") or []
+    except Exception:  # noqa: BLE001 - a report without the memory section is fine
+        return []
+    fin = snap.plan.finish if snap.plan else None
+    texts = [answer, fin.summary if fin else "", snap.plan.note if snap.plan else "", *(fin.lessons if fin else [])]
+    ids = [e.get("task_id") for e in shown if isinstance(e, dict) and isinstance(e.get("task_id"), str)]
+    cited = set(cited_ids(texts, ids))
+    return [{**e, "cited": e.get("task_id") in cited} for e in shown if isinstance(e, dict)]
 
 
 def run_finish(rt: Runtime, job: Job) -> list[Job]:
@@ -41,6 +57,9 @@ def run_finish(rt: Runtime, job: Job) -> list[Job]:
     head = rt.git.log(snap.tip, max_count=1)
     if head and head[0].trailers.get("Agent-Role") == "finish":
         rt.reporter.event("skip", step="finish", why="already finished at this commit")
+        # memory: a finish killed between its commit and the memory write adds it now
+        outcome = head[0].trailers.get("Agent-Outcome") or outcome_of(snap, job.reason)[0]
+        record_experience(rt, snap, outcome, outcome_of(snap, job.reason)[1], job.reason, only_if_missing=True)
         return []
     t0, started = time.monotonic(), utcnow()
     outcome, answer, reason = outcome_of(snap, job.reason)
@@ -57,5 +76,7 @@ def run_finish(rt: Runtime, job: Job) -> list[Job]:
     sha = rt.git.commit_files(snap.branch, changes, f"agent(finish): {summary}"[:200], trailers, base=snap.tip)
     if rt.on_commit:
         rt.on_commit(sha)
+    # memory: one experience file for this task on agent/memory (never fails the task)
+    record_experience(rt, snap, outcome, answer, reason)
     rt.reporter.event("finish", task=job.task, outcome=outcome, cost=snap.cost_usd, tokens=fmt_tokens(snap.usage.total), answer=answer, reason=reason)
     return []

@@ -20,7 +20,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from .brain import load_brain
+from .brainbranch import load_repo_brain
 from .config import CONFIG_PATH, AgentConfig, parse_config
 from .engine import Engine
 from .errors import AgentError, ConfigError, TaskNotFound
@@ -138,7 +138,8 @@ class StepRunner:
 
     def runtime(self, git: GitRepo, ref: str | None = None) -> Runtime:
         cfg = self.config(git, ref)
-        return Runtime(git=git, config=cfg, brain=load_brain(), reporter=self.reporter, run_url=self.s.run_url)
+        # brain: the packaged brain with the repository's agent/brain branch on top (agent/brainbranch.py)
+        return Runtime(git=git, config=cfg, brain=load_repo_brain(git), reporter=self.reporter, run_url=self.s.run_url)
 
     def config(self, git: GitRepo, ref: str | None) -> AgentConfig:
         raw = git.read_file(ref or "HEAD", CONFIG_PATH)
@@ -382,7 +383,9 @@ def run_step_command(step: str, event_path: str | None = None, client: Any = Non
     if client is None:
         from .github_client import GitHubClient
 
-        client = GitHubClient(settings.repo, settings.token.get_secret_value(), api_url=settings.api_url)
+        throttle = (env if env is not None else os.environ).get("GITOPS_AGENT_GITHUB_THROTTLE", "1") != "0"
+        kw = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+        client = GitHubClient(settings.repo, settings.token.get_secret_value(), api_url=settings.api_url, **kw)
     from .progress import ConsoleReporter
 
     runner = StepRunner(settings, client, reporter=ConsoleReporter())

@@ -14,7 +14,7 @@ from .state import Budget, TaskFile, TaskModels, TaskSource, branch_for, dump_st
 MAX_QUESTION_CHARS = 20_000
 
 
-def slugify(text: str, max_len: int = 32) -> str:
+def slugify(text: str, max_len: int = 40) -> str:
     words = re.findall(r"[a-z0-9]+", text.lower())
     slug = ""
     for w in words:

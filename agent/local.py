@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from .brain import load_brain
+from .brainbranch import load_repo_brain
 from .config import CONFIG_PATH, AgentConfig, load_config
 from .engine import Engine
 from .errors import ConfigError
@@ -74,13 +74,16 @@ def make_runtime(
     models: dict[str, Model] | None = None,
 ) -> Runtime:
     cfg = config or load_config(config_path or (repo / CONFIG_PATH))
-    return Runtime(
-        git=GitRepo(repo, remote=remote),
+    git = GitRepo(repo, remote=remote)
+    rt = Runtime(
+        git=git,
         config=cfg,
-        brain=load_brain(),
+        # brain: the packaged agents and prompts with the repository's agent/brain branch on top
+        brain=load_repo_brain(git),
         reporter=reporter or Reporter(),
         models=dict(models or {}),
     )
+    return rt
 
 
 def result_of(rt: Runtime, task_id: str, failures: list | None = None) -> RunResult:

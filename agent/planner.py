@@ -10,6 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from .errors import FatalModelError, FormatError, ModelError
+from .memory import MEMORY_FILE, planner_memory
 from .models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from .prompts import render
 from .render import checklist, fmt_tokens
@@ -125,7 +126,9 @@ def _state_results(snap: Snapshot, new_ids: list[str]) -> tuple[list[dict], list
 
 
 def _repo_files(rt: Runtime, snap: Snapshot, limit: int = 150) -> tuple[list[str], int]:
-    files = [f for f in rt.git.list_files(snap.task.base_sha) if not f.startswith(".agent/")]
+    # the tip, not the base: a shallow clone on a runner has only the tip (its tree is the base's
+    # plus what the steps produced)
+    files = [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
     return files[:limit], max(0, len(files) - limit)
 
 
@@ -157,7 +160,11 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     dirs = rt.brain.prompt_dirs
     files, files_more = _repo_files(rt, snap)
     system = render(dirs, agent.prompts.system, agents=executors)
-    task_text = render(dirs, agent.prompts.task, task=snap.task, files=files, files_more=files_more, experiences=[])
+    # memory (agent/memory.py): the top-k similar past experiences, retrieved for the first plan
+    # and recorded in memory.json of that step; later plan steps show the same ones.
+    memory_rec, memory_new = planner_memory(rt, snap)
+    experiences = memory_rec["shown"] if memory_rec else []
+    task_text = render(dirs, agent.prompts.task, task=snap.task, files=files, files_more=files_more, experiences=experiences)
     new_r, old_r = _state_results(snap, new_ids) if snap.plan else ([], [])
     running = [n.id for n in snap.plan.running()] if snap.plan else []
     spent = f"${snap.cost_usd:.4f} of ${snap.task.budget.max_usd:g}, {snap.model_steps} of {snap.task.budget.max_steps} steps"
@@ -176,7 +183,8 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     for attempt in range(agent.max_corrections + 1):
         request = ModelRequest(
             system=system, messages=messages, tools=specs(agent.tools), max_tokens=agent.max_tokens,
-            meta={"role": "planner", "script_key": "planner", "task": job.task, "results": results_meta, "attempt": attempt, "running": running},
+            meta={"role": "planner", "script_key": "planner", "task": job.task, "results": results_meta, "attempt": attempt, "running": running,
+                  "experiences": [e["task_id"] for e in experiences]},
         )
         try:
             resp = model.query(request)
@@ -242,6 +250,8 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
         f"{sdir}/step.json": dump_state(record),
         f"{sdir}/turns.jsonl": "".join(t.model_dump_json() + "\n" for t in turns).encode(),
     }
+    if memory_rec is not None and memory_new:  # memory: which experiences this planner was shown
+        changes[f"{sdir}/{MEMORY_FILE}"] = (json.dumps(memory_rec, indent=2, ensure_ascii=False) + "\n").encode()
     subject = f"agent(plan): v{plan.version} {action}"[:200]
     trailers = rt.trailers(job.task, seq, "planner", model=model.name, usage=usage, cost=record.cost_usd, duration_ms=duration_ms)
     sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
@@ -286,11 +296,25 @@ def _interpret(resp: ModelResponse, snap: Snapshot, rt: Runtime, turn: Turn) -> 
                 f"nodes {[n.id for n in snap.plan.running()]} are still running; wait for them "
                 "(`update_plan` with the same nodes) before you finish"
             )
-        return PlanFinish(answer=answer, summary=str(summary or "")[:300], outcome="done")
+        return PlanFinish(answer=answer, summary=str(summary or "")[:300], outcome="done", lessons=_lessons(use.input.get("lessons")))
     if use.name == "update_plan":
         agents = set(rt.brain.executors())
         return merge_plan(snap.plan, use.input.get("nodes"), agents, goal=snap.task.question, note=str(use.input.get("note", ""))[:1000])
     raise FormatError(f"unknown tool `{use.name}`; the planner's tools are `update_plan` and `finish`")
+
+
+def _lessons(raw: Any) -> list[str]:
+    """finish's optional `lessons` (memory): short non-empty lines, at most 10 of 300 characters."""
+    if isinstance(raw, str):
+        raw = raw.splitlines()
+    if not isinstance(raw, list):
+        return []
+    out = []
+    for x in raw:
+        line = " ".join(str(x).split()).lstrip("-* ").strip() if isinstance(x, (str, int, float)) else ""
+        if line:
+            out.append(line[:300])
+    return out[:10]
 
 
 def step_dir_for(task_root: str, seq: int, node: str) -> str:

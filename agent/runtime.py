@@ -6,14 +6,18 @@ from __future__ import annotations
 import os
 import threading
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 from .brain import Brain
 from .config import AgentConfig
 from .models import make_model, model_id
-from .models.pricing import price_of
+from .models.pricing import Price, is_known, price_of
+
+# A model missing from the price table is counted at this price (a mid-range one), so a dollar
+# budget still holds; the config's `prices:` sets the real one.
+FALLBACK_PRICE = Price.anthropic(3, 15)
 from .progress import Reporter
-from .sandbox import make_sandbox
+from .sandbox import SandboxLimits, make_sandbox
 from .seams import GitStore, Model, Sandbox
 from .state import Usage
 
@@ -31,7 +35,10 @@ class Runtime:
     # Where the model's code may read shared data sets (memory branch), if any.
     data_dir: str | None = None
     on_commit: Callable[[str], None] | None = None
+    # memory (agent/memory.py): the MemoryStore, made on first use; False switches memory off
+    memory_store: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
         if self.run_url is None and os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_REPOSITORY"):
@@ -49,11 +56,37 @@ class Runtime:
     def get_sandbox(self) -> Sandbox:
         with self._lock:
             if self.sandbox is None:
-                self.sandbox = make_sandbox(self.config.sandbox)
+                # memory: shared data sets (data/ on agent/memory) fetched on first use, mounted
+                # read-only and shown to the model as data_dir; a failure is reported, not raised
+                from .memory import attach_data
+
+                if self.data_dir is None:
+                    attach_data(self)
+                self.sandbox = make_sandbox(self._sandbox_limits())
             return self.sandbox
 
+    def _sandbox_limits(self) -> SandboxLimits:
+        """The configured limits plus what the brain and memory add: brain tool directories on
+        PYTHONPATH, and the shared data sets (data_dir), both mounted read-only."""
+        limits = self.config.sandbox
+        tool_dirs = [str(d) for d in getattr(self.brain, "tool_dirs", [])]
+        ro = list(limits.extra_ro_paths)
+        for d in tool_dirs + ([self.data_dir] if self.data_dir else []):
+            if d not in [h for h, _ in ro]:
+                ro.append((d, d))
+        if not tool_dirs and ro == list(limits.extra_ro_paths):
+            return limits
+        return limits.model_copy(update={"python_path": tool_dirs + list(limits.python_path), "extra_ro_paths": ro})
+
     def cost(self, model_name: str, usage: Usage) -> float:
-        return price_of(model_id(model_name) if ":" in model_name else model_name, usage, self.config.prices or None)
+        name = model_id(model_name) if ":" in model_name else model_name
+        if name == "scripted" or is_known(name, self.config.prices or None):
+            return price_of(name, usage, self.config.prices or None)
+        with self._lock:
+            if name not in self._warned:
+                self._warned.add(name)
+                self.reporter.event("error", step="pricing", error=f"no price for model {name!r}; counting it at $3/$15 per Mtok (set `prices:` in the config)")
+        return FALLBACK_PRICE.cost(usage)
 
     def trailers(
         self,

@@ -73,6 +73,12 @@ class SandboxLimits(BaseModel):
         "the subprocess backend only lists them in $SANDBOX_RO_PATHS.",
     )
     python: str = Field(default_factory=lambda: sys.executable, description="Python interpreter used by run_python.")
+    # brain tools (agent/brainbranch.py): helper modules the model's code may import
+    python_path: list[str] = Field(
+        default_factory=list,
+        description="Directories put on PYTHONPATH inside the sandbox (trusted helper modules; mount them read-only "
+        "with extra_ro_paths where they are not visible).",
+    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -323,6 +329,8 @@ class _ProcessSandbox:
             else:
                 inner = [self.shell, "-c", source]
             env = scrubbed_env(self.extra_env, home=home, tmpdir=tmpdir, python=limits.python)
+            if limits.python_path:  # set by the caller from its config, never from the model
+                env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in limits.python_path)
             argv, popen_env = self._argv(inner, cwd, run_dir, env)
             return self._execute(argv, popen_env, cwd, run_dir, timeout)
         finally:

@@ -145,6 +145,15 @@ class TaskModels(BaseModel):
     executor: str
 
 
+class TaskParent(BaseModel):
+    """Where a forked task came from (agent/fork.py): the old task and the step it was forked at."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_id: str
+    step: int
+    commit: str
+
+
 class TaskFile(BaseModel):
     """task.json: written once, by intake."""
 
@@ -159,6 +168,8 @@ class TaskFile(BaseModel):
     models: TaskModels
     created_at: datetime
     instructions: list[str] = Field(default_factory=list, description="Follow-up instructions, oldest first.")
+    # fork (agent/fork.py): the task and step this one was forked from
+    parent: TaskParent | None = None
 
     @field_validator("task_id")
     @classmethod
@@ -205,6 +216,8 @@ class PlanFinish(BaseModel):
     summary: str = ""
     outcome: Literal["done", "failed", "budget", "error"] = "done"
     reason: str | None = None
+    # memory (agent/memory.py): the planner's lessons for future tasks, from `finish`
+    lessons: list[str] = Field(default_factory=list, description="What worked, what failed and why (short lines).")
 
 
 class Plan(BaseModel):

@@ -44,6 +44,12 @@ FINISH = ToolSpec(
         "properties": {
             "answer": {"type": "string", "description": "The final answer in Markdown."},
             "summary": {"type": "string", "description": "One line."},
+            # memory (agent/memory.py): kept in the task's experience for future tasks
+            "lessons": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Optional: short lessons for future tasks: what worked, what failed and why (one line each).",
+            },
         },
         "required": ["answer", "summary"],
     },
@@ -74,7 +80,37 @@ FINISH_STEP = ToolSpec(
     },
 )
 
-ALL = {t.name: t for t in (UPDATE_PLAN, FINISH, RUN_PYTHON, RUN_SHELL, FINISH_STEP)}
+# evolve (agent/evolve.py): the model proposes changes to the brain branch
+PROPOSE_BRAIN_CHANGE = ToolSpec(
+    name="propose_brain_change",
+    description=(
+        "Propose concrete changes to this repository's brain (agent definitions, prompt templates, helper tools), "
+        "based on the experiences shown. Each change is the whole new content of one file; content null deletes "
+        "the file from the brain branch (the packaged default applies again)."
+    ),
+    input_schema={
+        "type": "object",
+        "properties": {
+            "changes": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "properties": {
+                        "path": {"type": "string", "description": "agents/<name>.yaml, prompts/<name>.j2 or tools/<module>.py"},
+                        "content": {"type": ["string", "null"], "description": "The complete new file content."},
+                    },
+                    "required": ["path", "content"],
+                },
+            },
+            "title": {"type": "string", "description": "One line for the pull request title."},
+            "rationale": {"type": "string", "description": "Why these changes, in Markdown, citing what the experiences showed."},
+            "experiences": {"type": "array", "items": {"type": "string"}, "description": "Task ids of the experiences behind the changes."},
+        },
+        "required": ["changes", "rationale", "experiences"],
+    },
+)
+
+ALL = {t.name: t for t in (UPDATE_PLAN, FINISH, RUN_PYTHON, RUN_SHELL, FINISH_STEP, PROPOSE_BRAIN_CHANGE)}
 
 
 def specs(names: list[str]) -> list[ToolSpec]:

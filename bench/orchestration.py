@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Orchestration overhead per step, with a zero-latency scripted model.
 
-    python bench/orchestration.py [--steps 10,200] [--local | --remote] [--repeat R] [--json]
+    python bench/orchestration.py [--steps 10,200] [--remote] [--repeat R] [--profile-steps 10] [--json]
 
-A benchmark, not a test: it prints a small Markdown table and asserts nothing.
+Local mode only by default (about 1 minute on 2 cores, most of it the 200-step task); --remote
+adds the remote rows (1.5 to 2.5 minutes in all: over budget for a default run). A benchmark, not a test: it prints a small Markdown table and asserts nothing.
 
 What runs: a real task through the real engine (``run_question``: intake, LocalDispatcher,
 plan / execute / finish steps, a commit per step) on a fresh temporary repository holding one
@@ -25,9 +26,11 @@ Modes:
   remote  the repository is a (shallow, like a CI job's) clone of a bare repository over
           file://, and the runtime uses remote="origin": every step fetches and pushes.
 
-Then one 10-step local run is profiled (cProfile inside each job's thread, since the
-dispatcher's workers are threads that a profiler enabled in the main thread would not see),
-and every git process is counted and timed, to show where a step's time goes.
+Then one 10-step local run (--profile-steps) is profiled (cProfile inside each job's thread,
+since the dispatcher's workers are threads that a profiler enabled in the main thread would not
+see), and every git process a job starts is counted and timed, to show where a step's time goes.
+Git wall times can overlap (commit_files starts hash-object alongside the tip read), so their
+sum may slightly exceed the step's time.
 
 Targets: median <= 150 ms per step; median of the longest task <= 1.2 x that of the shortest
 (per-step cost must not grow with the task's length).
@@ -38,6 +41,7 @@ from __future__ import annotations
 import argparse
 import cProfile
 import json
+import math
 import os
 import pstats
 import shutil
@@ -65,6 +69,7 @@ from agent.state import Budget  # noqa: E402
 MODEL_SPEC = "scripted:bench"
 TARGET_MEDIAN_MS = 150.0
 TARGET_RATIO = 1.2
+MIN_SAMPLES = 50  # a short task is repeated (samples pooled) until it has this many steps
 _GIT_ENV = {
     **os.environ,
     "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
@@ -157,6 +162,11 @@ class Sample:
     ms: float
 
 
+# set while the current thread runs a job: git processes are counted only inside jobs (not
+# those of intake or of reading the result back, which are not steps)
+_in_job = threading.local()
+
+
 @contextmanager
 def timed_handle(samples: list[Sample], profiles: list[cProfile.Profile] | None = None) -> Iterator[None]:
     """Wrap Engine.handle for the duration of a run (restored afterwards): every job is timed,
@@ -166,6 +176,7 @@ def timed_handle(samples: list[Sample], profiles: list[cProfile.Profile] | None 
 
     def handle(engine: Engine, job):  # type: ignore[no-untyped-def]
         prof = cProfile.Profile() if profiles is not None else None
+        _in_job.active = True
         t0 = time.perf_counter()
         if prof:
             prof.enable()
@@ -174,6 +185,7 @@ def timed_handle(samples: list[Sample], profiles: list[cProfile.Profile] | None 
         finally:
             if prof:
                 prof.disable()
+            _in_job.active = False
             ms = (time.perf_counter() - t0) * 1000
             with lock:
                 samples.append(Sample(job.step, ms))
@@ -194,7 +206,7 @@ class GitCall:
 
 
 def _git_subcommand(args: list[str]) -> str:
-    """`git -C repo -c k=v --literal-pathspecs ls-tree ...` -> `ls-tree`."""
+    """`git -C repo -c k=v --literal-pathspecs ls-tree ...` -> `ls-tree`; `worktree add`."""
     i = 1
     while i < len(args):
         a = args[i]
@@ -204,14 +216,16 @@ def _git_subcommand(args: list[str]) -> str:
         if a.startswith("-"):
             i += 1
             continue
+        if a == "worktree" and i + 1 < len(args):
+            return f"{a} {args[i + 1]}"  # add and remove cost differently
         return a
     return "?"
 
 
 @contextmanager
 def count_git(calls: list[GitCall]) -> Iterator[None]:
-    """Time every git process from spawn to reaped (subprocess.Popen swapped for a subclass;
-    subprocess.run and the engine's own Popen calls both go through it)."""
+    """Time every git process a job starts, from spawn to reaped (subprocess.Popen swapped for
+    a subclass; subprocess.run and the engine's own Popen calls both go through it)."""
     original = subprocess.Popen
     lock = threading.Lock()
 
@@ -220,7 +234,8 @@ def count_git(calls: list[GitCall]) -> Iterator[None]:
             self._bench_t0 = time.perf_counter()
             self._bench_done = False
             argv = [str(x) for x in args] if isinstance(args, (list, tuple)) else [str(args)]
-            self._bench_cmd = _git_subcommand(argv) if argv and Path(argv[0]).name == "git" else None
+            is_git = argv and Path(argv[0]).name == "git" and getattr(_in_job, "active", False)
+            self._bench_cmd = _git_subcommand(argv) if is_git else None
             super().__init__(args, *a, **kw)
 
         def wait(self, timeout=None):  # type: ignore[no-untyped-def]
@@ -252,6 +267,8 @@ class Run:
     p95_ms: float
     model_ms_per_step: float
     by_step: dict[str, float] = field(default_factory=dict)  # median ms per kind of step
+    runs: int = 1  # tasks pooled into this row (wall_s is per task)
+    failures: list[str] = field(default_factory=list)  # steps the engine ended with an error
     samples: list[float] = field(default_factory=list, repr=False)
 
 
@@ -292,10 +309,11 @@ def run_task(
     for s in samples:
         kinds[s.step].append(s.ms)
     outcome = result.outcome if not result.failures else f"{result.outcome} ({len(result.failures)} failures)"
+    failures = [f"{job.step} {job.node or ''} (hop {job.hop}): {type(e).__name__}: {e}" for job, e in result.failures]
     return Run(
         mode="remote" if remote else "local", steps=steps, jobs=len(samples), outcome=outcome, wall_s=wall,
         median_ms=statistics.median(ms), p95_ms=p95(ms), model_ms_per_step=model.query_s * 1000 / max(1, len(ms)),
-        by_step={k: statistics.median(v) for k, v in sorted(kinds.items())}, samples=ms,
+        by_step={k: statistics.median(v) for k, v in sorted(kinds.items())}, failures=failures, samples=ms,
     )
 
 
@@ -316,7 +334,7 @@ def pooled(runs: list[Run]) -> Run:
         median_ms=statistics.median(ms), p95_ms=p95(ms),
         model_ms_per_step=statistics.fmean(r.model_ms_per_step for r in runs),
         by_step={k: statistics.median([r.by_step[k] for r in runs if k in r.by_step]) for k in first.by_step},
-        samples=ms,
+        runs=len(runs), failures=[f for r in runs for f in r.failures], samples=ms,
     )
 
 
@@ -377,15 +395,18 @@ def ratio_of(rows: list[Run]) -> float | None:
 def print_markdown(results: list[Run], ratios: dict[str, float | None], prof: dict[str, Any] | None) -> None:
     print("## Orchestration overhead per step (zero-latency scripted model)\n")
     print(f"Targets: median ≤ {TARGET_MEDIAN_MS:g} ms per step; median(longest task) ≤ {TARGET_RATIO:g} × median(shortest task).\n")
-    print("| mode | steps | median ms/step | p95 ms/step | median plan / execute / finish ms | of which model ms/step | wall s | outcome | median target |")
+    print("| mode | steps × tasks | median ms/step | p95 ms/step | median plan / execute / finish ms | of which model ms/step | wall s/task | outcome | median target |")
     print("|---|---:|---:|---:|---|---:|---:|---|:---:|")
     for r in results:
         kinds = " / ".join(f"{r.by_step.get(k, float('nan')):.0f}" for k in ("plan", "execute", "finish"))
         print(
-            f"| {r.mode} | {r.jobs} | {r.median_ms:.1f} | {r.p95_ms:.1f} | {kinds} | {r.model_ms_per_step:.1f} | "
+            f"| {r.mode} | {r.jobs} × {r.runs} | {r.median_ms:.1f} | {r.p95_ms:.1f} | {kinds} | {r.model_ms_per_step:.1f} | "
             f"{r.wall_s:.1f} | {r.outcome} | {mark(r.median_ms <= TARGET_MEDIAN_MS)} |"
         )
     print()
+    for r in results:
+        for f in r.failures:  # a failed step ends the task early: that row measures less than asked
+            print(f"- failure in {r.mode} {r.jobs}-step task: {f[:300]}")
     for mode, ratio in ratios.items():
         if ratio is not None:
             rows = [r for r in results if r.mode == mode]
@@ -411,26 +432,29 @@ def print_markdown(results: list[Run], ratios: dict[str, float | None], prof: di
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", default="10,200", help="task lengths in steps, comma-separated (even, >= 4; default 10,200)")
-    where = ap.add_mutually_exclusive_group()
-    where.add_argument("--local", action="store_true", help="only local mode")
-    where.add_argument("--remote", action="store_true", help="only remote mode (push every step to a file:// bare repo)")
-    ap.add_argument("--repeat", type=int, default=1, help="runs per (mode, steps), samples pooled (default 1)")
-    ap.add_argument("--no-profile", action="store_true", help="skip the profiled run")
+    ap.add_argument("--remote", action="store_true", help="also remote mode (every step fetches and pushes to a file:// bare repo)")
+    ap.add_argument("--repeat", type=int, default=1, help=f"runs per (mode, steps), samples pooled (default 1; short tasks run until {MIN_SAMPLES} steps)")
+    ap.add_argument("--profile-steps", type=int, default=10, help="length of the profiled local run (default 10; 0: none)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = ap.parse_args(argv)
 
     lengths = sorted({int(s) for s in args.steps.split(",") if s.strip()})
-    modes = [False] if args.local else [True] if args.remote else [False, True]
+    modes = [False, True] if args.remote else [False]
 
     # warm-up (discarded): imports, Jinja template compilation, the sandbox probe — one-time costs
     run_task(4, remote=False)
 
+    # Short tasks first (a long task leaves thousands of files to write back and delete, which
+    # slows whatever runs next), and each repeated until it has MIN_SAMPLES steps: the median
+    # of 10 samples moves by tens of percent from one run to the next.
     results: list[Run] = []
-    for remote in modes:
-        for n in lengths:
-            results.append(pooled([run_task(n, remote) for _ in range(max(1, args.repeat))]))
+    for n in lengths:
+        repeats = max(args.repeat, math.ceil(MIN_SAMPLES / n))
+        for remote in modes:
+            results.append(pooled([run_task(n, remote) for _ in range(repeats)]))
+    results.sort(key=lambda r: (r.mode, r.steps))
     ratios = {m: ratio_of([r for r in results if r.mode == m]) for m in dict.fromkeys(r.mode for r in results)}
-    prof = None if args.no_profile else profile_run(10)
+    prof = profile_run(args.profile_steps) if args.profile_steps else None
 
     if args.json:
         out = {

@@ -133,7 +133,7 @@ def commits(repo: Path, branch: str) -> list[dict]:
 def test_run_answers_with_two_dependent_nodes_over_the_messages_api(tmp_path):
     repo, top, value = make_repo(tmp_path)
     with FakeAnthropic(api_key="sk-ant-test-key-123456", responder=make_responder(), min_cache_tokens=0) as server:
-        p = cli(repo, server, "--planner-model", "anthropic:claude-sonnet-4-5", "--executor-model", "anthropic:claude-haiku-4-5",
+        p = cli(repo, server, "--planner-model", "anthropic:claude-sonnet-4-6", "--executor-model", "anthropic:claude-haiku-4-5",
                 "Who is our top customer by revenue?")
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err

@@ -192,3 +192,11 @@ def test_task_json_records_question_models_and_budget(repo):
     assert task["question"] == "How much is the sum of numbers.txt?"
     assert task["models"] == {"planner": "scripted:t", "executor": "scripted:t"}
     assert task["budget"]["max_usd"] == 0.5 and task["base_sha"] == git(repo, "rev-parse", "main").strip()
+
+
+def test_a_model_without_a_price_is_counted_at_a_fallback_price_with_a_warning(repo):
+    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    model = ScriptedModel(script, name="claude-unreleased-9")
+    res, rt, _, rep = run(repo, script, model=model)
+    assert res.outcome == "done" and res.cost_usd > 0  # the dollar budget still counts it
+    assert any(k == "error" and "no price for model 'claude-unreleased-9'" in f["error"] for k, f in rep.events)

@@ -1,7 +1,7 @@
 """Model providers behind one protocol (agent.seams.Model), chosen by a spec string.
 
     anthropic:claude-haiku-4-5        the Anthropic Messages API (ANTHROPIC_API_KEY, ANTHROPIC_BASE_URL)
-    claude-sonnet-4-5                 same (a bare claude-* id means Anthropic)
+    claude-sonnet-4-6                 same (a bare claude-* id means Anthropic)
     openai:gpt-4o-mini                any OpenAI-compatible endpoint (OPENAI_BASE_URL, OPENAI_API_KEY)
     openai:qwen2.5-coder@http://localhost:11434/v1   an endpoint given inline (Ollama, vLLM, …)
     scripted:demo                     the shipped demo script

@@ -58,10 +58,12 @@ FREE = Price(input=0, output=0, cache_write_factor=0, cache_read_factor=0)
 
 PRICES: dict[str, Price] = {
     # Anthropic
+    "claude-opus-4-6": Price.anthropic(5, 25),
     "claude-opus-4-5": Price.anthropic(5, 25),
     "claude-opus-4-1": Price.anthropic(15, 75),
     "claude-opus-4-0": Price.anthropic(15, 75),
     "claude-opus-4": Price.anthropic(15, 75),
+    "claude-sonnet-4-6": Price.anthropic(3, 15),
     "claude-sonnet-4-5": Price.anthropic(3, 15),
     "claude-sonnet-4-0": Price.anthropic(3, 15),
     "claude-sonnet-4": Price.anthropic(3, 15),

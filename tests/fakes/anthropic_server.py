@@ -166,6 +166,7 @@ class _Base:
         fake = self
 
         class Handler(BaseHTTPRequestHandler):
+            disable_nagle_algorithm = True  # keep-alive + small writes: no 40 ms delayed-ACK stalls
             protocol_version = "HTTP/1.1"
 
             def log_message(self, format: str, *args: Any) -> None:  # quiet

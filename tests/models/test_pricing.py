@@ -69,7 +69,7 @@ def test_unknown_models_cost_nothing():
     assert not is_known("llama3.1:8b")
     assert price_of("llama3.1:8b", USAGE) == 0.0
     # a later model is not priced as an older one
-    assert not is_known("claude-opus-4-6")
+    assert not is_known("claude-opus-4-9")
     assert not is_known("claude-sonnet-4-5x")
 
 

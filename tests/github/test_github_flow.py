@@ -1,0 +1,174 @@
+"""The GitHub flow in-process: each `gitops-agent step` runs as a runner would run it (env of
+GitHub Actions, the event file, a shallow clone of a bare remote), PyGithub talks to a local
+fake of GitHub's REST API, the model is a local Messages API server, and the harness turns each
+recorded repository_dispatch into the next step — like GitHub Actions does."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from agent.errors import ConfigError
+from agent.github_steps import run_step_command
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.github_server import FakeGitHub
+from tests.test_e2e_anthropic import make_repo, make_responder
+
+TOKEN = "ghs_testtoken1234567890"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+class Harness:
+    def __init__(self, tmp: Path, gh: FakeGitHub, bare: Path):
+        self.tmp, self.gh, self.bare = tmp, gh, bare
+        self.runs: list[tuple[str, str]] = []
+        self._n = 0
+
+    def env(self, event_name: str, event: dict) -> dict[str, str]:
+        self._n += 1
+        path = self.tmp / f"event-{self._n}.json"
+        path.write_text(json.dumps(event))
+        runner_temp = self.tmp / f"runner-{self._n}"
+        runner_temp.mkdir()
+        return {
+            "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": self.gh.url, "GITHUB_SERVER_URL": "https://github.example",
+            "GITOPS_AGENT_GITHUB_TOKEN": TOKEN, "GITOPS_AGENT_GIT_URL": f"file://{self.bare}", "GITHUB_EVENT_NAME": event_name,
+            "GITHUB_EVENT_PATH": str(path), "RUNNER_TEMP": str(runner_temp), "GITHUB_RUN_ID": str(1000 + self._n),
+            "GITOPS_AGENT_GITHUB_THROTTLE": "0", "GITHUB_STEP_SUMMARY": str(self.tmp / "summary.md"),
+        }
+
+    def run(self, event_name: str, event: dict, step: str = "auto") -> int:
+        self.runs.append((event_name, event.get("action", "")))
+        return run_step_command(step, env=self.env(event_name, event))
+
+    def drain(self, limit: int = 40) -> int:
+        """Run every dispatched step until none is left, as GitHub Actions would."""
+        done = 0
+        while self.gh.dispatches[done:]:
+            d = self.gh.dispatches[done]
+            done += 1
+            assert done <= limit, "dispatch loop"
+            self.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"], "sender": {"login": "github-actions[bot]", "type": "Bot"}})
+        return done
+
+
+@pytest.fixture
+def world(tmp_path, monkeypatch):
+    repo, top, value = make_repo(tmp_path)
+    bare = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+    with FakeGitHub(token=TOKEN) as gh, FakeAnthropic(api_key="sk-ant-test-key-123456", responder=make_responder(), min_cache_tokens=0) as llm:
+        gh.add_repo("o/r", default_branch="main", git_dir=bare)
+        gh.set_permission("o/r", "alice", "write")
+        gh.add_user("mallory")
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", llm.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-test-key-123456")
+        monkeypatch.setenv("GITOPS_AGENT_PLANNER_MODEL", "anthropic:claude-sonnet-4-6")
+        yield Harness(tmp_path, gh, bare), top, value, llm
+
+
+def issue_event(gh: FakeGitHub, user: str, labels=("agent",), title="Who is our top customer by revenue?") -> dict:
+    n = gh.add_issue("o/r", title, "Use data/sales.csv please.", user=user, labels=list(labels))
+    return {
+        "action": "opened",
+        "issue": {"number": n, "title": title, "body": "Use data/sales.csv please.", "labels": [{"name": l} for l in labels],
+                  "html_url": f"https://github.example/o/r/issues/{n}", "user": {"login": user}},
+        "sender": {"login": user, "type": "User"},
+        "repository": {"full_name": "o/r"},
+    }
+
+
+def test_issue_to_pull_request_through_chained_steps(world):
+    h, top, value, llm = world
+    ev = issue_event(h.gh, "alice")
+    n = ev["issue"]["number"]
+    assert h.run("issues", ev) == 0
+    steps = h.drain()
+    assert steps >= 5  # plan, execute n1, plan, execute n2, plan, finish
+
+    kinds = [d["event_type"] for d in h.gh.dispatches]
+    assert kinds.count("agent-execute") == 2 and kinds[-1] == "agent-finish" and kinds[0] == "agent-plan"
+    for d in h.gh.dispatches:
+        assert len(d["client_payload"]) <= 10 and d["client_payload"]["branch"].startswith("agent/task/")
+
+    pulls = list(h.gh.repo("o/r").pulls.values())
+    assert len(pulls) == 1
+    pr = pulls[0]
+    branch = pr.pull.head
+    assert branch.startswith(f"agent/task/{n}-who-is-our-top-customer-by-revenue") and pr.pull.base == "main"
+    assert "```mermaid" in pr.body and top in pr.body
+    assert pr.pull.draft and "alice" in pr.pull.requested_reviewers
+    task_root = f".agent/tasks/{branch.removeprefix('agent/task/')}"
+    plan = json.loads(git(h.bare, "show", f"{branch}:{task_root}/plan.json"))
+    assert all(node["status"] == "done" for node in plan["nodes"])
+    report = git(h.bare, "show", f"{branch}:{task_root}/report.md")
+    assert f"{value:.2f}" in report
+
+    comments = h.gh.comments("o/r", n)
+    progress = [c for c in comments if "gitops-agent:task=" in c.body]
+    answer = [c for c in comments if "gitops-agent:answer=" in c.body]
+    assert len(progress) == 1 and len(answer) == 1  # one progress comment, edited in place
+    assert len(h.gh.calls("PATCH", r"/issues/comments/")) >= 2
+    assert f"/o/r/pull/{pr.number}" in answer[0].body and f"{value:.2f}" in answer[0].body
+    lines = progress[0].body.splitlines()
+    assert any("[✓]" in l and "n1" in l for l in lines) and any("[✓]" in l and "n2" in l for l in lines)
+    # the token never landed in a git config
+    assert TOKEN not in (h.bare / "config").read_text()
+
+
+def test_follow_up_comment_continues_the_same_branch(world):
+    h, top, value, llm = world
+    ev = issue_event(h.gh, "alice")
+    n = ev["issue"]["number"]
+    h.run("issues", ev)
+    h.drain()
+    branch = list(h.gh.repo("o/r").pulls.values())[0].pull.head
+    before = git(h.bare, "rev-parse", branch).strip()
+    comment = {"action": "created", "issue": {"number": n, "title": ev["issue"]["title"]},
+               "comment": {"body": "/agent also give the second customer", "user": {"login": "alice", "type": "User"}, "html_url": "x"},
+               "sender": {"login": "alice", "type": "User"}}
+    assert h.run("issue_comment", comment) == 0
+    h.drain()
+    task_id = branch.removeprefix("agent/task/")
+    task = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/task.json"))
+    assert task["instructions"] and "second customer" in task["instructions"][-1]
+    assert git(h.bare, "merge-base", "--is-ancestor", before, branch) == ""  # same branch, history kept
+    assert len(git(h.bare, "for-each-ref", "refs/heads/agent/task/").splitlines()) == 1
+
+
+def test_untrusted_author_starts_nothing(world):
+    h, *_ = world
+    ev = issue_event(h.gh, "mallory")
+    assert h.run("issues", ev) == 0
+    assert h.gh.dispatches == []
+    assert git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
+    comments = h.gh.comments("o/r", ev["issue"]["number"])
+    assert len(comments) == 1 and "write access" in comments[0].body and "nothing ran" in comments[0].body
+
+
+def test_issue_without_the_label_is_ignored(world):
+    h, *_ = world
+    assert h.run("issues", issue_event(h.gh, "alice", labels=())) == 0
+    assert h.gh.dispatches == [] and git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
+
+
+@pytest.mark.parametrize("payload,needle", [
+    ({"task": "1-x", "branch": "main"}, "is not the task's branch"),
+    ({"task": "1-x", "branch": "agent/task/1-x; rm -rf /"}, "is not the task's branch"),
+    ({"task": "../etc", "branch": "agent/task/../etc"}, "bad task id"),
+    ({f"k{i}": i for i in range(11)}, "at most 10"),
+    ({"task": "1-x", "branch": "agent/task/1-x", "extra": 1}, "extra"),
+])
+def test_bad_client_payload_is_refused_with_a_clear_error(world, payload, needle):
+    h, *_ = world
+    with pytest.raises(ConfigError) as e:
+        h.run("repository_dispatch", {"action": "agent-plan", "client_payload": payload})
+    assert needle in str(e.value)
+    assert h.gh.dispatches == []
