@@ -95,7 +95,8 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             msgs = [m.model_copy(update={"cache": (i == 0 or i == len(messages) - 1)}) for i, m in enumerate(messages)]
             request = ModelRequest(
                 system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens,
-                meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": turn_no},
+                meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": turn_no,
+                      "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
             )
             try:
                 resp = model.query(request)

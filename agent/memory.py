@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import shutil
 import stat
@@ -44,7 +45,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .errors import AgentError, ConfigError, GitError
+from .errors import AgentError, ConfigError, GitError, PushRetriesExhausted
 from .gitstore import GitRepo
 from .retrieval import Retriever
 from .state import NodeStatus, TASK_ID_RE, check_task_id, format_validation_error, utcnow
@@ -270,9 +271,11 @@ def default_method() -> str:
 class MemoryStore:
     """The memory branch of one repository (local mode) or of its remote (remote mode)."""
 
-    #: lost races allowed per write: memory writes never clash on paths, so losing is only
-    #: a matter of how many tasks finish at the same moment
-    push_retries = 60
+    #: Memory writes never clash on paths, so losing a race only means that other tasks
+    #: finished at the same moment: retry quickly (``rounds`` x ``push_retries`` attempts, with
+    #: a short flat jitter between rounds instead of gitstore's exponential back-off).
+    push_retries = 2
+    rounds = 60
 
     def __init__(self, git: GitRepo, cache_dir: Path, *, partial: bool = False):
         self.git = git
@@ -318,10 +321,21 @@ class MemoryStore:
                 raise
             return tip
 
-    def commit(self, changes: dict[str, bytes | None], subject: str, trailers: dict[str, str] | None = None, body: str = "") -> str:
+    def commit(self, changes: dict[str, bytes | None], subject: str, trailers: dict[str, str] | None = None,
+               body: str = "", modes: dict[str, str] | None = None) -> str:
+        """One commit on the memory branch (created if missing), re-applied on the new tip as
+        often as it takes while other writers win the race."""
         self.ensure()
         message = subject + ("\n\n" + body if body else "")
-        return self.git.commit_files(MEMORY_BRANCH, changes, message, {"Agent-Role": "memory", **(trailers or {})})
+        trailers = {"Agent-Role": "memory", **(trailers or {})}
+        for attempt in range(self.rounds):
+            try:
+                return self.git.commit_files(MEMORY_BRANCH, changes, message, trailers, modes=modes)
+            except PushRetriesExhausted:
+                if attempt == self.rounds - 1:
+                    raise
+                time.sleep(random.uniform(0.0, min(0.3, 0.03 * (attempt + 1))))
+        raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------- experiences
 
@@ -520,10 +534,7 @@ class MemoryStore:
             files[dest] = p.read_bytes()
             if os.access(p, os.X_OK):
                 modes[dest] = "100755"
-        self.ensure()
-        sha = self.git.commit_files(
-            MEMORY_BRANCH, files, f"memory: add data {name}", {"Agent-Role": "memory", "Agent-Data": name}, modes=modes,
-        )
+        sha = self.commit(files, f"memory: add data {name}", {"Agent-Data": name}, modes=modes)
         return sha, sorted(files)
 
     def data_files(self, tip: str | None = None) -> list[str]:

@@ -222,7 +222,8 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
         for r in snap.steps
     ]
     fin = snap.plan.finish if snap.plan else None
-    finished = any(r.role == "finish" for r in snap.steps)
+    # finished when the newest step is the finish (a follow-up instruction reopens a task)
+    finished = bool(snap.steps) and max(snap.steps, key=lambda r: r.seq).role == "finish"
     outcome = (fin.outcome if fin else "error") if finished else "unfinished"
     return _View(snap.task_id, snap.branch, snap.task.question, snap.plan, rows, snap.usage, snap.cost_usd, outcome,
                  fin.summary if fin else "", fin.answer if fin else "", fin.reason if fin else None, finished)
@@ -238,7 +239,8 @@ def _step_links(v: _View, commit_url: Callable[[str], str] | None) -> dict[str, 
     for r in v.rows:
         if r.role == "executor" and r.node:
             url = commit_url(r.sha) if (commit_url and r.sha) else None
-            out.setdefault(r.node, []).append(_link(f"step {r.seq}", url))
+            label = f"step {r.seq}" + (" (running)" if r.status == "running" else "")
+            out.setdefault(r.node, []).append(_link(label, url))
     return out
 
 
@@ -264,7 +266,7 @@ def md_checklist(plan: Plan | None, links: Mapping[str, list[str]] | None = None
 
 def _spent_line(v: _View) -> str:
     u = v.usage
-    model_steps = sum(1 for r in v.rows if r.role in ("planner", "executor"))
+    model_steps = sum(1 for r in v.rows if r.role in ("planner", "executor") and r.status != "running")
     return (
         f"{fmt_tokens(u.total)} tokens ({fmt_tokens(u.total_input)} input, {fmt_tokens(u.output_tokens)} output, "
         f"{cache_share(u):.0%} read from cache) · **${v.cost_usd:.4f}** · {model_steps} model steps"

@@ -62,7 +62,7 @@ class Runtime:
 
                 if self.data_dir is None:
                     attach_data(self)
-                self.sandbox = make_sandbox(self._sandbox_limits())
+                self.sandbox = make_sandbox(self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None)
             return self.sandbox
 
     def _sandbox_limits(self) -> SandboxLimits:

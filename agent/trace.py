@@ -217,6 +217,7 @@ class Trace(BaseModel):
     by_role: list[CostRow] = Field(default_factory=list)
     ledger_consistent: bool
     ledger: Ledger
+    events: list[CommitInfo] = Field(default_factory=list, description="Commits of the task that are not steps (e.g. reconcile's re-dispatches).")
     history_complete: bool = Field(True, description="False when the clone is shallow and the task's first commit was not reached.")
 
     def step(self, seq: int) -> TraceStep | None:
@@ -307,7 +308,7 @@ def _branch_commits(git: GitStore, tip: str, base_sha: str | None, task_id: str)
         trailers = parse_trailers(message)
         if trailers.get("Agent-Task") != task_id:
             continue
-        if trailers.get("Agent-Role") == "intake":
+        if trailers.get("Agent-Role") == "intake" and trailers.get("Agent-Step") == "1":
             reached_intake = True
         subject = " ".join(message.strip().split("\n", 1)[0].split())
         commits.append(
@@ -383,11 +384,15 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
     commits, reached_intake = _branch_commits(git, snap.tip, snap.task.base_sha, snap.task_id)
     history_complete = reached_intake or not (getattr(git, "is_shallow", lambda: False)())
     by_seq: dict[int, CommitInfo] = {}
+    events: list[CommitInfo] = []
     problems: list[str] = []
     for c in commits:
         seq = _int(c.trailers.get("Agent-Step"))
         if seq is None:
-            problems.append(f"commit {c.short} has no valid Agent-Step trailer")
+            # not a step: e.g. reconcile's re-dispatch record; a cost on it would still count
+            events.append(c)
+            if c.cost_usd or c.usage:
+                problems.append(f"commit {c.short} has a cost or usage but no Agent-Step trailer")
             continue
         if seq in by_seq:
             problems.append(f"step {seq} has two commits: {by_seq[seq].short} and {c.short}")
@@ -447,7 +452,7 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
                 )
     steps.sort(key=lambda s: s.seq)
 
-    ledger = _ledger(snap.steps, by_seq, problems)
+    ledger = _ledger(snap.steps, by_seq, events, problems)
     outcome, summary, answer, reason = _outcome(snap, by_seq)
     return Trace(
         task_id=snap.task_id,
@@ -472,6 +477,7 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
         by_role=_breakdown(snap.steps, lambda r: r.role),
         ledger_consistent=ledger.consistent,
         ledger=ledger,
+        events=events,
         history_complete=history_complete,
     )
 
@@ -517,11 +523,12 @@ def _commit_problems(rec: StepRecord, commit: CommitInfo | None) -> list[str]:
     return out
 
 
-def _ledger(records: list[StepRecord], by_seq: dict[int, CommitInfo], problems: list[str]) -> Ledger:
+def _ledger(records: list[StepRecord], by_seq: dict[int, CommitInfo], events: list[CommitInfo], problems: list[str]) -> Ledger:
+    every = list(by_seq.values()) + events
     steps_cost = round(sum(r.cost_usd for r in records), 6)
-    commits_cost = round(sum(c.cost_usd or 0.0 for c in by_seq.values()), 6)
+    commits_cost = round(sum(c.cost_usd or 0.0 for c in every), 6)
     steps_usage = sum((r.usage for r in records), Usage())
-    commits_usage = sum((c.usage for c in by_seq.values() if c.usage is not None), Usage())
+    commits_usage = sum((c.usage for c in every if c.usage is not None), Usage())
     tolerance = _COST_EPS * max(1, len(records))
     consistent = abs(steps_cost - commits_cost) <= tolerance and steps_usage == commits_usage
     if abs(steps_cost - commits_cost) > tolerance:
@@ -540,6 +547,11 @@ def _outcome(snap: Snapshot, by_seq: dict[int, CommitInfo]) -> tuple[str, str, s
     summary = fin.summary if fin else ""
     answer = fin.answer if fin else ""
     reason = fin.reason if fin else None
+    last_step = max([*by_seq, *(s.seq for s in snap.steps)], default=0)
+    last_finish = max((seq for seq, c in by_seq.items() if c.role == "finish"), default=None)
+    if last_finish is not None and last_finish < last_step:
+        # reopened by a follow-up instruction after it finished
+        return "unfinished", summary, answer, None
     if finish_commits and finish_commits[-1].outcome:
         outcome = finish_commits[-1].outcome
         if outcome != "done":
@@ -671,7 +683,9 @@ def render_terminal(trace: Trace, console=None) -> None:
                 extra.append(n.agent)
             if n.steps:
                 extra.append(("step " if len(n.steps) == 1 else "steps ") + ", ".join(map(str, n.steps)))
-            if n.steps or n.children:
+            if n.status == NodeStatus.running:
+                extra.append("running")
+            elif n.steps or n.children:
                 extra.append(f"{_secs(n.duration_ms)} s, ${n.cost_usd:.4f}")
             if extra:
                 label.append("  · " + " · ".join(extra), style="dim")
@@ -776,7 +790,7 @@ def render_terminal(trace: Trace, console=None) -> None:
     for title, rows in (("Cost by model", t.by_model), ("Cost by role", t.by_role)):
         if rows:
             con.print(Text.assemble((f"{title}: ", "bold"), " · ".join(
-                f"{r.key} ${r.cost_usd:.4f} ({r.steps} steps, {r.usage.total:,} tokens)" for r in rows)))
+                f"{r.key} ${r.cost_usd:.4f} ({r.steps} step{'' if r.steps == 1 else 's'}, {r.usage.total:,} tokens)" for r in rows)))
     lg = t.ledger
     if t.ledger_consistent:
         con.print(Text.assemble(("Ledger: ", "bold"), (f"consistent ✓ — the commits' Agent-Cost-USD trailers add up to ${lg.commits_cost_usd:.4f}, "
@@ -785,6 +799,9 @@ def render_terminal(trace: Trace, console=None) -> None:
         con.print(Text.assemble(("Ledger: ", "bold"), (f"INCONSISTENT ✗ — commits ${lg.commits_cost_usd:.6f}, step records ${lg.steps_cost_usd:.6f}", "bold red")))
     for p in lg.problems:
         con.print(Text("  ! " + p, style="yellow"))
+    if t.events:
+        con.print(Text.assemble(("Other commits: ", "bold"), " · ".join(f"{c.short} {c.subject}" for c in t.events[-5:])
+                                + (f" (and {len(t.events) - 5} more)" if len(t.events) > 5 else "")))
     if not t.history_complete:
         con.print(Text("  ! shallow clone: the history does not reach the task's first commit (git fetch --unshallow)", style="yellow"))
     errors = [s for s in t.steps if s.error]

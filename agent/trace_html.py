@@ -29,6 +29,7 @@ TEMPLATE = "trace.html.j2"
 
 # Node box and gaps of the plan graph, in SVG units (px at 100%).
 NODE_W, NODE_H, GAP_X, GAP_Y, MARGIN = 200, 64, 28, 54, 16
+VIRTUAL_W = 8  # a long edge's way through a layer
 
 # The page's only script: expand / collapse all, and open the step a link points at.
 _SCRIPT = """
@@ -91,12 +92,15 @@ class GraphNode:
     @property
     def info(self) -> str:
         parts = []
-        if self.steps:
+        if not self.is_leaf:
+            parts.append(f"group · {self.status}")
+        elif self.status == "running":
+            parts.append(("step " if len(self.steps) == 1 else "steps ") + ", ".join(map(str, self.steps)) if self.steps else self.agent)
+            parts.append("running")
+        elif self.steps:
             parts.append(("step " if len(self.steps) == 1 else "steps ") + ", ".join(map(str, self.steps)))
             parts.append(f"{self.duration_ms / 1000:.1f} s")
             parts.append(f"${self.cost_usd:.4f}")
-        elif not self.is_leaf:
-            parts.append("group")
         else:
             parts.append(self.agent)
         return " · ".join(parts)
@@ -121,9 +125,11 @@ class PlanGraph:
 
 
 def layout_plan(trace: Trace) -> PlanGraph:
-    """A layered layout of the plan: a node sits below everything it depends on and below its
-    parent (longest path layering), nodes in a layer are ordered by the mean position of their
-    neighbours (a few barycentre sweeps), and edges are vertical cubic curves."""
+    """A layered (Sugiyama-style) layout of the plan: a node sits below everything it depends
+    on and below its parent (longest-path layers); an edge that spans several layers runs
+    through virtual points, one per layer, so it goes around the nodes in between; nodes and
+    points in a layer are ordered by the mean position of their neighbours (barycentre sweeps);
+    edges leave and enter a box at spread-out ports and are drawn as vertical cubic curves."""
     g = PlanGraph()
     if trace.plan is None:
         return g
@@ -134,12 +140,15 @@ def layout_plan(trace: Trace) -> PlanGraph:
         for n in order
     }
     edges: list[GraphEdge] = []
+    seen_pairs: set[tuple[str, str]] = set()
     for n in order:
         for c in n.children:
             edges.append(GraphEdge(n.id, c.id, "tree"))
+            seen_pairs.add((n.id, c.id))
         for d in n.depends_on:
-            if d in by_id:
+            if d in by_id and (d, n.id) not in seen_pairs:
                 edges.append(GraphEdge(d, n.id, "dep"))
+                seen_pairs.add((d, n.id))
     preds: dict[str, list[str]] = {i: [] for i in nodes}
     succs: dict[str, list[str]] = {i: [] for i in nodes}
     for e in edges:
@@ -147,57 +156,112 @@ def layout_plan(trace: Trace) -> PlanGraph:
         succs[e.src].append(e.dst)
 
     # longest-path layering (Kahn); anything left in a cycle goes below the rest
+    layer = {i: 0 for i in nodes}
     indeg = {i: len(p) for i, p in preds.items()}
     queue = [i for i in nodes if indeg[i] == 0]
-    seen: list[str] = []
+    done: list[str] = []
     while queue:
         u = queue.pop(0)
-        seen.append(u)
+        done.append(u)
         for v in succs[u]:
-            nodes[v].layer = max(nodes[v].layer, nodes[u].layer + 1)
+            layer[v] = max(layer[v], layer[u] + 1)
             indeg[v] -= 1
             if indeg[v] == 0:
                 queue.append(v)
-    rest = [i for i in nodes if i not in seen]
-    if rest:
-        base = max((nodes[i].layer for i in seen), default=-1) + 1
-        for k, i in enumerate(rest):
-            nodes[i].layer = base + k
+    base = max((layer[i] for i in done), default=-1) + 1
+    for k, i in enumerate(i for i in nodes if i not in done):
+        layer[i] = base + k
+    for i, n in nodes.items():
+        n.layer = layer[i]
 
-    layers: dict[int, list[str]] = {}
-    for n in order:  # plan order first
-        layers.setdefault(nodes[n.id].layer, []).append(n.id)
-    depth = max(layers) + 1 if layers else 0
-    rows = [layers.get(i, []) for i in range(depth)]
+    # virtual points for long edges (edges that go upwards, only possible around a cycle, stay direct)
+    chains: list[list[str]] = []  # per edge: src, virtual..., dst
+    up: dict[str, list[str]] = {i: [] for i in nodes}
+    down: dict[str, list[str]] = {i: [] for i in nodes}
+    width_of: dict[str, float] = {i: NODE_W for i in nodes}
+    for k, e in enumerate(edges):
+        chain = [e.src]
+        for li in range(layer[e.src] + 1, layer[e.dst]):
+            v = f"\0{k}:{li}"
+            layer[v] = li
+            width_of[v] = VIRTUAL_W
+            up[v], down[v] = [], []
+            chain.append(v)
+        chain.append(e.dst)
+        for a, b in zip(chain, chain[1:]):
+            down[a].append(b)
+            up[b].append(a)
+        chains.append(chain)
 
-    def pos(row: list[str]) -> dict[str, float]:
-        return {v: k for k, v in enumerate(row)}
+    depth = max(layer.values()) + 1 if layer else 0
+    rows: list[list[str]] = [[] for _ in range(depth)]
+    for n in order:
+        rows[layer[n.id]].append(n.id)
+    for v in layer:
+        if v.startswith("\0"):
+            rows[layer[v]].append(v)
 
-    for _ in range(4):
-        for li in range(1, depth):  # down: order by the mean position of predecessors
-            above = pos(rows[li - 1])
-            cur = pos(rows[li])
-            rows[li].sort(key=lambda v: (sum(above[p] for p in preds[v] if p in above) / max(1, sum(1 for p in preds[v] if p in above)) if any(p in above for p in preds[v]) else cur[v], cur[v]))
-        for li in range(depth - 2, -1, -1):  # up: by the mean position of successors
-            below = pos(rows[li + 1])
-            cur = pos(rows[li])
-            rows[li].sort(key=lambda v: (sum(below[s] for s in succs[v] if s in below) / max(1, sum(1 for s in succs[v] if s in below)) if any(s in below for s in succs[v]) else cur[v], cur[v]))
+    def bary(v: str, nbrs: list[str], where: dict[str, int], cur: dict[str, int]) -> tuple[float, int]:
+        ps = [where[p] for p in nbrs if p in where]
+        return (sum(ps) / len(ps) if ps else cur[v], cur[v])
 
-    widest = max((len(r) for r in rows), default=0)
-    g.width = 2 * MARGIN + widest * NODE_W + max(0, widest - 1) * GAP_X
+    for _ in range(6):
+        for li in range(1, depth):
+            above = {v: k for k, v in enumerate(rows[li - 1])}
+            cur = {v: k for k, v in enumerate(rows[li])}
+            rows[li].sort(key=lambda v: bary(v, up[v], above, cur))
+        for li in range(depth - 2, -1, -1):
+            below = {v: k for k, v in enumerate(rows[li + 1])}
+            cur = {v: k for k, v in enumerate(rows[li])}
+            rows[li].sort(key=lambda v: bary(v, down[v], below, cur))
+
+    def row_width(row: list[str]) -> float:
+        return sum(width_of[v] for v in row) + max(0, len(row) - 1) * GAP_X
+
+    widest = max((row_width(r) for r in rows), default=0.0)
+    g.width = 2 * MARGIN + widest
     g.height = 2 * MARGIN + depth * NODE_H + max(0, depth - 1) * GAP_Y
+    cx: dict[str, float] = {}
+    top: dict[str, float] = {}
     for li, row in enumerate(rows):
-        row_w = len(row) * NODE_W + max(0, len(row) - 1) * GAP_X
-        x0 = (g.width - row_w) / 2
-        for k, v in enumerate(row):
-            nodes[v].x = x0 + k * (NODE_W + GAP_X)
-            nodes[v].y = MARGIN + li * (NODE_H + GAP_Y)
-    for e in edges:
-        a, b = nodes[e.src], nodes[e.dst]
-        sx, sy = a.x + NODE_W / 2, a.y + NODE_H
-        tx, ty = b.x + NODE_W / 2, b.y - (6 if e.kind == "dep" else 0)
-        dy = max(20.0, (ty - sy) / 2)
-        e.d = f"M{sx:.1f},{sy:.1f} C{sx:.1f},{sy + dy:.1f} {tx:.1f},{ty - dy:.1f} {tx:.1f},{ty:.1f}"
+        x = MARGIN + (widest - row_width(row)) / 2
+        for v in row:
+            cx[v] = x + width_of[v] / 2
+            top[v] = MARGIN + li * (NODE_H + GAP_Y)
+            x += width_of[v] + GAP_X
+    for i, n in nodes.items():
+        n.x, n.y = cx[i] - NODE_W / 2, top[i]
+
+    # ports: the edges leaving (entering) a box spread along its bottom (top), ordered by where they go
+    def ports(ends: dict[str, list[tuple[float, int]]]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for v, items in ends.items():
+            items.sort()
+            span = NODE_W * 0.6
+            for j, (_, k) in enumerate(items):
+                out[k] = cx[v] + (0.0 if len(items) == 1 else -span / 2 + span * j / (len(items) - 1))
+        return out
+
+    outs: dict[str, list[tuple[float, int]]] = {}
+    ins: dict[str, list[tuple[float, int]]] = {}
+    for k, chain in enumerate(chains):
+        outs.setdefault(chain[0], []).append((cx[chain[1]], k))
+        ins.setdefault(chain[-1], []).append((cx[chain[-2]], k))
+    out_x, in_x = ports(outs), ports(ins)
+
+    for k, (e, chain) in enumerate(zip(edges, chains)):
+        pts = [(out_x[k], top[chain[0]] + NODE_H)]
+        for v in chain[1:-1]:  # through the virtual points, top to bottom of their layer
+            pts += [(cx[v], top[v]), (cx[v], top[v] + NODE_H)]
+        pts.append((in_x[k], top[chain[-1]] - (6 if e.kind == "dep" else 0)))
+        d = [f"M{pts[0][0]:.1f},{pts[0][1]:.1f}"]
+        for (x1, y1), (x2, y2) in zip(pts, pts[1:]):
+            if abs(x1 - x2) < 0.5 or y2 <= y1:
+                d.append(f"L{x2:.1f},{y2:.1f}")
+            else:
+                dy = max(12.0, (y2 - y1) / 2)
+                d.append(f"C{x1:.1f},{y1 + dy:.1f} {x2:.1f},{y2 - dy:.1f} {x2:.1f},{y2:.1f}")
+        e.d = " ".join(d)
     g.nodes = [nodes[n.id] for n in order]
     g.edges = edges
     return g

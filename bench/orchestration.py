@@ -392,9 +392,16 @@ def ratio_of(rows: list[Run]) -> float | None:
     return long.median_ms / short.median_ms
 
 
+def machine() -> str:
+    """CPUs and load: figures taken on a busy machine (tests running alongside) are inflated."""
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+    return f"{os.cpu_count()} CPUs, load average {load:.1f} (1 min) at the end"
+
+
 def print_markdown(results: list[Run], ratios: dict[str, float | None], prof: dict[str, Any] | None) -> None:
     print("## Orchestration overhead per step (zero-latency scripted model)\n")
-    print(f"Targets: median ≤ {TARGET_MEDIAN_MS:g} ms per step; median(longest task) ≤ {TARGET_RATIO:g} × median(shortest task).\n")
+    print(f"Targets: median ≤ {TARGET_MEDIAN_MS:g} ms per step; median(longest task) ≤ {TARGET_RATIO:g} × median(shortest task).")
+    print(f"Machine: {machine()}.\n")
     print("| mode | steps × tasks | median ms/step | p95 ms/step | median plan / execute / finish ms | of which model ms/step | wall s/task | outcome | median target |")
     print("|---|---:|---:|---:|---|---:|---:|---|:---:|")
     for r in results:
@@ -459,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         out = {
             "targets": {"median_ms": TARGET_MEDIAN_MS, "ratio": TARGET_RATIO},
+            "machine": machine(),
             "runs": [{k: v for k, v in asdict(r).items() if k != "samples"} for r in results],
             "ratios": ratios,
             "profile": prof,

