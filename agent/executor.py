@@ -24,7 +24,8 @@ from .tools import specs
 _FILE_LIST_LIMIT = 200
 
 
-def _dep_results(snap: Snapshot, node: PlanNode) -> list[dict[str, str]]:
+def _dep_nodes(snap: Snapshot, node: PlanNode) -> list[PlanNode]:
+    """The done leaves this node depends on (directly, through a parent, or an ancestor)."""
     assert snap.plan is not None
     ids = list(snap.plan._all_deps(node))
     out, seen = [], set()
@@ -37,8 +38,12 @@ def _dep_results(snap: Snapshot, node: PlanNode) -> list[dict[str, str]]:
             ids.extend(c.id for c in dep.children)
             continue
         if dep.step is not None and dep.status == NodeStatus.done:
-            out.append({"node": dep.id, "title": dep.title, "result": snap.result_of(dep.step, dep.id).strip()})
+            out.append(dep)
     return out
+
+
+def _dep_results(snap: Snapshot, node: PlanNode) -> list[dict[str, str]]:
+    return [{"node": d.id, "title": d.title, "result": snap.result_of(d.step, d.id).strip()} for d in _dep_nodes(snap, node) if d.step is not None]
 
 
 def _observation_text(rt: Runtime, obs: Observation) -> str:
@@ -78,7 +83,10 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     status, result, error = "failed", "", None
     sandbox = rt.get_sandbox()
 
-    with rt.git.worktree(snap.tip, name=f"{job.task}-{seq}") as wt:
+    # The checkout holds the repository and the step folders of the nodes this one depends on
+    # (their produced files), not the whole task history: it stays the same size at step 200.
+    sparse = ["/*", "!/.agent/"] + [f"/{snap.step_dir(d.step, d.id)}/" for d in _dep_nodes(snap, node) if d.step is not None]
+    with rt.git.worktree(snap.tip, name=f"{job.task}-{seq}", sparse=sparse) as wt:
         files = [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
         (wt / sdir).mkdir(parents=True, exist_ok=True)
         node_text = render(

@@ -546,6 +546,43 @@ class GitRepo:
         names = [_dec(n) for n in out.split(b"\0") if n]
         return sorted(n for n in names if n.startswith(prefix))
 
+    def list_blobs(self, ref: str, prefix: str = "") -> dict[str, str]:
+        """{path: blob id} of the files at ``ref`` under ``prefix`` (one ls-tree)."""
+        if prefix:
+            _check_path(prefix.rstrip("/"), "prefix")
+        rev = self._rev(ref)
+        args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", rev + "^{tree}"]
+        d = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
+        if d:
+            args += ["--", d]
+        out: dict[str, str] = {}
+        for rec in self._run(args).stdout.split(b"\0"):
+            if rec:
+                meta, _, name = rec.partition(b"\t")
+                parts = meta.split()
+                n = _dec(name)
+                if len(parts) == 3 and parts[1] == b"blob" and n.startswith(prefix):
+                    out[n] = _dec(parts[2])
+        return out
+
+    def read_blobs(self, ids: list[str]) -> dict[str, bytes]:
+        """Contents of blobs by id (one ``git cat-file --batch``)."""
+        ids = list(dict.fromkeys(ids))
+        if not ids:
+            return {}
+        p = self._run(["cat-file", "--batch"], input=_enc("\n".join(ids) + "\n"))
+        data, out, pos = p.stdout, {}, 0
+        for i in ids:
+            nl = data.index(b"\n", pos)
+            fields = data[pos:nl].split()
+            pos = nl + 1
+            if len(fields) != 3:
+                continue
+            size = int(fields[2])
+            out[i] = data[pos:pos + size]
+            pos += size + 1
+        return out
+
     # -------------------------------------------------------------- writing
 
     def commit_files(
@@ -605,7 +642,11 @@ class GitRepo:
             hash_job[1].stdin.write(_enc("\n".join(lines) + "\n"))
             hash_job[1].stdin.close()
         try:
-            tip = self._current_tip(branch)
+            if self.remote is not None and base is not None:
+                # the caller just fetched: push on top of what it saw; a rejection fetches
+                tip = self._resolve(base)
+            else:
+                tip = self._current_tip(branch)
         except BaseException:
             if hash_job:
                 hash_job[1].kill()
@@ -720,16 +761,21 @@ class GitRepo:
     # -------------------------------------------------------------- worktrees
 
     @contextmanager
-    def worktree(self, ref: str, name: str) -> Iterator[Path]:
+    def worktree(self, ref: str, name: str, sparse: list[str] | None = None) -> Iterator[Path]:
         """A throwaway detached checkout of ``ref`` at
         ``<git-common-dir>/gitops-agent/worktrees/<name>``; removed on exit. A stale one with
-        the same name (from a killed run) is removed first."""
+        the same name (from a killed run) is removed first. ``sparse``: non-cone sparse-checkout
+        patterns (e.g. ``["/*", "!/.agent/"]``) so the checkout does not grow with the task's
+        history; set for this worktree only, the repository's config is not touched."""
         if not _WORKTREE_NAME.fullmatch(name or ""):
             raise AgentError(f"bad worktree name {name!r}")
         sha = self._resolve(ref)
         path = self.common_dir / "gitops-agent" / "worktrees" / name
         lock = _named_lock("worktree", str(self.common_dir))
-        add = ["-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--quiet", str(path), sha]
+        add = ["-c", "core.hooksPath=/dev/null", "worktree", "add", "--detach", "--quiet"]
+        if sparse:
+            add.append("--no-checkout")
+        add += [str(path), sha]
         with lock:
             if path.exists() or path.is_symlink():
                 self._drop_worktree(path)
@@ -737,6 +783,11 @@ class GitRepo:
             if p.returncode != 0:  # e.g. registered but missing: prune and try once more
                 self._drop_worktree(path)
                 self._run(add)
+        if sparse:
+            gitdir = Path(self._run(["rev-parse", "--absolute-git-dir"], cwd=path).stdout.decode().strip())
+            (gitdir / "info").mkdir(parents=True, exist_ok=True)
+            (gitdir / "info" / "sparse-checkout").write_text("\n".join(sparse) + "\n")
+            self._run(["-c", "core.sparseCheckout=true", "read-tree", "-mu", "HEAD"], cwd=path)
         try:
             yield path
         finally:

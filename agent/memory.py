@@ -272,10 +272,11 @@ class MemoryStore:
     """The memory branch of one repository (local mode) or of its remote (remote mode)."""
 
     #: Memory writes never clash on paths, so losing a race only means that other tasks
-    #: finished at the same moment: retry quickly (``rounds`` x ``push_retries`` attempts, with
-    #: a short flat jitter between rounds instead of gitstore's exponential back-off).
-    push_retries = 2
-    rounds = 60
+    #: finished at the same moment: each round is one attempt (``push_retries`` extra ones
+    #: inside gitstore), then a jittered wait that grows linearly with the losses (capped),
+    #: which spreads a crowd of writers better than gitstore's exponential back-off.
+    push_retries = 0
+    rounds = 80
 
     def __init__(self, git: GitRepo, cache_dir: Path, *, partial: bool = False):
         self.git = git
@@ -334,7 +335,7 @@ class MemoryStore:
             except PushRetriesExhausted:
                 if attempt == self.rounds - 1:
                     raise
-                time.sleep(random.uniform(0.0, min(0.3, 0.03 * (attempt + 1))))
+                time.sleep(random.uniform(0.0, min(1.5, 0.15 * (attempt + 1))))
         raise AssertionError("unreachable")  # pragma: no cover
 
     # ------------------------------------------------------------- experiences

@@ -8,6 +8,8 @@ never history).
 from __future__ import annotations
 
 import re
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
@@ -138,6 +140,33 @@ class Snapshot:
         return changed
 
 
+class _BlobCache:
+    """Parsed files by blob id, shared by every step of this process: a blob id names its
+    content, so an entry is never stale, and a task's 200th step does not re-read and
+    re-validate the 199 step records before it."""
+
+    def __init__(self, max_entries: int = 20_000) -> None:
+        self._data: OrderedDict[tuple[str, str], object] = OrderedDict()
+        self._max = max_entries
+        self._lock = threading.Lock()
+
+    def get(self, kind: str, blob: str) -> object | None:
+        with self._lock:
+            v = self._data.get((kind, blob))
+            if v is not None:
+                self._data.move_to_end((kind, blob))
+            return v
+
+    def put(self, kind: str, blob: str, value: object) -> None:
+        with self._lock:
+            self._data[(kind, blob)] = value
+            while len(self._data) > self._max:
+                self._data.popitem(last=False)
+
+
+_CACHE = _BlobCache()
+
+
 def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bool = True) -> Snapshot:
     branch = branch_for(task_id)
     if tip is None:
@@ -145,25 +174,41 @@ def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bo
     if tip is None:
         raise TaskNotFound(f"no task branch {branch!r}")
     root = task_dir(task_id)
-    files = git.list_files(tip, root + "/")
-    wanted = [f"{root}/task.json", f"{root}/plan.json"] + [
-        f for f in files if f.startswith(f"{root}/steps/") and f.endswith("/step.json")
-    ]
-    blobs = git.read_files(tip, wanted)  # type: ignore[attr-defined]
-    raw_task = blobs.get(f"{root}/task.json")
+    ids = git.list_blobs(tip, root + "/")  # type: ignore[attr-defined]
+    files = sorted(ids)
+    task_path, plan_path = f"{root}/task.json", f"{root}/plan.json"
+    step_paths = [f for f in files if f.startswith(f"{root}/steps/") and f.endswith("/step.json")]
+    result_paths = [f for f in files if f.startswith(f"{root}/steps/") and f.endswith("/result.md")]
+    # one cat-file for every blob not seen before (task.json and plan.json change; step
+    # records and results never do once written)
+    missing = [ids[p] for p in [task_path, plan_path, *step_paths, *result_paths] if p in ids and _CACHE.get("raw", ids[p]) is None]
+    for blob, data in git.read_blobs(missing).items():  # type: ignore[attr-defined]
+        _CACHE.put("raw", blob, data)
+
+    def raw(path: str) -> bytes | None:
+        return _CACHE.get("raw", ids[path]) if path in ids else None  # type: ignore[return-value]
+
+    raw_task = raw(task_path)
     if raw_task is None:
-        raise StateFileError(f"{root}/task.json", f"missing on {branch}")
-    task = parse_state(TaskFile, raw_task, f"{root}/task.json")
-    plan = None
-    if blobs.get(f"{root}/plan.json") is not None:
-        plan = parse_state(Plan, blobs[f"{root}/plan.json"], f"{root}/plan.json")
+        raise StateFileError(task_path, f"missing on {branch}")
+    task = parse_state(TaskFile, raw_task, task_path)
+    plan = parse_state(Plan, raw(plan_path), plan_path) if plan_path in ids else None  # type: ignore[arg-type]
     steps = []
-    for path in wanted[2:]:
-        rec = parse_state(StepRecord, blobs[path], path)
-        dirname = path.rsplit("/", 2)[-2]
-        m = _STEP_DIR_RE.match(dirname)
-        if not m or int(m.group(1)) != rec.seq or m.group(2) != rec.node:
-            raise StateFileError(path, f"field seq/node: {rec.seq}/{rec.node} does not match its folder {dirname}")
+    for path in step_paths:
+        rec = _CACHE.get("step", ids[path])
+        if rec is None:
+            rec = parse_state(StepRecord, raw(path), path)  # type: ignore[arg-type]
+            dirname = path.rsplit("/", 2)[-2]
+            m = _STEP_DIR_RE.match(dirname)
+            if not m or int(m.group(1)) != rec.seq or m.group(2) != rec.node:
+                raise StateFileError(path, f"field seq/node: {rec.seq}/{rec.node} does not match its folder {dirname}")
+            _CACHE.put("step", ids[path], rec)
         steps.append(rec)
     steps.sort(key=lambda s: s.seq)
-    return Snapshot(git=git, branch=branch, tip=tip, task=task, plan=plan, steps=steps, files=files)
+    results = {}
+    for path in result_paths:
+        m = _STEP_DIR_RE.match(path.rsplit("/", 2)[-2])
+        data = raw(path)
+        if m and data is not None:
+            results[f"{int(m.group(1))}-{m.group(2)}"] = data.decode("utf-8", "replace")
+    return Snapshot(git=git, branch=branch, tip=tip, task=task, plan=plan, steps=steps, files=files, _results=results)

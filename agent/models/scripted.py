@@ -26,6 +26,7 @@ result in the conversation. So the answer carries numbers the code really comput
 
 from __future__ import annotations
 
+import functools
 import itertools
 import threading
 import time
@@ -40,6 +41,11 @@ from ..state import Usage
 from .base import ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+
+
+@functools.lru_cache(maxsize=512)
+def _compiled(expr: str):
+    return _env.compile_expression(expr)
 
 
 def _approx_tokens(text: str) -> int:
@@ -100,7 +106,7 @@ class ScriptedModel:
             ctx["last_output"] = last_tool_output(request)
             for i, candidate in enumerate(queue):
                 cond = candidate.get("when")
-                if cond is None or _env.compile_expression(str(cond))(**ctx):
+                if cond is None or _compiled(str(cond))(**ctx):
                     entry = queue.pop(i)
                     break
             else:

@@ -1,6 +1,6 @@
 """Tasks finishing at the same moment all land on the memory branch: one file per task, with
 the branch itself created by whoever gets there first. Local mode with 20 processes (pure
-compare-and-swap), remote mode with 20 runners (threads, each in its own clone) pushing to a
+compare-and-swap: 4 processes x 5 threads), remote mode with 20 runners (threads, each in its own clone) pushing to a
 bare repository; the remote-mode cache stays blobless for data it does not need."""
 
 from __future__ import annotations
@@ -19,28 +19,39 @@ from tests.memory.helpers import GIT_ENV, ROOT, experience, git, make_repo
 N = 20
 
 WRITER = """
-import sys, time
+import sys, threading, time
 from pathlib import Path
 from agent.gitstore import GitRepo
-from agent.memory import MemoryStore
-from tests.memory.helpers import experience
-repo, i, go = sys.argv[1], int(sys.argv[2]), Path(sys.argv[3])
+from agent.memory import Experience, MemoryStore
+from agent.state import utcnow
+GitRepo.serialize_threads = False  # threads of one process race through compare-and-swap too
+repo, first, count, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 store = MemoryStore.open(GitRepo(repo))
-exp = experience(f"{i:02d}-task", f"question number {i} about order values")
+def write(i):
+    tid = f"{i:02d}-task"
+    store.add_experience(Experience(task_id=tid, branch="agent/task/" + tid, question=f"question number {i} about order values",
+                                    outcome="done", date=utcnow()))
+threads = [threading.Thread(target=write, args=(i,)) for i in range(first, first + count)]
+print("ready", flush=True)
 while not go.exists():
-    time.sleep(0.005)
-store.add_experience(exp)
-print("ok")
+    time.sleep(0.002)
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("ok", flush=True)
 """
 
 
-def test_twenty_processes_finishing_at_once_leave_twenty_experiences(tmp_path):
+def test_twenty_tasks_finishing_at_once_in_four_processes_leave_twenty_experiences(tmp_path):
     repo = make_repo(tmp_path)
     go = tmp_path / "go"
     env = {**GIT_ENV, "PYTHONPATH": str(ROOT)}
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(repo), str(i), str(go)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for i in range(N)]
-    time.sleep(1.0)  # let them import and get to the starting line
+    per = N // 4
+    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(repo), str(k * per), str(per), str(go)], env=env,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    for p in procs:  # everyone at the starting line, then all at once
+        assert p.stdout.readline().strip() == "ready", p.stderr.read()
     go.write_text("go")
     for p in procs:
         out, err = p.communicate(timeout=120)
