@@ -97,6 +97,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         _parser().print_help()
         return EXIT_USAGE
+    from . import telemetry
+
+    telemetry.setup()  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; else nothing
     try:
         from .memcli import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
 
@@ -108,6 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ngitops-agent: interrupted; every finished step is committed. Continue with `gitops-agent run --resume <task-id>`.", file=sys.stderr)
         return 130
+    finally:
+        telemetry.flush()
 
 
 def _reporter(args: argparse.Namespace):

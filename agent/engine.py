@@ -27,8 +27,11 @@ class Engine:
     def handle(self, job: Job) -> list[Job]:
         """Run one step. An unexpected error ends the task cleanly via finish (with the error as
         the reason); what was committed before stays."""
+        from . import telemetry
+
         try:
-            return STEPS[job.step](self.rt, job)
+            with telemetry.step_span(job.task, job.seq or 0, job.step, node=job.node, run_url=self.rt.run_url):
+                return STEPS[job.step](self.rt, job)
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # noqa: BLE001

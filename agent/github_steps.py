@@ -51,6 +51,8 @@ class Settings(BaseModel):
     event_name: str = ""
     event_path: str | None = None
     question: str | None = None
+    trigger_label: str | None = None
+    trigger_phrase: str | None = None
     planner_model: str | None = None
     executor_model: str | None = None
     max_usd: float | None = None
@@ -78,6 +80,8 @@ class Settings(BaseModel):
             event_name=e.get("GITHUB_EVENT_NAME", ""),
             event_path=e.get("GITHUB_EVENT_PATH"),
             question=e.get("GITOPS_AGENT_QUESTION") or None,
+            trigger_label=e.get("GITOPS_AGENT_TRIGGER_LABEL") or None,
+            trigger_phrase=e.get("GITOPS_AGENT_TRIGGER_PHRASE") or None,
             planner_model=e.get("GITOPS_AGENT_PLANNER_MODEL") or None,
             executor_model=e.get("GITOPS_AGENT_EXECUTOR_MODEL") or None,
             max_usd=float(max_usd) if max_usd else None,
@@ -146,14 +150,22 @@ class StepRunner:
         cfg = parse_config(raw.decode(), CONFIG_PATH) if raw else AgentConfig()
         if self.s.max_usd is not None:
             cfg.budget.max_usd = self.s.max_usd
+        if self.s.trigger_label:
+            cfg.trigger.label = self.s.trigger_label
+        if self.s.trigger_phrase:
+            cfg.trigger.phrase = self.s.trigger_phrase
         cfg.workers = cfg.github.max_parallel
         return cfg
 
     # ---- entry -----------------------------------------------------------------------------
     def run(self, step: str) -> int:
         event = load_event(self.s.event_path)
-        cfg_probe = AgentConfig()  # trigger words before the repo is fetched: defaults, then config
-        trigger = read_trigger(self.s.event_name, event, label=cfg_probe.trigger.label, phrase=cfg_probe.trigger.phrase, question_input=self.s.question)
+        if self.s.event_name in ("issues", "issue_comment") and step in ("auto", "intake"):
+            # the trigger words may come from the repository's config: intake reads it first
+            return self.intake(None, event)
+        probe = AgentConfig().trigger
+        trigger = read_trigger(self.s.event_name, event, label=self.s.trigger_label or probe.label,
+                               phrase=self.s.trigger_phrase or probe.phrase, question_input=self.s.question)
         want = {"new": "intake", "follow-up": "intake", "reconcile": "reconcile", "step": trigger.step, "ignore": None}[trigger.kind]
         if step != "auto" and want is not None and step != want:
             raise ConfigError(f"this event asks for step {want!r}, not {step!r}")
@@ -183,11 +195,11 @@ class StepRunner:
             return False, f"could not check permissions: {e}"
         return ok, "needs write access to the repository"
 
-    def intake(self, trigger: Trigger, event: dict[str, Any]) -> int:
+    def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
         git = self.clone(None)
         cfg = self.config(git, "HEAD")
-        # the config may change the trigger words: read the event again with them
-        trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase, question_input=self.s.question) if trigger.kind != "new" or trigger.issue else trigger
+        if trigger is None:
+            trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase, question_input=self.s.question)
         if trigger.kind not in ("new", "follow-up"):
             print(f"gitops-agent: nothing to do: {trigger.why}")
             return 0

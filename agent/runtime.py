@@ -51,7 +51,7 @@ class Runtime:
             if m is None:
                 m = make_model(spec)
                 self.models[spec] = m
-            return m
+            return _Traced(m, spec, self)
 
     def get_sandbox(self) -> Sandbox:
         with self._lock:
@@ -117,3 +117,25 @@ class Runtime:
         if extra:
             t.update(extra)
         return t
+
+
+class _Traced:
+    """A model whose calls are OpenTelemetry spans (a no-op unless telemetry is set up)."""
+
+    def __init__(self, inner: Model, spec: str, rt: Runtime) -> None:
+        self.inner, self.spec, self.rt = inner, spec, rt
+        self.name = inner.name
+
+    def query(self, request):  # noqa: ANN001 - the Model protocol
+        from . import telemetry
+        from .errors import ModelError
+
+        with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call:
+            try:
+                resp = self.inner.query(request)
+            except ModelError as e:
+                call.error(str(e))
+                raise
+            call.record(resp.usage, cost_usd=self.rt.cost(self.name, resp.usage), response_model=resp.model or self.name,
+                        finish_reason=resp.stop_reason)
+            return resp
