@@ -73,6 +73,23 @@ def add_parsers(sub) -> None:
     f.add_argument("--workers", type=int)
     f.add_argument("--no-run", action="store_true", help="only create the fork's branch; run it later with `run --resume`")
     f.add_argument("-q", "--quiet", action="store_true")
+    f.__class__ = _IntermixedParser  # `fork ID --at 4 "instruction"`: options between the positionals
+
+
+class _IntermixedParser(argparse.ArgumentParser):
+    """A subparser whose optional positional may come after options (plain argparse would give
+    `fork ID --at 4 "text"` an empty instruction and reject "text")."""
+
+    _intermixed = False
+
+    def parse_known_args(self, args=None, namespace=None):  # type: ignore[override]
+        if self._intermixed:
+            return super().parse_known_args(args, namespace)
+        self._intermixed = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._intermixed = False
 
 
 def _git(args):

@@ -417,6 +417,25 @@ _BWRAP_HOME = "/tmp/home"
 _BWRAP_CODE = "/tmp/.agent-code"
 
 
+def _python_roots(python: str) -> list[str]:
+    """Directories the interpreter needs: its virtualenv, its installation, and (for the
+    interpreter running us) the prefixes and site-packages in use."""
+    roots = set()
+    for exe in {python, os.path.realpath(python)}:
+        roots.add(os.path.dirname(os.path.dirname(os.path.abspath(exe))))  # <prefix>/bin/python -> <prefix>
+    if os.path.realpath(python) == os.path.realpath(sys.executable):
+        roots |= {sys.prefix, sys.base_prefix, sys.exec_prefix}
+        roots |= {p for p in sys.path if p and os.path.isdir(p)}
+    return sorted(roots)
+
+
+def _under_tmp(paths: list[str]) -> list[str]:
+    """The paths under /tmp, minus those inside another one of them."""
+    tmp = [os.path.realpath(p) for p in paths if os.path.realpath(p).startswith("/tmp/") and os.path.exists(p)]
+    tmp = sorted(set(tmp))
+    return [p for p in tmp if not any(p != q and p.startswith(q.rstrip("/") + "/") for q in tmp)]
+
+
 def _bwrap_base_args(network: bool) -> list[str]:
     args = [
         "bwrap",
@@ -462,6 +481,10 @@ class BubblewrapSandbox(_ProcessSandbox):
         args = _bwrap_base_args(self.limits.network)
         args[0] = self.bwrap
         args += ["--dir", _BWRAP_HOME, "--ro-bind", str(run_dir / "code"), _BWRAP_CODE]
+        # The private /tmp would hide an interpreter or virtualenv that lives under /tmp (a
+        # checkout there, a runner's temp dir): show those read-only again.
+        for root in _under_tmp(_python_roots(self.limits.python)):
+            args += ["--ro-bind", root, root]
         for host, inside in self.limits.extra_ro_paths:
             host_abs = os.path.abspath(host)
             if not os.path.exists(host_abs):

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import socket
 import threading
 import time
@@ -424,3 +426,20 @@ def test_docker_is_a_clear_error():
     with pytest.raises(SandboxError, match="docker backend not implemented yet") as e:
         make_sandbox(SandboxLimits(backend="docker"))
     assert "available:" in str(e.value)
+
+
+def test_bubblewrap_runs_an_interpreter_that_lives_under_tmp(tmp_path):
+    """A checkout (and its .venv) under /tmp must still run: the private /tmp would hide it."""
+    from agent.sandbox import BubblewrapSandbox, SandboxLimits, bwrap_works
+
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot run here")
+    assert str(tmp_path).startswith("/tmp/")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    sb = BubblewrapSandbox(SandboxLimits(python=str(venv / "bin" / "python"), timeout_s=30))
+    obs = sb.run_python("import sys; print(sys.prefix)", work)
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.stdout.strip() == str(venv)
