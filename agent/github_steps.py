@@ -281,6 +281,8 @@ class StepRunner:
         head = rt.git.log(snap.tip, max_count=1)
         if head and head[0].trailers.get("Agent-Outcome"):
             outcome = head[0].trailers["Agent-Outcome"]
+        if outcome != "done":  # the reason the finish step recorded (budget, stalled, an error)
+            reason = next((s.error for s in reversed(snap.steps) if s.role == "finish" and s.error), reason)
         title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
         title = f"gitops-agent: {title_src}"[:120]
         body = self.pr_body(snap, outcome, answer, reason)

@@ -224,9 +224,16 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
     fin = snap.plan.finish if snap.plan else None
     # finished when the newest step is the finish (a follow-up instruction reopens a task)
     finished = bool(snap.steps) and max(snap.steps, key=lambda r: r.seq).role == "finish"
-    outcome = (fin.outcome if fin else "error") if finished else "unfinished"
+    reason = fin.reason if fin else None
+    if finished and fin is None:
+        # stopped before the planner finished (budget, stalled, an error): the finish step
+        # recorded why
+        reason = max(snap.steps, key=lambda r: r.seq).error
+        outcome = "budget" if (reason or "").startswith("budget") else "error"
+    else:
+        outcome = (fin.outcome if fin else "error") if finished else "unfinished"
     return _View(snap.task_id, snap.branch, snap.task.question, snap.plan, rows, snap.usage, snap.cost_usd, outcome,
-                 fin.summary if fin else "", fin.answer if fin else "", fin.reason if fin else None, finished)
+                 fin.summary if fin else "", fin.answer if fin else "", reason, finished)
 
 
 def _link(text: str, url: str | None) -> str:

@@ -172,3 +172,75 @@ def test_bad_client_payload_is_refused_with_a_clear_error(world, payload, needle
         h.run("repository_dispatch", {"action": "agent-plan", "client_payload": payload})
     assert needle in str(e.value)
     assert h.gh.dispatches == []
+
+
+def _write_config(h: Harness, text: str) -> None:
+    """Commit a .github/gitops-agent.yml to the remote's main."""
+    work = h.tmp / "cfgwork"
+    subprocess.run(["git", "clone", "-q", str(h.bare), str(work)], check=True)
+    (work / ".github").mkdir(exist_ok=True)
+    (work / ".github" / "gitops-agent.yml").write_text(text)
+    git(work, "add", "-A")
+    git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "config")
+    git(work, "push", "-q", "origin", "main")
+
+
+def test_workflow_dispatch_question_gets_a_pull_request_and_no_issue_comment(world):
+    h, top, value, llm = world
+    ev = {"inputs": {"question": "Who is our top customer by revenue?"}, "sender": {"login": "alice", "type": "User"}}
+    assert h.run("workflow_dispatch", ev) == 0
+    h.drain()
+    pulls = list(h.gh.repo("o/r").pulls.values())
+    assert len(pulls) == 1 and f"{value:.2f}" in pulls[0].body
+    assert h.gh.calls("POST", r"/issues/\d+/comments") == []
+
+
+def test_reconcile_resends_a_lost_step_then_stops_a_stalled_task(world):
+    h, top, value, llm = world
+    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1}\n")
+    ev = issue_event(h.gh, "alice")
+    h.run("issues", ev)
+    # run the plan step; drop the execute dispatch it sends (a runner died / an event was lost)
+    d = h.gh.dispatches[0]
+    h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]})
+    assert [x["event_type"] for x in h.gh.dispatches] == ["agent-plan", "agent-execute"]
+    lost = h.gh.dispatches[1]["client_payload"]
+    import time as _t
+
+    _t.sleep(0.1)
+    assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
+    resent = h.gh.dispatches[2:]
+    assert {x["event_type"] for x in resent} >= {"agent-execute"}
+    assert any(x["client_payload"].get("node") == lost["node"] and x["client_payload"].get("step") == lost["step"] for x in resent)
+    # nothing ran again; the next reconcile gives up on the task and finishes it, reported
+    _t.sleep(0.1)
+    n_before = len(h.gh.dispatches)
+    h.run("schedule", {"schedule": "*/20 * * * *"})
+    finishes = [x for x in h.gh.dispatches[n_before:] if x["event_type"] == "agent-finish"]
+    assert finishes and "stalled" in finishes[0]["client_payload"]["reason"]
+    h.run("repository_dispatch", {"action": "agent-finish", "client_payload": finishes[0]["client_payload"]})
+    comments = h.gh.comments("o/r", ev["issue"]["number"])
+    answer = [c for c in comments if "gitops-agent:answer=" in c.body]
+    assert answer and "stopped" in answer[0].body and "stalled" in answer[0].body
+
+
+def test_over_budget_task_says_so_on_the_issue(world):
+    h, top, value, llm = world
+    _write_config(h, "budget: {max_usd: 0.001}\n")
+    ev = issue_event(h.gh, "alice")
+    h.run("issues", ev)
+    h.drain()
+    comments = h.gh.comments("o/r", ev["issue"]["number"])
+    answer = [c for c in comments if "gitops-agent:answer=" in c.body]
+    assert answer and "budget" in answer[0].body
+    pulls = list(h.gh.repo("o/r").pulls.values())
+    assert len(pulls) == 1 and "budget" in pulls[0].body.lower()  # what it has, kept as a draft PR
+
+
+def test_custom_trigger_label_from_the_repository_config(world):
+    h, *_ = world
+    _write_config(h, "trigger: {label: ask-bot}\n")
+    assert h.run("issues", issue_event(h.gh, "alice", labels=("agent",))) == 0
+    assert h.gh.dispatches == []
+    assert h.run("issues", issue_event(h.gh, "alice", labels=("ask-bot",))) == 0
+    assert [d["event_type"] for d in h.gh.dispatches] == ["agent-plan"]

@@ -85,6 +85,24 @@ def experience(task_id: str, question: str, outcome: str = "done", lessons: list
     )
 
 
-def cli(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args: str) -> subprocess.CompletedProcess:
+    """`gitops-agent ARGS` run in this process (the same main() as the command; much faster than
+    a new interpreter per call): returncode, stdout, stderr."""
+    import contextlib
+    import io
+
+    from agent.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(args))
+        except SystemExit as e:  # argparse
+            code = e.code if isinstance(e.code, int) else 1
+    return subprocess.CompletedProcess(["gitops-agent", *args], code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """`python -m agent ARGS` as a real process."""
     e = {**GIT_ENV, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, cwd=cwd, env=e, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=e, timeout=timeout)
