@@ -18,7 +18,9 @@ SETUP_PYTHON = "actions/setup-python@a26af69be951a213d495a4c3e4e4022e16d87065"
 
 
 def act_binary() -> str | None:
-    return shutil.which("act")
+    from tests.tools import tool
+
+    return tool("act")
 
 
 @dataclass

