@@ -270,8 +270,10 @@ class StepRunner:
         self.summary(snap, f"{job.step} {job.node or ''}".strip())
         failed = [f for f in engine.failures]
         if failed:
+            from .render import gha_error
+
             j, e = failed[0]
-            print(f"::error::gitops-agent {j.step} step failed: {str(e)[:500]}")
+            gha_error(f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)", title="gitops-agent")
         return 0
 
     def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
@@ -402,9 +404,15 @@ def run_step_command(step: str, event_path: str | None = None, client: Any = Non
         client = GitHubClient(settings.repo, settings.token.get_secret_value(), api_url=settings.api_url, **kw)
     from .progress import ConsoleReporter
 
+    from .render import gha_error, gha_group
+
     runner = StepRunner(settings, client, reporter=ConsoleReporter())
     try:
-        return runner.run(step)
+        with gha_group(f"gitops-agent {step} ({settings.event_name or 'no event'})"):
+            return runner.run(step)
+    except AgentError as e:
+        gha_error(str(e)[:2000], title=f"gitops-agent {step}")
+        raise
     finally:
         runner.write_outputs()
         runner.close()
