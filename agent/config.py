@@ -19,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 from .models.pricing import Price
+from .models.retry import RetryPolicy
 from .sandbox import SandboxLimits
 from .state import Budget, format_validation_error
 
@@ -76,6 +77,7 @@ class AgentConfig(BaseModel):
     trigger: TriggerConfig = TriggerConfig()
     github: GitHubConfig = GitHubConfig()
     prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
+    model_retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a model call after the SDK's own.")
 
 
 def load_config(path: Path | None) -> AgentConfig:

@@ -48,7 +48,19 @@ class TaskNotFound(AgentError):
 
 
 class ModelError(AgentError):
-    """The model provider failed in a way retries did not fix (kept as the step's error)."""
+    """The model provider failed in a way retries did not fix (kept as the step's error).
+
+    ``status`` is the HTTP status when there was a response; ``retry_after`` the seconds the
+    provider asked to wait (``retry-after`` / ``retry-after-ms``), when it said so;
+    ``retryable`` whether trying again later may succeed (overloaded, rate limited, 5xx, a
+    timeout, a dropped connection) -- the runtime then retries a bounded number of times."""
+
+    def __init__(self, message: str = "", *, status: int | None = None, retry_after: float | None = None,
+                 retryable: bool = False):
+        super().__init__(message)
+        self.status = status
+        self.retry_after = retry_after
+        self.retryable = retryable and not isinstance(self, FatalModelError)
 
 
 class FatalModelError(ModelError):

@@ -120,7 +120,8 @@ class Runtime:
 
 
 class _Traced:
-    """A model whose calls are OpenTelemetry spans (a no-op unless telemetry is set up)."""
+    """A model whose calls are OpenTelemetry spans (a no-op unless telemetry is set up), retried
+    after a retryable ModelError per the config's `model_retry` (agent/models/retry.py)."""
 
     def __init__(self, inner: Model, spec: str, rt: Runtime) -> None:
         self.inner, self.spec, self.rt = inner, spec, rt
@@ -129,10 +130,15 @@ class _Traced:
     def query(self, request):  # noqa: ANN001 - the Model protocol
         from . import telemetry
         from .errors import ModelError
+        from .models.retry import RetryPolicy, query_with_retry
+
+        def retrying(e: ModelError, attempt: int, wait: float) -> None:  # reliability: the second line of retries
+            self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt} in {wait:.1f} s")
 
         with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call:
             try:
-                resp = self.inner.query(request)
+                resp = query_with_retry(lambda: self.inner.query(request), getattr(self.rt.config, "model_retry", None) or RetryPolicy(),
+                                        on_retry=retrying)
             except ModelError as e:
                 call.error(str(e))
                 raise

@@ -8,7 +8,10 @@
   breakpoints; the oldest message breakpoints are dropped beyond that.
 - Retries are the SDK's (`max_retries`, honouring `retry-after`). What is left afterwards is
   raised as FatalModelError (bad key, no permission, bad request, unknown model, spend limit)
-  or ModelError (overloaded, rate limited, server errors, timeouts, connection failures).
+  or ModelError (overloaded, rate limited, server errors, timeouts, connection failures). A
+  ModelError carries the HTTP status and the `retry-after` the API sent, and is marked
+  retryable, so the runtime's second line of retries (agent/models/retry.py) can wait and try
+  again; a FatalModelError never is.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, Literal
 import anthropic
 
 from ..errors import ConfigError, FatalModelError, ModelError
+from .retry import retry_after_of
 from ..state import Usage
 from .base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
@@ -114,9 +118,9 @@ class AnthropicModel:
         except anthropic.APIStatusError as e:
             raise _status_error(e) from e
         except anthropic.APITimeoutError as e:
-            raise ModelError(f"Anthropic API timed out ({self.name}): {e}") from e
+            raise ModelError(f"Anthropic API timed out ({self.name}): {e}", retryable=True) from e
         except anthropic.APIConnectionError as e:
-            raise ModelError(f"cannot reach the Anthropic API at {self.client.base_url}: {e}") from e
+            raise ModelError(f"cannot reach the Anthropic API at {self.client.base_url}: {e}", retryable=True) from e
         except anthropic.CredentialsError as e:
             raise FatalModelError(f"Anthropic credentials failed: {e}") from e
         except anthropic.AnthropicError as e:
@@ -227,7 +231,9 @@ def _status_error(e: anthropic.APIStatusError) -> ModelError:
     where = str(e.status_code) if e.status_code >= 400 else "stream error"
     msg = f"Anthropic API {where} {kind}: {text}{rid}"
     if status == 401:
-        return FatalModelError(msg + " - check ANTHROPIC_API_KEY")
+        return FatalModelError(msg + " - check ANTHROPIC_API_KEY", status=status)
     if status in _FATAL_STATUS or is_spend_limit(e):
-        return FatalModelError(msg)
-    return ModelError(msg)
+        return FatalModelError(msg, status=status)
+    response = getattr(e, "response", None)
+    return ModelError(msg, status=e.status_code if e.status_code >= 400 else None,
+                      retry_after=retry_after_of(getattr(response, "headers", None)), retryable=True)

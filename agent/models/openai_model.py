@@ -11,7 +11,8 @@ DeepSeek) through the official `openai` SDK.
 - Caching is the provider's (automatic); `cache` marks are ignored. Cached prompt tokens are
   reported as cache reads, the rest of the prompt as input.
 - Retries are the SDK's; then 400/401/402/403/404/422 and quota 429s raise FatalModelError,
-  the rest ModelError.
+  the rest a retryable ModelError (with the status and `retry-after`) for the runtime's second
+  line of retries (agent/models/retry.py).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from typing import Any
 import openai
 
 from ..errors import FatalModelError, ModelError
+from .retry import retry_after_of
 from ..state import Usage
 from .base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
@@ -83,9 +85,9 @@ class OpenAIModel:
         except openai.APIStatusError as e:
             raise _status_error(e, self.name) from e
         except openai.APITimeoutError as e:
-            raise ModelError(f"OpenAI-compatible API timed out ({self.name} at {self.client.base_url}): {e}") from e
+            raise ModelError(f"OpenAI-compatible API timed out ({self.name} at {self.client.base_url}): {e}", retryable=True) from e
         except openai.APIConnectionError as e:
-            raise ModelError(f"cannot reach the OpenAI-compatible API at {self.client.base_url}: {e}") from e
+            raise ModelError(f"cannot reach the OpenAI-compatible API at {self.client.base_url}: {e}", retryable=True) from e
         except openai.OpenAIError as e:
             raise ModelError(f"OpenAI-compatible API call failed: {type(e).__name__}: {e}") from e
         latency_ms = int((time.monotonic() - start) * 1000)
@@ -196,9 +198,10 @@ def _status_error(e: openai.APIStatusError, model: str) -> ModelError:
     text = text or e.message
     msg = f"OpenAI-compatible API {e.status_code}{' ' + code if code else ''}: {text} (model {model})"
     if e.status_code == 401:
-        return FatalModelError(msg + " - check OPENAI_API_KEY")
+        return FatalModelError(msg + " - check OPENAI_API_KEY", status=401)
     if e.status_code in (400, 402, 403, 404, 413, 422):
-        return FatalModelError(msg)
+        return FatalModelError(msg, status=e.status_code)
     if e.status_code == 429 and (code == "insufficient_quota" or _LIMIT_RE.search(text)):
-        return FatalModelError(msg)
-    return ModelError(msg)
+        return FatalModelError(msg, status=429)
+    response = getattr(e, "response", None)
+    return ModelError(msg, status=e.status_code, retry_after=retry_after_of(getattr(response, "headers", None)), retryable=True)

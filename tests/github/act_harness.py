@@ -56,8 +56,10 @@ class ActHarness:
                 - shell: bash
                   run: python3 --version
             """))
-        self.tool_cache = self.work.parent / "toolcache"
-        self.tool_cache.mkdir(exist_ok=True)
+        # The action keeps its dependencies' virtualenv in RUNNER_TOOL_CACHE, like a self-hosted
+        # runner would: shared by every act run of the session (and of later sessions).
+        self.tool_cache = Path(os.environ.get("GITOPS_AGENT_TEST_TOOLCACHE", Path.home() / ".cache" / "gitops-agent-tests" / "toolcache"))
+        self.tool_cache.mkdir(parents=True, exist_ok=True)
         self.events = self.work.parent / "events"
         self.events.mkdir(exist_ok=True)
 

