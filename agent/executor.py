@@ -99,8 +99,10 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         messages: list[Message] = [Message(role="user", content=[TextBlock(text=node_text)], cache=True)]
         finished = False
         for turn_no in range(1, max_turns + 1):
-            # Roll the cache breakpoint forward: the whole conversation so far is a cached prefix.
-            msgs = [m.model_copy(update={"cache": (i == 0 or i == len(messages) - 1)}) for i, m in enumerate(messages)]
+            # Roll the cache breakpoints forward: the node's prompt, the previous turn's end (a
+            # read of what the last call wrote, whatever the API's look-back) and this turn's end.
+            last = len(messages) - 1
+            msgs = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
             request = ModelRequest(
                 system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens,
                 meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": turn_no,

@@ -184,6 +184,7 @@ class GitHubClient:
         self.owner = repo_full_name.split("/", 1)[0]
         self.api_url = (api_url or os.environ.get("GITHUB_API_URL") or "https://api.github.com").rstrip("/")
         self._redact = _redactor(token.strip())
+        self._token = token.strip()
         self._gh = github.Github(
             base_url=self.api_url,
             auth=github.Auth.Token(token.strip()),
@@ -198,6 +199,14 @@ class GitHubClient:
 
     def __repr__(self) -> str:
         return f"GitHubClient({self.repo_full_name!r}, api_url={self.api_url!r})"
+
+    def _outbound(self, text: str) -> str:
+        """Text about to be posted (comments, PR title and body): secret values this process
+        knows (credential-named variables, this client's token) and common token shapes are
+        replaced by [REDACTED] -- the last guard before anything reaches GitHub."""
+        from .sandbox import env_secrets, redact
+
+        return redact(text or "", env_secrets() + [self._token])
 
     # -- error translation -----------------------------------------------------------------
 
@@ -275,11 +284,13 @@ class GitHubClient:
         return self._call(f"get issue #{number}", get)
 
     def comment(self, issue_number: int, body: str) -> tuple[int, str]:
+        body = self._outbound(body)
         c = self._call(f"comment on #{issue_number}", lambda: self._repo.get_issue(int(issue_number)).create_comment(body))
         return c.id, c.html_url
 
     def edit_comment(self, comment_id: int, body: str) -> None:
         c = IssueComment(self._repo.requester, url=f"{self._repo.url}/issues/comments/{int(comment_id)}")
+        body = self._outbound(body)
         self._call(f"edit comment {comment_id}", lambda: c.edit(body))
 
     def _comments(self, issue_number: int) -> Iterator[IssueComment]:
@@ -307,6 +318,7 @@ class GitHubClient:
         body is the same), else created. The marker is appended to `body` when it lacks it."""
         if marker not in body:
             body = f"{body}\n\n{marker}"
+        body = self._outbound(body)
         c = self._find(issue_number, marker)
         if c is None:
             return self.comment(issue_number, body)[0]
@@ -333,6 +345,7 @@ class GitHubClient:
         """Open a PR head -> base, or update the body of the open one (idempotent). Returns
         (number, html_url). Reviewer requests that GitHub refuses are logged and ignored."""
         what = f"pull request {head} -> {base}"
+        title, body = self._outbound(title), self._outbound(body)
         pr = self._call(f"find {what}", lambda: self._open_pull_for(head, base))
         if pr is not None:
             if pr.body != body:

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .errors import BadName, ConfigError
+from .intake import MAX_QUESTION_CHARS
 from .seams import Job
 from .state import BRANCH_PREFIX, NODE_ID_RE, TASK_ID_RE, format_validation_error
 
@@ -122,6 +123,17 @@ def _phrase_rest(body: str, phrase: str) -> str | None:
     return rest.strip()
 
 
+def cap_question(text: str, limit: int = MAX_QUESTION_CHARS) -> str:
+    """Text from GitHub (issue title and body, a comment, a dispatch input) made a question of at
+    most ``limit`` characters: a longer one is cut, with a note saying so, rather than refused --
+    the person who asked gets an answer about the first part instead of a failed job, and the
+    model never sees more than the limit."""
+    if len(text) <= limit:
+        return text
+    note = f"\n\n[gitops-agent: the text was cut here; it had {len(text):,} characters, the limit is {limit:,}]"
+    return text[: max(0, limit - len(note))].rstrip() + note
+
+
 def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: str, question_input: str | None = None) -> Trigger:
     """Decide what an event asks for. Untrusted text (titles, bodies) is only ever data here."""
     sender = event.get("sender") or {}
@@ -142,7 +154,7 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
             return Trigger(kind="reconcile", source="workflow_dispatch")
         if not q:
             return Trigger(kind="ignore", why="no question given (input `question`)", source="workflow_dispatch")
-        return Trigger(kind="new", question=q, author=actor, source="workflow_call" if event_name == "workflow_call" else "workflow_dispatch")
+        return Trigger(kind="new", question=cap_question(q), author=actor, source="workflow_call" if event_name == "workflow_call" else "workflow_dispatch")
     if event_name == "issues":
         issue = event.get("issue") or {}
         action = event.get("action")
@@ -158,7 +170,7 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         title, body = str(issue.get("title") or ""), str(issue.get("body") or "")
         rest = _phrase_rest(body, phrase)
         q = f"{title}\n\n{rest if rest is not None else body}".strip()
-        return Trigger(kind="new", question=q, issue=int(issue["number"]), author=actor, url=issue.get("html_url"), source="issue")
+        return Trigger(kind="new", question=cap_question(q), issue=int(issue["number"]), author=actor, url=issue.get("html_url"), source="issue")
     if event_name == "issue_comment":
         if event.get("action") != "created":
             return Trigger(kind="ignore", why="only new comments count", source="comment")
@@ -171,7 +183,7 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         actor = Actor(login=str(author.get("login", "")), type=str(author.get("type", "User")))
         title = str(issue.get("title") or "")
         return Trigger(
-            kind="follow-up", question=rest or title, issue=int(issue["number"]), author=actor,
+            kind="follow-up", question=cap_question(rest or title), issue=int(issue["number"]), author=actor,
             url=comment.get("html_url"), source="comment",
         )
     return Trigger(kind="ignore", why=f"event {event_name!r} is not handled")

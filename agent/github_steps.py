@@ -155,6 +155,9 @@ class StepRunner:
         if self.s.trigger_phrase:
             cfg.trigger.phrase = self.s.trigger_phrase
         cfg.workers = cfg.github.max_parallel
+        if cfg.sandbox.require_isolation is None:
+            # issue text is untrusted: no model-written code outside bubblewrap/docker unless the repo opts out
+            cfg.sandbox.require_isolation = True
         return cfg
 
     # ---- entry -----------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 from urllib.parse import urlsplit
 
 from .errors import AgentError, GitError, PolicyViolation, PushConflict, PushRetriesExhausted
@@ -225,6 +225,9 @@ class GitRepo:
     #: serialise commit_files on the same branch between threads of this process (the
     #: compare-and-swap still guards against other processes); tests turn it off to race.
     serialize_threads: bool = True
+    #: applied to every file content a commit writes, (path, bytes) -> bytes; the Runtime sets
+    #: it to policy.redact_for_commit so no secret the process knows is ever committed
+    redact: "Callable[[str, bytes], bytes] | None" = None
 
     def __init__(
         self,
@@ -605,6 +608,8 @@ class GitRepo:
         existing mode, 100644 for new files)."""
         _check_branch(branch)
         changes = dict(changes)
+        if self.redact is not None:
+            changes = {p: (self.redact(p, v) if v is not None else None) for p, v in changes.items()}
         for p in changes:
             _check_path(p)
         modes = dict(modes or {})

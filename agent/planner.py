@@ -140,8 +140,10 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     new_instructions = snap.task.instructions[seen:] if snap.plan is not None else []
     if snap.plan is not None and snap.plan.finish is not None:
         if not new_instructions:
+            # whoever committed the finish decision sent the finish step; a duplicate plan dispatch
+            # sends nothing (a lost finish is re-sent by reconcile / --resume: Engine.resume_jobs)
             rt.reporter.event("skip", step="plan", why="the plan is finished already")
-            return [] if snap.has_report else [finish_job()]
+            return []
         snap.plan.finish = None  # a follow-up instruction reopens a finished task
     problem = snap.budget_problem(hop=job.hop)
     if problem:

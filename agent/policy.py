@@ -48,3 +48,50 @@ def redact_bytes(data: bytes) -> bytes:
         return data
     red = redact(text, secrets)
     return red.encode("utf-8") if red != text else data
+
+
+def _redact_obj(obj, secrets: list[str]):
+    from .sandbox import redact
+
+    if isinstance(obj, str):
+        return redact(obj, secrets)
+    if isinstance(obj, list):
+        return [_redact_obj(x, secrets) for x in obj]
+    if isinstance(obj, dict):
+        return {k: _redact_obj(v, secrets) for k, v in obj.items()}
+    return obj
+
+
+def redact_jsonl(data: bytes) -> bytes:
+    """JSON lines (turns.jsonl) with secrets redacted inside their strings, so every line stays
+    valid JSON; a line that changes is written again, the others are kept byte for byte."""
+    import json
+
+    secrets = known_secrets()
+    out = []
+    for line in data.decode("utf-8", "replace").splitlines(keepends=True):
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            out.append(redact_bytes(line.encode()).decode("utf-8", "replace"))
+            continue
+        red = _redact_obj(obj, secrets)
+        out.append(line if red == obj else json.dumps(red, ensure_ascii=False) + "\n")
+    return "".join(out).encode()
+
+
+def redact_for_commit(path: str, data: bytes) -> bytes:
+    """What a commit may hold of ``data`` at ``path``: secrets redacted, JSON kept valid (JSON
+    and JSON-lines files are redacted string by string, other text as text; binary data as is)."""
+    import json
+
+    if path.endswith(".jsonl"):
+        return redact_jsonl(data)
+    if path.endswith(".json"):
+        try:
+            obj = json.loads(data)
+        except ValueError:
+            return redact_bytes(data)
+        red = _redact_obj(obj, known_secrets())
+        return data if red == obj else (json.dumps(red, indent=2, ensure_ascii=False) + "\n").encode()
+    return redact_bytes(data)

@@ -41,6 +41,10 @@ class Runtime:
     _warned: set = field(default_factory=set)
 
     def __post_init__(self) -> None:
+        if hasattr(self.git, "redact") and self.git.redact is None:  # reliability: nothing secret is committed
+            from .policy import redact_for_commit
+
+            self.git.redact = redact_for_commit
         if self.run_url is None and os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_REPOSITORY"):
             server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
             self.run_url = f"{server}/{os.environ['GITHUB_REPOSITORY']}/actions/runs/{os.environ['GITHUB_RUN_ID']}"

@@ -119,11 +119,13 @@ def load_avg() -> str:
 
 def machine_lines(load_at_start: str) -> list[str]:
     git = subprocess.run(["git", "--version"], capture_output=True, text=True).stdout.strip()
+    load_at_end = load_avg()
     return [
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {os.cpu_count()} CPUs (nproc), {mem_total()} memory, {cpu_model()}",
-        f"- Load average (1 / 5 / 15 min): {load_at_start} at the start, {load_avg()} at the end"
-        + (" — other work was running on this machine: absolute times are inflated" if _busy(load_at_start) else ""),
+        f"- Load average (1 / 5 / 15 min): {load_at_start} at the start, {load_at_end} at the end"
+        + (" — other work was running on this machine: absolute times are inflated"
+           if _busy(load_at_start) or _busy(load_at_end) else ""),
         f"- Python {platform.python_version()}, {git}, {platform.system()} {platform.release()}",
     ]
 
@@ -187,6 +189,8 @@ class ReactiveModel(ScriptedModel):
         self.leaves = leaves
         self.code_turns = code_turns
         self.n_calls = 0
+        self.t0: float | None = None
+        self.planner_log: list[tuple[float, int, int]] = []  # (seconds since the first call, results seen, nodes running)
         self.nodes = [{"id": f"n{i}", "title": f"Part {i}", "goal": f"Work out part {i} of the answer."} for i in range(1, leaves + 1)]
 
     def query(self, request: ModelRequest) -> ModelResponse:
@@ -194,6 +198,10 @@ class ReactiveModel(ScriptedModel):
         with self._lock:
             self.n_calls += 1
             call_id = next(self._ids)
+            now = time.perf_counter()
+            self.t0 = self.t0 if self.t0 is not None else now
+            if role == "planner":
+                self.planner_log.append((now - self.t0, len(request.meta.get("results") or {}), len(request.meta.get("running") or [])))
         if role == "planner":
             done = len(request.meta.get("results") or {})
             if done >= self.leaves and not request.meta.get("running"):

@@ -36,6 +36,7 @@ if __package__ in (None, ""):
 from bench.common import ROOT, Row, Section, fmt_ms, load_avg, machine_lines, table  # noqa: E402
 
 RESULTS = ROOT / "bench" / "RESULTS.md"
+QUICK_SCALE_TASKS = 25
 
 
 # ----------------------------------------------------------------------------- P1
@@ -142,9 +143,9 @@ def _scale(quick: bool) -> Section:
     from bench import scale
 
     if quick:
-        s = scale.measure(quick, tasks=15)
+        s = scale.measure(quick, tasks=QUICK_SCALE_TASKS)
         for r in s.rows:
-            r.note = "; ".join(x for x in ("--quick: 15 tasks instead of 50", r.note) if x)
+            r.note = "; ".join(x for x in (f"--quick: {QUICK_SCALE_TASKS} tasks instead of 50", r.note) if x)
         return s
     return scale.measure(quick, tasks=50)
 

@@ -217,8 +217,10 @@ class Bill:
         return self.read / self.total if self.total else 0.0
 
 
-def bill(requests: list[list[Block]], count: Callable[[str], int], min_cache_tokens: int = 0) -> Bill:
-    """Anthropic-style prompt caching over a sequence of requests (one cache, kept across them)."""
+def bill(requests: list[list[Block]], count: Callable[[str], int], min_cache_tokens: int = 0,
+         lookback: int = LOOKBACK_BLOCKS) -> Bill:
+    """Anthropic-style prompt caching over a sequence of requests (one cache, kept across them).
+    ``lookback=0``: only exact breakpoint prefixes hit (what tests/fakes/anthropic_server.py does)."""
     cache: set[str] = set()
     b = Bill()
     sizes: dict[str, int] = {}
@@ -236,7 +238,7 @@ def bill(requests: list[list[Block]], count: Callable[[str], int], min_cache_tok
         points = [i for i, blk in enumerate(blocks) if blk.breakpoint]
         read = 0
         for p in points:
-            for k in range(p, max(-1, p - LOOKBACK_BLOCKS - 1), -1):
+            for k in range(p, max(-1, p - lookback - 1), -1):
                 if hashes[k] in cache:
                     read = max(read, cum[k])
                     break
@@ -415,6 +417,7 @@ def run() -> dict[str, Any]:
                            "breakpoints_per_request": max(sum(b.breakpoint for b in r) for r in ours_blocks)}
     res["ours"] = bill(ours_blocks, count)
     res["ours_haiku_floor"] = bill(ours_blocks, count, HAIKU_MIN_CACHE)
+    res["ours_no_lookback"] = bill(ours_blocks, count, lookback=0)
     res["naive"] = bill(naive_blocks, count)
     try:
         sent, version = smolagents_requests(obs, task_text)
@@ -460,6 +463,10 @@ def measure(quick: bool = False) -> Section:
         details.append(f"  - with claude-haiku-4-5's real floor (no cache entry for a prefix under {HAIKU_MIN_CACHE:,} tokens): "
                        f"ours {hf.billed:,.0f} billed, {hf.billed / smol.billed:.2f} × smolagents, cache-read share "
                        f"{100 * hf.read_share:.1f}% (the first turns are below the floor and cached nothing).")
+    nl = r["ours_no_lookback"]
+    details.append(f"  - without the API's look-back (a hit only at a breakpoint of the request itself, as tests/fakes/anthropic_server.py "
+                   f"emulates it): ours {nl.billed:,.0f} billed, cache-read share {100 * nl.read_share:.1f}% — the rolling breakpoint "
+                   "on the last message is read back only through the look-back (the previous turn's breakpoint is no longer marked).")
     return Section(rows, details, time.perf_counter() - t0)
 
 

@@ -76,11 +76,14 @@ class AnthropicModel:
             system.append({"type": "text", "text": request.system})
         used = 0
         if request.cache_system:
-            if tools:
-                tools[-1]["cache_control"] = dict(_EPHEMERAL)
-                used += 1
+            # The prefix order is tools, system, messages: a breakpoint on the system block
+            # caches the tools too, so the tools get one only when there is no system prompt;
+            # the slot saved goes to the conversation.
             if system:
                 system[-1]["cache_control"] = dict(_EPHEMERAL)
+                used += 1
+            elif tools:
+                tools[-1]["cache_control"] = dict(_EPHEMERAL)
                 used += 1
         messages: list[dict[str, Any]] = []
         points: list[tuple[int, int]] = []  # (message, block) breakpoints, oldest first
@@ -89,7 +92,7 @@ class AnthropicModel:
             messages.append(param)
             points.extend((i, j) for j in marked)
         budget = max(0, MAX_CACHE_BREAKPOINTS - used)
-        for i, j in points[len(points) - budget:] if budget else []:
+        for i, j in points[max(0, len(points) - budget):] if budget else []:  # the newest `budget` of them
             messages[i]["content"][j]["cache_control"] = dict(_EPHEMERAL)
 
         params: dict[str, Any] = {"model": self.name, "max_tokens": request.max_tokens, "messages": messages}
@@ -125,6 +128,13 @@ class AnthropicModel:
             raise FatalModelError(f"Anthropic credentials failed: {e}") from e
         except anthropic.AnthropicError as e:
             raise ModelError(f"Anthropic API call failed: {type(e).__name__}: {e}") from e
+        except ValueError as e:
+            # the SDK's stream accumulator cannot parse a tool call's JSON (malformed or cut
+            # off): the output is unusable, a new sample usually is not -- retryable
+            if "tool parameter JSON" in str(e):
+                raise ModelError(f"Anthropic API ({self.name}): the model's tool call is not valid JSON: {str(e)[:300]}",
+                                 retryable=True) from e
+            raise
         except TypeError as e:
             if "authentication" in str(e).lower():
                 raise FatalModelError(

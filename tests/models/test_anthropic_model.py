@@ -200,8 +200,7 @@ def test_cache_control_on_tools_system_and_marked_messages(server):
             Message.user("now do step 1")]
     r1 = m.query(request(msgs))
     sent = server.requests[-1].body
-    assert "cache_control" not in sent["tools"][0]
-    assert sent["tools"][-1]["cache_control"] == {"type": "ephemeral"}
+    assert not any("cache_control" in t for t in sent["tools"])  # the system breakpoint caches the tools too
     assert sent["system"] == [{"type": "text", "text": "You are a careful data analyst.",
                                "cache_control": {"type": "ephemeral"}}]
     assert sent["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral"}
@@ -234,8 +233,8 @@ def test_at_most_four_breakpoints_oldest_dropped(server):
     m.query(request(msgs))  # the fake rejects more than 4 breakpoints, like the API
     sent = server.requests[-1].body
     marked = [i for i, mm in enumerate(sent["messages"]) if any("cache_control" in b for b in mm["content"])]
-    assert marked == [11, 12]
-    assert sum("cache_control" in t for t in sent["tools"]) + sum("cache_control" in b for b in sent["system"]) == 2
+    assert marked == [10, 11, 12]  # the newest three; the system block holds the fourth
+    assert sum("cache_control" in t for t in sent["tools"]) + sum("cache_control" in b for b in sent["system"]) == 1
 
 
 def test_cache_minimum_tokens():
@@ -430,3 +429,28 @@ def test_fake_fault_headers(server):
     assert {k.lower(): v for k, v in headers.items()}["retry-after"] == "2"
     status, _, _ = post_raw(server.url, good, hdr)
     assert status == 200
+
+
+def test_cache_breakpoints_keep_the_first_and_newest_messages_within_four():
+    from agent.models.anthropic_model import AnthropicModel
+    from agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+
+    m = AnthropicModel("claude-haiku-4-5", api_key="x", base_url="http://127.0.0.1:9")
+    tool = ToolSpec(name="run_python", description="d", input_schema={"type": "object"})
+
+    def conv(turns):
+        msgs = [Message(role="user", content=[TextBlock(text="node")], cache=True)]
+        for t in range(turns):
+            msgs.append(Message(role="assistant", content=[ToolUseBlock(id=f"t{t}", name="run_python", input={"code": "1"})]))
+            msgs.append(Message(role="user", content=[ToolResultBlock(tool_use_id=f"t{t}", content="ok")], cache=True))
+        return msgs
+
+    for turns in (1, 2, 5):
+        p = m.build_params(ModelRequest(system="sys", messages=conv(turns), tools=[tool]))
+        marked = [i for i, msg in enumerate(p["messages"]) for b in msg["content"] if "cache_control" in b]
+        total = len(marked) + sum("cache_control" in b for b in p["system"]) + sum("cache_control" in t for t in p["tools"])
+        assert total <= 4
+        assert "cache_control" in p["system"][-1] and not any("cache_control" in t for t in p["tools"])
+        assert marked[-1] == len(p["messages"]) - 1  # the newest turn is always a breakpoint
+        if turns <= 2:
+            assert marked[0] == 0  # the node prompt too, while slots allow
