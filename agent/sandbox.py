@@ -87,7 +87,8 @@ class SandboxLimits(BaseModel):
     max_processes: int = Field(
         256,
         ge=1,
-        description="Processes per user (RLIMIT_NPROC). Not enforced for root; bubblewrap's PID namespace is the real guard.",
+        description="Processes and threads of one action: its own pids cgroup where one can be made (also binds root), "
+        "else RLIMIT_NPROC (per user, not enforced for root); docker: --pids-limit.",
     )
     max_output_chars: int = Field(
         12000, ge=200, description="Characters of stdout and of stderr (each) given back: head and tail halves."
@@ -387,11 +388,16 @@ def _read(p: Path) -> str:
 
 
 def _remove_stale_cgroups(parent: Path, older_than_s: float = 600) -> None:
-    """Empty cgroups left by a killed agent (rmdir fails on a cgroup still in use)."""
+    """Empty cgroups left by a killed agent: its pid (in the name) is gone, or they are old
+    (rmdir fails on a cgroup still in use, so a live one is never removed)."""
     now = time.time()
     try:
         for d in parent.iterdir():
-            if d.name.startswith(_CGROUP_PREFIX) and d.is_dir() and now - d.stat().st_mtime > older_than_s:
+            if not (d.name.startswith(_CGROUP_PREFIX) and d.is_dir()):
+                continue
+            pid = d.name[len(_CGROUP_PREFIX):].split("-", 1)[0]
+            dead = pid.isdigit() and not os.path.exists(f"/proc/{pid}")
+            if dead or now - d.stat().st_mtime > older_than_s:
                 try:
                     d.rmdir()
                 except OSError:
@@ -526,6 +532,10 @@ class _ProcessSandbox:
     def _on_timeout(self, proc: subprocess.Popen, argv: list[str]) -> None:
         """Extra clean-up when an action times out (the process group is killed anyway)."""
 
+    def _cgroup(self) -> "_PidsCgroup | None":
+        """This action's pids cgroup (max_processes), where one can be made."""
+        return _make_cgroup(self.limits.max_processes)
+
     # -- machinery ------------------------------------------------------------------------------
 
     def _run(self, kind: str, source: str, cwd: Path, timeout: float | None) -> Observation:
@@ -560,7 +570,7 @@ class _ProcessSandbox:
         out_path, err_path = run_dir / "stdout", run_dir / "stderr"
         start = time.monotonic()
         timed_out = False
-        cgroup = _make_cgroup(limits.max_processes)
+        cgroup = self._cgroup()
         try:
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 try:
@@ -824,8 +834,25 @@ class DockerSandbox(_ProcessSandbox):
     def _python(self) -> str:
         return "python3"
 
+    def ensure_image(self, timeout: float = 900) -> None:
+        """Pull ``docker_image`` now if the engine does not have it, so the first action's
+        time limit is not spent on a download."""
+        quiet = dict(stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        try:
+            if subprocess.run([self.docker, "image", "inspect", self.limits.docker_image], timeout=60, **quiet).returncode == 0:
+                return
+            r = subprocess.run([self.docker, "pull", self.limits.docker_image], timeout=timeout, **quiet)
+        except (OSError, subprocess.SubprocessError) as e:
+            raise SandboxError(f"docker sandbox: cannot get image {self.limits.docker_image!r}: {e}") from e
+        if r.returncode != 0:
+            raise SandboxError(f"docker sandbox: cannot pull {self.limits.docker_image!r}: "
+                               f"{r.stderr.decode(errors='replace').strip()[-500:]}")
+
     def _paths(self, run_dir: Path) -> tuple[str, str, str]:
         return _DOCKER_CODE, _DOCKER_TMP, _DOCKER_TMP
+
+    def _cgroup(self) -> "_PidsCgroup | None":
+        return None  # the container has --pids-limit; the docker client's threads must not count
 
     def _preexec(self, timeout: float, cgroup: "_PidsCgroup | None"):
         # the limits are the container's; the docker client itself only dies with the agent
@@ -991,6 +1018,8 @@ def make_sandbox(
             "in .github/gitops-agent.yml to accept the risk for trusted questions only"
         )
     sandbox = _CLASSES[wanted](limits, env=env, secrets=secrets)
+    if isinstance(sandbox, DockerSandbox):
+        sandbox.ensure_image()
     if wanted not in ISOLATING:
         why = "asked for in the config" if limits.backend == "subprocess" else "no bubblewrap or docker works here"
         log.warning("sandbox: WARNING: falling back to the subprocess backend (%s); %s. Do not use it for untrusted "

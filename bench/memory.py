@@ -28,7 +28,6 @@ import argparse
 import importlib.util
 import json
 import random
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -133,10 +132,11 @@ def bench_store(sizes: list[int]) -> list[dict]:
 
             store = MemoryStore.open(GitRepo(repo))
             t = time.perf_counter()
-            store.commit({e.path: dump_experience(e) for e in exps}, f"bench: {n} experiences")
+            for i in range(0, n, store.CHUNK):  # (see MemoryStore.add_data on why in chunks)
+                store.commit({e.path: dump_experience(e) for e in exps[i:i + store.CHUNK]}, f"bench: experiences {i}..")
             write = time.perf_counter() - t
             t = time.perf_counter()
-            idx = MemoryStore.open(GitRepo(repo)).index()
+            MemoryStore.open(GitRepo(repo)).index()
             cold = time.perf_counter() - t
             t = time.perf_counter()
             idx2 = MemoryStore.open(GitRepo(repo)).index()

@@ -296,6 +296,26 @@ def test_retry_policy_unit():
     assert retry_after_of({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0 and retry_after_of({}) is None
 
 
+def test_openai_compatible_errors_carry_retry_after_and_are_retried_by_the_runtime():
+    from agent.models.base import Message, ModelRequest
+    from agent.models.openai_model import OpenAIModel
+    from tests.fakes.openai_server import FakeOpenAI
+
+    with FakeOpenAI(faults=[Fault(status=429, retry_after=2), Fault(status=503)]) as srv:
+        m = OpenAIModel("gpt-4o-mini", api_key="sk-test", base_url=srv.url + "/v1", max_retries=0)
+        req = ModelRequest(system="s", messages=[Message.user("hi")])
+        with pytest.raises(ModelError) as e:
+            m.query(req)
+        assert e.value.retryable and e.value.status == 429 and e.value.retry_after == 2.0
+        waits: list[float] = []
+        resp = query_with_retry(lambda: m.query(req), RetryPolicy(attempts=2, backoff_s=0.01), sleep=waits.append)
+        assert resp.content and len(waits) == 1  # the 503, then an answer
+    with FakeOpenAI(faults=[Fault(status=429, message="You exceeded your current quota", error_code="insufficient_quota")]) as srv:
+        with pytest.raises(FatalModelError) as e:
+            OpenAIModel("gpt-4o-mini", api_key="sk-test", base_url=srv.url + "/v1", max_retries=0).query(req)
+        assert not e.value.retryable
+
+
 # ---------------------------------------------------------------------------------------------
 # truncated and malformed model output
 

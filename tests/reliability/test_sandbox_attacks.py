@@ -477,6 +477,22 @@ def test_docker_timeout_kills_the_container(monkeypatch, tmp_path):
     assert lines[0].startswith("run --rm --name gitops-agent-") and lines[-1] == f"kill {name}"
 
 
+def test_docker_pulls_a_missing_image_before_the_first_action(tmp_path):
+    log = tmp_path / "docker.log"
+    fake = tmp_path / "docker"
+    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = image ] && exit 1\n[ "$1" = pull ] && exit "${{PULL_RC:-0}}"\nexit 0\n')
+    fake.chmod(0o755)
+    sb = DockerSandbox(SandboxLimits(backend="docker", docker_image="example/py:1"), docker=str(fake))
+    sb.ensure_image()
+    assert log.read_text().splitlines() == ["image inspect example/py:1", "pull example/py:1"]
+    os.environ["PULL_RC"] = "1"
+    try:
+        with pytest.raises(SandboxError, match="cannot pull 'example/py:1'"):
+            sb.ensure_image()
+    finally:
+        del os.environ["PULL_RC"]
+
+
 @needs_docker
 def test_docker_live(work):
     sb = make_sandbox(SandboxLimits(backend="docker", timeout_s=120))
