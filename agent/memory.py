@@ -43,11 +43,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import AgentError, ConfigError, GitError, PushRetriesExhausted
 from .gitstore import GitRepo
-from .retrieval import Retriever
+from .retrieval import BM25Index, EmbeddingIndex, Retriever, embed, embed_model_path
 from .state import NodeStatus, TASK_ID_RE, check_task_id, format_validation_error, utcnow
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -411,8 +412,8 @@ class MemoryStore:
             pos = nl + 1 + size + 1
         return out
 
-    def read_raw(self, tip: str | None = None) -> tuple[str | None, list[tuple[str, bytes]]]:
-        """(tip, [(task id, raw JSON)]) of every experience, sorted by task id."""
+    def read_raw(self, tip: str | None = None) -> tuple[str | None, list[tuple[str, str, bytes]]]:
+        """(tip, [(task id, blob id, raw JSON)]) of every experience, sorted by task id."""
         tip = tip or self.tip()
         if tip is None:
             return None, []
@@ -420,15 +421,17 @@ class MemoryStore:
         ids = sorted(files)
         self._prefetch(tip, files.values())
         blobs = self._cat([files[i] for i in ids])
-        return tip, list(zip(ids, blobs))
+        return tip, [(i, files[i], b) for i, b in zip(ids, blobs)]
 
-    def experiences(self, tip: str | None = None) -> list[Experience]:
-        """Every experience that validates; the others are listed in ``self.problems``."""
+    def experiences(self, tip: str | None = None, *, with_blobs: bool = False):
+        """Every experience that validates (with its blob id if ``with_blobs``); the others are
+        listed in ``self.problems``."""
         _, raw = self.read_raw(tip)
         out, problems = [], []
-        for tid, data in raw:
+        for tid, oid, data in raw:
             try:
-                out.append(parse_experience(data, f"{MEMORY_BRANCH}:{experience_path(tid)}"))
+                e = parse_experience(data, f"{MEMORY_BRANCH}:{experience_path(tid)}")
+                out.append((e, oid) if with_blobs else e)
             except ConfigError as e:
                 problems.append(str(e))
         self.problems = problems
@@ -469,8 +472,14 @@ class MemoryStore:
             except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
                 shutil.rmtree(d, ignore_errors=True)
         t0 = time.monotonic()
-        exps = self.experiences(tip)
-        retriever = Retriever.build([e.doc_text() for e in exps], method)
+        pairs = self.experiences(tip, with_blobs=True)
+        exps = [e for e, _ in pairs]
+        texts = [e.doc_text() for e in exps]
+        if method == "bm25":
+            retriever = Retriever.build(texts, method)
+        else:  # embeddings of experiences seen before are reused (keyed by their blob id)
+            emb = self._embeddings([oid for _, oid in pairs], texts)
+            retriever = Retriever(method, BM25Index.build(texts) if method == "hybrid" else None, emb, len(texts))
         raw = [e.model_dump_json(by_alias=True).encode() for e in exps]
         build_ms = int((time.monotonic() - t0) * 1000)
         idx = MemoryIndex(tip, method, raw, retriever, build_ms)
@@ -481,6 +490,33 @@ class MemoryStore:
         with self._lock:
             self._index = idx
         return idx
+
+    def _embeddings(self, keys: list[str], texts: list[str]) -> EmbeddingIndex:
+        """Embeddings of ``texts``, encoding only those whose key (the experience's blob id) is
+        not in the cache ``memory-embeddings.npz`` of the same model; the cache is rewritten
+        with exactly ``keys``."""
+        model = embed_model_path()
+        path = self.cache_dir / "memory-embeddings.npz"
+        known: dict[str, np.ndarray] = {}
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["model"]) == model:
+                    known = dict(zip((str(k) for k in z["keys"]), z["vectors"]))
+        except (OSError, KeyError, ValueError):
+            pass
+        todo = [i for i, k in enumerate(keys) if k not in known]
+        if todo:
+            for i, v in zip(todo, embed([texts[i] for i in todo], model)):
+                known[keys[i]] = v
+        vectors = np.stack([known[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 384), np.float32)
+        try:
+            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}.npz")
+            np.savez(tmp, model=np.array(model), keys=np.array(keys), vectors=vectors)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+        return EmbeddingIndex(vectors, model)
 
     def _save_index(self, d: Path, idx: MemoryIndex) -> None:
         if d.exists():

