@@ -307,14 +307,19 @@ class GitRepo:
         (unless ``check=False``). ``network=True`` adds ``auth_env`` to the environment."""
         return _dec(self._run(args, input=input, env=env, check=check, network=network).stdout)
 
-    def _spawn(self, args: list[str], env: dict | None = None) -> tuple[list[str], subprocess.Popen]:
-        p = subprocess.Popen(
-            ["git", "-C", str(self.repo), *args],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=self._envfor(env, False),
-        )
+    def _spawn(self, args: list[str], env: dict | None = None, stdin_path: Path | None = None) -> tuple[list[str], subprocess.Popen]:
+        stdin = open(stdin_path, "rb") if stdin_path is not None else subprocess.PIPE
+        try:
+            p = subprocess.Popen(
+                ["git", "-C", str(self.repo), *args],
+                stdin=stdin,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                env=self._envfor(env, False),
+            )
+        finally:
+            if stdin_path is not None:
+                stdin.close()  # the child has its own copy
         return args, p
 
     @staticmethod
@@ -643,9 +648,11 @@ class GitRepo:
                 f = td / f"blob{i}"
                 f.write_bytes(changes[p])
                 lines.append(str(f))
-            hash_job = self._spawn(["hash-object", "-w", "--no-filters", "--stdin-paths"])
-            hash_job[1].stdin.write(_enc("\n".join(lines) + "\n"))
-            hash_job[1].stdin.close()
+            # the path list goes in as a file: writing it to a pipe while git's answers fill the
+            # other pipe would deadlock past a few thousand files
+            listing = td / "paths"
+            listing.write_bytes(_enc("\n".join(lines) + "\n"))
+            hash_job = self._spawn(["hash-object", "-w", "--no-filters", "--stdin-paths"], stdin_path=listing)
         try:
             if self.remote is not None and base is not None:
                 # the caller just fetched: push on top of what it saw; a rejection fetches

@@ -498,3 +498,13 @@ def test_commit_files_timing(store, capsys):
     with capsys.disabled():
         print(f"\n[gitstore] commit_files median {statistics.median(times) * 1000:.1f} ms, "
               f"p90 {sorted(times)[44] * 1000:.1f} ms over 50 (local mode); read_file {read_ms:.1f} ms")
+
+
+def test_one_commit_with_thousands_of_files(repo):
+    """A data set added in one commit: the blob writer must not deadlock on its pipes."""
+    g = GitRepo(repo)
+    g.create_branch("agent/task/big", "HEAD")
+    files = {f"data/part-{i:05d}.csv": f"{i},{i * i}\n".encode() for i in range(6000)}
+    g.commit_files("agent/task/big", files, "add a data set", {"Agent-Task": "big"})
+    assert len(g.list_files("agent/task/big", "data/part-")) == 6000
+    assert g.read_file("agent/task/big", "data/part-05999.csv") == files["data/part-05999.csv"]
