@@ -163,6 +163,8 @@ class StepRunner:
     # ---- entry -----------------------------------------------------------------------------
     def run(self, step: str) -> int:
         event = load_event(self.s.event_path)
+        if step == "evolve" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"):
+            return self.evolve()
         if self.s.event_name in ("issues", "issue_comment") and step in ("auto", "intake"):
             # the trigger words may come from the repository's config: intake reads it first
             return self.intake(None, event)
@@ -348,6 +350,24 @@ class StepRunner:
         with open(self.s.output_path, "a") as f:
             for k, v in self.outputs.items():
                 f.write(f"{k}={v}\n")
+
+    # ---- evolve ----------------------------------------------------------------------------
+    def evolve(self) -> int:
+        """Propose brain changes from the memory, as a pull request against agent/brain. Never
+        merges."""
+        from .evolve import pull_request_for, run_evolve
+
+        git = self.clone(None)
+        git = GitRepo(git.repo, remote="origin", auth_env=self.s.git_auth_env())
+        cfg = self.config(git, "HEAD")
+        rt = self.runtime(git, "HEAD")
+        spec = self.s.planner_model or cfg.models.planner
+        proposal = run_evolve(git, rt.model(spec), reporter=self.reporter)
+        branch, title, body = pull_request_for(proposal)
+        number, url = self.client.open_pull(head=branch, base="agent/brain", title=title, body=strip_hidden(body)[:60000], draft=True)
+        self.outputs.update({"branch": branch, "pr-url": url})
+        print(f"gitops-agent: brain proposal {branch}: {url}")
+        return 0
 
     # ---- reconcile -------------------------------------------------------------------------
     def reconcile(self) -> int:

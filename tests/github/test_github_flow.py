@@ -44,9 +44,9 @@ class Harness:
             "GITOPS_AGENT_GITHUB_THROTTLE": "0", "GITHUB_STEP_SUMMARY": str(self.tmp / "summary.md"),
         }
 
-    def run(self, event_name: str, event: dict, step: str = "auto") -> int:
+    def run(self, event_name: str, event: dict, step: str = "auto", **extra_env: str) -> int:
         self.runs.append((event_name, event.get("action", "")))
-        return run_step_command(step, env=self.env(event_name, event))
+        return run_step_command(step, env={**self.env(event_name, event), **extra_env})
 
     def drain(self, limit: int = 40) -> int:
         """Run every dispatched step until none is left, as GitHub Actions would."""
@@ -244,3 +244,24 @@ def test_custom_trigger_label_from_the_repository_config(world):
     assert h.gh.dispatches == []
     assert h.run("issues", issue_event(h.gh, "alice", labels=("ask-bot",))) == 0
     assert [d["event_type"] for d in h.gh.dispatches] == ["agent-plan"]
+
+
+def test_evolve_opens_a_pull_request_against_agent_brain(world, tmp_path):
+    import yaml
+
+    from agent.brainbranch import default_files
+
+    h, *_ = world
+    h.run("issues", issue_event(h.gh, "alice"))
+    h.drain()  # one finished task: one experience on agent/memory
+    analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
+    analyst["instructions"] += "Check for the top customer ties.\n"
+    script = tmp_path / "evolve.yaml"
+    script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
+        "title": "Mention ties", "rationale": "from the last task", "experiences": [],
+        "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}]}}]}))
+    assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
+    prs = [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
+    assert len(prs) == 1 and prs[0].pull.head.startswith("agent/brain-proposal/") and prs[0].pull.draft
+    assert "ties" in git(h.bare, "show", f"{prs[0].pull.head}:agents/analyst.yaml")
+    assert "ties" not in git(h.bare, "show", "agent/brain:agents/analyst.yaml")  # never merged by itself

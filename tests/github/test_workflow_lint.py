@@ -55,7 +55,7 @@ def test_every_job_has_least_privilege_permissions():
     for name, job in wf["jobs"].items():
         perms = job["permissions"]
         assert set(perms.values()) <= {"read", "write"}
-        if name != "finish":
+        if name not in ("finish", "evolve"):  # the two that open pull requests
             assert "pull-requests" not in perms, f"{name} must not be able to open pull requests"
 
 
