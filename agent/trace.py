@@ -285,7 +285,8 @@ def _local_task_ids(git: GitStore) -> list[str]:
 # ----------------------------------------------------------------------------- history
 
 
-def _branch_commits(git: GitStore, tip: str, base_sha: str | None, task_id: str) -> tuple[list[CommitInfo], bool]:
+def _branch_commits(git: GitStore, tip: str, base_sha: str | None, task_id: str,
+                    parent: tuple[str, int] | None = None) -> tuple[list[CommitInfo], bool]:
     """Agent commits of this task between the base and ``tip``, oldest first; and whether the
     history reached the task's intake commit (False in a shallow clone cut above it)."""
     run = getattr(git, "git", None)
@@ -307,7 +308,13 @@ def _branch_commits(git: GitStore, tip: str, base_sha: str | None, task_id: str)
     for sha, _parents, date, message in raw:
         trailers = parse_trailers(message)
         if trailers.get("Agent-Task") != task_id:
-            continue
+            # a fork inherits the steps of its parent up to the step it was forked at
+            inherited = (
+                parent is not None and trailers.get("Agent-Task") == parent[0] and trailers.get("Agent-Role") != "intake"
+                and (trailers.get("Agent-Step") or "").isdigit() and int(trailers["Agent-Step"]) <= parent[1]
+            )
+            if not inherited:
+                continue
         if trailers.get("Agent-Role") == "intake" and trailers.get("Agent-Step") == "1":
             reached_intake = True
         subject = " ".join(message.strip().split("\n", 1)[0].split())
@@ -381,7 +388,9 @@ def build_trace(git: GitStore, task_id_or_branch: str, *, fetch: bool = True, tr
 
 def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
     git = snap.git
-    commits, reached_intake = _branch_commits(git, snap.tip, snap.task.base_sha, snap.task_id)
+    par = getattr(snap.task, "parent", None)
+    commits, reached_intake = _branch_commits(git, snap.tip, snap.task.base_sha, snap.task_id,
+                                              (par.task_id, par.step) if par is not None else None)
     history_complete = reached_intake or not (getattr(git, "is_shallow", lambda: False)())
     by_seq: dict[int, CommitInfo] = {}
     events: list[CommitInfo] = []

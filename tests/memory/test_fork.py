@@ -76,6 +76,12 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
     assert intake.subject == "agent(fork): 5-typical at step 4: Use the median instead of the mean." and intake.trailers["Agent-Fork"] == "5-typical@4"
     exp = MemoryStore.open(GitRepo(repo)).get(out.task_id)
     assert exp is not None and exp.parent == "5-typical@4" and exp.instructions == ["Use the median instead of the mean."]
+    # the trace of the fork shows the inherited steps with their commits, and its ledger holds
+    from agent.trace import build_trace
+
+    tr = build_trace(GitRepo(repo), out.task_id)
+    assert tr.ledger_consistent, tr.ledger.problems
+    assert tr.step(3).commit is not None and tr.step(3).commit.sha in (c.sha for c in GitRepo(repo).log(res.branch))
 
 
 def test_fork_after_the_finish_and_the_cli(tmp_path):
