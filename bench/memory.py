@@ -145,14 +145,26 @@ def bench_store(sizes: list[int]) -> list[dict]:
             t = time.perf_counter()
             hits = idx2.search(queries[0], 3)
             first = (time.perf_counter() - t) * 1000
+            # a fresh runner: shallow clone of the base, then the memory branch fetched (shallow,
+            # blobless where the remote allows) and indexed
+            bare = Path(td) / "remote.git"
+            subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
+            subprocess.run(["git", "-C", str(bare), "config", "uploadpack.allowFilter", "true"], check=True)
+            subprocess.run(["git", "-C", str(bare), "fetch", "-q", str(repo), "agent/memory:agent/memory"], check=True)
+            t = time.perf_counter()
+            runner = GitRepo.clone(f"file://{bare}", Path(td) / "runner", "main", depth=1)
+            fetched = MemoryStore.open(runner).index()
+            fetch = time.perf_counter() - t
+            assert len(fetched) == n
             t = time.perf_counter()
             one = MemoryStore.open(GitRepo(repo))
             one.add_experience(Experience(task_id="zz-new", branch="agent/task/zz-new", question="q", outcome="done", date=utcnow()))
             add = time.perf_counter() - t
-            rows.append({"experiences": n, "bulk_commit_s": round(write, 2), "index_cold_s": round(cold, 2),
+            rows.append({"experiences": n, "bulk_commit_s": round(write, 2), "fresh_runner_fetch_and_index_s": round(fetch, 2),
+                         "index_cold_s": round(cold, 2),
                          "index_cached_s": round(warm, 3), "search_after_load_ms": round(first, 2), "add_one_s": round(add, 3),
                          "hits": len(hits)})
-            print(f"  store {n:>6}: cold index {cold:.2f}s, cached {warm:.3f}s, add one {add:.3f}s", file=sys.stderr)
+            print(f"  store {n:>6}: fresh runner fetch+index {fetch:.2f}s, cold index {cold:.2f}s, cached {warm:.3f}s, add one {add:.3f}s", file=sys.stderr)
     return rows
 
 

@@ -267,7 +267,7 @@ def test_conflict_same_path_vs_rebase_different_path(repo, store, monkeypatch):
     assert store.read_file(BRANCH, "steps/0002-n1/result.md") == b"r"
 
     # a race lost at publish time (someone commits between our read of the tip and the CAS)
-    real_build = GitRepo._build
+    real_build = GitRepo._build_trees
     hits = {"n": 0}
 
     def racing_build(self, *a, **k):
@@ -277,7 +277,7 @@ def test_conflict_same_path_vs_rebase_different_path(repo, store, monkeypatch):
             external_commit(repo, BRANCH, "plan.json" if race_same else "other.txt", b"meanwhile")
         return out
 
-    monkeypatch.setattr(GitRepo, "_build", racing_build)
+    monkeypatch.setattr(GitRepo, "_build_trees", racing_build)
     race_same = False
     before = store.tip(BRANCH)
     sha = store.commit_files(BRANCH, {"notes.md": b"n2"}, "notes", {})
@@ -508,3 +508,35 @@ def test_one_commit_with_thousands_of_files(repo):
     g.commit_files("agent/task/big", files, "add a data set", {"Agent-Task": "big"})
     assert len(g.list_files("agent/task/big", "data/part-")) == 6000
     assert g.read_file("agent/task/big", "data/part-05999.csv") == files["data/part-05999.csv"]
+
+
+@pytest.mark.parametrize("trees", [True, False], ids=["hashed-trees", "index"])
+def test_both_tree_builders_make_the_same_tree(repo, trees):
+    """Commits are built from the changed trees only (SHA-1) or through a temporary index
+    (SHA-256 repositories): the same changes give the same tree either way."""
+    store = GitRepo(repo)
+    store._sha1_cache = trees
+    store.create_branch("agent/task/t", "main")
+    exe = (repo / "tool.sh")
+    changes = {"a/b/c.txt": b"c", "a/d.txt": b"d", "a.txt": b"x", "a-b": b"y", "top.txt": b"t", "z/y/x/w.txt": b"w"}
+    sha = store.commit_files("agent/task/t", changes, "one", {}, modes={"top.txt": "100755"})
+    sha = store.commit_files("agent/task/t", {"a/b/c.txt": None, "a/d.txt": b"d2", "z": None}, "two", {})
+    files = store.list_files(sha)
+    assert "a/b/c.txt" not in files and not any(f.startswith("z/") for f in files)
+    assert store.read_file(sha, "a/d.txt") == b"d2" and store.read_file(sha, "top.txt") == b"t"
+    assert git(repo, "ls-tree", sha, "top.txt").split()[0] == "100755"
+    git(repo, "fsck", "--no-dangling")  # well-formed trees, sorted as git sorts them
+    # the same edits through plain git give the same tree id
+    other = repo.parent / "plain"
+    git(repo.parent, "clone", "-q", str(repo), str(other))
+    git(other, "checkout", "-q", "main")
+    for p, v in changes.items():
+        (other / p).parent.mkdir(parents=True, exist_ok=True)
+        (other / p).write_bytes(v)
+    (other / "top.txt").chmod(0o755)
+    (other / "a/b/c.txt").unlink()
+    (other / "a/d.txt").write_bytes(b"d2")
+    import shutil as _sh
+    _sh.rmtree(other / "z")
+    git(other, "add", "-A")
+    assert git(other, "write-tree").strip() == git(repo, "rev-parse", f"{sha}^{{tree}}").strip()
