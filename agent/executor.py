@@ -4,7 +4,6 @@ turns and its result are one commit in `steps/<seq>-<node>/`."""
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 from typing import Any
@@ -81,7 +80,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     usage, cost = Usage(), 0.0
     turns: list[Turn] = []
     status, result, error = "failed", "", None
-    sandbox = rt.get_sandbox()
+    rt.get_sandbox()  # fail here, before any checkout, when no allowed sandbox backend works
 
     # The checkout holds the repository and the step folders of the nodes this one depends on
     # (their produced files), not the whole task history: it stays the same size at step 200.
@@ -208,7 +207,3 @@ def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap
         replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: unknown tool `{use.name}`; use run_python, run_shell or finish_step", is_error=True))
         turn.error = f"unknown tool {use.name}"
     return replies, None
-
-
-def _json(v: Any) -> str:
-    return json.dumps(v, ensure_ascii=False)

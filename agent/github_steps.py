@@ -135,6 +135,8 @@ class StepRunner:
 
     # ---- workspace -------------------------------------------------------------------------
     def clone(self, branch: str | None) -> GitRepo:
+        """A shallow clone of one branch (the default one for None), in remote mode: every
+        commit is pushed to origin, credentials only in the environment of network commands."""
         dest = self._tmp / "repo"
         if dest.exists():
             shutil.rmtree(dest)
@@ -221,7 +223,6 @@ class StepRunner:
             self.outputs["refused"] = "true"
             return 0
         rt = self.runtime(git, "HEAD")
-        rt.git = GitRepo(git.repo, remote="origin", auth_env=self.s.git_auth_env())
         job: Job | None = None
         if trigger.kind == "follow-up" and trigger.issue is not None:
             existing = self.task_for_issue(rt.git, trigger.issue)
@@ -252,7 +253,6 @@ class StepRunner:
     # ---- plan / execute / finish -----------------------------------------------------------
     def step(self, job: Job) -> int:
         git = self.clone(job.branch)
-        git = GitRepo(git.repo, remote="origin", auth_env=self.s.git_auth_env())
         try:
             tip = git.tip(job.branch)
         except AgentError:
@@ -282,14 +282,7 @@ class StepRunner:
         return 0
 
     def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
-        from .finish import outcome_of
-
-        outcome, answer, reason = outcome_of(snap, None)
-        head = rt.git.log(snap.tip, max_count=1)
-        if head and head[0].trailers.get("Agent-Outcome"):
-            outcome = head[0].trailers["Agent-Outcome"]
-        if outcome != "done":  # the reason the finish step recorded (budget, stalled, an error)
-            reason = next((s.error for s in reversed(snap.steps) if s.role == "finish" and s.error), reason)
+        outcome, answer, reason = snap.ending()
         title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
         title = f"gitops-agent: {title_src}"[:120]
         body = self.pr_body(snap, outcome, answer, reason)
@@ -358,7 +351,6 @@ class StepRunner:
         from .evolve import pull_request_for, run_evolve
 
         git = self.clone(None)
-        git = GitRepo(git.repo, remote="origin", auth_env=self.s.git_auth_env())
         cfg = self.config(git, "HEAD")
         rt = self.runtime(git, "HEAD")
         spec = self.s.planner_model or cfg.models.planner
@@ -374,7 +366,6 @@ class StepRunner:
         """Re-send the step of every unfinished task that has been silent for longer than the
         lease; stop a task that stalls after max_redispatch tries."""
         git = self.clone(None)
-        git = GitRepo(git.repo, remote="origin", auth_env=self.s.git_auth_env())
         cfg = self.config(git, "HEAD")
         out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}*", network=True)
         task_ids = sorted(l.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for l in out.splitlines() if "refs/heads/" in l)

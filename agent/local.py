@@ -14,7 +14,6 @@ from .brainbranch import load_repo_brain
 from .config import CONFIG_PATH, AgentConfig, load_config
 from .engine import Engine
 from .errors import ConfigError
-from .finish import outcome_of
 from .gitstore import GitRepo
 from .progress import Reporter
 from .runtime import Runtime
@@ -90,14 +89,7 @@ def result_of(rt: Runtime, task_id: str, failures: list | None = None) -> RunRes
     snap = load_snapshot(rt.git, task_id)
     raw = rt.git.read_file(snap.tip, f"{task_dir(task_id)}/report.md")
     report = raw.decode() if raw else ""
-    head = rt.git.log(snap.tip, max_count=1)
-    if head and head[0].trailers.get("Agent-Outcome"):
-        outcome = head[0].trailers["Agent-Outcome"]
-        _, answer, reason = outcome_of(snap, None)
-        if outcome != "done" and snap.steps:
-            reason = next((s.error for s in reversed(snap.steps) if s.role == "finish" and s.error), reason)
-    else:
-        outcome, answer, reason = "unfinished", "", "the task has no finish commit yet"
+    outcome, answer, reason = snap.ending()
     return RunResult(task_id, branch_for(task_id), outcome, answer, reason, report, snap.cost_usd, failures or [])
 
 

@@ -18,24 +18,35 @@ if TYPE_CHECKING:  # pragma: no cover
     TaskView = Union[Snapshot, Trace]
 
 
-def checklist(plan: Plan | None, here: str | None = None) -> str:
-    """The plan as a Markdown checklist with status marks, e.g. `- [✓] n1 Load the data`."""
-    if plan is None or not plan.nodes:
-        return "(no plan yet)"
+def _tree_lines(plan: Plan, line: Callable[[PlanNode, NodeStatus], str]) -> str:
+    """One line per node, depth-first, indented two spaces per level."""
     lines: list[str] = []
 
     def visit(n: PlanNode, depth: int) -> None:
-        status = plan.status_of(n)
-        deps = f" (after {', '.join(n.depends_on)})" if n.depends_on else ""
-        agent = f" [{n.agent}]" if n.is_leaf and n.agent != "analyst" else ""
-        you = "  ← you" if n.id == here else ""
-        lines.append(f"{'  ' * depth}- {status.mark} {n.id} {n.title}{agent}{deps}{you}")
+        lines.append("  " * depth + line(n, plan.status_of(n)))
         for c in n.children:
             visit(c, depth + 1)
 
     for n in plan.nodes:
         visit(n, 0)
     return "\n".join(lines)
+
+
+def _after(n: PlanNode) -> str:
+    return f" (after {', '.join(n.depends_on)})" if n.depends_on else ""
+
+
+def checklist(plan: Plan | None, here: str | None = None) -> str:
+    """The plan as a Markdown checklist with status marks, e.g. `- [✓] n1 Load the data`."""
+    if plan is None or not plan.nodes:
+        return "(no plan yet)"
+
+    def line(n: PlanNode, status: NodeStatus) -> str:
+        agent = f" [{n.agent}]" if n.is_leaf and n.agent != "analyst" else ""
+        you = "  ← you" if n.id == here else ""
+        return f"- {status.mark} {n.id} {n.title}{agent}{_after(n)}{you}"
+
+    return _tree_lines(plan, line)
 
 
 def mermaid(plan: Plan | None) -> str:
@@ -222,18 +233,10 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
         for r in snap.steps
     ]
     fin = snap.plan.finish if snap.plan else None
-    # finished when the newest step is the finish (a follow-up instruction reopens a task)
-    finished = bool(snap.steps) and max(snap.steps, key=lambda r: r.seq).role == "finish"
-    reason = fin.reason if fin else None
-    if finished and fin is None:
-        # stopped before the planner finished (budget, stalled, an error): the finish step
-        # recorded why
-        reason = max(snap.steps, key=lambda r: r.seq).error
-        outcome = "budget" if (reason or "").startswith("budget") else "error"
-    else:
-        outcome = (fin.outcome if fin else "error") if finished else "unfinished"
+    outcome, answer, reason = snap.ending()
+    finished = outcome != "unfinished"
     return _View(snap.task_id, snap.branch, snap.task.question, snap.plan, rows, snap.usage, snap.cost_usd, outcome,
-                 fin.summary if fin else "", fin.answer if fin else "", reason, finished)
+                 fin.summary if fin else "", fin.answer if fin else "", reason if finished else None, finished)
 
 
 def _link(text: str, url: str | None) -> str:
@@ -255,20 +258,13 @@ def md_checklist(plan: Plan | None, links: Mapping[str, list[str]] | None = None
     """Like :func:`checklist`, with every title escaped for Markdown and links to the steps."""
     if plan is None or not plan.nodes:
         return "_(no plan yet)_"
-    lines: list[str] = []
 
-    def visit(n: PlanNode, depth: int) -> None:
-        status = plan.status_of(n)
-        deps = f" (after {', '.join(n.depends_on)})" if n.depends_on else ""
+    def line(n: PlanNode, status: NodeStatus) -> str:
         steps = f" · {', '.join(links[n.id])}" if links and links.get(n.id) else ""
         you = " **← now**" if n.id == here else ""
-        lines.append(f"{'  ' * depth}- {status.mark} `{n.id}` {md_text(n.title, 120)}{deps}{steps}{you}")
-        for c in n.children:
-            visit(c, depth + 1)
+        return f"- {status.mark} `{n.id}` {md_text(n.title, 120)}{_after(n)}{steps}{you}"
 
-    for n in plan.nodes:
-        visit(n, 0)
-    return "\n".join(lines)
+    return _tree_lines(plan, line)
 
 
 def _spent_line(v: _View) -> str:

@@ -112,6 +112,20 @@ class Snapshot:
             return BudgetExceeded("hops", hop, b.max_hops)
         return None
 
+    def ending(self) -> tuple[str, str, str | None]:
+        """(outcome, answer, reason) as the last finish step left the task; "unfinished" when
+        the newest step is not a finish (not finished yet, or reopened by a follow-up)."""
+        last = max(self.steps, key=lambda s: s.seq) if self.steps else None
+        if last is None or last.role != "finish":
+            return "unfinished", "", "the task has no finish commit yet"
+        fin = self.plan.finish if self.plan else None
+        if fin is not None:
+            return fin.outcome, fin.answer, last.error or fin.reason
+        # stopped before the planner finished (budget, stalled, an error): the finish step
+        # recorded why
+        reason = last.error
+        return ("budget" if (reason or "").startswith("budget") else "error"), "", reason
+
     # --- results ------------------------------------------------------------------------------
     def result_of(self, seq: int, node: str) -> str:
         key = f"{seq}-{node}"
