@@ -12,8 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..errors import ConfigError
-from .base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from agent.core.errors import ConfigError
+from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 
 __all__ = [
     "Message", "ModelRequest", "ModelResponse", "TextBlock", "ToolResultBlock", "ToolSpec", "ToolUseBlock",
@@ -45,18 +45,18 @@ def make_model(spec: str, **kw):
         else:
             raise ConfigError(f"model spec {spec!r} has no provider; use anthropic:{spec}, openai:{spec} or scripted:FILE")
     if provider == "anthropic":
-        from .anthropic_model import AnthropicModel
+        from agent.models.anthropic_model import AnthropicModel
 
         return AnthropicModel(rest, **kw)
     if provider == "openai":
-        from .openai_model import OpenAIModel
+        from agent.models.openai_model import OpenAIModel
 
         name, _, url = rest.partition("@")
         if url:
             kw.setdefault("base_url", url)
         return OpenAIModel(name, **kw)
     if provider == "scripted":
-        from .scripted import ScriptedModel
+        from agent.models.scripted import ScriptedModel
 
         path = DEMO_SCRIPT if rest == "demo" else Path(rest)
         return ScriptedModel.from_file(path, **kw)

@@ -22,10 +22,10 @@ from typing import Any, Literal
 
 import anthropic
 
-from ..errors import ConfigError, FatalModelError, ModelError
-from .retry import retry_after_of
-from ..state import Usage
-from .base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from agent.core.errors import ConfigError, FatalModelError, ModelError
+from agent.models.retry import retry_after_of
+from agent.core.state import Usage
+from agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
 MAX_CACHE_BREAKPOINTS = 4
 STREAM_ABOVE_MAX_TOKENS = 4096

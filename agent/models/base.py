@@ -10,7 +10,7 @@ from typing import Any, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..state import Usage
+from agent.core.state import Usage
 
 
 class TextBlock(BaseModel):

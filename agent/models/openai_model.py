@@ -25,10 +25,10 @@ from typing import Any
 
 import openai
 
-from ..errors import FatalModelError, ModelError
-from .retry import retry_after_of
-from ..state import Usage
-from .base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from agent.core.errors import FatalModelError, ModelError
+from agent.models.retry import retry_after_of
+from agent.core.state import Usage
+from agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
 _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens"}
 _LIMIT_RE = re.compile(r"quota|spend(ing)? limit|credit|billing|usage limit", re.I)

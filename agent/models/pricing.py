@@ -21,7 +21,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..state import Usage
+from agent.core.state import Usage
 
 ANTHROPIC_CACHE_WRITE = 1.25
 ANTHROPIC_CACHE_READ = 0.1

@@ -22,7 +22,7 @@ from typing import Any, Callable, Mapping
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from ..errors import ModelError
+from agent.core.errors import ModelError
 
 
 class RetryPolicy(BaseModel):

@@ -36,9 +36,9 @@ from typing import Any
 import jinja2
 import yaml
 
-from ..errors import ConfigError, ModelError
-from ..state import Usage
-from .base import ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from agent.core.errors import ConfigError, ModelError
+from agent.core.state import Usage
+from agent.models.base import ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
 _env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
 

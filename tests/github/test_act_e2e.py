@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import json
 import subprocess
-from pathlib import Path
 
 import pytest
 
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.github.act_harness import ActHarness, act_binary
-from tests.test_e2e_anthropic import make_repo, make_responder
+from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
+from tests.helpers import git
 
 pytestmark = [
     pytest.mark.slow,
@@ -23,10 +23,6 @@ pytestmark = [
 ]
 TOKEN = "ghs_acttoken0123456789"
 KEY = "sk-ant-act-key-0123456789"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
 @pytest.fixture

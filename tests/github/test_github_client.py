@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.errors import AgentError
-from agent.github_client import (
+from agent.core.errors import AgentError
+from agent.github.client import (
     GitHubAuthError,
     GitHubClient,
     GitHubError,
@@ -188,7 +188,7 @@ def test_open_pull_reviewer_refusals_are_ignored(srv, bare, caplog):
     srv.add_repo("o/r", default_branch="main", git_dir=bare)
     srv.set_permission("o/r", "alice", "write")
     gh = client(srv)
-    with caplog.at_level(logging.WARNING, logger="agent.github_client"):
+    with caplog.at_level(logging.WARNING, logger="agent.github.client"):
         number, _ = gh.open_pull("agent/task/1", "main", "t", "b", reviewers=[srv.login, "alice", "stranger"])
     assert srv.repo("o/r").issues[number].pull.requested_reviewers == ["alice"]
     assert "pull request author" in caplog.text and "stranger" in caplog.text

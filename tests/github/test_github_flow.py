@@ -6,23 +6,19 @@ recorded repository_dispatch into the next step — like GitHub Actions does."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from agent.errors import ConfigError
-from agent.github_steps import run_step_command
+from agent.core.errors import ConfigError
+from agent.github.steps import run_step_command
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
-from tests.test_e2e_anthropic import make_repo, make_responder
+from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
+from tests.helpers import git
 
 TOKEN = "ghs_testtoken1234567890"
-
-
-def git(repo: Path, *args: str) -> str:
-    return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True).stdout
 
 
 class Harness:
@@ -249,7 +245,7 @@ def test_custom_trigger_label_from_the_repository_config(world):
 def test_evolve_opens_a_pull_request_against_agent_brain(world, tmp_path):
     import yaml
 
-    from agent.brainbranch import default_files
+    from agent.brain.branch import default_files
 
     h, *_ = world
     h.run("issues", issue_event(h.gh, "alice"))

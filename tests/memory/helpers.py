@@ -2,40 +2,26 @@
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from pathlib import Path
 
-from agent.config import AgentConfig
-from agent.local import make_runtime, run_question
-from agent.memory import Experience, OutlineItem
+from agent.core.config import AgentConfig
+from agent.cli.local import make_runtime, run_question
+from agent.memory.store import Experience, OutlineItem
 from agent.models.scripted import ScriptedModel
-from agent.progress import RecordingReporter
-from agent.state import utcnow
+from agent.observe.progress import RecordingReporter
+from agent.core.state import utcnow
+from tests.helpers import GIT_ENV, ROOT, git  # noqa: F401 - shared helpers
+from tests.helpers import make_repo as _make_repo
 
-ROOT = Path(__file__).resolve().parents[2]
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x"}
 
 
-def git(repo: Path, *args: str, check: bool = True) -> str:
-    p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=GIT_ENV)
-    if check and p.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)}: {p.stderr}")
-    return p.stdout
+SHOP = {"README.md": "# shop\n", "data/orders.csv": "id,region,amount\n1,East,10\n2,West,20\n3,East,30\n"}
 
 
 def make_repo(tmp_path: Path, name: str = "repo", files: dict[str, str] | None = None) -> Path:
-    repo = tmp_path / name
-    repo.mkdir(parents=True)
-    for rel, text in (files or {"README.md": "# shop\n", "data/orders.csv": "id,region,amount\n1,East,10\n2,West,20\n3,East,30\n"}).items():
-        p = repo / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    return repo
+    """A small shop repository (README, data/orders.csv) unless ``files`` says otherwise."""
+    return _make_repo(tmp_path, name, files or SHOP)
 
 
 def config(backend: str = "subprocess") -> AgentConfig:
@@ -91,7 +77,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    from agent.cli import main
+    from agent.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
@@ -102,7 +88,3 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.CompletedProcess(["gitops-agent", *args], code, out.getvalue(), err.getvalue())
 
 
-def cli_process(*args: str, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m agent ARGS` as a real process."""
-    e = {**GIT_ENV, "PYTHONPATH": str(ROOT), **(env or {})}
-    return subprocess.run([sys.executable, "-m", "agent", *args], capture_output=True, text=True, env=e, timeout=timeout)

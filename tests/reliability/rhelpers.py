@@ -7,19 +7,17 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any, Callable
 
 import pytest
 
-from agent.sandbox import bwrap_works, docker_engine_answers, pids_cgroup_parent
+from agent.sandbox.backends import bwrap_works, docker_engine_answers, pids_cgroup_parent
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
+from tests.helpers import GIT_ENV, KEY, ROOT, commits, git, make_repo, task_branch  # noqa: F401 - shared helpers
+from tests.helpers import run_cli as cli  # noqa: F401
 
-ROOT = Path(__file__).resolve().parents[2]
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x"}
-KEY = "sk-ant-test-key-123456"
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is missing or cannot create namespaces here (install it: .ci/run does)")
 needs_docker = pytest.mark.skipif(not docker_engine_answers(), reason="no docker engine answers here (`docker info` fails)")
@@ -38,45 +36,6 @@ def process_limit_enforced() -> tuple[bool, str]:
     if os.geteuid() != 0:
         return True, "RLIMIT_NPROC (not root)"
     return False, "running as root without a writable pids cgroup: RLIMIT_NPROC is not enforced for root"
-
-
-def git(repo: Path, *args: str, check: bool = True) -> str:
-    p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, env=GIT_ENV)
-    if check and p.returncode != 0:
-        raise AssertionError(f"git {' '.join(args)}: {p.stderr}")
-    return p.stdout
-
-
-def make_repo(tmp_path: Path, name: str = "repo", files: dict[str, str] | None = None) -> Path:
-    repo = tmp_path / name
-    repo.mkdir(parents=True)
-    for rel, text in (files or {"numbers.txt": "\n".join(str(i) for i in range(1, 11)) + "\n"}).items():
-        p = repo / rel
-        p.parent.mkdir(parents=True, exist_ok=True)
-        p.write_text(text)
-    git(repo, "init", "-q", "-b", "main")
-    git(repo, "add", "-A")
-    git(repo, "commit", "-q", "-m", "init")
-    return repo
-
-
-def commits(repo: Path, ref: str) -> list[dict[str, Any]]:
-    out = git(repo, "log", "--format=%H%x00%s%x00%(trailers:only,unfold)%x01", ref)
-    res = []
-    for chunk in out.split("\x01"):
-        chunk = chunk.strip("\n")
-        if not chunk:
-            continue
-        sha, subject, trailers = chunk.split("\x00")
-        t = dict(line.split(": ", 1) for line in trailers.strip().splitlines() if ": " in line)
-        res.append({"sha": sha, "subject": subject, "trailers": t})
-    return res
-
-
-def task_branch(repo: Path) -> str:
-    refs = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/agent/task/").split()
-    assert len(refs) == 1, refs
-    return refs[0]
 
 
 N1 = {"id": "n1", "title": "Sum", "goal": "Sum the numbers in numbers.txt."}
@@ -102,17 +61,6 @@ def sum_node(body, text, n):
     if n == 0:
         return tool("run_python", code="print('SUM=%d' % sum(int(x) for x in open('numbers.txt').read().split()))")
     return tool("finish_step", status="done", result=last_stdout(body))
-
-
-def cli(repo: Path, server_url: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m agent run --repo REPO ARGS…` in its own session (so os.killpg reaches it all)."""
-    env = {k: v for k, v in GIT_ENV.items() if not k.startswith("ANTHROPIC")}
-    env.update(ANTHROPIC_BASE_URL=server_url, ANTHROPIC_API_KEY=KEY, PYTHONPATH=str(ROOT))
-    env.update(extra_env or {})
-    return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--repo", str(repo), *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )
 
 
 def kill9(p: subprocess.Popen) -> None:

@@ -8,11 +8,10 @@ from __future__ import annotations
 import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
-from agent.gitstore import GitRepo
-from agent.memory import MEMORY_BRANCH, Experience, MemoryStore
-from agent.state import utcnow
+from agent.git.repo import GitRepo
+from agent.memory.store import MEMORY_BRANCH, Experience, MemoryStore
+from agent.core.state import utcnow
 from tests.reliability.rhelpers import git, make_repo
 
 WRITERS = 50

@@ -12,16 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig
-from agent.engine import Engine
-from agent.local import make_runtime, result_of, run_question
+from agent.core.config import AgentConfig
+from agent.steps.engine import Engine
+from agent.cli.local import make_runtime, result_of, run_question
 from agent.models.anthropic_model import AnthropicModel
 from agent.models.retry import RetryPolicy, query_with_retry, retry_after_of
-from agent.errors import FatalModelError, ModelError
-from agent.progress import RecordingReporter
-from agent.seams import Job
-from agent.snapshot import load_snapshot
-from agent.state import Budget
+from agent.core.errors import FatalModelError, ModelError
+from agent.observe.progress import RecordingReporter
+from agent.core.snapshot import load_snapshot
+from agent.core.state import Budget
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
 from tests.fakes.anthropic_server import Fault, FakeAnthropic
 from tests.reliability.rhelpers import (

@@ -14,18 +14,17 @@ from pathlib import Path
 
 import pytest
 
-from agent.config import AgentConfig, PolicyConfig
-from agent.engine import Engine
-from agent.errors import AgentError, BadName, ConfigError
-from agent.github_client import GitHubClient
-from agent.github_events import DispatchPayload, check_branch_name, read_trigger
-from agent.gitstore import GitRepo
-from agent.intake import MAX_QUESTION_CHARS
-from agent.local import make_runtime, run_question
+from agent.core.config import AgentConfig, PolicyConfig
+from agent.steps.engine import Engine
+from agent.core.errors import AgentError, BadName, ConfigError
+from agent.github.client import GitHubClient
+from agent.github.events import DispatchPayload, check_branch_name, read_trigger
+from agent.git.repo import GitRepo
+from agent.steps.intake import MAX_QUESTION_CHARS
+from agent.cli.local import make_runtime, run_question
 from agent.models.scripted import ScriptedModel
-from agent.policy import filter_changes
-from agent.snapshot import load_snapshot
-from agent.state import TaskModels, branch_for
+from agent.core.policy import filter_changes
+from agent.core.state import TaskModels, branch_for
 from tests.fakes.github_server import FakeGitHub
 from tests.github.test_github_flow import TOKEN, world  # noqa: F401 - the fixture
 from tests.reliability.rhelpers import BEST, GIT_ENV, ROOT, commits, git, make_repo

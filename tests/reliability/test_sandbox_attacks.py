@@ -18,13 +18,13 @@ from pathlib import Path
 
 import pytest
 
-import agent.sandbox as sbmod
-from agent.config import AgentConfig
-from agent.errors import SandboxError
-from agent.local import make_runtime, run_question
+import agent.sandbox.backends as sbmod
+from agent.core.config import AgentConfig
+from agent.core.errors import SandboxError
+from agent.cli.local import make_runtime, run_question
 from agent.models.scripted import ScriptedModel
-from agent.sandbox import BubblewrapSandbox, DockerSandbox, SandboxLimits, SubprocessSandbox, make_sandbox
-from agent.snapshot import load_snapshot
+from agent.sandbox.backends import BubblewrapSandbox, DockerSandbox, SandboxLimits, SubprocessSandbox, make_sandbox
+from agent.core.snapshot import load_snapshot
 from tests.reliability.rhelpers import (
     BACKENDS, BEST, ROOT, make_repo, needs_bwrap, needs_docker, process_limit_enforced, processes_under,
 )
@@ -55,7 +55,7 @@ def work(tmp_path: Path) -> Path:
 DRIVER = """
 import json, sys
 from pathlib import Path
-from agent.sandbox import BubblewrapSandbox, SandboxLimits, SubprocessSandbox
+from agent.sandbox.backends import BubblewrapSandbox, SandboxLimits, SubprocessSandbox
 backend, work, code = sys.argv[1], sys.argv[2], sys.stdin.read()
 cls = {"subprocess": SubprocessSandbox, "bubblewrap": BubblewrapSandbox}[backend]
 obs = cls(SandboxLimits(backend=backend, timeout_s=30)).run_python(code, Path(work))
@@ -371,7 +371,7 @@ def test_a_100_mb_file_from_the_code_is_refused_not_committed(tmp_path):
 def test_falling_back_to_subprocess_warns_loudly(monkeypatch, caplog):
     monkeypatch.setattr(sbmod, "bwrap_works", lambda: False)
     monkeypatch.setattr(sbmod, "docker_engine_answers", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="agent.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="agent.sandbox.backends"):
         assert make_sandbox(SandboxLimits()).name == "subprocess"
     assert any("falling back to the subprocess backend" in r.message and "/proc/<agent pid>/environ" in r.message for r in caplog.records)
 
@@ -392,8 +392,8 @@ def test_require_isolation_is_met_by_bubblewrap():
 
 
 def test_github_steps_require_isolation_unless_the_repository_opts_out(tmp_path):
-    from agent.github_steps import Settings, StepRunner
-    from agent.gitstore import GitRepo
+    from agent.github.steps import Settings, StepRunner
+    from agent.git.repo import GitRepo
 
     repo = make_repo(tmp_path)
     runner = StepRunner(Settings(repo="o/r", workdir=tmp_path), client=None)

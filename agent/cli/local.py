@@ -1,0 +1,139 @@
+"""Local mode (the embedded default): the same steps, an in-process dispatcher, a local sandbox,
+and the repository itself as the store (or its remote, with --push)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.brain.branch import load_repo_brain
+from agent.core.config import CONFIG_PATH, AgentConfig, load_config
+from agent.steps.engine import Engine
+from agent.core.errors import ConfigError
+from agent.git.repo import GitRepo
+from agent.observe.progress import Reporter
+from agent.core.runtime import Runtime
+from agent.core.seams import Model
+from agent.core.snapshot import load_snapshot
+from agent.core.state import Budget, TaskModels, branch_for, task_dir
+
+
+@dataclass
+class RunResult:
+    task_id: str
+    branch: str
+    outcome: str
+    answer: str
+    reason: str | None
+    report: str
+    cost_usd: float
+    failures: list
+
+
+def find_repo(path: Path) -> Path:
+    try:
+        out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
+    except FileNotFoundError:
+        raise ConfigError("git is not installed") from None
+    except subprocess.CalledProcessError:
+        raise ConfigError(f"{path} is not inside a Git repository (run `git init` there first)") from None
+    return Path(out.stdout.strip())
+
+
+def base_of(repo: Path) -> tuple[str, str]:
+    """(name, sha) of what the user has checked out."""
+    sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD^{commit}"], capture_output=True, text=True)
+    if sha.returncode != 0:
+        raise ConfigError(f"{repo} has no commits yet; commit something first (the task branch starts from HEAD)")
+    name = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    return name or sha.stdout.strip()[:12], sha.stdout.strip()
+
+
+def check_model_env(spec: str) -> None:
+    """Fail early, and clearly, when a provider has no credentials."""
+    if spec.startswith("anthropic:") or spec.startswith("claude"):
+        if not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
+            raise ConfigError(
+                f"model {spec!r} needs ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a proxy); "
+                "or pick another model: --model openai:MODEL@URL, or --model scripted:FILE (offline: `gitops-agent demo`)"
+            )
+
+
+def make_runtime(
+    repo: Path,
+    *,
+    config: AgentConfig | None = None,
+    config_path: Path | None = None,
+    remote: str | None = None,
+    reporter: Reporter | None = None,
+    models: dict[str, Model] | None = None,
+) -> Runtime:
+    cfg = config or load_config(config_path or (repo / CONFIG_PATH))
+    git = GitRepo(repo, remote=remote)
+    rt = Runtime(
+        git=git,
+        config=cfg,
+        # brain: the packaged agents and prompts with the repository's agent/brain branch on top
+        brain=load_repo_brain(git),
+        reporter=reporter or Reporter(),
+        models=dict(models or {}),
+    )
+    return rt
+
+
+def result_of(rt: Runtime, task_id: str, failures: list | None = None) -> RunResult:
+    snap = load_snapshot(rt.git, task_id)
+    raw = rt.git.read_file(snap.tip, f"{task_dir(task_id)}/report.md")
+    report = raw.decode() if raw else ""
+    outcome, answer, reason = snap.ending()
+    return RunResult(task_id, branch_for(task_id), outcome, answer, reason, report, snap.cost_usd, failures or [])
+
+
+def run_question(
+    rt: Runtime,
+    question: str,
+    *,
+    planner_model: str,
+    executor_model: str,
+    budget: Budget | None = None,
+    task_id: str | None = None,
+    workers: int | None = None,
+) -> RunResult:
+    base_name, base_sha = base_of(rt.git.repo)
+    engine = Engine(rt)
+    job = engine.start(
+        question, base_ref=base_name, base_sha=base_sha, models=TaskModels(planner=planner_model, executor=executor_model),
+        budget=budget, task_id=task_id,
+    )
+    engine.run_local([job], workers=workers)
+    return result_of(rt, job.task, engine.failures)
+
+
+def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
+    engine = Engine(rt)
+    jobs = engine.resume_jobs(task_id)
+    if jobs:
+        engine.run_local(jobs, workers=workers)
+    return result_of(rt, task_id, engine.failures)
+
+
+DEMO_QUESTION = "What is the average order value per region, and which region has the highest?"
+
+
+def make_demo_repo(where: Path | None = None) -> Path:
+    """A fresh Git repository holding the bundled sample data set."""
+    repo = Path(where) if where else Path(tempfile.mkdtemp(prefix="gitops-agent-demo-"))
+    repo.mkdir(parents=True, exist_ok=True)
+    if any(repo.iterdir()):
+        raise ConfigError(f"{repo} is not empty; the demo makes its own repository")
+    (repo / "data").mkdir()
+    shutil.copy(Path(__file__).resolve().parents[1] / "demo" / "orders.csv", repo / "data" / "orders.csv")
+    (repo / "README.md").write_text("# Demo shop\n\nOrders exported from the shop, one row per order, in `data/orders.csv`.\n")
+    env = {**os.environ, "GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@localhost", "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@localhost"}
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Sample shop data"]):
+        subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
+    return repo

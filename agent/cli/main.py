@@ -1,0 +1,264 @@
+"""The `gitops-agent` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from agent import __version__
+from agent.core.errors import AgentError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+
+DESCRIPTION = """\
+A low-cost LLM agent that lives in a Git repository. A question becomes a task branch
+(agent/task/<id>); a planner writes plan.json, executors answer each node by writing and running
+code in a sandbox, every step is a commit, and the answer is report.md on that branch.
+"""
+
+EPILOG = """\
+examples:
+  gitops-agent demo                                   offline, on sample data, scripted model
+  gitops-agent run "Which customers ordered most?"    in the current repository (ANTHROPIC_API_KEY)
+  gitops-agent run --model openai:qwen2.5@http://localhost:11434/v1 "…"   a local model
+  gitops-agent run --resume 20261126-101500-which-customers   continue a stopped task
+  gitops-agent tasks                                  list the task branches here
+  gitops-agent show <task-id>                         print a task's report
+  gitops-agent memory search "average order value"    past experiences like this one
+  gitops-agent fork <task-id> --at 4 "Use the median" a divergent path from step 4
+"""
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("budget (defaults from .github/gitops-agent.yml, else built in)")
+    g.add_argument("--max-usd", type=float, help="dollars for all model calls of the task")
+    g.add_argument("--max-steps", type=int, help="planner + executor steps")
+    g.add_argument("--max-turns", type=int, help="model turns per executor node")
+    g.add_argument("--max-minutes", type=float, help="wall time from the task's start")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gitops-agent", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"gitops-agent {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="answer a question in a Git repository", description="Answer QUESTION in the repository: task branch, plan, steps, report.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("question", nargs="?", help="the question (or use --resume)")
+    r.add_argument("--resume", metavar="TASK_ID", help="continue a task from its last commit (finished nodes are not redone)")
+    r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    r.add_argument("--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE")
+    r.add_argument("--planner-model", help="model spec for the planner (default from config: a strong model)")
+    r.add_argument("--executor-model", help="model spec for the executors (default from config: a cheap model)")
+    r.add_argument("--workers", type=int, help="executor steps at once (default 4)")
+    r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
+    r.add_argument("--push", nargs="?", const="origin", metavar="REMOTE", help="push every step commit to REMOTE (default origin), rebasing on a lost race")
+    r.add_argument("--task-id", help="use this task id instead of a generated one")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
+    r.add_argument("-v", "--verbose", action="store_true", help="also show skipped (duplicate) steps")
+    _budget_args(r)
+
+    d = sub.add_parser("demo", help="run the offline demo: sample data, scripted model, temporary repository")
+    d.add_argument("--dir", type=Path, help="where to create the demo repository (default: a new temporary directory)")
+    d.add_argument("-q", "--quiet", action="store_true")
+
+    t = sub.add_parser("tasks", help="list the task branches of a repository")
+    t.add_argument("--repo", type=Path, default=Path("."))
+
+    st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
+                        description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
+                        "do the step, push, dispatch the next steps. Reads GITHUB_* and GITOPS_AGENT_* variables.")
+    st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve"], help="the step (auto: from the event)")
+    st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
+
+    s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)")
+    s.add_argument("task_id")
+    s.add_argument("--repo", type=Path, default=Path("."))
+
+    tr = sub.add_parser("trace", help="show a task's trace: plan, timeline of steps, tokens, cost",
+                        description="The trace of a task, from its branch alone (step files and commit trailers): the plan "
+                        "with status marks, one row per step (model, turns, time, tokens, cost, commit), totals, and a check "
+                        "that the commits' Agent-Cost-USD trailers add up to the step records.")
+    tr.add_argument("task", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
+    tr.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    tr.add_argument("--json", action="store_true", help="print the trace as JSON on stdout instead")
+    tr.add_argument("--html", type=Path, metavar="FILE", help="write the trace as one self-contained HTML page to FILE")
+    tr.add_argument("--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)")
+
+    # memory, brain, evolve, fork (agent/memcli.py)
+    from agent.cli.memory import add_parsers
+
+    add_parsers(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_USAGE
+    from agent.observe import telemetry
+
+    telemetry.setup()  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; else nothing
+    try:
+        from agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
+
+        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
+                **MEMORY_COMMANDS}[args.command](args)
+    except AgentError as e:
+        print(f"gitops-agent: error: {e}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        print("\ngitops-agent: interrupted; every finished step is committed. Continue with `gitops-agent run --resume <task-id>`.", file=sys.stderr)
+        return 130
+    finally:
+        telemetry.flush()
+
+
+def _reporter(args: argparse.Namespace):
+    from agent.observe.progress import ConsoleReporter, Reporter
+
+    return Reporter() if getattr(args, "quiet", False) else ConsoleReporter(verbose=getattr(args, "verbose", False))
+
+
+def _print_result(res, repo: Path) -> int:
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    out = Console(highlight=False, soft_wrap=True)
+    if res.answer:
+        out.print(Markdown(res.answer) if sys.stdout.isatty() else res.answer)
+    elif res.reason:
+        out.print(f"No answer: {res.reason}")
+    err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    err.print(f"\n[bold]outcome[/] {res.outcome}   [bold]cost[/] ${res.cost_usd:.4f}   [bold]branch[/] {res.branch}")
+    err.print(f"report: git -C {repo} show {res.branch}:.agent/tasks/{res.task_id}/report.md")
+    err.print(f"trace:  git -C {repo} log --format='%s%n%(trailers)' {res.branch}")
+    if res.outcome != "done":
+        err.print(f"continue: gitops-agent run --repo {repo} --resume {res.task_id}")
+    return EXIT_OK if res.outcome == "done" else (EXIT_BUDGET if res.outcome == "budget" else EXIT_FAILED)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from agent.core.config import CONFIG_PATH, load_config
+    from agent.core.errors import ConfigError
+    from agent.cli.local import check_model_env, find_repo, make_runtime, resume, run_question
+
+    if bool(args.question) == bool(args.resume):
+        raise ConfigError("give a QUESTION, or --resume TASK_ID (not both)")
+    repo = find_repo(args.repo)
+    cfg = load_config(args.config or (repo / CONFIG_PATH))
+    if args.config and not args.config.exists():
+        raise ConfigError(f"config file {args.config} does not exist")
+    budget = cfg.budget.model_copy(
+        update={k: v for k, v in {
+            "max_usd": args.max_usd, "max_steps": args.max_steps, "max_turns": args.max_turns,
+            "max_wall_seconds": int(args.max_minutes * 60) if args.max_minutes else None,
+        }.items() if v is not None}
+    )
+    cfg = cfg.model_copy(update={"budget": budget, "workers": args.workers or cfg.workers})
+    rt = make_runtime(repo, config=cfg, remote=args.push, reporter=_reporter(args))
+    if args.resume:
+        return _print_result(resume(rt, args.resume), repo)
+    planner = args.planner_model or args.model or cfg.models.planner
+    executor = args.executor_model or args.model or cfg.models.executor
+    for spec in {planner, executor}:
+        check_model_env(spec)
+        rt.model(spec)  # a bad spec fails here, before any branch is made
+    res = run_question(rt, args.question, planner_model=planner, executor_model=executor, budget=budget, task_id=args.task_id)
+    return _print_result(res, repo)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from agent.core.config import AgentConfig
+    from agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+
+    repo = make_demo_repo(args.dir)
+    err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    err.print(f"[bold]demo repository[/] {repo}  (data/orders.csv, 240 orders)")
+    err.print(f"[bold]question[/] {DEMO_QUESTION}\n")
+    rt = make_runtime(repo, config=AgentConfig(), reporter=_reporter(args))
+    res = run_question(rt, DEMO_QUESTION, planner_model="scripted:demo", executor_model="scripted:demo")
+    code = _print_result(res, repo)
+    err.print(f"\nLook around: cd {repo} && git log --oneline --all")
+    return code
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    from agent.github.steps import run_step_command
+
+    return run_step_command(args.which, args.event)
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from agent.git.repo import GitRepo
+    from agent.cli.local import find_repo
+
+    repo = find_repo(args.repo)
+    git = GitRepo(repo)
+    out = git.git("for-each-ref", "--sort=refname", "--format=%(refname:short)\t%(committerdate:iso8601)\t%(contents:subject)", "refs/heads/agent/task/")
+    if not out.strip():
+        print("no tasks in this repository")
+        return EXIT_OK
+    for line in out.strip().splitlines():
+        ref, date, subject = (line.split("\t") + ["", ""])[:3]
+        print(f"{ref.removeprefix('agent/task/'):48} {date[:16]}  {subject}")
+    return EXIT_OK
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from agent.git.repo import GitRepo
+    from agent.cli.local import find_repo
+    from agent.observe.render import checklist
+    from agent.core.snapshot import load_snapshot
+
+    repo = find_repo(args.repo)
+    git = GitRepo(repo)
+    snap = load_snapshot(git, args.task_id)
+    raw = git.read_file(snap.tip, f"{snap.root}/report.md")
+    if raw:
+        print(raw.decode())
+    else:
+        print(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}")
+    return EXIT_OK
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.console import Console
+
+    from agent.git.repo import GitRepo
+    from agent.cli.local import find_repo
+    from agent.observe.trace import build_trace, render_terminal
+
+    trace = build_trace(GitRepo(find_repo(args.repo)), args.task)
+    if args.otlp:
+        from agent.core.errors import ConfigError
+        from agent.observe.telemetry import export_trace, flush, setup
+
+        if not setup():
+            raise ConfigError("--otlp needs OTEL_EXPORTER_OTLP_ENDPOINT and the OpenTelemetry SDK and OTLP exporter "
+                              "(pip install 'gitops-agent[otel]')")
+        n = export_trace(trace)
+        flush()
+        print(f"sent {n} spans to {os.environ.get('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') or os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT')}", file=sys.stderr)
+    if args.html:
+        from agent.observe.html import write_html
+
+        path = write_html(trace, args.html)
+        print(f"trace page: {path.resolve()}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(trace.to_json() + "\n")
+    elif not args.html:
+        # piped: wide enough for every column (COLUMNS still wins)
+        cols = os.environ.get("COLUMNS", "")
+        width = None if sys.stdout.isatty() else (int(cols) if cols.isdigit() else 200)
+        render_terminal(trace, Console(highlight=False, width=width))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,100 @@
+"""The repository's configuration: `.github/gitops-agent.yml` (all fields optional).
+
+    models:
+      planner: anthropic:claude-sonnet-4-6
+      executor: anthropic:claude-haiku-4-5
+    budget: {max_usd: 1.0, max_turns: 10}
+    sandbox: {timeout_s: 60, memory_mb: 1024}
+    workers: 4
+
+A bad value is one line naming the file and the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from agent.core.errors import ConfigError
+from agent.models.pricing import Price
+from agent.models.retry import RetryPolicy
+from agent.sandbox.backends import SandboxLimits
+from agent.core.state import Budget, format_validation_error
+
+CONFIG_PATH = ".github/gitops-agent.yml"
+
+
+class ModelsConfig(BaseModel):
+    """Which model each role uses (spec strings, see agent.models)."""
+
+    model_config = ConfigDict(extra="forbid")
+    planner: str = Field("anthropic:claude-sonnet-4-6", description="Strong model: plans and writes the answer.")
+    executor: str = Field("anthropic:claude-haiku-4-5", description="Cheap model: writes and runs the code.")
+
+
+class PolicyConfig(BaseModel):
+    """What the agent may change in the repository."""
+
+    model_config = ConfigDict(extra="forbid")
+    refused_paths: list[str] = Field(
+        default_factory=lambda: [".github/workflows/*", ".github/workflows/**", ".git/*", ".agent/*"],
+        description="Glob patterns of paths the agent may never change (its own step folder excepted).",
+    )
+    max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed.")
+
+
+class TriggerConfig(BaseModel):
+    """Who and what starts a task on GitHub."""
+
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field("agent", description="An issue opened with, or given, this label starts a task.")
+    phrase: str = Field("/agent", description="A comment (or issue body) starting with this starts or steers a task.")
+    allow: list[str] = Field(default_factory=list, description="Logins allowed besides collaborators with write access.")
+    allow_bots: list[str] = Field(default_factory=list, description="Bot logins allowed to trigger (bots are refused otherwise).")
+
+
+class GitHubConfig(BaseModel):
+    """Hand-over on GitHub."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_parallel: int = Field(4, ge=1, le=64, description="Execute jobs dispatched at once per task.")
+    lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
+    max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
+    draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
+
+
+class AgentConfig(BaseModel):
+    """Everything configurable; defaults fit a small repository and a cheap run."""
+
+    model_config = ConfigDict(extra="forbid")
+    models: ModelsConfig = ModelsConfig()
+    budget: Budget = Budget()
+    sandbox: SandboxLimits = SandboxLimits()
+    policy: PolicyConfig = PolicyConfig()
+    workers: int = Field(4, ge=1, le=64, description="Executor steps run at once (local mode).")
+    trigger: TriggerConfig = TriggerConfig()
+    github: GitHubConfig = GitHubConfig()
+    prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
+    model_retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a model call after the SDK's own.")
+
+
+def load_config(path: Path | None) -> AgentConfig:
+    """Load a config file; a missing file means the defaults."""
+    if path is None or not path.exists():
+        return AgentConfig()
+    return parse_config(path.read_text(), str(path))
+
+
+def parse_config(text: str, where: str) -> AgentConfig:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{where}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping at the top level")
+    try:
+        return AgentConfig.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(f"{where}: {format_validation_error(e)}") from None

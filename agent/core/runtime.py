@@ -1,0 +1,151 @@
+"""What every step needs, built once per process: the git store, config, brain, models,
+sandbox, reporter. Steps take a Runtime and a Job and return the next jobs."""
+
+from __future__ import annotations
+
+import os
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from agent.brain.agents import Brain
+from agent.core.config import AgentConfig
+from agent.models import make_model, model_id
+from agent.models.pricing import Price, is_known, price_of
+
+# A model missing from the price table is counted at this price (a mid-range one), so a dollar
+# budget still holds; the config's `prices:` sets the real one.
+FALLBACK_PRICE = Price.anthropic(3, 15)
+from agent.observe.progress import Reporter
+from agent.sandbox.backends import SandboxLimits, make_sandbox
+from agent.core.seams import GitStore, Model, Sandbox
+from agent.core.state import Usage
+
+
+@dataclass
+class Runtime:
+    git: GitStore
+    config: AgentConfig
+    brain: Brain
+    reporter: Reporter = field(default_factory=Reporter)
+    # Injected models by spec (tests, benchmarks); others are built from their spec on first use.
+    models: dict[str, Model] = field(default_factory=dict)
+    sandbox: Sandbox | None = None
+    run_url: str | None = None
+    # Where the model's code may read shared data sets (memory branch), if any.
+    data_dir: str | None = None
+    on_commit: Callable[[str], None] | None = None
+    # memory (agent/memory.py): the MemoryStore, made on first use; False switches memory off
+    memory_store: Any = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: set = field(default_factory=set)
+
+    def __post_init__(self) -> None:
+        if hasattr(self.git, "redact") and self.git.redact is None:  # reliability: nothing secret is committed
+            from agent.core.policy import redact_for_commit
+
+            self.git.redact = redact_for_commit
+        if self.run_url is None and os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_REPOSITORY"):
+            server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+            self.run_url = f"{server}/{os.environ['GITHUB_REPOSITORY']}/actions/runs/{os.environ['GITHUB_RUN_ID']}"
+
+    def model(self, spec: str) -> Model:
+        with self._lock:
+            m = self.models.get(spec)
+            if m is None:
+                m = make_model(spec)
+                self.models[spec] = m
+            return _Traced(m, spec, self)
+
+    def get_sandbox(self) -> Sandbox:
+        with self._lock:
+            if self.sandbox is None:
+                # memory: shared data sets (data/ on agent/memory) fetched on first use, mounted
+                # read-only and shown to the model as data_dir; a failure is reported, not raised
+                from agent.memory.store import attach_data
+
+                if self.data_dir is None:
+                    attach_data(self)
+                self.sandbox = make_sandbox(self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None)
+            return self.sandbox
+
+    def _sandbox_limits(self) -> SandboxLimits:
+        """The configured limits plus what the brain and memory add: brain tool directories on
+        PYTHONPATH, and the shared data sets (data_dir), both mounted read-only."""
+        limits = self.config.sandbox
+        tool_dirs = [str(d) for d in getattr(self.brain, "tool_dirs", [])]
+        ro = list(limits.extra_ro_paths)
+        for d in tool_dirs + ([self.data_dir] if self.data_dir else []):
+            if d not in [h for h, _ in ro]:
+                ro.append((d, d))
+        if not tool_dirs and ro == list(limits.extra_ro_paths):
+            return limits
+        return limits.model_copy(update={"python_path": tool_dirs + list(limits.python_path), "extra_ro_paths": ro})
+
+    def cost(self, model_name: str, usage: Usage) -> float:
+        name = model_id(model_name) if ":" in model_name else model_name
+        if name == "scripted" or is_known(name, self.config.prices or None):
+            return price_of(name, usage, self.config.prices or None)
+        with self._lock:
+            if name not in self._warned:
+                self._warned.add(name)
+                self.reporter.event("error", step="pricing", error=f"no price for model {name!r}; counting it at $3/$15 per Mtok (set `prices:` in the config)")
+        return FALLBACK_PRICE.cost(usage)
+
+    def trailers(
+        self,
+        task_id: str,
+        seq: int,
+        role: str,
+        node: str | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
+        cost: float | None = None,
+        duration_ms: int | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The Agent-* trailers of DESIGN.md, in its order."""
+        t = {"Agent-Task": task_id, "Agent-Step": str(seq), "Agent-Role": role}
+        if node:
+            t["Agent-Node"] = node
+        if model:
+            t["Agent-Model"] = model
+        if usage is not None:
+            t["Agent-Usage"] = usage.trailer()
+        if cost is not None:
+            t["Agent-Cost-USD"] = f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0"
+        if duration_ms is not None:
+            t["Agent-Duration-Ms"] = str(duration_ms)
+        if self.run_url:
+            t["Agent-Run"] = self.run_url
+        if extra:
+            t.update(extra)
+        return t
+
+
+class _Traced:
+    """A model whose calls are OpenTelemetry spans (a no-op unless telemetry is set up), retried
+    after a retryable ModelError per the config's `model_retry` (agent/models/retry.py)."""
+
+    def __init__(self, inner: Model, spec: str, rt: Runtime) -> None:
+        self.inner, self.spec, self.rt = inner, spec, rt
+        self.name = inner.name
+
+    def query(self, request):  # noqa: ANN001 - the Model protocol
+        from agent.observe import telemetry
+        from agent.core.errors import ModelError
+        from agent.models.retry import RetryPolicy, query_with_retry
+
+        def retrying(e: ModelError, attempt: int, wait: float) -> None:  # reliability: the second line of retries
+            self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt} in {wait:.1f} s")
+
+        with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call:
+            try:
+                resp = query_with_retry(lambda: self.inner.query(request), getattr(self.rt.config, "model_retry", None) or RetryPolicy(),
+                                        on_retry=retrying)
+            except ModelError as e:
+                call.error(str(e))
+                raise
+            call.record(resp.usage, cost_usd=self.rt.cost(self.name, resp.usage), response_model=resp.model or self.name,
+                        finish_reason=resp.stop_reason)
+            return resp

@@ -1,0 +1,464 @@
+"""Everything that lives on a task branch, as pydantic models validated on every read.
+
+Layout (DESIGN.md, "Files on a task branch"):
+
+    .agent/tasks/<task-id>/task.json
+    .agent/tasks/<task-id>/plan.json
+    .agent/tasks/<task-id>/steps/<seq>-<node>/{turns.jsonl,result.md,step.json}
+    .agent/tasks/<task-id>/report.md
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from datetime import datetime, timezone
+from enum import Enum
+from typing import Any, Iterator, Literal, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from agent.core.errors import BadName, StateFileError
+
+SCHEMA = 1
+TASK_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,79}$")
+NODE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+BRANCH_PREFIX = "agent/task/"
+# Planner and finish step folders use these pseudo-node names; the leading underscore keeps
+# them apart from real node ids, which must start with a letter.
+PLANNER_NODE = "_plan"
+FINISH_NODE = "_finish"
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def task_dir(task_id: str) -> str:
+    return f".agent/tasks/{task_id}"
+
+
+def step_dirname(seq: int, node: str) -> str:
+    return f"{seq:04d}-{node}"
+
+
+def branch_for(task_id: str) -> str:
+    check_task_id(task_id)
+    return BRANCH_PREFIX + task_id
+
+
+def check_task_id(task_id: str) -> str:
+    if not TASK_ID_RE.match(task_id or ""):
+        raise BadName(
+            f"bad task id {task_id!r}: use 1-80 letters, digits, '-' or '_', starting with a letter or digit"
+        )
+    return task_id
+
+
+class NodeStatus(str, Enum):
+    pending = "pending"
+    running = "running"
+    done = "done"
+    failed = "failed"
+    skipped = "skipped"
+
+    @property
+    def mark(self) -> str:
+        """Checklist mark, shared by the trace, the progress comment and the PR body."""
+        return {"pending": "[ ]", "running": "[→]", "done": "[✓]", "failed": "[!]", "skipped": "[-]"}[self.value]
+
+    @property
+    def finished(self) -> bool:
+        return self in (NodeStatus.done, NodeStatus.failed, NodeStatus.skipped)
+
+
+class Usage(BaseModel):
+    """Token usage of one or more model calls."""
+
+    model_config = ConfigDict(extra="forbid")
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+
+    def __add__(self, other: "Usage") -> "Usage":
+        return Usage(
+            input_tokens=self.input_tokens + other.input_tokens,
+            output_tokens=self.output_tokens + other.output_tokens,
+            cache_read_tokens=self.cache_read_tokens + other.cache_read_tokens,
+            cache_write_tokens=self.cache_write_tokens + other.cache_write_tokens,
+        )
+
+    @property
+    def total_input(self) -> int:
+        """All prompt tokens, cached or not."""
+        return self.input_tokens + self.cache_read_tokens + self.cache_write_tokens
+
+    @property
+    def total(self) -> int:
+        return self.total_input + self.output_tokens
+
+    def trailer(self) -> str:
+        return (
+            f"in={self.input_tokens} out={self.output_tokens} "
+            f"cache_read={self.cache_read_tokens} cache_write={self.cache_write_tokens}"
+        )
+
+    @classmethod
+    def from_trailer(cls, text: str) -> "Usage":
+        keys = {"in": "input_tokens", "out": "output_tokens", "cache_read": "cache_read_tokens", "cache_write": "cache_write_tokens"}
+        values: dict[str, int] = {}
+        for part in text.split():
+            k, _, v = part.partition("=")
+            if k in keys and v.isdigit():
+                values[keys[k]] = int(v)
+        return cls(**values)
+
+
+class Budget(BaseModel):
+    """Limits for one task. A step that would pass one stops the task with what it has."""
+
+    model_config = ConfigDict(extra="forbid")
+    max_usd: float = Field(2.0, ge=0, description="Dollars for all model calls of the task.")
+    max_tokens: int = Field(3_000_000, ge=0, description="Input + output tokens (cached included).")
+    max_steps: int = Field(40, ge=1, description="Planner + executor steps.")
+    max_turns: int = Field(12, ge=1, description="Model turns per executor node.")
+    max_wall_seconds: int = Field(3600, ge=1, description="From task creation to finish.")
+    max_hops: int = Field(200, ge=1, description="Dispatches in a row; ends any loop.")
+    max_node_attempts: int = Field(2, ge=1, description="Times one node may be run.")
+
+
+class TaskSource(BaseModel):
+    """Where the question came from."""
+
+    model_config = ConfigDict(extra="forbid")
+    kind: Literal["local", "issue", "comment", "workflow_dispatch", "workflow_call", "repository_dispatch", "fork"] = "local"
+    repo: str | None = None
+    issue: int | None = None
+    author: str | None = None
+    url: str | None = None
+
+
+class TaskModels(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    planner: str
+    executor: str
+
+
+class TaskParent(BaseModel):
+    """Where a forked task came from (agent/fork.py): the old task and the step it was forked at."""
+
+    model_config = ConfigDict(extra="forbid")
+    task_id: str
+    step: int
+    commit: str
+
+
+class TaskFile(BaseModel):
+    """task.json: written once, by intake."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_: int = Field(SCHEMA, alias="schema")
+    task_id: str
+    question: str = Field(min_length=1)
+    source: TaskSource = TaskSource()
+    base_ref: str
+    base_sha: str
+    budget: Budget = Budget()
+    models: TaskModels
+    created_at: datetime
+    instructions: list[str] = Field(default_factory=list, description="Follow-up instructions, oldest first.")
+    # fork (agent/fork.py): the task and step this one was forked from
+    parent: TaskParent | None = None
+
+    @field_validator("task_id")
+    @classmethod
+    def _task_id(cls, v: str) -> str:
+        return check_task_id(v)
+
+
+class PlanNode(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    id: str
+    title: str = Field(min_length=1)
+    goal: str = ""
+    agent: str = "analyst"
+    depends_on: list[str] = Field(default_factory=list)
+    status: NodeStatus = NodeStatus.pending
+    attempts: int = 0
+    result: str | None = None
+    step: int | None = Field(None, description="Step number reserved when the node was dispatched.")
+    dispatched_at: datetime | None = Field(None, description="When the node was last dispatched (reconcile's lease).")
+    children: list["PlanNode"] = Field(default_factory=list)
+
+    @field_validator("id")
+    @classmethod
+    def _id(cls, v: str) -> str:
+        if not NODE_ID_RE.match(v):
+            raise ValueError(f"bad node id {v!r}: 1-40 letters, digits, '-' or '_', starting with a letter")
+        return v
+
+    def walk(self) -> Iterator["PlanNode"]:
+        yield self
+        for c in self.children:
+            yield from c.walk()
+
+    @property
+    def is_leaf(self) -> bool:
+        return not self.children
+
+
+class PlanFinish(BaseModel):
+    """The end of a task as the planner (or a budget stop) decided it."""
+
+    model_config = ConfigDict(extra="forbid")
+    answer: str = ""
+    summary: str = ""
+    outcome: Literal["done", "failed", "budget", "error"] = "done"
+    reason: str | None = None
+    # memory (agent/memory.py): the planner's lessons for future tasks, from `finish`
+    lessons: list[str] = Field(default_factory=list, description="What worked, what failed and why (short lines).")
+
+
+class Plan(BaseModel):
+    """plan.json: the plan tree; written only by the planner."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_: int = Field(SCHEMA, alias="schema")
+    version: int = 0
+    goal: str = ""
+    note: str = ""
+    nodes: list[PlanNode] = Field(default_factory=list)
+    finish: PlanFinish | None = None
+    instructions_seen: int = Field(0, description="How many of task.json's follow-up instructions this plan has taken in.")
+
+    @model_validator(mode="after")
+    def _structure(self) -> "Plan":
+        problems = plan_problems(self.nodes)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def walk(self) -> Iterator[PlanNode]:
+        for n in self.nodes:
+            yield from n.walk()
+
+    def get(self, node_id: str) -> PlanNode | None:
+        for n in self.walk():
+            if n.id == node_id:
+                return n
+        return None
+
+    def status_of(self, node: PlanNode) -> NodeStatus:
+        """A leaf's own status; a parent's derived from its children."""
+        if node.is_leaf:
+            return node.status
+        kids = [self.status_of(c) for c in node.children]
+        if any(k == NodeStatus.running for k in kids):
+            return NodeStatus.running
+        if any(k == NodeStatus.pending for k in kids):
+            return NodeStatus.pending
+        if any(k == NodeStatus.failed for k in kids):
+            return NodeStatus.failed
+        if all(k == NodeStatus.skipped for k in kids):
+            return NodeStatus.skipped
+        return NodeStatus.done
+
+    def refresh_parents(self) -> None:
+        for n in self.walk():
+            if not n.is_leaf:
+                n.status = self.status_of(n)
+
+    def ready(self) -> list[PlanNode]:
+        """Pending leaves whose dependencies (and whose ancestors' dependencies) are done."""
+        out: list[PlanNode] = []
+
+        def visit(node: PlanNode, inherited: list[str]) -> None:
+            deps = inherited + node.depends_on
+            if node.is_leaf:
+                if node.status == NodeStatus.pending and all(
+                    (d := self.get(dep)) is not None and self.status_of(d) == NodeStatus.done for dep in deps
+                ):
+                    out.append(node)
+            for c in node.children:
+                visit(c, deps)
+
+        for n in self.nodes:
+            visit(n, [])
+        return out
+
+    def running(self) -> list[PlanNode]:
+        return [n for n in self.walk() if n.is_leaf and n.status == NodeStatus.running]
+
+    def blocked(self) -> list[PlanNode]:
+        """Pending leaves that can never run because something they depend on failed or was skipped."""
+        out = []
+        for n in self.walk():
+            if n.is_leaf and n.status == NodeStatus.pending and n not in self.ready():
+                deps = self._all_deps(n)
+                if any((d := self.get(x)) is not None and self.status_of(d) in (NodeStatus.failed, NodeStatus.skipped) for x in deps):
+                    out.append(n)
+        return out
+
+    def _all_deps(self, node: PlanNode) -> list[str]:
+        chain: list[str] = []
+
+        def find(nodes: list[PlanNode], path: list[PlanNode]) -> list[PlanNode] | None:
+            for n in nodes:
+                if n.id == node.id:
+                    return path + [n]
+                r = find(n.children, path + [n])
+                if r:
+                    return r
+            return None
+
+        for anc in find(self.nodes, []) or []:
+            chain.extend(anc.depends_on)
+        return chain
+
+    def counts(self) -> dict[str, int]:
+        out = {s.value: 0 for s in NodeStatus}
+        for n in self.walk():
+            if n.is_leaf:
+                out[n.status.value] += 1
+        return out
+
+
+def plan_problems(nodes: list[PlanNode]) -> list[str]:
+    """Structural errors of a plan tree, each precise enough for a model to fix."""
+    problems: list[str] = []
+    seen: dict[str, PlanNode] = {}
+    parent_of: dict[str, str | None] = {}
+
+    def collect(ns: list[PlanNode], parent: str | None) -> None:
+        for n in ns:
+            if n.id in seen:
+                problems.append(f"node id {n.id!r} is used twice")
+            seen[n.id] = n
+            parent_of[n.id] = parent
+            collect(n.children, n.id)
+
+    collect(nodes, None)
+    for n in seen.values():
+        for d in n.depends_on:
+            if d not in seen:
+                problems.append(f"node {n.id!r} depends on unknown node {d!r}")
+            elif d == n.id:
+                problems.append(f"node {n.id!r} depends on itself")
+    if problems:
+        return problems
+
+    # A parent finishes after its children, so it implicitly depends on them; a node depending
+    # on one of its own ancestors or descendants, or any loop of depends_on, is a cycle.
+    edges: dict[str, set[str]] = {i: set(n.depends_on) | {c.id for c in n.children} for i, n in seen.items()}
+    for i, p in parent_of.items():
+        # a child inherits its ancestors' dependencies
+        while p is not None:
+            edges[i] |= set(seen[p].depends_on)
+            p = parent_of[p]
+    state: dict[str, int] = {}
+    stack: list[str] = []
+
+    def dfs(u: str) -> list[str] | None:
+        state[u] = 1
+        stack.append(u)
+        for v in sorted(edges[u]):
+            if state.get(v) == 1:
+                return stack[stack.index(v):] + [v]
+            if state.get(v) is None:
+                found = dfs(v)
+                if found:
+                    return found
+        stack.pop()
+        state[u] = 2
+        return None
+
+    for u in sorted(seen):
+        if state.get(u) is None:
+            cyc = dfs(u)
+            if cyc:
+                problems.append("dependency cycle: " + " -> ".join(cyc))
+                break
+    return problems
+
+
+class Observation(BaseModel):
+    """What running one action in the sandbox gave back."""
+
+    model_config = ConfigDict(extra="forbid")
+    exit_code: int | None
+    stdout: str = ""
+    stderr: str = ""
+    timed_out: bool = False
+    duration_ms: int = 0
+    truncated: bool = False
+    backend: str = ""
+
+
+class Turn(BaseModel):
+    """One line of turns.jsonl: one model turn and what came of it."""
+
+    model_config = ConfigDict(extra="forbid")
+    turn: int
+    model: str
+    text: str = ""
+    tool: str | None = None
+    input: dict[str, Any] | None = None
+    observation: Observation | None = None
+    error: str | None = None
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    latency_ms: int = 0
+
+
+class StepRecord(BaseModel):
+    """step.json: one step's outcome, usage and cost; written only by that step."""
+
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+    schema_: int = Field(SCHEMA, alias="schema")
+    task_id: str
+    seq: int
+    role: Literal["intake", "planner", "executor", "finish"]
+    node: str
+    agent: str = ""
+    model: str = ""
+    status: Literal["done", "failed"] = "done"
+    turns: int = 0
+    usage: Usage = Usage()
+    cost_usd: float = 0.0
+    duration_ms: int = 0
+    started_at: datetime
+    finished_at: datetime
+    artifacts: list[str] = Field(default_factory=list)
+    refused: list[str] = Field(default_factory=list, description="Changes refused by policy, with the reason.")
+    error: str | None = None
+
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def parse_state(model: type[M], text: str | bytes, path: str) -> M:
+    """Validate a state file; a bad file raises StateFileError naming the file and the field."""
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise StateFileError(path, f"not valid JSON: {e.msg} at line {e.lineno} column {e.colno}") from None
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise StateFileError(path, format_validation_error(e)) from None
+
+
+def format_validation_error(e: ValidationError) -> str:
+    parts = []
+    for err in e.errors()[:5]:
+        loc = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        parts.append(f"field {loc}: {err['msg']}")
+    more = len(e.errors()) - 5
+    if more > 0:
+        parts.append(f"and {more} more")
+    return "; ".join(parts)
+
+
+def dump_state(obj: BaseModel) -> bytes:
+    return (obj.model_dump_json(by_alias=True, indent=2, exclude_none=False) + "\n").encode()

@@ -1,0 +1,432 @@
+"""`gitops-agent step …`: one short job on a GitHub Actions runner.
+
+Each job reads its event, fetches only what it needs (a shallow, single-branch clone of the task
+branch), runs one step with the engine's code, pushes its commit (fetch-rebase-retry), and
+dispatches the next steps as `repository_dispatch` events. The token is given to git through
+the environment for network commands only (never written to .git/config) and never reaches
+the sandbox (which gets a scrubbed environment).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from agent.brain.branch import load_repo_brain
+from agent.core.config import CONFIG_PATH, AgentConfig, parse_config
+from agent.steps.engine import Engine
+from agent.core.errors import AgentError, ConfigError, TaskNotFound
+from agent.github.events import EVENT_TYPES, DispatchPayload, Trigger, load_event, read_trigger, strip_hidden
+from agent.git.repo import GitRepo
+from agent.steps.intake import add_instruction, create_task, slugify
+from agent.observe.progress import Reporter
+from agent.observe.render import checklist, cost_table
+from agent.core.runtime import Runtime
+from agent.core.seams import Job
+from agent.core.snapshot import Snapshot, load_snapshot
+from agent.core.state import BRANCH_PREFIX, Budget, TaskModels, TaskSource, branch_for, dump_state
+
+MARKER = "<!-- gitops-agent:task={task} -->"
+ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
+
+
+class Settings(BaseModel):
+    """What a job learns from its environment (set by the composite action)."""
+
+    repo: str = Field(description="owner/name (GITHUB_REPOSITORY)")
+    api_url: str = "https://api.github.com"
+    server_url: str = "https://github.com"
+    token: SecretStr = SecretStr("")
+    git_url: str | None = None
+    workdir: Path
+    run_id: str | None = None
+    event_name: str = ""
+    event_path: str | None = None
+    question: str | None = None
+    trigger_label: str | None = None
+    trigger_phrase: str | None = None
+    planner_model: str | None = None
+    executor_model: str | None = None
+    max_usd: float | None = None
+    summary_path: str | None = None
+    output_path: str | None = None
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
+        e = os.environ if env is None else env
+        repo = e.get("GITHUB_REPOSITORY", "")
+        if "/" not in repo:
+            raise ConfigError("GITHUB_REPOSITORY is not set (owner/name); `gitops-agent step` runs inside GitHub Actions")
+        token = e.get("GITOPS_AGENT_GITHUB_TOKEN") or e.get("GITHUB_TOKEN") or ""
+        if not token:
+            raise ConfigError("no GitHub token: pass `github-token` to the action (GITOPS_AGENT_GITHUB_TOKEN)")
+        max_usd = e.get("GITOPS_AGENT_MAX_USD") or None
+        return cls(
+            repo=repo,
+            api_url=e.get("GITHUB_API_URL", "https://api.github.com"),
+            server_url=e.get("GITHUB_SERVER_URL", "https://github.com"),
+            token=SecretStr(token),
+            git_url=e.get("GITOPS_AGENT_GIT_URL") or None,
+            workdir=Path(e.get("RUNNER_TEMP") or tempfile.gettempdir()),
+            run_id=e.get("GITHUB_RUN_ID"),
+            event_name=e.get("GITHUB_EVENT_NAME", ""),
+            event_path=e.get("GITHUB_EVENT_PATH"),
+            question=e.get("GITOPS_AGENT_QUESTION") or None,
+            trigger_label=e.get("GITOPS_AGENT_TRIGGER_LABEL") or None,
+            trigger_phrase=e.get("GITOPS_AGENT_TRIGGER_PHRASE") or None,
+            planner_model=e.get("GITOPS_AGENT_PLANNER_MODEL") or None,
+            executor_model=e.get("GITOPS_AGENT_EXECUTOR_MODEL") or None,
+            max_usd=float(max_usd) if max_usd else None,
+            summary_path=e.get("GITHUB_STEP_SUMMARY"),
+            output_path=e.get("GITHUB_OUTPUT"),
+        )
+
+    @property
+    def clone_url(self) -> str:
+        return self.git_url or f"{self.server_url.rstrip('/')}/{self.repo}.git"
+
+    @property
+    def run_url(self) -> str | None:
+        return f"{self.server_url.rstrip('/')}/{self.repo}/actions/runs/{self.run_id}" if self.run_id else None
+
+    def git_auth_env(self) -> dict[str, str]:
+        """http.extraHeader through GIT_CONFIG_* variables: used by git's network commands,
+        never stored in .git/config."""
+        if self.clone_url.startswith(("file://", "/")) or not self.token.get_secret_value():
+            return {}
+        basic = base64.b64encode(f"x-access-token:{self.token.get_secret_value()}".encode()).decode()
+        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"}
+
+
+class GitHubDispatcher:
+    """Hands each next step to GitHub as a repository_dispatch."""
+
+    def __init__(self, client: Any) -> None:
+        self.client = client
+        self.sent: list[Job] = []
+
+    def dispatch(self, job: Job) -> None:
+        payload = DispatchPayload.of(job)
+        self.client.dispatch(EVENT_TYPES[job.step], payload.wire())
+        self.sent.append(job)
+
+
+class StepRunner:
+    """One job on a runner."""
+
+    def __init__(self, settings: Settings, client: Any, reporter: Reporter | None = None) -> None:
+        self.s = settings
+        self.client = client
+        self.reporter = reporter or Reporter()
+        self.dispatcher = GitHubDispatcher(client)
+        self.outputs: dict[str, str] = {}
+        self._tmp = Path(tempfile.mkdtemp(prefix="gitops-agent-", dir=settings.workdir))
+
+    def close(self) -> None:
+        shutil.rmtree(self._tmp, ignore_errors=True)
+
+    # ---- workspace -------------------------------------------------------------------------
+    def clone(self, branch: str | None) -> GitRepo:
+        """A shallow clone of one branch (the default one for None), in remote mode: every
+        commit is pushed to origin, credentials only in the environment of network commands."""
+        dest = self._tmp / "repo"
+        if dest.exists():
+            shutil.rmtree(dest)
+        return GitRepo.clone(self.s.clone_url, dest, branch, depth=1, auth_env=self.s.git_auth_env())
+
+    def runtime(self, git: GitRepo, ref: str | None = None) -> Runtime:
+        cfg = self.config(git, ref)
+        # brain: the packaged brain with the repository's agent/brain branch on top (agent/brainbranch.py)
+        return Runtime(git=git, config=cfg, brain=load_repo_brain(git), reporter=self.reporter, run_url=self.s.run_url)
+
+    def config(self, git: GitRepo, ref: str | None) -> AgentConfig:
+        raw = git.read_file(ref or "HEAD", CONFIG_PATH)
+        cfg = parse_config(raw.decode(), CONFIG_PATH) if raw else AgentConfig()
+        if self.s.max_usd is not None:
+            cfg.budget.max_usd = self.s.max_usd
+        if self.s.trigger_label:
+            cfg.trigger.label = self.s.trigger_label
+        if self.s.trigger_phrase:
+            cfg.trigger.phrase = self.s.trigger_phrase
+        cfg.workers = cfg.github.max_parallel
+        if cfg.sandbox.require_isolation is None:
+            # issue text is untrusted: no model-written code outside bubblewrap/docker unless the repo opts out
+            cfg.sandbox.require_isolation = True
+        return cfg
+
+    # ---- entry -----------------------------------------------------------------------------
+    def run(self, step: str) -> int:
+        event = load_event(self.s.event_path)
+        if step == "evolve" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"):
+            return self.evolve()
+        if self.s.event_name in ("issues", "issue_comment") and step in ("auto", "intake"):
+            # the trigger words may come from the repository's config: intake reads it first
+            return self.intake(None, event)
+        probe = AgentConfig().trigger
+        trigger = read_trigger(self.s.event_name, event, label=self.s.trigger_label or probe.label,
+                               phrase=self.s.trigger_phrase or probe.phrase, question_input=self.s.question)
+        want = {"new": "intake", "follow-up": "intake", "reconcile": "reconcile", "step": trigger.step, "ignore": None}[trigger.kind]
+        if step != "auto" and want is not None and step != want:
+            raise ConfigError(f"this event asks for step {want!r}, not {step!r}")
+        if want is None:
+            self.reporter.event("skip", step="intake", why=trigger.why)
+            print(f"gitops-agent: nothing to do: {trigger.why}")
+            return 0
+        if want == "intake":
+            return self.intake(trigger, event)
+        if want == "reconcile":
+            return self.reconcile()
+        assert trigger.payload is not None
+        return self.step(trigger.payload.job(want))
+
+    # ---- intake ----------------------------------------------------------------------------
+    def allowed(self, trigger: Trigger, cfg: AgentConfig) -> tuple[bool, str]:
+        a = trigger.author
+        if a is None:
+            return True, "no author (workflow input)"  # workflow_dispatch/call: whoever can run workflows
+        if a.login in cfg.trigger.allow:
+            return True, "allow-listed"
+        if a.is_bot:
+            return (a.login in cfg.trigger.allow_bots), "bots need to be listed in trigger.allow_bots"
+        try:
+            ok = self.client.can_write(a.login)
+        except AgentError as e:
+            return False, f"could not check permissions: {e}"
+        return ok, "needs write access to the repository"
+
+    def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
+        git = self.clone(None)
+        cfg = self.config(git, "HEAD")
+        if trigger is None:
+            trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase, question_input=self.s.question)
+        if trigger.kind not in ("new", "follow-up"):
+            print(f"gitops-agent: nothing to do: {trigger.why}")
+            return 0
+        ok, why = self.allowed(trigger, cfg)
+        if not ok:
+            login = trigger.author.login if trigger.author else "?"
+            if trigger.issue is not None:
+                self.client.comment(trigger.issue, (
+                    f"Thanks @{login}! gitops-agent only starts or steers tasks for people with write access "
+                    f"to this repository ({why}), so nothing ran. A maintainer can label the issue `{cfg.trigger.label}` "
+                    f"or comment `{cfg.trigger.phrase} …` to start it."
+                ))
+            print(f"gitops-agent: refused: @{login} {why}")
+            self.outputs["refused"] = "true"
+            return 0
+        rt = self.runtime(git, "HEAD")
+        job: Job | None = None
+        if trigger.kind == "follow-up" and trigger.issue is not None:
+            existing = self.task_for_issue(rt.git, trigger.issue)
+            if existing:
+                job = add_instruction(rt, existing, trigger.question, trigger.author.login if trigger.author else None)
+        if job is None:
+            base_sha = git.git("rev-parse", "HEAD").strip()
+            base_ref = git.git("rev-parse", "--abbrev-ref", "HEAD").strip()
+            models = TaskModels(planner=self.s.planner_model or cfg.models.planner, executor=self.s.executor_model or cfg.models.executor)
+            source = TaskSource(
+                kind={"issue": "issue", "comment": "comment", "workflow_call": "workflow_call"}.get(trigger.source, "workflow_dispatch"),
+                repo=self.s.repo, issue=trigger.issue, author=trigger.author.login if trigger.author else None, url=trigger.url,
+            )
+            question = trigger.question
+            _task, job = create_task(rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=cfg.budget, source=source)
+        self.outputs.update(task=job.task, branch=job.branch)
+        self.dispatcher.dispatch(job)
+        snap = load_snapshot(rt.git, job.task)
+        self.progress(snap, "planning")
+        self.summary(snap, "intake")
+        return 0
+
+    def task_for_issue(self, git: GitRepo, issue: int) -> str | None:
+        out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}{issue}-*", network=True)
+        ids = sorted(line.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for line in out.splitlines() if "refs/heads/" in line)
+        return ids[-1] if ids else None
+
+    # ---- plan / execute / finish -----------------------------------------------------------
+    def step(self, job: Job) -> int:
+        git = self.clone(job.branch)
+        try:
+            tip = git.tip(job.branch)
+        except AgentError:
+            tip = None
+        if tip is None:
+            raise TaskNotFound(f"no task branch {job.branch!r} on the remote")
+        rt = self.runtime(git, tip)
+        engine = Engine(rt)
+        nxt = engine.handle(job)
+        for j in nxt:
+            self.dispatcher.dispatch(j)
+        snap = load_snapshot(rt.git, job.task)
+        self.outputs.update(task=job.task, branch=job.branch)
+        if job.step == "finish" and not engine.failures:
+            self.publish_answer(rt, snap)
+            self.progress(snap, "finished")
+        else:
+            current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in nxt) or "waiting for running steps"
+            self.progress(snap, current)
+        self.summary(snap, f"{job.step} {job.node or ''}".strip())
+        failed = [f for f in engine.failures]
+        if failed:
+            from agent.observe.render import gha_error
+
+            j, e = failed[0]
+            gha_error(f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)", title="gitops-agent")
+        return 0
+
+    def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
+        outcome, answer, reason = snap.ending()
+        title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
+        title = f"gitops-agent: {title_src}"[:120]
+        body = self.pr_body(snap, outcome, answer, reason)
+        reviewers = [snap.task.source.author] if snap.task.source.author else []
+        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr, reviewers=reviewers)
+        self.outputs["pr-url"] = url
+        if snap.task.source.issue is not None:
+            status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {reason or 'see the report'}); here is what it has"
+            text = f"{ANSWER_MARKER.format(task=snap.task_id)}\n{status} — pull request: {url}\n\n{strip_hidden(answer) if answer else ''}\n"
+            self.client.upsert_comment(snap.task.source.issue, ANSWER_MARKER.format(task=snap.task_id), text[:60000])
+
+    def pr_body(self, snap: Snapshot, outcome: str, answer: str, reason: str | None) -> str:
+        try:
+            from agent.observe.render import pr_body  # shared rendering (trace/PR/progress)
+
+            return strip_hidden(pr_body(snap, run_url=self.s.run_url))[:60000]
+        except ImportError:
+            from agent.observe.render import mermaid
+
+            return strip_hidden(
+                f"**Question:** {snap.task.question}\n\n**Outcome:** {outcome} {reason or ''}\n\n## Answer\n\n{answer}\n\n"
+                f"## Plan\n\n```mermaid\n{mermaid(snap.plan)}\n```\n\n## Cost\n\n{cost_table(snap.steps)}\n"
+            )[:60000]
+
+    def progress(self, snap: Snapshot, current: str) -> None:
+        issue = snap.task.source.issue
+        if issue is None:
+            return
+        marker = MARKER.format(task=snap.task_id)
+        try:
+            from agent.observe.render import progress_comment
+
+            body = progress_comment(snap, current=current, run_url=self.s.run_url, commit_url=self.commit_url)
+        except ImportError:
+            body = f"{marker}\n**gitops-agent** task `{snap.task_id}` — {current}\n\n{checklist(snap.plan)}\n\n${snap.cost_usd:.4f}\n"
+        if marker not in body:
+            body = marker + "\n" + body
+        self.client.upsert_comment(issue, marker, strip_hidden(body.replace(marker, "\x00")).replace("\x00", marker))
+
+    def commit_url(self, sha: str) -> str:
+        return f"{self.s.server_url.rstrip('/')}/{self.s.repo}/commit/{sha}"
+
+    def summary(self, snap: Snapshot, desc: str) -> None:
+        if not self.s.summary_path:
+            return
+        try:
+            from agent.observe.render import step_summary
+
+            text = step_summary(snap, desc)
+        except ImportError:
+            text = f"### gitops-agent · {snap.task_id} · {desc}\n\n{checklist(snap.plan)}\n\n{cost_table(snap.steps)}\n"
+        with open(self.s.summary_path, "a") as f:
+            f.write(text + "\n")
+
+    def write_outputs(self) -> None:
+        if not self.s.output_path:
+            return
+        with open(self.s.output_path, "a") as f:
+            for k, v in self.outputs.items():
+                f.write(f"{k}={v}\n")
+
+    # ---- evolve ----------------------------------------------------------------------------
+    def evolve(self) -> int:
+        """Propose brain changes from the memory, as a pull request against agent/brain. Never
+        merges."""
+        from agent.brain.evolve import pull_request_for, run_evolve
+
+        git = self.clone(None)
+        cfg = self.config(git, "HEAD")
+        rt = self.runtime(git, "HEAD")
+        spec = self.s.planner_model or cfg.models.planner
+        proposal = run_evolve(git, rt.model(spec), reporter=self.reporter)
+        branch, title, body = pull_request_for(proposal)
+        number, url = self.client.open_pull(head=branch, base="agent/brain", title=title, body=strip_hidden(body)[:60000], draft=True)
+        self.outputs.update({"branch": branch, "pr-url": url})
+        print(f"gitops-agent: brain proposal {branch}: {url}")
+        return 0
+
+    # ---- reconcile -------------------------------------------------------------------------
+    def reconcile(self) -> int:
+        """Re-send the step of every unfinished task that has been silent for longer than the
+        lease; stop a task that stalls after max_redispatch tries."""
+        git = self.clone(None)
+        cfg = self.config(git, "HEAD")
+        out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}*", network=True)
+        task_ids = sorted(l.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for l in out.splitlines() if "refs/heads/" in l)
+        now = datetime.now(timezone.utc)
+        resent = 0
+        for tid in task_ids:
+            try:
+                snap = load_snapshot(git, tid)
+            except (TaskNotFound, AgentError) as e:
+                print(f"gitops-agent: reconcile: skip {tid}: {e}")
+                continue
+            head = git.log(snap.tip, max_count=1)
+            if head and head[0].trailers.get("Agent-Role") == "finish":
+                continue
+            age = now.timestamp() - int(git.git("log", "-1", "--format=%ct", snap.tip).strip())
+            if age < cfg.github.lease_minutes * 60:
+                continue
+            # reconcile.json has one writer (reconcile); its commit restarts the lease, and a tip that
+            # is still our own commit means nothing happened since the last re-dispatch
+            state_path = f"{snap.root}/reconcile.json"
+            raw = git.read_file(snap.tip, state_path)
+            state = json.loads(raw) if raw else {}
+            stalled_again = bool(head and head[0].trailers.get("Agent-Role") == "reconcile")
+            attempts = int(state.get("attempts", 0)) if stalled_again else 0
+            rt = self.runtime(git, snap.tip)
+            if attempts >= cfg.github.max_redispatch:
+                jobs = [Job(step="finish", task=tid, branch=snap.branch, reason=f"stalled: no progress after {attempts} re-dispatches")]
+            else:
+                jobs = Engine(rt).resume_jobs(tid)
+            state = {"attempts": attempts + 1, "at": now.isoformat(), "jobs": [j.model_dump(exclude_none=True) for j in jobs]}
+            rt.git.commit_files(snap.branch, {state_path: (json.dumps(state, indent=2) + "\n").encode()},
+                                f"agent(reconcile): re-dispatch {', '.join(j.step for j in jobs) or 'nothing'}",
+                                {"Agent-Task": tid, "Agent-Role": "reconcile"}, base=snap.tip)
+            for j in jobs:
+                self.dispatcher.dispatch(j)
+                resent += 1
+        print(f"gitops-agent: reconcile: {len(task_ids)} tasks, {resent} steps re-dispatched")
+        return 0
+
+
+def run_step_command(step: str, event_path: str | None = None, client: Any = None, env: dict[str, str] | None = None) -> int:
+    settings = Settings.from_env(env)
+    if event_path:
+        settings.event_path = event_path
+    if client is None:
+        from agent.github.client import GitHubClient
+
+        throttle = (env if env is not None else os.environ).get("GITOPS_AGENT_GITHUB_THROTTLE", "1") != "0"
+        kw = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
+        client = GitHubClient(settings.repo, settings.token.get_secret_value(), api_url=settings.api_url, **kw)
+    from agent.observe.progress import ConsoleReporter
+
+    from agent.observe.render import gha_error, gha_group
+
+    runner = StepRunner(settings, client, reporter=ConsoleReporter())
+    try:
+        with gha_group(f"gitops-agent {step} ({settings.event_name or 'no event'})"):
+            return runner.run(step)
+    except AgentError as e:
+        gha_error(str(e)[:2000], title=f"gitops-agent {step}")
+        raise
+    finally:
+        runner.write_outputs()
+        runner.close()

@@ -1,0 +1,92 @@
+"""The engine: route a job to its step, keep failures inside the task (recorded and reported,
+never silent), and drive a task locally from question to report."""
+
+from __future__ import annotations
+
+import traceback
+
+from agent.core.dispatch import LocalDispatcher
+from agent.core.errors import AgentError, TaskNotFound
+from agent.steps.execute import run_execute
+from agent.steps.finish import run_finish
+from agent.steps.intake import create_task
+from agent.steps.plan import run_plan
+from agent.core.runtime import Runtime
+from agent.core.seams import Job
+from agent.core.snapshot import load_snapshot
+from agent.core.state import Budget, NodeStatus, TaskModels, TaskSource
+
+STEPS = {"plan": run_plan, "execute": run_execute, "finish": run_finish}
+
+
+class Engine:
+    def __init__(self, rt: Runtime) -> None:
+        self.rt = rt
+        self.failures: list[tuple[Job, BaseException]] = []
+
+    def handle(self, job: Job) -> list[Job]:
+        """Run one step. An unexpected error ends the task cleanly via finish (with the error as
+        the reason); what was committed before stays."""
+        from agent.observe import telemetry
+
+        try:
+            with telemetry.step_span(job.task, job.seq or 0, job.step, node=job.node, run_url=self.rt.run_url):
+                return STEPS[job.step](self.rt, job)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as e:  # noqa: BLE001
+            self.failures.append((job, e))
+            detail = str(e) if isinstance(e, AgentError) else f"{type(e).__name__}: {e}"
+            self.rt.reporter.event("error", step=job.step, node=job.node, error=detail, trace=traceback.format_exc())
+            if job.step == "finish":
+                return []
+            return [Job(step="finish", task=job.task, branch=job.branch, hop=job.hop + 1, reason=f"{job.step} step failed: {detail}")]
+
+    def start(
+        self,
+        question: str,
+        *,
+        base_ref: str,
+        base_sha: str,
+        models: TaskModels,
+        budget: Budget | None = None,
+        source: TaskSource | None = None,
+        task_id: str | None = None,
+    ) -> Job:
+        _task, job = create_task(
+            self.rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=budget, source=source, task_id=task_id
+        )
+        return job
+
+    def resume_jobs(self, task_id: str) -> list[Job]:
+        """What to run to continue a task from its last commit (also what reconcile re-sends)."""
+        snap = load_snapshot(self.rt.git, task_id)
+        branch = snap.branch
+        if snap.plan is None:
+            return [Job(step="plan", task=task_id, branch=branch)]
+        if snap.plan.finish is not None:
+            head = self.rt.git.log(snap.tip, max_count=1)
+            if snap.has_report and head and head[0].trailers.get("Agent-Role") == "finish":
+                return []
+            return [Job(step="finish", task=task_id, branch=branch)]
+        jobs: list[Job] = []
+        for n in snap.plan.walk():
+            if n.is_leaf and n.status == NodeStatus.running and n.step is not None and snap.step_record(n.step, n.id) is None:
+                jobs.append(Job(step="execute", task=task_id, branch=branch, node=n.id, seq=n.step))
+        # the planner picks up results that arrived after the last plan (a no-op if none did)
+        jobs.append(Job(step="plan", task=task_id, branch=branch))
+        return jobs
+
+    def run_local(self, jobs: list[Job], workers: int | None = None) -> LocalDispatcher:
+        d = LocalDispatcher(self.handle, workers=workers or self.rt.config.workers)
+        for j in jobs:
+            d.dispatch(j)
+        d.run()
+        return d
+
+    def task_exists(self, task_id: str) -> bool:
+        try:
+            load_snapshot(self.rt.git, task_id)
+            return True
+        except TaskNotFound:
+            return False

@@ -1,0 +1,209 @@
+"""The execute step (CodeAct): one plan node, carried out by a model that writes code and runs
+it in the sandbox, in a throwaway working tree of the task branch. Everything it produced, its
+turns and its result are one commit in `steps/<seq>-<node>/`."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from agent.brain.branch import list_tools
+from agent.core.errors import FatalModelError, ModelError
+from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
+from agent.core.policy import filter_changes
+from agent.core.prompts import render
+from agent.observe.render import checklist, fmt_tokens
+from agent.core.runtime import Runtime
+from agent.core.seams import Job
+from agent.core.snapshot import Snapshot, load_snapshot
+from agent.core.state import NodeStatus, Observation, PlanNode, StepRecord, Turn, Usage, dump_state, utcnow
+from agent.core.tools import specs
+
+_FILE_LIST_LIMIT = 200
+
+
+def _dep_nodes(snap: Snapshot, node: PlanNode) -> list[PlanNode]:
+    """The done leaves this node depends on (directly, through a parent, or an ancestor)."""
+    assert snap.plan is not None
+    ids = list(snap.plan._all_deps(node))
+    out, seen = [], set()
+    while ids:
+        dep = snap.plan.get(ids.pop(0))
+        if dep is None or dep.id in seen:
+            continue
+        seen.add(dep.id)
+        if dep.children:  # depending on a parent means on all of its leaves
+            ids.extend(c.id for c in dep.children)
+            continue
+        if dep.step is not None and dep.status == NodeStatus.done:
+            out.append(dep)
+    return out
+
+
+def _dep_results(snap: Snapshot, node: PlanNode) -> list[dict[str, str]]:
+    return [{"node": d.id, "title": d.title, "result": snap.result_of(d.step, d.id).strip()} for d in _dep_nodes(snap, node) if d.step is not None]
+
+
+def _observation_text(rt: Runtime, obs: Observation) -> str:
+    return render(rt.brain.prompt_dirs, "observation.j2", obs=obs)
+
+
+def run_execute(rt: Runtime, job: Job) -> list[Job]:
+    snap = load_snapshot(rt.git, job.task)
+    plan_job = Job(step="plan", task=job.task, branch=snap.branch, hop=job.hop + 1)
+    node = snap.plan.get(job.node or "") if snap.plan else None
+    if node is None or not node.is_leaf:
+        rt.reporter.event("skip", step="execute", node=job.node, why="no such leaf in the plan")
+        return []
+    seq = job.seq or node.step
+    if seq is None:
+        rt.reporter.event("skip", step="execute", node=node.id, why="node was never dispatched")
+        return []
+    if snap.step_record(seq, node.id) is not None:
+        rt.reporter.event("skip", step="execute", node=node.id, why=f"step {seq} is already committed")
+        return []
+    if node.status != NodeStatus.running or node.step != seq:
+        rt.reporter.event("skip", step="execute", node=node.id, why=f"stale dispatch (node is {node.status.value}, step {node.step})")
+        return []
+    problem = snap.budget_problem(hop=job.hop)
+    if problem:
+        rt.reporter.event("budget", why=str(problem))
+        return [Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=str(problem))]
+
+    agent = rt.brain.executor(node.agent)
+    spec = agent.model or snap.task.models.executor
+    model = rt.model(spec)
+    max_turns = agent.max_turns or snap.task.budget.max_turns
+    sdir = snap.step_dir(seq, node.id)
+    started, t0 = utcnow(), time.monotonic()
+    usage, cost = Usage(), 0.0
+    turns: list[Turn] = []
+    status, result, error = "failed", "", None
+    rt.get_sandbox()  # fail here, before any checkout, when no allowed sandbox backend works
+
+    # The checkout holds the repository and the step folders of the nodes this one depends on
+    # (their produced files), not the whole task history: it stays the same size at step 200.
+    sparse = ["/*", "!/.agent/"] + [f"/{snap.step_dir(d.step, d.id)}/" for d in _dep_nodes(snap, node) if d.step is not None]
+    with rt.git.worktree(snap.tip, name=f"{job.task}-{seq}", sparse=sparse) as wt:
+        files = [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
+        (wt / sdir).mkdir(parents=True, exist_ok=True)
+        node_text = render(
+            rt.brain.prompt_dirs, agent.prompts.task, task=snap.task, node=node, checklist=checklist(snap.plan, here=node.id),
+            dep_results=_dep_results(snap, node), files=files[:_FILE_LIST_LIMIT], files_more=max(0, len(files) - _FILE_LIST_LIMIT),
+            step_dir=sdir, max_turns=max_turns, data_dir=rt.data_dir,
+        )
+        # brain tools (agent/brainbranch.py): helper modules the code can import, listed by docstring
+        system = render(rt.brain.prompt_dirs, agent.prompts.system, agent=agent, py_tools=list_tools(rt.brain))
+        messages: list[Message] = [Message(role="user", content=[TextBlock(text=node_text)], cache=True)]
+        finished = False
+        for turn_no in range(1, max_turns + 1):
+            # Roll the cache breakpoints forward: the node's prompt, the previous turn's end (a
+            # read of what the last call wrote, whatever the API's look-back) and this turn's end.
+            last = len(messages) - 1
+            msgs = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
+            request = ModelRequest(
+                system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens,
+                meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": turn_no,
+                      "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
+            )
+            try:
+                resp = model.query(request)
+            except FatalModelError as e:
+                error = f"model error (not retryable): {e}"
+                turns.append(Turn(turn=turn_no, model=model.name, error=error))
+                break
+            except ModelError as e:
+                error = f"model error: {e}"
+                turns.append(Turn(turn=turn_no, model=model.name, error=error))
+                break
+            call_cost = rt.cost(model.name, resp.usage)
+            usage, cost = usage + resp.usage, cost + call_cost
+            turn = Turn(turn=turn_no, model=resp.model or model.name, text=resp.text, usage=resp.usage, cost_usd=call_cost, latency_ms=resp.latency_ms)
+            turns.append(turn)
+            messages.append(Message(role="assistant", content=resp.content))
+            replies, done = _act(rt, resp, turn, wt, sdir, snap)
+            rt.reporter.event(
+                "turn", node=node.id, turn=turn_no, max_turns=max_turns, tool=turn.tool,
+                exit_code=turn.observation.exit_code if turn.observation else None,
+                timed_out=bool(turn.observation and turn.observation.timed_out),
+                tokens=fmt_tokens(usage.total), cost=cost,
+            )
+            if done is not None:
+                status, result = done
+                finished = True
+                break
+            messages.append(Message(role="user", content=replies))
+            over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=usage.total)
+            if over:
+                error = f"stopped: {over}"
+                break
+        if not finished:
+            if error is None:
+                error = f"turn limit reached ({max_turns} turns) before finish_step"
+            last = next((t.observation for t in reversed(turns) if t.observation), None)
+            result = f"**Not finished:** {error}.\n"
+            if last is not None:
+                result += f"\nLast observation (exit code {last.exit_code}):\n\n```\n{(last.stdout or last.stderr)[-1500:]}\n```\n"
+        produced = rt.git.changed_files(wt)
+
+    own = (sdir + "/",)
+    produced = {p: d for p, d in produced.items() if not (p.startswith(sdir + "/") and Path(p).name in ("turns.jsonl", "result.md", "step.json"))}
+    kept, refused = filter_changes(produced, rt.config.policy, allowed_prefixes=own)
+    duration_ms = int((time.monotonic() - t0) * 1000)
+    record = StepRecord(
+        task_id=job.task, seq=seq, role="executor", node=node.id, agent=agent.name, model=model.name,
+        status=status if finished else "failed", turns=len(turns), usage=usage, cost_usd=round(cost, 6),
+        duration_ms=duration_ms, started_at=started, finished_at=utcnow(),
+        artifacts=sorted(p for p, d in kept.items() if d is not None), refused=refused, error=error if not finished or status == "failed" else None,
+    )
+    changes: dict[str, bytes | None] = dict(kept)
+    changes[f"{sdir}/turns.jsonl"] = "".join(t.model_dump_json() + "\n" for t in turns).encode()
+    changes[f"{sdir}/result.md"] = (result.strip() + "\n").encode()
+    changes[f"{sdir}/step.json"] = dump_state(record)
+    subject = f"agent(execute): {node.id} {node.title}"[:200]
+    trailers = rt.trailers(job.task, seq, "executor", node=node.id, model=model.name, usage=usage, cost=record.cost_usd, duration_ms=duration_ms)
+    sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
+    if rt.on_commit:
+        rt.on_commit(sha)
+    rt.reporter.event("step", node=node.id, status=record.status, turns=record.turns, seconds=duration_ms / 1000, cost=record.cost_usd)
+    if error and error.startswith("model error (not retryable)"):
+        return [Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=f"{node.id}: {error}")]
+    return [plan_job]
+
+
+def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap: Snapshot) -> tuple[list[Any], tuple[str, str] | None]:
+    """Run the tool calls of one reply. Returns the tool_result blocks, and (status, result)
+    when the node is finished."""
+    uses = resp.tool_uses
+    if not uses:
+        turn.error = "no tool call"
+        return [TextBlock(text="Use a tool: `run_python` or `run_shell` to act, `finish_step` when the goal is reached.")], None
+    replies: list[Any] = []
+    sandbox = rt.get_sandbox()
+    for use in uses:
+        turn.tool, turn.input = use.name, use.input
+        args = use.input
+        if "_raw" in args:
+            replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: the arguments are not valid JSON: {str(args['_raw'])[:300]}", is_error=True))
+            continue
+        if use.name == "finish_step":
+            status = args.get("status", "done")
+            result = args.get("result")
+            if status not in ("done", "failed") or not isinstance(result, str) or not result.strip():
+                replies.append(ToolResultBlock(tool_use_id=use.id, content='Error: finish_step needs {"result": non-empty markdown, "status": "done" | "failed"}', is_error=True))
+                continue
+            return replies, (status, result)
+        if use.name in ("run_python", "run_shell"):
+            key = "code" if use.name == "run_python" else "command"
+            src = args.get(key)
+            if not isinstance(src, str) or not src.strip():
+                replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: `{use.name}` needs a non-empty `{key}` string", is_error=True))
+                continue
+            obs = sandbox.run_python(src, wt) if use.name == "run_python" else sandbox.run_shell(src, wt)
+            turn.observation = obs
+            replies.append(ToolResultBlock(tool_use_id=use.id, content=_observation_text(rt, obs), is_error=obs.exit_code != 0))
+            continue
+        replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: unknown tool `{use.name}`; use run_python, run_shell or finish_step", is_error=True))
+        turn.error = f"unknown tool {use.name}"
+    return replies, None

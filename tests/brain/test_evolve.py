@@ -1,0 +1,115 @@
+"""`evolve`: recent experiences (failures and lessons first) go to the model, its proposed brain
+changes are validated (bad ones go back to it) and committed on agent/brain-proposal/<date>,
+based on agent/brain, never merged."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+import pytest
+import yaml
+
+from agent.brain.branch import BRAIN_BRANCH, default_files
+from agent.core.errors import AgentError
+from agent.brain.evolve import gather, pull_request_for, run_evolve
+from agent.git.repo import GitRepo
+from agent.memory.store import MemoryStore
+from agent.models.base import ToolResultBlock
+from agent.models.scripted import ScriptedModel
+
+from tests.memory.helpers import cli, experience, git, make_repo
+
+NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
+
+
+def analyst_with(extra: str) -> str:
+    data = yaml.safe_load(default_files()["agents/analyst.yaml"])
+    data["instructions"] += extra + "\n"
+    return yaml.safe_dump(data, sort_keys=False)
+
+
+def seeded(tmp_path):
+    repo = make_repo(tmp_path)
+    store = MemoryStore.open(GitRepo(repo))
+    t0 = NOW - timedelta(days=10)
+    store.add_experience(experience("1-ok", "Average order value per region?", date=t0))
+    store.add_experience(experience("2-fail", "Total revenue per month?", outcome="failed", date=t0 + timedelta(days=1),
+                                    failures=["n1 (Load) failed: ValueError: could not convert string to float: 'n/a'"]))
+    store.add_experience(experience("3-lesson", "Median delivery time per carrier?", date=t0 + timedelta(days=2),
+                                    lessons=["Amounts and durations can be 'n/a'; parse numbers with a fallback."]))
+    return repo, store
+
+
+GOOD = {
+    "tool": "propose_brain_change",
+    "input": {
+        "title": "Parse numbers defensively",
+        "rationale": "Tasks {{ experiences[0] }} and 3-lesson failed or struggled on 'n/a' values.",
+        "experiences": ["2-fail", "3-lesson"],
+        "changes": [{"path": "agents/analyst.yaml", "content": analyst_with("Parse numeric columns with tabular.to_number; 'n/a' happens.")}],
+    },
+}
+
+
+def test_evolve_proposes_validated_changes_on_a_new_branch_based_on_agent_brain(tmp_path):
+    repo, store = seeded(tmp_path)
+    assert [e.task_id for e in gather(store, 3)] == ["2-fail", "3-lesson", "1-ok"]  # failures, then lessons
+    model = ScriptedModel({"evolve": [GOOD]})
+    g = GitRepo(repo)
+    p = run_evolve(g, model, last=10, now=NOW)
+    assert p.branch == "agent/brain-proposal/20261126-120000"
+    assert p.title == "Parse numbers defensively" and p.experiences == ["2-fail", "3-lesson"]
+    assert "2-fail" in p.rationale and list(p.changes) == ["agents/analyst.yaml"]
+    # agent/brain was created from the defaults (there was none) and is untouched by the proposal
+    base = git(repo, "rev-parse", BRAIN_BRANCH).strip()
+    assert p.base == base and git(repo, "rev-parse", f"{p.branch}~1").strip() == base
+    assert "tabular.to_number" not in git(repo, "show", f"{BRAIN_BRANCH}:agents/analyst.yaml")
+    assert "tabular.to_number" in git(repo, "show", f"{p.branch}:agents/analyst.yaml")
+    msg = git(repo, "log", "-1", "--format=%B", p.branch)
+    assert msg.startswith("evolve: Parse numbers defensively\n\nTasks 2-fail and 3-lesson") and "Agent-Role: evolve" in msg
+    assert "+  Parse numeric columns with tabular.to_number" in p.diff
+    # what the model saw: the failure first, with its problem, and the current brain
+    req = model.calls[0]
+    text = req.messages[0].content[0].text
+    assert text.index("`2-fail`") < text.index("`3-lesson`") < text.index("`1-ok`")
+    assert "Problem: n1 (Load) failed: ValueError" in text and "--- agents/analyst.yaml" in text
+    assert [t.name for t in req.tools] == ["propose_brain_change"]
+    branch, title, body = pull_request_for(p)
+    assert branch == p.branch and title == "brain: Parse numbers defensively"
+    assert "`agents/analyst.yaml`" in body and "`2-fail`" in body and "Merge into `agent/brain`" in body
+    # a second proposal the same second gets its own branch
+    p2 = run_evolve(g, ScriptedModel({"evolve": [GOOD]}), now=NOW)
+    assert p2.branch == "agent/brain-proposal/20261126-120000-2"
+
+
+def test_bad_proposals_go_back_to_the_model_until_one_is_valid(tmp_path):
+    repo, _ = seeded(tmp_path)
+    bad_path = {"tool": "propose_brain_change", "input": {"rationale": "r", "experiences": [], "changes": [{"path": "../etc/passwd", "content": "x"}]}}
+    bad_yaml = {"tool": "propose_brain_change", "input": {"rationale": "r", "experiences": [],
+                                                          "changes": [{"path": "agents/analyst.yaml", "content": "name: analyst\nrole: boss\n"}]}}
+    bad_tpl = {"tool": "propose_brain_change", "input": {"rationale": "r", "experiences": [],
+                                                         "changes": [{"path": "prompts/executor_system.j2", "content": "{% raw %}{{ agent.nope }}{% endraw %}"}]}}
+    model = ScriptedModel({"evolve": [bad_path, bad_yaml, bad_tpl, GOOD]})
+    p = run_evolve(GitRepo(repo), model, now=NOW)
+    assert p.title == "Parse numbers defensively" and len(model.calls) == 4
+    errors = [b.content for c in model.calls[1:] for b in c.messages[-1].content if isinstance(b, ToolResultBlock)]
+    assert "is not a brain file" in errors[0]
+    assert "agent/brain:agents/analyst.yaml: field role" in errors[1]
+    assert "agent/brain:prompts/executor_system.j2: does not render" in errors[2]
+    # never valid: a clear error, and no branch
+    with pytest.raises(AgentError, match="rejected 4 times"):
+        run_evolve(GitRepo(repo), ScriptedModel({"evolve": [bad_path] * 4}), now=NOW + timedelta(hours=1))
+    assert git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/agent/brain-proposal/").split() == [p.branch]
+
+
+def test_evolve_cli_and_its_errors(tmp_path):
+    repo = make_repo(tmp_path)
+    script = tmp_path / "evolve.yaml"
+    script.write_text(yaml.safe_dump({"evolve": [GOOD]}))
+    r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}")
+    assert r.returncode == 1 and "no memory yet" in r.stderr
+    MemoryStore.open(GitRepo(repo)).add_experience(experience("2-fail", "Total revenue per month?", outcome="failed"))
+    r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}", "--last", "5")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("proposal: agent/brain-proposal/") and "Tasks 2-fail and 3-lesson" in r.stdout
+    assert "git -C" in r.stdout and "diff agent/brain agent/brain-proposal/" in r.stdout

@@ -1,0 +1,86 @@
+"""The command line as a newcomer meets it: the demo, --help, and one clear line for bad input."""
+
+from __future__ import annotations
+
+import csv
+import subprocess
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from tests.helpers import agent_command as cli
+
+from tests.helpers import ROOT
+
+
+def test_demo_answers_with_numbers_computed_from_the_data(tmp_path):
+    r = cli("demo", "--dir", str(tmp_path / "demo"))
+    assert r.returncode == 0, r.stderr
+    # recompute what the answer must say, from the shipped data
+    amounts = defaultdict(list)
+    for row in csv.DictReader(open(ROOT / "agent" / "demo" / "orders.csv")):
+        try:
+            amounts[row["region"]].append(float(row["amount"]))
+        except ValueError:
+            pass
+    best = max(amounts, key=lambda k: sum(amounts[k]) / len(amounts[k]))
+    avg = sum(amounts[best]) / len(amounts[best])
+    assert f"**{best}** has the highest average order value ({avg:.2f})" in r.stdout
+    assert "outcome done" in r.stderr and "agent/task/" in r.stderr
+    branches = subprocess.run(["git", "-C", str(tmp_path / "demo"), "branch", "--list", "agent/task/*"], capture_output=True, text=True).stdout
+    assert branches.strip()
+
+
+def test_help_explains_the_commands():
+    r = cli("--help")
+    assert r.returncode == 0
+    for word in ("run", "demo", "tasks", "show", "examples"):
+        assert word in r.stdout
+    r = cli("run", "--help")
+    assert "--resume" in r.stdout and "--max-usd" in r.stdout and "--planner-model" in r.stdout
+
+
+@pytest.fixture
+def repo(tmp_path):
+    r = tmp_path / "r"
+    r.mkdir()
+    (r / "f.txt").write_text("x\n")
+    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "i"]):
+        subprocess.run(["git", "-C", str(r), *cmd], check=True)
+    return r
+
+
+def _one_error_line(r: subprocess.CompletedProcess) -> str:
+    assert r.returncode != 0
+    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    assert len(lines) == 1, r.stderr  # one clear line, no traceback
+    return lines[0]
+
+
+def test_bad_inputs_get_one_clear_line(repo, tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "not inside a Git repository" in _one_error_line(cli("run", "--repo", str(empty), "q?"))
+    subprocess.run(["git", "init", "-q", str(empty)], check=True)
+    assert "has no commits yet" in _one_error_line(cli("run", "--repo", str(empty), "--model", "scripted:demo", "q?"))
+    assert "ANTHROPIC_API_KEY" in _one_error_line(cli("run", "--repo", str(repo), "q?"))
+    assert "unknown model provider 'gemini'" in _one_error_line(cli("run", "--repo", str(repo), "--model", "gemini:x", "q?"))
+    assert "not both" in _one_error_line(cli("run", "--repo", str(repo), "--resume", "x", "q?"))
+    assert "no task branch 'agent/task/nope'" in _one_error_line(cli("run", "--repo", str(repo), "--resume", "nope"))
+    assert "bad task id" in _one_error_line(cli("run", "--repo", str(repo), "--resume", "../../etc"))
+    (repo / ".github").mkdir()
+    (repo / ".github" / "gitops-agent.yml").write_text("budget:\n  max_usd: lots\n")
+    line = _one_error_line(cli("run", "--repo", str(repo), "--model", "scripted:demo", "q?"))
+    assert "gitops-agent.yml" in line and "budget.max_usd" in line
+    # nothing was created by the failed attempts
+    assert subprocess.run(["git", "-C", str(repo), "branch", "--list", "agent/*"], capture_output=True, text=True).stdout == ""
+
+
+def test_tasks_and_show(tmp_path):
+    demo = tmp_path / "demo"
+    assert cli("demo", "--dir", str(demo), "-q").returncode == 0
+    r = cli("tasks", "--repo", str(demo))
+    assert r.returncode == 0 and "what-is-the-average" in r.stdout
+    task_id = r.stdout.split()[0]
+    r = cli("show", task_id, "--repo", str(demo))
+    assert r.returncode == 0 and "## Answer" in r.stdout and "| **total** |" in r.stdout

@@ -1,0 +1,78 @@
+"""The files on a task branch: validated on read, with errors naming the file and the field."""
+
+import json
+
+import pytest
+
+from agent.core.errors import StateFileError
+from agent.core.state import NodeStatus, Plan, PlanNode, TaskFile, Usage, parse_state, plan_problems
+
+
+def node(id, deps=(), children=(), status="pending"):
+    return PlanNode(id=id, title=id, goal=f"do {id}", depends_on=list(deps), children=list(children), status=status)
+
+
+def test_bad_json_names_file_and_position():
+    with pytest.raises(StateFileError) as e:
+        parse_state(Plan, "{nope", ".agent/tasks/t/plan.json")
+    assert ".agent/tasks/t/plan.json" in str(e.value) and "not valid JSON" in str(e.value)
+
+
+def test_bad_field_names_the_field():
+    bad = {"schema": 1, "version": 1, "goal": "g", "nodes": [{"id": "n1", "title": "x", "status": "sleeping"}]}
+    with pytest.raises(StateFileError) as e:
+        parse_state(Plan, json.dumps(bad), "plan.json")
+    assert "nodes.0.status" in str(e.value)
+
+
+def test_task_file_rejects_unsafe_task_id():
+    with pytest.raises(StateFileError) as e:
+        parse_state(TaskFile, json.dumps({
+            "task_id": "../x", "question": "q", "base_ref": "main", "base_sha": "0" * 40,
+            "models": {"planner": "p", "executor": "e"}, "created_at": "2026-01-01T00:00:00Z"}), "task.json")
+    assert "task_id" in str(e.value)
+
+
+def test_plan_round_trip_keeps_the_design_shape():
+    p = Plan(version=7, goal="g", nodes=[node("n1", status="done"), node("n2", deps=["n1"])])
+    data = json.loads(p.model_dump_json(by_alias=True))
+    assert data["schema"] == 1 and data["version"] == 7
+    assert set(data["nodes"][0]) >= {"id", "title", "goal", "agent", "depends_on", "status", "attempts", "result", "children"}
+    assert parse_state(Plan, p.model_dump_json(by_alias=True), "plan.json") == p
+
+
+@pytest.mark.parametrize("nodes,needle", [
+    ([node("n1", deps=["n9"])], "unknown node 'n9'"),
+    ([node("n1", deps=["n2"]), node("n2", deps=["n1"])], "dependency cycle"),
+    ([node("n1", deps=["n1"])], "depends on itself"),
+    ([node("n1"), node("n1")], "used twice"),
+    ([node("p", children=[node("c", deps=["p"])])], "dependency cycle"),
+])
+def test_plan_problems_are_precise(nodes, needle):
+    problems = plan_problems(nodes)
+    assert any(needle in p for p in problems), problems
+
+
+def test_ready_respects_dependencies_and_parents():
+    p = Plan(goal="g", nodes=[
+        node("n1", status="done"),
+        node("grp", deps=["n1"], children=[node("a"), node("b", deps=["a"])]),
+        node("n3", deps=["grp"]),
+    ])
+    assert [n.id for n in p.ready()] == ["a"]
+    p.get("a").status = NodeStatus.done
+    assert [n.id for n in p.ready()] == ["b"]
+    p.get("b").status = NodeStatus.done
+    assert p.status_of(p.get("grp")) == NodeStatus.done
+    assert [n.id for n in p.ready()] == ["n3"]
+
+
+def test_failed_dependency_blocks():
+    p = Plan(goal="g", nodes=[node("n1", status="failed"), node("n2", deps=["n1"])])
+    assert p.ready() == [] and [n.id for n in p.blocked()] == ["n2"]
+
+
+def test_usage_trailer_round_trip():
+    u = Usage(input_tokens=1834, output_tokens=412, cache_read_tokens=12000, cache_write_tokens=0)
+    assert u.trailer() == "in=1834 out=412 cache_read=12000 cache_write=0"
+    assert Usage.from_trailer(u.trailer()) == u

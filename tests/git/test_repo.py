@@ -1,0 +1,542 @@
+"""agent/gitstore.py: what a user would check with plain git."""
+
+from __future__ import annotations
+
+import os
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from agent.core.errors import AgentError, GitError, PushConflict, PushRetriesExhausted
+from agent.git.repo import Commit, GitRepo, format_message, parse_trailers
+
+from tests.helpers import ROOT
+BRANCH = "agent/task/42-avg"
+TRAILERS = {"Agent-Task": "42-avg", "Agent-Step": "1", "Agent-Role": "planner"}
+
+
+@pytest.fixture(autouse=True)
+def _isolated_git(monkeypatch, tmp_path_factory):
+    """No global/system git config of the machine running the tests leaks in (and none is
+    written): an empty HOME and no system config."""
+    home = tmp_path_factory.mktemp("home")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(home / ".config"))
+    monkeypatch.setenv("GIT_CONFIG_NOSYSTEM", "1")
+    monkeypatch.delenv("GIT_CONFIG_GLOBAL", raising=False)
+    for k in ("GIT_DIR", "GIT_WORK_TREE", "GIT_INDEX_FILE", "GIT_AUTHOR_NAME", "GIT_COMMITTER_NAME"):
+        monkeypatch.delenv(k, raising=False)
+
+
+def git(cwd: Path, *args: str, input: bytes | None = None) -> str:
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "User",
+        "GIT_AUTHOR_EMAIL": "user@example.com",
+        "GIT_COMMITTER_NAME": "User",
+        "GIT_COMMITTER_EMAIL": "user@example.com",
+    }
+    p = subprocess.run(["git", "-C", str(cwd), *args], input=input, capture_output=True, env=env)
+    assert p.returncode == 0, (args, p.stderr.decode())
+    return p.stdout.decode()
+
+
+def make_repo(path: Path) -> Path:
+    path.mkdir(parents=True, exist_ok=True)
+    git(path, "init", "-q", "-b", "main")
+    (path / "README.md").write_text("hello\n")
+    (path / "run.sh").write_text("#!/bin/sh\necho hi\n")
+    (path / "run.sh").chmod(0o755)
+    (path / "data").mkdir()
+    (path / "data" / "orders.csv").write_text("id,amount\n1,10\n")
+    git(path, "add", "-A")
+    git(path, "commit", "-q", "-m", "initial")
+    return path
+
+
+@pytest.fixture
+def repo(tmp_path) -> Path:
+    return make_repo(tmp_path / "user")
+
+
+@pytest.fixture
+def store(repo) -> GitRepo:
+    s = GitRepo(repo)
+    s.create_branch(BRANCH, "main")
+    return s
+
+
+def external_commit(repo: Path, branch: str, path: str, content: bytes) -> str:
+    """Somebody else (another process, plain git) commits to ``branch`` meanwhile."""
+    idx = repo / ".git" / "other-index"
+    env_git = lambda *a, input=None: subprocess.run(  # noqa: E731
+        ["git", "-C", str(repo), *a], input=input, capture_output=True, check=True,
+        env={**os.environ, "GIT_INDEX_FILE": str(idx), "GIT_AUTHOR_NAME": "Other", "GIT_AUTHOR_EMAIL": "o@x",
+             "GIT_COMMITTER_NAME": "Other", "GIT_COMMITTER_EMAIL": "o@x"},
+    ).stdout.decode().strip()
+    tip = env_git("rev-parse", f"refs/heads/{branch}")
+    env_git("read-tree", tip)
+    blob = env_git("hash-object", "-w", "--stdin", input=content)
+    env_git("update-index", "--add", "--cacheinfo", f"100644,{blob},{path}")
+    tree = env_git("write-tree")
+    new = env_git("commit-tree", tree, "-p", tip, "-m", f"other: {path}")
+    env_git("update-ref", f"refs/heads/{branch}", new, tip)
+    idx.unlink()
+    return new
+
+
+# ------------------------------------------------------------------ messages
+
+
+def test_format_message_parses_with_git(tmp_path):
+    msg = format_message("agent(execute): n2 compute\naverage", {"Agent-Task": "42", "Agent-Usage": "in=1 out=2\nx"}, "Body line.\n\nSecond: para")
+    assert msg.startswith("agent(execute): n2 compute average\n\nBody line.\n\nSecond: para\n\nAgent-Task: 42\n")
+    p = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg.encode(), capture_output=True, check=True)
+    assert p.stdout.decode() == "Agent-Task: 42\nAgent-Usage: in=1 out=2 x\n"
+    assert parse_trailers(msg) == {"Agent-Task": "42", "Agent-Usage": "in=1 out=2 x"}
+    assert parse_trailers("only a subject: here\n") == {}
+    assert parse_trailers("s\n\nnot a trailer line\nKey: v\n") == {}
+    assert parse_trailers("s\n\nKey: a\n  folded\nOther:b\n") == {"Key": "a folded", "Other": "b"}
+    with pytest.raises(ValueError):
+        format_message("s", {"bad key": "v"})
+
+
+# ------------------------------------------------------------------ local mode
+
+
+def test_commit_visible_to_git_and_checkout_untouched(repo, store):
+    # a dirty user tree: modified tracked file, staged change, untracked file
+    (repo / "README.md").write_text("user edit\n")
+    (repo / "staged.txt").write_text("staged\n")
+    git(repo, "add", "staged.txt")
+    (repo / "scratch.txt").write_text("untracked\n")
+    before = (git(repo, "rev-parse", "HEAD"), git(repo, "symbolic-ref", "HEAD"),
+              (repo / ".git" / "index").read_bytes(), git(repo, "status", "--porcelain"), git(repo, "ls-files", "-s"))
+
+    sha = store.commit_files(
+        BRANCH,
+        {".agent/tasks/42-avg/task.json": b'{"q": 1}\n', "data/out file.txt": "ünïcode\n".encode()},
+        "agent(intake): 42-avg\n\nWhy: a question.",
+        TRAILERS,
+    )
+    assert git(repo, "rev-parse", BRANCH).strip() == sha
+    assert git(repo, "log", "-1", "--format=%(trailers:unfold)", BRANCH) == "".join(f"{k}: {v}\n" for k, v in TRAILERS.items()) + "\n"
+    raw = git(repo, "log", "-1", "--format=%B", BRANCH)
+    assert raw.startswith("agent(intake): 42-avg\n\nWhy: a question.\n\nAgent-Task: 42-avg\n")
+    parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=raw.encode(), capture_output=True).stdout.decode()
+    assert "Agent-Step: 1\n" in parsed
+    assert git(repo, "log", "-1", "--format=%an <%ae>|%cn", BRANCH) == "gitops-agent <gitops-agent@localhost>|gitops-agent\n"
+
+    assert store.read_file(BRANCH, ".agent/tasks/42-avg/task.json") == b'{"q": 1}\n'
+    assert store.read_file(BRANCH, "data/out file.txt") == "ünïcode\n".encode()
+    assert store.read_file(BRANCH, "nope.txt") is None
+    assert store.read_file(BRANCH, "data") is None  # a directory is not a file
+    assert store.read_file("main", "README.md") == b"hello\n"  # the committed one, not the dirty tree
+    assert store.read_files(sha, ["README.md", "missing", "data/orders.csv"]) == {
+        "README.md": b"hello\n", "missing": None, "data/orders.csv": b"id,amount\n1,10\n"}
+    assert store.list_files(BRANCH, ".agent/tasks/42-avg/") == [".agent/tasks/42-avg/task.json"]
+    assert store.list_files(BRANCH, "data/") == ["data/orders.csv", "data/out file.txt"]
+    assert set(store.list_files(BRANCH)) == {"README.md", "run.sh", "data/orders.csv", "data/out file.txt", ".agent/tasks/42-avg/task.json"}
+    assert store.list_files(BRANCH, "nothing/here/") == []
+    with pytest.raises(GitError):
+        store.read_file("no-such-branch", "README.md")
+
+    after = (git(repo, "rev-parse", "HEAD"), git(repo, "symbolic-ref", "HEAD"),
+             (repo / ".git" / "index").read_bytes(), git(repo, "status", "--porcelain"), git(repo, "ls-files", "-s"))
+    assert after == before
+    assert (repo / "README.md").read_text() == "user edit\n"
+    assert not (repo / ".agent").exists()
+
+
+def test_identity_never_from_user_config(repo, store):
+    git(repo, "config", "user.name", "Someone Else")
+    git(repo, "config", "user.email", "else@example.com")
+    git(repo, "config", "commit.gpgSign", "true")  # would need a key: never used
+    git(repo, "config", "gpg.program", "false")
+    hooks = repo / "hooks"
+    hooks.mkdir()
+    for h in ("post-checkout", "reference-transaction-x", "pre-push"):
+        (hooks / h).write_text("#!/bin/sh\nexit 1\n")
+        (hooks / h).chmod(0o755)
+    git(repo, "config", "core.hooksPath", str(hooks))
+    store.commit_files(BRANCH, {"a.txt": b"a"}, "s", {})
+    with store.worktree(BRANCH, "hooked") as wt:  # a failing post-checkout hook is not run
+        assert (wt / "a.txt").read_bytes() == b"a"
+    assert git(repo, "log", "-1", "--format=%an %ae %cn %ce", BRANCH).split() == ["gitops-agent", "gitops-agent@localhost"] * 2
+
+
+def test_deletes_and_modes(repo, store):
+    store.commit_files(BRANCH, {"run.sh": b"#!/bin/sh\necho changed\n", "new.sh": b"x", "tool.py": b"y"}, "edit", {},
+                       modes={"tool.py": "100755"})
+    ls = git(repo, "ls-tree", "-r", BRANCH)
+    modes = {line.split("\t")[1]: line.split()[0] for line in ls.splitlines()}
+    assert modes["run.sh"] == "100755"  # kept
+    assert modes["new.sh"] == "100644"
+    assert modes["tool.py"] == "100755"
+    assert store.read_file(BRANCH, "run.sh") == b"#!/bin/sh\necho changed\n"
+
+    store.commit_files(BRANCH, {"README.md": None, "data": None, "not-there.txt": None}, "delete", {})
+    files = store.list_files(BRANCH)
+    assert "README.md" not in files and not any(f.startswith("data/") for f in files)
+    assert store.read_file(BRANCH, "README.md") is None
+    assert store.read_file("main", "README.md") == b"hello\n"
+
+
+def test_missing_branch_and_existing_branch(repo, store):
+    assert store.tip("agent/task/none") is None
+    with pytest.raises(AgentError, match="already exists"):
+        store.create_branch(BRANCH, "main")
+    with pytest.raises(AgentError, match="does not exist"):
+        store.commit_files("agent/task/none", {"a": b"a"}, "s", {})
+    with pytest.raises(AgentError):
+        store.create_branch("bad..name", "main")
+    with pytest.raises(AgentError):
+        store.commit_files(BRANCH, {"../escape": b"x"}, "s", {})
+    with pytest.raises(AgentError):
+        store.commit_files(BRANCH, {".git/config": b"x"}, "s", {})
+    # an orphan branch (agent/memory)
+    root = store.create_branch("agent/memory", None)
+    assert git(repo, "rev-list", "--count", root).strip() == "1"
+    assert store.list_files("agent/memory") == []
+
+
+def test_refuses_checked_out_branch(repo, store):
+    git(repo, "switch", "-q", BRANCH)
+    with pytest.raises(AgentError, match="checked out"):
+        store.commit_files(BRANCH, {"a": b"a"}, "s", {})
+
+
+@pytest.mark.parametrize("serialize", [True, False], ids=["locked", "raw-cas"])
+def test_threads_race_on_one_branch(repo, store, serialize, monkeypatch):
+    monkeypatch.setattr(GitRepo, "serialize_threads", serialize)
+    if not serialize:
+        store.push_retries = 60  # pure CAS with 4 hot writers: losing streaks are expected
+    start = store.tip(BRANCH)
+    errors = []
+
+    def writer(t):
+        try:
+            for i in range(15):
+                store.commit_files(BRANCH, {f"t{t}/f{i}.txt": f"{t}-{i}".encode()}, f"t{t} c{i}", {"Agent-Node": f"t{t}", "Agent-Step": str(i)})
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=writer, args=(t,)) for t in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert git(repo, "rev-list", "--count", f"{start}..{BRANCH}").strip() == "60"
+    assert git(repo, "rev-list", "--merges", BRANCH).strip() == ""
+    assert git(repo, "rev-list", "--first-parent", "--count", BRANCH) == git(repo, "rev-list", "--count", BRANCH)
+    files = store.list_files(BRANCH)
+    assert all(f"t{t}/f{i}.txt" in files for t in range(4) for i in range(15))
+    assert store.read_file(BRANCH, "t3/f14.txt") == b"3-14"
+
+
+def test_processes_race_locally(repo, store):
+    script = (
+        "import sys; from agent.git.repo import GitRepo\n"
+        "s = GitRepo(sys.argv[1])\n"
+        "for i in range(10): s.commit_files(sys.argv[2], {f'p{sys.argv[3]}/{i}': b'x'}, f'p{i}', {'Agent-Node': sys.argv[3]})\n"
+    )
+    start = store.tip(BRANCH)
+    procs = [subprocess.Popen([sys.executable, "-c", script, str(repo), BRANCH, str(n)], cwd=ROOT) for n in range(2)]
+    assert all(p.wait(timeout=60) == 0 for p in procs)
+    assert git(repo, "rev-list", "--count", f"{start}..{BRANCH}").strip() == "20"
+    assert git(repo, "rev-list", "--merges", BRANCH).strip() == ""
+
+
+def test_conflict_same_path_vs_rebase_different_path(repo, store, monkeypatch):
+    base = store.commit_files(BRANCH, {"plan.json": b"v1", "notes.md": b"n1"}, "plan v1", {})
+    # the branch moved since `base`, touching the same path -> conflict, nothing written
+    other = external_commit(repo, BRANCH, "plan.json", b"v2 by someone else")
+    with pytest.raises(PushConflict, match="plan.json"):
+        store.commit_files(BRANCH, {"plan.json": b"v2 by us"}, "plan v2", {}, base=base)
+    assert store.tip(BRANCH) == other
+    # ... touching another path -> rebased, both land
+    new = store.commit_files(BRANCH, {"steps/0002-n1/result.md": b"r"}, "step", {}, base=base)
+    assert git(repo, "rev-parse", f"{new}^").strip() == other
+    assert store.read_file(BRANCH, "plan.json") == b"v2 by someone else"
+    assert store.read_file(BRANCH, "steps/0002-n1/result.md") == b"r"
+
+    # a race lost at publish time (someone commits between our read of the tip and the CAS)
+    real_build = GitRepo._build_trees
+    hits = {"n": 0}
+
+    def racing_build(self, *a, **k):
+        out = real_build(self, *a, **k)
+        hits["n"] += 1
+        if hits["n"] == 1:
+            external_commit(repo, BRANCH, "plan.json" if race_same else "other.txt", b"meanwhile")
+        return out
+
+    monkeypatch.setattr(GitRepo, "_build_trees", racing_build)
+    race_same = False
+    before = store.tip(BRANCH)
+    sha = store.commit_files(BRANCH, {"notes.md": b"n2"}, "notes", {})
+    assert hits["n"] == 2  # rebuilt on the new tip
+    assert git(repo, "rev-list", "--count", f"{before}..{sha}").strip() == "2"
+    assert store.read_file(sha, "other.txt") == b"meanwhile" and store.read_file(sha, "notes.md") == b"n2"
+
+    hits["n"] = 0
+    race_same = True
+    with pytest.raises(PushConflict):  # base None = the tip when called
+        store.commit_files(BRANCH, {"plan.json": b"ours"}, "plan", {})
+
+    hits["n"] = 0
+    race_same = False
+    store.push_retries = 0
+    with pytest.raises(PushRetriesExhausted):
+        store.commit_files(BRANCH, {"notes.md": b"n3"}, "notes", {})
+
+
+def test_log_and_find_commit(store):
+    for step in range(1, 4):
+        store.commit_files(BRANCH, {f"s{step}": b"x"}, f"agent(execute): step {step}\n\nDid things.", {**TRAILERS, "Agent-Step": str(step), "Agent-Node": "n1"})
+    store.commit_files(BRANCH, {"s12": b"x"}, "agent(execute): step 12", {**TRAILERS, "Agent-Step": "12", "Agent-Node": "n1"})
+    log = store.log(BRANCH)
+    assert [c.subject for c in log[:4]] == ["agent(execute): step 12"] + [f"agent(execute): step {s}" for s in (3, 2, 1)]
+    assert log[-1].subject == "initial" and log[-1].trailers == {} and log[-1].parents == []
+    c = log[1]
+    assert isinstance(c, Commit) and c.body == "Did things." and c.trailers["Agent-Step"] == "3" and c.parents == [log[2].sha]
+    assert len(store.log(BRANCH, max_count=2)) == 2
+    assert [c.subject for c in store.log(BRANCH, grep_trailer=("Agent-Step", "1"))] == ["agent(execute): step 1"]
+    found = store.find_commit(BRANCH, {"Agent-Task": "42-avg", "Agent-Step": "2", "Agent-Node": "n1"})
+    assert found and found.subject == "agent(execute): step 2"
+    assert store.find_commit(BRANCH, {"Agent-Task": "42-avg", "Agent-Step": "2", "Agent-Node": "n9"}) is None
+    assert store.find_commit(BRANCH, {"Agent-Step": "12"}).subject == "agent(execute): step 12"
+
+
+# ------------------------------------------------------------------ worktrees
+
+
+def test_worktree_changed_files(repo, store):
+    git(repo, "commit", "-q", "--allow-empty", "-m", "user keeps working")  # unrelated user activity
+    with store.worktree(BRANCH, "step-0001") as wt:
+        assert wt == store.common_dir / "gitops-agent" / "worktrees" / "step-0001"
+        assert (wt / "README.md").read_text() == "hello\n"
+        (wt / "README.md").write_text("changed\n")
+        (wt / "my file ü.txt").write_text("new\n")
+        (wt / "out" / "deep").mkdir(parents=True)
+        (wt / "out" / "deep" / "x.bin").write_bytes(b"\0\1")
+        (wt / "data" / "orders.csv").unlink()
+        (wt / ".gitignore").write_text("*.log\n")
+        (wt / "debug.log").write_text("ignored\n")
+        (wt / "tool").write_text("#!/bin/sh\n")
+        (wt / "tool").chmod(0o755)
+        changed = store.changed_files(wt)
+        assert changed == {
+            "README.md": b"changed\n",
+            "my file ü.txt": b"new\n",
+            "out/deep/x.bin": b"\0\1",
+            "data/orders.csv": None,
+            ".gitignore": b"*.log\n",
+            "tool": b"#!/bin/sh\n",
+        }
+        assert store.file_modes(wt, list(changed)) == {
+            "README.md": "100644", "my file ü.txt": "100644", "out/deep/x.bin": "100644", ".gitignore": "100644", "tool": "100755"}
+        sha = store.commit_files(BRANCH, changed, "step", {}, modes=store.file_modes(wt, list(changed)))
+        assert store.read_file(sha, "my file ü.txt") == b"new\n"
+        assert store.read_file(sha, "data/orders.csv") is None
+        assert "100755 blob" in git(repo, "ls-tree", sha, "tool")
+    assert not wt.exists()
+    assert str(wt) not in git(repo, "worktree", "list")
+    assert git(repo, "status", "--porcelain") == ""
+
+
+def test_worktree_stale_and_parallel(repo, store):
+    # a killed run left its worktree behind (registered, dirty)
+    stale = store.common_dir / "gitops-agent" / "worktrees" / "w1"
+    git(repo, "worktree", "add", "--detach", str(stale), "main")
+    (stale / "junk").write_text("left over")
+    with store.worktree(BRANCH, "w1") as wt:
+        assert not (wt / "junk").exists()
+    # registered but its directory vanished
+    git(repo, "worktree", "add", "--detach", str(stale), "main")
+    import shutil
+    shutil.rmtree(stale)
+    with store.worktree("main", "w1") as wt:
+        assert (wt / "README.md").exists()
+    # unregistered leftover directory
+    stale.mkdir(parents=True)
+    (stale / "junk").write_text("x")
+    with store.worktree("main", "w1") as wt:
+        assert not (wt / "junk").exists()
+
+    errors = []
+
+    def use(n):
+        try:
+            with store.worktree(BRANCH, f"par-{n}") as wt:
+                (wt / f"f{n}").write_text(str(n))
+                assert store.changed_files(wt) == {f"f{n}": str(n).encode()}
+        except Exception as e:  # pragma: no cover
+            errors.append(e)
+
+    threads = [threading.Thread(target=use, args=(n,)) for n in range(4)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    assert not errors
+    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+
+
+# ------------------------------------------------------------------ remote mode
+
+
+@pytest.fixture
+def bare(tmp_path, repo) -> Path:
+    b = tmp_path / "remote.git"
+    subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(b)], check=True, capture_output=True)
+    git(b, "config", "uploadpack.allowFilter", "true")
+    return b
+
+
+PUSHER = """
+import sys
+from agent.git.repo import GitRepo
+s = GitRepo(sys.argv[1], remote="origin")
+for i in range(10):
+    s.commit_files(sys.argv[2], {f"w{sys.argv[3]}/{i}.txt": f"{i}".encode()}, f"writer {sys.argv[3]} commit {i}",
+                   {"Agent-Task": "42-avg", "Agent-Node": "w" + sys.argv[3], "Agent-Step": str(i)})
+"""
+
+
+def test_remote_two_clones_in_processes(tmp_path, repo, bare):
+    for i in range(30):  # the base has a history of its own
+        git(repo, "commit", "-q", "--allow-empty", "-m", f"user commit {i}")
+    git(repo, "push", "-q", str(bare), "main")
+    url = f"file://{bare}"
+    first = GitRepo.clone(url, tmp_path / "c0", "main")
+    assert first.git("rev-parse", "--is-shallow-repository").strip() == "true"
+    assert first.tip(BRANCH) is None  # missing on the remote: None, not an error
+    start = first.create_branch(BRANCH, "main")
+    with pytest.raises(AgentError, match="already exists"):
+        first.create_branch(BRANCH, "main")
+    clones = [GitRepo.clone(url, tmp_path / f"c{n}", BRANCH) for n in (1, 2)]
+    for c in clones:
+        assert c.git("rev-parse", "--is-shallow-repository").strip() == "true"
+        assert c.tip(BRANCH) == start
+    procs = [
+        subprocess.Popen([sys.executable, "-c", PUSHER, str(c.repo), BRANCH, str(n)], cwd=ROOT,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for n, c in enumerate(clones)
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err.decode()
+    assert git(bare, "rev-list", "--count", f"{start}..{BRANCH}").strip() == "20"
+    assert git(bare, "rev-list", "--merges", BRANCH).strip() == ""
+    # every commit has exactly one parent and the chain reaches the start: nothing was dropped
+    chain = git(bare, "rev-list", "--parents", f"{start}..{BRANCH}").splitlines()
+    assert all(len(line.split()) == 2 for line in chain)
+    subjects = git(bare, "log", "--format=%s", f"{start}..{BRANCH}").splitlines()
+    assert sorted(subjects) == sorted(f"writer {n} commit {i}" for n in range(2) for i in range(10))
+    # both writers' commits are interleaved in their own order
+    for n in range(2):
+        mine = [s for s in reversed(subjects) if s.startswith(f"writer {n} ")]
+        assert mine == [f"writer {n} commit {i}" for i in range(10)]
+
+    # the first clone sees it all after a fetch; reads use the remote-tracking ref
+    tip = first.tip(BRANCH)
+    assert tip == git(bare, "rev-parse", BRANCH).strip()
+    assert first.read_file(BRANCH, "w1/9.txt") == b"9"
+    assert len(first.list_files(BRANCH, "w0/")) == 10
+    # find_commit deepens the shallow history within the task, but never into the base
+    assert first.git("rev-list", "--count", f"refs/remotes/origin/{BRANCH}").strip() == "1"  # depth 1
+    found = first.find_commit(BRANCH, {"Agent-Node": "w0", "Agent-Step": "0", "Agent-Task": "42-avg"})
+    assert found and found.subject == "writer 0 commit 0"
+    assert first.find_commit(BRANCH, {"Agent-Task": "42-avg", "Agent-Node": "w0", "Agent-Step": "99"}) is None
+    assert int(first.git("rev-list", "--count", f"refs/remotes/origin/{BRANCH}")) < 51  # not all of main's
+
+
+def test_remote_conflict_and_auth_env(tmp_path, bare):
+    secret = "Authorization: Bearer sekrit-token-123"
+    auth = {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": secret}
+    a = GitRepo.clone(f"file://{bare}", tmp_path / "a", "main", auth_env=auth)
+    b = GitRepo.clone(f"file://{bare}", tmp_path / "b", "main", auth_env=auth)
+    a.create_branch(BRANCH, "main")
+    base = b.tip(BRANCH)
+    a.commit_files(BRANCH, {"plan.json": b"a"}, "a plan", {})
+    with pytest.raises(PushConflict):
+        b.commit_files(BRANCH, {"plan.json": b"b"}, "b plan", {}, base=base)
+    sha = b.commit_files(BRANCH, {"steps/b.md": b"b"}, "b step", {}, base=base)
+    assert git(bare, "rev-parse", BRANCH).strip() == sha
+    assert b.read_file(BRANCH, "plan.json") == b"a"
+    # the header is there for network commands only, and never in any config file
+    assert b.git("config", "--get", "http.extraHeader", network=True).strip() == secret
+    assert b.git("config", "--get", "http.extraHeader", check=False).strip() == ""
+    for r in (a, b):
+        assert "sekrit" not in (r.repo / ".git" / "config").read_text()
+    with pytest.raises(AgentError, match="password"):
+        GitRepo.clone("https://user:pw@example.com/r.git", tmp_path / "c")
+
+
+# ------------------------------------------------------------------ speed (reported, not asserted)
+
+
+def test_commit_files_timing(store, capsys):
+    times = []
+    for i in range(50):
+        t0 = time.perf_counter()
+        store.commit_files(BRANCH, {f".agent/tasks/42-avg/steps/{i:04d}-n1/result.md": b"r" * 200,
+                                    f".agent/tasks/42-avg/steps/{i:04d}-n1/step.json": b"{}"},
+                           f"agent(execute): step {i}", {**TRAILERS, "Agent-Step": str(i)})
+        times.append(time.perf_counter() - t0)
+    t0 = time.perf_counter()
+    for _ in range(20):
+        store.read_file(BRANCH, ".agent/tasks/42-avg/steps/0001-n1/result.md")
+    read_ms = (time.perf_counter() - t0) / 20 * 1000
+    with capsys.disabled():
+        print(f"\n[gitstore] commit_files median {statistics.median(times) * 1000:.1f} ms, "
+              f"p90 {sorted(times)[44] * 1000:.1f} ms over 50 (local mode); read_file {read_ms:.1f} ms")
+
+
+def test_one_commit_with_thousands_of_files(repo):
+    """A data set added in one commit: the blob writer must not deadlock on its pipes."""
+    g = GitRepo(repo)
+    g.create_branch("agent/task/big", "HEAD")
+    files = {f"data/part-{i:05d}.csv": f"{i},{i * i}\n".encode() for i in range(6000)}
+    g.commit_files("agent/task/big", files, "add a data set", {"Agent-Task": "big"})
+    assert len(g.list_files("agent/task/big", "data/part-")) == 6000
+    assert g.read_file("agent/task/big", "data/part-05999.csv") == files["data/part-05999.csv"]
+
+
+@pytest.mark.parametrize("trees", [True, False], ids=["hashed-trees", "index"])
+def test_both_tree_builders_make_the_same_tree(repo, trees):
+    """Commits are built from the changed trees only (SHA-1) or through a temporary index
+    (SHA-256 repositories): the same changes give the same tree either way."""
+    store = GitRepo(repo)
+    store._sha1_cache = trees
+    store.create_branch("agent/task/t", "main")
+    exe = (repo / "tool.sh")
+    changes = {"a/b/c.txt": b"c", "a/d.txt": b"d", "a.txt": b"x", "a-b": b"y", "top.txt": b"t", "z/y/x/w.txt": b"w"}
+    sha = store.commit_files("agent/task/t", changes, "one", {}, modes={"top.txt": "100755"})
+    sha = store.commit_files("agent/task/t", {"a/b/c.txt": None, "a/d.txt": b"d2", "z": None}, "two", {})
+    files = store.list_files(sha)
+    assert "a/b/c.txt" not in files and not any(f.startswith("z/") for f in files)
+    assert store.read_file(sha, "a/d.txt") == b"d2" and store.read_file(sha, "top.txt") == b"t"
+    assert git(repo, "ls-tree", sha, "top.txt").split()[0] == "100755"
+    git(repo, "fsck", "--no-dangling")  # well-formed trees, sorted as git sorts them
+    # the same edits through plain git give the same tree id
+    other = repo.parent / "plain"
+    git(repo.parent, "clone", "-q", str(repo), str(other))
+    git(other, "checkout", "-q", "main")
+    for p, v in changes.items():
+        (other / p).parent.mkdir(parents=True, exist_ok=True)
+        (other / p).write_bytes(v)
+    (other / "top.txt").chmod(0o755)
+    (other / "a/b/c.txt").unlink()
+    (other / "a/d.txt").write_bytes(b"d2")
+    import shutil as _sh
+    _sh.rmtree(other / "z")
+    git(other, "add", "-A")
+    assert git(other, "write-tree").strip() == git(repo, "rev-parse", f"{sha}^{{tree}}").strip()

@@ -1,0 +1,450 @@
+"""Sandbox backends: output, exit codes, cwd, scrubbed environment, redaction, limits, isolation."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import socket
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from agent.core.errors import SandboxError
+from agent.sandbox.backends import (
+    BubblewrapSandbox,
+    SandboxLimits,
+    SubprocessSandbox,
+    available_backends,
+    bwrap_works,
+    make_sandbox,
+    redact,
+    scrubbed_env,
+    truncate_middle,
+)
+from agent.core.seams import Sandbox
+
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
+
+BACKENDS = [
+    pytest.param("subprocess", id="subprocess"),
+    pytest.param("bubblewrap", id="bubblewrap", marks=needs_bwrap),
+]
+
+
+def sandbox(backend: str, **limits) -> Sandbox:
+    lim = SandboxLimits(backend=backend, **limits)
+    return SubprocessSandbox(lim) if backend == "subprocess" else BubblewrapSandbox(lim)
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def work(tmp_path: Path) -> Path:
+    d = tmp_path / "tree"
+    d.mkdir()
+    return d
+
+
+# -- basics -------------------------------------------------------------------------------------
+
+
+def test_protocol_and_hello(backend, work):
+    sb = sandbox(backend)
+    assert isinstance(sb, Sandbox) and sb.name == backend
+    obs = sb.run_python("print('hello world')", work)
+    assert obs.exit_code == 0
+    assert obs.stdout == "hello world\n"
+    assert obs.stderr == ""
+    assert not obs.timed_out and not obs.truncated
+    assert obs.backend == backend
+    assert obs.duration_ms >= 0
+
+    obs = sb.run_shell("echo hi; echo err >&2; exit 3", work)
+    assert (obs.exit_code, obs.stdout, obs.stderr) == (3, "hi\n", "err\n")
+
+
+def test_traceback_in_stderr(backend, work):
+    sb = sandbox(backend)
+    obs = sb.run_python("x = 1\nraise ValueError('boom 42')\n", work)
+    assert obs.exit_code == 1
+    assert "Traceback (most recent call last)" in obs.stderr
+    assert obs.stderr.rstrip().splitlines()[-1] == "ValueError: boom 42"
+
+
+def test_traceback_tail_survives_long_stderr(backend, work):
+    sb = sandbox(backend, max_output_chars=2000)
+    code = "import sys\nsys.stderr.write('noise ' * 200_000)\nraise KeyError('the-last-line')\n"
+    obs = sb.run_python(code, work)
+    assert obs.exit_code == 1 and obs.truncated
+    assert "elided" in obs.stderr
+    assert obs.stderr.rstrip().endswith("KeyError: 'the-last-line'")
+    assert len(obs.stderr) < 2200
+
+
+def test_cwd_and_files_persist(backend, work):
+    sb = sandbox(backend)
+    obs = sb.run_python("import os\nprint(os.getcwd())\nopen('out.txt', 'w').write('data')\n", work)
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.stdout.strip() == str(work.resolve())
+    assert (work / "out.txt").read_text() == "data"
+    obs = sb.run_shell("cat out.txt && pwd", work)
+    assert obs.stdout == f"data{work.resolve()}\n"
+    # the code file is not left in the working tree
+    assert sorted(p.name for p in work.iterdir()) == ["out.txt"]
+
+
+def test_python_on_path_is_the_same_interpreter(backend, work):
+    sb = sandbox(backend)
+    obs = sb.run_shell("python -c 'import sys, pydantic; print(sys.executable)'", work)
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.stdout.strip() == SandboxLimits().python
+
+
+def test_missing_cwd_is_a_sandbox_error(backend, tmp_path):
+    with pytest.raises(SandboxError, match="does not exist"):
+        sandbox(backend).run_python("print(1)", tmp_path / "nope")
+
+
+# -- environment and secrets --------------------------------------------------------------------
+
+
+def test_environment_scrubbed_and_secrets_redacted(backend, work, monkeypatch):
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-api03-abcdefghijklmnopqrstuvwxyz")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_abcdefghijklmnopqrstuvwxyz0123456789")
+    monkeypatch.setenv("MY_SECRET_TOKEN", "plain-value-hunter2-xyz")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP")
+    monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
+    sb = sandbox(backend)
+    code = (
+        "import os, json\n"
+        "print(json.dumps(dict(os.environ)))\n"
+        "print('leak:', 'plain-value-hunter2-xyz')\n"
+    )
+    obs = sb.run_python(code, work)
+    assert obs.exit_code == 0, obs.stderr
+    env_line, leak_line = obs.stdout.splitlines()
+    import json
+
+    env = json.loads(env_line)
+    for name in ("ANTHROPIC_API_KEY", "GITHUB_TOKEN", "MY_SECRET_TOKEN", "AWS_ACCESS_KEY_ID", "PYTHONPATH"):
+        assert name not in env
+    assert not [k for k in env if any(w in k for w in ("KEY", "TOKEN", "SECRET", "GITHUB", "ANTHROPIC", "AWS"))]
+    assert env["PYTHONDONTWRITEBYTECODE"] == "1" and env["MPLBACKEND"] == "Agg"
+    assert env["HOME"] != os.environ.get("HOME")
+    assert leak_line == "leak: [REDACTED]"
+
+    obs = sb.run_shell("echo $HOME; touch $HOME/x && echo home-writable; echo ghp_0123456789abcdefghijABCDEFGHIJ012345", work)
+    assert obs.exit_code == 0, obs.stderr
+    assert "home-writable" in obs.stdout
+    assert "ghp_" not in obs.stdout and "[REDACTED]" in obs.stdout
+
+
+def test_extra_env_passes_but_not_credentials(backend, work):
+    lim = SandboxLimits(backend=backend)
+    cls = SubprocessSandbox if backend == "subprocess" else BubblewrapSandbox
+    sb = cls(lim, env={"AGENT_STEP_DIR": "/steps/1"})
+    assert sb.run_shell("echo $AGENT_STEP_DIR", work).stdout == "/steps/1\n"
+    with pytest.raises(SandboxError, match="credential"):
+        cls(lim, env={"OPENAI_API_KEY": "x"})
+
+
+def test_scrubbed_env_allow_list(monkeypatch, tmp_path):
+    monkeypatch.setenv("GITHUB_TOKEN", "ghs_x" * 10)
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-" + "a" * 30)
+    monkeypatch.setenv("SOMETHING_ELSE", "harmless")
+    env = scrubbed_env({"AGENT_STEP_DIR": "/s"}, home=tmp_path, tmpdir=tmp_path)
+    assert set(env) == {
+        "PATH", "LANG", "LC_ALL", "TZ", "TERM", "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "MPLBACKEND", "AGENT_STEP_DIR",
+    }
+    assert env["HOME"] == str(tmp_path)
+    with pytest.raises(SandboxError):
+        scrubbed_env({"PYTHONPATH": "/x"}, home=tmp_path, tmpdir=tmp_path)
+
+
+def test_redact_patterns():
+    text = (
+        "a ghp_abcdefghijklmnopqrstuvwxyz0123456789 b github_pat_11ABCDEFG0123456789_abcdefghijklmnop "
+        "c sk-ant-api03-abc_def-ghijklmnop d sk-proj-abcdefghijklmnopqrstuvwx e AKIAIOSFODNN7EXAMPLE "
+        "f -----BEGIN RSA PRIVATE KEY-----\nMIIEow\n-----END RSA PRIVATE KEY----- g mysecretvalue h short"
+    )
+    out = redact(text, ["mysecretvalue", "short"])
+    for frag in ("ghp_", "github_pat_", "sk-ant", "sk-proj", "AKIA", "MIIEow", "mysecretvalue"):
+        assert frag not in out
+    assert "short" in out  # under 8 characters: not treated as a secret
+    assert out.count("[REDACTED]") == 7
+    assert redact("task-list and risk-free words", []) == "task-list and risk-free words"
+    assert "MIIE" not in redact("x -----BEGIN OPENSSH PRIVATE KEY-----\nMIIE... (cut)", [])
+
+
+def test_truncate_middle():
+    text, cut = truncate_middle("a" * 50 + "b" * 50, 20)
+    assert cut and text.startswith("a" * 10) and text.endswith("b" * 10)
+    assert "[... 80 characters elided ...]" in text
+    assert truncate_middle("short", 20) == ("short", False)
+
+
+# -- limits -------------------------------------------------------------------------------------
+
+
+def _live_processes_with(marker: str) -> list[int]:
+    """Host pids (not zombies) whose command line contains marker."""
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+            state = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if marker in cmd and state != "Z":
+            found.append(int(d))
+    return found
+
+
+def _live_group_members(pgid: int) -> list[int]:
+    found = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            fields = Path(f"/proc/{d}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid and fields[0] != "Z":
+            found.append(int(d))
+    return found
+
+
+def test_timeout_kills_loop_and_children(backend, work):
+    sb = sandbox(backend)
+    marker = f"1000.{uuid.uuid4().int % 10**8:08d}"  # unique `sleep` argument to find it by
+    cmd = f"sleep {marker} &\necho $$\nwhile :; do :; done\n"
+    t0 = time.monotonic()
+    obs = sb.run_shell(cmd, work, timeout=1.5)
+    assert time.monotonic() - t0 < 10
+    assert obs.timed_out
+    assert obs.exit_code is None or obs.exit_code < 0
+    assert "timed out after 1.5 s" in obs.stderr
+    assert 1400 <= obs.duration_ms < 10000
+    deadline = time.monotonic() + 3
+    while _live_processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_processes_with(marker) == []
+    if backend == "subprocess":
+        pgid = int(obs.stdout.split()[0])  # bash -c is the session and group leader
+        # Dead members may linger briefly as zombies until init reaps them; none may be alive.
+        assert _live_group_members(pgid) == []
+        deadline = time.monotonic() + 3
+        while time.monotonic() < deadline:
+            try:
+                os.killpg(pgid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            assert _live_group_members(pgid) == []
+
+
+def test_python_timeout(backend, work):
+    obs = sandbox(backend).run_python("print('started', flush=True)\nwhile True:\n    pass\n", work, timeout=1)
+    assert obs.timed_out and obs.stdout == "started\n"
+    assert "timed out after 1 s" in obs.stderr
+
+
+def test_background_process_does_not_outlive_a_normal_exit(backend, work):
+    marker = f"1000.{uuid.uuid4().int % 10**8:08d}"
+    obs = sandbox(backend).run_shell(f"sleep {marker} &\necho done", work, timeout=10)
+    assert obs.exit_code == 0 and obs.stdout == "done\n" and not obs.timed_out
+    deadline = time.monotonic() + 3
+    while _live_processes_with(marker) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert _live_processes_with(marker) == []
+
+
+def test_huge_output_is_bounded(backend, work):
+    sb = sandbox(backend, max_output_chars=4000)
+    code = (
+        "import sys\n"
+        "sys.stdout.write('FIRST-LINE\\n')\n"
+        "chunk = ('x' * 1023 + '\\n') * 1024\n"
+        "for _ in range(100):\n"
+        "    sys.stdout.write(chunk)\n"  # 100 MiB
+        "sys.stdout.write('LAST-LINE\\n')\n"
+    )
+    t0 = time.monotonic()
+    obs = sb.run_python(code, work, timeout=30)
+    elapsed = time.monotonic() - t0
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.truncated
+    assert obs.stdout.startswith("FIRST-LINE\n")
+    assert obs.stdout.endswith("LAST-LINE\n")
+    assert "bytes elided" in obs.stdout
+    assert len(obs.stdout) < 4200
+    assert elapsed < 15
+
+
+def test_memory_limit(backend, work):
+    sb = sandbox(backend, memory_mb=512)
+    obs = sb.run_python("b = bytearray(4 * 1024**3)\nprint('allocated')\n", work, timeout=20)
+    assert obs.exit_code != 0
+    assert "allocated" not in obs.stdout
+    assert "MemoryError" in obs.stderr
+
+
+def test_file_size_limit(backend, work):
+    sb = sandbox(backend, file_size_mb=5)
+    code = "with open('big.bin', 'wb') as f:\n    for _ in range(8):\n        f.write(b'\\0' * 1024 * 1024)\nprint('wrote')\n"
+    obs = sb.run_python(code, work, timeout=20)
+    assert obs.exit_code != 0
+    assert "wrote" not in obs.stdout
+    assert "File too large" in obs.stderr
+    assert (work / "big.bin").stat().st_size <= 5 * 1024 * 1024
+
+
+# -- bubblewrap isolation -----------------------------------------------------------------------
+
+
+@needs_bwrap
+def test_bwrap_cannot_write_outside_cwd(work):
+    sb = sandbox("bubblewrap")
+    name = f"agent-sandbox-probe-{uuid.uuid4().hex[:8]}"
+    for target in (f"/etc/{name}", f"/root/{name}", f"/usr/{name}"):
+        obs = sb.run_shell(f"echo x > {target}", work)
+        assert obs.exit_code != 0, target
+        # /root is hidden behind an empty read-only tmpfs (hide_paths): "Permission denied" there
+        assert "Read-only file system" in obs.stderr or "Permission denied" in obs.stderr, obs.stderr
+        assert not os.path.exists(target)
+    # the tree's parent is under the private /tmp here: writable inside, never reaches the host
+    obs = sb.run_shell(f"echo x > ../{name}", work)
+    assert not (work.parent / name).exists()
+    # /tmp inside is a private tmpfs: writable, but gone afterwards
+    obs = sb.run_shell(f"echo x > /tmp/{name} && cat /tmp/{name}", work)
+    assert obs.exit_code == 0 and obs.stdout == "x\n"
+    assert not os.path.exists(f"/tmp/{name}")
+
+
+@pytest.fixture
+def listener():
+    srv = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(5)
+    stop = threading.Event()
+
+    def accept():
+        srv.settimeout(0.2)
+        while not stop.is_set():
+            try:
+                c, _ = srv.accept()
+                c.close()
+            except OSError:
+                pass
+
+    t = threading.Thread(target=accept, daemon=True)
+    t.start()
+    yield srv.getsockname()[1]
+    stop.set()
+    t.join()
+    srv.close()
+
+
+NET_CODE = (
+    "import socket, sys\n"
+    "try:\n"
+    "    socket.create_connection(('127.0.0.1', {port}), timeout=3).close()\n"
+    "    print('connected')\n"
+    "except OSError as e:\n"
+    "    print('failed', e)\n"
+)
+
+
+@needs_bwrap
+def test_bwrap_network_off(work, listener):
+    # sanity: the listener answers from the host (and from the subprocess backend)
+    obs = sandbox("subprocess").run_python(NET_CODE.format(port=listener), work)
+    assert obs.stdout.startswith("connected"), obs
+    obs = sandbox("bubblewrap").run_python(NET_CODE.format(port=listener), work)
+    assert obs.stdout.startswith("failed"), obs
+    obs = sandbox("bubblewrap", network=True).run_python(NET_CODE.format(port=listener), work)
+    assert obs.stdout.startswith("connected"), obs
+
+
+@needs_bwrap
+def test_bwrap_hides_host_processes(work):
+    obs = sandbox("bubblewrap").run_shell("ls /proc | grep -c '^[0-9]'", work)
+    assert obs.exit_code == 0
+    assert int(obs.stdout) < 10  # only the sandbox's own processes
+
+
+@needs_bwrap
+def test_bwrap_extra_ro_paths(work, tmp_path):
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "a.txt").write_text("hello")
+    sb = sandbox("bubblewrap", extra_ro_paths=[(str(data), "/tmp/data")])
+    obs = sb.run_shell("cat /tmp/data/a.txt; echo x > /tmp/data/b.txt", work)
+    assert obs.stdout == "hello"
+    assert obs.exit_code != 0 and "Read-only" in obs.stderr
+
+
+@needs_bwrap
+def test_bwrap_refuses_tmp_as_cwd():
+    with pytest.raises(SandboxError, match="subdirectory"):
+        sandbox("bubblewrap").run_shell("true", Path("/tmp"))
+
+
+# -- choosing a backend -------------------------------------------------------------------------
+
+
+@needs_bwrap
+def test_auto_picks_bubblewrap_here():
+    assert available_backends()[0] == "bubblewrap"
+    sb = make_sandbox()
+    assert sb.name == "bubblewrap"
+    assert make_sandbox(SandboxLimits(backend="subprocess")).name == "subprocess"
+
+
+def test_auto_falls_back_to_subprocess(monkeypatch):
+    import agent.sandbox.backends as mod
+
+    monkeypatch.setattr(mod, "bwrap_works", lambda: False)
+    monkeypatch.setattr(mod, "docker_engine_answers", lambda: False)
+    assert mod.available_backends() == ["subprocess"]
+    assert mod.make_sandbox().name == "subprocess"
+    with pytest.raises(SandboxError, match="'bubblewrap' is not available here; available: subprocess"):
+        mod.make_sandbox(SandboxLimits(backend="bubblewrap"))
+
+
+def test_docker_without_an_engine_is_a_clear_error():
+    from agent.sandbox.backends import docker_engine_answers
+
+    if docker_engine_answers():
+        pytest.skip("a docker engine answers here")
+    with pytest.raises(SandboxError, match="sandbox backend 'docker' is not available") as e:
+        make_sandbox(SandboxLimits(backend="docker"))
+    assert "available:" in str(e.value)
+
+
+def test_bubblewrap_runs_an_interpreter_that_lives_under_tmp(tmp_path):
+    """A checkout (and its .venv) under /tmp must still run: the private /tmp would hide it."""
+    from agent.sandbox.backends import BubblewrapSandbox, SandboxLimits, bwrap_works
+
+    if not bwrap_works():
+        pytest.skip("bubblewrap cannot run here")
+    assert str(tmp_path).startswith("/tmp/")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    work = tmp_path / "work"
+    work.mkdir()
+    sb = BubblewrapSandbox(SandboxLimits(python=str(venv / "bin" / "python"), timeout_s=30))
+    obs = sb.run_python("import sys; print(sys.prefix)", work)
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.stdout.strip() == str(venv)
