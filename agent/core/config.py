@@ -13,6 +13,7 @@ A bad value is one line naming the file and the field.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -34,15 +35,43 @@ class ModelsConfig(BaseModel):
     executor: str = Field("anthropic:claude-haiku-4-5", description="Cheap model: writes and runs the code.")
 
 
+# Files that git itself reads from a tree: never taken from the model (a .gitattributes filter
+# or a .gitmodules URL would act on whoever checks the branch out).
+GIT_FILES = [".gitattributes", ".gitmodules", ".lfsconfig", ".mailmap"]
+
+# Files that build tools, test runners, package managers, editors and CI run or load as code.
+TOOL_FILES = [
+    "Makefile", "makefile", "GNUmakefile", "*.mk", "CMakeLists.txt", "*.cmake", "meson.build", "BUILD", "BUILD.bazel",
+    "WORKSPACE", "*.bzl", "Justfile", "justfile", "Taskfile.yml", "Rakefile", "Gemfile", "*.gemspec", "Jenkinsfile",
+    "build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts", "gradlew", "gradle-wrapper.properties",
+    "pom.xml", "build.sbt", "Cargo.toml", "build.rs", "package.json", ".npmrc", ".yarnrc", ".yarnrc.yml", "*.csproj",
+    "setup.py", "setup.cfg", "pyproject.toml", "tox.ini", "noxfile.py", "conftest.py", "pytest.ini", "sitecustomize.py",
+    "usercustomize.py", "*.pth", "requirements*.txt", "Pipfile", "Dockerfile", "*.dockerfile", "docker-compose*.yml",
+    "compose*.yml", ".pre-commit-config.yaml", ".envrc", ".env", ".gitlab-ci.yml", ".travis.yml", "azure-pipelines.yml",
+    ".circleci/**", ".buildkite/**", ".devcontainer/**", ".vscode/**", ".idea/**", ".husky/**", ".githooks/**",
+]
+
+
 class PolicyConfig(BaseModel):
-    """What the agent may change in the repository."""
+    """What the model's code may change in the repository (agent/safety/policy.py). A pattern
+    without '/' matches a file name at any depth; one with '/' the whole path."""
 
     model_config = ConfigDict(extra="forbid")
     refused_paths: list[str] = Field(
-        default_factory=lambda: [".github/workflows/*", ".github/workflows/**", ".git/*", ".agent/*"],
-        description="Glob patterns of paths the agent may never change (its own step folder excepted).",
+        default_factory=lambda: [".github/**", *GIT_FILES],
+        description="Paths never committed. Besides these, nothing under .git or under .agent/ (but the step's own "
+        "folder) is ever taken, whatever this says.",
     )
-    max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed.")
+    tool_files: list[str] = Field(default_factory=lambda: list(TOOL_FILES),
+                                  description="Files that build tools, test runners, package managers or CI execute.")
+    tool_files_action: Literal["refuse", "flag", "allow"] = Field(
+        "refuse", description="refuse: not committed; flag: committed and listed at the top of the pull request; allow.")
+    existing_files_action: Literal["flag", "refuse", "allow"] = Field(
+        "flag", description="A change to (or deletion of) a file that was in the tree before the step.")
+    symlinks: Literal["refuse", "allow"] = Field("refuse", description="Symbolic links the code made.")
+    max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed (nor read).")
+    max_step_mb: float = Field(100.0, gt=0, description="All files one step produced together; the rest is refused unread.")
+    max_files: int = Field(5000, ge=1, description="Changed files one step may leave; the rest is refused unread.")
 
 
 class TriggerConfig(BaseModel):

@@ -42,7 +42,7 @@ class Runtime:
 
     def __post_init__(self) -> None:
         if hasattr(self.git, "redact") and self.git.redact is None:  # reliability: nothing secret is committed
-            from agent.core.policy import redact_for_commit
+            from agent.safety.secrets import redact_for_commit
 
             self.git.redact = redact_for_commit
         if self.run_url is None and os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_REPOSITORY"):

@@ -9,9 +9,12 @@ from __future__ import annotations
 
 from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Literal, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # pragma: no cover
+    from agent.git.checkout import Checkout
 
 from agent.models.base import ModelRequest, ModelResponse
 from agent.core.state import Observation
@@ -64,7 +67,8 @@ class Dispatcher(Protocol):
 @runtime_checkable
 class GitStore(Protocol):
     """Git as the whole state: read files at refs, commit file sets with trailers, publish
-    branches with fetch-rebase-retry, and check out throwaway working trees."""
+    branches with fetch-rebase-retry, and export throwaway working trees (plain directories with
+    no ``.git``; ``Checkout.collect()`` reads back what changed without following links)."""
 
     repo: Path
 
@@ -89,4 +93,5 @@ class GitStore(Protocol):
         base: str | None = None,
     ) -> str: ...
 
-    def worktree(self, ref: str, name: str, sparse: list[str] | None = None) -> AbstractContextManager[Path]: ...
+    def checkout(self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (),
+                 keep: tuple[str, ...] | list[str] = ()) -> AbstractContextManager["Checkout"]: ...

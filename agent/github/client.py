@@ -204,9 +204,9 @@ class GitHubClient:
         """Text about to be posted (comments, PR title and body): secret values this process
         knows (credential-named variables, this client's token) and common token shapes are
         replaced by [REDACTED] -- the last guard before anything reaches GitHub."""
-        from agent.sandbox.backends import env_secrets, redact
+        from agent.safety.secrets import process_secrets, redact
 
-        return redact(text or "", env_secrets() + [self._token])
+        return redact(text or "", process_secrets() + [self._token])
 
     # -- error translation -----------------------------------------------------------------
 

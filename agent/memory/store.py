@@ -33,7 +33,6 @@ import random
 import re
 import shutil
 import stat
-import subprocess
 import tempfile
 import threading
 import time
@@ -47,6 +46,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.core.errors import AgentError, ConfigError, GitError, PushRetriesExhausted
+from agent.git.process import run_git
 from agent.git.repo import GitRepo
 from agent.memory.retrieval import BM25Index, EmbeddingIndex, Retriever, embed, embed_model_path
 from agent.core.state import NodeStatus, TASK_ID_RE, check_task_id, format_validation_error, utcnow
@@ -395,10 +395,7 @@ class MemoryStore:
         """The contents of blobs ``oids``, in order, from one ``git cat-file --batch``."""
         if not oids:
             return []
-        p = subprocess.run(
-            ["git", "-C", str(self.git.repo), "cat-file", "--batch"], input=("\n".join(oids) + "\n").encode(),
-            capture_output=True, env=self.git._env,
-        )
+        p = self.git._run(["cat-file", "--batch"], input=("\n".join(oids) + "\n").encode(), check=False)
         if p.returncode != 0:
             raise GitError(["cat-file", "--batch"], p.returncode, p.stderr.decode(errors="replace"))
         out, pos, buf = [], 0, p.stdout
@@ -633,22 +630,22 @@ class MemoryStore:
 def _init_cache_repo(path: Path, url: str) -> None:
     """A bare partial-clone repository for the remote's memory branch (made once, atomically)."""
     if (path / "HEAD").exists():
-        cur = subprocess.run(["git", "-C", str(path), "config", "--get", "remote.origin.url"], capture_output=True, text=True).stdout.strip()
+        cur = run_git(["config", "--get", "remote.origin.url"], git_dir=path, check=False).stdout.decode().strip()
         if cur != url:
-            subprocess.run(["git", "-C", str(path), "config", "remote.origin.url", url], check=True, capture_output=True)
+            run_git(["config", "remote.origin.url", url], git_dir=path)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".tmp-memory-", dir=path.parent))
     try:
+        run_git(["init", "-q", "--bare", str(tmp)])
         for args in (
-            ["init", "-q", "--bare"],
             ["config", "remote.origin.url", url],
             ["config", "remote.origin.promisor", "true"],
             ["config", "remote.origin.partialclonefilter", "blob:none"],
             ["config", "gc.auto", "0"],
             ["config", "maintenance.auto", "false"],
         ):
-            subprocess.run(["git", "-C", str(tmp), *args], check=True, capture_output=True)
+            run_git(args, git_dir=tmp)
         os.rename(tmp, path)
     except OSError:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -126,7 +126,6 @@ class SandboxLimits(BaseModel):
 
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SECRET_NAME_RE = re.compile(r"KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.IGNORECASE)
 
 
 def scrubbed_env(
@@ -174,41 +173,8 @@ def scrubbed_env(
     return env
 
 
-# --------------------------------------------------------------------------------------------
-# Redaction
-
-REDACTED = "[REDACTED]"
-_TOKEN_PATTERNS: list[re.Pattern[str]] = [
-    # PEM private keys (a block cut off by truncation is masked to the end of the text).
-    re.compile(
-        r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----.*?(?:-----END [A-Z0-9 ]*PRIVATE KEY-----|\Z)", re.DOTALL
-    ),
-    re.compile(r"github_pat_[A-Za-z0-9_]{20,}"),
-    re.compile(r"\bgh[pousr]_[A-Za-z0-9]{20,}"),
-    re.compile(r"(?<![A-Za-z0-9])sk-ant-[A-Za-z0-9_\-]{10,}"),
-    re.compile(r"(?<![A-Za-z0-9])sk-[A-Za-z0-9_\-]{20,}"),
-    re.compile(r"\b(?:AKIA|ASIA)[0-9A-Z]{16}\b"),
-    re.compile(r"\bxox[abposr]-[A-Za-z0-9\-]{10,}"),
-]
-
-
-def env_secrets(environ: dict[str, str] | None = None) -> list[str]:
-    """Values (8+ characters) of variables whose names look like credentials."""
-    environ = os.environ if environ is None else environ
-    return [v for k, v in environ.items() if SECRET_NAME_RE.search(k) and len(v) >= 8]
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    """Replace each known secret value (8+ characters) and common token shapes with [REDACTED]."""
-    if not text:
-        return text
-    # Longest first, so a secret that contains another is masked whole.
-    for s in sorted({s for s in secrets if s and len(s) >= 8}, key=len, reverse=True):
-        if s in text:
-            text = text.replace(s, REDACTED)
-    for pat in _TOKEN_PATTERNS:
-        text = pat.sub(REDACTED, text)
-    return text
+# Redaction: one place for it (agent/safety/secrets.py); the old names stay for callers.
+from agent.safety.secrets import REDACTED, SECRET_NAME_RE, process_secrets as env_secrets, redact  # noqa: E402,F401
 
 
 # --------------------------------------------------------------------------------------------

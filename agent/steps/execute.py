@@ -11,7 +11,8 @@ from typing import Any
 from agent.brain.branch import list_tools
 from agent.core.errors import FatalModelError, ModelError
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
-from agent.core.policy import filter_changes
+from agent.git.checkout import Caps
+from agent.safety.policy import decide
 from agent.core.prompts import render
 from agent.observe.render import checklist, fmt_tokens
 from agent.core.runtime import Runtime
@@ -84,8 +85,13 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
 
     # The checkout holds the repository and the step folders of the nodes this one depends on
     # (their produced files), not the whole task history: it stays the same size at step 200.
-    sparse = ["/*", "!/.agent/"] + [f"/{snap.step_dir(d.step, d.id)}/" for d in _dep_nodes(snap, node) if d.step is not None]
-    with rt.git.worktree(snap.tip, name=f"{job.task}-{seq}", sparse=sparse) as wt:
+    # It is a plain directory (no .git): nothing the code leaves there is ever run by the host.
+    keep = [f"{snap.step_dir(d.step, d.id)}/" for d in _dep_nodes(snap, node) if d.step is not None]
+    policy = rt.config.policy
+    caps = Caps(max_file_bytes=int(policy.max_file_mb * 2**20), max_total_bytes=int(policy.max_step_mb * 2**20),
+                max_entries=policy.max_files)
+    with rt.git.checkout(snap.tip, name=f"{job.task}-{seq}", skip=[".agent/"], keep=keep) as co:
+        wt = co.path
         files = [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
         (wt / sdir).mkdir(parents=True, exist_ok=True)
         node_text = render(
@@ -145,25 +151,25 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             result = f"**Not finished:** {error}.\n"
             if last is not None:
                 result += f"\nLast observation (exit code {last.exit_code}):\n\n```\n{(last.stdout or last.stderr)[-1500:]}\n```\n"
-        produced = rt.git.changed_files(wt)
+        collected = co.collect(caps)
+        existing = {p for p in co.manifest if not p.startswith(".agent/")}
 
-    own = (sdir + "/",)
-    produced = {p: d for p, d in produced.items() if not (p.startswith(sdir + "/") and Path(p).name in ("turns.jsonl", "result.md", "step.json"))}
-    kept, refused = filter_changes(produced, rt.config.policy, allowed_prefixes=own)
+    decision = decide(collected.changes, policy, own_dir=sdir, existing=existing)
+    refused = collected.refused + decision.refused
     duration_ms = int((time.monotonic() - t0) * 1000)
     record = StepRecord(
         task_id=job.task, seq=seq, role="executor", node=node.id, agent=agent.name, model=model.name,
         status=status if finished else "failed", turns=len(turns), usage=usage, cost_usd=round(cost, 6),
         duration_ms=duration_ms, started_at=started, finished_at=utcnow(),
-        artifacts=sorted(p for p, d in kept.items() if d is not None), refused=refused, error=error if not finished or status == "failed" else None,
+        artifacts=sorted(p for p, d in decision.kept.items() if d is not None), refused=refused, flagged=decision.flagged, error=error if not finished or status == "failed" else None,
     )
-    changes: dict[str, bytes | None] = dict(kept)
+    changes: dict[str, bytes | None] = dict(decision.kept)
     changes[f"{sdir}/turns.jsonl"] = "".join(t.model_dump_json() + "\n" for t in turns).encode()
     changes[f"{sdir}/result.md"] = (result.strip() + "\n").encode()
     changes[f"{sdir}/step.json"] = dump_state(record)
     subject = f"agent(execute): {node.id} {node.title}"[:200]
     trailers = rt.trailers(job.task, seq, "executor", node=node.id, model=model.name, usage=usage, cost=record.cost_usd, duration_ms=duration_ms)
-    sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
+    sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip, modes=decision.modes)
     if rt.on_commit:
         rt.on_commit(sha)
     rt.reporter.event("step", node=node.id, status=record.status, turns=record.turns, seconds=duration_ms / 1000, cost=record.cost_usd)

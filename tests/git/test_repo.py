@@ -165,8 +165,8 @@ def test_identity_never_from_user_config(repo, store):
         (hooks / h).chmod(0o755)
     git(repo, "config", "core.hooksPath", str(hooks))
     store.commit_files(BRANCH, {"a.txt": b"a"}, "s", {})
-    with store.worktree(BRANCH, "hooked") as wt:  # a failing post-checkout hook is not run
-        assert (wt / "a.txt").read_bytes() == b"a"
+    with store.checkout(BRANCH, "hooked") as co:  # a failing post-checkout hook is not run
+        assert (co.path / "a.txt").read_bytes() == b"a"
     assert git(repo, "log", "-1", "--format=%an %ae %cn %ce", BRANCH).split() == ["gitops-agent", "gitops-agent@localhost"] * 2
 
 
@@ -314,14 +314,22 @@ def test_log_and_find_commit(store):
     assert store.find_commit(BRANCH, {"Agent-Step": "12"}).subject == "agent(execute): step 12"
 
 
-# ------------------------------------------------------------------ worktrees
+# ------------------------------------------------------------------ checkouts
 
 
-def test_worktree_changed_files(repo, store):
+def _changes(co) -> dict:
+    got = co.collect()
+    return {p: (o.kind, o.data, o.mode) for p, o in got.changes.items()}
+
+
+def test_checkout_is_a_plain_directory_and_collect_finds_every_change(repo, store):
     git(repo, "commit", "-q", "--allow-empty", "-m", "user keeps working")  # unrelated user activity
-    with store.worktree(BRANCH, "step-0001") as wt:
-        assert wt == store.common_dir / "gitops-agent" / "worktrees" / "step-0001"
-        assert (wt / "README.md").read_text() == "hello\n"
+    with store.checkout(BRANCH, "step-0001") as co:
+        wt = co.path
+        assert wt == store.common_dir / "gitops-agent" / "checkouts" / "step-0001"
+        assert not (wt / ".git").exists()  # nothing there for git to discover
+        assert (wt / "README.md").read_text() == "hello\n" and os.access(wt / "run.sh", os.X_OK)
+        assert _changes(co) == {}
         (wt / "README.md").write_text("changed\n")
         (wt / "my file ü.txt").write_text("new\n")
         (wt / "out" / "deep").mkdir(parents=True)
@@ -331,52 +339,61 @@ def test_worktree_changed_files(repo, store):
         (wt / "debug.log").write_text("ignored\n")
         (wt / "tool").write_text("#!/bin/sh\n")
         (wt / "tool").chmod(0o755)
-        changed = store.changed_files(wt)
+        (wt / "run.sh").write_text("#!/bin/sh\necho hi\n")  # rewritten with the same content
+        changed = _changes(co)
         assert changed == {
-            "README.md": b"changed\n",
-            "my file ü.txt": b"new\n",
-            "out/deep/x.bin": b"\0\1",
-            "data/orders.csv": None,
-            ".gitignore": b"*.log\n",
-            "tool": b"#!/bin/sh\n",
+            "README.md": ("file", b"changed\n", "100644"),
+            "my file ü.txt": ("file", b"new\n", "100644"),
+            "out/deep/x.bin": ("file", b"\0\1", "100644"),
+            "data/orders.csv": ("deleted", None, "100644"),
+            ".gitignore": ("file", b"*.log\n", "100644"),
+            "tool": ("file", b"#!/bin/sh\n", "100755"),
         }
-        assert store.file_modes(wt, list(changed)) == {
-            "README.md": "100644", "my file ü.txt": "100644", "out/deep/x.bin": "100644", ".gitignore": "100644", "tool": "100755"}
-        sha = store.commit_files(BRANCH, changed, "step", {}, modes=store.file_modes(wt, list(changed)))
+        got = co.collect().changes
+        sha = store.commit_files(BRANCH, {p: o.data for p, o in got.items()}, "step", {},
+                                 modes={p: o.mode for p, o in got.items() if o.kind != "deleted"})
         assert store.read_file(sha, "my file ü.txt") == b"new\n"
         assert store.read_file(sha, "data/orders.csv") is None
         assert "100755 blob" in git(repo, "ls-tree", sha, "tool")
     assert not wt.exists()
-    assert str(wt) not in git(repo, "worktree", "list")
+    assert git(repo, "worktree", "list").count("\n") == 1  # no worktree was ever registered
     assert git(repo, "status", "--porcelain") == ""
 
 
-def test_worktree_stale_and_parallel(repo, store):
-    # a killed run left its worktree behind (registered, dirty)
-    stale = store.common_dir / "gitops-agent" / "worktrees" / "w1"
-    git(repo, "worktree", "add", "--detach", str(stale), "main")
-    (stale / "junk").write_text("left over")
-    with store.worktree(BRANCH, "w1") as wt:
-        assert not (wt / "junk").exists()
-    # registered but its directory vanished
-    git(repo, "worktree", "add", "--detach", str(stale), "main")
-    import shutil
-    shutil.rmtree(stale)
-    with store.worktree("main", "w1") as wt:
-        assert (wt / "README.md").exists()
-    # unregistered leftover directory
-    stale.mkdir(parents=True)
-    (stale / "junk").write_text("x")
-    with store.worktree("main", "w1") as wt:
-        assert not (wt / "junk").exists()
+def test_checkout_skip_and_keep_prefixes(repo, store):
+    store.commit_files(BRANCH, {".agent/tasks/t/steps/0002-n1/out.csv": b"1", ".agent/tasks/t/steps/0003-n2/x": b"2"}, "s", {})
+    with store.checkout(BRANCH, "sk", skip=[".agent/"], keep=[".agent/tasks/t/steps/0002-n1/"]) as co:
+        assert (co.path / ".agent/tasks/t/steps/0002-n1/out.csv").read_bytes() == b"1"
+        assert not (co.path / ".agent/tasks/t/steps/0003-n2").exists()
+        assert _changes(co) == {}  # what was not exported is not "deleted"
+
+
+def test_checkout_stale_and_parallel(repo, store):
+    base = store.common_dir / "gitops-agent" / "checkouts"
+    # a killed run left its checkout behind, with the marker of a process that is gone
+    (base / "w1").mkdir(parents=True)
+    (base / "w1" / "junk").write_text("left over")
+    (base / "w1.pid").write_text("999999999")
+    # and another one from a dead process, under another name
+    (base / "w9").mkdir()
+    (base / "w9.pid").write_text("999999998")
+    with store.checkout(BRANCH, "w1") as co:
+        assert not (co.path / "junk").exists() and (co.path / "README.md").exists()
+        assert not (base / "w9").exists() and not (base / "w9.pid").exists()
+        # a read-only directory the code made does not stop the clean-up
+        (co.path / "ro" / "deep").mkdir(parents=True)
+        (co.path / "ro" / "deep" / "f").write_text("x")
+        os.chmod(co.path / "ro" / "deep", 0o500)
+        os.chmod(co.path / "ro", 0o500)
+    assert not (base / "w1").exists() and not (base / "w1.pid").exists()
 
     errors = []
 
     def use(n):
         try:
-            with store.worktree(BRANCH, f"par-{n}") as wt:
-                (wt / f"f{n}").write_text(str(n))
-                assert store.changed_files(wt) == {f"f{n}": str(n).encode()}
+            with store.checkout(BRANCH, f"par-{n}") as co:
+                (co.path / f"f{n}").write_text(str(n))
+                assert _changes(co) == {f"f{n}": ("file", str(n).encode(), "100644")}
         except Exception as e:  # pragma: no cover
             errors.append(e)
 
@@ -386,7 +403,7 @@ def test_worktree_stale_and_parallel(repo, store):
     for th in threads:
         th.join()
     assert not errors
-    assert git(repo, "worktree", "list", "--porcelain").count("worktree ") == 1
+    assert list(base.iterdir()) == []
 
 
 # ------------------------------------------------------------------ remote mode

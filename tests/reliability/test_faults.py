@@ -68,7 +68,7 @@ def test_kill_9_during_a_sandbox_run_leaves_no_process_and_resume_finishes(tmp_p
     responder = one_node_responder(n1)
     with FakeAnthropic(api_key=KEY, responder=responder, min_cache_tokens=0) as srv:
         p = cli(repo, srv.url, "--config", str(cfg), "--model", SPEC, QUESTION)
-        wts = repo / ".git" / "gitops-agent" / "worktrees"
+        wts = repo / ".git" / "gitops-agent" / "checkouts"
         wait_for(lambda: list(wts.glob("*/started.txt")), 60, "the model's code to start in the sandbox")
         assert processes_under(repo), "the sandboxed process should be running"
         kill9(p)  # kill -9 the agent while the model's code runs
@@ -84,7 +84,7 @@ def test_kill_9_during_a_sandbox_run_leaves_no_process_and_resume_finishes(tmp_p
         assert r.returncode == 0, err
     assert "SUM=55" in out
     assert len(executor_commits(repo, branch)) == 1  # the interrupted step was run once more, committed once
-    assert git(repo, "worktree", "list").count("\n") == 1  # the killed run's worktree was cleaned up
+    assert list((repo / ".git" / "gitops-agent" / "checkouts").iterdir()) == []  # the killed run's checkout is gone
 
 
 HOOK = """#!/bin/sh

@@ -23,7 +23,8 @@ from agent.git.repo import GitRepo
 from agent.steps.intake import MAX_QUESTION_CHARS
 from agent.cli.local import make_runtime, run_question
 from agent.models.scripted import ScriptedModel
-from agent.core.policy import filter_changes
+from agent.git.checkout import Output
+from agent.safety.policy import decide
 from agent.core.state import TaskModels, branch_for
 from tests.fakes.github_server import FakeGitHub
 from tests.github.test_github_flow import TOKEN, world  # noqa: F401 - the fixture
@@ -259,13 +260,15 @@ def test_a_secret_printed_by_the_code_is_redacted_in_the_observation_the_commits
     (".git/hooks/pre-commit", True),
     (".agent/tasks/other-task/plan.json", True),
     (".agent/tasks/t/steps/0002-n1/out.csv", False),  # the step's own folder
-    (".github/gitops-agent.yml", False),  # not a workflow (a config change reviewed in the PR)
+    (".github/gitops-agent.yml", True),  # the agent's own settings: never from the model
+    (".github/actions/setup/action.yml", True),
+    (".gitattributes", True),
     ("src/app.py", False),
 ])
 def test_protected_paths_are_refused_with_a_reason(path, refused):
-    keep, why = filter_changes({path: b"x"}, PolicyConfig(), allowed_prefixes=(".agent/tasks/t/steps/0002-n1/",))
-    assert (path not in keep) == refused and bool(why) == refused
+    d = decide({path: Output("file", b"x")}, PolicyConfig(), own_dir=".agent/tasks/t/steps/0002-n1")
+    assert (path not in d.kept) == refused and bool(d.refused) == refused
     if refused:
-        assert why[0].startswith(f"{path}: refused")
-    keep, why = filter_changes({"big.bin": b"0" * (11 * 2**20)}, PolicyConfig())
-    assert not keep and "over the 10 MB cap" in why[0]
+        assert d.refused[0].startswith(f"{path}: refused")
+    d = decide({"big.bin": Output("file", b"0" * (11 * 2**20))}, PolicyConfig(), own_dir=".agent/tasks/t/steps/0002-n1")
+    assert not d.kept and "over the 10 MB cap" in d.refused[0]
