@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from agent.core.errors import ConfigError
 from agent.models.pricing import Price
 from agent.models.retry import RetryPolicy
-from agent.sandbox.backends import SandboxLimits
+from agent.sandbox.limits import SandboxLimits
 from agent.core.state import Budget, format_validation_error
 
 CONFIG_PATH = ".github/gitops-agent.yml"

@@ -17,7 +17,8 @@ from agent.models.pricing import Price, is_known, price_of
 # budget still holds; the config's `prices:` sets the real one.
 FALLBACK_PRICE = Price.anthropic(3, 15)
 from agent.observe.progress import Reporter
-from agent.sandbox.backends import SandboxLimits, make_sandbox
+from agent.sandbox.limits import SandboxLimits
+from agent.sandbox.choose import make_sandbox
 from agent.core.seams import GitStore, Model, Sandbox
 from agent.core.state import Usage
 

@@ -11,7 +11,7 @@ from agent.core.errors import ConfigError
 from agent.git.repo import GitRepo
 from agent.cli.local import make_runtime
 from agent.models.scripted import ScriptedModel
-from agent.sandbox.backends import available_backends
+from agent.sandbox.choose import available_backends
 
 from tests.memory.helpers import cli, config, finish, git, make_repo, node, plan, run_task, step_done
 

@@ -14,17 +14,14 @@ from pathlib import Path
 import pytest
 
 from agent.core.errors import SandboxError
-from agent.sandbox.backends import (
-    BubblewrapSandbox,
-    SandboxLimits,
-    SubprocessSandbox,
-    available_backends,
-    bwrap_works,
-    make_sandbox,
-    redact,
-    scrubbed_env,
-    truncate_middle,
-)
+from agent.safety.secrets import redact
+from agent.sandbox import choose
+from agent.sandbox.bubblewrap import BubblewrapSandbox
+from agent.sandbox.choose import available_backends, bwrap_works, make_sandbox
+from agent.sandbox.env import scrubbed_env
+from agent.sandbox.limits import SandboxLimits
+from agent.sandbox.output import truncate_middle
+from agent.sandbox.plain import SubprocessSandbox
 from agent.core.seams import Sandbox
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
@@ -413,18 +410,16 @@ def test_auto_picks_bubblewrap_here():
 
 
 def test_auto_falls_back_to_subprocess(monkeypatch):
-    import agent.sandbox.backends as mod
-
-    monkeypatch.setattr(mod, "bwrap_works", lambda: False)
-    monkeypatch.setattr(mod, "docker_engine_answers", lambda: False)
-    assert mod.available_backends() == ["subprocess"]
-    assert mod.make_sandbox().name == "subprocess"
+    monkeypatch.setattr(choose, "bwrap_works", lambda: False)
+    monkeypatch.setattr(choose, "docker_engine_answers", lambda: False)
+    assert choose.available_backends() == ["subprocess"]
+    assert choose.make_sandbox().name == "subprocess"
     with pytest.raises(SandboxError, match="'bubblewrap' is not available here; available: subprocess"):
-        mod.make_sandbox(SandboxLimits(backend="bubblewrap"))
+        choose.make_sandbox(SandboxLimits(backend="bubblewrap"))
 
 
 def test_docker_without_an_engine_is_a_clear_error():
-    from agent.sandbox.backends import docker_engine_answers
+    from agent.sandbox.choose import docker_engine_answers
 
     if docker_engine_answers():
         pytest.skip("a docker engine answers here")
@@ -435,8 +430,6 @@ def test_docker_without_an_engine_is_a_clear_error():
 
 def test_bubblewrap_runs_an_interpreter_that_lives_under_tmp(tmp_path):
     """A checkout (and its .venv) under /tmp must still run: the private /tmp would hide it."""
-    from agent.sandbox.backends import BubblewrapSandbox, SandboxLimits, bwrap_works
-
     if not bwrap_works():
         pytest.skip("bubblewrap cannot run here")
     assert str(tmp_path).startswith("/tmp/")
