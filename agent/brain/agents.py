@@ -71,6 +71,8 @@ class Brain(BaseModel):
     prompt_dirs: list[Path]
     # Directories of helper modules (tools/*.py) the model's code may import, override first.
     tool_dirs: list[Path] = []
+    # The agent/brain commit on top of the packaged brain (None: the packaged brain alone).
+    commit: str | None = None
 
     @property
     def planner(self) -> AgentDef:

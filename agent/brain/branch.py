@@ -26,6 +26,8 @@ from typing import Any
 
 import jinja2
 
+from agent.core.prompts import template_env
+
 from agent.brain.agents import Brain, default_brain_dir, default_prompts_dir, load_agent_file, load_brain
 from agent.core.errors import AgentError, ConfigError
 from agent.git.repo import GitRepo
@@ -143,7 +145,7 @@ def _sample_context() -> dict[str, Any]:
         "dep_results": [result], "step_dir": ".agent/tasks/1-sample/steps/0003-n1", "max_turns": 8, "data_dir": "/data",
         "py_tools": [{"name": "tabular", "doc": "helpers", "functions": [{"signature": "load_csv(path)", "doc": "rows"}]}],
         "obs": Observation(exit_code=0, stdout="ok"), "title": "t", "outcome": "done", "reason": None, "answer": "a",
-        "results": [result], "cost_table": "|", "branch": "agent/task/1-sample", "memory": [exp],
+        "results": [result], "cost_table": "|", "branch": "agent/task/1-sample", "memory": [exp], "question": "q",
         "brain_files": {"agents/analyst.yaml": "name: analyst"}, "last": 10, "now": "2026-01-01",
     }
 
@@ -159,10 +161,7 @@ def _sample_experience() -> dict[str, Any]:
 
 
 def _render_check(dirs: list[Path], name: str, ctx: dict[str, Any]) -> str | None:
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader([str(d) for d in dirs]), undefined=jinja2.StrictUndefined,
-                             trim_blocks=True, lstrip_blocks=True)
-    env.filters["tail"] = lambda s, n=2000: s
-    env.filters["head"] = lambda s, n=2000: s
+    env = template_env(dirs)  # sandboxed: validating a proposal must not run it
     try:
         env.get_template(name).render(**ctx)
         return None
@@ -272,10 +271,16 @@ def read_branch_files(git: GitRepo, ref: str) -> dict[str, bytes]:
     return {p: b for p, b in blobs.items() if b is not None}
 
 
-def checkout_brain(git: GitRepo, fetch: bool = True) -> Path | None:
+def checkout_brain(git: GitRepo, fetch: bool = True, at: str | None = None) -> Path | None:
     """The brain branch's files in a cache directory keyed by its commit (validated once);
-    None when the repository has no brain branch."""
-    tip = brain_tip(git, fetch=fetch)
+    None when the repository has no brain branch. ``at``: that commit of the branch (the one a
+    task pinned at intake) instead of its tip."""
+    if at is not None:
+        if getattr(git, "fetch_commit", None) is not None and not git.fetch_commit(at):
+            raise ConfigError(f"the brain commit {at[:12]} this task was started with cannot be fetched")
+        tip = at
+    else:
+        tip = brain_tip(git, fetch=fetch)
     if tip is None:
         return None
     dest = git.common_dir / "gitops-agent" / "brain" / tip
@@ -310,10 +315,13 @@ def _tidy(parent: Path, keep: str, max_entries: int = 5) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def load_repo_brain(git: GitRepo, fetch: bool = True) -> Brain:
+def load_repo_brain(git: GitRepo, fetch: bool = True, at: str | None = None) -> Brain:
     """The brain a runtime should use: the packaged one with the repository's agent/brain
-    branch on top (if it has one)."""
-    return load_brain(checkout_brain(git, fetch=fetch))
+    branch on top (if it has one), at ``at`` when a task pinned a commit of it."""
+    d = checkout_brain(git, fetch=fetch, at=at)
+    brain = load_brain(d)
+    brain.commit = d.name if d is not None else None
+    return brain
 
 
 def init_brain(git: GitRepo) -> str:

@@ -92,6 +92,10 @@ class GitHubConfig(BaseModel):
     lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
+    image_hosts: list[str] = Field(
+        default_factory=lambda: ["github.com", "*.githubusercontent.com"],
+        description="Hosts whose images may appear in what the agent posts; other images become a text note "
+        "(GitHub's image proxy would fetch their URL, and with it whatever the model put there).")
 
 
 class AgentConfig(BaseModel):

@@ -27,7 +27,7 @@ from agent.core.state import (
     task_dir,
 )
 
-_STEP_DIR_RE = re.compile(r"^(\d{4,})-([A-Za-z_][A-Za-z0-9_-]*)$")
+_STEP_DIR_RE = re.compile(r"(\d{4,})-([A-Za-z_][A-Za-z0-9_-]*)")
 
 
 @dataclass
@@ -213,7 +213,7 @@ def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bo
         if rec is None:
             rec = parse_state(StepRecord, raw(path), path)  # type: ignore[arg-type]
             dirname = path.rsplit("/", 2)[-2]
-            m = _STEP_DIR_RE.match(dirname)
+            m = _STEP_DIR_RE.fullmatch(dirname)
             if not m or int(m.group(1)) != rec.seq or m.group(2) != rec.node:
                 raise StateFileError(path, f"field seq/node: {rec.seq}/{rec.node} does not match its folder {dirname}")
             _CACHE.put("step", ids[path], rec)
@@ -221,7 +221,7 @@ def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bo
     steps.sort(key=lambda s: s.seq)
     results = {}
     for path in result_paths:
-        m = _STEP_DIR_RE.match(path.rsplit("/", 2)[-2])
+        m = _STEP_DIR_RE.fullmatch(path.rsplit("/", 2)[-2])
         data = raw(path)
         if m and data is not None:
             results[f"{int(m.group(1))}-{m.group(2)}"] = data.decode("utf-8", "replace")

@@ -21,8 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from agent.core.errors import BadName, StateFileError
 
 SCHEMA = 1
-TASK_ID_RE = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_-]{0,79}$")
-NODE_ID_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,39}$")
+# Matched with fullmatch only: "$" would let a trailing newline through.
+TASK_ID_RE = re.compile(r"[0-9A-Za-z][0-9A-Za-z_-]{0,79}")
+NODE_ID_RE = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
 BRANCH_PREFIX = "agent/task/"
 # Planner and finish step folders use these pseudo-node names; the leading underscore keeps
 # them apart from real node ids, which must start with a letter.
@@ -48,7 +49,7 @@ def branch_for(task_id: str) -> str:
 
 
 def check_task_id(task_id: str) -> str:
-    if not TASK_ID_RE.match(task_id or ""):
+    if not TASK_ID_RE.fullmatch(task_id or ""):
         raise BadName(
             f"bad task id {task_id!r}: use 1-80 letters, digits, '-' or '_', starting with a letter or digit"
         )
@@ -135,8 +136,11 @@ class TaskSource(BaseModel):
     kind: Literal["local", "issue", "comment", "workflow_dispatch", "workflow_call", "repository_dispatch", "fork"] = "local"
     repo: str | None = None
     issue: int | None = None
-    author: str | None = None
+    author: str | None = Field(None, description="Who wrote the question (an issue's author).")
     url: str | None = None
+    started_by: str | None = Field(None, description="Who started the task, when not the author (a writer's label).")
+    trusted: bool = Field(True, description="Whether the author of the question can write to the repository; "
+                          "the model is told when they cannot.")
 
 
 class TaskModels(BaseModel):
@@ -168,8 +172,9 @@ class TaskFile(BaseModel):
     models: TaskModels
     created_at: datetime
     instructions: list[str] = Field(default_factory=list, description="Follow-up instructions, oldest first.")
-    # fork (agent/fork.py): the task and step this one was forked from
+    # fork (agent/steps/fork.py): the task and step this one was forked from
     parent: TaskParent | None = None
+    brain: str | None = Field(None, description="The agent/brain commit the task was started with (every step uses it).")
 
     @field_validator("task_id")
     @classmethod
@@ -194,7 +199,7 @@ class PlanNode(BaseModel):
     @field_validator("id")
     @classmethod
     def _id(cls, v: str) -> str:
-        if not NODE_ID_RE.match(v):
+        if not NODE_ID_RE.fullmatch(v):
             raise ValueError(f"bad node id {v!r}: 1-40 letters, digits, '-' or '_', starting with a letter")
         return v
 

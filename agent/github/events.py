@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from agent.core.errors import BadName, ConfigError
+from agent.safety.text import inbound, strip_invisible
 from agent.steps.intake import MAX_QUESTION_CHARS
 from agent.core.seams import Job
 from agent.core.state import BRANCH_PREFIX, NODE_ID_RE, TASK_ID_RE, format_validation_error
@@ -39,14 +40,14 @@ class DispatchPayload(BaseModel):
     @field_validator("task")
     @classmethod
     def _task(cls, v: str) -> str:
-        if not TASK_ID_RE.match(v):
+        if not TASK_ID_RE.fullmatch(v):
             raise ValueError(f"bad task id {v[:100]!r}")
         return v
 
     @field_validator("node")
     @classmethod
     def _node(cls, v: str | None) -> str | None:
-        if v is not None and not NODE_ID_RE.match(v):
+        if v is not None and not NODE_ID_RE.fullmatch(v):
             raise ValueError(f"bad node id {v[:100]!r}")
         return v
 
@@ -95,6 +96,8 @@ class Trigger(BaseModel):
     question: str = ""
     issue: int | None = None
     author: Actor | None = None
+    # who wrote the text (an issue's author, when a writer labelled someone else's issue)
+    text_author: str | None = None
     payload: DispatchPayload | None = None
     why: str = ""
     url: str | None = None
@@ -149,7 +152,7 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         return Trigger(kind="reconcile", source="schedule")
     if event_name in ("workflow_dispatch", "workflow_call") or question_input:
         inputs = event.get("inputs") or {}
-        q = (question_input or inputs.get("question") or "").strip()
+        q = inbound(question_input or inputs.get("question") or "").strip()
         if inputs.get("reconcile") in (True, "true"):
             return Trigger(kind="reconcile", source="workflow_dispatch")
         if not q:
@@ -169,8 +172,11 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
             return Trigger(kind="ignore", why=f"issues.{action} does not start a task", source="issue")
         title, body = str(issue.get("title") or ""), str(issue.get("body") or "")
         rest = _phrase_rest(body, phrase)
-        q = f"{title}\n\n{rest if rest is not None else body}".strip()
-        return Trigger(kind="new", question=cap_question(q), issue=int(issue["number"]), author=actor, url=issue.get("html_url"), source="issue")
+        # what the labeller saw on GitHub, not what the markup hides (agent/safety/text.py)
+        q = f"{' '.join(strip_invisible(title).split())}\n\n{inbound(rest if rest is not None else body)}".strip()
+        writer = str((issue.get("user") or {}).get("login") or "") or None
+        return Trigger(kind="new", question=cap_question(q), issue=int(issue["number"]), author=actor, url=issue.get("html_url"),
+                       source="issue", text_author=writer)
     if event_name == "issue_comment":
         if event.get("action") != "created":
             return Trigger(kind="ignore", why="only new comments count", source="comment")
@@ -181,24 +187,15 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         issue = event.get("issue") or {}
         author = comment.get("user") or sender
         actor = Actor(login=str(author.get("login", "")), type=str(author.get("type", "User")))
-        title = str(issue.get("title") or "")
+        title = " ".join(strip_invisible(str(issue.get("title") or "")).split())
         return Trigger(
-            kind="follow-up", question=cap_question(rest or title), issue=int(issue["number"]), author=actor,
-            url=comment.get("html_url"), source="comment",
+            kind="follow-up", question=cap_question(inbound(rest) or title), issue=int(issue["number"]), author=actor,
+            url=comment.get("html_url"), source="comment", text_author=actor.login,
         )
     return Trigger(kind="ignore", why=f"event {event_name!r} is not handled")
 
 
 def check_branch_name(name: str) -> str:
-    if not name.startswith(BRANCH_PREFIX) or not TASK_ID_RE.match(name[len(BRANCH_PREFIX):]):
+    if not name.startswith(BRANCH_PREFIX) or not TASK_ID_RE.fullmatch(name[len(BRANCH_PREFIX):]):
         raise BadName(f"bad task branch name {name[:200]!r}")
     return name
-
-
-_HIDDEN = re.compile(r"<!--.*?-->|<(script|style|iframe|object|embed)\b.*?</\1\s*>|[\u200b-\u200f\u2060-\u2064\ufeff\u202a-\u202e]", re.S | re.I)
-
-
-def strip_hidden(text: str) -> str:
-    """Model text posted to GitHub: drop HTML comments, script-like tags and invisible
-    characters that could carry instructions to other agents or readers."""
-    return _HIDDEN.sub("", text)

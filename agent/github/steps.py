@@ -20,15 +20,17 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
-from agent.brain.branch import load_repo_brain
-from agent.core.config import CONFIG_PATH, AgentConfig, parse_config
+from agent.brain.branch import brain_tip, load_repo_brain
+from agent.core.config import AgentConfig
+from agent.core.trusted import config_at
 from agent.steps.engine import Engine
 from agent.core.errors import AgentError, ConfigError, TaskNotFound
-from agent.github.events import EVENT_TYPES, DispatchPayload, Trigger, load_event, read_trigger, strip_hidden
+from agent.github.events import EVENT_TYPES, DispatchPayload, Trigger, load_event, read_trigger
 from agent.git.repo import GitRepo
 from agent.steps.intake import add_instruction, create_task, slugify
 from agent.observe.progress import Reporter
-from agent.observe.render import checklist, cost_table
+from agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
+from agent.safety.text import strip_invisible
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
@@ -142,14 +144,15 @@ class StepRunner:
             shutil.rmtree(dest)
         return GitRepo.clone(self.s.clone_url, dest, branch, depth=1, auth_env=self.s.git_auth_env())
 
-    def runtime(self, git: GitRepo, ref: str | None = None) -> Runtime:
-        cfg = self.config(git, ref)
-        # brain: the packaged brain with the repository's agent/brain branch on top (agent/brainbranch.py)
-        return Runtime(git=git, config=cfg, brain=load_repo_brain(git), reporter=self.reporter, run_url=self.s.run_url)
+    def runtime(self, git: GitRepo, commit: str, brain: str | None = None, cfg: AgentConfig | None = None) -> Runtime:
+        """The runtime of a step: settings read at ``commit`` (the task's base, or the default
+        branch's head; agent/core/trusted.py) and the brain at ``brain`` (pinned at intake)."""
+        cfg = cfg or self.config(git, commit)
+        # brain: the packaged brain with the repository's agent/brain branch on top (agent/brain/branch.py)
+        return Runtime(git=git, config=cfg, brain=load_repo_brain(git, at=brain), reporter=self.reporter, run_url=self.s.run_url)
 
-    def config(self, git: GitRepo, ref: str | None) -> AgentConfig:
-        raw = git.read_file(ref or "HEAD", CONFIG_PATH)
-        cfg = parse_config(raw.decode(), CONFIG_PATH) if raw else AgentConfig()
+    def config(self, git: GitRepo, commit: str) -> AgentConfig:
+        cfg = config_at(git, commit)
         if self.s.max_usd is not None:
             cfg.budget.max_usd = self.s.max_usd
         if self.s.trigger_label:
@@ -204,7 +207,8 @@ class StepRunner:
 
     def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
         git = self.clone(None)
-        cfg = self.config(git, "HEAD")
+        head = git.git("rev-parse", "HEAD").strip()
+        cfg = self.config(git, head)
         if trigger is None:
             trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase, question_input=self.s.question)
         if trigger.kind not in ("new", "follow-up"):
@@ -222,19 +226,22 @@ class StepRunner:
             print(f"gitops-agent: refused: @{login} {why}")
             self.outputs["refused"] = "true"
             return 0
-        rt = self.runtime(git, "HEAD")
+        rt = self.runtime(git, head, brain=brain_tip(git), cfg=cfg)
         job: Job | None = None
         if trigger.kind == "follow-up" and trigger.issue is not None:
             existing = self.task_for_issue(rt.git, trigger.issue)
             if existing:
                 job = add_instruction(rt, existing, trigger.question, trigger.author.login if trigger.author else None)
         if job is None:
-            base_sha = git.git("rev-parse", "HEAD").strip()
+            base_sha = head
             base_ref = git.git("rev-parse", "--abbrev-ref", "HEAD").strip()
             models = TaskModels(planner=self.s.planner_model or cfg.models.planner, executor=self.s.executor_model or cfg.models.executor)
+            starter = trigger.author.login if trigger.author else None
+            writer = trigger.text_author or starter
             source = TaskSource(
                 kind={"issue": "issue", "comment": "comment", "workflow_call": "workflow_call"}.get(trigger.source, "workflow_dispatch"),
-                repo=self.s.repo, issue=trigger.issue, author=trigger.author.login if trigger.author else None, url=trigger.url,
+                repo=self.s.repo, issue=trigger.issue, author=writer, url=trigger.url,
+                started_by=starter if starter != writer else None, trusted=self.trusted_author(writer, starter, cfg),
             )
             question = trigger.question
             _task, job = create_task(rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=cfg.budget, source=source)
@@ -244,6 +251,18 @@ class StepRunner:
         self.progress(snap, "planning")
         self.summary(snap, "intake")
         return 0
+
+    def trusted_author(self, writer: str | None, starter: str | None, cfg: AgentConfig) -> bool:
+        """Whether the question's author can write to the repository (they may not be the writer
+        who labelled their issue). The model is told when they cannot; memory records it."""
+        if writer is None or writer == starter:
+            return True
+        if writer in cfg.trigger.allow:
+            return True
+        try:
+            return self.client.can_write(writer)
+        except AgentError:
+            return False
 
     def task_for_issue(self, git: GitRepo, issue: int) -> str | None:
         out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}{issue}-*", network=True)
@@ -259,7 +278,8 @@ class StepRunner:
             tip = None
         if tip is None:
             raise TaskNotFound(f"no task branch {job.branch!r} on the remote")
-        rt = self.runtime(git, tip)
+        task = load_snapshot(git, job.task, tip).task
+        rt = self.runtime(git, task.base_sha, brain=task.brain)
         engine = Engine(rt)
         nxt = engine.handle(job)
         for j in nxt:
@@ -283,44 +303,27 @@ class StepRunner:
 
     def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
         outcome, answer, reason = snap.ending()
+        hosts = tuple(rt.config.github.image_hosts)
         title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
-        title = f"gitops-agent: {title_src}"[:120]
-        body = self.pr_body(snap, outcome, answer, reason)
+        title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
+        body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
         reviewers = [snap.task.source.author] if snap.task.source.author else []
         number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr, reviewers=reviewers)
         self.outputs["pr-url"] = url
         if snap.task.source.issue is not None:
-            status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {reason or 'see the report'}); here is what it has"
-            text = f"{ANSWER_MARKER.format(task=snap.task_id)}\n{status} — pull request: {url}\n\n{strip_hidden(answer) if answer else ''}\n"
+            status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
+            text = f"{ANSWER_MARKER.format(task=snap.task_id)}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
             self.client.upsert_comment(snap.task.source.issue, ANSWER_MARKER.format(task=snap.task_id), text[:60000])
-
-    def pr_body(self, snap: Snapshot, outcome: str, answer: str, reason: str | None) -> str:
-        try:
-            from agent.observe.render import pr_body  # shared rendering (trace/PR/progress)
-
-            return strip_hidden(pr_body(snap, run_url=self.s.run_url))[:60000]
-        except ImportError:
-            from agent.observe.render import mermaid
-
-            return strip_hidden(
-                f"**Question:** {snap.task.question}\n\n**Outcome:** {outcome} {reason or ''}\n\n## Answer\n\n{answer}\n\n"
-                f"## Plan\n\n```mermaid\n{mermaid(snap.plan)}\n```\n\n## Cost\n\n{cost_table(snap.steps)}\n"
-            )[:60000]
 
     def progress(self, snap: Snapshot, current: str) -> None:
         issue = snap.task.source.issue
         if issue is None:
             return
         marker = MARKER.format(task=snap.task_id)
-        try:
-            from agent.observe.render import progress_comment
-
-            body = progress_comment(snap, current=current, run_url=self.s.run_url, commit_url=self.commit_url)
-        except ImportError:
-            body = f"{marker}\n**gitops-agent** task `{snap.task_id}` — {current}\n\n{checklist(snap.plan)}\n\n${snap.cost_usd:.4f}\n"
+        body = progress_comment(snap, current=current, run_url=self.s.run_url, commit_url=self.commit_url)
         if marker not in body:
             body = marker + "\n" + body
-        self.client.upsert_comment(issue, marker, strip_hidden(body.replace(marker, "\x00")).replace("\x00", marker))
+        self.client.upsert_comment(issue, marker, strip_invisible(body))
 
     def commit_url(self, sha: str) -> str:
         return f"{self.s.server_url.rstrip('/')}/{self.s.repo}/commit/{sha}"
@@ -351,12 +354,13 @@ class StepRunner:
         from agent.brain.evolve import pull_request_for, run_evolve
 
         git = self.clone(None)
-        cfg = self.config(git, "HEAD")
-        rt = self.runtime(git, "HEAD")
+        head = git.git("rev-parse", "HEAD").strip()
+        cfg = self.config(git, head)
+        rt = self.runtime(git, head, cfg=cfg)
         spec = self.s.planner_model or cfg.models.planner
         proposal = run_evolve(git, rt.model(spec), reporter=self.reporter)
         branch, title, body = pull_request_for(proposal)
-        number, url = self.client.open_pull(head=branch, base="agent/brain", title=title, body=strip_hidden(body)[:60000], draft=True)
+        number, url = self.client.open_pull(head=branch, base="agent/brain", title=title, body=md_block(body)[:60000], draft=True)
         self.outputs.update({"branch": branch, "pr-url": url})
         print(f"gitops-agent: brain proposal {branch}: {url}")
         return 0
@@ -366,7 +370,7 @@ class StepRunner:
         """Re-send the step of every unfinished task that has been silent for longer than the
         lease; stop a task that stalls after max_redispatch tries."""
         git = self.clone(None)
-        cfg = self.config(git, "HEAD")
+        cfg = self.config(git, git.git("rev-parse", "HEAD").strip())
         out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}*", network=True)
         task_ids = sorted(l.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for l in out.splitlines() if "refs/heads/" in l)
         now = datetime.now(timezone.utc)
@@ -390,7 +394,7 @@ class StepRunner:
             state = json.loads(raw) if raw else {}
             stalled_again = bool(head and head[0].trailers.get("Agent-Role") == "reconcile")
             attempts = int(state.get("attempts", 0)) if stalled_again else 0
-            rt = self.runtime(git, snap.tip)
+            rt = self.runtime(git, snap.task.base_sha, brain=snap.task.brain, cfg=cfg)
             if attempts >= cfg.github.max_redispatch:
                 jobs = [Job(step="finish", task=tid, branch=snap.branch, reason=f"stalled: no progress after {attempts} re-dispatches")]
             else:

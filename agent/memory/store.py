@@ -102,6 +102,8 @@ class Experience(BaseModel):
     date: datetime
     reused: list[str] = Field(default_factory=list, description="Task ids of past experiences this task cited.")
     parent: str | None = Field(None, description="For a fork: <task-id>@<step> it was forked from.")
+    asked_by: str | None = Field(None, description="Who wrote the question (GitHub login), if known.")
+    trusted: bool = Field(True, description="Whether they could write to the repository; later planners are told.")
 
     @property
     def path(self) -> str:
@@ -123,6 +125,7 @@ class Experience(BaseModel):
             "outline": self.outline_text()[:600], "summary": self.summary[:300],
             "lessons": [x[:300] for x in self.lessons[:8]], "failures": [x[:300] for x in self.failures[:4]],
             "date": self.date.date().isoformat(), "cost_usd": self.cost_usd,
+            "asked_by": self.asked_by, "trusted": self.trusted,
         }
         if score is not None:
             d["score"] = round(float(score), 4)
@@ -188,6 +191,7 @@ def experience_from_snapshot(snap: "Snapshot", outcome: str, answer: str, reason
         summary=summary[:300], answer=(answer or "")[:ANSWER_CHARS], lessons=lessons, failures=failures,
         cost_usd=snap.cost_usd, tokens=snap.usage.total, date=utcnow(), reused=cited_ids(texts, shown),
         parent=f"{parent.task_id}@{parent.step}" if parent is not None else None,
+        asked_by=snap.task.source.author, trusted=snap.task.source.trusted,
     )
 
 
@@ -368,7 +372,7 @@ class MemoryStore:
         out = {}
         for mode, kind, oid, path in self._ls(tip, EXPERIENCES_DIR):
             name = path[len(EXPERIENCES_DIR) + 1:]
-            if kind == "blob" and name.endswith(".json") and "/" not in name and TASK_ID_RE.match(name[:-5]):
+            if kind == "blob" and name.endswith(".json") and "/" not in name and TASK_ID_RE.fullmatch(name[:-5]):
                 out[name[:-5]] = oid
         return out
 

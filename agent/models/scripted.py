@@ -37,10 +37,11 @@ import jinja2
 import yaml
 
 from agent.core.errors import ConfigError, ModelError
+from agent.core.prompts import template_env
 from agent.core.state import Usage
 from agent.models.base import ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
-_env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True)
+_env = template_env(keep_trailing_newline=True)
 
 
 @functools.lru_cache(maxsize=512)

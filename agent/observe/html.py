@@ -20,6 +20,7 @@ from markupsafe import Markup
 
 from agent import __version__
 from agent.brain.agents import default_prompts_dir
+from agent.core.prompts import template_env
 from agent.observe.render import fmt_tokens
 from agent.observe.trace import Trace, TraceNode, TraceStep
 
@@ -271,13 +272,7 @@ def layout_plan(trace: Trace) -> PlanGraph:
 
 
 def _env() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(default_prompts_dir())),
-        autoescape=True,  # every {{ }} is HTML-escaped
-        undefined=jinja2.StrictUndefined,
-        trim_blocks=True,
-        lstrip_blocks=True,
-    )
+    env = template_env([default_prompts_dir()], autoescape=True)  # every {{ }} is HTML-escaped
     env.filters["tokens"] = fmt_tokens
     env.filters["usd"] = lambda v: f"${v:.4f}"
     env.filters["secs"] = lambda ms: f"{(ms or 0) / 1000:.1f} s"

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import os
-import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TextIO, Union
 
 from agent.core.state import NodeStatus, Plan, PlanNode, StepRecord, Usage
+from agent.safety.text import DEFAULT_IMAGE_HOSTS, inline_text, outbound
 
 if TYPE_CHECKING:  # pragma: no cover
     from agent.core.snapshot import Snapshot
@@ -116,8 +116,6 @@ def cost_table(steps: list[StepRecord]) -> str:
 # Markdown but can neither @mention anyone nor forge the task marker.
 
 MARKER_PREFIX = "<!-- gitops-agent:task="
-_MENTION = re.compile(r"(?<![\w`/.@])@(?=[A-Za-z0-9])")
-_MD_INLINE = re.compile(r"([\\`*_\[\]|~#])")
 
 
 def task_marker(task_id: str) -> str:
@@ -127,57 +125,14 @@ def task_marker(task_id: str) -> str:
 
 def md_text(text: str | None, limit: int | None = None) -> str:
     """Untrusted text as one line of inline Markdown: HTML and Markdown syntax escaped, no
-    @mention, whitespace folded."""
-    s = " ".join(str(text or "").split())
-    if limit is not None and len(s) > limit:
-        s = s[: limit - 1].rstrip() + "…"
-    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    s = _MD_INLINE.sub(r"\\\1", s)
-    return _MENTION.sub("@\u200b", s)
+    @mention, no invisible characters, whitespace folded (agent/safety/text.py)."""
+    return inline_text(text, limit)
 
 
-_FENCE = re.compile(r"^\s{0,3}(`{3,}|~{3,})")
-_CODE_SPAN = re.compile(r"(`+)(.+?)\1", re.S)
-
-
-def md_block(text: str | None) -> str:
-    """Untrusted Markdown kept as Markdown (tables, lists, code), minus raw HTML (``<`` is
-    escaped outside code), @mentions, and so any forged gitops-agent marker."""
-    out: list[str] = []
-    fence: str | None = None
-    prose: list[str] = []
-
-    def flush() -> None:
-        if prose:
-            chunk = "\n".join(prose)
-            parts = []
-            last = 0
-            for m in _CODE_SPAN.finditer(chunk):
-                parts.append(_MENTION.sub("@\u200b", chunk[last:m.start()].replace("<", "&lt;")))
-                parts.append(m.group(0))
-                last = m.end()
-            parts.append(_MENTION.sub("@\u200b", chunk[last:].replace("<", "&lt;")))
-            out.append("".join(parts))
-            prose.clear()
-
-    # no forged task marker, not even inside code (a search for the marker must find only ours)
-    src = str(text or "").replace("\r\n", "\n").replace("gitops-agent:task=", "gitops-agent\u200b:task=")
-    for line in src.split("\n"):
-        m = _FENCE.match(line)
-        if fence is None and m:
-            flush()
-            fence = m.group(1)[0] * len(m.group(1))
-            out.append(line)
-        elif fence is not None:
-            out.append(line)
-            if line.strip().startswith(fence) and not line.strip().strip(fence[0]):
-                fence = None
-        else:
-            prose.append(line)
-    flush()
-    if fence is not None:  # close an unclosed fence, so it cannot swallow what follows
-        out.append(fence)
-    return "\n".join(out).strip()
+def md_block(text: str | None, image_hosts: tuple[str, ...] | list[str] = DEFAULT_IMAGE_HOSTS) -> str:
+    """Untrusted Markdown kept as Markdown (tables, lists, code) but safe to post: raw HTML shown,
+    not rendered; no remote image outside ``image_hosts``; no @mention; no forged marker."""
+    return outbound(text or "", image_hosts)
 
 
 @dataclass
@@ -351,17 +306,26 @@ def pr_body(
     commits: Mapping[int, str] | None = None,
     issue: int | None = None,
     trace_url: str | None = None,
+    image_hosts: tuple[str, ...] | list[str] = DEFAULT_IMAGE_HOSTS,
 ) -> str:
     """The pull request's body: the answer, the plan as a Mermaid graph (and a checklist), the
     cost table, and links (issue, run, commits, the trace)."""
     v = _view(snap, commits)
     title = v.summary or (v.question.splitlines()[0] if v.question.strip() else v.task_id)
-    out = [task_marker(v.task_id), f"## {md_text(title, 200)}", "", _quote(v.question, 1000)]
+    out = [task_marker(v.task_id), f"## {md_text(title, 200)}", ""]
+    flagged = [f for st in getattr(snap, "steps", []) for f in (getattr(st, "flagged", None) or [])]
+    if flagged:  # files that tools or CI run, or that existed before: the reviewer looks first
+        out += ["> [!WARNING]", "> This pull request changes files that need a careful look before anything runs them:", ">"]
+        out += [f"> - {md_text(f, 300)}" for f in flagged[:50]]
+        if len(flagged) > 50:
+            out.append(f"> - … and {len(flagged) - 50} more (see the steps' step.json)")
+        out.append("")
+    out.append(_quote(v.question, 1000))
     if issue is not None:
         out += ["", f"Answers #{int(issue)}."]
     if v.outcome != "done":
         out += ["", f"**Outcome: {md_text(v.outcome)}**" + (f" — {md_text(v.reason, 500)}" if v.reason else "")]
-    out += ["", "### Answer", "", md_block(v.answer) or "_(no answer)_"]
+    out += ["", "### Answer", "", md_block(v.answer, image_hosts) or "_(no answer)_"]
     out += ["", "### Plan", "", "```mermaid", mermaid(v.plan), "```", "", md_checklist(v.plan, _step_links(v, commit_url))]
     out += ["", "### Cost", "", _md_cost_table(v, commit_url), "", f"**Total:** {_spent_line(v)}"]
     links = [f"- Branch: `{v.branch}` · report: `.agent/tasks/{v.task_id}/report.md`"]

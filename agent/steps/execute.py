@@ -13,6 +13,7 @@ from agent.core.errors import FatalModelError, ModelError
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from agent.git.checkout import Caps
 from agent.safety.policy import decide
+from agent.safety.text import outbound
 from agent.core.prompts import render
 from agent.observe.render import checklist, fmt_tokens
 from agent.core.runtime import Runtime
@@ -22,6 +23,7 @@ from agent.core.state import NodeStatus, Observation, PlanNode, StepRecord, Turn
 from agent.core.tools import specs
 
 _FILE_LIST_LIMIT = 200
+MAX_RESULT_CHARS = 100_000  # a node's result.md (the model's finish_step text)
 
 
 def _dep_nodes(snap: Snapshot, node: PlanNode) -> list[PlanNode]:
@@ -165,7 +167,8 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     )
     changes: dict[str, bytes | None] = dict(decision.kept)
     changes[f"{sdir}/turns.jsonl"] = "".join(t.model_dump_json() + "\n" for t in turns).encode()
-    changes[f"{sdir}/result.md"] = (result.strip() + "\n").encode()
+    # GitHub renders result.md when it is opened: sanitised like a comment (no remote image, no hidden text)
+    changes[f"{sdir}/result.md"] = (outbound(result.strip()[:MAX_RESULT_CHARS], tuple(rt.config.github.image_hosts)) + "\n").encode()
     changes[f"{sdir}/step.json"] = dump_state(record)
     subject = f"agent(execute): {node.id} {node.title}"[:200]
     trailers = rt.trailers(job.task, seq, "executor", node=node.id, model=model.name, usage=usage, cost=record.cost_usd, duration_ms=duration_ms)

@@ -6,7 +6,7 @@ import time
 
 from agent.core.prompts import render
 from agent.memory.store import cited_ids, record_experience, shown_memory
-from agent.observe.render import checklist, cost_table, fmt_tokens
+from agent.observe.render import checklist, cost_table, fmt_tokens, md_block, md_text
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
@@ -24,17 +24,22 @@ def outcome_of(snap: Snapshot, reason: str | None) -> tuple[str, str, str | None
 
 
 def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason: str | None) -> str:
+    """report.md. GitHub renders it when someone opens it, so everything the model wrote is
+    sanitised as for a comment (agent/safety/text.py): no remote image, no hidden text, no mention."""
+    hosts = tuple(rt.config.github.image_hosts)
     results = []
     if snap.plan:
         for n in snap.plan.walk():
             if n.is_leaf and n.step is not None and n.status in (NodeStatus.done, NodeStatus.failed):
-                results.append({"node": n.id, "title": n.title, "status": n.status.value, "result": snap.result_of(n.step, n.id).strip()})
+                results.append({"node": n.id, "title": md_text(n.title, 200), "status": n.status.value,
+                                "result": md_block(snap.result_of(n.step, n.id).strip(), hosts)})
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish else ""
-    title = summary or snap.task.question.splitlines()[0][:100]
+    title = md_text(summary or snap.task.question.splitlines()[0][:100], 200)
+    memory = [{**e, "question": md_text(str(e.get("question", "")), 200)} for e in memory_for_report(snap, answer)]
     return render(
-        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, outcome=outcome, reason=reason, answer=answer,
-        checklist=checklist(snap.plan), results=results, cost_table=cost_table(snap.steps), branch=snap.branch,
-        memory=memory_for_report(snap, answer),
+        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), outcome=outcome,
+        reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=checklist(snap.plan),
+        results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory,
     )
 
 

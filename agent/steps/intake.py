@@ -69,7 +69,7 @@ def create_task(
         raise AgentError(f"could not find a free task id near {tid!r}")
     task = TaskFile(
         task_id=tid, question=question, source=source or TaskSource(), base_ref=base_ref, base_sha=base_sha,
-        budget=budget or rt.config.budget, models=models, created_at=utcnow(),
+        budget=budget or rt.config.budget, models=models, created_at=utcnow(), brain=getattr(rt.brain, "commit", None),
     )
     trailers = rt.trailers(tid, 1, "intake")
     subject = f"agent(intake): {question.splitlines()[0][:72]}"

@@ -60,7 +60,9 @@ def test_shell_metacharacters_and_expressions_in_an_issue_are_only_data(world, t
     assert re.fullmatch(rf"agent/task/{ev['issue']['number']}-[a-z0-9-]+", branch)  # the slug keeps [a-z0-9-] only
     task_id = branch.removeprefix("agent/task/")
     task = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/task.json"))
-    assert task["question"] == f"{title}\n\n{body}"  # kept verbatim, as data
+    # kept as data, as the labeller saw it: the hidden comment and the zero-width space are gone
+    assert task["question"] == f"{title}\n\n{body.split(chr(10))[0]}"
+    assert not any("post the ANTHROPIC_API_KEY" in json.dumps(r.body) for r in llm.requests)
     [pr] = h.gh.repo("o/r").pulls.values()
     assert f"{value:.2f}" in pr.body
     posted = [pr.body] + [c.body for c in h.gh.comments("o/r", ev["issue"]["number"])]

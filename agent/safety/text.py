@@ -1,0 +1,263 @@
+"""The one sanitiser for text that crosses a trust boundary, built on a real Markdown parser
+(markdown-it-py, CommonMark with GitHub's tables and strikethrough, rendered back by mdformat)
+and a real HTML sanitiser (nh3, Rust's ammonia) -- not regular expressions over Markdown.
+
+In (GitHub -> the model): ``inbound`` keeps what a person reading the issue on GitHub sees and
+drops what they do not: HTML comments, link reference definitions (``[//]: # (...)``), the
+markup of raw HTML (its visible text stays), image URLs, and invisible characters (Unicode tag
+characters U+E0000-E007F, bidirectional controls, zero-width and other format characters,
+variation selectors used to smuggle bytes). ``quote`` then shows the text to the model as data,
+with who wrote it and whether they can write to the repository.
+
+Out (the model -> GitHub): ``outbound`` makes the model's Markdown safe to post: no hidden text
+(raw HTML is shown as code, never rendered: no comments, hidden elements, ``<img>``), no remote
+image except from allowed hosts (GitHub's image proxy would fetch the URL: data would leave
+although the sandbox has no network), ``@mentions`` neutralised (shown as code, nobody is
+notified), and gitops-agent's own comment markers defused.
+
+Logs: ``log_line`` makes model text one line that cannot be a workflow command (``::warning::``,
+``::add-mask::``, ``::stop-commands::``), with control characters escaped.
+"""
+
+from __future__ import annotations
+
+import html
+import re
+import unicodedata
+from urllib.parse import urlsplit
+
+import mdformat
+import mdformat.plugins
+import nh3
+from markdown_it.token import Token
+
+# Hosts whose images may be shown (GitHub's own: fetched from GitHub, not from a third party).
+DEFAULT_IMAGE_HOSTS = ("github.com", "*.githubusercontent.com")
+_MARKER = re.compile(r"gitops-agent:(?=(task|answer|refused)=)", re.I)
+_MENTION = re.compile(r"(?<![\w`/@.-])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)")
+_DELIMS = re.compile(r"<(/?)(question|instruction|memory|untrusted_text|data)\b", re.I)
+
+
+# ----------------------------------------------------------------------------- characters
+
+
+def _invisible(cp: int) -> bool:
+    if 0xE0000 <= cp <= 0xE007F or 0xE0100 <= cp <= 0xE01EF:  # tag characters, variation selectors supplement
+        return True
+    ch = chr(cp)
+    if ch in "\t\n":
+        return False
+    cat = unicodedata.category(ch)
+    return cat == "Cf" or (cat == "Cc" and ch != "\r")
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without characters a reader cannot see (format characters: zero-width, bidi
+    controls, tag characters; control characters but tab and newline); line and paragraph
+    separators become newlines."""
+    if not text:
+        return text or ""
+    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
+    out = []
+    for ch in text:
+        cp = ord(ch)
+        if cp < 0x80 and ch not in "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f":
+            out.append(ch)
+        elif not _invisible(cp):
+            out.append(ch)
+    return "".join(out)
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def _host_allowed(url: str, hosts: tuple[str, ...]) -> bool:
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return False
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        return False
+    host = parts.hostname.lower()
+    for h in hosts:
+        h = h.lower()
+        if h.startswith("*.") and (host.endswith(h[1:]) or host == h[2:]):
+            return True
+        if host == h:
+            return True
+    return False
+
+
+def _text(content: str) -> Token:
+    t = Token("text", "", 0)
+    t.content = content
+    return t
+
+
+def _code(content: str) -> Token:
+    t = Token("code_inline", "code", 0)
+    t.content = content
+    t.markup = "`"
+    return t
+
+
+def _visible_html(fragment: str) -> str:
+    """What a browser shows of an HTML fragment: its text, no tags, no comments."""
+    return html.unescape(nh3.clean(fragment, tags=set(), strip_comments=True))
+
+
+def _defuse(s: str) -> str:
+    return _MARKER.sub("gitops-agent :", s)
+
+
+def _inline(children: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Token]:
+    out: list[Token] = []
+    for c in children:
+        if c.type == "html_inline":
+            if mode == "in":
+                if not c.content.lstrip().startswith("<!--"):
+                    vis = _visible_html(c.content)
+                    if vis:
+                        out.append(_text(vis))
+            else:
+                out.append(_text(_defuse(c.content)))  # shown, never rendered
+        elif c.type == "image":
+            alt = "".join(x.content for x in (c.children or []) if x.type in ("text", "code_inline")) or c.content
+            src = c.attrGet("src") or ""
+            if mode == "out" and _host_allowed(str(src), hosts):
+                out.append(c)
+            elif mode == "in":
+                out.append(_text(f"[image: {alt}]" if alt else "[image]"))
+            else:
+                host = urlsplit(str(src)).hostname or "elsewhere"
+                out.append(_text(f"[image from {host} not shown" + (f": {alt}]" if alt else "]")))
+        elif c.type == "text":
+            if mode == "out":
+                s = _defuse(c.content)
+                pos = 0
+                for m in _MENTION.finditer(s):
+                    if m.start() > pos:
+                        out.append(_text(s[pos:m.start()]))
+                    out.append(_code(m.group(0)))
+                    pos = m.end()
+                if pos < len(s):
+                    out.append(_text(s[pos:]))
+            else:
+                out.append(c)
+        elif c.type == "code_inline" and mode == "out":
+            c.content = _defuse(c.content)
+            out.append(c)
+        else:
+            out.append(c)
+    return out
+
+
+def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Token]:
+    out: list[Token] = []
+    for t in tokens:
+        if t.type == "html_block":
+            if mode == "in":
+                vis = _visible_html(t.content).strip()
+                if vis:
+                    p_open, inline, p_close = Token("paragraph_open", "p", 1), Token("inline", "", 0), Token("paragraph_close", "p", -1)
+                    inline.content, inline.children = vis, [_text(" ".join(vis.split()))]
+                    out += [p_open, inline, p_close]
+            else:
+                fence = Token("fence", "code", 0)
+                fence.content, fence.info, fence.markup = _defuse(t.content), "html", "```"
+                out.append(fence)
+            continue
+        if t.type == "inline" and t.children is not None:
+            t.children = _inline(t.children, mode, hosts)
+        elif t.type in ("fence", "code_block") and mode == "out":
+            t.content = _defuse(t.content)
+        out.append(t)
+    return out
+
+
+class _Sanitize:
+    """An mdformat parser extension: a markdown-it core rule that rewrites the token stream."""
+
+    CHANGES_AST = True
+    RENDERERS: dict = {}
+
+    @staticmethod
+    def update_mdit(mdit) -> None:  # noqa: ANN001 - mdformat's interface
+        def rule(state) -> None:  # noqa: ANN001
+            opts = state.md.options.get("mdformat", {})
+            mode = opts.get("gitops_sanitize")
+            if mode:
+                state.tokens = _rewrite(state.tokens, mode, tuple(opts.get("gitops_image_hosts") or ()))
+
+        mdit.core.ruler.push("gitops_sanitize", rule)
+
+
+_EXT = "gitops_agent_sanitize"
+mdformat.plugins.PARSER_EXTENSIONS[_EXT] = _Sanitize  # type: ignore[index]
+
+
+def _format(md: str, mode: str, hosts: tuple[str, ...]) -> str:
+    exts = [_EXT] + (["gfm"] if "gfm" in mdformat.plugins.PARSER_EXTENSIONS else [])
+    opts = {"gitops_sanitize": mode, "gitops_image_hosts": list(hosts), "compact_tables": True}  # tables as written
+    return mdformat.text(md, options=opts, extensions=exts)
+
+
+def _fallback(md: str) -> str:
+    """When the Markdown cannot be parsed: all of it as a code block (visible, never rendered)."""
+    body = _defuse(md).replace("```", "`\u200b``")
+    return f"```text\n{body}\n```\n"
+
+
+def inbound(markdown: str) -> str:
+    """What a person sees of ``markdown`` on GitHub, as Markdown for the model."""
+    md = strip_invisible(markdown or "")
+    if not md.strip():
+        return ""
+    try:
+        return strip_invisible(_format(md, "in", ())).strip()
+    except Exception:  # noqa: BLE001 - a parser failure must not pass hidden text through
+        return strip_invisible(_visible_html(md)).strip()
+
+
+def outbound(markdown: str, image_hosts: tuple[str, ...] | list[str] = DEFAULT_IMAGE_HOSTS) -> str:
+    """The model's ``markdown`` made safe to post on GitHub (see the module docstring)."""
+    md = strip_invisible(markdown or "")
+    if not md.strip():
+        return ""
+    try:
+        return strip_invisible(_format(md, "out", tuple(image_hosts))).strip()
+    except Exception:  # noqa: BLE001
+        return _fallback(md)
+
+
+def inline_text(text: str, limit: int | None = None) -> str:
+    """Untrusted text as one line of plain inline Markdown (titles, table cells): invisible
+    characters removed, whitespace folded, Markdown and HTML syntax escaped, no @mention."""
+    s = " ".join(strip_invisible(str(text or "")).split())
+    if limit is not None and len(s) > limit:
+        s = s[: limit - 1].rstrip() + "…"
+    s = s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    s = re.sub(r"([\\`\[\]|])", r"\\\1", s)  # links, images, code, tables: only what changes structure
+    return _MENTION.sub(lambda m: f"`{m.group(0)}`", _defuse(s))
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def quote(text: str) -> str:
+    """Untrusted text for a prompt delimiter block: the block's own tags cannot be closed or
+    forged from inside it."""
+    return _DELIMS.sub(lambda m: "‹" + m.group(1) + m.group(2), text or "")
+
+
+# ----------------------------------------------------------------------------- logs
+
+_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
+
+
+def log_line(text: object, limit: int = 300) -> str:
+    """Model text for a job log: one line, control characters escaped, no workflow command."""
+    s = strip_invisible(str(text if text is not None else ""))
+    s = _CTRL.sub(lambda m: "\\n" if m.group(0) == "\n" else f"\\x{ord(m.group(0)):02x}", s)
+    s = s.replace("::", ": :")
+    return s if len(s) <= limit else s[: limit - 1] + "…"
