@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -106,7 +107,12 @@ def main(argv: list[str] | None = None) -> int:
         return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
                 **MEMORY_COMMANDS}[args.command](args)
     except AgentError as e:
-        print(f"gitops-agent: error: {e}", file=sys.stderr)
+        msg = str(e)
+        if os.environ.get("GITHUB_ACTIONS") == "true":  # a message may quote model text: never a workflow command
+            from agent.safety.text import log_line
+
+            msg = log_line(msg, 4000)
+        print(f"gitops-agent: error: {msg}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt:
         print("\ngitops-agent: interrupted; every finished step is committed. Continue with `gitops-agent run --resume <task-id>`.", file=sys.stderr)

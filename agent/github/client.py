@@ -283,6 +283,19 @@ class GitHubClient:
 
         return self._call(f"get issue #{number}", get)
 
+    def file_text(self, path: str, ref: str | None = None) -> str | None:
+        """A file of the repository (default branch unless ``ref``), or None if there is none."""
+        def get() -> str:
+            c = self._repo.get_contents(path, ref=ref) if ref else self._repo.get_contents(path)
+            if isinstance(c, list):
+                raise GitHubError(f"read {path}", 422, "is a directory")
+            return c.decoded_content.decode("utf-8", "replace")
+
+        try:
+            return self._call(f"read {path}", get)
+        except GitHubNotFound:
+            return None
+
     def comment(self, issue_number: int, body: str) -> tuple[int, str]:
         body = self._outbound(body)
         c = self._call(f"comment on #{issue_number}", lambda: self._repo.get_issue(int(issue_number)).create_comment(body))

@@ -8,7 +8,6 @@ each with a `client_payload` of at most 10 keys.
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -166,7 +165,7 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
             return Trigger(kind="ignore", why="pull requests are not questions", source="issue")
         if action == "labeled" and (event.get("label") or {}).get("name") != label:
             return Trigger(kind="ignore", why=f"label is not {label!r}", source="issue")
-        if action == "opened" and label not in labels and _phrase_rest(issue.get("body") or "", phrase) is None:
+        if action in ("opened", "reopened") and label not in labels and _phrase_rest(issue.get("body") or "", phrase) is None:
             return Trigger(kind="ignore", why=f"issue has no {label!r} label and does not start with {phrase!r}", source="issue")
         if action not in ("opened", "labeled", "reopened"):
             return Trigger(kind="ignore", why=f"issues.{action} does not start a task", source="issue")

@@ -21,20 +21,21 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from agent.brain.branch import brain_tip, load_repo_brain
-from agent.core.config import AgentConfig
+from agent.core.config import CONFIG_PATH, AgentConfig, parse_config
 from agent.core.trusted import config_at
 from agent.steps.engine import Engine
 from agent.core.errors import AgentError, ConfigError, TaskNotFound
+from agent.github.gate import refusal_marker, refusal_text
 from agent.github.events import EVENT_TYPES, DispatchPayload, Trigger, load_event, read_trigger
 from agent.git.repo import GitRepo
-from agent.steps.intake import add_instruction, create_task, slugify
+from agent.steps.intake import add_instruction, create_task
 from agent.observe.progress import Reporter
 from agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
-from agent.safety.text import strip_invisible
+from agent.safety.text import log_line, strip_invisible
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
-from agent.core.state import BRANCH_PREFIX, Budget, TaskModels, TaskSource, branch_for, dump_state
+from agent.core.state import BRANCH_PREFIX, TaskModels, TaskSource
 
 MARKER = "<!-- gitops-agent:task={task} -->"
 ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
@@ -181,7 +182,7 @@ class StepRunner:
             raise ConfigError(f"this event asks for step {want!r}, not {step!r}")
         if want is None:
             self.reporter.event("skip", step="intake", why=trigger.why)
-            print(f"gitops-agent: nothing to do: {trigger.why}")
+            print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
             return 0
         if want == "intake":
             return self.intake(trigger, event)
@@ -206,26 +207,32 @@ class StepRunner:
         return ok, "needs write access to the repository"
 
     def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
+        # Who may trigger is decided before anything is cloned: the settings of the default
+        # branch are read through the API (one request), then the author's permission.
+        early = self.default_branch_config()
+        cfg0 = early or self.config_defaults()
+        if trigger is None:
+            trigger = read_trigger(self.s.event_name, event, label=cfg0.trigger.label, phrase=cfg0.trigger.phrase, question_input=self.s.question)
+        if trigger.kind not in ("new", "follow-up"):
+            print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
+            return 0
+        ok, why = self.allowed(trigger, cfg0)
+        if not ok:
+            self.refuse(trigger, why, cfg0)
+            return 0
         git = self.clone(None)
         head = git.git("rev-parse", "HEAD").strip()
         cfg = self.config(git, head)
-        if trigger is None:
-            trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase, question_input=self.s.question)
-        if trigger.kind not in ("new", "follow-up"):
-            print(f"gitops-agent: nothing to do: {trigger.why}")
-            return 0
-        ok, why = self.allowed(trigger, cfg)
-        if not ok:
-            login = trigger.author.login if trigger.author else "?"
-            if trigger.issue is not None:
-                self.client.comment(trigger.issue, (
-                    f"Thanks @{login}! gitops-agent only starts or steers tasks for people with write access "
-                    f"to this repository ({why}), so nothing ran. A maintainer can label the issue `{cfg.trigger.label}` "
-                    f"or comment `{cfg.trigger.phrase} …` to start it."
-                ))
-            print(f"gitops-agent: refused: @{login} {why}")
-            self.outputs["refused"] = "true"
-            return 0
+        if early is None:  # the API could not give the settings: decide again with the clone's
+            trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase,
+                                   question_input=self.s.question) if self.s.event_name in ("issues", "issue_comment") else trigger
+            if trigger.kind not in ("new", "follow-up"):
+                print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
+                return 0
+            ok, why = self.allowed(trigger, cfg)
+            if not ok:
+                self.refuse(trigger, why, cfg)
+                return 0
         rt = self.runtime(git, head, brain=brain_tip(git), cfg=cfg)
         job: Job | None = None
         if trigger.kind == "follow-up" and trigger.issue is not None:
@@ -251,6 +258,42 @@ class StepRunner:
         self.progress(snap, "planning")
         self.summary(snap, "intake")
         return 0
+
+    def config_defaults(self) -> AgentConfig:
+        cfg = AgentConfig()
+        if self.s.trigger_label:
+            cfg.trigger.label = self.s.trigger_label
+        if self.s.trigger_phrase:
+            cfg.trigger.phrase = self.s.trigger_phrase
+        return cfg
+
+    def default_branch_config(self) -> AgentConfig | None:
+        """The settings on the default branch, read through the API (no clone); None when the
+        API cannot say (then the clone's are used)."""
+        try:
+            raw = self.client.file_text(CONFIG_PATH)
+        except AgentError as e:
+            print(f"gitops-agent: could not read {CONFIG_PATH} through the API ({log_line(str(e), 200)}); cloning first")
+            return None
+        cfg = parse_config(raw, f"{CONFIG_PATH} on the default branch") if raw is not None else AgentConfig()
+        if self.s.trigger_label:
+            cfg.trigger.label = self.s.trigger_label
+        if self.s.trigger_phrase:
+            cfg.trigger.phrase = self.s.trigger_phrase
+        return cfg
+
+    def refuse(self, trigger: Trigger, why: str, cfg: AgentConfig) -> None:
+        """Tell a person once per issue why nothing ran (the marker also stops the action's gate
+        from repeating it); bots are not answered."""
+        login = trigger.author.login if trigger.author else "?"
+        print(f"gitops-agent: refused: @{log_line(login)} {log_line(why)}")
+        self.outputs["refused"] = "true"
+        if trigger.issue is None or (trigger.author and trigger.author.is_bot):
+            return
+        marker = refusal_marker(login)
+        if self.client.find_comment(trigger.issue, marker) is not None:
+            return
+        self.client.comment(trigger.issue, refusal_text(login, cfg.trigger.label, cfg.trigger.phrase))
 
     def trusted_author(self, writer: str | None, starter: str | None, cfg: AgentConfig) -> bool:
         """Whether the question's author can write to the repository (they may not be the writer
@@ -379,7 +422,7 @@ class StepRunner:
             try:
                 snap = load_snapshot(git, tid)
             except (TaskNotFound, AgentError) as e:
-                print(f"gitops-agent: reconcile: skip {tid}: {e}")
+                print(f"gitops-agent: reconcile: skip {tid}: {log_line(str(e), 500)}")
                 continue
             head = git.log(snap.tip, max_count=1)
             if head and head[0].trailers.get("Agent-Role") == "finish":

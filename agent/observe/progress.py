@@ -13,6 +13,9 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
+from agent.safety.secrets import redact
+from agent.safety.text import log_line
+
 
 class Reporter:
     """Silent by default; subclasses show or store events."""
@@ -46,12 +49,14 @@ class ConsoleReporter(Reporter):
                 self.console.print(line)
 
     def _line(self, kind: str, f: dict[str, Any]) -> str | None:
-        e = {k: escape(str(v)) if isinstance(v, str) else v for k, v in f.items()}
+        # every value may carry model text (a tool name, an error): one line, no workflow command,
+        # no secret, no console markup (agent/safety)
+        e = {k: escape(redact(log_line(v))) if isinstance(v, str) else v for k, v in f.items()}
         if kind == "task":
             return f"[bold]task[/] {e['task']}  branch [cyan]{e['branch']}[/]"
         if kind == "plan":
             what = f"dispatch {', '.join(f['dispatch'])}" if f.get("dispatch") else (f.get("action") or "")
-            return f"[magenta]plan[/] v{f['version']}  {f['counts']}  {escape(what)}  [dim]{f['tokens']} tok ${f['cost']:.4f}[/]"
+            return f"[magenta]plan[/] v{f['version']}  {e['counts']}  {escape(redact(log_line(what)))}  [dim]{f['tokens']} tok ${f['cost']:.4f}[/]"
         if kind == "plan_error":
             return f"[yellow]plan[/] model output rejected: {e['error']}"
         if kind == "turn":

@@ -116,6 +116,13 @@ class Fault:
 
 
 @dataclass
+class RawBody:
+    """A response body sent as it is (the raw media type), not as JSON."""
+
+    data: bytes
+
+
+@dataclass
 class RecordedRequest:
     method: str
     path: str  # without the query
@@ -602,14 +609,15 @@ class FakeGitHub:
     def _send(self, h: BaseHTTPRequestHandler, rec: RecordedRequest, status: int, payload: Any,
               extra: dict[str, str] | None = None) -> None:
         rec.status = status
-        data = b"" if payload is None else json.dumps(payload).encode()
-        headers = {"x-github-media-type": "github.v3; format=json",
+        raw = isinstance(payload, RawBody)
+        data = b"" if payload is None else (payload.data if raw else json.dumps(payload).encode())
+        headers = {"x-github-media-type": "github.v3; format=raw" if raw else "github.v3; format=json",
                    "x-github-request-id": uuid.uuid4().hex[:16].upper(), **self._rate_headers()}
         headers.update({k.lower(): v for k, v in (extra or {}).items()})
         try:
             h.send_response(status, REASONS.get(status))
             if payload is not None:
-                h.send_header("content-type", "application/json; charset=utf-8")
+                h.send_header("content-type", "application/vnd.github.raw" if raw else "application/json; charset=utf-8")
             h.send_header("content-length", str(len(data)))
             for k, v in headers.items():
                 h.send_header(k, v)
@@ -646,6 +654,7 @@ class FakeGitHub:
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/requested_reviewers", "request_reviewers"),
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/dispatches", "dispatch"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/collaborators/(?P<u>[^/]+)/permission", "get_permission"),
+        ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/contents/(?P<path>.+)", "get_contents"),
     ]
 
     def _route(self, rec: RecordedRequest) -> tuple[int, Any, dict[str, str] | None, Callable[[], None] | None]:
@@ -1030,6 +1039,27 @@ class FakeGitHub:
             cb, name = self.on_dispatch, repo.full_name
             after = lambda: cb(name, json.loads(json.dumps(entry)))  # noqa: E731
         return 204, None, None, after
+
+    def _r_get_contents(self, rec: RecordedRequest, o: str, r: str, path: str) -> tuple:
+        """GET /repos/{o}/{r}/contents/{path}?ref=: a file as JSON (base64 content), or its bytes
+        with `Accept: application/vnd.github.raw`; 404 "Not Found" when there is none."""
+        repo = self._find_repo(o, r)
+        if repo.git_dir is None:
+            raise ApiError(404)
+        ref = rec.query.get("ref") or repo.default_branch
+        p = subprocess.run(["git", "--git-dir", str(repo.git_dir), "cat-file", "blob", f"{ref}:{path}"], capture_output=True)
+        if p.returncode != 0:
+            raise ApiError(404)
+        data = p.stdout
+        sha = subprocess.run(["git", "--git-dir", str(repo.git_dir), "rev-parse", f"{ref}:{path}"], capture_output=True,
+                             text=True).stdout.strip()
+        if "raw" in rec.headers.get("accept", ""):
+            return 200, RawBody(data)
+        api = self._api(repo)
+        return 200, {"type": "file", "encoding": "base64", "size": len(data), "name": path.rsplit("/", 1)[-1], "path": path,
+                     "content": b64encode(data).decode(), "sha": sha, "url": f"{api}/contents/{path}?ref={ref}",
+                     "git_url": f"{api}/git/blobs/{sha}", "html_url": f"{self._html(repo)}/blob/{ref}/{path}",
+                     "download_url": None, "_links": {}}
 
     def _r_get_permission(self, rec: RecordedRequest, o: str, r: str, u: str) -> tuple:
         repo = self._find_repo(o, r)
