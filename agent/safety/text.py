@@ -164,7 +164,8 @@ def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Tok
                     out += [p_open, inline, p_close]
             else:
                 fence = Token("fence", "code", 0)
-                fence.content, fence.info, fence.markup = _defuse(t.content), "html", "```"
+                body = _defuse(t.content)
+                fence.content, fence.info, fence.markup = body if body.endswith("\n") else body + "\n", "html", "```"
                 out.append(fence)
             continue
         if t.type == "inline" and t.children is not None:
