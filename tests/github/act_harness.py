@@ -6,6 +6,7 @@ each event itself, and the reusable workflow's job conditions pick the step)."""
 from __future__ import annotations
 
 import json
+import shutil
 import os
 import subprocess
 import textwrap
@@ -61,6 +62,17 @@ class ActHarness:
         self.tool_cache.mkdir(parents=True, exist_ok=True)
         self.events = self.work.parent / "events"
         self.events.mkdir(exist_ok=True)
+        # The action as it is published: the tracked files of this checkout (act copies the
+        # directory it is given for every job, and a checkout's .venv is hundreds of MB).
+        self.action_dir = self.work.parent / "action"
+        if not self.action_dir.exists():
+            files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                                   capture_output=True, check=True).stdout.split(b"\0")
+            for f in files:
+                if f and (ROOT / f.decode()).is_file():
+                    dst = self.action_dir / f.decode()
+                    dst.parent.mkdir(parents=True, exist_ok=True)
+                    shutil.copy2(ROOT / f.decode(), dst)
 
     def caller(self) -> str:
         """The ~15-line caller a repository adds (examples/caller.yml), pointed at local fakes."""
@@ -89,7 +101,7 @@ class ActHarness:
         cmd = [
             act_binary() or "act", event_name, "-e", str(path), "-W", ".github/workflows/gitops-agent.yml",
             "-P", "ubuntu-latest=-self-hosted", "-P", "self-hosted=-self-hosted",
-            "--local-repository", f"gitops-agent/gitops-agent@v1={ROOT}",
+            "--local-repository", f"gitops-agent/gitops-agent@v1={self.action_dir}",
             "--local-repository", f"{SETUP_PYTHON}={self.stub}",
             "-s", f"GITHUB_TOKEN={self.token}", "-s", f"ANTHROPIC_API_KEY={self.api_key}",
             "--env", f"GITHUB_API_URL={self.api_url}", "--env", "GITOPS_AGENT_GITHUB_THROTTLE=0",
