@@ -19,7 +19,7 @@ from agent.models.base import ModelResponse, ToolUseBlock
 from tests.fakes.agent_responder import AgentResponder, tool
 from tests.helpers import ROOT, git
 from tests.memory.helpers import experience, make_repo
-from tests.security.harness import PY, Attack, attacker
+from tests.security.harness import AGENT_ROOT, PY, Attack, attacker
 
 
 def ssti(marker_path: Path, port: int) -> str:
@@ -137,7 +137,7 @@ def test_the_actions_gate_stops_an_outsider_before_the_install(world):
         env = w.env(event, ev)
         out = Path(env["GITHUB_OUTPUT"])
         out.write_text("")
-        p = subprocess.run([PY, "-I", str(ROOT / "agent" / "github" / "gate.py")], env=env, capture_output=True, text=True, timeout=60)
+        p = subprocess.run([PY, "-I", str(AGENT_ROOT / "agent" / "github" / "gate.py")], env=env, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
         return out.read_text().strip()
 
