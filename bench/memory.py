@@ -37,7 +37,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.memory.store import Experience, MemoryStore, OutlineItem, dump_experience  # noqa: E402
+from agent.memory.experience import Experience, OutlineItem, dump_experience  # noqa: E402
+
+from agent.memory.store import MemoryStore  # noqa: E402
 from agent.memory.retrieval import Retriever, embeddings_available  # noqa: E402
 from agent.core.state import utcnow  # noqa: E402
 

@@ -128,7 +128,8 @@ def list_tools(brain: Brain) -> list[dict[str, Any]]:
 def _sample_context() -> dict[str, Any]:
     """Representative values for every variable the steps pass to the templates."""
     from agent.observe.render import checklist
-    from agent.core.state import Observation, Plan, PlanNode, TaskFile, TaskModels, utcnow
+    from agent.core.state import Observation, TaskFile, TaskModels, utcnow
+    from agent.core.plan import Plan, PlanNode
 
     task = TaskFile(
         task_id="1-sample", question="What is the average order value per region?", base_ref="main", base_sha="0" * 40,
@@ -151,7 +152,7 @@ def _sample_context() -> dict[str, Any]:
 
 
 def _sample_experience() -> dict[str, Any]:
-    from agent.memory.store import Experience, OutlineItem
+    from agent.memory.experience import Experience, OutlineItem
     from agent.core.state import utcnow
 
     e = Experience(task_id="0-past", branch="agent/task/0-past", question="Average order value?", outcome="failed",

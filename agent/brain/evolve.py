@@ -22,7 +22,8 @@ from agent.brain.branch import BRAIN_BRANCH, brain_tip, classify, diff_files, in
 from agent.brain.agents import default_prompts_dir
 from agent.core.errors import AgentError, ConfigError, FatalModelError, ModelError
 from agent.git.repo import GitRepo
-from agent.memory.store import Experience, MemoryStore
+from agent.memory.experience import Experience
+from agent.memory.store import MemoryStore
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from agent.models.pricing import price_of
 from agent.models import model_id

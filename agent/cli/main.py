@@ -10,7 +10,7 @@ from pathlib import Path
 from agent import __version__
 from agent.core.errors import AgentError
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
+from agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
 
 DESCRIPTION = """\
 A low-cost LLM agent that lives in a Git repository. A question becomes a task branch
@@ -121,30 +121,6 @@ def main(argv: list[str] | None = None) -> int:
         telemetry.flush()
 
 
-def _reporter(args: argparse.Namespace):
-    from agent.observe.progress import ConsoleReporter, Reporter
-
-    return Reporter() if getattr(args, "quiet", False) else ConsoleReporter(verbose=getattr(args, "verbose", False))
-
-
-def _print_result(res, repo: Path) -> int:
-    from rich.console import Console
-    from rich.markdown import Markdown
-
-    out = Console(highlight=False, soft_wrap=True)
-    if res.answer:
-        out.print(Markdown(res.answer) if sys.stdout.isatty() else res.answer)
-    elif res.reason:
-        out.print(f"No answer: {res.reason}")
-    err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
-    err.print(f"\n[bold]outcome[/] {res.outcome}   [bold]cost[/] ${res.cost_usd:.4f}   [bold]branch[/] {res.branch}")
-    err.print(f"report: git -C {repo} show {res.branch}:.agent/tasks/{res.task_id}/report.md")
-    err.print(f"trace:  git -C {repo} log --format='%s%n%(trailers)' {res.branch}")
-    if res.outcome != "done":
-        err.print(f"continue: gitops-agent run --repo {repo} --resume {res.task_id}")
-    return EXIT_OK if res.outcome == "done" else (EXIT_BUDGET if res.outcome == "budget" else EXIT_FAILED)
-
-
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.core.config import CONFIG_PATH, load_config
     from agent.core.errors import ConfigError
@@ -238,7 +214,8 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     from agent.git.repo import GitRepo
     from agent.cli.local import find_repo
-    from agent.observe.trace import build_trace, render_terminal
+    from agent.observe.terminal import render_terminal
+    from agent.observe.trace_build import build_trace
 
     trace = build_trace(GitRepo(find_repo(args.repo)), args.task)
     if args.otlp:

@@ -19,7 +19,7 @@ import json
 import sys
 from pathlib import Path
 
-EXIT_OK, EXIT_FAILED = 0, 1
+from agent.cli.output import EXIT_FAILED, EXIT_OK  # noqa: F401
 
 
 def add_parsers(sub) -> None:
@@ -101,7 +101,8 @@ def _git(args):
 
 def cmd_memory(args: argparse.Namespace) -> int:
     from agent.core.errors import ConfigError
-    from agent.memory.store import MEMORY_BRANCH, MemoryStore
+    from agent.memory.experience import MEMORY_BRANCH
+    from agent.memory.store import MemoryStore
 
     action = getattr(args, "memory_command", None)
     if action is None:
@@ -237,7 +238,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from agent.cli.main import _print_result, _reporter
+    from agent.cli.output import print_result as _print_result, reporter as _reporter
     from agent.steps.fork import fork_task, run_fork
     from agent.cli.local import check_model_env, find_repo, make_runtime
     from agent.core.state import TaskModels

@@ -61,12 +61,8 @@ class Runtime:
     def get_sandbox(self) -> Sandbox:
         with self._lock:
             if self.sandbox is None:
-                # memory: shared data sets (data/ on agent/memory) fetched on first use, mounted
-                # read-only and shown to the model as data_dir; a failure is reported, not raised
-                from agent.memory.store import attach_data
-
-                if self.data_dir is None:
-                    attach_data(self)
+                # memory's shared data sets are mounted read-only when a step attached them
+                # (agent/memory/hooks.py attach_data sets data_dir before the first sandbox)
                 self.sandbox = make_sandbox(self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None)
             return self.sandbox
 

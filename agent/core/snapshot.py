@@ -15,17 +15,8 @@ from datetime import datetime, timezone
 
 from agent.core.errors import BudgetExceeded, StateFileError, TaskNotFound
 from agent.core.seams import GitStore
-from agent.core.state import (
-    NodeStatus,
-    Plan,
-    StepRecord,
-    TaskFile,
-    Usage,
-    branch_for,
-    parse_state,
-    step_dirname,
-    task_dir,
-)
+from agent.core.state import NodeStatus, StepRecord, TaskFile, Usage, branch_for, parse_state, step_dirname, task_dir
+from agent.core.plan import Plan
 
 _STEP_DIR_RE = re.compile(r"(\d{4,})-([A-Za-z_][A-Za-z0-9_-]*)")
 

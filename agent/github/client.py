@@ -21,18 +21,15 @@ import json
 import logging
 import os
 import re
-import time
 import urllib.parse
 from typing import Any, Callable, Iterator, TypeVar
 
 import github
 import requests
-from github import GithubRetry
-from github.GithubException import GithubException, RateLimitExceededException, RateLimitExceededExceedsMaxWait
+from github.GithubException import GithubException, RateLimitExceededException
 from github.IssueComment import IssueComment
-from urllib3 import Retry
 
-from agent.core.errors import AgentError, BadName, ConfigError
+from agent.core.errors import BadName, ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -46,107 +43,10 @@ _LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 T = TypeVar("T")
 
 
-# -- errors -------------------------------------------------------------------------------
-
-
-class GitHubError(AgentError):
-    """A GitHub API call failed after retries. `status` is the HTTP status (None: no response,
-    e.g. a connection error); `github_message` is GitHub's `message`, `errors` its 422 details."""
-
-    def __init__(self, what: str, status: int | None, github_message: str, errors: list[str] | None = None):
-        self.what = what
-        self.status = status
-        self.github_message = github_message
-        self.errors = list(errors or [])
-        detail = github_message + (f" ({'; '.join(self.errors)})" if self.errors else "")
-        super().__init__(f"GitHub {what}: {status if status is not None else 'no response'} {detail}".rstrip())
-
-
-class GitHubAuthError(GitHubError):
-    """401 (bad or expired token) or 403 that is not a rate limit (missing permission)."""
-
-
-class GitHubNotFound(GitHubError):
-    """404: no such repository / issue / user, or the token cannot see it."""
-
-
-class GitHubValidationError(GitHubError):
-    """422: GitHub refused the request's content (see `errors`)."""
-
-
-class GitHubRateLimited(GitHubError):
-    """A rate limit that did not clear within the retries / `max_rate_limit_wait`."""
-
-
-class InvalidDispatch(GitHubError, ValueError):
-    """A repository_dispatch refused locally, before any request (GitHub would answer 422)."""
-
-    def __init__(self, message: str):
-        self.what, self.status, self.github_message, self.errors = "dispatch", None, message, []
-        AgentError.__init__(self, f"invalid repository_dispatch: {message}")
-
-
-# -- retries ------------------------------------------------------------------------------
-
-
-class _Retry(GithubRetry):
-    """PyGithub's GithubRetry (403 secondary limits by message, 5xx) plus: `retry-after` and
-    `x-ratelimit-remaining: 0` / `x-ratelimit-reset` honoured on 429 as on 403, and waits capped."""
-
-    def increment(  # type: ignore[override]
-        self,
-        method: str | None = None,
-        url: str | None = None,
-        response: Any = None,
-        error: Exception | None = None,
-        _pool: Any = None,
-        _stacktrace: Any = None,
-    ) -> Retry:
-        if response is None or response.status not in (403, 429):
-            return super().increment(method, url, response, error, _pool, _stacktrace)
-        headers = response.headers
-        path = urllib.parse.urlsplit(url or "").path
-        retry_after = headers.get("Retry-After")
-        reset = headers.get("X-RateLimit-Reset")
-        if retry_after:
-            wait = self.parse_retry_after(retry_after)
-            self._check_wait(wait, response)
-            retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
-            log.warning("GitHub %s on %s %s: retry-after %ss", response.status, method, path, retry_after)
-            return retry  # urllib3 sleeps `Retry-After` itself (respect_retry_after_header)
-        if headers.get("X-RateLimit-Remaining") == "0" and reset and reset.isdigit():
-            wait = max(0.0, int(reset) - time.time()) + 1.0  # the reset happens some time in that second
-        elif response.status == 429:
-            wait = float(self.secondary_rate_wait)
-        else:
-            return super().increment(method, url, response, error, _pool, _stacktrace)  # 403: inspects the message
-        self._check_wait(wait, response)
-        retry = Retry.increment(self, method, url, response, error, _pool, _stacktrace)
-        wait = max(wait, retry.get_backoff_time())
-        retry.get_backoff_time = lambda: wait  # type: ignore[method-assign]
-        log.warning("GitHub %s (rate limit) on %s %s: waiting %.1fs", response.status, method, path, wait)
-        return retry
-
-    def _check_wait(self, wait: float, response: Any) -> None:
-        if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
-            raise RateLimitExceededExceedsMaxWait(
-                response.status, {"message": f"rate limited: GitHub asks to wait {wait:.0f}s, more than the "
-                                             f"allowed {self.max_rate_limit_wait:.0f}s"},
-                dict(response.headers), wait=wait)
-
-
-def make_retry(retries: int, backoff_factor: float = 0.5, secondary_rate_wait: float = 60.0,
-               max_rate_limit_wait: float | None = 600.0) -> Retry:
-    return _Retry(
-        total=retries,
-        backoff_factor=backoff_factor,
-        status_forcelist=[429, *range(500, 600)],  # GithubRetry adds 403 and decides by headers/message
-        allowed_methods=Retry.DEFAULT_ALLOWED_METHODS | {"GET", "POST", "PATCH"},
-        raise_on_status=False,  # the last error response reaches PyGithub -> GithubException with GitHub's message
-        secondary_rate_wait=secondary_rate_wait,
-        max_rate_limit_wait=max_rate_limit_wait,
-    )
-
+from agent.github.errors import (  # noqa: F401 - the client's errors are part of its API
+    GitHubAuthError, GitHubError, GitHubNotFound, GitHubRateLimited, GitHubValidationError, InvalidDispatch,
+)
+from agent.github.retry import make_retry
 
 # -- the client ---------------------------------------------------------------------------
 

@@ -9,7 +9,6 @@ the sandbox (which gets a scrubbed environment).
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import shutil
@@ -18,111 +17,33 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
 
 from agent.brain.branch import brain_tip, load_repo_brain
-from agent.core.config import CONFIG_PATH, AgentConfig, parse_config
+from agent.core.config import AgentConfig
 from agent.core.trusted import config_at
 from agent.steps.engine import Engine
 from agent.core.errors import AgentError, ConfigError, TaskNotFound
-from agent.github.gate import refusal_marker, refusal_text
-from agent.github.events import EVENT_TYPES, DispatchPayload, Trigger, load_event, read_trigger
+from agent.github.events import Trigger, load_event, read_trigger
 from agent.git.repo import GitRepo
 from agent.steps.intake import add_instruction, create_task
 from agent.observe.progress import Reporter
-from agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
-from agent.safety.text import log_line, strip_invisible
+from agent.observe.render import md_block
+from agent.safety.text import log_line
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
-from agent.core.snapshot import Snapshot, load_snapshot
+from agent.core.snapshot import load_snapshot
 from agent.core.state import BRANCH_PREFIX, TaskModels, TaskSource
 
 MARKER = "<!-- gitops-agent:task={task} -->"
 ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
 
 
-class Settings(BaseModel):
-    """What a job learns from its environment (set by the composite action)."""
-
-    repo: str = Field(description="owner/name (GITHUB_REPOSITORY)")
-    api_url: str = "https://api.github.com"
-    server_url: str = "https://github.com"
-    token: SecretStr = SecretStr("")
-    git_url: str | None = None
-    workdir: Path
-    run_id: str | None = None
-    event_name: str = ""
-    event_path: str | None = None
-    question: str | None = None
-    trigger_label: str | None = None
-    trigger_phrase: str | None = None
-    planner_model: str | None = None
-    executor_model: str | None = None
-    max_usd: float | None = None
-    summary_path: str | None = None
-    output_path: str | None = None
-
-    @classmethod
-    def from_env(cls, env: dict[str, str] | None = None) -> "Settings":
-        e = os.environ if env is None else env
-        repo = e.get("GITHUB_REPOSITORY", "")
-        if "/" not in repo:
-            raise ConfigError("GITHUB_REPOSITORY is not set (owner/name); `gitops-agent step` runs inside GitHub Actions")
-        token = e.get("GITOPS_AGENT_GITHUB_TOKEN") or e.get("GITHUB_TOKEN") or ""
-        if not token:
-            raise ConfigError("no GitHub token: pass `github-token` to the action (GITOPS_AGENT_GITHUB_TOKEN)")
-        max_usd = e.get("GITOPS_AGENT_MAX_USD") or None
-        return cls(
-            repo=repo,
-            api_url=e.get("GITHUB_API_URL", "https://api.github.com"),
-            server_url=e.get("GITHUB_SERVER_URL", "https://github.com"),
-            token=SecretStr(token),
-            git_url=e.get("GITOPS_AGENT_GIT_URL") or None,
-            workdir=Path(e.get("RUNNER_TEMP") or tempfile.gettempdir()),
-            run_id=e.get("GITHUB_RUN_ID"),
-            event_name=e.get("GITHUB_EVENT_NAME", ""),
-            event_path=e.get("GITHUB_EVENT_PATH"),
-            question=e.get("GITOPS_AGENT_QUESTION") or None,
-            trigger_label=e.get("GITOPS_AGENT_TRIGGER_LABEL") or None,
-            trigger_phrase=e.get("GITOPS_AGENT_TRIGGER_PHRASE") or None,
-            planner_model=e.get("GITOPS_AGENT_PLANNER_MODEL") or None,
-            executor_model=e.get("GITOPS_AGENT_EXECUTOR_MODEL") or None,
-            max_usd=float(max_usd) if max_usd else None,
-            summary_path=e.get("GITHUB_STEP_SUMMARY"),
-            output_path=e.get("GITHUB_OUTPUT"),
-        )
-
-    @property
-    def clone_url(self) -> str:
-        return self.git_url or f"{self.server_url.rstrip('/')}/{self.repo}.git"
-
-    @property
-    def run_url(self) -> str | None:
-        return f"{self.server_url.rstrip('/')}/{self.repo}/actions/runs/{self.run_id}" if self.run_id else None
-
-    def git_auth_env(self) -> dict[str, str]:
-        """http.extraHeader through GIT_CONFIG_* variables: used by git's network commands,
-        never stored in .git/config."""
-        if self.clone_url.startswith(("file://", "/")) or not self.token.get_secret_value():
-            return {}
-        basic = base64.b64encode(f"x-access-token:{self.token.get_secret_value()}".encode()).decode()
-        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"}
+from agent.github.access import Access
+from agent.github.publish import Publisher
+from agent.github.settings import GitHubDispatcher, Settings  # noqa: F401 - Settings is part of this module's API
 
 
-class GitHubDispatcher:
-    """Hands each next step to GitHub as a repository_dispatch."""
-
-    def __init__(self, client: Any) -> None:
-        self.client = client
-        self.sent: list[Job] = []
-
-    def dispatch(self, job: Job) -> None:
-        payload = DispatchPayload.of(job)
-        self.client.dispatch(EVENT_TYPES[job.step], payload.wire())
-        self.sent.append(job)
-
-
-class StepRunner:
+class StepRunner(Access, Publisher):
     """One job on a runner."""
 
     def __init__(self, settings: Settings, client: Any, reporter: Reporter | None = None) -> None:
@@ -192,20 +113,6 @@ class StepRunner:
         return self.step(trigger.payload.job(want))
 
     # ---- intake ----------------------------------------------------------------------------
-    def allowed(self, trigger: Trigger, cfg: AgentConfig) -> tuple[bool, str]:
-        a = trigger.author
-        if a is None:
-            return True, "no author (workflow input)"  # workflow_dispatch/call: whoever can run workflows
-        if a.login in cfg.trigger.allow:
-            return True, "allow-listed"
-        if a.is_bot:
-            return (a.login in cfg.trigger.allow_bots), "bots need to be listed in trigger.allow_bots"
-        try:
-            ok = self.client.can_write(a.login)
-        except AgentError as e:
-            return False, f"could not check permissions: {e}"
-        return ok, "needs write access to the repository"
-
     def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
         # Who may trigger is decided before anything is cloned: the settings of the default
         # branch are read through the API (one request), then the author's permission.
@@ -259,54 +166,6 @@ class StepRunner:
         self.summary(snap, "intake")
         return 0
 
-    def config_defaults(self) -> AgentConfig:
-        cfg = AgentConfig()
-        if self.s.trigger_label:
-            cfg.trigger.label = self.s.trigger_label
-        if self.s.trigger_phrase:
-            cfg.trigger.phrase = self.s.trigger_phrase
-        return cfg
-
-    def default_branch_config(self) -> AgentConfig | None:
-        """The settings on the default branch, read through the API (no clone); None when the
-        API cannot say (then the clone's are used)."""
-        try:
-            raw = self.client.file_text(CONFIG_PATH)
-        except AgentError as e:
-            print(f"gitops-agent: could not read {CONFIG_PATH} through the API ({log_line(str(e), 200)}); cloning first")
-            return None
-        cfg = parse_config(raw, f"{CONFIG_PATH} on the default branch") if raw is not None else AgentConfig()
-        if self.s.trigger_label:
-            cfg.trigger.label = self.s.trigger_label
-        if self.s.trigger_phrase:
-            cfg.trigger.phrase = self.s.trigger_phrase
-        return cfg
-
-    def refuse(self, trigger: Trigger, why: str, cfg: AgentConfig) -> None:
-        """Tell a person once per issue why nothing ran (the marker also stops the action's gate
-        from repeating it); bots are not answered."""
-        login = trigger.author.login if trigger.author else "?"
-        print(f"gitops-agent: refused: @{log_line(login)} {log_line(why)}")
-        self.outputs["refused"] = "true"
-        if trigger.issue is None or (trigger.author and trigger.author.is_bot):
-            return
-        marker = refusal_marker(login)
-        if self.client.find_comment(trigger.issue, marker) is not None:
-            return
-        self.client.comment(trigger.issue, refusal_text(login, cfg.trigger.label, cfg.trigger.phrase))
-
-    def trusted_author(self, writer: str | None, starter: str | None, cfg: AgentConfig) -> bool:
-        """Whether the question's author can write to the repository (they may not be the writer
-        who labelled their issue). The model is told when they cannot; memory records it."""
-        if writer is None or writer == starter:
-            return True
-        if writer in cfg.trigger.allow:
-            return True
-        try:
-            return self.client.can_write(writer)
-        except AgentError:
-            return False
-
     def task_for_issue(self, git: GitRepo, issue: int) -> str | None:
         out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}{issue}-*", network=True)
         ids = sorted(line.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for line in out.splitlines() if "refs/heads/" in line)
@@ -343,52 +202,6 @@ class StepRunner:
             j, e = failed[0]
             gha_error(f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)", title="gitops-agent")
         return 0
-
-    def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
-        outcome, answer, reason = snap.ending()
-        hosts = tuple(rt.config.github.image_hosts)
-        title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
-        title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
-        body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
-        reviewers = [snap.task.source.author] if snap.task.source.author else []
-        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr, reviewers=reviewers)
-        self.outputs["pr-url"] = url
-        if snap.task.source.issue is not None:
-            status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
-            text = f"{ANSWER_MARKER.format(task=snap.task_id)}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
-            self.client.upsert_comment(snap.task.source.issue, ANSWER_MARKER.format(task=snap.task_id), text[:60000])
-
-    def progress(self, snap: Snapshot, current: str) -> None:
-        issue = snap.task.source.issue
-        if issue is None:
-            return
-        marker = MARKER.format(task=snap.task_id)
-        body = progress_comment(snap, current=current, run_url=self.s.run_url, commit_url=self.commit_url)
-        if marker not in body:
-            body = marker + "\n" + body
-        self.client.upsert_comment(issue, marker, strip_invisible(body))
-
-    def commit_url(self, sha: str) -> str:
-        return f"{self.s.server_url.rstrip('/')}/{self.s.repo}/commit/{sha}"
-
-    def summary(self, snap: Snapshot, desc: str) -> None:
-        if not self.s.summary_path:
-            return
-        try:
-            from agent.observe.render import step_summary
-
-            text = step_summary(snap, desc)
-        except ImportError:
-            text = f"### gitops-agent · {snap.task_id} · {desc}\n\n{checklist(snap.plan)}\n\n{cost_table(snap.steps)}\n"
-        with open(self.s.summary_path, "a") as f:
-            f.write(text + "\n")
-
-    def write_outputs(self) -> None:
-        if not self.s.output_path:
-            return
-        with open(self.s.output_path, "a") as f:
-            for k, v in self.outputs.items():
-                f.write(f"{k}={v}\n")
 
     # ---- evolve ----------------------------------------------------------------------------
     def evolve(self) -> int:

@@ -8,7 +8,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TextIO, Union
 
-from agent.core.state import NodeStatus, Plan, PlanNode, StepRecord, Usage
+from agent.core.state import NodeStatus, StepRecord, Usage
+from agent.core.plan import Plan, PlanNode
 from agent.safety.text import DEFAULT_IMAGE_HOSTS, inline_text, outbound
 
 if TYPE_CHECKING:  # pragma: no cover

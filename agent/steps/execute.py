@@ -12,6 +12,7 @@ from agent.brain.branch import list_tools
 from agent.core.errors import FatalModelError, ModelError
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from agent.git.checkout import Caps
+from agent.memory.hooks import attach_data
 from agent.safety.policy import decide
 from agent.safety.text import outbound
 from agent.core.prompts import render
@@ -19,7 +20,8 @@ from agent.observe.render import checklist, fmt_tokens
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
-from agent.core.state import NodeStatus, Observation, PlanNode, StepRecord, Turn, Usage, dump_state, utcnow
+from agent.core.state import NodeStatus, Observation, StepRecord, Turn, Usage, dump_state, utcnow
+from agent.core.plan import PlanNode
 from agent.core.tools import specs
 
 _FILE_LIST_LIMIT = 200
@@ -83,6 +85,8 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     usage, cost = Usage(), 0.0
     turns: list[Turn] = []
     status, result, error = "failed", "", None
+    if rt.sandbox is None and rt.data_dir is None:
+        attach_data(rt)  # memory: shared data sets, fetched once, mounted read-only (never fails the step)
     rt.get_sandbox()  # fail here, before any checkout, when no allowed sandbox backend works
 
     # The checkout holds the repository and the step folders of the nodes this one depends on

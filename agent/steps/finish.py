@@ -5,7 +5,8 @@ from __future__ import annotations
 import time
 
 from agent.core.prompts import render
-from agent.memory.store import cited_ids, record_experience, shown_memory
+from agent.memory.experience import cited_ids
+from agent.memory.hooks import record_experience, shown_memory
 from agent.observe.render import checklist, cost_table, fmt_tokens, md_block, md_text
 from agent.core.runtime import Runtime
 from agent.core.seams import Job

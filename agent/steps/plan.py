@@ -10,28 +10,16 @@ from typing import Any
 from pydantic import ValidationError
 
 from agent.core.errors import FatalModelError, FormatError, ModelError
-from agent.memory.store import MEMORY_FILE, planner_memory
+from agent.memory.experience import MEMORY_FILE
+from agent.memory.hooks import planner_memory
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from agent.core.prompts import render
 from agent.observe.render import checklist, fmt_tokens
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
-from agent.core.state import (
-    PLANNER_NODE,
-    NodeStatus,
-    Plan,
-    PlanFinish,
-    PlanNode,
-    StepRecord,
-    Turn,
-    Usage,
-    dump_state,
-    format_validation_error,
-    plan_problems,
-    step_dirname,
-    utcnow,
-)
+from agent.core.state import PLANNER_NODE, NodeStatus, StepRecord, Turn, Usage, dump_state, format_validation_error, step_dirname, utcnow
+from agent.core.plan import Plan, PlanFinish, PlanNode, plan_problems
 from agent.core.tools import specs
 
 _NODE_KEYS = {"id", "title", "goal", "agent", "depends_on", "children"}

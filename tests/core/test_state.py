@@ -5,7 +5,8 @@ import json
 import pytest
 
 from agent.core.errors import StateFileError
-from agent.core.state import NodeStatus, Plan, PlanNode, TaskFile, Usage, parse_state, plan_problems
+from agent.core.state import NodeStatus, TaskFile, Usage, parse_state
+from agent.core.plan import Plan, PlanNode, plan_problems
 
 
 def node(id, deps=(), children=(), status="pending"):

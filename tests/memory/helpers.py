@@ -7,7 +7,7 @@ from pathlib import Path
 
 from agent.core.config import AgentConfig
 from agent.cli.local import make_runtime, run_question
-from agent.memory.store import Experience, OutlineItem
+from agent.memory.experience import Experience, OutlineItem
 from agent.models.scripted import ScriptedModel
 from agent.observe.progress import RecordingReporter
 from agent.core.state import utcnow

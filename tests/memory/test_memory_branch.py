@@ -7,7 +7,8 @@ from __future__ import annotations
 import json
 
 from agent.cli.local import make_demo_repo, make_runtime, resume, run_question
-from agent.memory.store import MEMORY_BRANCH, MemoryStore
+from agent.memory.experience import MEMORY_BRANCH
+from agent.memory.store import MemoryStore
 from agent.models.scripted import ScriptedModel
 from agent.observe.progress import RecordingReporter
 from agent.core.state import task_dir

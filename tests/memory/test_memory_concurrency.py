@@ -11,7 +11,8 @@ import threading
 from pathlib import Path
 
 from agent.git.repo import GitRepo
-from agent.memory.store import MEMORY_BRANCH, MemoryStore
+from agent.memory.experience import MEMORY_BRANCH
+from agent.memory.store import MemoryStore
 
 from tests.memory.helpers import GIT_ENV, ROOT, experience, git, make_repo
 
@@ -21,7 +22,8 @@ WRITER = """
 import sys, threading, time
 from pathlib import Path
 from agent.git.repo import GitRepo
-from agent.memory.store import Experience, MemoryStore
+from agent.memory.experience import Experience
+from agent.memory.store import MemoryStore
 from agent.core.state import utcnow
 GitRepo.serialize_threads = False  # threads of one process race through compare-and-swap too
 repo, first, count, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.memory.store import MEMORY_BRANCH
+from agent.memory.experience import MEMORY_BRANCH
 from agent.sandbox.choose import available_backends
 
 from tests.memory.helpers import cli, finish, git, make_repo, node, plan, run_task

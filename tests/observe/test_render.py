@@ -25,7 +25,8 @@ from agent.observe.render import (
     task_marker,
 )
 from agent.core.snapshot import Snapshot
-from agent.core.state import NodeStatus, Plan, PlanFinish, PlanNode, StepRecord, TaskFile, TaskModels, Usage
+from agent.core.state import NodeStatus, StepRecord, TaskFile, TaskModels, Usage
+from agent.core.plan import Plan, PlanFinish, PlanNode
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 TASK = "42-avg-order-value"

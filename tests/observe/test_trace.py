@@ -22,7 +22,8 @@ from agent.git.repo import GitRepo
 from agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
 from agent.models.scripted import ScriptedModel
 from agent.core.state import NodeStatus, StepRecord, Usage
-from agent.observe.trace import build_trace, render_terminal
+from agent.observe.terminal import render_terminal
+from agent.observe.trace_build import build_trace
 from agent.observe.html import render_html
 from tests.helpers import git
 from tests.helpers import agent_command as cli
@@ -161,7 +162,7 @@ def test_a_task_in_flight(task, trace):
     """At the commit that dispatched n2 and n3: they are running, their steps not reported."""
     from agent.observe.render import progress_comment
     from agent.core.snapshot import load_snapshot
-    from agent.observe.trace import trace_from_snapshot
+    from agent.observe.trace_build import trace_from_snapshot
 
     repo, task_id = task
     g = GitRepo(repo)

@@ -10,7 +10,8 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 from agent.git.repo import GitRepo
-from agent.memory.store import MEMORY_BRANCH, Experience, MemoryStore
+from agent.memory.experience import MEMORY_BRANCH, Experience
+from agent.memory.store import MemoryStore
 from agent.core.state import utcnow
 from tests.reliability.rhelpers import git, make_repo
 

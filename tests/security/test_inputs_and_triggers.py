@@ -92,7 +92,8 @@ def test_ids_with_a_trailing_newline_are_refused(world):
                                           "sender": {"login": "alice", "type": "User"}})
         assert r.returncode != 0 and "bad client_payload" in r.stderr and "bad " in r.stderr
     assert w.branches() == before
-    from agent.core.state import NODE_ID_RE, TASK_ID_RE, PlanNode
+    from agent.core.state import NODE_ID_RE, TASK_ID_RE
+    from agent.core.plan import PlanNode
     from pydantic import ValidationError
 
     assert TASK_ID_RE.fullmatch("1-x\n") is None and NODE_ID_RE.fullmatch("n1\n") is None

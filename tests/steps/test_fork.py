@@ -77,7 +77,7 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
     exp = MemoryStore.open(GitRepo(repo)).get(out.task_id)
     assert exp is not None and exp.parent == "5-typical@4" and exp.instructions == ["Use the median instead of the mean."]
     # the trace of the fork shows the inherited steps with their commits, and its ledger holds
-    from agent.observe.trace import build_trace
+    from agent.observe.trace_build import build_trace
 
     tr = build_trace(GitRepo(repo), out.task_id)
     assert tr.ledger_consistent, tr.ledger.problems

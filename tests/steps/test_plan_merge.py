@@ -4,7 +4,8 @@ import pytest
 
 from agent.core.errors import FormatError
 from agent.steps.plan import merge_plan
-from agent.core.state import NodeStatus, Plan, PlanNode
+from agent.core.state import NodeStatus
+from agent.core.plan import Plan, PlanNode
 
 AGENTS = {"analyst", "coder"}
 

@@ -1,0 +1,67 @@
+"""What a job shows on GitHub: the answer's pull request and comment, the progress comment, the
+job's step summary and outputs -- all sanitised (agent/safety/text.py)."""
+
+from __future__ import annotations
+
+
+
+from agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
+from agent.safety.text import strip_invisible
+from agent.core.runtime import Runtime
+from agent.core.snapshot import Snapshot
+
+MARKER = "<!-- gitops-agent:task={task} -->"
+ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
+
+
+
+
+class Publisher:
+    """Mixin of ``StepRunner``: posting (uses ``self.s``, ``self.client``, ``self.outputs``)."""
+
+    def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
+        outcome, answer, reason = snap.ending()
+        hosts = tuple(rt.config.github.image_hosts)
+        title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
+        title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
+        body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
+        reviewers = [snap.task.source.author] if snap.task.source.author else []
+        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr, reviewers=reviewers)
+        self.outputs["pr-url"] = url
+        if snap.task.source.issue is not None:
+            status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
+            text = f"{ANSWER_MARKER.format(task=snap.task_id)}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
+            self.client.upsert_comment(snap.task.source.issue, ANSWER_MARKER.format(task=snap.task_id), text[:60000])
+
+    def progress(self, snap: Snapshot, current: str) -> None:
+        issue = snap.task.source.issue
+        if issue is None:
+            return
+        marker = MARKER.format(task=snap.task_id)
+        body = progress_comment(snap, current=current, run_url=self.s.run_url, commit_url=self.commit_url)
+        if marker not in body:
+            body = marker + "\n" + body
+        self.client.upsert_comment(issue, marker, strip_invisible(body))
+
+    def commit_url(self, sha: str) -> str:
+        return f"{self.s.server_url.rstrip('/')}/{self.s.repo}/commit/{sha}"
+
+    def summary(self, snap: Snapshot, desc: str) -> None:
+        if not self.s.summary_path:
+            return
+        try:
+            from agent.observe.render import step_summary
+
+            text = step_summary(snap, desc)
+        except ImportError:
+            text = f"### gitops-agent · {snap.task_id} · {desc}\n\n{checklist(snap.plan)}\n\n{cost_table(snap.steps)}\n"
+        with open(self.s.summary_path, "a") as f:
+            f.write(text + "\n")
+
+    def write_outputs(self) -> None:
+        if not self.s.output_path:
+            return
+        with open(self.s.output_path, "a") as f:
+            for k, v in self.outputs.items():
+                f.write(f"{k}={v}\n")
+
