@@ -7,6 +7,8 @@ from __future__ import annotations
 import ast
 from pathlib import Path
 
+import pytest
+
 from tests.helpers import ROOT
 
 AGENT = ROOT / "agent"
@@ -111,3 +113,10 @@ def test_every_module_lives_in_a_package_of_the_architecture():
     top = sorted(p.name for p in AGENT.glob("*.py"))
     assert top == ["__init__.py", "__main__.py"]
     assert {p.name for p in AGENT.iterdir() if p.is_dir() and not p.name.startswith("_")} <= PACKAGES
+
+
+def test_every_package_is_shipped():
+    tomllib = pytest.importorskip("tomllib")
+    shipped = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    packages = {".".join(f.parent.relative_to(ROOT).parts) for f in AGENT.rglob("__init__.py")}
+    assert packages - shipped == set()  # a package pyproject does not list is missing from an install
