@@ -23,7 +23,6 @@ import socket
 import subprocess
 import sys
 import threading
-import time
 import urllib.parse
 import uuid
 from dataclasses import dataclass, field
@@ -33,7 +32,7 @@ from typing import Any, Callable
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
-from tests.helpers import ROOT, git
+from tests.helpers import ROOT, git, make_repo
 
 PY = sys.executable
 # The agent code the jobs run (default: this checkout). Pointing it at an older checkout shows
@@ -200,17 +199,10 @@ class World:
         self.sibling = other
 
     def _make_repo(self, files: dict[str, str], config: str | None) -> None:
-        repo = self.tmp / "upstream"
         base = {"data/numbers.csv": "n\n" + "\n".join(str(i) for i in range(1, 11)) + "\n", "README.md": "# numbers\n", **files}
         if config is not None:
             base[".github/gitops-agent.yml"] = config
-        for rel, text in base.items():
-            p = repo / rel
-            p.parent.mkdir(parents=True, exist_ok=True)
-            p.write_text(text)
-        git(repo, "init", "-q", "-b", "main")
-        git(repo, "add", "-A")
-        git(repo, "commit", "-q", "-m", "init")
+        repo = make_repo(self.tmp, "upstream", base)
         self.bare = self.tmp / "remote.git"
         subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(self.bare)], check=True)
 

@@ -3,7 +3,6 @@ newline through) and finding 9 (triggers: reopened issues, outsiders' comments).
 
 from __future__ import annotations
 
-import json
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -16,8 +15,7 @@ from agent.git.repo import GitRepo
 from agent.memory.store import MemoryStore
 from agent.core.state import Usage
 from agent.models.base import ModelResponse, ToolUseBlock
-from tests.fakes.agent_responder import AgentResponder, tool
-from tests.helpers import ROOT, git
+from tests.helpers import git
 from tests.memory.helpers import experience, make_repo
 from tests.security.harness import AGENT_ROOT, PY, Attack, attacker
 
