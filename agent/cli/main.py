@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from pathlib import Path
 
 from agent import __version__
-from agent.core.errors import AgentError
+from agent.core.errors import AgentError, UsageError
 
 from agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
 
@@ -31,12 +32,33 @@ examples:
 """
 
 
+def positive_float(text: str) -> float:
+    """An argparse type: a finite number above zero (argparse names the flag when it is not)."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not math.isfinite(v) or v <= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
+    return v
+
+
+def positive_int(text: str) -> int:
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    return v
+
+
 def _budget_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("budget (defaults from .github/gitops-agent.yml, else built in)")
-    g.add_argument("--max-usd", type=float, help="dollars for all model calls of the task")
-    g.add_argument("--max-steps", type=int, help="planner + executor steps")
-    g.add_argument("--max-turns", type=int, help="model turns per executor node")
-    g.add_argument("--max-minutes", type=float, help="wall time from the task's start")
+    g.add_argument("--max-usd", type=positive_float, metavar="USD", help="dollars for all model calls of the task")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="planner + executor steps")
+    g.add_argument("--max-turns", type=positive_int, metavar="N", help="model turns per executor node")
+    g.add_argument("--max-minutes", type=positive_float, metavar="MIN", help="wall time from the task's start")
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -51,7 +73,7 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE")
     r.add_argument("--planner-model", help="model spec for the planner (default from config: a strong model)")
     r.add_argument("--executor-model", help="model spec for the executors (default from config: a cheap model)")
-    r.add_argument("--workers", type=int, help="executor steps at once (default 4)")
+    r.add_argument("--workers", type=positive_int, metavar="N", help="executor steps at once (default 4)")
     r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
     r.add_argument("--push", nargs="?", const="origin", metavar="REMOTE", help="push every step commit to REMOTE (default origin), rebasing on a lost race")
     r.add_argument("--task-id", help="use this task id instead of a generated one")
@@ -63,8 +85,11 @@ def _parser() -> argparse.ArgumentParser:
     d.add_argument("--dir", type=Path, help="where to create the demo repository (default: a new temporary directory)")
     d.add_argument("-q", "--quiet", action="store_true")
 
-    t = sub.add_parser("tasks", help="list the task branches of a repository")
-    t.add_argument("--repo", type=Path, default=Path("."))
+    t = sub.add_parser("tasks", help="list the task branches of a repository",
+                       description="List the tasks of a repository (its agent/task/* branches) with their state; a task whose "
+                       "files do not load is shown as broken, with why. --remove deletes a task's local branch.")
+    t.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    t.add_argument("--remove", metavar="TASK_ID", help="delete this task's local branch (the commits stay reachable in the reflog)")
 
     st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
                         description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
@@ -106,6 +131,9 @@ def main(argv: list[str] | None = None) -> int:
 
         return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
                 **MEMORY_COMMANDS}[args.command](args)
+    except UsageError as e:
+        print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
     except AgentError as e:
         msg = str(e)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # a message may quote model text: never a workflow command
@@ -123,21 +151,29 @@ def main(argv: list[str] | None = None) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from agent.core.config import CONFIG_PATH, load_config
-    from agent.core.errors import ConfigError
+    from agent.core.state import Budget, check_task_id
     from agent.cli.local import check_model_env, find_repo, make_runtime, resume, run_question
 
-    if bool(args.question) == bool(args.resume):
-        raise ConfigError("give a QUESTION, or --resume TASK_ID (not both)")
+    if args.question is not None and args.resume:
+        raise UsageError("give a QUESTION or --resume TASK_ID, not both")
+    if args.question is None and not args.resume:
+        raise UsageError("give a QUESTION (in quotes), or --resume TASK_ID")
+    if args.question is not None and not args.question.strip():
+        raise UsageError("the question is empty")
+    if args.task_id is not None:
+        try:
+            check_task_id(args.task_id)
+        except AgentError as e:
+            raise UsageError(f"--task-id: {e}") from None
+    if args.config and not args.config.exists():
+        raise UsageError(f"--config: {args.config} does not exist")
     repo = find_repo(args.repo)
     cfg = load_config(args.config or (repo / CONFIG_PATH))
-    if args.config and not args.config.exists():
-        raise ConfigError(f"config file {args.config} does not exist")
-    budget = cfg.budget.model_copy(
-        update={k: v for k, v in {
-            "max_usd": args.max_usd, "max_steps": args.max_steps, "max_turns": args.max_turns,
-            "max_wall_seconds": int(args.max_minutes * 60) if args.max_minutes else None,
-        }.items() if v is not None}
-    )
+    # validated as a whole, so a flag can never make a task.json that does not load
+    budget = Budget.model_validate({**cfg.budget.model_dump(), **{k: v for k, v in {
+        "max_usd": args.max_usd, "max_steps": args.max_steps, "max_turns": args.max_turns,
+        "max_wall_seconds": max(1, int(args.max_minutes * 60)) if args.max_minutes else None,
+    }.items() if v is not None}})
     cfg = cfg.model_copy(update={"budget": budget, "workers": args.workers or cfg.workers})
     rt = make_runtime(repo, config=cfg, remote=args.push, reporter=_reporter(args))
     if args.resume:
@@ -147,8 +183,18 @@ def cmd_run(args: argparse.Namespace) -> int:
     for spec in {planner, executor}:
         check_model_env(spec)
         rt.model(spec)  # a bad spec fails here, before any branch is made
+    check_sandbox(cfg)  # and a sandbox backend that cannot run here
+    if args.task_id and rt.git.tip(f"agent/task/{args.task_id}", fetch=False) is not None:
+        raise UsageError(f"--task-id: a task {args.task_id!r} exists already (continue it with --resume {args.task_id})")
     res = run_question(rt, args.question, planner_model=planner, executor_model=executor, budget=budget, task_id=args.task_id)
     return _print_result(res, repo)
+
+
+def check_sandbox(cfg) -> None:
+    """Fail now, before any branch is made, when the configured sandbox cannot run here."""
+    from agent.sandbox.choose import check_backend
+
+    check_backend(cfg.sandbox)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
@@ -175,18 +221,40 @@ def cmd_step(args: argparse.Namespace) -> int:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from agent.git.repo import GitRepo
     from agent.cli.local import find_repo
+    from agent.core.snapshot import load_snapshot
+    from agent.core.state import BRANCH_PREFIX, check_task_id
+    from agent.git.repo import GitRepo
 
     repo = find_repo(args.repo)
     git = GitRepo(repo)
+    if args.remove:
+        try:
+            check_task_id(args.remove)
+        except AgentError as e:
+            raise UsageError(f"--remove: {e}") from None
+        ref = f"refs/heads/{BRANCH_PREFIX}{args.remove}"
+        sha = git.tip(BRANCH_PREFIX + args.remove, fetch=False)
+        if sha is None:
+            raise UsageError(f"--remove: no task {args.remove!r} here (see `gitops-agent tasks`)")
+        git.git("update-ref", "-d", ref, sha)
+        print(f"removed task {args.remove} (branch {BRANCH_PREFIX}{args.remove} was at {sha[:12]})")
+        return EXIT_OK
     out = git.git("for-each-ref", "--sort=refname", "--format=%(refname:short)\t%(committerdate:iso8601)\t%(contents:subject)", "refs/heads/agent/task/")
     if not out.strip():
         print("no tasks in this repository")
         return EXIT_OK
     for line in out.strip().splitlines():
         ref, date, subject = (line.split("\t") + ["", ""])[:3]
-        print(f"{ref.removeprefix('agent/task/'):48} {date[:16]}  {subject}")
+        tid = ref.removeprefix(BRANCH_PREFIX)
+        try:
+            snap = load_snapshot(git, tid, fetch=False)
+            state = snap.ending()[0]
+            state = "not finished" if state == "unfinished" else state
+        except AgentError as e:
+            print(f"{tid:48} {date[:16]}  BROKEN: {e} (remove it: gitops-agent tasks --remove {tid})")
+            continue
+        print(f"{tid:48} {date[:16]}  {state:10} {subject}")
     return EXIT_OK
 
 

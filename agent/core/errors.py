@@ -11,6 +11,10 @@ class ConfigError(AgentError):
     """A config file, agent definition or command-line value is wrong."""
 
 
+class UsageError(ConfigError):
+    """A command-line flag or argument is wrong (the command exits 2, naming it)."""
+
+
 class BadName(AgentError, ValueError):
     """A task id, node id or branch name from outside input that does not fit its pattern.
     (A ValueError too, so pydantic validators report it as a field error.)"""

@@ -40,12 +40,35 @@ def available_backends() -> list[str]:
     return [b for b in BACKEND_ORDER if b in found]
 
 
+_REFUSE = (
+    "refusing to run the model's code: sandbox.require_isolation is set and no isolating backend "
+    "(bubblewrap or docker) works here -- {why}. Install bubblewrap (apt-get install bubblewrap; "
+    "it needs unprivileged user namespaces) or a docker engine, or set `sandbox: {{require_isolation: false}}` "
+    "in .github/gitops-agent.yml to accept the risk for trusted questions only"
+)
+
 _CLASSES = {"subprocess": SubprocessSandbox, "bubblewrap": BubblewrapSandbox, "docker": DockerSandbox}
 
 NO_ISOLATION = (
     "the subprocess sandbox does not isolate the model's code: it can open network connections, write outside "
     "the working tree and read what the agent's user can read (e.g. /proc/<agent pid>/environ, with the API keys)"
 )
+
+
+def check_backend(limits: SandboxLimits | None = None) -> str:
+    """The backend ``limits`` would get here, or the SandboxError make_sandbox would raise --
+    without starting anything (no image pulled)."""
+    limits = limits or SandboxLimits()
+    available = available_backends()
+    wanted = available[0] if limits.backend == "auto" else limits.backend
+    if wanted not in available:
+        if wanted == "docker":
+            engine = "the docker CLI is missing" if not shutil.which("docker") else "no docker engine answers here"
+            raise SandboxError(f"sandbox backend 'docker' is not available ({engine}); available: {', '.join(available)}")
+        raise SandboxError(f"sandbox backend {wanted!r} is not available here; available: {', '.join(available)}")
+    if wanted not in ISOLATING and limits.require_isolation:
+        raise SandboxError(_REFUSE.format(why=NO_ISOLATION))
+    return wanted
 
 
 def make_sandbox(
@@ -62,22 +85,7 @@ def make_sandbox(
     get bubblewrap); without it, falling back to subprocess is a loud warning.
     """
     limits = limits or SandboxLimits()
-    available = available_backends()
-    wanted = limits.backend
-    if wanted == "auto":
-        wanted = available[0]
-    elif wanted not in available:
-        if wanted == "docker":
-            engine = "the docker CLI is missing" if not shutil.which("docker") else "no docker engine answers here"
-            raise SandboxError(f"sandbox backend 'docker' is not available ({engine}); available: {', '.join(available)}")
-        raise SandboxError(f"sandbox backend {wanted!r} is not available here; available: {', '.join(available)}")
-    if wanted not in ISOLATING and limits.require_isolation:
-        raise SandboxError(
-            f"refusing to run the model's code: sandbox.require_isolation is set and no isolating backend "
-            f"(bubblewrap or docker) works here -- {NO_ISOLATION}. Install bubblewrap (apt-get install bubblewrap; "
-            "it needs unprivileged user namespaces) or a docker engine, or set `sandbox: {require_isolation: false}` "
-            "in .github/gitops-agent.yml to accept the risk for trusted questions only"
-        )
+    wanted = check_backend(limits)
     sandbox = _CLASSES[wanted](limits, env=env, secrets=secrets)
     if isinstance(sandbox, DockerSandbox):
         sandbox.ensure_image()

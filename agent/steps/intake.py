@@ -54,7 +54,7 @@ def create_task(
 ) -> tuple[TaskFile, Job]:
     question = check_question(question)
     tid = task_id or new_task_id(question, issue=source.issue if source else None)
-    for attempt in range(20):
+    for attempt in range(1 if task_id else 20):  # a given id is that id or nothing
         candidate = tid if attempt == 0 else f"{tid}-{attempt + 1}"
         branch = branch_for(candidate)
         if rt.git.tip(branch) is None:
@@ -66,6 +66,8 @@ def create_task(
             tid = candidate
             break
     else:
+        if task_id:
+            raise ConfigError(f"a task {task_id!r} exists already")
         raise AgentError(f"could not find a free task id near {tid!r}")
     task = TaskFile(
         task_id=tid, question=question, source=source or TaskSource(), base_ref=base_ref, base_sha=base_sha,
