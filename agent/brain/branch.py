@@ -146,7 +146,7 @@ def _sample_context() -> dict[str, Any]:
         "dep_results": [result], "step_dir": ".agent/tasks/1-sample/steps/0003-n1", "max_turns": 8, "data_dir": "/data",
         "py_tools": [{"name": "tabular", "doc": "helpers", "functions": [{"signature": "load_csv(path)", "doc": "rows"}]}],
         "obs": Observation(exit_code=0, stdout="ok"), "title": "t", "outcome": "done", "reason": None, "answer": "a",
-        "results": [result], "cost_table": "|", "branch": "agent/task/1-sample", "memory": [exp], "question": "q",
+        "results": [result], "cost_table": "|", "branch": "agent/task/1-sample", "memory": [exp], "question": "q", "instructions": ["also the median"],
         "brain_files": {"agents/analyst.yaml": "name: analyst"}, "last": 10, "now": "2026-01-01",
     }
 
@@ -332,7 +332,7 @@ def init_brain(git: GitRepo) -> str:
         raise AgentError(f"{BRAIN_BRANCH} already exists (at {tip[:12]}); see `gitops-agent brain diff`")
     files: dict[str, bytes | None] = {**default_files(), "README.md": README.encode()}
     try:
-        git.create_branch(BRAIN_BRANCH, None)
+        git.create_branch(BRAIN_BRANCH, None, trailers={"Agent-Role": "brain"})
     except AgentError as e:
         raise AgentError(f"{BRAIN_BRANCH} already exists: {e}") from None
     return git.commit_files(BRAIN_BRANCH, files, "brain: the packaged defaults", {"Agent-Role": "brain"})

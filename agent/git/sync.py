@@ -81,7 +81,7 @@ class Sync:
             return self._fetch(branch)
         return self._local_sha(self._tracking(branch))
 
-    def create_branch(self, branch: str, base_ref: str | None) -> str:
+    def create_branch(self, branch: str, base_ref: str | None, trailers: dict[str, str] | None = None) -> str:
         """Create ``branch`` at ``base_ref`` (a root commit with an empty tree if None); fails
         with AgentError if the branch exists. Returns the branch's sha."""
         check_branch(branch)
@@ -89,7 +89,7 @@ class Sync:
             empty = self.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"").strip()
             sha = self.git(
                 "commit-tree", "--no-gpg-sign", empty,
-                input=enc(format_message(f"agent: create {branch}", {})),
+                input=enc(format_message(f"agent: create {branch}", trailers or {"Agent-Role": "create"})),
             ).strip()
         else:
             sha = self._resolve(base_ref)

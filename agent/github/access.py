@@ -11,8 +11,6 @@ from agent.github.gate import refusal_marker, refusal_text
 from agent.github.events import Trigger
 from agent.safety.text import log_line
 
-MARKER = "<!-- gitops-agent:task={task} -->"
-ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
 
 
 

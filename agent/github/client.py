@@ -253,6 +253,11 @@ class GitHubClient:
             return pr
         return None
 
+    def find_pull(self, head: str, base: str) -> tuple[int, str] | None:
+        """(number, html_url) of the open pull request head -> base, or None."""
+        pr = self._call(f"find pull request {head} -> {base}", lambda: self._open_pull_for(head, base))
+        return (pr.number, pr.html_url) if pr is not None else None
+
     def open_pull(self, head: str, base: str, title: str, body: str, draft: bool = True,
                   reviewers: list[str] | None = None) -> tuple[int, str]:
         """Open a PR head -> base, or update the body of the open one (idempotent). Returns
@@ -260,6 +265,7 @@ class GitHubClient:
         what = f"pull request {head} -> {base}"
         title, body = self._outbound(title), self._outbound(body)
         pr = self._call(f"find {what}", lambda: self._open_pull_for(head, base))
+        created = pr is None
         if pr is not None:
             if pr.body != body:
                 self._call(f"update {what}", lambda: pr.edit(body=body))
@@ -270,6 +276,7 @@ class GitHubClient:
             except GitHubValidationError as e:
                 text = " ".join([e.github_message, *e.errors]).lower()
                 if "already exists" in text:  # lost a race with another step: use that one
+                    created = False
                     pr = self._call(f"find {what}", lambda: self._open_pull_for(head, base))
                     if pr is None:
                         raise
@@ -281,7 +288,8 @@ class GitHubClient:
                         base=base, head=head, title=title, body=body, draft=False))
                 else:
                     raise
-        self._request_reviewers(pr, [r for r in dict.fromkeys(reviewers or []) if r])
+        if created:  # reviewers are asked once, when the pull request is opened
+            self._request_reviewers(pr, [r for r in dict.fromkeys(reviewers or []) if r])
         return pr.number, pr.html_url
 
     def _request_reviewers(self, pr: Any, reviewers: list[str]) -> None:

@@ -14,6 +14,11 @@ MARKER = "<!-- gitops-agent:task={task} -->"
 ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
 
 
+def answer_marker(task_id: str, follow_up: int = 0) -> str:
+    """The marker of the answer comment: the first answer, or the reply to follow-up N."""
+    return ANSWER_MARKER.format(task=task_id if not follow_up else f"{task_id}.{follow_up}")
+
+
 
 
 class Publisher:
@@ -29,9 +34,15 @@ class Publisher:
         number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr, reviewers=reviewers)
         self.outputs["pr-url"] = url
         if snap.task.source.issue is not None:
+            # one reply per question: the first answer, then one for each follow-up (a new comment,
+            # so whoever asked is notified, even when the answer did not change)
+            n = len(snap.task.instructions)
+            marker = answer_marker(snap.task_id, n)
             status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
-            text = f"{ANSWER_MARKER.format(task=snap.task_id)}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
-            self.client.upsert_comment(snap.task.source.issue, ANSWER_MARKER.format(task=snap.task_id), text[:60000])
+            if n:
+                status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
+            text = f"{marker}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
+            self.client.upsert_comment(snap.task.source.issue, marker, text[:60000])
 
     def progress(self, snap: Snapshot, current: str) -> None:
         issue = snap.task.source.issue

@@ -15,8 +15,6 @@ from agent.core.errors import ConfigError
 from agent.github.events import EVENT_TYPES, DispatchPayload
 from agent.core.seams import Job
 
-MARKER = "<!-- gitops-agent:task={task} -->"
-ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
 
 
 

@@ -25,7 +25,7 @@ from agent.steps.engine import Engine
 from agent.core.errors import AgentError, ConfigError, TaskNotFound
 from agent.github.events import Trigger, load_event, read_trigger
 from agent.git.repo import GitRepo
-from agent.steps.intake import add_instruction, create_task
+from agent.steps.intake import add_instruction, create_task, new_task_id
 from agent.observe.progress import Reporter
 from agent.observe.render import md_block
 from agent.safety.text import log_line
@@ -34,8 +34,6 @@ from agent.core.seams import Job
 from agent.core.snapshot import load_snapshot
 from agent.core.state import BRANCH_PREFIX, TaskModels, TaskSource
 
-MARKER = "<!-- gitops-agent:task={task} -->"
-ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
 
 
 from agent.github.access import Access
@@ -142,10 +140,14 @@ class StepRunner(Access, Publisher):
                 return 0
         rt = self.runtime(git, head, brain=brain_tip(git), cfg=cfg)
         job: Job | None = None
-        if trigger.kind == "follow-up" and trigger.issue is not None:
-            existing = self.task_for_issue(rt.git, trigger.issue)
-            if existing:
-                job = add_instruction(rt, existing, trigger.question, trigger.author.login if trigger.author else None)
+        existing = self.task_for_issue(rt.git, trigger.issue) if trigger.issue is not None else None
+        if trigger.kind == "new" and existing:
+            # one task per issue: GitHub sends issues.opened and issues.labeled for an issue
+            # created with the label; a reopened or relabelled issue keeps its task
+            print(f"gitops-agent: issue #{trigger.issue} has its task already ({existing}): nothing to do")
+            return 0
+        if trigger.kind == "follow-up" and existing:
+            job = add_instruction(rt, existing, trigger.question, trigger.author.login if trigger.author else None)
         if job is None:
             base_sha = head
             base_ref = git.git("rev-parse", "--abbrev-ref", "HEAD").strip()
@@ -158,7 +160,16 @@ class StepRunner(Access, Publisher):
                 started_by=starter if starter != writer else None, trusted=self.trusted_author(writer, starter, cfg),
             )
             question = trigger.question
-            _task, job = create_task(rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=cfg.budget, source=source)
+            # an issue's task id is fixed by the issue: two intake jobs racing for it make one task
+            tid = new_task_id(question, issue=trigger.issue) if trigger.issue is not None else None
+            try:
+                _task, job = create_task(rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=cfg.budget,
+                                         source=source, task_id=tid)
+            except ConfigError as e:
+                if tid is None or "exists already" not in str(e):
+                    raise
+                print(f"gitops-agent: issue #{trigger.issue} got its task from another job meanwhile ({tid}): nothing to do")
+                return 0
         self.outputs.update(task=job.task, branch=job.branch)
         self.dispatcher.dispatch(job)
         snap = load_snapshot(rt.git, job.task)
@@ -188,8 +199,17 @@ class StepRunner(Access, Publisher):
             self.dispatcher.dispatch(j)
         snap = load_snapshot(rt.git, job.task)
         self.outputs.update(task=job.task, branch=job.branch)
+        finished = snap.ending()[0] != "unfinished"
+        if snap.tip == tip and not nxt and not (job.step == "finish" and finished):
+            # a duplicate or late dispatch: it committed nothing and sends nothing, so it shows nothing
+            print(f"gitops-agent: {job.step} {job.node or ''}: nothing new (a duplicate dispatch)")
+            return 0
+        if job.step == "finish" and snap.tip == tip and self.client.find_pull(snap.branch, snap.task.base_ref):
+            # a redelivered finish: the task was finished and published by the first delivery
+            print("gitops-agent: finish: already finished and published (a duplicate dispatch)")
+            return 0
         if job.step == "finish" and not engine.failures:
-            self.publish_answer(rt, snap)
+            self.publish_answer(rt, snap)  # a finish whose job died before publishing publishes now
             self.progress(snap, "finished")
         else:
             current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in nxt) or "waiting for running steps"

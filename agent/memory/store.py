@@ -116,7 +116,7 @@ class MemoryStore(IndexCache, DataSets):
         if tip is not None:
             return tip
         try:
-            return self.git.create_branch(MEMORY_BRANCH, None)
+            return self.git.create_branch(MEMORY_BRANCH, None, trailers={"Agent-Role": "memory"})
         except AgentError as e:
             if "already exists" not in str(e):
                 raise

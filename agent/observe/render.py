@@ -166,6 +166,7 @@ class _View:
     reason: str | None
     finished: bool
     runs: list[str] = field(default_factory=list)
+    instructions: list[str] = field(default_factory=list)
 
 
 def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
@@ -181,7 +182,7 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
         ]
         runs = list(dict.fromkeys(s.commit.run_url for s in t.steps if s.commit and s.commit.run_url))
         return _View(t.task_id, t.branch, t.question, t.plan_model(), rows, t.totals.usage, t.totals.cost_usd,
-                     t.outcome, t.summary, t.answer, t.reason, t.outcome != "unfinished", runs)
+                     t.outcome, t.summary, t.answer, t.reason, t.outcome != "unfinished", runs, list(getattr(t, "instructions", [])))
     snap: Any = task
     rows = [
         _Row(r.seq, r.role, r.node if r.role == "executor" else None, r.model, r.turns, r.usage, r.cost_usd, r.status,
@@ -192,7 +193,8 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
     outcome, answer, reason = snap.ending()
     finished = outcome != "unfinished"
     return _View(snap.task_id, snap.branch, snap.task.question, snap.plan, rows, snap.usage, snap.cost_usd, outcome,
-                 fin.summary if fin else "", fin.answer if fin else "", reason if finished else None, finished)
+                 fin.summary if fin else "", fin.answer if fin else "", reason if finished else None, finished,
+                 instructions=list(snap.task.instructions))
 
 
 def _link(text: str, url: str | None) -> str:
@@ -322,6 +324,8 @@ def pr_body(
             out.append(f"> - … and {len(flagged) - 50} more (see the steps' step.json)")
         out.append("")
     out.append(_quote(v.question, 1000))
+    if v.instructions:  # the conversation: every follow-up, who asked it and when
+        out += ["", "**Follow-ups:**", *[f"{i}. {md_text(x, 500)}" for i, x in enumerate(v.instructions, 1)]]
     if issue is not None:
         out += ["", f"Answers #{int(issue)}."]
     if v.outcome != "done":

@@ -38,7 +38,7 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
     title = md_text(summary or snap.task.question.splitlines()[0][:100], 200)
     memory = [{**e, "question": md_text(str(e.get("question", "")), 200)} for e in memory_for_report(snap, answer)]
     return render(
-        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), outcome=outcome,
+        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), instructions=[md_text(i, 500) for i in snap.task.instructions], outcome=outcome,
         reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=checklist(snap.plan),
         results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory,
     )

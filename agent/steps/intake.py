@@ -89,7 +89,8 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
     instruction = check_question(instruction)
     snap = load_snapshot(rt.git, task_id)
     task = snap.task.model_copy(deep=True)
-    task.instructions.append(f"{instruction}" + (f" (from @{author})" if author else ""))
+    when = f"{utcnow():%Y-%m-%d %H:%M} UTC"
+    task.instructions.append(f"{instruction} (from @{author}, {when})" if author else f"{instruction} ({when})")
     seq = snap.next_seq()
     now = utcnow()
     record = StepRecord(task_id=task_id, seq=seq, role="intake", node="_intake", started_at=now, finished_at=now)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import subprocess
+import threading
 from pathlib import Path
 
 import pytest
@@ -26,17 +27,20 @@ class Harness:
         self.tmp, self.gh, self.bare = tmp, gh, bare
         self.runs: list[tuple[str, str]] = []
         self._n = 0
+        self._lock = threading.Lock()  # jobs may run side by side, each on its own runner
 
     def env(self, event_name: str, event: dict) -> dict[str, str]:
-        self._n += 1
-        path = self.tmp / f"event-{self._n}.json"
+        with self._lock:
+            self._n += 1
+            n = self._n
+        path = self.tmp / f"event-{n}.json"
         path.write_text(json.dumps(event))
-        runner_temp = self.tmp / f"runner-{self._n}"
+        runner_temp = self.tmp / f"runner-{n}"
         runner_temp.mkdir()
         return {
             "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": self.gh.url, "GITHUB_SERVER_URL": "https://github.example",
             "GITOPS_AGENT_GITHUB_TOKEN": TOKEN, "GITOPS_AGENT_GIT_URL": f"file://{self.bare}", "GITHUB_EVENT_NAME": event_name,
-            "GITHUB_EVENT_PATH": str(path), "RUNNER_TEMP": str(runner_temp), "GITHUB_RUN_ID": str(1000 + self._n),
+            "GITHUB_EVENT_PATH": str(path), "RUNNER_TEMP": str(runner_temp), "GITHUB_RUN_ID": str(1000 + n),
             "GITOPS_AGENT_GITHUB_THROTTLE": "0", "GITHUB_STEP_SUMMARY": str(self.tmp / "summary.md"),
         }
 

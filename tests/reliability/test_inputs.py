@@ -130,7 +130,7 @@ def test_a_nasty_task_id_on_the_command_line_is_a_clear_error(tmp_path):
     repo = make_repo(tmp_path)
     p = subprocess.run([sys.executable, "-m", "agent", "run", "--repo", str(repo), "--model", "scripted:demo",
                         "--task-id", "1-x; touch pwned", "q"], capture_output=True, text=True, env={**GIT_ENV, "PYTHONPATH": str(ROOT)})
-    assert p.returncode == 1 and "bad task id" in p.stderr
+    assert p.returncode == 2 and "--task-id" in p.stderr and "bad task id" in p.stderr  # a usage error, naming the flag
     assert not (repo / "pwned").exists() and not Path("pwned").exists()
     assert git(repo, "for-each-ref", "refs/heads/agent/") == ""
 
