@@ -13,6 +13,7 @@ from pathlib import Path
 from agent.brain.branch import load_repo_brain
 from agent.core.config import CONFIG_PATH, AgentConfig, load_config
 from agent.steps.engine import Engine
+from agent.core.cancel import CANCEL, Cancelled
 from agent.core.errors import ConfigError
 from agent.git.repo import GitRepo
 from agent.observe.progress import Reporter
@@ -110,6 +111,8 @@ def run_question(
         budget=budget, task_id=task_id,
     )
     engine.run_local([job], workers=workers)
+    if CANCEL.is_set():
+        raise Cancelled(CANCEL.reason, task_id=job.task)
     return result_of(rt, job.task, engine.failures)
 
 
@@ -118,6 +121,8 @@ def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
     jobs = engine.resume_jobs(task_id)
     if jobs:
         engine.run_local(jobs, workers=workers)
+    if CANCEL.is_set():
+        raise Cancelled(CANCEL.reason, task_id=task_id)
     return result_of(rt, task_id, engine.failures)
 
 

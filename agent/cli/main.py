@@ -118,6 +118,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _on_signal(signum, frame) -> None:  # noqa: ANN001 - signal's signature
+    """First Ctrl-C / SIGTERM: stop what is in flight (model call, sandbox) and wind down. Second:
+    quit at once (what a kill -9 would leave is cleaned up by the next run)."""
+    from agent.core.cancel import CANCEL
+
+    if CANCEL.is_set():
+        print("\ngitops-agent: quitting now", file=sys.stderr)
+        _quit(130)
+    print("\ngitops-agent: stopping (the model call and the code in the sandbox); Ctrl-C again to quit at once",
+          file=sys.stderr)
+    CANCEL.cancel("interrupted")
+
+
+def _quit(code: int) -> None:
+    """Exit now, even with a step's thread still blocked (a model call that does not notice its
+    closed connection), after removing this process's checkouts and sandbox directories."""
+    from agent.git.checkout import remove_active
+    from agent.sandbox.base import remove_active_run_dirs
+
+    remove_active()
+    remove_active_run_dirs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _signals() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
@@ -142,14 +177,28 @@ def main(argv: list[str] | None = None) -> int:
             msg = log_line(msg, 4000)
         print(f"gitops-agent: error: {msg}", file=sys.stderr)
         return EXIT_FAILED
-    except KeyboardInterrupt:
-        print("\ngitops-agent: interrupted; every finished step is committed. Continue with `gitops-agent run --resume <task-id>`.", file=sys.stderr)
+    except KeyboardInterrupt as e:
+        task = getattr(e, "task_id", None)
+        repo = getattr(args, "repo", None)
+        where = f" --repo {repo}" if repo is not None and Path(repo).resolve() != Path.cwd().resolve() else ""
+        resume = f"gitops-agent run{where} --resume {task}" if task else "gitops-agent tasks, then gitops-agent run --resume TASK_ID"
+        print(f"\ngitops-agent: interrupted; every finished step is committed, the one in flight is redone on resume. "
+              f"Continue with: {resume}", file=sys.stderr)
+        import threading
+
+        if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+            telemetry.flush()
+            _quit(130)  # a step still blocked: do not wait for it at exit
         return 130
     finally:
         telemetry.flush()
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from agent.core.cancel import CANCEL
+
+    CANCEL.reset()
+    _signals()
     from agent.core.config import CONFIG_PATH, load_config
     from agent.core.state import Budget, check_task_id
     from agent.cli.local import check_model_env, find_repo, make_runtime, resume, run_question

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.core.errors import ConfigError
 from agent.models.pricing import Price
-from agent.models.retry import RetryPolicy
+from agent.models.retry import RetryPolicy, TimeoutPolicy
 from agent.sandbox.limits import SandboxLimits
 from agent.core.state import Budget, format_validation_error
 
@@ -111,6 +111,7 @@ class AgentConfig(BaseModel):
     github: GitHubConfig = GitHubConfig()
     prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
     model_retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a model call after the SDK's own.")
+    model_timeout: TimeoutPolicy = Field(default_factory=TimeoutPolicy, description="How long a model call may wait.")
 
 
 def load_config(path: Path | None) -> AgentConfig:

@@ -14,6 +14,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
+from agent.core.cancel import CANCEL, Cancelled
 from agent.core.seams import Job
 
 
@@ -28,6 +29,9 @@ class LocalDispatcher:
     are still running, so one planner call sees a whole wave of results instead of one call per
     result (each is a model call, serialised per task).
     """
+
+    #: after a Ctrl-C, how long the steps in flight get to stop before the run ends without them
+    grace_s = 3.0
 
     def __init__(self, handler: Callable[[Job], list[Job]], workers: int = 4, coalesce_s: float = 0.5) -> None:
         self.handler = handler
@@ -81,32 +85,55 @@ class LocalDispatcher:
             return job, None
         return None, wait
 
+    def _wake(self) -> None:
+        with self._cv:
+            self._cv.notify_all()
+
     def run(self) -> None:
-        """Run until no job is queued or running. Errors of the handler are collected."""
-        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="agent-step") as pool:
-            while True:
-                with self._cv:
-                    while True:
-                        if self._inflight < self.workers:
-                            job, wait = self._next()
-                            if job is not None:
-                                break
-                        else:
-                            wait = None
-                        if self._inflight == 0 and not self._queue:
+        """Run until no job is queued or running. Errors of the handler are collected. When the
+        run is cancelled (Ctrl-C) nothing new starts; the steps in flight are stopped."""
+        pool = ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="agent-step")
+        try:
+            with CANCEL.on_cancel(self._wake):
+                self._loop(pool)
+        finally:
+            # after a Ctrl-C, a model call that does not notice its closed connection is not
+            # waited for: the process exits without it (the step is redone on --resume)
+            pool.shutdown(wait=not CANCEL.is_set(), cancel_futures=True)
+
+    def _loop(self, pool: ThreadPoolExecutor) -> None:
+        stop_by: float | None = None
+        while True:
+            with self._cv:
+                while True:
+                    if CANCEL.is_set():
+                        stop_by = stop_by or time.monotonic() + self.grace_s
+                        if self._inflight == 0 or time.monotonic() >= stop_by:
                             return
-                        self._cv.wait(timeout=wait)
-                    self._inflight += 1
-                    if job.step in ("plan", "finish"):
-                        self._serial_busy.add((job.step, job.task))
-                    if job.step == "execute":
-                        self._executing[job.task] = self._executing.get(job.task, 0) + 1
-                pool.submit(self._work, job)
+                        self._cv.wait(timeout=0.1)
+                        continue
+                    if self._inflight < self.workers:
+                        job, wait = self._next()
+                        if job is not None:
+                            break
+                    else:
+                        wait = None
+                    if self._inflight == 0 and not self._queue:
+                        return
+                    self._cv.wait(timeout=wait)
+                self._inflight += 1
+                if job.step in ("plan", "finish"):
+                    self._serial_busy.add((job.step, job.task))
+                if job.step == "execute":
+                    self._executing[job.task] = self._executing.get(job.task, 0) + 1
+            pool.submit(self._work, job)
 
     def _work(self, j: Job) -> None:
         nxt: list[Job] = []
         try:
             nxt = self.handler(j) or []
+        except Cancelled:
+            pass  # not an error of the step: it is redone on --resume
         except BaseException as e:  # noqa: BLE001 - recorded, the run goes on
             with self._cv:
                 self.errors.append(e)
@@ -121,7 +148,7 @@ class LocalDispatcher:
                     self._enqueue(again)
                 # queue the next jobs before this one counts as done, so the loop never sees an
                 # idle moment between a step and its successors
-                for n in nxt:
+                for n in nxt if not CANCEL.is_set() else []:
                     self.dispatch(n)
                 self._inflight -= 1
                 self.handled.append(j)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -54,7 +55,7 @@ class Runtime:
         with self._lock:
             m = self.models.get(spec)
             if m is None:
-                m = make_model(spec)
+                m = make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
                 self.models[spec] = m
             return _Traced(m, spec, self)
 
@@ -129,20 +130,71 @@ class _Traced:
         self.name = inner.name
 
     def query(self, request):  # noqa: ANN001 - the Model protocol
-        from agent.observe import telemetry
+        from agent.core.cancel import CANCEL, Cancelled
         from agent.core.errors import ModelError
         from agent.models.retry import RetryPolicy, query_with_retry
+        from agent.observe import telemetry
 
-        def retrying(e: ModelError, attempt: int, wait: float) -> None:  # reliability: the second line of retries
-            self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt} in {wait:.1f} s")
+        CANCEL.check()
+        deadline = time.monotonic() + request.timeout_s if request.timeout_s is not None else None
 
-        with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call:
+        def attempt():
+            req = request
+            if deadline is not None:  # each try gets what is left of the task's wall budget
+                req = request.model_copy(update={"timeout_s": max(0.1, deadline - time.monotonic())})
+            return self.inner.query(req)
+
+        def retrying(e: ModelError, attempt_no: int, wait: float) -> None:  # reliability: the second line of retries
+            CANCEL.check()
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                raise ModelError(f"{e} -- not retried: the task's wall budget is spent (max_wall_seconds)") from e
+            self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt_no} in {wait:.1f} s")
+
+        abort = getattr(self.inner, "abort", None) or (lambda: None)
+        with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call, \
+                CANCEL.on_cancel(abort), _Heartbeat(self.rt.reporter, self.name, self._where(), self._heartbeat_s()):
             try:
-                resp = query_with_retry(lambda: self.inner.query(request), getattr(self.rt.config, "model_retry", None) or RetryPolicy(),
-                                        on_retry=retrying)
+                resp = query_with_retry(attempt, getattr(self.rt.config, "model_retry", None) or RetryPolicy(), on_retry=retrying)
             except ModelError as e:
+                if CANCEL.is_set():
+                    raise Cancelled(CANCEL.reason) from None
                 call.error(str(e))
+                raise
+            except Exception:
+                if CANCEL.is_set():  # the closed connection, seen by the SDK in its own way
+                    raise Cancelled(CANCEL.reason) from None
                 raise
             call.record(resp.usage, cost_usd=self.rt.cost(self.name, resp.usage), response_model=resp.model or self.name,
                         finish_reason=resp.stop_reason)
             return resp
+
+    def _heartbeat_s(self) -> float:
+        policy = getattr(self.rt.config, "model_timeout", None)
+        return policy.heartbeat_s if policy is not None else 15.0
+
+    def _where(self) -> str:
+        client = getattr(self.inner, "client", None)
+        url = getattr(client, "base_url", None)
+        return f" at {url}" if url else ""
+
+
+class _Heartbeat:
+    """While a model call waits, a progress line every ``every`` seconds: what it waits for and
+    for how long (so a silent endpoint is never a silent hang)."""
+
+    def __init__(self, reporter, model: str, where: str, every: float = 15.0) -> None:
+        self.reporter, self.model, self.where, self.every = reporter, model, where, every
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True, name="model-heartbeat")
+
+    def __enter__(self) -> "_Heartbeat":
+        self._start = time.monotonic()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.reporter.event("waiting", what=f"{self.model}{self.where}", seconds=int(time.monotonic() - self._start))

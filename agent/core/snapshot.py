@@ -103,6 +103,11 @@ class Snapshot:
             return BudgetExceeded("hops", hop, b.max_hops)
         return None
 
+    def wall_left(self, now: datetime | None = None) -> float:
+        """Seconds of the task's wall budget left (what bounds a model call or a sandbox run)."""
+        now = now or datetime.now(timezone.utc)
+        return self.task.budget.max_wall_seconds - (now - self.task.created_at).total_seconds()
+
     def ending(self) -> tuple[str, str, str | None]:
         """(outcome, answer, reason) as the last finish step left the task; "unfinished" when
         the newest step is not a finish (not finished yet, or reopened by a follow-up)."""

@@ -18,6 +18,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -264,6 +265,19 @@ def remove_tree(path: Path) -> None:
         shutil.rmtree(path, onerror=onerror)
 
 
+_ACTIVE: set[Path] = set()  # this process's checkouts, for a quit that cannot unwind (Ctrl-C twice)
+_ACTIVE_LOCK = threading.Lock()
+
+
+def remove_active() -> None:
+    """Remove this process's checkouts now (before a hard exit)."""
+    with _ACTIVE_LOCK:
+        paths = list(_ACTIVE)
+    for path in paths:
+        remove_tree(path)
+        Path(f"{path}.pid").unlink(missing_ok=True)
+
+
 class Checkouts:
     """Mixin of ``GitRepo``: throwaway working trees, exported from the object store."""
 
@@ -289,6 +303,8 @@ class Checkouts:
             if path.exists() or path.is_symlink():
                 remove_tree(path)
             path.mkdir()
+        with _ACTIVE_LOCK:
+            _ACTIVE.add(path)
         try:
             manifest = self._export(sha, path, tuple(skip), tuple(keep))
             yield Checkout(path, manifest, self._sha1)
@@ -296,6 +312,8 @@ class Checkouts:
             with named_lock("checkout", str(self.common_dir)):
                 remove_tree(path)
                 (base / f"{name}.pid").unlink(missing_ok=True)
+            with _ACTIVE_LOCK:
+                _ACTIVE.discard(path)
 
     def _export(self, sha: str, dest: Path, skip: tuple[str, ...], keep: tuple[str, ...]) -> dict[str, Entry]:
         listing = self._run(["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", sha]).stdout

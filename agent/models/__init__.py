@@ -33,8 +33,9 @@ def model_id(spec: str) -> str:
     return rest.split("@", 1)[0]
 
 
-def make_model(spec: str, **kw):
-    """Build a model from its spec string; a bad spec is a ConfigError naming it."""
+def make_model(spec: str, timeouts=None, **kw):
+    """Build a model from its spec string; a bad spec is a ConfigError naming it. ``timeouts``
+    (agent.models.retry.TimeoutPolicy) bounds the calls of the HTTP providers."""
     spec = (spec or "").strip()
     if not spec:
         raise ConfigError("empty model spec; use e.g. anthropic:claude-haiku-4-5, openai:gpt-4o-mini or scripted:demo")
@@ -47,14 +48,14 @@ def make_model(spec: str, **kw):
     if provider == "anthropic":
         from agent.models.anthropic_model import AnthropicModel
 
-        return AnthropicModel(rest, **kw)
+        return AnthropicModel(rest, timeouts=timeouts, **kw)
     if provider == "openai":
         from agent.models.openai_model import OpenAIModel
 
         name, _, url = rest.partition("@")
         if url:
             kw.setdefault("base_url", url)
-        return OpenAIModel(name, **kw)
+        return OpenAIModel(name, timeouts=timeouts, **kw)
     if provider == "scripted":
         from agent.models.scripted import ScriptedModel
 

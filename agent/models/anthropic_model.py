@@ -23,7 +23,7 @@ from typing import Any, Literal
 import anthropic
 
 from agent.core.errors import ConfigError, FatalModelError, ModelError
-from agent.models.retry import retry_after_of
+from agent.models.retry import TimeoutPolicy, retry_after_of
 from agent.core.state import Usage
 from agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
@@ -43,15 +43,21 @@ class AnthropicModel:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        max_retries: int = 4,
-        timeout: float = 600,
+        max_retries: int | None = None,
+        timeout: float | None = None,
         stream: Literal["auto", "always", "never"] = "auto",
+        timeouts: TimeoutPolicy | None = None,
     ) -> None:
         if stream not in ("auto", "always", "never"):
             raise ValueError(f"stream must be 'auto', 'always' or 'never', not {stream!r}")
         self.name = model
         self.stream = stream
-        kwargs: dict[str, Any] = {"max_retries": max_retries, "timeout": timeout}
+        self.timeouts = timeouts or TimeoutPolicy()
+        if timeout is not None:  # one number for everything (tests, scripts)
+            self.timeouts = self.timeouts.model_copy(update={"idle_s": timeout, "response_s": timeout})
+        self._retries = self.timeouts.sdk_retries if max_retries is None else max_retries
+        kwargs: dict[str, Any] = {"max_retries": self._retries,
+                                  "timeout": self.timeouts.for_call(None, streaming=False)}
         if api_key is not None:
             kwargs["api_key"] = api_key
         if base_url is not None:
@@ -109,19 +115,30 @@ class AnthropicModel:
 
     # -- call ----------------------------------------------------------------------------
 
+    def abort(self) -> None:
+        """Stop every call in flight (their connections are closed): a Ctrl-C."""
+        self.client.close()
+
     def query(self, request: ModelRequest) -> ModelResponse:
         params = self.build_params(request)
         start = time.monotonic()
+        streaming = self._use_stream(request)
+        timeout = self.timeouts.for_call(request.timeout_s, streaming)
+        client = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, streaming, self._retries))
         try:
-            if self._use_stream(request):
-                with self.client.messages.stream(**params) as stream:
+            if streaming:
+                with client.messages.stream(**params) as stream:
                     msg = stream.get_final_message()
             else:
-                msg = self.client.messages.create(**params)
+                msg = client.messages.create(**params)
         except anthropic.APIStatusError as e:
             raise _status_error(e) from e
         except anthropic.APITimeoutError as e:
-            raise ModelError(f"Anthropic API timed out ({self.name}): {e}", retryable=True) from e
+            what = "without a byte of the answer" if streaming else "without the whole answer"
+            raise ModelError(
+                f"no answer from the Anthropic API at {self.client.base_url} for {timeout.read:g} s {what} ({self.name}); "
+                f"the task's wall budget or `model_timeout.{'idle_s' if streaming else 'response_s'}` in .github/gitops-agent.yml "
+                "bounds the wait", retryable=True) from e
         except anthropic.APIConnectionError as e:
             raise ModelError(f"cannot reach the Anthropic API at {self.client.base_url}: {e}", retryable=True) from e
         except anthropic.CredentialsError as e:

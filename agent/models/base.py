@@ -70,6 +70,8 @@ class ModelRequest(BaseModel):
     temperature: float | None = None
     # Cache the tools + system prefix (the stable part of every request of a role).
     cache_system: bool = True
+    # At most this long for the whole call (what is left of the task's wall budget); None: no bound.
+    timeout_s: float | None = None
     # Not sent to any provider: who asks (role, node, ...) and facts a scripted model may use.
     meta: dict[str, Any] = Field(default_factory=dict)
 

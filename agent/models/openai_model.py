@@ -26,7 +26,7 @@ from typing import Any
 import openai
 
 from agent.core.errors import FatalModelError, ModelError
-from agent.models.retry import retry_after_of
+from agent.models.retry import TimeoutPolicy, retry_after_of
 from agent.core.state import Usage
 from agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
@@ -43,13 +43,19 @@ class OpenAIModel:
         *,
         api_key: str | None = None,
         base_url: str | None = None,
-        max_retries: int = 4,
-        timeout: float = 600,
+        max_retries: int | None = None,
+        timeout: float | None = None,
+        timeouts: TimeoutPolicy | None = None,
     ) -> None:
         self.name = model
+        self.timeouts = timeouts or TimeoutPolicy()
+        if timeout is not None:
+            self.timeouts = self.timeouts.model_copy(update={"idle_s": timeout, "response_s": timeout})
+        self._retries = self.timeouts.sdk_retries if max_retries is None else max_retries
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": max_retries, "timeout": timeout}
+        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": self._retries,
+                                  "timeout": self.timeouts.for_call(None, streaming=False)}
         if base_url:
             kwargs["base_url"] = base_url
         self.client = openai.OpenAI(**kwargs)
@@ -77,15 +83,24 @@ class OpenAIModel:
             params["temperature"] = request.temperature
         return params
 
+    def abort(self) -> None:
+        """Stop every call in flight (their connections are closed): a Ctrl-C."""
+        self.client.close()
+
     def query(self, request: ModelRequest) -> ModelResponse:
         params = self.build_params(request)
         start = time.monotonic()
+        timeout = self.timeouts.for_call(request.timeout_s, streaming=False)
         try:
-            resp = self.client.chat.completions.create(**params)
+            resp = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, False, self._retries)
+                                            ).chat.completions.create(**params)
         except openai.APIStatusError as e:
             raise _status_error(e, self.name) from e
         except openai.APITimeoutError as e:
-            raise ModelError(f"OpenAI-compatible API timed out ({self.name} at {self.client.base_url}): {e}", retryable=True) from e
+            raise ModelError(
+                f"no answer from the OpenAI-compatible API at {self.client.base_url} for {timeout.read:g} s ({self.name}); "
+                "the task's wall budget or `model_timeout.response_s` in .github/gitops-agent.yml bounds the wait",
+                retryable=True) from e
         except openai.APIConnectionError as e:
             raise ModelError(f"cannot reach the OpenAI-compatible API at {self.client.base_url}: {e}", retryable=True) from e
         except openai.OpenAIError as e:

@@ -34,6 +34,34 @@ class RetryPolicy(BaseModel):
     max_wait_s: float = Field(120.0, ge=0, description="Longest wait; a provider asking for more fails the call at once.")
 
 
+class TimeoutPolicy(BaseModel):
+    """`model_timeout:` in the config: how long a model call may wait, and for what."""
+
+    model_config = ConfigDict(extra="forbid")
+    connect_s: float = Field(10.0, gt=0, description="Seconds to open a connection to the endpoint.")
+    idle_s: float = Field(60.0, gt=0, description="Streaming: seconds without a byte of the answer before the call is given up.")
+    response_s: float = Field(300.0, gt=0, description="Not streaming: seconds until the whole answer has arrived.")
+    sdk_retries: int = Field(4, ge=0, le=10, description="Retries inside the provider's SDK (then model_retry's).")
+    heartbeat_s: float = Field(15.0, gt=0, description="A progress line this often while a call waits.")
+
+    def retries_within(self, limit: float | None, streaming: bool, retries: int | None = None) -> int:
+        """The SDK's retries (``retries``, default ``sdk_retries``) that still fit in ``limit``
+        seconds, so retries never outlast the task's wall budget."""
+        retries = self.sdk_retries if retries is None else retries
+        if limit is None:
+            return retries
+        read = self.idle_s if streaming else self.response_s
+        return max(0, min(retries, int(limit // max(read, 0.1)) - 1))
+
+    def for_call(self, limit: float | None, streaming: bool):
+        """The SDK's Timeout for one call, never past ``limit`` seconds (the task's wall budget)."""
+        from anthropic import Timeout  # the HTTP layer's Timeout, as both SDKs re-export it
+
+        read = self.idle_s if streaming else self.response_s
+        cap = (lambda t: t) if limit is None else (lambda t: max(0.1, min(t, limit)))
+        return Timeout(connect=cap(self.connect_s), read=cap(read), write=cap(30.0), pool=cap(self.connect_s))
+
+
 def retry_after_of(headers: Mapping[str, str] | Any) -> float | None:
     """Seconds a response asks to wait: ``retry-after-ms``, else ``retry-after`` (seconds or an
     HTTP date). None when absent or unreadable."""

@@ -75,7 +75,10 @@ class ConsoleReporter(Reporter):
         if kind == "budget":
             return f"[red]budget[/] {e['why']}"
         if kind == "error":
-            return f"[red]error[/] in {e['step']} {e.get('node') or ''}: {e['error']}"
+            where = " ".join(x for x in (e.get("step"), e.get("node")) if x)
+            return f"[red]error[/]{' in ' + where if where else ''}: {e['error']}"
+        if kind == "waiting":
+            return f"  [dim]waiting for {e['what']}: {f['seconds']} s[/]"
         if kind == "finish":
             return f"[bold green]finished[/] outcome [bold]{e['outcome']}[/]  total ${f['cost']:.4f}, {f['tokens']} tokens"
         return None

@@ -18,6 +18,7 @@ import time
 from functools import lru_cache
 from pathlib import Path
 
+from agent.core.cancel import CANCEL
 from agent.core.errors import SandboxError
 from agent.core.state import Observation
 from agent.safety.secrets import process_secrets
@@ -110,6 +111,31 @@ def warn_once(key: str, message: str, *args) -> None:
         log.warning(message, *args)
 
 
+RUN_DIR_PREFIX = "agent-sandbox-"
+
+
+_ACTIVE_RUN_DIRS: set[Path] = set()
+
+
+def remove_active_run_dirs() -> None:
+    """Remove this process's sandbox run directories now (before a hard exit)."""
+    for d in list(_ACTIVE_RUN_DIRS):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def sweep_run_dirs(tmp: str | None = None) -> None:
+    """Remove the run directories of sandboxes whose agent process is gone (a kill -9)."""
+    base = Path(tmp or tempfile.gettempdir())
+    try:
+        entries = list(base.glob(f"{RUN_DIR_PREFIX}*"))
+    except OSError:
+        return
+    for d in entries:
+        pid = d.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
+            shutil.rmtree(d, ignore_errors=True)
+
+
 class ProcessSandbox:
     """Shared machinery of the backends (``run_python``/``run_shell`` of the Sandbox seam)."""
 
@@ -129,6 +155,7 @@ class ProcessSandbox:
         self.secrets = list(secrets or [])
         scrubbed_env(self.extra_env, home="/", tmpdir="/")  # validate the extra names now
         self.shell = shutil.which("bash") or "/bin/sh"
+        sweep_run_dirs()
 
     # -- public API (the Sandbox protocol) ---------------------------------------------------
 
@@ -181,7 +208,8 @@ class ProcessSandbox:
         if not cwd.is_dir():
             raise SandboxError(f"working directory {cwd} does not exist")
 
-        run_dir = Path(tempfile.mkdtemp(prefix="agent-sandbox-"))
+        run_dir = Path(tempfile.mkdtemp(prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
+        _ACTIVE_RUN_DIRS.add(run_dir)
         try:
             for sub in ("code", "home", "tmp"):
                 (run_dir / sub).mkdir()
@@ -198,6 +226,7 @@ class ProcessSandbox:
             return self._execute(argv, popen_env, cwd, run_dir, timeout)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
+            _ACTIVE_RUN_DIRS.discard(run_dir)
 
     def _execute(self, argv: list[str], env: dict[str, str], cwd: Path, run_dir: Path, timeout: float) -> Observation:
         limits = self.limits
@@ -224,7 +253,7 @@ class ProcessSandbox:
 
                 memory_watch = None if (cgroup is not None and "memory" in cgroup.has) or not self.uses_cgroups else limits.total_memory_bytes
                 watch = Watchdog(proc.pid, cwd, disk_bytes=limits.disk_mb * 2**20, memory_bytes=memory_watch, kill=kill)
-                with watch:
+                with watch, CANCEL.on_cancel(kill):  # Ctrl-C: every process of the action dies now
                     try:
                         proc.wait(timeout=timeout)
                     except subprocess.TimeoutExpired:

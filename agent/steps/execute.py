@@ -11,6 +11,7 @@ from typing import Any
 from agent.brain.branch import list_tools
 from agent.core.errors import FatalModelError, ModelError
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
+from agent.core.cancel import CANCEL
 from agent.git.checkout import Caps
 from agent.memory.hooks import attach_data
 from agent.safety.policy import decide
@@ -110,12 +111,13 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         messages: list[Message] = [Message(role="user", content=[TextBlock(text=node_text)], cache=True)]
         finished = False
         for turn_no in range(1, max_turns + 1):
+            CANCEL.check()
             # Roll the cache breakpoints forward: the node's prompt, the previous turn's end (a
             # read of what the last call wrote, whatever the API's look-back) and this turn's end.
             last = len(messages) - 1
             msgs = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
             request = ModelRequest(
-                system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens,
+                system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
                 meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": turn_no,
                       "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
             )
@@ -135,6 +137,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             turns.append(turn)
             messages.append(Message(role="assistant", content=resp.content))
             replies, done = _act(rt, resp, turn, wt, sdir, snap)
+            CANCEL.check()  # a sandbox run stopped by Ctrl-C: the step is not committed, --resume redoes it
             rt.reporter.event(
                 "turn", node=node.id, turn=turn_no, max_turns=max_turns, tool=turn.tool,
                 exit_code=turn.observation.exit_code if turn.observation else None,
@@ -213,7 +216,9 @@ def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap
             if not isinstance(src, str) or not src.strip():
                 replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: `{use.name}` needs a non-empty `{key}` string", is_error=True))
                 continue
-            obs = sandbox.run_python(src, wt) if use.name == "run_python" else sandbox.run_shell(src, wt)
+            # never past the task's wall budget
+            limit = max(1.0, min(float(rt.config.sandbox.timeout_s), snap.wall_left()))
+            obs = sandbox.run_python(src, wt, timeout=limit) if use.name == "run_python" else sandbox.run_shell(src, wt, timeout=limit)
             turn.observation = obs
             replies.append(ToolResultBlock(tool_use_id=use.id, content=_observation_text(rt, obs), is_error=obs.exit_code != 0))
             continue

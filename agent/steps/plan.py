@@ -172,7 +172,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     error: str | None = None
     for attempt in range(agent.max_corrections + 1):
         request = ModelRequest(
-            system=system, messages=messages, tools=specs(agent.tools), max_tokens=agent.max_tokens,
+            system=system, messages=messages, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
             meta={"role": "planner", "script_key": "planner", "task": job.task, "results": results_meta, "attempt": attempt, "running": running,
                   "experiences": [e["task_id"] for e in experiences]},
         )
