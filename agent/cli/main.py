@@ -10,6 +10,7 @@ from pathlib import Path
 
 from agent import __version__
 from agent.core.errors import AgentError, UsageError
+from agent.safety.chars import terminal_text
 
 from agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
 
@@ -134,7 +135,7 @@ def _on_signal(signum, frame) -> None:  # noqa: ANN001 - signal's signature
 def _quit(code: int) -> None:
     """Exit now, even with a step's thread still blocked (a model call that does not notice its
     closed connection), after removing this process's checkouts and sandbox directories."""
-    from agent.git.checkout import remove_active
+    from agent.git.export import remove_active
     from agent.sandbox.base import remove_active_run_dirs
 
     remove_active()
@@ -172,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as e:
         msg = str(e)
         if os.environ.get("GITHUB_ACTIONS") == "true":  # a message may quote model text: never a workflow command
-            from agent.safety.text import log_line
+            from agent.safety.chars import log_line
 
             msg = log_line(msg, 4000)
         print(f"gitops-agent: error: {msg}", file=sys.stderr)
@@ -303,7 +304,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         except AgentError as e:
             print(f"{tid:48} {date[:16]}  BROKEN: {e} (remove it: gitops-agent tasks --remove {tid})")
             continue
-        print(f"{tid:48} {date[:16]}  {state:10} {subject}")
+        print(terminal_text(f"{tid:48} {date[:16]}  {state:10} {subject}"))
     return EXIT_OK
 
 
@@ -318,9 +319,9 @@ def cmd_show(args: argparse.Namespace) -> int:
     snap = load_snapshot(git, args.task_id)
     raw = git.read_file(snap.tip, f"{snap.root}/report.md")
     if raw:
-        print(raw.decode())
+        print(terminal_text(raw.decode("utf-8", "replace")))
     else:
-        print(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}")
+        print(terminal_text(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}"))
     return EXIT_OK
 
 

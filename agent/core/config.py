@@ -37,7 +37,7 @@ class ModelsConfig(BaseModel):
 
 # Files that git itself reads from a tree: never taken from the model (a .gitattributes filter
 # or a .gitmodules URL would act on whoever checks the branch out).
-GIT_FILES = [".gitattributes", ".gitmodules", ".lfsconfig", ".mailmap"]
+GIT_FILES = [".gitattributes", ".gitmodules", ".lfsconfig", ".mailmap", ".gitea/**", ".forgejo/**"]
 
 # Files that build tools, test runners, package managers, editors and CI run or load as code.
 TOOL_FILES = [
@@ -49,6 +49,11 @@ TOOL_FILES = [
     "usercustomize.py", "*.pth", "requirements*.txt", "Pipfile", "Dockerfile", "*.dockerfile", "docker-compose*.yml",
     "compose*.yml", ".pre-commit-config.yaml", ".envrc", ".env", ".gitlab-ci.yml", ".travis.yml", "azure-pipelines.yml",
     ".circleci/**", ".buildkite/**", ".devcontainer/**", ".vscode/**", ".idea/**", ".husky/**", ".githooks/**",
+    ".cargo/**", ".mvn/**", "Directory.Build.props", "Directory.Build.targets", "*.props", "*.targets", ".pnpmfile.cjs",
+    "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".pylintrc", "pylintrc", ".flake8", "bitbucket-pipelines.yml",
+    ".gitpod.yml", "*.config.js", "*.config.cjs", "*.config.mjs", "*.config.ts", ".eslintrc*", ".babelrc*", ".bazelrc",
+    "mise.toml", ".mise.toml", ".tool-versions", ".drone.yml", "appveyor.yml", "buildspec.yml", "Earthfile", "Tiltfile",
+    "Vagrantfile", "*.nix", ".envrc*", "Procfile", "vite.config.*", "webpack.config.*", "jest.config.*", "karma.conf.js",
 ]
 
 
@@ -93,9 +98,11 @@ class GitHubConfig(BaseModel):
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
     image_hosts: list[str] = Field(
-        default_factory=lambda: ["github.com", "*.githubusercontent.com"],
-        description="Hosts whose images may appear in what the agent posts; other images become a text note "
-        "(GitHub's image proxy would fetch their URL, and with it whatever the model put there).")
+        default_factory=lambda: ["github.com/user-attachments/", "user-images.githubusercontent.com",
+                                 "private-user-images.githubusercontent.com"],
+        description="Where images in what the agent posts may come from (host, *.domain or host/path-prefix; https "
+        "only); others become a text note: GitHub's image proxy would fetch their URL, and with it whatever the model "
+        "put there. Never camo.githubusercontent.com: anyone can get a proxy URL for any address.")
 
 
 class AgentConfig(BaseModel):

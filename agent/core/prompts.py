@@ -17,7 +17,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
 
 from agent.core.errors import ConfigError
-from agent.safety.text import quote
+from agent.safety.chars import quote
 
 MAX_POWER = 1000
 MAX_REPEAT = 1_000_000

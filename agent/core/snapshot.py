@@ -177,6 +177,15 @@ class _BlobCache:
 _CACHE = _BlobCache()
 
 
+def record_path(root: str, path: str, name: str) -> bool:
+    """Whether ``path`` is the engine's ``name`` record of a step: ``<root>/steps/<seq>-<node>/<name>``."""
+    prefix = f"{root}/steps/"
+    if not path.startswith(prefix):
+        return False
+    parts = path[len(prefix):].split("/")
+    return len(parts) == 2 and parts[1] == name and _STEP_DIR_RE.fullmatch(parts[0]) is not None
+
+
 def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bool = True) -> Snapshot:
     branch = branch_for(task_id)
     if tip is None:
@@ -187,8 +196,10 @@ def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bo
     ids = git.list_blobs(tip, root + "/")  # type: ignore[attr-defined]
     files = sorted(ids)
     task_path, plan_path = f"{root}/task.json", f"{root}/plan.json"
-    step_paths = [f for f in files if f.startswith(f"{root}/steps/") and f.endswith("/step.json")]
-    result_paths = [f for f in files if f.startswith(f"{root}/steps/") and f.endswith("/result.md")]
+    # records are read only where the engine writes them: steps/<seq>-<node>/<file>, never deeper
+    # (a step's own folder holds what its code produced, which is data)
+    step_paths = [f for f in files if record_path(root, f, "step.json")]
+    result_paths = [f for f in files if record_path(root, f, "result.md")]
     # one cat-file for every blob not seen before (task.json and plan.json change; step
     # records and results never do once written)
     missing = [ids[p] for p in [task_path, plan_path, *step_paths, *result_paths] if p in ids and _CACHE.get("raw", ids[p]) is None]

@@ -77,10 +77,10 @@ class Usage(BaseModel):
     """Token usage of one or more model calls."""
 
     model_config = ConfigDict(extra="forbid")
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cache_read_tokens: int = 0
-    cache_write_tokens: int = 0
+    input_tokens: int = Field(0, ge=0)
+    output_tokens: int = Field(0, ge=0)
+    cache_read_tokens: int = Field(0, ge=0)
+    cache_write_tokens: int = Field(0, ge=0)
 
     def __add__(self, other: "Usage") -> "Usage":
         return Usage(
@@ -207,7 +207,7 @@ class Turn(BaseModel):
     observation: Observation | None = None
     error: str | None = None
     usage: Usage = Usage()
-    cost_usd: float = 0.0
+    cost_usd: float = Field(0.0, ge=0)
     latency_ms: int = 0
 
 
@@ -225,8 +225,8 @@ class StepRecord(BaseModel):
     status: Literal["done", "failed"] = "done"
     turns: int = 0
     usage: Usage = Usage()
-    cost_usd: float = 0.0
-    duration_ms: int = 0
+    cost_usd: float = Field(0.0, ge=0)
+    duration_ms: int = Field(0, ge=0)
     started_at: datetime
     finished_at: datetime
     artifacts: list[str] = Field(default_factory=list)

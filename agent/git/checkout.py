@@ -13,27 +13,24 @@ tree's ``.gitignore`` files ignore are left out, as git would (``pathspec``'s gi
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import os
 import shutil
 import stat
-import tempfile
-import threading
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Literal
+from typing import Literal
 
 import pathspec
 
-from agent.core.errors import AgentError
-from agent.git.locks import named_lock
-from agent.git.names import CHECKOUT_NAME, dec, path_problem
+from agent.git.names import path_problem
 
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 _READ_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0)
 _WRITE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
 MAX_DEPTH = 64
+MAX_IGNORE_LINES = 500
 
 
 @dataclass(frozen=True)
@@ -84,10 +81,14 @@ def blob_id(data: bytes, sha1: bool = True) -> str:
 class Checkout:
     """An exported tree at ``path`` and its manifest ({path: Entry})."""
 
-    def __init__(self, path: Path, manifest: dict[str, Entry], sha1: bool = True):
+    def __init__(self, path: Path, manifest: dict[str, Entry], sha1: bool = True, ignores: dict[str, bytes] | None = None):
         self.path = Path(path)
         self.manifest = manifest
         self.sha1 = sha1
+        # the .gitignore files as exported (before the code ran), by directory: what the code
+        # writes into a .gitignore never decides what the host skips
+        self.ignore_texts = dict(ignores or {})
+        self._sorted = sorted(manifest)
 
     def __fspath__(self) -> str:
         return str(self.path)
@@ -122,10 +123,9 @@ class Checkout:
         except OSError as e:
             out.refused.append(f"{prefix or '.'}/: not read ({e.strerror})")
             return
-        if ".gitignore" in names:
-            spec = self._ignore_spec(dfd)
-            if spec is not None:
-                ignores = ignores + [(prefix, spec)]
+        spec = self._ignore_spec(prefix)
+        if spec is not None:
+            ignores = ignores + [(prefix, spec)]
         complete = True
         for raw in names:
             name = raw if isinstance(raw, str) else os.fsdecode(raw)
@@ -147,8 +147,14 @@ class Checkout:
                 out.refused.append(f"{rel!r}: refused (bad file name: {problem})")
                 continue
             is_dir = stat.S_ISDIR(st.st_mode)
+            if not is_dir:
+                # a directory of the tree replaced by a file or a link: everything under it is gone
+                for gone in self._under(rel):
+                    seen.add(gone)
+                    out.changes[gone] = Output("deleted")
             if ignores and rel not in self.manifest and _ignored(rel + ("/" if is_dir else ""), ignores):
-                if not is_dir or not any(p.startswith(rel + "/") for p in self.manifest):
+                if not is_dir or not self._under(rel):
+                    budget[1] -= 1  # ignored entries still count: a million of them is not free
                     continue  # ignored, as git would ignore it (tracked files are never ignored)
             if is_dir:
                 if depth + 1 >= MAX_DEPTH:
@@ -204,13 +210,22 @@ class Checkout:
         if complete:
             walked.add(prefix.rstrip("/"))
 
-    @classmethod
-    def _ignore_spec(cls, dfd: int) -> "pathspec.GitIgnoreSpec | None":
-        data = cls._read(dfd, ".gitignore", 256 * 1024)
+    def _under(self, rel: str) -> list[str]:
+        """Manifest paths strictly under directory ``rel``."""
+        lo = bisect.bisect_left(self._sorted, rel + "/")
+        hi = bisect.bisect_left(self._sorted, rel + "0")  # "0" sorts right after "/"
+        return self._sorted[lo:hi]
+
+    def _ignore_spec(self, prefix: str) -> "pathspec.GitIgnoreSpec | None":
+        data = self.ignore_texts.get(prefix.rstrip("/"))
         if data is None:
             return None
+        # patterns are compiled to Python regular expressions: keep them small, so no pattern
+        # can make matching take exponential time
+        lines = [line for line in data.decode("utf-8", "replace").splitlines()[:MAX_IGNORE_LINES]
+                 if len(line) <= 200 and line.count("*") <= 3 and line.count("?") <= 8]
         try:
-            return pathspec.GitIgnoreSpec.from_lines(data.decode("utf-8", "replace").splitlines())
+            return pathspec.GitIgnoreSpec.from_lines(lines)
         except Exception:  # noqa: BLE001 - a broken .gitignore ignores nothing
             return None
 
@@ -263,173 +278,3 @@ def remove_tree(path: Path) -> None:
         path.unlink()
     elif path.exists():
         shutil.rmtree(path, onerror=onerror)
-
-
-_ACTIVE: set[Path] = set()  # this process's checkouts, for a quit that cannot unwind (Ctrl-C twice)
-_ACTIVE_LOCK = threading.Lock()
-
-
-def remove_active() -> None:
-    """Remove this process's checkouts now (before a hard exit)."""
-    with _ACTIVE_LOCK:
-        paths = list(_ACTIVE)
-    for path in paths:
-        remove_tree(path)
-        Path(f"{path}.pid").unlink(missing_ok=True)
-
-
-class Checkouts:
-    """Mixin of ``GitRepo``: throwaway working trees, exported from the object store."""
-
-    def checkouts_dir(self) -> Path:
-        return self.common_dir / "gitops-agent" / "checkouts"
-
-    @contextmanager
-    def checkout(self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (),
-                 keep: tuple[str, ...] | list[str] = ()) -> Iterator[Checkout]:
-        """The tree of ``ref`` as plain files in ``<git-common-dir>/gitops-agent/checkouts/<name>``
-        (removed on exit; one left by a killed process is removed by the next checkout). Paths
-        under a ``skip`` prefix (e.g. ``.agent/``) are left out, except those under a ``keep``
-        prefix (a dependency's step folder), so the checkout does not grow with the task."""
-        if not CHECKOUT_NAME.fullmatch(name or ""):
-            raise AgentError(f"bad checkout name {name!r}")
-        sha = self._resolve(ref)
-        base = self.checkouts_dir()
-        path = base / name
-        with named_lock("checkout", str(self.common_dir)):
-            base.mkdir(parents=True, exist_ok=True)
-            sweep_stale(base)
-            (base / f"{name}.pid").write_text(str(os.getpid()))  # before the directory: see sweep_stale
-            if path.exists() or path.is_symlink():
-                remove_tree(path)
-            path.mkdir()
-        with _ACTIVE_LOCK:
-            _ACTIVE.add(path)
-        try:
-            manifest = self._export(sha, path, tuple(skip), tuple(keep))
-            yield Checkout(path, manifest, self._sha1)
-        finally:
-            with named_lock("checkout", str(self.common_dir)):
-                remove_tree(path)
-                (base / f"{name}.pid").unlink(missing_ok=True)
-            with _ACTIVE_LOCK:
-                _ACTIVE.discard(path)
-
-    def _export(self, sha: str, dest: Path, skip: tuple[str, ...], keep: tuple[str, ...]) -> dict[str, Entry]:
-        listing = self._run(["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", sha]).stdout
-        entries: list[tuple[str, str, bytes]] = []
-        for rec in listing.split(b"\0"):
-            if not rec:
-                continue
-            meta, _, name = rec.partition(b"\t")
-            mode, kind, oid = meta.split()
-            path = dec(name)
-            if kind != b"blob" or mode.decode() not in ("100644", "100755", "120000") or path_problem(path):
-                continue  # submodules, and names nobody could commit
-            if any(path.startswith(s) for s in skip) and not any(path.startswith(k) for k in keep):
-                continue
-            entries.append((path, mode.decode(), oid.decode()))
-        manifest: dict[str, Entry] = {}
-        if not entries:
-            return manifest
-        with tempfile.TemporaryDirectory(prefix="gitops-agent-export-") as td:
-            ids = Path(td) / "ids"
-            ids.write_text("".join(oid + "\n" for _, _, oid in entries))
-            args, proc = self._spawn(["cat-file", "--batch"], stdin_path=ids)
-            writer = _TreeWriter(dest)
-            try:
-                for path, mode, oid in entries:
-                    header = proc.stdout.readline().split()
-                    if len(header) != 3:
-                        raise AgentError(f"export of {sha[:12]}: blob {oid} of {path} is missing")
-                    size = int(header[2])
-                    st = writer.write(path, mode, proc.stdout, size)
-                    proc.stdout.read(1)  # the newline after each object
-                    manifest[path] = Entry(mode, oid, _stat_key(st))
-            finally:
-                writer.close()
-                proc.stdout.close()
-                err = proc.stderr.read()
-                proc.stderr.close()
-                if proc.wait() != 0:
-                    raise AgentError(f"export of {sha[:12]} failed: {dec(err)[-500:]}")
-        return manifest
-
-
-class _TreeWriter:
-    """Writes files of a tree in order, keeping open only the directories on the current path."""
-
-    def __init__(self, root: Path):
-        self.stack: list[tuple[str, int]] = [("", os.open(root, _DIR_FLAGS))]
-
-    def _dir(self, parent: str) -> int:
-        parts = parent.split("/") if parent else []
-        # close what is not on the new path
-        keep = 1
-        while keep < len(self.stack) and keep - 1 < len(parts) and self.stack[keep][0] == "/".join(parts[:keep]):
-            keep += 1
-        for _, fd in self.stack[keep:]:
-            os.close(fd)
-        del self.stack[keep:]
-        for i in range(len(self.stack) - 1, len(parts)):
-            name = parts[i]
-            fd = self.stack[-1][1]
-            try:
-                os.mkdir(name, 0o755, dir_fd=fd)
-            except FileExistsError:
-                pass
-            self.stack.append(("/".join(parts[: i + 1]), os.open(name, _DIR_FLAGS, dir_fd=fd)))
-        return self.stack[-1][1]
-
-    def write(self, path: str, mode: str, src, size: int) -> os.stat_result:
-        parent, _, name = path.rpartition("/")
-        dfd = self._dir(parent)
-        if mode == "120000":
-            target = src.read(size)
-            os.symlink(os.fsdecode(target), name, dir_fd=dfd)
-        else:
-            fd = os.open(name, _WRITE_FLAGS, 0o755 if mode == "100755" else 0o644, dir_fd=dfd)
-            try:
-                left = size
-                while left > 0:
-                    chunk = src.read(min(left, 1 << 20))
-                    if not chunk:
-                        raise AgentError(f"export: {path} was cut short")
-                    left -= len(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[os.write(fd, view):]
-            finally:
-                os.close(fd)
-        return os.stat(name, dir_fd=dfd, follow_symlinks=False)
-
-    def close(self) -> None:
-        for _, fd in self.stack:
-            os.close(fd)
-        self.stack = []
-
-
-def sweep_stale(base: Path) -> None:
-    """Remove checkouts whose process is gone (killed with -9: nothing else could clean up)."""
-    for marker in base.glob("*.pid"):
-        try:
-            pid = int(marker.read_text().strip() or "0")
-        except (OSError, ValueError):
-            pid = 0
-        if pid == os.getpid() or (pid > 0 and _alive(pid)):
-            continue
-        remove_tree(base / marker.name[: -len(".pid")])
-        marker.unlink(missing_ok=True)
-    for d in base.iterdir():  # a checkout without a marker (made by an older version)
-        if d.is_dir() and not (base / f"{d.name}.pid").exists():
-            remove_tree(d)
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True

@@ -23,7 +23,7 @@ environment of network commands (``auth_env``), so no token is written to ``.git
 
 from __future__ import annotations
 
-from agent.git.checkout import Checkouts
+from agent.git.export import Checkouts
 from agent.git.commits import Commits
 from agent.git.messages import Commit, format_message, parse_trailers
 from agent.git.process import GitRunner

@@ -9,7 +9,7 @@ from agent.core.config import CONFIG_PATH, AgentConfig, parse_config
 from agent.core.errors import AgentError
 from agent.github.gate import refusal_marker, refusal_text
 from agent.github.events import Trigger
-from agent.safety.text import log_line
+from agent.safety.chars import log_line
 
 
 

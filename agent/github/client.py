@@ -215,11 +215,32 @@ class GitHubClient:
 
         def scan() -> IssueComment | None:
             for c in self._comments(issue_number):
-                if marker in (c.body or ""):
+                # ours only: a marker opens every comment the agent writes, and anyone can
+                # type a marker into a comment of their own (or get a model to)
+                if (c.body or "").lstrip().startswith(marker) and self._ours(c):
                     return c
             return None
 
         return self._call(f"list comments of #{issue_number}", scan)
+
+    def self_login(self) -> str | None:
+        """The login this token posts as (GET /user); None where the token cannot tell (the job's
+        GITHUB_TOKEN, an app installation token), then a bot's comments count as ours."""
+        if not hasattr(self, "_self_login"):
+            try:
+                _, data = self._call("who am I", lambda: self._repo.requester.requestJsonAndCheck("GET", f"{self.api_url}/user"))
+                self._self_login = (data or {}).get("login") or None
+            except GitHubError:
+                self._self_login = None
+        return self._self_login
+
+    def _ours(self, c: IssueComment) -> bool:
+        try:
+            login = c.user.login if c.user else ""
+        except Exception:  # noqa: BLE001 - a comment without its user: not ours
+            return False
+        me = self.self_login()
+        return login.lower() == me.lower() if me else login.endswith("[bot]")
 
     def find_comment(self, issue_number: int, marker: str) -> int | None:
         """Id of the first comment whose body contains `marker` (e.g. `<!-- gitops-agent:task=ID -->`)."""
@@ -229,8 +250,8 @@ class GitHubClient:
     def upsert_comment(self, issue_number: int, marker: str, body: str) -> int:
         """The one comment carrying `marker`: edited in place when it exists (not touched when the
         body is the same), else created. The marker is appended to `body` when it lacks it."""
-        if marker not in body:
-            body = f"{body}\n\n{marker}"
+        if not body.lstrip().startswith(marker):
+            body = f"{marker}\n{body}"
         body = self._outbound(body)
         c = self._find(issue_number, marker)
         if c is None:

@@ -28,7 +28,7 @@ from agent.git.repo import GitRepo
 from agent.steps.intake import add_instruction, create_task, new_task_id
 from agent.observe.progress import Reporter
 from agent.observe.render import md_block
-from agent.safety.text import log_line
+from agent.safety.chars import log_line
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import load_snapshot

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from agent.core.snapshot import Snapshot
 
 from agent.memory.experience import DEFAULT_K, MEMORY_FILE, experience_from_snapshot
+from agent.core.snapshot import record_path
 from agent.memory.store import MemoryStore, _enabled, default_method
 
 # ----------------------------------------------------------------------------- hooks for the steps
@@ -84,7 +85,7 @@ def planner_memory(rt: "Runtime", snap: "Snapshot") -> tuple[dict[str, Any] | No
 def shown_memory(snap: "Snapshot") -> dict[str, Any] | None:
     """The memory.json of the task's first planner step that has one."""
     for f in snap.files:  # sorted: the earliest step first
-        if f.startswith(f"{snap.root}/steps/") and f.endswith(f"-_plan/{MEMORY_FILE}"):
+        if record_path(snap.root, f, MEMORY_FILE) and f.rsplit("/", 2)[-2].endswith("-_plan"):
             raw = snap.git.read_file(snap.tip, f)
             if raw:
                 try:

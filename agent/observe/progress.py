@@ -14,7 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from agent.safety.secrets import redact
-from agent.safety.text import log_line
+from agent.safety.chars import log_line
 
 
 class Reporter:

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import os
+import re
 import sys
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, TextIO, Union
 
-from agent.core.state import NodeStatus, StepRecord, Usage
 from agent.core.plan import Plan, PlanNode
+from agent.core.state import NodeStatus, StepRecord, Usage
+from agent.safety.chars import strip_invisible
 from agent.safety.text import DEFAULT_IMAGE_HOSTS, inline_text, outbound
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -50,6 +52,9 @@ def checklist(plan: Plan | None, here: str | None = None) -> str:
     return _tree_lines(plan, line)
 
 
+_MERMAID_UNSAFE = re.compile(r"[^\w .,:;!?()%+=/'-]")
+
+
 def mermaid(plan: Plan | None) -> str:
     """The plan as a Mermaid flowchart (for the PR body and the HTML trace)."""
     out = ["flowchart TD"]
@@ -57,8 +62,9 @@ def mermaid(plan: Plan | None) -> str:
         return "\n".join(out)
     classes = {s: s.value for s in NodeStatus}
     for n in plan.walk():
-        # one line, no quote or backtick (a backtick run could close the ```mermaid fence)
-        label = " ".join(f"{n.id}: {n.title}".split()).replace('"', "'").replace("`", "'")
+        # plain words only: a label is rendered as HTML by Mermaid, and a backtick run could close
+        # the ```mermaid fence
+        label = " ".join(_MERMAID_UNSAFE.sub(" ", strip_invisible(f"{n.id}: {n.title}")).split())[:120]
         out.append(f'  {n.id}["{status_label(plan.status_of(n))} {label}"]:::{classes[plan.status_of(n)]}')
         for c in n.children:
             out.append(f"  {n.id} --- {c.id}")
@@ -99,7 +105,7 @@ def cost_table(steps: list[StepRecord]) -> str:
         cost += s.cost_usd
         turns += s.turns
         rows.append(
-            f"| {s.seq} | {s.role} | {s.node} | {s.model} | {s.turns} | {fmt_tokens(s.usage.total_input)} | "
+            f"| {s.seq} | {s.role} | {md_text(s.node)} | {md_text(s.model)} | {s.turns} | {fmt_tokens(s.usage.total_input)} | "
             f"{fmt_tokens(s.usage.output_tokens)} | {cache_share(s.usage):.0%} | ${s.cost_usd:.4f} |"
         )
     rows.append(

@@ -14,6 +14,7 @@ with a ``/`` matches the whole path (``.github/**``, ``docs/*.md``); ``*`` may s
 from __future__ import annotations
 
 import fnmatch
+import re
 from dataclasses import dataclass, field
 
 from agent.git.checkout import Output
@@ -21,14 +22,19 @@ from agent.git.names import path_problem
 
 # The record files of a step folder: written by the engine, never taken from the code.
 RECORD_FILES = ("turns.jsonl", "result.md", "step.json")
+_STEP_DIR = re.compile(r"\d{4,}-[A-Za-z_][A-Za-z0-9_-]*")
 
 
 def matches(path: str, patterns: list[str]) -> str | None:
-    """The first pattern that ``path`` matches, or None."""
-    name = path.rsplit("/", 1)[-1]
+    """The first pattern that ``path`` matches, or None. Case does not matter (a checkout on a
+    case-insensitive file system treats ``.GitAttributes`` as ``.gitattributes``), and ``X/**``
+    matches ``X`` itself (a directory replaced by a file)."""
+    low = path.lower()
+    name = low.rsplit("/", 1)[-1]
     for pat in patterns:
-        target = path if "/" in pat else name
-        if fnmatch.fnmatchcase(target, pat):
+        p = pat.lower()
+        target = low if "/" in p else name
+        if fnmatch.fnmatchcase(target, p) or (p.endswith("/**") and low == p[:-3]):
             return pat
     return None
 
@@ -59,6 +65,10 @@ def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[st
         in_own = path.startswith(own)
         if in_own and path[len(own):] in RECORD_FILES:
             continue  # the engine writes these itself
+        if in_own and (path.rsplit("/", 1)[-1] in RECORD_FILES + ("memory.json",)
+                       or any(_STEP_DIR.fullmatch(part) for part in path[len(own):].split("/")[:-1])):
+            d.refused.append(f"{path}: refused (only the engine writes step records, at any depth)")
+            continue
         if path.startswith(".agent/") and not in_own:
             d.refused.append(f"{path}: refused (only the step's own folder may change under .agent/)")
             continue

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import html
 import re
-import unicodedata
 from urllib.parse import urlsplit
 
 import mdformat
@@ -31,59 +30,39 @@ import mdformat.plugins
 import nh3
 from markdown_it.token import Token
 
+from agent.safety.chars import log_line, quote, strip_invisible, terminal_text  # noqa: F401 - one place to import from
+
 # Hosts whose images may be shown (GitHub's own: fetched from GitHub, not from a third party).
-DEFAULT_IMAGE_HOSTS = ("github.com", "*.githubusercontent.com")
+# Where GitHub itself keeps uploaded images. Never camo.githubusercontent.com: anyone can get a camo
+# URL for any address from GitHub's Markdown API, so it is a way to the outside.
+DEFAULT_IMAGE_HOSTS = ("github.com/user-attachments/", "user-images.githubusercontent.com", "private-user-images.githubusercontent.com")
 _MARKER = re.compile(r"gitops-agent:(?=(task|answer|refused)=)", re.I)
-_MENTION = re.compile(r"(?<![\w`/@.-])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)")
-_DELIMS = re.compile(r"<(/?)(question|instruction|memory|untrusted_text|data)\b", re.I)
-
-
-# ----------------------------------------------------------------------------- characters
-
-
-def _invisible(cp: int) -> bool:
-    if 0xE0000 <= cp <= 0xE007F or 0xE0100 <= cp <= 0xE01EF:  # tag characters, variation selectors supplement
-        return True
-    ch = chr(cp)
-    if ch in "\t\n":
-        return False
-    cat = unicodedata.category(ch)
-    return cat == "Cf" or (cat == "Cc" and ch != "\r")
-
-
-def strip_invisible(text: str) -> str:
-    """``text`` without characters a reader cannot see (format characters: zero-width, bidi
-    controls, tag characters; control characters but tab and newline); line and paragraph
-    separators become newlines."""
-    if not text:
-        return text or ""
-    text = text.replace("\r\n", "\n").replace("\r", "\n").replace("\u2028", "\n").replace("\u2029", "\n\n")
-    out = []
-    for ch in text:
-        cp = ord(ch)
-        if cp < 0x80 and ch not in "\x00\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f\x7f":
-            out.append(ch)
-        elif not _invisible(cp):
-            out.append(ch)
-    return "".join(out)
+# GitHub links a mention after any character that is not a word character (x.@a, -@a, /@a too)
+_MENTION = re.compile(r"(?<![\w`])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)")
+# "Fixes #12" in a pull request closes issue 12 when it is merged: the model may not decide that
+_CLOSING = re.compile(r"\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s+(?:[\w.-]+/[\w.-]+)?#\d)", re.I)
 
 
 # ----------------------------------------------------------------------------- markdown
 
 
 def _host_allowed(url: str, hosts: tuple[str, ...]) -> bool:
+    """Whether ``url`` is https on one of ``hosts`` ("host", "*.domain" or "host/path-prefix")."""
     try:
         parts = urlsplit(url)
     except ValueError:
         return False
-    if parts.scheme not in ("https", "http") or not parts.hostname:
+    if parts.scheme != "https" or not parts.hostname or parts.username or parts.password or parts.port:
         return False
     host = parts.hostname.lower()
     for h in hosts:
         h = h.lower()
-        if h.startswith("*.") and (host.endswith(h[1:]) or host == h[2:]):
+        name, _, path = h.partition("/")
+        if path and not parts.path.startswith("/" + path):
+            continue
+        if name.startswith("*.") and (host.endswith(name[1:]) or host == name[2:]):
             return True
-        if host == h:
+        if host == name:
             return True
     return False
 
@@ -107,7 +86,23 @@ def _visible_html(fragment: str) -> str:
 
 
 def _defuse(s: str) -> str:
-    return _MARKER.sub("gitops-agent :", s)
+    """No forged comment marker, no issue-closing keyword."""
+    return _CLOSING.sub(lambda m: m.group(1) + " (see)", _MARKER.sub("gitops-agent :", s))
+
+
+def _safe_text(s: str) -> list[Token]:
+    """Text tokens for posting: markers and closing keywords defused, mentions as code."""
+    out: list[Token] = []
+    s = _defuse(s)
+    pos = 0
+    for m in _MENTION.finditer(s):
+        if m.start() > pos:
+            out.append(_text(s[pos:m.start()]))
+        out.append(_code(m.group(0)))
+        pos = m.end()
+    if pos < len(s):
+        out.append(_text(s[pos:]))
+    return out
 
 
 def _inline(children: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Token]:
@@ -120,30 +115,26 @@ def _inline(children: list[Token], mode: str, hosts: tuple[str, ...]) -> list[To
                     if vis:
                         out.append(_text(vis))
             else:
-                out.append(_text(_defuse(c.content)))  # shown, never rendered
+                out.extend(_safe_text(c.content))  # shown, never rendered
         elif c.type == "image":
             alt = "".join(x.content for x in (c.children or []) if x.type in ("text", "code_inline")) or c.content
             src = c.attrGet("src") or ""
             if mode == "out" and _host_allowed(str(src), hosts):
+                c.children = _inline(c.children or [], mode, hosts)  # the alt text is text too
+                c.content = _defuse(c.content)
+                if c.attrGet("title"):
+                    c.attrSet("title", _MENTION.sub(lambda m: m.group(0).replace("@", "@ "), _defuse(str(c.attrGet("title")))))
                 out.append(c)
             elif mode == "in":
                 out.append(_text(f"[image: {alt}]" if alt else "[image]"))
             else:
                 host = urlsplit(str(src)).hostname or "elsewhere"
-                out.append(_text(f"[image from {host} not shown" + (f": {alt}]" if alt else "]")))
+                out.extend(_safe_text(f"[image from {host} not shown" + (f": {alt}]" if alt else "]")))
+        elif c.type == "link_open" and mode == "out" and c.attrGet("title"):
+            c.attrSet("title", _MENTION.sub(lambda m: m.group(0).replace("@", "@ "), _defuse(str(c.attrGet("title")))))
+            out.append(c)
         elif c.type == "text":
-            if mode == "out":
-                s = _defuse(c.content)
-                pos = 0
-                for m in _MENTION.finditer(s):
-                    if m.start() > pos:
-                        out.append(_text(s[pos:m.start()]))
-                    out.append(_code(m.group(0)))
-                    pos = m.end()
-                if pos < len(s):
-                    out.append(_text(s[pos:]))
-            else:
-                out.append(c)
+            out.extend(_safe_text(c.content) if mode == "out" else [c])
         elif c.type == "code_inline" and mode == "out":
             c.content = _defuse(c.content)
             out.append(c)
@@ -152,7 +143,31 @@ def _inline(children: list[Token], mode: str, hosts: tuple[str, ...]) -> list[To
     return out
 
 
+_FOOTNOTE_DEF = re.compile(r"\[\^([^\]\s]+)\]:")
+_FOOTNOTE_REF = re.compile(r"\[\^([^\]\s]+)\](?!:)")
+
+
+def _drop_unreferenced_footnotes(tokens: list[Token]) -> list[Token]:
+    """GitHub shows a footnote definition only when the text refers to it: an unreferenced one is
+    hidden text (inbound)."""
+    refs = {m.group(1) for t in tokens if t.type == "inline" for m in _FOOTNOTE_REF.finditer(t.content)}
+    out: list[Token] = []
+    i = 0
+    while i < len(tokens):
+        t = tokens[i]
+        if t.type == "paragraph_open" and i + 2 < len(tokens) and tokens[i + 1].type == "inline":
+            m = _FOOTNOTE_DEF.match(tokens[i + 1].content)
+            if m and m.group(1) not in refs:
+                i += 3  # paragraph_open, inline, paragraph_close
+                continue
+        out.append(t)
+        i += 1
+    return out
+
+
 def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Token]:
+    if mode == "in":
+        tokens = _drop_unreferenced_footnotes(tokens)
     out: list[Token] = []
     for t in tokens:
         if t.type == "html_block":
@@ -242,23 +257,3 @@ def inline_text(text: str, limit: int | None = None) -> str:
     return _MENTION.sub(lambda m: f"`{m.group(0)}`", _defuse(s))
 
 
-# ----------------------------------------------------------------------------- prompts
-
-
-def quote(text: str) -> str:
-    """Untrusted text for a prompt delimiter block: the block's own tags cannot be closed or
-    forged from inside it."""
-    return _DELIMS.sub(lambda m: "‹" + m.group(1) + m.group(2), text or "")
-
-
-# ----------------------------------------------------------------------------- logs
-
-_CTRL = re.compile(r"[\x00-\x1f\x7f-\x9f\u2028\u2029]")
-
-
-def log_line(text: object, limit: int = 300) -> str:
-    """Model text for a job log: one line, control characters escaped, no workflow command."""
-    s = strip_invisible(str(text if text is not None else ""))
-    s = _CTRL.sub(lambda m: "\\n" if m.group(0) == "\n" else f"\\x{ord(m.group(0)):02x}", s)
-    s = s.replace("::", ": :")
-    return s if len(s) <= limit else s[: limit - 1] + "…"

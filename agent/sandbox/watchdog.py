@@ -38,27 +38,59 @@ def _children_map() -> dict[int, list[int]]:
     return kids
 
 
-def tree_rss(root: int) -> int:
-    """Resident bytes of ``root`` and all its descendants."""
+def descendants(root: int) -> list[int]:
+    """``root`` and every process below it."""
     kids = _children_map()
-    total, todo, seen = 0, [root], set()
+    out, todo, seen = [], [root], set()
     while todo:
         pid = todo.pop()
         if pid in seen:
             continue
         seen.add(pid)
+        out.append(pid)
+        todo.extend(kids.get(pid, []))
+    return out
+
+
+def tree_rss(root: int) -> int:
+    """Resident bytes of ``root`` and all its descendants."""
+    total = 0
+    for pid in descendants(root):
         try:
             with open(f"/proc/{pid}/statm", "rb") as f:
                 total += int(f.read().split()[1]) * _PAGE
         except (OSError, IndexError, ValueError):
             pass
-        todo.extend(kids.get(pid, []))
     return total
 
 
-def tree_bytes(path: Path, stop_at: int) -> int:
-    """Bytes allocated under ``path`` (links not followed), counted up to ``stop_at``."""
-    total = 0
+def deleted_open_bytes(root: int, dev: int) -> int:
+    """Bytes of files on device ``dev`` that the processes below ``root`` hold open after
+    deleting them: disk the tree's size does not show."""
+    total, counted = 0, set()
+    for pid in descendants(root):
+        try:
+            fds = os.listdir(f"/proc/{pid}/fd")
+        except OSError:
+            continue
+        for fd in fds:
+            path = f"/proc/{pid}/fd/{fd}"
+            try:
+                if not os.readlink(path).endswith(" (deleted)"):
+                    continue
+                st = os.stat(path)
+            except OSError:
+                continue
+            if st.st_dev == dev and stat.S_ISREG(st.st_mode) and (st.st_dev, st.st_ino) not in counted:
+                counted.add((st.st_dev, st.st_ino))
+                total += getattr(st, "st_blocks", 0) * 512 or st.st_size
+    return total
+
+
+def tree_bytes(path: Path, stop_at: int) -> tuple[int, bool]:
+    """(bytes allocated under ``path`` counted up to ``stop_at``, whether every directory could
+    be read); links are not followed."""
+    total, complete = 0, True
     stack = [str(path)]
     while stack and total <= stop_at:
         d = stack.pop()
@@ -73,8 +105,8 @@ def tree_bytes(path: Path, stop_at: int) -> int:
                     if stat.S_ISDIR(st.st_mode):
                         stack.append(e.path)
         except OSError:
-            continue
-    return total
+            complete = False  # a directory the code made unreadable hides nothing: fail closed
+    return total, complete
 
 
 def _used(path: Path) -> int:
@@ -92,9 +124,10 @@ class Watchdog:
         self._stop = threading.Event()
         try:
             self._base_used = _used(self.tree)
-            self._base_tree = tree_bytes(self.tree, 1 << 62)
+            self._base_tree = tree_bytes(self.tree, 1 << 62)[0]
+            self._dev = os.stat(self.tree).st_dev
         except OSError:
-            self._base_used, self._base_tree = None, 0
+            self._base_used, self._base_tree, self._dev = None, 0, -1
         self._thread = threading.Thread(target=self._run, name="sandbox-watchdog", daemon=True)
 
     def __enter__(self) -> "Watchdog":
@@ -124,8 +157,9 @@ class Watchdog:
             except OSError:
                 grew = 0
             if grew > self.disk_bytes:
-                added = tree_bytes(self.tree, self._base_tree + self.disk_bytes + 1) - self._base_tree
-                if added > self.disk_bytes:
-                    return f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB into the working tree (sandbox.disk_mb)"
+                size, complete = tree_bytes(self.tree, self._base_tree + self.disk_bytes + 1)
+                added = size - self._base_tree + deleted_open_bytes(self.pid, self._dev)
+                if added > self.disk_bytes or not complete:
+                    return f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb)"
                 self._base_used += grew - max(added, 0)  # others' writes: not ours
         return None

@@ -7,7 +7,8 @@ import time
 from agent.core.prompts import render
 from agent.memory.experience import cited_ids
 from agent.memory.hooks import record_experience, shown_memory
-from agent.observe.render import checklist, cost_table, fmt_tokens, md_block, md_text
+from agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
+from agent.safety.text import outbound
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
@@ -36,12 +37,15 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
                                 "result": md_block(snap.result_of(n.step, n.id).strip(), hosts)})
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish else ""
     title = md_text(summary or snap.task.question.splitlines()[0][:100], 200)
-    memory = [{**e, "question": md_text(str(e.get("question", "")), 200)} for e in memory_for_report(snap, answer)]
-    return render(
+    memory = [{**e, "question": md_text(str(e.get("question", "")), 200), "task_id": md_text(str(e.get("task_id", "")), 80),
+               "outcome": md_text(str(e.get("outcome", "")), 20)} for e in memory_for_report(snap, answer)]
+    report = render(
         rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), instructions=[md_text(i, 500) for i in snap.task.instructions], outcome=outcome,
-        reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=checklist(snap.plan),
+        reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=md_checklist(snap.plan),
         results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory,
     )
+    # and once more as a whole, so no field of a template (the brain's, too) can slip past
+    return outbound(report, hosts) + "\n"
 
 
 def memory_for_report(snap: Snapshot, answer: str) -> list[dict]:

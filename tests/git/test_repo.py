@@ -324,6 +324,7 @@ def _changes(co) -> dict:
 
 def test_checkout_is_a_plain_directory_and_collect_finds_every_change(repo, store):
     git(repo, "commit", "-q", "--allow-empty", "-m", "user keeps working")  # unrelated user activity
+    store.commit_files(BRANCH, {".gitignore": b"*.log\n"}, "ignore logs", {})
     with store.checkout(BRANCH, "step-0001") as co:
         wt = co.path
         assert wt == store.common_dir / "gitops-agent" / "checkouts" / "step-0001"
@@ -335,8 +336,9 @@ def test_checkout_is_a_plain_directory_and_collect_finds_every_change(repo, stor
         (wt / "out" / "deep").mkdir(parents=True)
         (wt / "out" / "deep" / "x.bin").write_bytes(b"\0\1")
         (wt / "data" / "orders.csv").unlink()
-        (wt / ".gitignore").write_text("*.log\n")
-        (wt / "debug.log").write_text("ignored\n")
+        (wt / ".gitignore").write_text("*.log\n*.csv\n")  # what the code writes there decides nothing
+        (wt / "debug.log").write_text("ignored\n")  # ignored by the .gitignore the tree had
+        (wt / "new.csv").write_text("1\n")
         (wt / "tool").write_text("#!/bin/sh\n")
         (wt / "tool").chmod(0o755)
         (wt / "run.sh").write_text("#!/bin/sh\necho hi\n")  # rewritten with the same content
@@ -346,7 +348,8 @@ def test_checkout_is_a_plain_directory_and_collect_finds_every_change(repo, stor
             "my file ü.txt": ("file", b"new\n", "100644"),
             "out/deep/x.bin": ("file", b"\0\1", "100644"),
             "data/orders.csv": ("deleted", None, "100644"),
-            ".gitignore": ("file", b"*.log\n", "100644"),
+            ".gitignore": ("file", b"*.log\n*.csv\n", "100644"),
+            "new.csv": ("file", b"1\n", "100644"),
             "tool": ("file", b"#!/bin/sh\n", "100755"),
         }
         got = co.collect().changes
@@ -557,3 +560,14 @@ def test_both_tree_builders_make_the_same_tree(repo, trees):
     _sh.rmtree(other / "z")
     git(other, "add", "-A")
     assert git(other, "write-tree").strip() == git(repo, "rev-parse", f"{sha}^{{tree}}").strip()
+
+
+def test_a_directory_replaced_by_a_file_reports_what_it_deleted(repo, store):
+    with store.checkout(BRANCH, "dir-to-file") as co:
+        import shutil
+
+        shutil.rmtree(co.path / "data")
+        (co.path / "data").write_text("gone\n")
+        changes = _changes(co)
+    assert changes["data/orders.csv"] == ("deleted", None, "100644")
+    assert changes["data"] == ("file", b"gone\n", "100644")

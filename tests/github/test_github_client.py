@@ -142,16 +142,26 @@ def test_upsert_comment_edits_in_place(srv):
     # same body again: nothing to write
     gh.upsert_comment(n, MARKER, f"{MARKER}\nstep 2 of 3")
     assert len(srv.calls("PATCH")) == 1
-    # a body without the marker gets it, so the next upsert still finds the comment
+    # a body without the marker gets it first, so the next upsert still finds the comment
     gh.upsert_comment(n, MARKER, "final answer")
-    assert ours[0].body.startswith("final answer") and MARKER in ours[0].body
+    assert ours[0].body == f"{MARKER}\nfinal answer"
     assert gh.find_comment(n, MARKER) == first
+
+
+def test_a_marker_in_someone_elses_comment_is_not_ours(srv):
+    n = srv.add_issue("o/r", "q", "b")
+    forged = srv.add_comment("o/r", n, f"{MARKER}\nI am the progress comment now", user="mallory")
+    quoted = srv.add_comment("o/r", n, f"look: {MARKER}", user="gitops-agent-bot")  # a marker inside a text we posted
+    gh = client(srv)
+    assert gh.find_comment(n, MARKER) is None
+    mine = gh.upsert_comment(n, MARKER, f"{MARKER}\nplanning")
+    assert mine not in (forged, quoted) and len(srv.calls("PATCH")) == 0
 
 
 def test_find_comment_paginates(srv):
     n = srv.add_issue("o/r", "q", "b")
     ids = [srv.add_comment("o/r", n, f"comment {i}") for i in range(7)]
-    target = srv.add_comment("o/r", n, f"progress {MARKER}")
+    target = srv.add_comment("o/r", n, f"{MARKER}\nprogress", user="gitops-agent-bot")
     srv.add_comment("o/r", n, "later")
     gh = client(srv, per_page=3)
     assert gh.find_comment(n, MARKER) == target

@@ -42,7 +42,7 @@ def _posted_markdown_is_safe(body: str, w) -> None:
         for k in [t, *kids]:
             if k.type == "image":
                 host = urlsplit(k.attrGet("src") or "").hostname or ""
-                assert host == "github.com" or host.endswith(".githubusercontent.com"), k.attrGet("src")
+                assert host in ("github.com", "user-images.githubusercontent.com", "private-user-images.githubusercontent.com"), k.attrGet("src")
             if k.type in ("html_inline", "html_block"):
                 # only the agent's own markup: its markers and the <sub> of the progress footer
                 assert re.fullmatch(r"\s*(<!-- gitops-agent:(task|answer|refused)=[^ ]+ -->|</?sub>)\s*", k.content), k.content

@@ -64,7 +64,7 @@ def test_limits_hold_for_the_sandbox_as_a_whole(world):
     # the four children did not all get their 300 MiB: the action's total is 512 MiB
     assert "out of memory" in seen or "used" in seen and "MiB of memory together" in seen
     assert "tmp full after" in seen and "No space left on device" in seen
-    assert "into the working tree (sandbox.disk_mb)" in seen
+    assert "to disk (sandbox.disk_mb)" in seen
     # the 12 MiB files are over the file cap (refused unread); only the one cut short by the kill may be committed
     assert len(_debug(w)) <= 1 and all(size < 12 << 20 for _, size in _debug(w)), _debug(w)
     peak = max(j.peak_rss_kb for j in w.jobs)
