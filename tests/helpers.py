@@ -79,7 +79,7 @@ def run_cli(repo: Path, server_url: str, *args: str, extra_env: dict[str, str] |
 
 def agent_command(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
     """`python -m agent ARGS` as a real process, without the caller's model credentials."""
-    e = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI", "OTEL_"))}
+    e = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI", "OTEL_")) and k not in ("COLUMNS", "LINES")}
     e["PYTHONPATH"] = str(ROOT)
     e.update(env or {})
     return subprocess.run([sys.executable, "-m", "agent", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)

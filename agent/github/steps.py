@@ -217,7 +217,7 @@ class StepRunner(Access, Publisher):
         self.summary(snap, f"{job.step} {job.node or ''}".strip())
         failed = [f for f in engine.failures]
         if failed:
-            from agent.observe.render import gha_error
+            from agent.observe.gha import gha_error
 
             j, e = failed[0]
             gha_error(f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)", title="gitops-agent")
@@ -298,7 +298,7 @@ def run_step_command(step: str, event_path: str | None = None, client: Any = Non
         client = GitHubClient(settings.repo, settings.token.get_secret_value(), api_url=settings.api_url, **kw)
     from agent.observe.progress import ConsoleReporter
 
-    from agent.observe.render import gha_error, gha_group
+    from agent.observe.gha import gha_error, gha_group
 
     runner = StepRunner(settings, client, reporter=ConsoleReporter())
     try:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import csv
 import subprocess
 from collections import defaultdict
-from pathlib import Path
 
 import pytest
 from tests.helpers import agent_command as cli

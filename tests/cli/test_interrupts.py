@@ -15,7 +15,7 @@ from pathlib import Path
 
 from tests.fakes.agent_responder import AgentResponder, tool
 from tests.fakes.anthropic_server import FakeAnthropic, Fault
-from tests.helpers import KEY, git, make_repo, run_cli, task_branch
+from tests.helpers import KEY, make_repo, run_cli, task_branch
 
 SPEC = "anthropic:claude-haiku-4-5"
 

@@ -5,7 +5,6 @@ conversation is in the PR and the report; the memory branch's first commit has t
 
 from __future__ import annotations
 
-import json
 import threading
 
 from tests.github.test_github_flow import TOKEN, issue_event, world  # noqa: F401 - the fixture

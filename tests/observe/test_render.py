@@ -9,14 +9,11 @@ from datetime import datetime, timezone
 
 import pytest
 
+from agent.observe.gha import gha_error, gha_escape_data, gha_escape_property, gha_group
 from agent.observe.render import (
     append_step_summary,
     checklist,
     cost_table,
-    gha_error,
-    gha_escape_data,
-    gha_escape_property,
-    gha_group,
     md_text,
     mermaid,
     pr_body,

@@ -80,12 +80,9 @@ def test_a_template_on_agent_brain_cannot_run_code_in_a_job(world):
 
 def test_ids_with_a_trailing_newline_are_refused(world):
     w = world
-    w.model(attacker([Attack("n1", "print(55)")]))
-    w.run_issue()
-    branch = w.task_branch()
+    git(w.bare, "branch", "agent/task/1-x", "main")  # a task branch to aim at
     before = w.branches()
-    tid = branch.removeprefix("agent/task/")
-    for payload in ({"task": tid + "\n", "branch": branch + "\n"}, {"task": tid, "branch": branch, "node": "n1\n", "step": 99}):
+    for payload in ({"task": "1-x\n", "branch": "agent/task/1-x\n"}, {"task": "1-x", "branch": "agent/task/1-x", "node": "n1\n", "step": 99}):
         r = w.job("repository_dispatch", {"action": "agent-execute", "client_payload": payload,
                                           "sender": {"login": "alice", "type": "User"}})
         assert r.returncode != 0 and "bad client_payload" in r.stderr and "bad " in r.stderr

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import re
 
-import pytest
 
 from tests.security.harness import World
 
@@ -81,11 +80,12 @@ for f in found:
 PERMISSIVE = "policy: {refused_paths: ['.github/workflows/**'], tool_files: [], existing_files_action: allow}\n"
 
 
-@pytest.mark.parametrize("base_config", [None, PERMISSIVE], ids=["default-policy", "permissive-policy"])
-def test_settings_written_on_the_task_branch_are_never_used(tmp_path, base_config):
-    w = World(tmp_path, config=base_config)
+def test_settings_written_on_the_task_branch_are_never_used(tmp_path):
+    # (with the default policy n1's settings file is not even committed: tests/reliability/test_inputs.py
+    # test_protected_paths_are_refused_with_a_reason; here the base lets it through)
+    w = World(tmp_path, config=PERMISSIVE)
     try:
-        _settings_attack(w, permissive=base_config is not None)
+        _settings_attack(w, permissive=True)
     finally:
         w.close()
 
