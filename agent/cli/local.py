@@ -10,12 +10,13 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from agent.brain.branch import load_repo_brain
+from agent.brain.branch import BRAIN_BRANCH, load_repo_brain
 from agent.core.config import CONFIG_PATH, AgentConfig, load_config
 from agent.steps.engine import Engine
 from agent.core.cancel import CANCEL, Cancelled
 from agent.core.errors import ConfigError
 from agent.git.repo import GitRepo
+from agent.memory.experience import MEMORY_BRANCH
 from agent.observe.progress import Reporter
 from agent.core.runtime import Runtime
 from agent.core.seams import Model
@@ -54,6 +55,42 @@ def base_of(repo: Path) -> tuple[str, str]:
     return name or sha.stdout.strip()[:12], sha.stdout.strip()
 
 
+def uncommitted(repo: Path) -> list[str]:
+    """Paths with changes a commit would not have yet (modified, staged, new and not ignored)."""
+    p = subprocess.run(["git", "-C", str(repo), "status", "--porcelain=v1", "-z", "--untracked-files=all"], capture_output=True)
+    out = p.stdout.decode("utf-8", "replace").split("\0") if p.returncode == 0 else []
+    paths, skip = [], False
+    for entry in out:
+        if skip:  # the source path of a rename
+            skip = False
+            continue
+        if len(entry) > 3:
+            paths.append(entry[3:])
+            skip = entry[0] in "RC"
+    return paths
+
+
+def snapshot_worktree(repo: Path) -> str:
+    """A commit of the working tree as it is (HEAD plus every uncommitted change, .gitignore
+    honoured), on no branch; the user's index and checkout are not touched."""
+    head = base_of(repo)[1]
+    with tempfile.TemporaryDirectory(prefix="gitops-agent-index-") as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+
+        def g(*args: str, input: bytes | None = None) -> str:
+            p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env=env, input=input)
+            if p.returncode != 0:
+                raise ConfigError(f"could not take the working tree (git {args[0]}): {p.stderr.decode(errors='replace').strip()}")
+            return p.stdout.decode().strip()
+
+        g("read-tree", head)
+        g("add", "-A", "--", ".")
+        tree = g("write-tree")
+        env.update(GIT_AUTHOR_NAME="gitops-agent", GIT_AUTHOR_EMAIL="gitops-agent@localhost",
+                   GIT_COMMITTER_NAME="gitops-agent", GIT_COMMITTER_EMAIL="gitops-agent@localhost")
+        return g("commit-tree", "--no-gpg-sign", tree, "-p", head, input=b"gitops-agent: the working tree, uncommitted changes included\n")
+
+
 def check_model_env(spec: str) -> None:
     """Fail early, and clearly, when a provider has no credentials."""
     if spec.startswith("anthropic:") or spec.startswith("claude"):
@@ -74,16 +111,37 @@ def make_runtime(
     models: dict[str, Model] | None = None,
 ) -> Runtime:
     cfg = config or load_config(config_path or (repo / CONFIG_PATH))
-    git = GitRepo(repo, remote=remote)
+    git = GitRepo(repo, remote=remote, mirror_local=remote is not None)
+    reporter = reporter or Reporter()
+    if remote is not None:
+        share_branches(git, reporter)
     rt = Runtime(
         git=git,
         config=cfg,
         # brain: the packaged agents and prompts with the repository's agent/brain branch on top
         brain=load_repo_brain(git),
-        reporter=reporter or Reporter(),
+        reporter=reporter,
         models=dict(models or {}),
     )
     return rt
+
+
+def share_branches(git: GitRepo, reporter: Reporter) -> None:
+    """`--push`: the remote's memory and brain include this repository's, so a run adds to the
+    history that exists instead of starting a second one."""
+    for branch in (MEMORY_BRANCH, BRAIN_BRANCH):
+        how = git.share_branch(branch)
+        if how == "pushed":
+            reporter.event("note", text=f"pushed the local {branch} to {git.remote} (the remote had less)")
+        elif how == "diverged":
+            reporter.event("note", text=f"the local {branch} and {git.remote}'s have diverged; this run uses {git.remote}'s "
+                                        f"(merge them with git, then push)")
+
+
+def _after_push(rt: Runtime) -> None:
+    """`--push`: the experience went to the remote's memory; this repository's follows it."""
+    if rt.git.remote is not None and not CANCEL.is_set():
+        share_branches(rt.git, rt.reporter)
 
 
 def result_of(rt: Runtime, task_id: str, failures: list | None = None) -> RunResult:
@@ -103,14 +161,24 @@ def run_question(
     budget: Budget | None = None,
     task_id: str | None = None,
     workers: int | None = None,
+    include_changes: bool = False,
 ) -> RunResult:
     base_name, base_sha = base_of(rt.git.repo)
+    changed = uncommitted(rt.git.repo)
+    if changed and include_changes:
+        base_name, base_sha = f"{base_name}+changes", snapshot_worktree(rt.git.repo)
+        rt.reporter.event("note", text=f"including {len(changed)} uncommitted change(s) of the working tree")
+    elif changed:
+        rt.reporter.event("note", text=f"{len(changed)} uncommitted change(s) in the working tree ({', '.join(changed[:3])}"
+                                       f"{', …' if len(changed) > 3 else ''}) are not part of this task: it reads the last commit. "
+                                       "Commit them, or run with --include-changes")
     engine = Engine(rt)
     job = engine.start(
         question, base_ref=base_name, base_sha=base_sha, models=TaskModels(planner=planner_model, executor=executor_model),
         budget=budget, task_id=task_id,
     )
     engine.run_local([job], workers=workers)
+    _after_push(rt)
     if CANCEL.is_set():
         raise Cancelled(CANCEL.reason, task_id=job.task)
     return result_of(rt, job.task, engine.failures)
@@ -121,6 +189,7 @@ def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
     jobs = engine.resume_jobs(task_id)
     if jobs:
         engine.run_local(jobs, workers=workers)
+    _after_push(rt)
     if CANCEL.is_set():
         raise Cancelled(CANCEL.reason, task_id=task_id)
     return result_of(rt, task_id, engine.failures)

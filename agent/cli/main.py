@@ -10,7 +10,6 @@ from pathlib import Path
 
 from agent import __version__
 from agent.core.errors import AgentError, UsageError
-from agent.safety.chars import terminal_text
 
 from agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
 
@@ -78,6 +77,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
     r.add_argument("--push", nargs="?", const="origin", metavar="REMOTE", help="push every step commit to REMOTE (default origin), rebasing on a lost race")
     r.add_argument("--task-id", help="use this task id instead of a generated one")
+    r.add_argument("--include-changes", action="store_true",
+                   help="answer over the working tree as it is, uncommitted changes included (default: the last commit, HEAD)")
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
     r.add_argument("-v", "--verbose", action="store_true", help="also show skipped (duplicate) steps")
     _budget_args(r)
@@ -91,6 +92,7 @@ def _parser() -> argparse.ArgumentParser:
                        "files do not load is shown as broken, with why. --remove deletes a task's local branch.")
     t.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     t.add_argument("--remove", metavar="TASK_ID", help="delete this task's local branch (the commits stay reachable in the reflog)")
+    t.add_argument("--fetch", metavar="REMOTE", help="first fetch REMOTE's task branches (tasks a remote has are listed too)")
 
     st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
                         description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
@@ -98,9 +100,11 @@ def _parser() -> argparse.ArgumentParser:
     st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve"], help="the step (auto: from the event)")
     st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
 
-    s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)")
-    s.add_argument("task_id")
-    s.add_argument("--repo", type=Path, default=Path("."))
+    s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)",
+                       description="Print a task's report.md (or its question and plan, if it has not finished). The task is "
+                       "found here or on a remote.")
+    s.add_argument("task_id", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
+    s.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
 
     tr = sub.add_parser("trace", help="show a task's trace: plan, timeline of steps, tokens, cost",
                         description="The trace of a task, from its branch alone (step files and commit trailers): the plan "
@@ -165,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
 
+        from agent.cli.tasks import cmd_show, cmd_tasks
+
         return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
                 **MEMORY_COMMANDS}[args.command](args)
     except UsageError as e:
@@ -201,7 +207,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     CANCEL.reset()
     _signals()
     from agent.core.config import CONFIG_PATH, load_config
-    from agent.core.state import Budget, check_task_id
+    from agent.core.state import Budget, branch_for, check_task_id
     from agent.cli.local import check_model_env, find_repo, make_runtime, resume, run_question
 
     if args.question is not None and args.resume:
@@ -225,18 +231,28 @@ def cmd_run(args: argparse.Namespace) -> int:
         "max_wall_seconds": max(1, int(args.max_minutes * 60)) if args.max_minutes else None,
     }.items() if v is not None}})
     cfg = cfg.model_copy(update={"budget": budget, "workers": args.workers or cfg.workers})
+    if args.resume:
+        from agent.cli.tasks import local_branch_for, open_task
+
+        # a prefix or branch name is fine; without --push, a task only a remote has is continued here
+        task = open_task(repo, args.resume)[1] if args.push else local_branch_for(repo, args.resume)
     rt = make_runtime(repo, config=cfg, remote=args.push, reporter=_reporter(args))
     if args.resume:
-        return _print_result(resume(rt, args.resume), repo)
+        if args.push:
+            rt.git.share_branch(branch_for(task))  # a task begun here goes on on the remote
+        return _print_result(resume(rt, task), repo)
     planner = args.planner_model or args.model or cfg.models.planner
     executor = args.executor_model or args.model or cfg.models.executor
-    for spec in {planner, executor}:
+    for spec in dict.fromkeys((planner, executor)):
         check_model_env(spec)
-        rt.model(spec)  # a bad spec fails here, before any branch is made
+        # a bad spec, an endpoint that is not there, a refused key, an unknown model: fail here,
+        # in seconds, before any branch is made (and before anything reaches memory)
+        rt.model(spec).preflight()
     check_sandbox(cfg)  # and a sandbox backend that cannot run here
     if args.task_id and rt.git.tip(f"agent/task/{args.task_id}", fetch=False) is not None:
         raise UsageError(f"--task-id: a task {args.task_id!r} exists already (continue it with --resume {args.task_id})")
-    res = run_question(rt, args.question, planner_model=planner, executor_model=executor, budget=budget, task_id=args.task_id)
+    res = run_question(rt, args.question, planner_model=planner, executor_model=executor, budget=budget, task_id=args.task_id,
+                       include_changes=args.include_changes)
     return _print_result(res, repo)
 
 
@@ -270,72 +286,19 @@ def cmd_step(args: argparse.Namespace) -> int:
     return run_step_command(args.which, args.event)
 
 
-def cmd_tasks(args: argparse.Namespace) -> int:
-    from agent.cli.local import find_repo
-    from agent.core.snapshot import load_snapshot
-    from agent.core.state import BRANCH_PREFIX, check_task_id
-    from agent.git.repo import GitRepo
-
-    repo = find_repo(args.repo)
-    git = GitRepo(repo)
-    if args.remove:
-        try:
-            check_task_id(args.remove)
-        except AgentError as e:
-            raise UsageError(f"--remove: {e}") from None
-        ref = f"refs/heads/{BRANCH_PREFIX}{args.remove}"
-        sha = git.tip(BRANCH_PREFIX + args.remove, fetch=False)
-        if sha is None:
-            raise UsageError(f"--remove: no task {args.remove!r} here (see `gitops-agent tasks`)")
-        git.git("update-ref", "-d", ref, sha)
-        print(f"removed task {args.remove} (branch {BRANCH_PREFIX}{args.remove} was at {sha[:12]})")
-        return EXIT_OK
-    out = git.git("for-each-ref", "--sort=refname", "--format=%(refname:short)\t%(committerdate:iso8601)\t%(contents:subject)", "refs/heads/agent/task/")
-    if not out.strip():
-        print("no tasks in this repository")
-        return EXIT_OK
-    for line in out.strip().splitlines():
-        ref, date, subject = (line.split("\t") + ["", ""])[:3]
-        tid = ref.removeprefix(BRANCH_PREFIX)
-        try:
-            snap = load_snapshot(git, tid, fetch=False)
-            state = snap.ending()[0]
-            state = "not finished" if state == "unfinished" else state
-        except AgentError as e:
-            print(f"{tid:48} {date[:16]}  BROKEN: {e} (remove it: gitops-agent tasks --remove {tid})")
-            continue
-        print(terminal_text(f"{tid:48} {date[:16]}  {state:10} {subject}"))
-    return EXIT_OK
-
-
-def cmd_show(args: argparse.Namespace) -> int:
-    from agent.git.repo import GitRepo
-    from agent.cli.local import find_repo
-    from agent.observe.render import checklist
-    from agent.core.snapshot import load_snapshot
-
-    repo = find_repo(args.repo)
-    git = GitRepo(repo)
-    snap = load_snapshot(git, args.task_id)
-    raw = git.read_file(snap.tip, f"{snap.root}/report.md")
-    if raw:
-        print(terminal_text(raw.decode("utf-8", "replace")))
-    else:
-        print(terminal_text(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}"))
-    return EXIT_OK
-
-
 def cmd_trace(args: argparse.Namespace) -> int:
     import os
 
     from rich.console import Console
 
-    from agent.git.repo import GitRepo
     from agent.cli.local import find_repo
     from agent.observe.terminal import render_terminal
     from agent.observe.trace_build import build_trace
 
-    trace = build_trace(GitRepo(find_repo(args.repo)), args.task)
+    from agent.cli.tasks import open_task
+
+    git, tid = open_task(find_repo(args.repo), args.task)
+    trace = build_trace(git, tid, fetch=False)
     if args.otlp:
         from agent.core.errors import ConfigError
         from agent.observe.telemetry import export_trace, flush, setup

@@ -71,6 +71,16 @@ class FatalModelError(ModelError):
     """A provider error that cannot succeed on retry (bad key, spend limit, bad request)."""
 
 
+# how the steps word a provider failure in a task's reason (agent/steps/plan.py, execute.py)
+MODEL_ERROR_MARK = "model error"
+
+
+def is_infrastructure_failure(outcome: str, reason: str | None) -> bool:
+    """A task that ended because the model provider failed (no connection, refused key, no such
+    model, retries spent): it teaches nothing about the question, so it is no experience."""
+    return outcome == "error" and MODEL_ERROR_MARK in (reason or "")
+
+
 class FormatError(AgentError):
     """The model's output does not fit the tool contract; the message goes back to the model."""
 

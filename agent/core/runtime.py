@@ -135,8 +135,13 @@ class _Traced:
         from agent.models.retry import RetryPolicy, query_with_retry
         from agent.observe import telemetry
 
+        from agent.models.pricing import max_output_tokens
+
         CANCEL.check()
         deadline = time.monotonic() + request.timeout_s if request.timeout_s is not None else None
+        limit = max_output_tokens(self.name)
+        if limit is not None and request.max_tokens > limit:  # a role's default above what this model takes
+            request = request.model_copy(update={"max_tokens": limit})
 
         def attempt():
             req = request
@@ -167,6 +172,12 @@ class _Traced:
             call.record(resp.usage, cost_usd=self.rt.cost(self.name, resp.usage), response_model=resp.model or self.name,
                         finish_reason=resp.stop_reason)
             return resp
+
+    def preflight(self) -> None:
+        """A cheap check that the endpoint, key and model work, when the provider has one."""
+        check = getattr(self.inner, "preflight", None)
+        if check is not None:
+            check()
 
     def _heartbeat_s(self) -> float:
         policy = getattr(self.rt.config, "model_timeout", None)

@@ -90,9 +90,13 @@ class GitRunner:
         author_email: str = "gitops-agent@localhost",
         push_retries: int = 8,
         auth_env: dict[str, str] | None = None,
+        mirror_local: bool = False,
     ):
         self.repo = Path(repo)
         self.remote = remote
+        # remote mode from a user's own repository (`run --push`): every agent/* branch pushed
+        # is also kept as a local branch, so local commands find it
+        self.mirror_local = mirror_local
         self.author_name = author_name
         self.author_email = author_email
         self.push_retries = push_retries

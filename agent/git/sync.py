@@ -112,7 +112,43 @@ class Sync:
                 raise AgentError(f"branch {branch!r} already exists on {self.remote}")
             raise GitError(["push", self.remote, f"{sha}:refs/heads/{branch}"], 1, reason)
         self._run(["update-ref", self._tracking(branch), sha], check=False)
+        self._mirror(branch, sha)
         return sha
+
+    def _mirror(self, branch: str, sha: str) -> None:
+        """With ``mirror_local``: move the local agent/* branch to ``sha`` when that is a
+        fast-forward (a local branch that went its own way is left alone)."""
+        if not self.mirror_local or not branch.startswith("agent/"):
+            return
+        ref = f"refs/heads/{branch}"
+        old = self._local_sha(ref)
+        if old == sha:
+            return
+        if old is None or self._run(["merge-base", "--is-ancestor", old, sha], check=False).returncode == 0:
+            self._run(["update-ref", "-m", "gitops-agent: mirror", ref, sha, old or "0" * len(sha)], check=False)
+
+    def share_branch(self, branch: str) -> str:
+        """Remote mode, before a run: make the remote's ``branch`` include the local one, so a
+        run never starts a second history of a branch that exists here (agent/memory,
+        agent/brain). Returns what happened: "same", "pushed", "pulled", "absent", "diverged"."""
+        local = self._local_sha(f"refs/heads/{branch}")
+        remote = self.tip(branch)
+        if local is None:
+            if remote is not None:
+                self._mirror(branch, remote)
+                return "pulled"
+            return "absent"
+        if remote == local:
+            return "same"
+        if remote is not None and self._run(["merge-base", "--is-ancestor", local, remote], check=False).returncode == 0:
+            self._mirror(branch, remote)
+            return "pulled"
+        if remote is None or self._run(["merge-base", "--is-ancestor", remote, local], check=False).returncode == 0:
+            ok, reason = self._push(local, branch, lease_absent=remote is None)
+            if ok:
+                self._run(["update-ref", self._tracking(branch), local], check=False)
+                return "pushed"
+        return "diverged"
 
     def _push(self, sha: str, branch: str, lease_absent: bool = False) -> tuple[bool, str]:
         """Push ``sha`` to refs/heads/<branch> (never forced). (True, porcelain flag: "*" new
@@ -151,6 +187,7 @@ class Sync:
         ok, reason = self._push(new, branch)
         if ok:
             self._run(["update-ref", self._tracking(branch), new], check=False)
+            self._mirror(branch, new)
             return True, None
         now = self._fetch(branch)
         if now != old or "lock" in reason or "failed to update ref" in reason:

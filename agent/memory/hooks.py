@@ -100,6 +100,11 @@ def shown_memory(snap: "Snapshot") -> dict[str, Any] | None:
 def record_experience(rt: "Runtime", snap: "Snapshot", outcome: str, answer: str, reason: str | None, *, only_if_missing: bool = False) -> str | None:
     """finish: add experiences/<task-id>.json to the memory branch. Returns the memory commit
     (None when off, already there, or failed: a failure is reported, never raised)."""
+    from agent.core.errors import is_infrastructure_failure
+
+    if is_infrastructure_failure(outcome, reason):
+        rt.reporter.event("skip", step="memory", why="the model provider failed: no experience recorded")
+        return None
     try:
         store = get_memory(rt)
         if store is None:

@@ -119,6 +119,36 @@ class AnthropicModel:
         """Stop every call in flight (their connections are closed): a Ctrl-C."""
         self.client.close()
 
+    def preflight(self, seconds: float = 10.0) -> None:
+        """Before a task exists: the endpoint answers, takes the key and has the model -- one
+        `GET /v1/models/{id}`, no tokens. ConfigError naming what to fix; anything else (a 5xx,
+        a server without that route) is left to the run and its retries."""
+        base = self.client.base_url
+        client = self.client.with_options(max_retries=0, timeout=anthropic.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s)))
+        try:
+            client.models.retrieve(self.name)
+        except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:
+            kind, text = _api_message(e)
+            raise ConfigError(f"the Anthropic API at {base} refused the key ({e.status_code} {kind}: {text}); "
+                              "check ANTHROPIC_API_KEY") from e
+        except anthropic.NotFoundError as e:
+            kind, text = _api_message(e)
+            # the API says "model: <id>"; a server without this route says something else
+            if kind == "not_found_error" and re.match(r"model\b", text.strip(), re.I) and self.name in text:
+                raise ConfigError(f"the Anthropic API at {base} has no model {self.name!r} ({text}); pick another with "
+                                  "--model, or `models:` in .github/gitops-agent.yml") from e
+        except anthropic.APITimeoutError as e:
+            raise ConfigError(f"the Anthropic API at {base} did not answer in {seconds:g} s (ANTHROPIC_BASE_URL)") from e
+        except anthropic.APIConnectionError as e:
+            raise ConfigError(f"cannot reach the Anthropic API at {base}: {e.__cause__ or e} "
+                              "(check the network, or ANTHROPIC_BASE_URL)") from e
+        except (anthropic.APIStatusError, anthropic.APIResponseValidationError):
+            pass
+        except TypeError as e:
+            if "authentication" in str(e).lower():
+                raise ConfigError("no Anthropic credentials: set ANTHROPIC_API_KEY") from e
+            raise
+
     def query(self, request: ModelRequest) -> ModelResponse:
         params = self.build_params(request)
         start = time.monotonic()

@@ -59,6 +59,7 @@ class OpenAIModel:
         if base_url:
             kwargs["base_url"] = base_url
         self.client = openai.OpenAI(**kwargs)
+        self._completion_tokens = bool(_REASONING.match(model)) or "api.openai.com" in str(self.client.base_url)
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.name!r}, base_url={str(self.client.base_url)!r})"
@@ -70,7 +71,9 @@ class OpenAIModel:
             messages.append({"role": "system", "content": request.system})
         for m in request.messages:
             messages.extend(_messages_of(m))
-        params: dict[str, Any] = {"model": self.name, "messages": messages, "max_tokens": request.max_tokens}
+        # OpenAI's reasoning models refuse max_tokens; older OpenAI-compatible servers know only it
+        limit = "max_completion_tokens" if self._completion_tokens else "max_tokens"
+        params: dict[str, Any] = {"model": self.name, "messages": messages, limit: request.max_tokens}
         if request.tools:
             params["tools"] = [
                 {
@@ -83,6 +86,27 @@ class OpenAIModel:
             params["temperature"] = request.temperature
         return params
 
+    def preflight(self, seconds: float = 10.0) -> None:
+        """Before a task exists: the endpoint answers and takes the key (`GET /models`, no
+        tokens). Local servers name their models freely, so the model is not looked up."""
+        from agent.core.errors import ConfigError
+
+        base = self.client.base_url
+        client = self.client.with_options(max_retries=0, timeout=openai.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s)))
+        try:
+            client.models.list()
+        except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
+            raise ConfigError(f"the OpenAI-compatible API at {base} refused the key ({e.status_code}: {e.message}); "
+                              "check OPENAI_API_KEY") from e
+        except openai.APITimeoutError as e:
+            raise ConfigError(f"the OpenAI-compatible API at {base} did not answer in {seconds:g} s (the URL after @ in "
+                              "--model, or OPENAI_BASE_URL)") from e
+        except openai.APIConnectionError as e:
+            raise ConfigError(f"cannot reach the OpenAI-compatible API at {base}: {e.__cause__ or e} (is the server running? "
+                              "the URL after @ in --model, or OPENAI_BASE_URL)") from e
+        except (openai.APIStatusError, openai.APIResponseValidationError):
+            pass
+
     def abort(self) -> None:
         """Stop every call in flight (their connections are closed): a Ctrl-C."""
         self.client.close()
@@ -91,9 +115,18 @@ class OpenAIModel:
         params = self.build_params(request)
         start = time.monotonic()
         timeout = self.timeouts.for_call(request.timeout_s, streaming=False)
+        client = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, False, self._retries))
         try:
-            resp = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, False, self._retries)
-                                            ).chat.completions.create(**params)
+            try:
+                resp = client.chat.completions.create(**params)
+            except openai.BadRequestError as e:
+                other = _other_limit(e, params)
+                if other is None:
+                    raise
+                # the server named the other parameter: use it from now on
+                self._completion_tokens = other == "max_completion_tokens"
+                params[other] = params.pop("max_tokens" if other == "max_completion_tokens" else "max_completion_tokens")
+                resp = client.chat.completions.create(**params)
         except openai.APIStatusError as e:
             raise _status_error(e, self.name) from e
         except openai.APITimeoutError as e:
@@ -197,6 +230,21 @@ def _to_response(resp: Any, latency_ms: int, fallback_model: str) -> ModelRespon
         model=resp.model or fallback_model,
         latency_ms=latency_ms,
     )
+
+
+_REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens
+
+
+def _other_limit(e: openai.BadRequestError, params: dict[str, Any]) -> str | None:
+    """The output-limit parameter a 400 asks for instead of the one sent, if that is what it says."""
+    body = e.body if isinstance(e.body, dict) else {}
+    err = body.get("error", body) if isinstance(body.get("error", body), dict) else {}
+    text = f"{err.get('message', '')} {err.get('param', '')} {e.message}"
+    if "max_tokens" in params and "max_completion_tokens" in text:
+        return "max_completion_tokens"
+    if "max_completion_tokens" in params and "max_tokens" in text.replace("max_completion_tokens", ""):
+        return "max_tokens"
+    return None
 
 
 def _status_error(e: openai.APIStatusError, model: str) -> ModelError:

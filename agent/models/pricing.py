@@ -90,13 +90,24 @@ PRICES: dict[str, Price] = {
     "local": FREE,
 }
 
+# The most output tokens a model takes in one call (a request above it is a 400): the planner
+# and executors ask for no more than this. Unknown models: what the agent asks for.
+MAX_OUTPUT: dict[str, int] = {
+    "claude-opus-4-6": 128_000, "claude-opus-4-5": 64_000, "claude-opus-4-1": 32_000, "claude-opus-4-0": 32_000,
+    "claude-opus-4": 32_000, "claude-sonnet-4-6": 64_000, "claude-sonnet-4-5": 64_000, "claude-sonnet-4-0": 64_000,
+    "claude-sonnet-4": 64_000, "claude-3-7-sonnet": 64_000, "claude-3-5-sonnet": 8_192, "claude-haiku-4-5": 64_000,
+    "claude-3-5-haiku": 8_192, "claude-3-haiku": 4_096,
+    "gpt-4o-mini": 16_384, "gpt-4o": 16_384, "gpt-4.1-mini": 32_768, "gpt-4.1-nano": 32_768, "gpt-4.1": 32_768,
+    "gpt-5-mini": 128_000, "gpt-5-nano": 128_000, "gpt-5": 128_000, "deepseek-chat": 8_192, "deepseek-reasoner": 64_000,
+}
+
 # What may follow a table key for a prefix match: a date (20251001, 2024-07-18), "@date"
 # (Vertex), "-latest", "-vN..." (Bedrock), or ":tag" (Ollama, Bedrock).
 _SUFFIX = re.compile(r"^(?:[-@]\d{8}|-\d{4}-\d{2}-\d{2}|-latest|-v\d|:|@)")
 _PROVIDER_PREFIX = re.compile(r"^(?:[a-z0-9_-]+/|anthropic\.|us\.anthropic\.|eu\.anthropic\.|apac\.anthropic\.)")
 
 
-def _match(model: str, table: dict[str, Price]) -> Price | None:
+def _match(model: str, table: dict):
     if model in table:
         return table[model]
     best: str | None = None
@@ -141,3 +152,12 @@ def price_of(model: str, usage: Usage, overrides: dict[str, Price] | None = None
     """USD for `usage` on `model`; 0 for models not in the table (see `is_known`)."""
     p = lookup(model, overrides)
     return p.cost(usage) if p is not None else 0.0
+
+
+def max_output_tokens(model: str) -> int | None:
+    """The most output tokens ``model`` allows in one call, or None when it is not known."""
+    for cand in _candidates(model):
+        n = _match(cand, MAX_OUTPUT)
+        if n is not None:
+            return n
+    return None

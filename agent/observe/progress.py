@@ -77,6 +77,8 @@ class ConsoleReporter(Reporter):
         if kind == "error":
             where = " ".join(x for x in (e.get("step"), e.get("node")) if x)
             return f"[red]error[/]{' in ' + where if where else ''}: {e['error']}"
+        if kind == "note":  # something the user should know before the run goes on
+            return f"[yellow]note[/] {e['text']}"
         if kind == "waiting":
             return f"  [dim]waiting for {e['what']}: {f['seconds']} s[/]"
         if kind == "finish":

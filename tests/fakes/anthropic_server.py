@@ -101,8 +101,9 @@ class RecordedRequest:
 
 class ApiError(Exception):
     def __init__(self, status: int, message: str, error_type: str | None = None, headers: dict[str, str] | None = None,
-                 error_code: str | None = None):
+                 error_code: str | None = None, param: str | None = None):
         super().__init__(message)
+        self.param = param
         self.status = status
         self.message = message
         self.error_type = error_type or ERROR_TYPES.get(status, "api_error")
@@ -153,6 +154,10 @@ class _Base:
         self.models = set(models) if models is not None else None
         self.min_cache_tokens = min_cache_tokens
         self.requests: list[RecordedRequest] = []
+        self.lookups: list[RecordedRequest] = []
+        # the API refuses a max_tokens above a model's output limit (older models' limits are low)
+        self.max_output = {"claude-3-haiku": 4096, "claude-3-5-haiku": 8192, "claude-3-5-sonnet": 8192, "claude-opus-4-1": 32000}
+        self.models_api = True  # False: a stand-in that speaks only the Messages API (404 elsewhere)
         self.usage_log: list[dict[str, Any]] = []
         self.cache: set[str] = set()
         self.lock = threading.Lock()
@@ -276,8 +281,8 @@ class _Base:
             body = None
         headers = {k.lower(): v for k, v in h.headers.items()}
         rec = RecordedRequest(method=h.command, path=h.path, headers=headers, body=body, raw=raw, time=time.time())
-        with self.lock:
-            self.requests.append(rec)
+        with self.lock:  # model look-ups (a client's pre-flight) are kept apart from the calls
+            (self.lookups if h.command == "GET" else self.requests).append(rec)
         try:
             self.route(h, rec)
         except ApiError as e:
@@ -372,6 +377,10 @@ class FakeAnthropic(_Base):
                 raise ApiError(400, f"{f}: Field required")
         if not isinstance(body["max_tokens"], int) or body["max_tokens"] < 1:
             raise ApiError(400, "max_tokens: Input should be greater than or equal to 1")
+        limit = next((n for k, n in self.max_output.items() if str(body["model"]).startswith(k)), None)
+        if limit is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > limit:
+            raise ApiError(400, f"max_tokens: {body['max_tokens']} > {limit}, which is the maximum allowed number of output "
+                                f"tokens for {body['model']}")
         if self.models is not None and body["model"] not in self.models:
             raise ApiError(404, f"model: {body['model']}")
         msgs = body["messages"]
@@ -507,6 +516,13 @@ class FakeAnthropic(_Base):
 
     def route(self, h: BaseHTTPRequestHandler, rec: RecordedRequest) -> None:
         path = rec.path.split("?", 1)[0]
+        if h.command == "GET" and path.startswith("/v1/models/") and self.models_api:  # Models API: no tokens, no faults
+            self.check_auth(rec)
+            name = path.removeprefix("/v1/models/")
+            if self.models is not None and name not in self.models:
+                raise ApiError(404, f"model: {name}")
+            self.send_json(h, 200, {"type": "model", "id": name, "display_name": name, "created_at": "2025-10-01T00:00:00Z"})
+            return
         if h.command != "POST" or path not in ("/v1/messages", "/v1/messages/count_tokens"):
             raise ApiError(404, f"Not found: {h.command} {path}")
         self.check_auth(rec)

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import time
 import uuid
 from http.server import BaseHTTPRequestHandler
@@ -47,6 +48,8 @@ OPENAI_ERROR_TYPES = {
 
 class FakeOpenAI(_Base):
     DEFAULT_TEXT = "Hello from the fake OpenAI server."
+    # models that refuse `max_tokens` (they take `max_completion_tokens`), as OpenAI's o-series and gpt-5 do
+    max_tokens_refused = re.compile(r"^(o\d|gpt-5)")
 
     def error_body(self, e: ApiError) -> dict:
         kind, code = OPENAI_ERROR_TYPES.get(e.status, ("server_error", None))
@@ -55,7 +58,7 @@ class FakeOpenAI(_Base):
         if e.error_type and e.error_type not in ("invalid_request_error", "authentication_error", "not_found_error",
                                                  "rate_limit_error", "api_error", "overloaded_error", "permission_error"):
             kind = e.error_type
-        return {"error": {"message": e.message, "type": kind, "param": None, "code": code}}
+        return {"error": {"message": e.message, "type": kind, "param": e.param, "code": code}}
 
     def check_auth(self, rec: RecordedRequest) -> None:
         auth = rec.headers.get("authorization", "")
@@ -144,6 +147,9 @@ class FakeOpenAI(_Base):
             raise self.fault_error(fault)
         self.validate(rec.body)
         body: dict = rec.body
+        if "max_tokens" in body and self.max_tokens_refused.match(str(body.get("model"))):  # as OpenAI's reasoning models do
+            raise ApiError(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
+                                "Use 'max_completion_tokens' instead.", param="max_tokens", error_code="unsupported_parameter")
         message, finish = self._answer(body)
         prompt, cached = self.compute_usage(body)
         completion = approx_tokens({k: v for k, v in message.items() if v is not None})

@@ -312,6 +312,25 @@ def test_rate_limit_with_retry_after_is_retried(server):
     assert time.monotonic() - start >= 0.9
 
 
+def test_an_overload_without_any_retry_header_is_retried(server):
+    """The API may send a 529 with no retry-after at all: the SDK's own back-off, then success."""
+    server.fail(Fault(status=529, retry_after_ms=None))
+    r = make(server, max_retries=2).query(request([Message.user("hi")]))
+    assert r.text == FakeAnthropic.DEFAULT_TEXT and len(server.requests) == 2
+    server.fail(Fault(status=529, retry_after_ms=None, times=None))
+    with pytest.raises(ModelError) as ei:
+        make(server, max_retries=0).query(request([Message.user("hi")]))
+    assert ei.value.retryable and ei.value.retry_after is None, "no header: the runtime picks its own wait"
+
+
+def test_retry_after_in_whole_seconds_reaches_the_runtime(server):
+    """`retry-after: 3` (seconds, as the API sends it) is what the second line of retries waits."""
+    server.fail(Fault(status=429, retry_after=3, times=None))
+    with pytest.raises(ModelError) as ei:
+        make(server, max_retries=0).query(request([Message.user("hi")]))
+    assert ei.value.retryable and ei.value.retry_after == 3.0
+
+
 def test_overloaded_after_retries_is_a_model_error(server):
     server.fail(Fault(status=529, times=None))
     with pytest.raises(ModelError, match="529 overloaded_error") as ei:

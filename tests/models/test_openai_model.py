@@ -225,3 +225,29 @@ def test_fake_streams_like_the_api(server):
     assert json.loads(args) == {"code": "1"}
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] == "tool_calls"
     assert chunks[-1].usage is not None and chunks[-1].usage.prompt_tokens > 0
+
+
+# -- the output limit: OpenAI's reasoning models refuse max_tokens ----------------------------
+
+
+@pytest.mark.parametrize("name", ["o4-mini", "gpt-5-mini"])
+def test_reasoning_models_get_max_completion_tokens(server, name):
+    r = OpenAIModel(name, api_key=KEY, base_url=server.url + "/v1").query(request([Message.user("hi")], max_tokens=321))
+    assert r.text == FakeOpenAI.DEFAULT_TEXT
+    (body,) = [q.body for q in server.requests]
+    assert body["max_completion_tokens"] == 321 and "max_tokens" not in body
+
+
+def test_a_local_server_still_gets_max_tokens(server):
+    make(server).query(request([Message.user("hi")], max_tokens=123))
+    assert server.requests[0].body["max_tokens"] == 123 and "max_completion_tokens" not in server.requests[0].body
+
+
+def test_a_server_that_asks_for_max_completion_tokens_gets_it_from_then_on(server):
+    """A proxy in front of a reasoning model under another name: the 400 says which parameter."""
+    server.max_tokens_refused = __import__("re").compile(r"^house-reasoner")
+    m = OpenAIModel("house-reasoner", api_key=KEY, base_url=server.url + "/v1", max_retries=0)
+    assert m.query(request([Message.user("hi")], max_tokens=200)).text == FakeOpenAI.DEFAULT_TEXT
+    m.query(request([Message.user("again")], max_tokens=200))
+    sent = [sorted(k for k in q.body if "max" in k) for q in server.requests]
+    assert sent == [["max_tokens"], ["max_completion_tokens"], ["max_completion_tokens"]]

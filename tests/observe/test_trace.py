@@ -190,7 +190,7 @@ def test_task_can_be_named_by_branch_or_prefix(task, trace):
     assert build_trace(g, f"agent/task/{task_id}", transcripts=False).tip == trace.tip
     assert build_trace(g, task_id[:10], transcripts=False).task_id == task_id
     r = cli("trace", "no-such-task", "--repo", str(repo))
-    assert r.returncode == 1 and "no task branch" in r.stderr
+    assert r.returncode == 1 and "no task 'no-such-task'" in r.stderr and "gitops-agent tasks" in r.stderr
 
 
 # ----------------------------------------------------------------------------- the CLI
