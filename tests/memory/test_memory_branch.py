@@ -157,3 +157,22 @@ def test_the_index_is_cached_per_memory_tip_and_reindex_rebuilds_it(tmp_path):
     assert not MemoryStore.open(store.git).reindex().cached
     cache = store.cache_dir / "memory-index"
     assert (cache / f"{idx2.tip}-bm25" / "done").exists()
+
+
+def test_the_planner_is_shown_exactly_k_experiences_when_more_match(tmp_path):
+    repo = make_repo(tmp_path)
+    from agent.git.repo import GitRepo
+
+    store = MemoryStore.open(GitRepo(repo))
+    for tid, q in [("1-aov", "average order value per region"), ("2-sum", "total order value per region last month"),
+                   ("3-max", "which region has the highest order value"), ("4-min", "region with the lowest average order"),
+                   ("5-cnt", "number of orders per region")]:
+        store.add_experience(experience(tid, q))
+    script = {"planner": [plan(node("n1")), finish("East.", "East")], "executor:n1": [step_done("East 40")]}
+    res, rt, model, _ = run_task(repo, script, "What is the average order value for each region?", task_id="9-aov-again")
+    assert res.outcome == "done"
+    first_call = next(c for c in model.calls if c.meta["role"] == "planner")
+    assert len(first_call.meta["experiences"]) == 3 and first_call.meta["experiences"][0] == "1-aov"
+    root = task_dir(res.task_id)
+    rec = json.loads(git(repo, "show", f"{res.branch}:{root}/steps/0002-_plan/memory.json"))
+    assert rec["k"] == 3 and rec["experiences"] == 5 and [e["task_id"] for e in rec["shown"]] == first_call.meta["experiences"]

@@ -139,3 +139,30 @@ def test_hybrid_memory_search_encodes_only_new_experiences(tmp_path, monkeypatch
     hits = MemoryStore.open(store.git).search("which CI runs are unstable", 2, method="embed")
     assert {h.experience.task_id for h in hits} == {"1-t", "3-t"}
     assert encoded == [3, 1]  # the second index encoded only the new experience
+
+
+REGION_TASKS = [("1-aov", "average order value per region"), ("2-sum", "total order value per region last month"),
+                ("3-max", "which region has the highest order value"), ("4-min", "region with the lowest average order"),
+                ("5-cnt", "number of orders per region"), ("6-med", "median order value by region")]
+
+
+def test_top_k_is_exactly_k_when_more_experiences_match(tmp_path):
+    from agent.git.repo import GitRepo
+
+    store = MemoryStore.open(GitRepo(make_repo(tmp_path)))
+    for tid, q in REGION_TASKS:
+        store.add_experience(experience(tid, q))
+    query = "average order value for each region"
+    r = Retriever.build([q for _, q in REGION_TASKS], "bm25")
+    assert len(r.search(query, 3)) == 3 and len(r.search(query, 6)) == 6 and len(r.search(query, 10)) == 6
+    for k in (1, 3, 5):
+        hits = store.search(query, k)
+        assert [h.rank for h in hits] == list(range(1, k + 1)), k
+        assert len({h.experience.task_id for h in hits}) == k
+    assert store.search(query, 3)[0].experience.task_id == "1-aov"
+    # excluding one (the planner excludes its own task) still shows k others
+    hits = store.search(query, 3, exclude={"1-aov"})
+    assert len(hits) == 3 and "1-aov" not in {h.experience.task_id for h in hits}
+    r = cli("memory", "search", query, "-k", "4", "--json", "--repo", str(store.git.repo))
+    assert r.returncode == 0, r.stderr
+    assert len(r.stdout.splitlines()) == 4

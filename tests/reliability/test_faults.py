@@ -242,6 +242,29 @@ def test_spend_limit_in_an_executor_finishes_the_task_with_the_reason(tmp_path):
     assert "spend limit" in res.report
 
 
+def test_an_executor_model_that_does_not_exist_ends_the_task_without_asking_the_planner_again(tmp_path):
+    """A fatal error of the executor's model (404: no such model; the planner's model is fine)
+    ends the task with that error: the planner is not asked to carry on with a model that can
+    never answer."""
+    repo = make_repo(tmp_path)
+    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, models=["claude-haiku-4-5"]) as srv:
+        cfg = AgentConfig()
+        cfg.sandbox.backend = "subprocess"
+        cfg.model_retry = RetryPolicy(backoff_s=0.01)
+        planner = AnthropicModel("claude-haiku-4-5", api_key=KEY, base_url=srv.url, max_retries=0)
+        executor = AnthropicModel("claude-haiku-9-9", api_key=KEY, base_url=srv.url, max_retries=0)
+        rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={SPEC: planner, "anthropic:claude-haiku-9-9": executor})
+        res = run_question(rt, QUESTION, planner_model=SPEC, executor_model="anthropic:claude-haiku-9-9")
+        asked = [r.body["model"] for r in messages_requests(srv)]
+    assert asked == ["claude-haiku-4-5", "claude-haiku-9-9"]  # one plan, one executor call, nothing after
+    assert res.outcome == "error" and "404" in (res.reason or "") and "not retryable" in (res.reason or "")
+    snap = load_snapshot(rt.git, res.task_id)
+    assert [s.role for s in snap.steps] == ["planner", "executor", "finish"]
+    rec = snap.latest_step_for("n1")
+    assert rec.status == "failed" and "not_found_error" in rec.error
+    assert "Outcome: error" in res.report and "not_found_error" in res.report
+
+
 def test_a_model_call_that_times_out_is_retried_and_the_task_goes_on(tmp_path):
     repo = make_repo(tmp_path)
     with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,

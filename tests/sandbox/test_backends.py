@@ -251,6 +251,28 @@ def test_timeout_kills_loop_and_children(backend, work):
             assert _live_group_members(pgid) == []
 
 
+def test_timeout_kills_a_forked_child_without_cgroups(work, monkeypatch):
+    """Where no cgroup can be made (and without bubblewrap's PID namespace), the timeout must kill
+    the whole process group: a child the code forked, which would write a file a little later,
+    dies with it."""
+    monkeypatch.setattr(SubprocessSandbox, "_cgroup", lambda self: None)  # a runner without cgroups
+    late = work / "late.txt"
+    code = (
+        "import os, time\n"
+        "if os.fork() == 0:\n"
+        "    time.sleep(1.2)\n"
+        f"    open({str(late)!r}, 'w').write('the child outlived the timeout')\n"
+        "    os._exit(0)\n"
+        "print('forked', flush=True)\n"
+        "while True:\n"
+        "    time.sleep(0.05)\n"
+    )
+    obs = sandbox("subprocess").run_python(code, work, timeout=0.6)
+    assert obs.timed_out and obs.stdout == "forked\n"
+    time.sleep(1.5)  # past the moment the child would have written
+    assert not late.exists()
+
+
 def test_python_timeout(backend, work):
     obs = sandbox(backend).run_python("print('started', flush=True)\nwhile True:\n    pass\n", work, timeout=1)
     assert obs.timed_out and obs.stdout == "started\n"

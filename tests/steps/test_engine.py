@@ -18,8 +18,8 @@ from agent.models.scripted import ScriptedModel
 from agent.observe.progress import RecordingReporter
 from agent.core.seams import Job
 from agent.core.snapshot import load_snapshot
-from agent.core.state import Budget
-from tests.helpers import git
+from agent.core.state import Budget, TaskModels, Usage
+from tests.helpers import commits, git
 
 
 @pytest.fixture
@@ -196,3 +196,221 @@ def test_a_model_without_a_price_is_counted_at_a_fallback_price_with_a_warning(r
     res, rt, _, rep = run(repo, script, model=model)
     assert res.outcome == "done" and res.cost_usd > 0  # the dollar budget still counts it
     assert any(k == "error" and "no price for model 'claude-unreleased-9'" in f["error"] for k, f in rep.events)
+
+
+def test_a_step_cannot_write_into_another_steps_folder(repo):
+    # n2 runs with n1's step folder in its checkout (its input); its code writes there, into a
+    # folder of a step that does not exist, and into its own folder: only the last is committed
+    code = (
+        "import glob, os\n"
+        "n1 = glob.glob('.agent/tasks/*/steps/*-n1')[0]\n"
+        "own = glob.glob('.agent/tasks/*/steps/*-n2')[0]\n"
+        "open(os.path.join(n1, 'out.txt'), 'w').write('forged by n2')\n"
+        "open(os.path.join(n1, 'extra.txt'), 'w').write('planted by n2')\n"
+        "other = os.path.join(os.path.dirname(own), '0099-zz')\n"
+        "os.makedirs(other)\n"
+        "open(os.path.join(other, 'x.txt'), 'w').write('x')\n"
+        "os.makedirs(own + 'x')\n"  # a sibling whose name starts with this step's folder name
+        "open(own + 'x/x.txt', 'w').write('x')\n"
+        "open(os.path.join(own, 'mine.txt'), 'w').write('n2 output')\n"
+        "print('written')\n"
+    )
+    script = {
+        "planner": [plan(node("n1"), node("n2", ["n1"])), plan(node("n1"), node("n2", ["n1"])), FINISH],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": "import glob\nopen(glob.glob('.agent/tasks/*/steps/*-n1')[0] + '/out.txt', 'w').write('55')"}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "n1 wrote out.txt"}},
+        ],
+        "executor:n2": [{"tool": "run_python", "input": {"code": code}}, {"tool": "finish_step", "input": {"status": "done", "result": "n2"}}],
+    }
+    res, rt, _, _ = run(repo, script)
+    assert res.outcome == "done"
+    snap = load_snapshot(rt.git, res.task_id)
+    n1, n2 = snap.plan.get("n1"), snap.plan.get("n2")
+    d1, d2 = snap.step_dir(n1.step, "n1"), snap.step_dir(n2.step, "n2")
+    files = set(git(repo, "ls-tree", "-r", "--name-only", res.branch).split())
+    assert f"{d2}/mine.txt" in files and git(repo, "show", f"{res.branch}:{d2}/mine.txt") == "n2 output"
+    assert git(repo, "show", f"{res.branch}:{d1}/out.txt") == "55"  # n1's output as n1 wrote it
+    assert f"{d1}/extra.txt" not in files and not any("/0099-zz/" in f for f in files)
+    rec = snap.latest_step_for("n2")
+    assert f"{d2}/mine.txt" in rec.artifacts
+    assert f"{d2}x/x.txt" not in files
+    for path in (f"{d1}/out.txt", f"{d1}/extra.txt", f"{snap.root}/steps/0099-zz/x.txt", f"{d2}x/x.txt"):
+        assert any(r.startswith(f"{path}: refused") for r in rec.refused), (path, rec.refused)
+    # n1's files were changed by n1's commit only
+    n1_log = git(repo, "log", "--format=%(trailers:key=Agent-Node,valueonly)", res.branch, "--", f"{d1}/out.txt").split()
+    assert n1_log == ["n1"]
+
+
+class FixedUsage(ScriptedModel):
+    """The scripted model, with every call reporting the same usage (so budgets can be hit at an
+    exact call)."""
+
+    def __init__(self, script: dict, usage: Usage, **kw):
+        super().__init__(script, **kw)
+        self.usage = usage
+
+    def query(self, request):
+        return super().query(request).model_copy(update={"usage": self.usage})
+
+
+LOOP = [{"tool": "run_shell", "input": {"command": "echo still thinking"}}] * 12  # never finishes by itself
+
+
+def test_an_executor_stops_when_spent_plus_its_own_running_cost_passes_max_usd(repo):
+    # $0.001 a call (1000 input tokens at $1/Mtok): the planner spent $0.001, so the executor may
+    # make two calls ($0.003 in all) and stops at the third ($0.004 > $0.0035), not at max_turns
+    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": LOOP}
+    model = FixedUsage(script, Usage(input_tokens=1000), name="claude-haiku-4-5")
+    res, rt, _, _ = run(repo, script, budget=Budget(max_usd=0.0035, max_turns=12), model=model)
+    assert res.outcome == "budget" and "budget exceeded: dollars" in (res.reason or "")
+    snap = load_snapshot(rt.git, res.task_id)
+    rec = snap.latest_step_for("n1")
+    assert rec.turns == 3 and rec.cost_usd == pytest.approx(0.003)
+    assert rec.error == "stopped: budget exceeded: dollars 0.004 of 0.0035"
+    assert len([c for c in model.calls if c.meta.get("node") == "n1"]) == 3
+    assert [s.role for s in snap.steps] == ["planner", "executor", "finish"]
+
+
+def test_the_token_budget_counts_input_output_and_cached_tokens_up_to_the_limit(repo):
+    # 1000 tokens a call, a quarter in each field: planner + two executor calls are exactly
+    # max_tokens (allowed); the third executor call passes it. Leaving out any field would let a
+    # fourth call through; counting the limit itself as over would stop at the second.
+    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": LOOP}
+    usage = Usage(input_tokens=250, output_tokens=250, cache_read_tokens=250, cache_write_tokens=250)
+    model = FixedUsage(script, usage, name="claude-haiku-4-5")
+    res, rt, _, _ = run(repo, script, budget=Budget(max_tokens=3000, max_turns=12), model=model)
+    assert res.outcome == "budget" and "budget exceeded: tokens" in (res.reason or "")
+    snap = load_snapshot(rt.git, res.task_id)
+    rec = snap.latest_step_for("n1")
+    assert rec.turns == 3 and rec.usage.total == 3000 and rec.error == "stopped: budget exceeded: tokens 4000 of 3000"
+    assert snap.usage.total == 4000
+
+
+def test_max_steps_allows_exactly_that_many_model_steps(repo):
+    script = lambda: {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}  # noqa: E731
+    # planner, executor, planner (finish): three model steps
+    res, rt, _, _ = run(repo, script(), budget=Budget(max_steps=3))
+    assert res.outcome == "done"
+    assert [s.role for s in load_snapshot(rt.git, res.task_id).steps] == ["planner", "executor", "planner", "finish"]
+    # one fewer: the second planner step is refused, the task ends on the budget
+    res, rt, model, _ = run(repo, script(), budget=Budget(max_steps=2))
+    assert res.outcome == "budget" and "budget exceeded: steps 2 of 2" in (res.reason or "")
+    assert [s.role for s in load_snapshot(rt.git, res.task_id).steps] == ["planner", "executor", "finish"]
+    assert len([c for c in model.calls if c.meta.get("role") == "planner"]) == 1
+
+
+def test_the_planner_cannot_finish_while_a_node_is_still_running(repo):
+    # a and b run side by side; b is held until the planner has seen a's result with b running.
+    # The planner tries to finish then: refused, it waits, and finishes with b's result too.
+    planner_saw_b_running = threading.Event()
+
+    class HoldB(ScriptedModel):
+        def query(self, request):
+            if request.meta.get("role") == "planner" and "b" in request.meta.get("running", []):
+                planner_saw_b_running.set()
+            if request.meta.get("node") == "b" and request.meta.get("turn") == 1:
+                assert planner_saw_b_running.wait(20)
+            return super().query(request)
+
+    early = {"when": "running", "tool": "finish", "input": {"answer": "early: {{ results.values() | list | join(' / ') }}", "summary": "early"}}
+    script = {
+        "planner": [plan(node("a"), node("b")), early, {"when": "running", **plan(node("a"), node("b"))}, FINISH],
+        "executor:a": [{"tool": "finish_step", "input": {"status": "done", "result": "A"}}],
+        "executor:b": [{"tool": "finish_step", "input": {"status": "done", "result": "B"}}],
+    }
+    res, rt, model, _ = run(repo, script, model=HoldB(script), workers=2)
+    assert res.outcome == "done" and "early" not in res.answer and "A" in res.answer and "B" in res.answer
+    snap = load_snapshot(rt.git, res.task_id)
+    assert snap.plan.get("b").status.value == "done" and snap.latest_step_for("b").status == "done"
+    refusals = [b.content for c in model.calls if c.meta.get("role") == "planner" for m in c.messages for b in m.content
+                if isinstance(b, ToolResultBlock) and b.is_error]
+    assert any("['b'] are still running" in r for r in refusals), refusals
+
+
+def _start(repo: Path, script: dict, workers: int = 3):
+    """A task started but not run: (engine, runtime, model, first job) to drive step by step, the
+    way a process that is killed between steps leaves it."""
+    model = ScriptedModel(script)
+    cfg = AgentConfig()
+    cfg.sandbox.backend = "subprocess"
+    cfg.workers = workers
+    rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={"scripted:t": model})
+    engine = Engine(rt)
+    job = engine.start("How much is the sum of numbers.txt?", base_ref="main", base_sha=git(repo, "rev-parse", "main").strip(),
+                       models=TaskModels(planner="scripted:t", executor="scripted:t"))
+    return engine, rt, model, job
+
+
+def _executor_commits(repo: Path, branch: str) -> dict[str, list[str]]:
+    out: dict[str, list[str]] = {}
+    for c in commits(repo, branch):
+        if c["trailers"].get("Agent-Role") == "executor":
+            out.setdefault(c["trailers"]["Agent-Node"], []).append(c["sha"])
+    return out
+
+
+def test_resume_runs_only_the_unfinished_nodes(repo):
+    # a is done (and the planner has seen it), c committed its step but the planner never saw it,
+    # b was dispatched and never ran: the process was killed there. A resume runs b only.
+    three = plan(node("a"), node("b"), node("c"))
+    script = {
+        "planner": [three, {"when": "running", **three}, FINISH],
+        "executor:a": [{"tool": "finish_step", "input": {"status": "done", "result": "A"}}],
+        "executor:b": [{"tool": "finish_step", "input": {"status": "done", "result": "B"}}],
+        "executor:c": [{"tool": "finish_step", "input": {"status": "done", "result": "C"}}],
+    }
+    engine, rt, model, job = _start(repo, script)
+    assert job.step == "plan"
+    jobs = {j.node: j for j in engine.handle(job)}
+    assert sorted(jobs) == ["a", "b", "c"]
+    assert [j.step for j in engine.handle(jobs["a"])] == ["plan"]
+    assert engine.handle(Job(step="plan", task=job.task, branch=job.branch)) == []  # a done; b and c still running
+    assert [j.step for j in engine.handle(jobs["c"])] == ["plan"]  # ... killed before this plan step ran
+    snap = load_snapshot(rt.git, job.task)
+    assert snap.plan.get("a").status.value == "done" and snap.plan.get("c").status.value == "running"
+    before = _executor_commits(repo, job.branch)
+    assert sorted(before) == ["a", "c"]
+    n_calls = len(model.calls)
+
+    assert [(j.step, j.node) for j in engine.resume_jobs(job.task)] == [("execute", "b"), ("plan", None)]
+    res = resume(rt, job.task)
+    assert res.outcome == "done" and all(x in res.answer for x in ("A", "B", "C"))
+    asked = [c.meta.get("script_key") for c in model.calls[n_calls:]]
+    assert "executor:a" not in asked and "executor:c" not in asked and asked.count("executor:b") == 1
+    after = _executor_commits(repo, job.branch)
+    assert after["a"] == before["a"] and after["c"] == before["c"] and len(after["b"]) == 1
+
+
+def test_a_duplicate_execute_dispatch_while_the_task_runs_changes_nothing(repo):
+    # the same execute job delivered twice: once right after the step's commit (the node is still
+    # `running` in plan.json: only the commit already there tells), and once after the planner took
+    # the result in and dispatched the next node; the task is not finished either time
+    script = {
+        "planner": [plan(node("n1"), node("n2", ["n1"])), plan(node("n1"), node("n2", ["n1"])), FINISH],
+        "executor:n1": [{"tool": "run_shell", "input": {"command": "echo 55"}}, {"tool": "finish_step", "input": {"status": "done", "result": "55"}},
+                        {"tool": "finish_step", "input": {"status": "done", "result": "a second run"}}],
+        "executor:n2": [{"tool": "finish_step", "input": {"status": "done", "result": "top"}}],
+    }
+    engine, rt, model, job = _start(repo, script)
+    [ex1] = engine.handle(job)
+    assert (ex1.step, ex1.node) == ("execute", "n1")
+    [plan_job] = engine.handle(ex1)
+    n1_calls = lambda: len([c for c in model.calls if c.meta.get("node") == "n1"])  # noqa: E731
+    assert n1_calls() == 2
+    for when in ("before the plan step", "after the plan step"):
+        tip = git(repo, "rev-parse", job.branch)
+        snap = load_snapshot(rt.git, job.task)
+        assert snap.plan.finish is None and not snap.has_report
+        assert engine.handle(ex1) == [], when
+        assert git(repo, "rev-parse", job.branch) == tip, when
+        assert n1_calls() == 2, when
+        if when == "before the plan step":
+            assert snap.plan.get("n1").status.value == "running"
+            [ex2] = engine.handle(plan_job)
+            assert (ex2.step, ex2.node) == ("execute", "n2")
+    ex = _executor_commits(repo, job.branch)
+    assert list(ex) == ["n1"] and len(ex["n1"]) == 1
+    res = resume(rt, job.task)
+    assert res.outcome == "done" and "55" in res.answer and "a second run" not in res.answer
+    assert len(_executor_commits(repo, job.branch)["n1"]) == 1 and n1_calls() == 2

@@ -80,3 +80,19 @@ def test_a_plan_where_nothing_can_run_asks_for_finish():
     with pytest.raises(FormatError) as e:
         merge_plan(old, [raw("n1")], AGENTS, goal="q")
     assert "Call `finish`" in str(e.value)
+
+
+def test_the_dependencies_of_a_done_or_running_node_cannot_be_rewritten():
+    # n1 is done (its result was computed without n4) and n2 runs on n1's result: a revision that
+    # says n1 depended on a new node, or that n2 no longer depends on n1, would rewrite history
+    for nodes, who in (([raw("n1", ["n4"]), raw("n2", ["n1"]), raw("n4")], "done node 'n1'"),
+                       ([raw("n1"), raw("n2"), raw("n4")], "running node 'n2'"),
+                       ([raw("n1"), raw("n2", ["n1", "n4"]), raw("n4")], "running node 'n2'")):
+        with pytest.raises(FormatError) as e:
+            merge_plan(_old(), nodes, AGENTS, goal="q")
+        assert f"{who} was rewritten" in str(e.value) and "depends_on" in str(e.value)
+    # the same dependencies in another order are the same node
+    old = _old()
+    old.get("n2").depends_on = ["n1", "n3"]
+    p = merge_plan(old, [raw("n1"), raw("n2", ["n3", "n1"]), raw("n3", ["n1"])], AGENTS, goal="q")
+    assert p.get("n1").status == NodeStatus.done and p.get("n1").depends_on == [] and p.get("n2").status == NodeStatus.running

@@ -1,0 +1,62 @@
+"""What an event asks for (agent/github/events.py): the trigger phrase of a comment or an issue
+body is a word of its own."""
+
+from __future__ import annotations
+
+import pytest
+
+from agent.github.events import read_trigger
+
+
+def comment(body: str) -> dict:
+    return {"action": "created", "issue": {"number": 7, "title": "Top customer?"},
+            "comment": {"body": body, "user": {"login": "alice", "type": "User"}, "html_url": "x"},
+            "sender": {"login": "alice", "type": "User"}}
+
+
+def issue(body: str) -> dict:
+    return {"action": "opened", "issue": {"number": 8, "title": "Top customer?", "body": body, "labels": [], "user": {"login": "alice"}},
+            "sender": {"login": "alice", "type": "User"}}
+
+
+@pytest.mark.parametrize("body", ["/agentfoo also the runner-up", "/agents also the runner-up", "/agent-x also", "/agent/ also",
+                                  "/agent_2 also", "see /agent also", "/agen also"])
+def test_a_phrase_that_only_starts_like_the_trigger_starts_nothing(body):
+    t = read_trigger("issue_comment", comment(body), label="agent", phrase="/agent")
+    assert t.kind == "ignore" and not t.question and "does not start with '/agent'" in t.why
+    t = read_trigger("issues", issue(body), label="agent", phrase="/agent")
+    assert t.kind == "ignore"
+
+
+@pytest.mark.parametrize("body,question", [("/agent also the runner-up", "also the runner-up"), ("  /AGENT\talso the runner-up", "also the runner-up"),
+                                           ("/agent\n\nalso the runner-up", "also the runner-up"), ("/agent", "Top customer?")])
+def test_the_trigger_phrase_as_a_word_continues_the_task(body, question):
+    t = read_trigger("issue_comment", comment(body), label="agent", phrase="/agent")
+    assert t.kind == "follow-up" and t.question == question and t.issue == 7
+    t = read_trigger("issues", issue(body), label="agent", phrase="/agent")
+    assert t.kind == "new" and t.issue == 8
+
+
+def test_the_actions_gate_reads_the_phrase_the_same_way(tmp_path):
+    """An outsider's `/agentfoo …` is not a trigger for the gate either: it stops silently, without
+    the refusal comment that `/agent …` gets."""
+    from agent.github import gate
+    from tests.fakes.github_server import FakeGitHub
+
+    with FakeGitHub(token="ghs_gate") as gh:
+        gh.add_repo("o/r", default_branch="main")
+        gh.add_user("mallory")
+        n = gh.add_issue("o/r", "Question", "Body", user="alice")
+        api = gate.Api(gh.url, "o/r", "ghs_gate")
+        env = {"GITHUB_EVENT_NAME": "issue_comment"}
+
+        def ev(body: str) -> dict:
+            return {"action": "created", "issue": {"number": n}, "sender": {"login": "mallory", "type": "User"},
+                    "comment": {"body": body, "user": {"login": "mallory", "type": "User"}}, "repository": {"full_name": "o/r"}}
+
+        for body in ("/agentfoo do it", "/agents do it"):
+            proceed, why = gate.decide(env, ev(body), api)
+            assert not proceed and "not a trigger" in why
+        assert gh.comments("o/r", n) == []
+        proceed, why = gate.decide(env, ev("/agent do it"), api)
+        assert not proceed and "refused" in why and len(gh.comments("o/r", n)) == 1
