@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import math
 import os
 import sys
 from pathlib import Path
@@ -11,6 +10,7 @@ from pathlib import Path
 from agent import __version__
 from agent.core.errors import AgentError, UsageError
 
+from agent.cli.flags import positive_float, positive_int
 from agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
 
 DESCRIPTION = """\
@@ -30,27 +30,6 @@ examples:
   gitops-agent memory search "average order value"    past experiences like this one
   gitops-agent fork <task-id> --at 4 "Use the median" a divergent path from step 4
 """
-
-
-def positive_float(text: str) -> float:
-    """An argparse type: a finite number above zero (argparse names the flag when it is not)."""
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not math.isfinite(v) or v <= 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be a number above 0")
-    return v
-
-
-def positive_int(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
-    return v
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
@@ -83,9 +62,12 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("-v", "--verbose", action="store_true", help="also show skipped (duplicate) steps")
     _budget_args(r)
 
-    d = sub.add_parser("demo", help="run the offline demo: sample data, scripted model, temporary repository")
+    d = sub.add_parser("demo", help="run the offline demo: sample data, scripted model, temporary repository",
+                       description="Make a Git repository with a sample data set (data/orders.csv) and answer a question about it "
+                       "with the shipped scripted model and the local sandbox: a real plan, real code really run, every step a "
+                       "commit. Needs no network and no key.")
     d.add_argument("--dir", type=Path, help="where to create the demo repository (default: a new temporary directory)")
-    d.add_argument("-q", "--quiet", action="store_true")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
 
     t = sub.add_parser("tasks", help="list the task branches of a repository",
                        description="List the tasks of a repository (its agent/task/* branches) with their state; a task whose "

@@ -19,6 +19,8 @@ import json
 import sys
 from pathlib import Path
 
+from agent.cli.flags import positive_int, step_number
+
 from agent.cli.output import EXIT_FAILED, EXIT_OK  # noqa: F401
 
 
@@ -28,20 +30,20 @@ def add_parsers(sub) -> None:
                        description="The memory branch agent/memory: one experience per finished task, and shared data sets under data/.")
     msub = m.add_subparsers(dest="memory_command", metavar="ACTION")
     ms = msub.add_parser("search", help="the past experiences most similar to TEXT")
-    ms.add_argument("text")
-    ms.add_argument("-k", type=int, default=5, help="how many (default 5)")
+    ms.add_argument("text", help="the question or words to look for")
+    ms.add_argument("-k", type=positive_int, default=5, help="how many (default 5)")
     ms.add_argument("--method", choices=["bm25", "embed", "hybrid"], help="retrieval method (default bm25, or $GITOPS_AGENT_RETRIEVAL)")
     ms.add_argument("--json", action="store_true", help="print JSON lines: task id, score and the experience")
     mshow = msub.add_parser("show", help="print one task's experience")
-    mshow.add_argument("task_id")
-    mshow.add_argument("--json", action="store_true")
+    mshow.add_argument("task_id", help="the task whose experience to print")
+    mshow.add_argument("--json", action="store_true", help="print the experience as JSON")
     ml = msub.add_parser("list", help="list the experiences and data sets")
-    ml.add_argument("--json", action="store_true")
+    ml.add_argument("--json", action="store_true", help="print JSON")
     ma = msub.add_parser("add-data", help="commit a file or directory under data/ on the memory branch (read-only for the model's code)")
-    ma.add_argument("path", type=Path)
+    ma.add_argument("path", type=Path, help="the file or directory to add")
     ma.add_argument("--name", help="name under data/ (default: the file or directory name)")
     mr = msub.add_parser("reindex", help="rebuild the cached retrieval index of the memory tip")
-    mr.add_argument("--method", choices=["bm25", "embed", "hybrid"])
+    mr.add_argument("--method", choices=["bm25", "embed", "hybrid"], help="retrieval method (default bm25)")
     for p in (m, ms, mshow, ml, ma, mr):
         p.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
 
@@ -57,22 +59,22 @@ def add_parsers(sub) -> None:
     e = sub.add_parser("evolve", help="propose brain changes from the memory, on a new agent/brain-proposal/<date> branch",
                        description="Reads recent experiences (failures and lessons first), asks the model for concrete changes to the "
                        "brain, validates them and commits them on agent/brain-proposal/<date> (based on agent/brain; never merged).")
-    e.add_argument("--repo", type=Path, default=Path("."))
+    e.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     e.add_argument("--model", help="model spec (default: the planner model of the config)")
-    e.add_argument("--last", type=int, default=20, help="how many recent experiences to read (default 20)")
+    e.add_argument("--last", type=positive_int, default=20, help="how many recent experiences to read (default 20)")
 
     f = sub.add_parser("fork", help="a new task from a step of an old one, with a new instruction; runs it",
                        description="Starts a new task branch at the commit of step STEP of TASK_ID (done nodes keep their results), "
                        "adds the instruction, and runs the planner from there. The old branch is not touched.")
-    f.add_argument("task_id")
-    f.add_argument("--at", type=int, required=True, metavar="STEP", help="the step number (Agent-Step trailer) to fork at")
+    f.add_argument("task_id", metavar="TASK_ID", help="the task to fork")
+    f.add_argument("--at", type=step_number, required=True, metavar="STEP", help="the step number (Agent-Step trailer) to fork at")
     f.add_argument("instruction", nargs="?", help="a new instruction for the fork")
-    f.add_argument("--repo", type=Path, default=Path("."))
+    f.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     f.add_argument("--task-id", dest="new_task_id", help="the new task's id (default: <task-id>-fork<step>)")
     f.add_argument("--model", help="model spec for planner and executor (default: the old task's models)")
-    f.add_argument("--workers", type=int)
+    f.add_argument("--workers", type=positive_int, metavar="N", help="executor steps at once (default from config)")
     f.add_argument("--no-run", action="store_true", help="only create the fork's branch; run it later with `run --resume`")
-    f.add_argument("-q", "--quiet", action="store_true")
+    f.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
     f.__class__ = _IntermixedParser  # `fork ID --at 4 "instruction"`: options between the positionals
 
 

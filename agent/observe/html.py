@@ -4,7 +4,8 @@ SVG by a small layered DAG layout, the timeline, every step's code, observations
 folded ``<details>``, and the cost per model and per role.
 
 Everything from the branch is model output and is HTML-escaped by the template's autoescape;
-the only markup passed through unescaped is this module's own script.
+the only markup passed through unescaped is this module's own script and the answer, rendered
+from markdown and cleaned by ``agent.safety.text.markdown_html``.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from agent.brain.agents import default_prompts_dir
 from agent.core.prompts import template_env
 from agent.observe.render import fmt_tokens
 from agent.observe.trace import Trace, TraceNode, TraceStep
+from agent.safety.text import markdown_html
 
 __all__ = ["render_html", "write_html", "layout_plan", "PlanGraph"]
 
@@ -323,6 +325,7 @@ def render_html(trace: Trace) -> str:
         offsets=offsets,
         share=share,
         script=Markup(_SCRIPT),  # our own code, not branch content
+        answer_html=Markup(markdown_html(trace.answer)) if trace.answer else None,  # rendered, then sanitised
         csp=_csp(_SCRIPT),
         version=__version__,
         wall=wall_time(trace.totals.wall_seconds),

@@ -257,3 +257,21 @@ def inline_text(text: str, limit: int | None = None) -> str:
     return _MENTION.sub(lambda m: f"`{m.group(0)}`", _defuse(s))
 
 
+
+
+# what rendered model markdown may contain in a page of ours (no image: a page opened from disk
+# loads nothing; no raw HTML of the model's: it is off in the parser, nh3 is the second wall)
+_PAGE_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td",
+              "code", "pre", "em", "strong", "blockquote", "hr", "br", "a", "del"}
+
+
+def markdown_html(markdown: str) -> str:
+    """Model markdown as safe HTML for the trace page: CommonMark with tables, its HTML not
+    passed, then cleaned (only _PAGE_TAGS; links http(s)/mailto only, rel=noopener noreferrer)."""
+    from markdown_it import MarkdownIt
+
+    md = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
+    rendered = md.render(strip_invisible(markdown or ""))
+    return nh3.clean(rendered, tags=_PAGE_TAGS, attributes={"a": {"href", "title"}, "th": {"style"}, "td": {"style"}},
+                     url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow",
+                     filter_style_properties={"text-align"})

@@ -25,6 +25,28 @@ def outcome_of(snap: Snapshot, reason: str | None) -> tuple[str, str, str | None
     return "error", "", reason or "the task stopped before the planner finished it"
 
 
+def without_repeats(result: str, answer: str) -> str:
+    """A node's result without the tables the answer already shows (a reader saw them twice)."""
+    said = "\n".join(line.strip() for line in (answer or "").splitlines())
+    out: list[str] = []
+    table: list[str] = []
+
+    def flush() -> None:
+        if table:
+            text = "\n".join(line.strip() for line in table)
+            out.extend(["_(this table is in the Answer above)_"] if len(table) >= 2 and text in said else table)
+            table.clear()
+
+    for line in result.splitlines():
+        if line.lstrip().startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        out.append(line)
+    flush()
+    return "\n".join(out)
+
+
 def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason: str | None) -> str:
     """report.md. GitHub renders it when someone opens it, so everything the model wrote is
     sanitised as for a comment (agent/safety/text.py): no remote image, no hidden text, no mention."""
@@ -34,7 +56,7 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
         for n in snap.plan.walk():
             if n.is_leaf and n.step is not None and n.status in (NodeStatus.done, NodeStatus.failed):
                 results.append({"node": n.id, "title": md_text(n.title, 200), "status": n.status.value,
-                                "result": md_block(snap.result_of(n.step, n.id).strip(), hosts)})
+                                "result": md_block(without_repeats(snap.result_of(n.step, n.id).strip(), answer), hosts)})
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish else ""
     title = md_text(summary or snap.task.question.splitlines()[0][:100], 200)
     memory = [{**e, "question": md_text(str(e.get("question", "")), 200), "task_id": md_text(str(e.get("task_id", "")), 80),

@@ -83,3 +83,8 @@ def test_tasks_and_show(tmp_path):
     task_id = r.stdout.split()[0]
     r = cli("show", task_id, "--repo", str(demo))
     assert r.returncode == 0 and "## Answer" in r.stdout and "| **total** |" in r.stdout
+    # each table once: under Answer; Results by node points there instead of repeating it
+    rows = [line for line in r.stdout.split("## Results by node")[0].splitlines() if line.startswith("| East |") or line.startswith("| 2026-01 |")]
+    assert len(rows) == 2 and all(r.stdout.count(row) == 1 for row in rows)
+    assert "this table is in the Answer above" in r.stdout.split("## Results by node")[1]
+    assert cli("show", task_id[:16], "--repo", str(demo)).stdout == r.stdout, "a unique prefix is enough"

@@ -67,3 +67,26 @@ def test_a_broken_task_is_listed_as_broken_and_can_be_removed(repo):
     assert r.returncode == 0 and "removed task bad" in r.stdout
     assert git(repo, "branch", "--list", "agent/task/*").split() == ["agent/task/good"]
     assert cli("tasks", "--repo", str(repo), "--remove", "nosuch").returncode == 2
+
+
+def test_every_command_and_flag_explains_itself():
+    """`--help` that helps: every command has a description and every argument a help text."""
+    import argparse
+
+    from agent.cli.main import _parser
+
+    missing = []
+
+    def walk(p: argparse.ArgumentParser, name: str) -> None:
+        for a in p._actions:
+            if isinstance(a, argparse._SubParsersAction):
+                helps = {c.dest: c.help for c in a._choices_actions}
+                for sub, sp in a.choices.items():
+                    if not helps.get(sub):
+                        missing.append(f"{name} {sub}: no one-line help")
+                    walk(sp, f"{name} {sub}")
+            elif not isinstance(a, (argparse._HelpAction, argparse._VersionAction)) and not a.help:
+                missing.append(f"{name} {'/'.join(a.option_strings) or a.dest}")
+
+    walk(_parser(), "gitops-agent")
+    assert missing == []

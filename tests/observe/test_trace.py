@@ -631,3 +631,20 @@ def test_a_follow_up_reopens_the_task_and_reconcile_commits_are_not_steps(task, 
     assert after.ledger_consistent and not after.ledger.problems
     assert after.totals.cost_usd > before.totals.cost_usd
     assert len(after.instructions) == 1 and after.instructions[0].startswith("Also the median, please (")  # with when it came
+
+
+def test_html_renders_the_answer_as_markdown_and_keeps_it_safe(trace):
+    answer = ("## Average per region\n\n| region | average |\n| -- | -: |\n| East | 71.40 |\n\n**East** is highest. "
+              "<script>alert(3)</script> <img src=x onerror=\"alert(4)\"> ![pixel](https://evil.example/p.png) "
+              "[click](javascript:alert(5)) [docs](https://example.com/a)")
+    src = render_html(trace.model_copy(update={"answer": answer}))
+    page = _Page()
+    page.feed(src.split('<section id="answer">', 1)[1].split("</section>", 1)[0])
+    tags = [t for t, _ in page.tags]
+    assert "table" in tags and "h2" in tags and "strong" in tags, "the answer is rendered, not shown as markdown source"
+    assert "| East |" not in src.split('<section id="answer">', 1)[1].split("</section>", 1)[0]
+    assert "script" not in tags and "img" not in tags
+    links = [dict(a) for t, a in page.tags if t == "a"]
+    assert all(not (a.get("href") or "").startswith("javascript") for a in links)
+    assert {"href": "https://example.com/a"}.items() <= next(a for a in links if a.get("href")).items()
+    assert "evil.example" not in src or "<img" not in src
