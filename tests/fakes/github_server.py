@@ -132,6 +132,8 @@ class RecordedRequest:
     raw: bytes = b""
     time: float = 0.0
     status: int | None = None  # what the fake answered
+    token: str = ""  # the credential it came with
+    needed: tuple[str, str] | None = None  # (permission, "read"|"write") the route takes from a job token
 
     @property
     def json(self) -> Any:
@@ -259,6 +261,9 @@ class FakeGitHub:
         self.dispatches: list[dict[str, Any]] = []
         self.repos: dict[str, Repo] = {}
         self.users: dict[str, tuple[str, int]] = {}  # lower login -> (login, id)
+        # job tokens (a workflow job's GITHUB_TOKEN): token -> its `permissions:`; a route needs its
+        # permission (403 "Resource not accessible by integration" without it), and GET /user is refused
+        self.job_tokens: dict[str, dict[str, str]] = {}
         self.lock = threading.RLock()
         self._ids = 1000
         self._stop = threading.Event()
@@ -575,8 +580,53 @@ class FakeGitHub:
         scheme, _, given = auth.partition(" ")
         if scheme.lower() not in ("token", "bearer") or not given.strip():
             raise ApiError(401, "Bad credentials")
-        if self.token is not None and given.strip() != self.token:
+        rec.token = given.strip()
+        if self.token is not None and rec.token != self.token and rec.token not in self.job_tokens:
             raise ApiError(401, "Bad credentials")
+
+    def job_token(self, permissions: dict[str, str]) -> str:
+        """A new GITHUB_TOKEN with exactly these `permissions:` (metadata: read is implied)."""
+        with self.lock:
+            tok = f"ghs_job{len(self.job_tokens) + 1:04d}" + "x" * 28
+            self.job_tokens[tok] = dict(permissions)
+        return tok
+
+    # the permission each route takes from a job token (GitHub's "Permissions required for
+    # GitHub Apps"); None: metadata, always granted
+    SCOPES: dict[str, tuple[str, str] | None] = {
+        "get_rate_limit": None, "get_repo": None, "get_permission": None,
+        "list_issues": ("issues", "read"), "get_issue": ("issues", "read"), "create_issue": ("issues", "write"),
+        "edit_issue": ("issues", "write"), "list_comments": ("issues", "read"), "get_comment": ("issues", "read"),
+        "create_comment": ("issues", "write"), "edit_comment": ("issues", "write"), "delete_comment": ("issues", "write"),
+        "list_issue_labels": ("issues", "read"), "add_issue_labels": ("issues", "write"),
+        "remove_issue_label": ("issues", "write"), "list_labels": ("issues", "read"), "create_label": ("issues", "write"),
+        "list_pulls": ("pull-requests", "read"), "create_pull": ("pull-requests", "write"), "get_pull": ("pull-requests", "read"),
+        "edit_pull": ("pull-requests", "write"), "request_reviewers": ("pull-requests", "write"),
+        "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
+    }
+
+    def _check_scope(self, rec: RecordedRequest, name: str, args: dict[str, str]) -> None:
+        granted = self.job_tokens.get(rec.token)
+        if granted is None:
+            return  # the server's own token: a personal access token with every scope
+        if name == "get_user":
+            raise ApiError(403, "Resource not accessible by integration")
+        need = self.SCOPES.get(name, ("unknown", "write"))
+        rec.needed = need
+        if need is None:
+            return
+        perm, level = need
+        ok = {"read": ("read", "write"), "write": ("write",)}[level]
+        if granted.get(perm) in ok:
+            return
+        # an issue-API call on a pull request is allowed by pull-requests too
+        if perm == "issues" and "n" in args:
+            repo = self.repos.get(f"{args.get('o')}/{args.get('r')}".lower())
+            issue = repo.issues.get(int(args["n"])) if repo else None
+            if issue is not None and issue.pull is not None and granted.get("pull-requests") in ok:
+                rec.needed = ("pull-requests", level)
+                return
+        raise ApiError(403, "Resource not accessible by integration")
 
     def _fault_error(self, f: Fault) -> ApiError:
         assert f.status is not None
@@ -663,6 +713,7 @@ class FakeGitHub:
             m = re.fullmatch(pattern, path)
             if m and method == rec.method:
                 args = {k: urllib.parse.unquote(v) for k, v in m.groupdict().items()}
+                self._check_scope(rec, name, args)
                 with self.lock:
                     out = getattr(self, "_r_" + name)(rec, **args)
                 if len(out) == 2:

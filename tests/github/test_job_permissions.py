@@ -1,0 +1,124 @@
+"""Each job of the reusable workflow gets a GITHUB_TOKEN with exactly the job's `permissions:`:
+the fake GitHub answers 403 "Resource not accessible by integration" to what a token may not do
+(as GitHub does). The whole chain must work with those tokens (each job has what it uses), and
+each permission a job asks for must be used by it (no more than it needs)."""
+
+from __future__ import annotations
+
+import time
+
+import yaml
+
+from tests.github.test_github_flow import Harness, _write_config, issue_event, world  # noqa: F401 - fixture
+from tests.helpers import ROOT
+
+ROOT_WORKFLOW = ROOT / ".github" / "workflows" / "agent.yml"
+
+JOB_OF = {("issues", ""): "intake", ("issue_comment", ""): "intake", ("workflow_dispatch", ""): "intake",
+          ("repository_dispatch", "agent-plan"): "plan", ("repository_dispatch", "agent-execute"): "execute",
+          ("repository_dispatch", "agent-finish"): "finish", ("repository_dispatch", "agent-evolve"): "evolve",
+          ("schedule", ""): "reconcile"}
+
+
+def job_permissions() -> dict[str, dict[str, str]]:
+    wf = yaml.safe_load(ROOT_WORKFLOW.read_text())
+    assert wf.get("permissions") == {}, "the workflow grants nothing by default; each job says what it needs"
+    return {name: dict(job.get("permissions") or {}) for name, job in wf["jobs"].items()}
+
+
+class ScopedHarness(Harness):
+    """Every job runs with a fresh token holding exactly its job's permissions."""
+
+    def __init__(self, base: Harness):
+        super().__init__(base.tmp, base.gh, base.bare)
+        self.perms = job_permissions()
+        self.token_job: dict[str, str] = {}
+
+    def run(self, event_name, event, step="auto", **extra_env):
+        job = JOB_OF[(event_name, event.get("action", "") if event_name == "repository_dispatch" else "")]
+        tok = self.gh.job_token(self.perms[job])
+        self.token_job[tok] = job
+        return super().run(event_name, event, step, GITOPS_AGENT_GITHUB_TOKEN=tok, **extra_env)
+
+    def used(self) -> dict[str, set[tuple[str, str]]]:
+        out: dict[str, set[tuple[str, str]]] = {}
+        for r in self.gh.requests:
+            job = self.token_job.get(r.token)
+            if job and r.needed:
+                out.setdefault(job, set()).add(r.needed)
+        return out
+
+    def refused(self) -> list[str]:
+        return [f"{self.token_job.get(r.token)}: {r.method} {r.path}" for r in self.gh.requests
+                if r.status == 403 and r.path != "/user"]
+
+
+def covers(granted: dict[str, str], used: set[tuple[str, str]]) -> list[str]:
+    """The permissions of ``granted`` that nothing in ``used`` needed at that level."""
+    unused = []
+    for perm, level in granted.items():
+        if level == "write" and (perm, "write") not in used:
+            # contents: write is also what `git push` takes; the chain's jobs all push (over file:// here)
+            if not (perm == "contents"):
+                unused.append(f"{perm}: write")
+        elif level == "read" and not any(p == perm for p, _ in used):
+            unused.append(f"{perm}: read")
+    return unused
+
+
+def test_the_chain_works_with_each_jobs_own_token_and_uses_all_it_asks_for(world):
+    base, top, value, llm = world
+    h = ScopedHarness(base)
+    ev = issue_event(h.gh, "alice")
+    assert h.run("issues", ev) == 0
+    h.drain()
+    assert h.refused() == [], "a job was refused something it needs"
+    prs = list(h.gh.repo("o/r").pulls.values())
+    assert len(prs) == 1 and top in prs[0].body
+
+    perms, used = h.perms, h.used()
+    for job in ("intake", "plan", "execute", "finish"):
+        assert covers(perms[job], used.get(job, set())) == [], f"{job} asks for more than it uses"
+    # and a token without a job's permission is really refused (the fake is not kind)
+    weak = h.gh.job_token({"contents": "read"})
+    from github import Auth, Github, GithubException
+
+    g = Github(auth=Auth.Token(weak), base_url=h.gh.url)
+    try:
+        g.get_repo("o/r").get_issue(ev["issue"]["number"]).create_comment("hi")
+        raise AssertionError("a comment without issues: write")
+    except GithubException as e:
+        assert e.status == 403 and "Resource not accessible by integration" in str(e.data)
+
+
+def test_reconcile_has_what_it_uses(world):
+    base, *_ = world
+    h = ScopedHarness(base)
+    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1}\n")
+    h.run("issues", issue_event(h.gh, "alice"))
+    d = h.gh.dispatches[0]
+    h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]})
+    time.sleep(0.1)
+    assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
+    assert len(h.gh.dispatches) > 2, "the lost step was sent again"
+    assert h.refused() == []
+    assert covers(h.perms["reconcile"], h.used().get("reconcile", set())) == []
+
+
+def test_evolve_has_what_it_uses(world, tmp_path):
+    from agent.brain.branch import default_files
+
+    base, *_ = world
+    h = ScopedHarness(base)
+    h.run("issues", issue_event(h.gh, "alice"))
+    h.drain()
+    analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
+    analyst["instructions"] += "Check for ties.\n"
+    script = tmp_path / "evolve.yaml"
+    script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
+        "title": "Mention ties", "rationale": "from the last task", "experiences": [],
+        "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}]}}]}))
+    assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
+    assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
+    assert h.refused() == []
+    assert covers(h.perms["evolve"], h.used().get("evolve", set())) == []
