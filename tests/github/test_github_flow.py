@@ -282,20 +282,26 @@ def test_custom_trigger_label_from_the_repository_config(world):
     assert [d["event_type"] for d in h.gh.dispatches] == ["agent-plan"]
 
 
-def test_evolve_opens_a_pull_request_against_agent_brain(world, tmp_path):
+def evolve_script(tmp_path: Path) -> Path:
+    """A scripted evolve model that proposes one change: the analyst mentions ties."""
     import yaml
 
     from agent.brain.branch import default_files
 
-    h, *_ = world
-    h.run("issues", issue_event(h.gh, "alice"))
-    h.drain()  # one finished task: one experience on agent/memory
     analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
     analyst["instructions"] += "Check for the top customer ties.\n"
     script = tmp_path / "evolve.yaml"
     script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
         "title": "Mention ties", "rationale": "from the last task", "experiences": [],
         "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}]}}]}))
+    return script
+
+
+def test_evolve_opens_a_pull_request_against_agent_brain(world, tmp_path):
+    h, *_ = world
+    h.run("issues", issue_event(h.gh, "alice"))
+    h.drain()  # one finished task: one experience on agent/memory
+    script = evolve_script(tmp_path)
     assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
     prs = [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
     assert len(prs) == 1 and prs[0].pull.head.startswith("agent/brain-proposal/") and prs[0].pull.draft

@@ -9,7 +9,7 @@ import time
 
 import yaml
 
-from tests.github.test_github_flow import Harness, _write_config, issue_event, world  # noqa: F401 - fixture
+from tests.github.test_github_flow import Harness, _write_config, evolve_script, issue_event, world  # noqa: F401 - fixture
 from tests.helpers import ROOT
 
 ROOT_WORKFLOW = ROOT / ".github" / "workflows" / "agent.yml"
@@ -106,18 +106,11 @@ def test_reconcile_has_what_it_uses(world):
 
 
 def test_evolve_has_what_it_uses(world, tmp_path):
-    from agent.brain.branch import default_files
-
     base, *_ = world
     h = ScopedHarness(base)
     h.run("issues", issue_event(h.gh, "alice"))
     h.drain()
-    analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
-    analyst["instructions"] += "Check for ties.\n"
-    script = tmp_path / "evolve.yaml"
-    script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
-        "title": "Mention ties", "rationale": "from the last task", "experiences": [],
-        "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}]}}]}))
+    script = evolve_script(tmp_path)
     assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
     assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
     assert h.refused() == []
