@@ -149,6 +149,16 @@ class TaskModels(BaseModel):
     executor: str
 
 
+class FollowUp(BaseModel):
+    """Where a follow-up instruction was asked (agent/github): its reply goes there."""
+
+    model_config = ConfigDict(extra="forbid")
+    where: Literal["issue", "pull", "review"] = "issue"
+    number: int | None = Field(None, description="The issue or pull request it was asked on.")
+    comment_id: int | None = Field(None, description="A review comment: the reply goes in its thread.")
+    by: str | None = None
+
+
 class TaskParent(BaseModel):
     """Where a forked task came from (agent/fork.py): the old task and the step it was forked at."""
 
@@ -172,6 +182,7 @@ class TaskFile(BaseModel):
     models: TaskModels
     created_at: datetime
     instructions: list[str] = Field(default_factory=list, description="Follow-up instructions, oldest first.")
+    follow_ups: list[FollowUp] = Field(default_factory=list, description="Where each instruction was asked (same order).")
     # fork (agent/steps/fork.py): the task and step this one was forked from
     parent: TaskParent | None = None
     brain: str | None = Field(None, description="The agent/brain commit the task was started with (every step uses it).")

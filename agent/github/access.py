@@ -61,12 +61,13 @@ class Access:
         login = trigger.author.login if trigger.author else "?"
         print(f"gitops-agent: refused: @{log_line(login)} {log_line(why)}")
         self.outputs["refused"] = "true"
-        if trigger.issue is None or (trigger.author and trigger.author.is_bot):
+        where = trigger.issue if trigger.issue is not None else trigger.pull  # a pull request is an issue too
+        if where is None or (trigger.author and trigger.author.is_bot):
             return
         marker = refusal_marker(login)
-        if self.client.find_comment(trigger.issue, marker) is not None:
+        if self.client.find_comment(where, marker) is not None:
             return
-        self.client.comment(trigger.issue, refusal_text(login, cfg.trigger.label, cfg.trigger.phrase))
+        self.client.comment(where, refusal_text(login, cfg.trigger.label, cfg.trigger.phrase))
 
     def trusted_author(self, writer: str | None, starter: str | None, cfg: AgentConfig) -> bool:
         """Whether the question's author can write to the repository (they may not be the writer

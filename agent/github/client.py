@@ -183,6 +183,22 @@ class GitHubClient:
 
         return self._call(f"get issue #{number}", get)
 
+    def pull_head(self, number: int) -> tuple[str, bool]:
+        """(head branch, whether it lives in this repository -- not a fork) of pull request ``number``."""
+        def get() -> tuple[str, bool]:
+            data = self._repo.get_pull(int(number)).raw_data
+            head = data.get("head") or {}
+            full = str((head.get("repo") or {}).get("full_name") or "")
+            return str(head.get("ref") or ""), full.lower() == self.repo_full_name.lower()
+
+        return self._call(f"get pull request #{number}", get)
+
+    def reply_in_thread(self, pull: int, comment_id: int, body: str) -> None:
+        """Answer a review comment in its own thread."""
+        body = self._outbound(body)
+        self._call(f"reply to review comment {comment_id} on #{pull}",
+                   lambda: self._repo.get_pull(int(pull)).create_review_comment_reply(int(comment_id), body))
+
     def file_text(self, path: str, ref: str | None = None) -> str | None:
         """A file of the repository (default branch unless ``ref``), or None if there is none."""
         def get() -> str:
@@ -280,7 +296,7 @@ class GitHubClient:
         return (pr.number, pr.html_url) if pr is not None else None
 
     def open_pull(self, head: str, base: str, title: str, body: str, draft: bool = True,
-                  reviewers: list[str] | None = None) -> tuple[int, str]:
+                  reviewers: list[str] | None = None, again: list[str] | None = None) -> tuple[int, str]:
         """Open a PR head -> base, or update the body of the open one (idempotent). Returns
         (number, html_url). Reviewer requests that GitHub refuses are logged and ignored."""
         what = f"pull request {head} -> {base}"
@@ -311,6 +327,8 @@ class GitHubClient:
                     raise
         if created:  # reviewers are asked once, when the pull request is opened
             self._request_reviewers(pr, [r for r in dict.fromkeys(reviewers or []) if r])
+        elif again:  # a follow-up's answer: whoever asked is asked to review again
+            self._request_reviewers(pr, [r for r in dict.fromkeys(again) if r])
         return pr.number, pr.html_url
 
     def _request_reviewers(self, pr: Any, reviewers: list[str]) -> None:

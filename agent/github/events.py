@@ -8,6 +8,7 @@ each with a `client_payload` of at most 10 keys.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,12 @@ class Trigger(BaseModel):
     why: str = ""
     url: str | None = None
     source: Literal["issue", "comment", "workflow_dispatch", "workflow_call", "repository_dispatch", "schedule", "other"] = "other"
+    # a follow-up on a pull request: its number, the head branch when the event names it (and
+    # whether it lives in this repository), and the review comment to reply to
+    pull: int | None = None
+    branch: str | None = None
+    head_here: bool = True
+    comment_id: int | None = None
 
 
 def load_event(path: str | Path | None) -> dict[str, Any]:
@@ -161,7 +168,7 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         issue = event.get("issue") or {}
         action = event.get("action")
         labels = [str(l.get("name", "")) for l in issue.get("labels") or []]
-        if issue.get("pull_request"):
+        if issue.get("pull_request") is not None:
             return Trigger(kind="ignore", why="pull requests are not questions", source="issue")
         if action == "labeled" and (event.get("label") or {}).get("name") != label:
             return Trigger(kind="ignore", why=f"label is not {label!r}", source="issue")
@@ -187,11 +194,64 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         author = comment.get("user") or sender
         actor = Actor(login=str(author.get("login", "")), type=str(author.get("type", "User")))
         title = " ".join(strip_invisible(str(issue.get("title") or "")).split())
+        if issue.get("pull_request") is not None:  # a comment on a pull request: its head says which task
+            return Trigger(kind="follow-up", question=cap_question(inbound(rest) or "continue"), pull=int(issue["number"]),
+                           author=actor, url=comment.get("html_url"), source="comment", text_author=actor.login)
         return Trigger(
             kind="follow-up", question=cap_question(inbound(rest) or title), issue=int(issue["number"]), author=actor,
             url=comment.get("html_url"), source="comment", text_author=actor.login,
         )
+    if event_name in ("pull_request_review_comment", "pull_request_review"):
+        return _review_trigger(event_name, event, phrase)
     return Trigger(kind="ignore", why=f"event {event_name!r} is not handled")
+
+
+def _fence(text: str) -> str:
+    """A code fence longer than any run of backticks in ``text`` (so the text cannot close it)."""
+    longest = max((len(m) for m in re.findall(r"`+", text)), default=0)
+    return "`" * max(3, longest + 1)
+
+
+def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trigger:
+    """A line comment (`pull_request_review_comment`) or a review (`pull_request_review`) on a
+    pull request: a follow-up when it starts with the phrase (a review also when it requests
+    changes), with the file, lines and diff hunk it is about. Who may steer is checked later."""
+    pr = event.get("pull_request") or {}
+    head = pr.get("head") or {}
+    base_repo = str(((pr.get("base") or {}).get("repo") or {}).get("full_name") or "")
+    head_repo = str((head.get("repo") or {}).get("full_name") or "")
+    common = dict(pull=int(pr.get("number") or 0) or None, branch=str(head.get("ref") or "") or None,
+                  head_here=bool(head_repo) and head_repo.lower() == base_repo.lower(), source="comment")
+    if event_name == "pull_request_review_comment":
+        if event.get("action") != "created":
+            return Trigger(kind="ignore", why="only new review comments count", **common)
+        c = event.get("comment") or {}
+        rest = _phrase_rest(str(c.get("body") or ""), phrase)
+        if rest is None:
+            return Trigger(kind="ignore", why=f"review comment does not start with {phrase!r}", **common)
+        who = c.get("user") or event.get("sender") or {}
+        actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
+        path = " ".join(strip_invisible(str(c.get("path") or "")).split())[:300]
+        line, start = c.get("line") or c.get("original_line"), c.get("start_line") or c.get("original_start_line")
+        lines = f"lines {start}-{line}" if isinstance(start, int) and isinstance(line, int) and start != line else f"line {line}"
+        hunk = strip_invisible(str(c.get("diff_hunk") or ""))[-3000:]
+        fence = _fence(hunk)
+        context = f"\n\n(a review comment on `{path}`, {lines}; the diff there:)\n{fence}diff\n{hunk}\n{fence}" if path else ""
+        cid = c.get("id") if isinstance(c.get("id"), int) else None
+        return Trigger(kind="follow-up", question=cap_question((inbound(rest) or "Address this review comment.") + context),
+                       author=actor, url=c.get("html_url"), text_author=actor.login, comment_id=cid, **common)
+    if event.get("action") != "submitted":
+        return Trigger(kind="ignore", why="only submitted reviews count", **common)
+    review = event.get("review") or {}
+    body = str(review.get("body") or "")
+    rest = _phrase_rest(body, phrase)
+    if rest is None and str(review.get("state") or "").lower() != "changes_requested":
+        return Trigger(kind="ignore", why=f"the review neither starts with {phrase!r} nor requests changes", **common)
+    who = review.get("user") or event.get("sender") or {}
+    actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
+    text = inbound(rest if rest is not None else body).strip() or "The reviewer requested changes; address the review comments."
+    return Trigger(kind="follow-up", question=cap_question(f"{text}\n\n(from a review of the pull request)"), author=actor,
+                   url=review.get("html_url"), text_author=actor.login, **common)
 
 
 def check_branch_name(name: str) -> str:

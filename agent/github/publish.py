@@ -31,18 +31,25 @@ class Publisher:
         title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
         body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
         reviewers = [snap.task.source.author] if snap.task.source.author else []
-        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr, reviewers=reviewers)
+        n = len(snap.task.instructions)
+        fu = snap.task.follow_ups[n - 1] if n and len(snap.task.follow_ups) >= n else None
+        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr,
+                                            reviewers=reviewers, again=[fu.by] if fu is not None and fu.by else None)
         self.outputs["pr-url"] = url
-        if snap.task.source.issue is not None:
-            # one reply per question: the first answer, then one for each follow-up (a new comment,
-            # so whoever asked is notified, even when the answer did not change)
-            n = len(snap.task.instructions)
-            marker = answer_marker(snap.task_id, n)
-            status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
-            if n:
-                status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
-            text = f"{marker}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
-            self.client.upsert_comment(snap.task.source.issue, marker, text[:60000])
+        where = fu.number if fu is not None and fu.number is not None else snap.task.source.issue
+        if where is None:
+            return
+        # one reply per question, where it was asked: the first answer, then one for each follow-up
+        # (a new comment, so whoever asked is notified, even when the answer did not change)
+        marker = answer_marker(snap.task_id, n)
+        status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
+        if n:
+            status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
+        text = f"{marker}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
+        if fu is not None and fu.where == "review" and fu.comment_id is not None:
+            self.client.reply_in_thread(where, fu.comment_id, text[:60000])
+        else:
+            self.client.upsert_comment(where, marker, text[:60000])
 
     def progress(self, snap: Snapshot, current: str) -> None:
         issue = snap.task.source.issue

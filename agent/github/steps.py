@@ -32,7 +32,9 @@ from agent.safety.chars import log_line
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import load_snapshot
-from agent.core.state import BRANCH_PREFIX, TaskModels, TaskSource
+from agent.core.state import BRANCH_PREFIX, TASK_ID_RE, FollowUp, TaskModels, TaskSource
+
+REVIEW_EVENTS = ("pull_request_review_comment", "pull_request_review")
 
 
 
@@ -90,7 +92,7 @@ class StepRunner(Access, Publisher):
         event = load_event(self.s.event_path)
         if step == "evolve" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"):
             return self.evolve()
-        if self.s.event_name in ("issues", "issue_comment") and step in ("auto", "intake"):
+        if self.s.event_name in ("issues", "issue_comment", *REVIEW_EVENTS) and step in ("auto", "intake"):
             # the trigger words may come from the repository's config: intake reads it first
             return self.intake(None, event)
         probe = AgentConfig().trigger
@@ -130,7 +132,7 @@ class StepRunner(Access, Publisher):
         cfg = self.config(git, head)
         if early is None:  # the API could not give the settings: decide again with the clone's
             trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase,
-                                   question_input=self.s.question) if self.s.event_name in ("issues", "issue_comment") else trigger
+                                   question_input=self.s.question) if self.s.event_name in ("issues", "issue_comment", *REVIEW_EVENTS) else trigger
             if trigger.kind not in ("new", "follow-up"):
                 print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
                 return 0
@@ -140,14 +142,22 @@ class StepRunner(Access, Publisher):
                 return 0
         rt = self.runtime(git, head, brain=brain_tip(git), cfg=cfg)
         job: Job | None = None
-        existing = self.task_for_issue(rt.git, trigger.issue) if trigger.issue is not None else None
+        if trigger.pull is not None:  # on a pull request: only the agent's own, and only its task
+            existing = self.task_for_pull(rt.git, trigger)
+            if existing is None:
+                return 0
+        else:
+            existing = self.task_for_issue(rt.git, trigger.issue) if trigger.issue is not None else None
         if trigger.kind == "new" and existing:
             # one task per issue: GitHub sends issues.opened and issues.labeled for an issue
             # created with the label; a reopened or relabelled issue keeps its task
             print(f"gitops-agent: issue #{trigger.issue} has its task already ({existing}): nothing to do")
             return 0
         if trigger.kind == "follow-up" and existing:
-            job = add_instruction(rt, existing, trigger.question, trigger.author.login if trigger.author else None)
+            by = trigger.author.login if trigger.author else None
+            where = (FollowUp(where="review" if trigger.comment_id else "pull", number=trigger.pull, comment_id=trigger.comment_id, by=by)
+                     if trigger.pull is not None else FollowUp(where="issue", number=trigger.issue, by=by))
+            job = add_instruction(rt, existing, trigger.question, by, where=where)
         if job is None:
             base_sha = head
             base_ref = git.git("rev-parse", "--abbrev-ref", "HEAD").strip()
@@ -176,6 +186,23 @@ class StepRunner(Access, Publisher):
         self.progress(snap, "planning")
         self.summary(snap, "intake")
         return 0
+
+    def task_for_pull(self, git: GitRepo, trigger: Trigger) -> str | None:
+        """The task whose branch is the head of ``trigger.pull``; None (said why) when the pull
+        request is not the agent's: a fork's, another branch, or a task branch that is gone."""
+        branch, here = (trigger.branch, trigger.head_here) if trigger.branch else self.client.pull_head(trigger.pull)
+        n = trigger.pull
+        if not here:
+            print(f"gitops-agent: pull request #{n} comes from a fork: it is not the agent's; nothing to do")
+            return None
+        tid = branch[len(BRANCH_PREFIX):] if branch.startswith(BRANCH_PREFIX) else ""
+        if not TASK_ID_RE.fullmatch(tid):
+            print(f"gitops-agent: pull request #{n} (head {log_line(branch, 200)!r}) is not the agent's: nothing to do")
+            return None
+        if git.tip(branch) is None:
+            print(f"gitops-agent: pull request #{n}: its task branch {branch} is gone: nothing to do")
+            return None
+        return tid
 
     def task_for_issue(self, git: GitRepo, issue: int) -> str | None:
         out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}{issue}-*", network=True)

@@ -80,7 +80,7 @@ def create_task(
     return task, Job(step="plan", task=tid, branch=branch, hop=0)
 
 
-def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None) -> Job:
+def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None, where=None) -> Job:
     """A follow-up on an existing task: the instruction is appended to task.json (intake is its
     one writer) and the planner is asked to continue on the same branch."""
     from agent.core.snapshot import load_snapshot
@@ -91,6 +91,12 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
     task = snap.task.model_copy(deep=True)
     when = f"{utcnow():%Y-%m-%d %H:%M} UTC"
     task.instructions.append(f"{instruction} (from @{author}, {when})" if author else f"{instruction} ({when})")
+    if where is not None:  # a FollowUp: where to reply; older instructions without one reply on the issue
+        from agent.core.state import FollowUp
+
+        while len(task.follow_ups) < len(task.instructions) - 1:
+            task.follow_ups.append(FollowUp(number=task.source.issue))
+        task.follow_ups.append(where)
     seq = snap.next_seq()
     now = utcnow()
     record = StepRecord(task_id=task_id, seq=seq, role="intake", node="_intake", started_at=now, finished_at=now)

@@ -194,6 +194,7 @@ class Pull:
     merged: bool = False
     requested_reviewers: list[str] = field(default_factory=list)
     requested_teams: list[str] = field(default_factory=list)
+    head_repo: str | None = None  # "owner/name" of a fork the head branch lives in (None: this repository)
 
 
 @dataclass
@@ -264,6 +265,7 @@ class FakeGitHub:
         # job tokens (a workflow job's GITHUB_TOKEN): token -> its `permissions:`; a route needs its
         # permission (403 "Resource not accessible by integration" without it), and GET /user is refused
         self.job_tokens: dict[str, dict[str, str]] = {}
+        self.review_comments: list[dict[str, Any]] = []  # line comments and their replies
         self.lock = threading.RLock()
         self._ids = 1000
         self._stop = threading.Event()
@@ -505,7 +507,11 @@ class FakeGitHub:
         html = f"{self._html(repo)}/pull/{issue.number}"
         repo_json = self._repo_json(repo)
 
-        def part(branch: str, sha: str) -> dict[str, Any]:
+        def part(branch: str, sha: str, fork: str | None = None) -> dict[str, Any]:
+            if fork:
+                owner = fork.split("/")[0]
+                return {"label": f"{owner}:{branch}", "ref": branch, "sha": sha, "user": self._user(owner),
+                        "repo": {**repo_json, "full_name": fork, "name": fork.split("/")[1], "owner": self._user(owner), "fork": True}}
             return {"label": f"{repo.owner}:{branch}", "ref": branch, "sha": sha,
                     "user": self._user(repo.owner), "repo": repo_json}
 
@@ -524,7 +530,7 @@ class FakeGitHub:
             "merge_commit_sha": None, "assignee": None, "assignees": [],
             "requested_reviewers": [self._user(u) for u in pr.requested_reviewers],
             "requested_teams": [{"slug": t, "name": t} for t in pr.requested_teams],
-            "head": part(pr.head, pr.head_sha), "base": part(pr.base, pr.base_sha),
+            "head": part(pr.head, pr.head_sha, pr.head_repo), "base": part(pr.base, pr.base_sha),
             "_links": {"self": {"href": api}, "html": {"href": html},
                        "issue": {"href": f"{self._api(repo)}/issues/{issue.number}"}},
             "author_association": self._association(repo, issue.user), "auto_merge": None,
@@ -602,7 +608,7 @@ class FakeGitHub:
         "remove_issue_label": ("issues", "write"), "list_labels": ("issues", "read"), "create_label": ("issues", "write"),
         "list_pulls": ("pull-requests", "read"), "create_pull": ("pull-requests", "write"), "get_pull": ("pull-requests", "read"),
         "edit_pull": ("pull-requests", "write"), "request_reviewers": ("pull-requests", "write"),
-        "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
+        "review_reply": ("pull-requests", "write"), "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
     }
 
     def _check_scope(self, rec: RecordedRequest, name: str, args: dict[str, str]) -> None:
@@ -702,6 +708,7 @@ class FakeGitHub:
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)", "get_pull"),
         ("PATCH", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)", "edit_pull"),
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/requested_reviewers", "request_reviewers"),
+        ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/comments/(?P<id>\d+)/replies", "review_reply"),
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/dispatches", "dispatch"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/collaborators/(?P<u>[^/]+)/permission", "get_permission"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/contents/(?P<path>.+)", "get_contents"),
@@ -1005,6 +1012,31 @@ class FakeGitHub:
                           maintainer_can_modify=bool(body.get("maintainer_can_modify", True)))
         repo.issues[number] = issue
         return 201, self._pull_json(repo, issue), {"location": f"{self._api(repo)}/pulls/{number}"}
+
+    def add_review_comment(self, full_name: str, pull: int, *, user: str, body: str, path: str, line: int,
+                           diff_hunk: str, start_line: int | None = None) -> dict[str, Any]:
+        """A review comment on a line of a pull request, as the `pull_request_review_comment`
+        event's `comment` carries it."""
+        repo = self.repo(full_name)
+        cid = self._next_id()
+        c = {"id": cid, "body": body, "path": path, "line": line, "start_line": start_line, "diff_hunk": diff_hunk,
+             "user": self._user(user), "author_association": self._association(repo, user), "pull": pull,
+             "html_url": f"{self._html(repo)}/pull/{pull}#discussion_r{cid}", "in_reply_to_id": None}
+        self.review_comments.append(c)
+        return c
+
+    def _r_review_reply(self, rec: RecordedRequest, o: str, r: str, n: str, id: str) -> tuple:
+        repo = self._find_repo(o, r)
+        self._find_pull(repo, n)
+        parent = next((c for c in self.review_comments if c["id"] == int(id) and c["pull"] == int(n)), None)
+        if parent is None:
+            raise ApiError(404)
+        body = self._object(rec).get("body")
+        if not isinstance(body, str) or not body:
+            raise validation_failed({"resource": "PullRequestReviewComment", "code": "missing_field", "field": "body"})
+        c = {**parent, "id": self._next_id(), "body": body, "user": self._user(self.login), "in_reply_to_id": parent["id"]}
+        self.review_comments.append(c)
+        return 201, {k: v for k, v in c.items() if k != "pull"}
 
     def _find_pull(self, repo: Repo, n: str) -> Issue:
         issue = repo.issues.get(int(n))

@@ -75,11 +75,12 @@ def test_every_job_has_least_privilege_permissions():
         perms = job["permissions"]
         assert set(perms.values()) <= {"read", "write"}
         if name not in ("finish", "evolve"):  # the two that open pull requests
-            assert "pull-requests" not in perms, f"{name} must not be able to open pull requests"
+            assert perms.get("pull-requests") in (None, "read"), f"{name} must not be able to open pull requests"
 
 
 def test_caller_example_is_short():
-    assert len((ROOT / "examples" / "caller.yml").read_text().splitlines()) <= 16
+    # the triggers (issues, comments, line comments, reviews, dispatches, input, schedule) and one job
+    assert len((ROOT / "examples" / "caller.yml").read_text().splitlines()) <= 18
 
 
 def test_the_readme_shows_the_caller_workflow_as_it_is():
