@@ -186,6 +186,8 @@ def run_question(
 
 def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
     engine = Engine(rt)
+    for note in engine.check_edits(task_id):  # a plan edited on the branch: refused before anything runs if it cannot stand
+        rt.reporter.event("note", text=f"plan.json was edited: {note}")
     jobs = engine.resume_jobs(task_id)
     if jobs:
         engine.run_local(jobs, workers=workers)

@@ -97,6 +97,7 @@ class GitHubConfig(BaseModel):
     lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
+    max_usd_ceiling: float = Field(20.0, ge=0, description="`/agent budget +USD` never raises a task's max_usd above this.")
     image_hosts: list[str] = Field(
         default_factory=lambda: ["github.com/user-attachments/", "user-images.githubusercontent.com",
                                  "private-user-images.githubusercontent.com"],

@@ -157,6 +157,7 @@ class FollowUp(BaseModel):
     number: int | None = Field(None, description="The issue or pull request it was asked on.")
     comment_id: int | None = Field(None, description="A review comment: the reply goes in its thread.")
     by: str | None = None
+    command: str | None = Field(None, description="A command (`retry n2 n3`, `stop`, `continue`, `budget +1.5`), not free text.")
 
 
 class TaskParent(BaseModel):

@@ -58,6 +58,15 @@ class Engine:
         )
         return job
 
+    def check_edits(self, task_id: str) -> list[str]:
+        """What people changed in the plan since the engine last planned (core/plan_edits.py),
+        checked before anything runs: StateFileError, naming the file, node and field, for an
+        edit that cannot stand. Nothing is written."""
+        from agent.core.plan_edits import steer
+
+        snap = load_snapshot(self.rt.git, task_id)
+        return steer(self.rt.git, snap, snap.plan.instructions_seen if snap.plan is not None else 0)
+
     def resume_jobs(self, task_id: str) -> list[Job]:
         """What to run to continue a task from its last commit (also what reconcile re-sends)."""
         snap = load_snapshot(self.rt.git, task_id)
@@ -66,6 +75,8 @@ class Engine:
             return [Job(step="plan", task=task_id, branch=branch)]
         if snap.plan.finish is not None:
             head = self.rt.git.log(snap.tip, max_count=1)
+            if head and "Agent-Task" not in head[0].trailers:  # a person's commit on the branch (an edited plan)
+                return [Job(step="plan", task=task_id, branch=branch)]
             if snap.has_report and head and head[0].trailers.get("Agent-Role") == "finish":
                 return []
             return [Job(step="finish", task=task_id, branch=branch)]

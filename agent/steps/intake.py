@@ -80,7 +80,8 @@ def create_task(
     return task, Job(step="plan", task=tid, branch=branch, hop=0)
 
 
-def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None, where=None) -> Job:
+def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None, where=None,
+                    max_usd: float | None = None) -> Job:
     """A follow-up on an existing task: the instruction is appended to task.json (intake is its
     one writer) and the planner is asked to continue on the same branch."""
     from agent.core.snapshot import load_snapshot
@@ -91,6 +92,8 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
     task = snap.task.model_copy(deep=True)
     when = f"{utcnow():%Y-%m-%d %H:%M} UTC"
     task.instructions.append(f"{instruction} (from @{author}, {when})" if author else f"{instruction} ({when})")
+    if max_usd is not None:  # `/agent budget +USD` (the caller bounded it)
+        task.budget.max_usd = max_usd
     if where is not None:  # a FollowUp: where to reply; older instructions without one reply on the issue
         from agent.core.state import FollowUp
 

@@ -20,6 +20,7 @@ from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
 from agent.core.state import PLANNER_NODE, NodeStatus, StepRecord, Turn, Usage, dump_state, format_validation_error, step_dirname, utcnow
 from agent.core.plan import Plan, PlanFinish, PlanNode, plan_problems
+from agent.core.plan_edits import steer
 from agent.core.tools import specs
 
 _NODE_KEYS = {"id", "title", "goal", "agent", "depends_on", "children"}
@@ -126,8 +127,20 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
 
     seen = snap.plan.instructions_seen if snap.plan is not None else 0
     new_instructions = snap.task.instructions[seen:] if snap.plan is not None else []
-    if snap.plan is not None and snap.plan.finish is not None:
-        if not new_instructions:
+    # people steering: plan.json edited on the branch, `/agent retry|stop|continue` (core/plan_edits.py)
+    steered = steer(rt.git, snap, seen)
+    new_fus = snap.task.follow_ups[seen:len(snap.task.instructions)] if snap.plan is not None else []
+    preset: Plan | PlanFinish | None = None  # decided without a model call
+    stop = next((fu for fu in new_fus if fu.command == "stop"), None)
+    if stop is not None:
+        preset = PlanFinish(outcome="failed", reason=f"stopped by @{stop.by} (`/agent stop`)" if stop.by else "stopped (`/agent stop`)")
+    elif steered and snap.plan is not None and snap.plan.ready() and len(new_fus) == len(new_instructions) \
+            and all(fu.command and fu.command.split()[0] in ("retry", "continue") for fu in new_fus):
+        preset = snap.plan.model_copy(deep=True)  # exactly what the person asked for: no planner call this round
+        preset.version += 1
+        preset.note = "; ".join(steered)[:1000]
+    if snap.plan is not None and snap.plan.finish is not None and preset is None:
+        if not new_instructions and not steered:
             # whoever committed the finish decision sent the finish step; a duplicate plan dispatch
             # sends nothing (a lost finish is re-sent by reconcile / --resume: Engine.resume_jobs)
             rt.reporter.event("skip", step="plan", why="the plan is finished already")
@@ -138,7 +151,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
         rt.reporter.event("budget", why=str(problem))
         return [finish_job(str(problem))]
     new_ids = snap.sync_plan()
-    if snap.plan is not None and not new_ids and not new_instructions and snap.plan.running():
+    if snap.plan is not None and not new_ids and not new_instructions and not steered and snap.plan.running():
         # A duplicate or early dispatch: the running executors will call the planner again.
         rt.reporter.event("skip", step="plan", why="no new results; executors still running")
         return []
@@ -160,7 +173,8 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     spent = f"${snap.cost_usd:.4f} of ${snap.task.budget.max_usd:g}, {snap.model_steps} of {snap.task.budget.max_steps} steps"
     state_text = render(
         dirs, agent.prompts.state or "planner_state.j2", plan=snap.plan, checklist=checklist(snap.plan),
-        new_results=new_r, old_results=old_r, running=running, spent=spent, new_instructions=new_instructions,
+        new_results=new_r, old_results=old_r, running=running, spent=spent,
+        new_instructions=new_instructions + [f"(a person changed the plan) {n}" for n in steered],
     )
     results_meta = {n.id: snap.result_of(n.step, n.id) for n in (snap.plan.walk() if snap.plan else []) if n.step and n.status == NodeStatus.done}
     messages = [Message(role="user", content=[TextBlock(text=task_text, cache=True), TextBlock(text=state_text)])]
@@ -170,7 +184,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     usage, cost, turns = Usage(), 0.0, []
     outcome: Plan | PlanFinish | None = None
     error: str | None = None
-    for attempt in range(agent.max_corrections + 1):
+    for attempt in range(0 if preset is not None else agent.max_corrections + 1):
         request = ModelRequest(
             system=system, messages=messages, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
             meta={"role": "planner", "script_key": "planner", "task": job.task, "results": results_meta, "attempt": attempt, "running": running,
@@ -195,6 +209,8 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
             messages = messages + [Message(role="assistant", content=resp.content)] + [_error_reply(resp, str(e))]
             error = f"planner output rejected {attempt + 1} times; last error: {e}"
 
+    if preset is not None:
+        outcome = preset
     duration_ms = int((time.monotonic() - t0) * 1000)
     plan = snap.plan
     next_jobs: list[Job] = []

@@ -43,7 +43,7 @@ def test_a_comment_on_the_agents_pull_request_continues_its_task(world):
     assert git(h.bare, "merge-base", "--is-ancestor", before, branch) == ""
     task = _task(h, branch)
     assert "second customer" in task["instructions"][-1]
-    assert task["follow_ups"][-1] == {"where": "pull", "number": pr.number, "comment_id": None, "by": "alice"}
+    assert task["follow_ups"][-1] == {"where": "pull", "number": pr.number, "comment_id": None, "by": "alice", "command": None}
     # the reply is on the pull request, where it was asked; the issue keeps its first answer only
     on_pr = [c for c in h.gh.comments("o/r", pr.number) if "gitops-agent:answer=" in c.body]
     assert len(on_pr) == 1 and "Follow-up 1" in on_pr[0].body

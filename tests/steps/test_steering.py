@@ -1,0 +1,105 @@
+"""A person steers the plan: plan.json edited on the task branch (a done node set back to pending,
+a node added, a goal changed) is taken up by `run --resume`: exactly those nodes and what depends
+on them run again, untouched done nodes keep their results; an edit that cannot stand is refused
+naming the file, the node and the field, and nothing runs."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+
+from tests.helpers import agent_command, commits, git, make_repo
+
+NODES = [{"id": "a", "title": "Count", "goal": "count the numbers"},
+         {"id": "b", "title": "Sum", "goal": "sum what a counted", "depends_on": ["a"]},
+         {"id": "c", "title": "Max", "goal": "the largest number"}]
+
+
+def _script(tmp_path, extra_nodes=()):
+    nodes = NODES + list(extra_nodes)
+    step = {"tool": "finish_step", "input": {"result": "result of {{ node }}", "status": "done"}}
+    script = {
+        "planner": [{"when": "'b' not in results or results|length < %d" % len(nodes), "tool": "update_plan", "input": {"nodes": nodes}}] * 12
+                   + [{"tool": "finish", "input": {"answer": "All done.", "summary": "done"}}] * 4,
+        "executor": [step] * 20,
+    }
+    path = tmp_path / "script.yaml"
+    path.write_text(yaml.safe_dump(script))
+    return f"scripted:{path}"
+
+
+def _executed(repo, branch, since=None):
+    out = []
+    for c in commits(repo, branch):
+        if since and c["sha"] == since:
+            break
+        if c["trailers"].get("Agent-Role") == "executor":
+            out.append(c["trailers"]["Agent-Node"])
+    return sorted(out)
+
+
+def _edit_plan(tmp_path, repo, branch, change):
+    tid = branch.removeprefix("agent/task/")
+    wt = tmp_path / "edit"
+    git(repo, "worktree", "add", "-q", str(wt), branch)
+    path = wt / ".agent" / "tasks" / tid / "plan.json"
+    plan = json.loads(path.read_text())
+    change(plan)
+    path.write_text(json.dumps(plan, indent=2))
+    git(wt, "commit", "-qam", "a person edits the plan")
+    git(repo, "worktree", "remove", "--force", str(wt))
+    return git(repo, "rev-parse", branch).strip()
+
+
+def _task(tmp_path):
+    repo = make_repo(tmp_path)
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [{"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}]), "Numbers?")
+    assert r.returncode == 0, r.stderr
+    branch = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/agent/task/").strip()
+    assert _executed(repo, branch) == ["a", "b", "c", "d"]
+    return repo, branch
+
+
+def test_a_done_node_set_back_to_pending_and_a_new_node_run_with_their_dependents(tmp_path):
+    repo, branch = _task(tmp_path)
+
+    def change(plan):
+        nodes = {n["id"]: n for n in plan["nodes"]}
+        nodes["b"]["status"] = "pending"           # redo b (and d, which depends on it)
+        plan["nodes"].append({"id": "e", "title": "Min", "goal": "the smallest number"})  # a new node
+    edited = _edit_plan(tmp_path, repo, branch, change)
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [
+        {"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}, {"id": "e", "title": "Min", "goal": "the smallest number"}]),
+        "--resume", branch.removeprefix("agent/task/"))
+    assert r.returncode == 0, r.stderr
+    assert _executed(repo, branch, since=edited) == ["b", "d", "e"], "exactly the changed, the new and their dependents"
+    tid = branch.removeprefix("agent/task/")
+    plan = json.loads(git(repo, "show", f"{branch}:.agent/tasks/{tid}/plan.json"))
+    steps = {n["id"]: n["step"] for n in plan["nodes"]}
+    before = json.loads(git(repo, "show", f"{edited}~1:.agent/tasks/{tid}/plan.json"))
+    old = {n["id"]: n["step"] for n in before["nodes"]}
+    assert steps["a"] == old["a"] and steps["c"] == old["c"], "untouched done nodes keep their results"
+    assert all(n["status"] == "done" for n in plan["nodes"])
+    # the round after the edit: the plan step that took it up asked no model (the person said what to run)
+    after = [c for c in commits(repo, f"{edited}..{branch}") if c["trailers"].get("Agent-Role") == "planner"]
+    steer = after[-1]  # the oldest after the edit
+    assert "dispatch b, e" in steer["subject"], steer["subject"]
+    assert steer["trailers"].get("Agent-Usage", "in=0 out=0").startswith("in=0 out=0") and float(steer["trailers"]["Agent-Cost-USD"]) == 0
+    report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
+    assert "### e" in report
+
+
+def test_an_edit_that_cannot_stand_runs_nothing_and_names_the_node(tmp_path):
+    repo, branch = _task(tmp_path)
+    tid = branch.removeprefix("agent/task/")
+    edited = _edit_plan(tmp_path, repo, branch, lambda plan: plan["nodes"].append({"id": "e", "title": "Min", "status": "done"}))
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path), "--resume", tid)
+    assert r.returncode != 0
+    assert f".agent/tasks/{tid}/plan.json" in r.stderr and "'e'" in r.stderr and "status" in r.stderr
+    assert git(repo, "rev-parse", branch).strip() == edited, "nothing ran, nothing was committed"
+    # a plan.json that is not valid at all: named with the field
+    bad = _edit_plan(tmp_path, repo, branch, lambda plan: plan["nodes"][0].update(depends_on="nope"))
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path), "--resume", tid)
+    assert r.returncode != 0 and "plan.json" in r.stderr and "depends_on" in r.stderr
+    assert git(repo, "rev-parse", branch).strip() == bad
