@@ -108,6 +108,7 @@ class Trigger(BaseModel):
     branch: str | None = None
     head_here: bool = True
     comment_id: int | None = None
+    instruction: str | None = None  # what follows the phrase, without any review context (commands are read from it)
 
 
 def load_event(path: str | Path | None) -> dict[str, Any]:
@@ -196,10 +197,10 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         title = " ".join(strip_invisible(str(issue.get("title") or "")).split())
         if issue.get("pull_request") is not None:  # a comment on a pull request: its head says which task
             return Trigger(kind="follow-up", question=cap_question(inbound(rest) or "continue"), pull=int(issue["number"]),
-                           author=actor, url=comment.get("html_url"), source="comment", text_author=actor.login)
+                           author=actor, url=comment.get("html_url"), source="comment", text_author=actor.login, instruction=inbound(rest))
         return Trigger(
             kind="follow-up", question=cap_question(inbound(rest) or title), issue=int(issue["number"]), author=actor,
-            url=comment.get("html_url"), source="comment", text_author=actor.login,
+            url=comment.get("html_url"), source="comment", text_author=actor.login, instruction=inbound(rest),
         )
     if event_name in ("pull_request_review_comment", "pull_request_review"):
         return _review_trigger(event_name, event, phrase)
@@ -239,7 +240,7 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
         context = f"\n\n(a review comment on `{path}`, {lines}; the diff there:)\n{fence}diff\n{hunk}\n{fence}" if path else ""
         cid = c.get("id") if isinstance(c.get("id"), int) else None
         return Trigger(kind="follow-up", question=cap_question((inbound(rest) or "Address this review comment.") + context),
-                       author=actor, url=c.get("html_url"), text_author=actor.login, comment_id=cid, **common)
+                       author=actor, url=c.get("html_url"), text_author=actor.login, comment_id=cid, instruction=inbound(rest), **common)
     if event.get("action") != "submitted":
         return Trigger(kind="ignore", why="only submitted reviews count", **common)
     review = event.get("review") or {}
@@ -251,7 +252,7 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
     actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
     text = inbound(rest if rest is not None else body).strip() or "The reviewer requested changes; address the review comments."
     return Trigger(kind="follow-up", question=cap_question(f"{text}\n\n(from a review of the pull request)"), author=actor,
-                   url=review.get("html_url"), text_author=actor.login, **common)
+                   url=review.get("html_url"), text_author=actor.login, instruction=inbound(rest) if rest is not None else None, **common)
 
 
 def check_branch_name(name: str) -> str:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 
 from agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
+from agent.safety.chars import log_line
 from agent.safety.text import strip_invisible
 from agent.core.runtime import Runtime
 from agent.core.snapshot import Snapshot
@@ -17,7 +18,6 @@ ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
 def answer_marker(task_id: str, follow_up: int = 0) -> str:
     """The marker of the answer comment: the first answer, or the reply to follow-up N."""
     return ANSWER_MARKER.format(task=task_id if not follow_up else f"{task_id}.{follow_up}")
-
 
 
 
@@ -50,6 +50,17 @@ class Publisher:
             self.client.reply_in_thread(where, fu.comment_id, text[:60000])
         else:
             self.client.upsert_comment(where, marker, text[:60000])
+
+    def reply(self, trigger, text: str) -> None:
+        """A short answer where a trigger was asked (its issue or PR, or its review thread)."""
+        where = trigger.issue if trigger.issue is not None else trigger.pull
+        if where is None:
+            print(f"gitops-agent: {log_line(text, 500)}")
+            return
+        if trigger.comment_id is not None and trigger.pull is not None:
+            self.client.reply_in_thread(trigger.pull, trigger.comment_id, text[:60000])
+        else:
+            self.client.comment(where, text[:60000])
 
     def progress(self, snap: Snapshot, current: str) -> None:
         issue = snap.task.source.issue

@@ -27,7 +27,7 @@ from agent.github.events import Trigger, load_event, read_trigger
 from agent.git.repo import GitRepo
 from agent.steps.intake import add_instruction, create_task, new_task_id
 from agent.observe.progress import Reporter
-from agent.observe.render import md_block
+from agent.observe.render import md_block, md_text
 from agent.safety.chars import log_line
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
@@ -154,10 +154,9 @@ class StepRunner(Access, Publisher):
             print(f"gitops-agent: issue #{trigger.issue} has its task already ({existing}): nothing to do")
             return 0
         if trigger.kind == "follow-up" and existing:
-            by = trigger.author.login if trigger.author else None
-            where = (FollowUp(where="review" if trigger.comment_id else "pull", number=trigger.pull, comment_id=trigger.comment_id, by=by)
-                     if trigger.pull is not None else FollowUp(where="issue", number=trigger.issue, by=by))
-            job = add_instruction(rt, existing, trigger.question, by, where=where)
+            job = self.follow_up(rt, cfg, trigger, existing)
+            if job is None:
+                return 0
         if job is None:
             base_sha = head
             base_ref = git.git("rev-parse", "--abbrev-ref", "HEAD").strip()
@@ -186,6 +185,44 @@ class StepRunner(Access, Publisher):
         self.progress(snap, "planning")
         self.summary(snap, "intake")
         return 0
+
+    def follow_up(self, rt: Runtime, cfg: AgentConfig, trigger: Trigger, task_id: str) -> Job | None:
+        """An instruction or a command (agent/steps/commands.py) for an existing task. None when
+        nothing is to run: the reply (help, a command given wrongly, a plan edit that cannot
+        stand) has been posted where it was asked."""
+        from agent.core.errors import StateFileError
+        from agent.steps.commands import HELP, parse_command
+
+        by = trigger.author.login if trigger.author else None
+        cmd = parse_command(trigger.instruction) if trigger.instruction is not None else None
+        helptext = HELP.format(phrase=cfg.trigger.phrase)
+        if cmd is not None and (cmd.problem or cmd.kind == "help"):
+            self.reply(trigger, f"{cmd.problem}\n\n{helptext}" if cmd.problem else helptext)
+            return None
+        try:
+            Engine(rt).check_edits(task_id)  # a plan.json a person edited: refused before anything runs
+            snap = load_snapshot(rt.git, task_id)
+        except StateFileError as e:
+            self.reply(trigger, f"`{e.path}` cannot be used: {md_text(e.detail, 1000)}\n\nNothing ran. Fix it on the "
+                                f"branch, then comment `{cfg.trigger.phrase} continue`.")
+            return None
+        max_usd = None
+        if cmd is not None and cmd.kind == "retry":
+            unknown = [n for n in cmd.nodes if snap.plan is None or snap.plan.get(n) is None]
+            if unknown:
+                self.reply(trigger, f"No node {', '.join(f'`{n}`' for n in unknown)} in the plan: nothing ran.\n\n{helptext}")
+                return None
+        if cmd is not None and cmd.kind == "budget":
+            ceiling, now = cfg.github.max_usd_ceiling, snap.task.budget.max_usd
+            if now >= ceiling:
+                self.reply(trigger, f"The budget is ${now:g} already, the most `github.max_usd_ceiling` allows: nothing changed.")
+                return None
+            max_usd = min(now + cmd.usd, ceiling)
+        where = (FollowUp(where="review" if trigger.comment_id else "pull", number=trigger.pull, comment_id=trigger.comment_id, by=by)
+                 if trigger.pull is not None else FollowUp(where="issue", number=trigger.issue, by=by))
+        where.command = cmd.text if cmd is not None else None
+        text = f"{cmd.text} (budget now ${max_usd:g})" if cmd is not None and max_usd is not None else trigger.question
+        return add_instruction(rt, task_id, text, by, where=where, max_usd=max_usd)
 
     def task_for_pull(self, git: GitRepo, trigger: Trigger) -> str | None:
         """The task whose branch is the head of ``trigger.pull``; None (said why) when the pull

@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 
 from tests.github.test_github_flow import _model_requests, _strings, issue_event, world  # noqa: F401 - fixture
-from tests.helpers import git
+from tests.helpers import commits, git
 
 HUNK = "@@ -1,3 +1,4 @@\n customer,revenue\n-acme,10\n+acme,12\n+```not a fence end"
 
@@ -109,3 +109,76 @@ def test_what_is_not_the_agents_pull_request_or_not_a_writer_starts_nothing(worl
     assert [l for l in git(h.bare, "for-each-ref").splitlines() if "feature" not in l] == heads.splitlines()
     refusal = [x for x in h.gh.comments("o/r", pr.number) if "write access" in x.body]
     assert len(refusal) == 1 and "mallory" in refusal[0].body
+
+
+def _comment(h, number, body, user="alice", pull=False):
+    issue = {"number": number, "title": "t", **({"pull_request": {"url": "x"}} if pull else {})}
+    return h.run("issue_comment", {"action": "created", "issue": issue, "comment": {"body": body, "user": {"login": user, "type": "User"}},
+                                   "sender": {"login": user, "type": "User"}})
+
+
+def _executed_since(h, branch, sha):
+    return sorted(c["trailers"]["Agent-Node"] for c in commits(h.bare, f"{sha}..{branch}") if c["trailers"].get("Agent-Role") == "executor")
+
+
+def test_commands_help_retry_budget_and_stop(world):
+    h, *_ = world
+    n, pr = _finished(h)
+    branch = pr.pull.head
+    tid = branch.removeprefix("agent/task/")
+    dispatched = len(h.gh.dispatches)
+
+    assert _comment(h, pr.number, "/agent help", pull=True) == 0
+    assert _comment(h, n, "/agent retry nope") == 0
+    assert _comment(h, n, "/agent budget 5") == 0
+    replies = [c.body for c in h.gh.comments("o/r", pr.number)] + [c.body for c in h.gh.comments("o/r", n)]
+    assert any("/agent retry <node>" in r for r in replies), "help lists the commands"
+    assert any("No node `nope`" in r for r in replies) and any("budget +1.50" in r for r in replies)
+    assert len(h.gh.dispatches) == dispatched, "a command given wrongly runs nothing"
+
+    assert _comment(h, n, "/agent budget +100") == 0
+    h.drain()
+    assert _task(h, branch)["budget"]["max_usd"] == 20.0, "raised, up to github.max_usd_ceiling"
+
+    before = git(h.bare, "rev-parse", branch).strip()
+    assert _comment(h, pr.number, "/agent retry n2", pull=True) == 0
+    h.drain()
+    assert _executed_since(h, branch, before) == ["n2"], "only the node named (n1 keeps its result)"
+
+
+def test_stop_ends_the_task_with_what_it_has(world):
+    h, *_ = world
+    ev = issue_event(h.gh, "alice")
+    assert h.run("issues", ev) == 0
+    plan = h.gh.dispatches[0]
+    assert h.run("repository_dispatch", {"action": plan["event_type"], "client_payload": plan["client_payload"]}) == 0
+    assert _comment(h, ev["issue"]["number"], "/agent stop") == 0  # while n1 is dispatched
+    h.drain()
+    branch = plan["client_payload"]["branch"]
+    tid = branch.removeprefix("agent/task/")
+    executed = _executed_since(h, branch, "main")
+    assert executed == ["n1"], "n1 was running and is kept; n2 never starts"
+    report = git(h.bare, "show", f"{branch}:.agent/tasks/{tid}/report.md")
+    assert "stopped by" in report and "alice" in report.split("stopped by", 1)[1][:20]
+    answers = [c.body for c in h.gh.comments("o/r", ev["issue"]["number"]) if "gitops-agent:answer=" in c.body]
+    assert answers and "stopped by" in answers[-1]
+
+
+def test_an_invalid_plan_edit_gets_a_comment_and_runs_nothing(world):
+    h, *_ = world
+    n, pr = _finished(h)
+    branch = pr.pull.head
+    tid = branch.removeprefix("agent/task/")
+    work = h.tmp / "person"
+    git(h.tmp, "clone", "-q", "--branch", branch, str(h.bare), str(work))
+    path = work / ".agent" / "tasks" / tid / "plan.json"
+    plan = json.loads(path.read_text())
+    plan["nodes"][0]["depends_on"] = "n9"
+    path.write_text(json.dumps(plan))
+    git(work, "-c", "user.name=p", "-c", "user.email=p@x", "commit", "-qam", "edit")
+    git(work, "push", "-q", "origin", branch)
+    tip, dispatched = git(h.bare, "rev-parse", branch), len(h.gh.dispatches)
+    assert _comment(h, pr.number, "/agent continue", pull=True) == 0
+    said = [c.body for c in h.gh.comments("o/r", pr.number) if "cannot be used" in c.body]
+    assert len(said) == 1 and f".agent/tasks/{tid}/plan.json" in said[0] and "depends_on" in said[0] and "Nothing ran" in said[0]
+    assert git(h.bare, "rev-parse", branch) == tip and len(h.gh.dispatches) == dispatched
