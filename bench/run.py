@@ -15,6 +15,7 @@ row saying what broke (with the traceback on stderr).
   P3     token economy against smolagents and a naive agent (bench/tokens.py)
   P4     parallel speed-up, 8 leaves, 1 s model latency, 4 workers vs 1 (bench/parallel.py)
   P5     memory retrieval latency and recall@3 (bench/memory.py, written with agent/memory.py)
+  P6     a steered round: one node of five redone costs one node plus one planner call (bench/steer.py)
   Scale  50 tasks at once on one remote, 4 workers (bench/scale.py)
 
 bench/README.md says what each row means.
@@ -156,6 +157,7 @@ MEASUREMENTS: dict[str, tuple[str, Callable[[bool], Section]]] = {
     "P3": ("token economy", _p3),
     "P4": ("parallel speed-up", _p4),
     "P5": ("memory", p5),
+    "P6": ("steered round", lambda quick: __import__("bench.steer", fromlist=["measure"]).measure(quick)),
     "Scale": ("scale", _scale),
 }
 

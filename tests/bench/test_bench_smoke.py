@@ -60,3 +60,11 @@ def test_cold_step_runs(tmp_path: Path) -> None:
     _filled(s.rows)
     assert "problems" not in "\n".join(s.details), s.details
     assert (tmp_path / "cache" / ".gitignore").read_text() == "*\n"
+
+
+def test_steered_round_bench_runs_and_costs_less_than_the_task():
+    from bench import steer
+
+    s = steer.measure(quick=True)
+    (row,) = s.rows
+    assert row.met is True, row  # one node of five redone: one node plus one planner call
