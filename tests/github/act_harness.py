@@ -83,6 +83,8 @@ class ActHarness:
             "on:",
             "  issues: {types: [opened, labeled]}",
             "  issue_comment: {types: [created]}",
+            "  pull_request_review_comment: {types: [created]}",
+            "  pull_request_review: {types: [submitted]}",
             "  repository_dispatch: {types: [agent-plan, agent-execute, agent-finish]}",
             "permissions: {contents: write, issues: write, pull-requests: write}",
             "jobs:",

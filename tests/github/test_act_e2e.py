@@ -101,11 +101,26 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
                "comment": {"body": "/agent and the runner-up?", "user": {"login": "alice", "type": "User"}}}
     r = h.run("issue_comment", comment)
     assert r.returncode == 0, r.log[-5000:]
-    drain(h, gh, start=done)
+    done = drain(h, gh, start=done)
     assert git(h.bare, "merge-base", "--is-ancestor", before, branch) == ""
     task = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/task.json"))
     assert "runner-up" in task["instructions"][-1]
     assert len(git(h.bare, "for-each-ref", "refs/heads/agent/task/").splitlines()) == 1
+
+    # a review comment on a line of the PR: the same task, with the file, lines and hunk; answered in its thread
+    pr = pulls[0]
+    c = gh.add_review_comment("o/r", pr.number, user="alice", body="/agent count net revenue here", path="data/sales.csv",
+                              line=3, start_line=2, diff_hunk="@@ -1,3 +1,3 @@\n customer,qty,price\n-acme,1,10\n+acme,1,12")
+    r = h.run("pull_request_review_comment", {
+        "action": "created", "comment": c, "sender": {"login": "alice", "type": "User"}, "repository": {"full_name": "o/r"},
+        "pull_request": {"number": pr.number, "head": {"ref": branch, "repo": {"full_name": "o/r"}},
+                         "base": {"ref": "main", "repo": {"full_name": "o/r"}}}})
+    assert r.returncode == 0 and "[agent/gitops-agent/intake" in r.log, r.log[-5000:]
+    drain(h, gh, start=done)
+    task = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/task.json"))
+    assert "count net revenue here" in task["instructions"][-1] and "data/sales.csv" in task["instructions"][-1]
+    assert [x for x in gh.review_comments if x["in_reply_to_id"] == c["id"]], "answered in the review thread"
+    assert len(gh.repo("o/r").pulls) == 1 and len(git(h.bare, "for-each-ref", "refs/heads/agent/task/").splitlines()) == 1
 
 
 def test_untrusted_author_starts_nothing(world):
