@@ -64,8 +64,15 @@ class Engine:
         edit that cannot stand. Nothing is written."""
         from agent.core.plan_edits import steer
 
+        from agent.core.errors import StateFileError
+
         snap = load_snapshot(self.rt.git, task_id)
-        return steer(self.rt.git, snap, snap.plan.instructions_seen if snap.plan is not None else 0)
+        notes = steer(self.rt.git, snap, snap.plan.instructions_seen if snap.plan is not None else 0)
+        agents = set(self.rt.brain.executors())
+        for n in snap.plan.walk() if snap.plan is not None and notes else []:
+            if n.is_leaf and n.status == NodeStatus.pending and n.agent not in agents:
+                raise StateFileError(f"{snap.root}/plan.json", f"node {n.id!r}: agent {n.agent!r} is not one of {sorted(agents)}")
+        return notes
 
     def resume_jobs(self, task_id: str) -> list[Job]:
         """What to run to continue a task from its last commit (also what reconcile re-sends)."""

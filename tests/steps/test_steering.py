@@ -103,3 +103,12 @@ def test_an_edit_that_cannot_stand_runs_nothing_and_names_the_node(tmp_path):
     r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path), "--resume", tid)
     assert r.returncode != 0 and "plan.json" in r.stderr and "depends_on" in r.stderr
     assert git(repo, "rev-parse", branch).strip() == bad
+
+
+def test_a_new_node_for_an_agent_that_does_not_exist_is_refused(tmp_path):
+    repo, branch = _task(tmp_path)
+    tid = branch.removeprefix("agent/task/")
+    edited = _edit_plan(tmp_path, repo, branch, lambda plan: plan["nodes"].append({"id": "e", "title": "Min", "agent": "root-shell"}))
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path), "--resume", tid)
+    assert r.returncode != 0 and "'e'" in r.stderr and "root-shell" in r.stderr and "plan.json" in r.stderr
+    assert git(repo, "rev-parse", branch).strip() == edited
