@@ -243,6 +243,7 @@ class StepRecord(BaseModel):
     finished_at: datetime
     artifacts: list[str] = Field(default_factory=list)
     refused: list[str] = Field(default_factory=list, description="Changes refused by policy, with the reason.")
+    steered: list[str] = Field(default_factory=list, description="A plan step: what people changed in the plan (edits, retry).")
     flagged: list[str] = Field(default_factory=list, description="Changes committed but listed at the top of the pull "
                                "request (files tools run, files that existed before), with the reason.")
     error: str | None = None

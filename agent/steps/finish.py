@@ -7,7 +7,7 @@ import time
 from agent.core.prompts import render
 from agent.memory.experience import cited_ids
 from agent.memory.hooks import record_experience, shown_memory
-from agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
+from agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text, rounds_table
 from agent.safety.text import outbound
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
@@ -64,7 +64,7 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
     report = render(
         rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), instructions=[md_text(i, 500) for i in snap.task.instructions], outcome=outcome,
         reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=md_checklist(snap.plan),
-        results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory,
+        results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory, rounds=rounds_table(snap),
     )
     # and once more as a whole, so no field of a template (the brain's, too) can slip past
     return outbound(report, hosts) + "\n"

@@ -248,7 +248,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
     record = StepRecord(
         task_id=job.task, seq=seq, role="planner", node=PLANNER_NODE, agent=agent.name, model=model.name,
         status="failed" if error else "done", turns=len(turns), usage=usage, cost_usd=round(cost, 6),
-        duration_ms=duration_ms, started_at=started, finished_at=utcnow(), error=error,
+        duration_ms=duration_ms, started_at=started, finished_at=utcnow(), error=error, steered=steered[:50],
     )
     sdir = snap.step_dir(seq, PLANNER_NODE)
     changes = {

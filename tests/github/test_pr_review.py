@@ -49,7 +49,11 @@ def test_a_comment_on_the_agents_pull_request_continues_its_task(world):
     assert len(on_pr) == 1 and "Follow-up 1" in on_pr[0].body
     assert len([c for c in h.gh.comments("o/r", n) if "gitops-agent:answer=" in c.body]) == 1
     assert "alice" in pr.pull.requested_reviewers
-    assert "second customer" in h.gh.repo("o/r").pulls[pr.number].body, "the PR body shows the conversation"
+    body = h.gh.repo("o/r").pulls[pr.number].body
+    assert "second customer" in body, "the PR body shows the conversation"
+    rounds = body.split("### Rounds", 1)[1].split("###", 1)[0]
+    assert "| 0 | the question |" in rounds and "| 1 | follow-up 1 by" in rounds and "alice" in rounds
+    assert rounds.count("$") == 2, "the cost of each round"
 
 
 def test_a_line_review_comment_reaches_the_planner_with_its_file_lines_and_hunk(world):

@@ -88,6 +88,9 @@ def test_a_done_node_set_back_to_pending_and_a_new_node_run_with_their_dependent
     assert steer["trailers"].get("Agent-Usage", "in=0 out=0").startswith("in=0 out=0") and float(steer["trailers"]["Agent-Cost-USD"]) == 0
     report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
     assert "### e" in report
+    rounds = report.split("## Rounds", 1)[1].split("##", 1)[0]
+    assert "| 0 | the question |" in rounds
+    assert "| 1 | a person's edit of plan.json | b, e, d |" in rounds, rounds
 
 
 def test_an_edit_that_cannot_stand_runs_nothing_and_names_the_node(tmp_path):
