@@ -193,6 +193,21 @@ class GitHubClient:
 
         return self._call(f"get pull request #{number}", get)
 
+    def mark_ready(self, number: int) -> bool:
+        """Take pull request ``number`` out of draft (GraphQL: REST cannot). False when GitHub
+        refused it (logged); the answer is posted either way."""
+        try:
+            def ready() -> bool:
+                pr = self._repo.get_pull(int(number))
+                if pr.draft:
+                    pr.mark_ready_for_review()
+                return True
+
+            return self._call(f"mark pull request #{number} ready for review", ready)
+        except GitHubError as e:
+            log.warning("pull request #%s stays a draft: %s", number, e)
+            return False
+
     def reply_in_thread(self, pull: int, comment_id: int, body: str) -> None:
         """Answer a review comment in its own thread."""
         body = self._outbound(body)

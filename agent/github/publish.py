@@ -36,6 +36,8 @@ class Publisher:
         number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr,
                                             reviewers=reviewers, again=[fu.by] if fu is not None and fu.by else None)
         self.outputs["pr-url"] = url
+        if outcome == "done" and rt.config.github.draft_pr:  # a draft while the agent works; done: ready to review
+            self.client.mark_ready(number)
         where = fu.number if fu is not None and fu.number is not None else snap.task.source.issue
         if where is None:
             return

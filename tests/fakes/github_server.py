@@ -608,7 +608,7 @@ class FakeGitHub:
         "remove_issue_label": ("issues", "write"), "list_labels": ("issues", "read"), "create_label": ("issues", "write"),
         "list_pulls": ("pull-requests", "read"), "create_pull": ("pull-requests", "write"), "get_pull": ("pull-requests", "read"),
         "edit_pull": ("pull-requests", "write"), "request_reviewers": ("pull-requests", "write"),
-        "review_reply": ("pull-requests", "write"), "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
+        "review_reply": ("pull-requests", "write"), "graphql": ("pull-requests", "write"), "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
     }
 
     def _check_scope(self, rec: RecordedRequest, name: str, args: dict[str, str]) -> None:
@@ -710,6 +710,7 @@ class FakeGitHub:
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/requested_reviewers", "request_reviewers"),
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/comments/(?P<id>\d+)/replies", "review_reply"),
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/dispatches", "dispatch"),
+        ("POST", r"/graphql", "graphql"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/collaborators/(?P<u>[^/]+)/permission", "get_permission"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/contents/(?P<path>.+)", "get_contents"),
     ]
@@ -1037,6 +1038,23 @@ class FakeGitHub:
         c = {**parent, "id": self._next_id(), "body": body, "user": self._user(self.login), "in_reply_to_id": parent["id"]}
         self.review_comments.append(c)
         return 201, {k: v for k, v in c.items() if k != "pull"}
+
+    def _r_graphql(self, rec: RecordedRequest) -> tuple:
+        """GraphQL, as far as the agent uses it: the markPullRequestReadyForReview mutation. Like
+        GitHub, errors come back with status 200 in `errors`."""
+        body = self._object(rec)
+        query, inp = str(body.get("query") or ""), ((body.get("variables") or {}).get("input") or {})
+        if "markPullRequestReadyForReview(" not in query:
+            return 200, {"errors": [{"message": "this fake knows only markPullRequestReadyForReview"}]}
+        want = inp.get("pullRequestId")
+        for repo in self.repos.values():
+            for issue in repo.issues.values():
+                if issue.pull is not None and node_id("PullRequest", issue.pull.id) == want:
+                    issue.pull.draft = False
+                    return 200, {"data": {"markPullRequestReadyForReview": {"clientMutationId": inp.get("clientMutationId"),
+                                                                             "pullRequest": {"isDraft": False}}}}
+        return 200, {"errors": [{"type": "NOT_FOUND", "path": ["markPullRequestReadyForReview"],
+                                 "message": f"Could not resolve to a node with the global id of '{want}'"}]}
 
     def _find_pull(self, repo: Repo, n: str) -> Issue:
         issue = repo.issues.get(int(n))

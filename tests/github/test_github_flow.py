@@ -104,7 +104,10 @@ def test_issue_to_pull_request_through_chained_steps(world):
     branch = pr.pull.head
     assert branch.startswith(f"agent/task/{n}-who-is-our-top-customer-by-revenue") and pr.pull.base == "main"
     assert "```mermaid" in pr.body and top in pr.body
-    assert pr.pull.draft and "alice" in pr.pull.requested_reviewers
+    # opened as a draft, out of draft once the task is done (GraphQL markPullRequestReadyForReview)
+    assert h.gh.calls("POST", r"/pulls$")[0].body["draft"] is True
+    assert not pr.pull.draft and "alice" in pr.pull.requested_reviewers
+    assert any("markPullRequestReadyForReview" in r.body["query"] for r in h.gh.calls("POST", r"^/graphql$"))
     task_root = f".agent/tasks/{branch.removeprefix('agent/task/')}"
     plan = json.loads(git(h.bare, "show", f"{branch}:{task_root}/plan.json"))
     assert all(node["status"] == "done" for node in plan["nodes"])
@@ -270,7 +273,7 @@ def test_over_budget_task_says_so_on_the_issue(world):
     answer = [c for c in comments if "gitops-agent:answer=" in c.body]
     assert answer and "budget" in answer[0].body
     pulls = list(h.gh.repo("o/r").pulls.values())
-    assert len(pulls) == 1 and "budget" in pulls[0].body.lower()  # what it has, kept as a draft PR
+    assert len(pulls) == 1 and "budget" in pulls[0].body.lower() and pulls[0].pull.draft  # what it has, kept as a draft PR
 
 
 def test_custom_trigger_label_from_the_repository_config(world):
