@@ -208,6 +208,17 @@ class GitHubClient:
             log.warning("pull request #%s stays a draft: %s", number, e)
             return False
 
+    def review_comments(self, pull: int, review_id: int, limit: int = 30) -> list[dict[str, Any]]:
+        """The line comments of one review (path, line, start_line, diff_hunk, body), at most ``limit``."""
+        def get() -> list[dict[str, Any]]:
+            # one page, read as JSON: PyGithub's objects would fetch each comment again for a missing field
+            url = f"{self.api_url}/repos/{self.repo_full_name}/pulls/{int(pull)}/reviews/{int(review_id)}/comments?per_page={int(limit)}"
+            _, data = self._repo.requester.requestJsonAndCheck("GET", url)
+            keys = ("path", "line", "start_line", "original_line", "diff_hunk", "body")
+            return [{k: c.get(k) for k in keys} for c in (data if isinstance(data, list) else [])[:limit] if isinstance(c, dict)]
+
+        return self._call(f"read the comments of review {review_id} on #{pull}", get)
+
     def reply_in_thread(self, pull: int, comment_id: int, body: str) -> None:
         """Answer a review comment in its own thread."""
         body = self._outbound(body)

@@ -108,6 +108,7 @@ class Trigger(BaseModel):
     branch: str | None = None
     head_here: bool = True
     comment_id: int | None = None
+    review_id: int | None = None  # a review: its line comments are read and given with it
     instruction: str | None = None  # what follows the phrase, without any review context (commands are read from it)
 
 
@@ -213,6 +214,20 @@ def _fence(text: str) -> str:
     return "`" * max(3, longest + 1)
 
 
+def line_context(c: dict[str, Any], with_body: bool = False) -> str:
+    """What a review comment on a line is about, for the planner: the file, the lines and the
+    diff hunk (in a fence the hunk cannot close); with ``with_body``, the comment itself too."""
+    path = " ".join(strip_invisible(str(c.get("path") or "")).split())[:300].replace("`", "'")
+    if not path:
+        return ""
+    line, start = c.get("line") or c.get("original_line"), c.get("start_line") or c.get("original_start_line")
+    lines = f"lines {start}-{line}" if isinstance(start, int) and isinstance(line, int) and start != line else f"line {line}"
+    hunk = strip_invisible(str(c.get("diff_hunk") or ""))[-3000:]
+    fence = _fence(hunk)
+    said = f" \"{' '.join(inbound(str(c.get('body') or '')).split())[:500]}\"" if with_body else ""
+    return f"\n\n(a review comment on `{path}`, {lines}{said}; the diff there:)\n{fence}diff\n{hunk}\n{fence}"
+
+
 def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trigger:
     """A line comment (`pull_request_review_comment`) or a review (`pull_request_review`) on a
     pull request: a follow-up when it starts with the phrase (a review also when it requests
@@ -232,12 +247,7 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
             return Trigger(kind="ignore", why=f"review comment does not start with {phrase!r}", **common)
         who = c.get("user") or event.get("sender") or {}
         actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
-        path = " ".join(strip_invisible(str(c.get("path") or "")).split())[:300]
-        line, start = c.get("line") or c.get("original_line"), c.get("start_line") or c.get("original_start_line")
-        lines = f"lines {start}-{line}" if isinstance(start, int) and isinstance(line, int) and start != line else f"line {line}"
-        hunk = strip_invisible(str(c.get("diff_hunk") or ""))[-3000:]
-        fence = _fence(hunk)
-        context = f"\n\n(a review comment on `{path}`, {lines}; the diff there:)\n{fence}diff\n{hunk}\n{fence}" if path else ""
+        context = line_context(c)
         cid = c.get("id") if isinstance(c.get("id"), int) else None
         return Trigger(kind="follow-up", question=cap_question((inbound(rest) or "Address this review comment.") + context),
                        author=actor, url=c.get("html_url"), text_author=actor.login, comment_id=cid, instruction=inbound(rest), **common)
@@ -252,7 +262,8 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
     actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
     text = inbound(rest if rest is not None else body).strip() or "The reviewer requested changes; address the review comments."
     return Trigger(kind="follow-up", question=cap_question(f"{text}\n\n(from a review of the pull request)"), author=actor,
-                   url=review.get("html_url"), text_author=actor.login, instruction=inbound(rest) if rest is not None else None, **common)
+                   url=review.get("html_url"), text_author=actor.login, instruction=inbound(rest) if rest is not None else None,
+                   review_id=review.get("id") if isinstance(review.get("id"), int) else None, **common)
 
 
 def check_branch_name(name: str) -> str:

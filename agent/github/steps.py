@@ -222,6 +222,10 @@ class StepRunner(Access, Publisher):
                  if trigger.pull is not None else FollowUp(where="issue", number=trigger.issue, by=by))
         where.command = cmd.text if cmd is not None else None
         text = f"{cmd.text} (budget now ${max_usd:g})" if cmd is not None and max_usd is not None else trigger.question
+        if trigger.review_id is not None and trigger.pull is not None and cmd is None:  # a review: its line comments too
+            from agent.github.events import cap_question, line_context
+
+            text = cap_question(text + "".join(line_context(c, with_body=True) for c in self.client.review_comments(trigger.pull, trigger.review_id)))
         return add_instruction(rt, task_id, text, by, where=where, max_usd=max_usd)
 
     def task_for_pull(self, git: GitRepo, trigger: Trigger) -> str | None:

@@ -608,7 +608,7 @@ class FakeGitHub:
         "remove_issue_label": ("issues", "write"), "list_labels": ("issues", "read"), "create_label": ("issues", "write"),
         "list_pulls": ("pull-requests", "read"), "create_pull": ("pull-requests", "write"), "get_pull": ("pull-requests", "read"),
         "edit_pull": ("pull-requests", "write"), "request_reviewers": ("pull-requests", "write"),
-        "review_reply": ("pull-requests", "write"), "graphql": ("pull-requests", "write"), "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
+        "review_reply": ("pull-requests", "write"), "graphql": ("pull-requests", "write"), "review_comments": ("pull-requests", "read"), "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
     }
 
     def _check_scope(self, rec: RecordedRequest, name: str, args: dict[str, str]) -> None:
@@ -711,6 +711,7 @@ class FakeGitHub:
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/comments/(?P<id>\d+)/replies", "review_reply"),
         ("POST", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/dispatches", "dispatch"),
         ("POST", r"/graphql", "graphql"),
+        ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/pulls/(?P<n>\d+)/reviews/(?P<id>\d+)/comments", "review_comments"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/collaborators/(?P<u>[^/]+)/permission", "get_permission"),
         ("GET", r"/repos/(?P<o>[^/]+)/(?P<r>[^/]+)/contents/(?P<path>.+)", "get_contents"),
     ]
@@ -1015,14 +1016,16 @@ class FakeGitHub:
         return 201, self._pull_json(repo, issue), {"location": f"{self._api(repo)}/pulls/{number}"}
 
     def add_review_comment(self, full_name: str, pull: int, *, user: str, body: str, path: str, line: int,
-                           diff_hunk: str, start_line: int | None = None) -> dict[str, Any]:
+                           diff_hunk: str, start_line: int | None = None, review_id: int | None = None) -> dict[str, Any]:
         """A review comment on a line of a pull request, as the `pull_request_review_comment`
         event's `comment` carries it."""
         repo = self.repo(full_name)
         cid = self._next_id()
-        c = {"id": cid, "body": body, "path": path, "line": line, "start_line": start_line, "diff_hunk": diff_hunk,
+        c = {"id": cid, "url": f"{self._api(repo)}/pulls/comments/{cid}", "pull_request_url": f"{self._api(repo)}/pulls/{pull}",
+             "body": body, "path": path, "line": line, "start_line": start_line, "diff_hunk": diff_hunk,
              "user": self._user(user), "author_association": self._association(repo, user), "pull": pull,
-             "html_url": f"{self._html(repo)}/pull/{pull}#discussion_r{cid}", "in_reply_to_id": None}
+             "html_url": f"{self._html(repo)}/pull/{pull}#discussion_r{cid}", "in_reply_to_id": None,
+             "pull_request_review_id": review_id}
         self.review_comments.append(c)
         return c
 
@@ -1035,9 +1038,19 @@ class FakeGitHub:
         body = self._object(rec).get("body")
         if not isinstance(body, str) or not body:
             raise validation_failed({"resource": "PullRequestReviewComment", "code": "missing_field", "field": "body"})
-        c = {**parent, "id": self._next_id(), "body": body, "user": self._user(self.login), "in_reply_to_id": parent["id"]}
+        rid = self._next_id()
+        c = {**parent, "id": rid, "url": f"{self._api(repo)}/pulls/comments/{rid}", "body": body, "user": self._user(self.login),
+             "in_reply_to_id": parent["id"]}
         self.review_comments.append(c)
         return 201, {k: v for k, v in c.items() if k != "pull"}
+
+    def _r_review_comments(self, rec: RecordedRequest, o: str, r: str, n: str, id: str) -> tuple:
+        repo = self._find_repo(o, r)
+        self._find_pull(repo, n)
+        items = [{k: v for k, v in c.items() if k != "pull"} for c in self.review_comments
+                 if c["pull"] == int(n) and c.get("pull_request_review_id") == int(id)]
+        status, page, headers = self._paginate(rec, items)
+        return status, page, headers
 
     def _r_graphql(self, rec: RecordedRequest) -> tuple:
         """GraphQL, as far as the agent uses it: the markPullRequestReadyForReview mutation. Like

@@ -74,15 +74,21 @@ def test_a_line_review_comment_reaches_the_planner_with_its_file_lines_and_hunk(
 
 
 def test_a_review_requesting_changes_is_a_follow_up(world):
-    h, *_ = world
+    h, top, value, llm = world
     n, pr = _finished(h)
-    ev = {"action": "submitted", "review": {"body": "The total looks off.", "state": "changes_requested",
+    asked = len(_model_requests(llm))
+    h.gh.add_review_comment("o/r", pr.number, user="alice", body="this row is a refund", path="data/sales.csv", line=7,
+                            diff_hunk="@@ -6,2 +6,2 @@\n-bolt,3,-5\n+bolt,3,5", review_id=4242)
+    ev = {"action": "submitted", "review": {"id": 4242, "body": "The total looks off.", "state": "changes_requested",
                                             "user": {"login": "alice", "type": "User"}, "html_url": "x"},
           "pull_request": _pr_json(h, pr), "sender": {"login": "alice", "type": "User"}}
     assert h.run("pull_request_review", ev) == 0
     h.drain()
     task = _task(h, pr.pull.head)
     assert "The total looks off." in task["instructions"][-1] and "review" in task["instructions"][-1]
+    seen = "".join(_strings(r.body) for r in _model_requests(llm)[asked:])
+    assert "this row is a refund" in seen and "data/sales.csv" in seen and "line 7" in seen and "+bolt,3,5" in seen, \
+        "the review's line comments reach the planner"
     approve = {**ev, "review": {**ev["review"], "state": "approved", "body": "Nice"}}
     before = git(h.bare, "rev-parse", pr.pull.head)
     assert h.run("pull_request_review", approve) == 0 and git(h.bare, "rev-parse", pr.pull.head) == before, "an approval starts nothing"
