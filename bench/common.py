@@ -217,3 +217,10 @@ class ReactiveModel(ScriptedModel):
         if self.latency_s:
             time.sleep(self.latency_s)
         return self._respond(entry, dict(request.meta), call_id, request)
+
+
+def print_section(s: "Section") -> int:
+    """A benchmark run on its own: its table and details on stdout."""
+    print(table(s.rows))
+    print("\n".join(s.details))
+    return 0

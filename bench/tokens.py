@@ -473,12 +473,9 @@ def measure(quick: bool = False) -> Section:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.parse_args(argv)
-    from bench.common import table
+    from bench.common import print_section
 
-    s = measure()
-    print(table(s.rows))
-    print("\n".join(s.details))
-    return 0
+    return print_section(measure())
 
 
 if __name__ == "__main__":
