@@ -53,8 +53,9 @@ def checklist(plan: Plan | None, here: str | None = None) -> str:
 _MERMAID_UNSAFE = re.compile(r"[^\w .,:;!?()%+=/'-]")
 
 
-def mermaid(plan: Plan | None) -> str:
-    """The plan as a Mermaid flowchart (for the PR body and the HTML trace)."""
+def mermaid(plan: Plan | None, changed: set[str] | frozenset[str] = frozenset()) -> str:
+    """The plan as a Mermaid flowchart (for the PR body and the HTML trace); ``changed`` nodes
+    (run in the latest round) get a thick border."""
     out = ["flowchart TD"]
     if plan is None:
         return "\n".join(out)
@@ -68,6 +69,8 @@ def mermaid(plan: Plan | None) -> str:
             out.append(f"  {n.id} --- {c.id}")
         for d in n.depends_on:
             out.append(f"  {d} --> {n.id}")
+        if n.id in changed:
+            out.append(f"  style {n.id} stroke-width:4px")
     out += [
         "  classDef done fill:#d4f7d4,stroke:#2a2;",
         "  classDef failed fill:#f9d0d0,stroke:#c22;",
@@ -335,7 +338,13 @@ def pr_body(
     if v.outcome != "done":
         out += ["", f"**Outcome: {md_text(v.outcome)}**" + (f" — {md_text(v.reason, 500)}" if v.reason else "")]
     out += ["", "### Answer", "", md_block(v.answer, image_hosts) or "_(no answer)_"]
-    out += ["", "### Plan", "", "```mermaid", mermaid(v.plan), "```", "", md_checklist(v.plan, _step_links(v, commit_url))]
+    from agent.observe.rounds import last_round_nodes, rounds_table
+
+    changed = last_round_nodes(snap)
+    out += ["", "### Plan", "", "```mermaid", mermaid(v.plan, changed), "```"]
+    if changed:
+        out += ["", f"Thick borders: run in the latest round ({', '.join(md_text(n, 40) for n in sorted(changed))})."]
+    out += ["", md_checklist(v.plan, _step_links(v, commit_url))]
     rounds = rounds_table(snap)
     if rounds:
         out += ["", "### Rounds", "", rounds]
@@ -351,45 +360,6 @@ def pr_body(
     links.append(f"- Locally: `gitops-agent trace {v.task_id} --html trace.html`")
     out += ["", "### Links", "", *links]
     return "\n".join(out) + "\n"
-
-
-def rounds_table(snap) -> str:
-    """One row per round of a task with follow-ups: what started it (the question, or follow-up N
-    and who asked), the nodes that ran in it and what it cost. Empty for a one-round task."""
-    steps = sorted(getattr(snap, "steps", []) or [], key=lambda s: s.seq)
-    # a round starts with the question, each follow-up (its intake records a step) and each plan
-    # step that took up a person's edit of the plan (unless a follow-up just started the round)
-    starts, busy = [0], False
-    for s in steps:
-        if s.role == "intake" or (s.role == "planner" and getattr(s, "steered", None) and busy):
-            starts.append(s.seq)
-            busy = False
-        elif s.role in ("planner", "executor"):
-            busy = True
-    if len(starts) < 2:
-        return ""
-    task = getattr(snap, "task", None)
-    fus = list(getattr(task, "follow_ups", []) or [])
-    rows = ["| round | asked | nodes run | model steps | cost |", "| --: | --- | --- | --: | --: |"]
-    for k, start in enumerate(starts):
-        end = starts[k + 1] if k + 1 < len(starts) else None
-        part = [s for s in steps if s.seq >= start and (end is None or s.seq < end)]
-        nodes = list(dict.fromkeys(s.node for s in part if s.role == "executor"))
-        first = next((s for s in part if s.seq == start), None)
-        if k == 0:
-            asked = "the question"
-        elif first is not None and first.role == "planner":
-            asked = "a person's edit of plan.json"
-        else:
-            n = sum(1 for s in steps if s.role == "intake" and s.seq <= start)
-            fu = fus[n - 1] if 0 < n <= len(fus) else None
-            asked = f"follow-up {n}" + (f" by {md_text('@' + fu.by, 40)}" if fu is not None and fu.by else "")
-            if fu is not None and fu.command:
-                asked += f" (`{md_text(fu.command, 60)}`)"
-        cost = sum(s.cost_usd for s in part)
-        model_steps = sum(1 for s in part if s.role in ("planner", "executor") and (s.usage.total or s.cost_usd))
-        rows.append(f"| {k} | {asked} | {', '.join(md_text(n, 40) for n in nodes) or '—'} | {model_steps} | ${cost:.4f} |")
-    return "\n".join(rows)
 
 
 def step_summary(snap: "TaskView", step_desc: str, *, commit_url: Callable[[str], str] | None = None, commits: Mapping[int, str] | None = None) -> str:

@@ -7,7 +7,8 @@ import time
 from agent.core.prompts import render
 from agent.memory.experience import cited_ids
 from agent.memory.hooks import record_experience, shown_memory
-from agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text, rounds_table
+from agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
+from agent.observe.rounds import rounds_table
 from agent.safety.text import outbound
 from agent.core.runtime import Runtime
 from agent.core.seams import Job

@@ -154,6 +154,10 @@ def test_commands_help_retry_budget_and_stop(world):
     assert _comment(h, pr.number, "/agent retry n2", pull=True) == 0
     h.drain()
     assert _executed_since(h, branch, before) == ["n2"], "only the node named (n1 keeps its result)"
+    body = h.gh.repo("o/r").pulls[pr.number].body
+    graph = body.split("```mermaid", 1)[1].split("```", 1)[0]
+    assert "style n2 stroke-width:4px" in graph and "style n1 " not in graph, "the graph shows what this round ran"
+    assert "Thick borders: run in the latest round (n2)" in body
 
 
 def test_stop_ends_the_task_with_what_it_has(world):
