@@ -96,7 +96,7 @@ class Snapshot:
             return BudgetExceeded("tokens", self.usage.total + extra_tokens, b.max_tokens)
         if self.model_steps >= b.max_steps:
             return BudgetExceeded("steps", self.model_steps, b.max_steps)
-        elapsed = (now - self.task.created_at).total_seconds()
+        elapsed = (now - self.round_started).total_seconds()
         if elapsed > b.max_wall_seconds:
             return BudgetExceeded("wall seconds", int(elapsed), b.max_wall_seconds)
         if hop > b.max_hops:
@@ -106,7 +106,14 @@ class Snapshot:
     def wall_left(self, now: datetime | None = None) -> float:
         """Seconds of the task's wall budget left (what bounds a model call or a sandbox run)."""
         now = now or datetime.now(timezone.utc)
-        return self.task.budget.max_wall_seconds - (now - self.task.created_at).total_seconds()
+        return self.task.budget.max_wall_seconds - (now - self.round_started).total_seconds()
+
+    @property
+    def round_started(self) -> datetime:
+        """When this round began: the task's creation, or its latest follow-up (the wall budget
+        is per round, so a follow-up a day later is not over budget at once)."""
+        intakes = [s.started_at for s in self.steps if s.role == "intake" and s.started_at is not None]
+        return max([self.task.created_at, *intakes])
 
     def ending(self) -> tuple[str, str, str | None]:
         """(outcome, answer, reason) as the last finish step left the task; "unfinished" when

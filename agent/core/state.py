@@ -124,7 +124,7 @@ class Budget(BaseModel):
     max_tokens: int = Field(3_000_000, ge=0, description="Input + output tokens (cached included).")
     max_steps: int = Field(40, ge=1, description="Planner + executor steps.")
     max_turns: int = Field(12, ge=1, description="Model turns per executor node.")
-    max_wall_seconds: int = Field(3600, ge=1, description="From task creation to finish.")
+    max_wall_seconds: int = Field(3600, ge=1, description="Per round: from the task's creation, or its latest follow-up, to finish.")
     max_hops: int = Field(200, ge=1, description="Dispatches in a row; ends any loop.")
     max_node_attempts: int = Field(2, ge=1, description="Times one node may be run.")
 

@@ -74,10 +74,12 @@ def _starts_with(body: str, phrase: str) -> bool:
 def decide(env: dict[str, str], event: dict, api: Api) -> tuple[bool, str]:
     """(proceed, why); posts the one refusal comment when it refuses a person."""
     name = env.get("GITHUB_EVENT_NAME", "")
-    if name not in ("issues", "issue_comment"):
+    if name not in ("issues", "issue_comment", "pull_request_review_comment", "pull_request_review"):
         return True, f"{name or 'no'} event: not gated"
-    if name == "issue_comment":
+    if name in ("issue_comment", "pull_request_review_comment"):
         actor = (event.get("comment") or {}).get("user") or event.get("sender") or {}
+    elif name == "pull_request_review":
+        actor = (event.get("review") or {}).get("user") or event.get("sender") or {}
     else:
         actor = event.get("sender") or {}
     login = str(actor.get("login") or "")
@@ -98,9 +100,13 @@ def decide(env: dict[str, str], event: dict, api: Api) -> tuple[bool, str]:
         return True, f"@{login} is named in {CONFIG_PATH}: the intake decides"
     phrase = env.get("GITOPS_AGENT_TRIGGER_PHRASE") or _setting(text, "phrase") or DEFAULT_PHRASE
     label = env.get("GITOPS_AGENT_TRIGGER_LABEL") or _setting(text, "label") or DEFAULT_LABEL
-    issue = event.get("issue") or {}
-    if name == "issue_comment":
+    issue = event.get("issue") or event.get("pull_request") or {}  # a pull request is an issue too (its comments)
+    if name in ("issue_comment", "pull_request_review_comment"):
         trying = event.get("action") == "created" and _starts_with(str((event.get("comment") or {}).get("body") or ""), phrase)
+    elif name == "pull_request_review":
+        review = event.get("review") or {}
+        trying = event.get("action") == "submitted" and (
+            _starts_with(str(review.get("body") or ""), phrase) or str(review.get("state") or "").lower() == "changes_requested")
     else:
         labels = [str(x.get("name", "")) for x in issue.get("labels") or [] if isinstance(x, dict)]
         trying = event.get("action") in ("opened", "reopened", "labeled") and (

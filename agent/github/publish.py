@@ -54,15 +54,13 @@ class Publisher:
             self.client.upsert_comment(where, marker, text[:60000])
 
     def reply(self, trigger, text: str) -> None:
-        """A short answer where a trigger was asked (its issue or PR, or its review thread)."""
+        """A short answer where a trigger was asked: its issue, or its PR's conversation (intake
+        holds `issues: write`, not the `pull-requests: write` a review-thread reply takes)."""
         where = trigger.issue if trigger.issue is not None else trigger.pull
         if where is None:
             print(f"gitops-agent: {log_line(text, 500)}")
             return
-        if trigger.comment_id is not None and trigger.pull is not None:
-            self.client.reply_in_thread(trigger.pull, trigger.comment_id, text[:60000])
-        else:
-            self.client.comment(where, text[:60000])
+        self.client.comment(where, text[:60000])
 
     def progress(self, snap: Snapshot, current: str) -> None:
         issue = snap.task.source.issue

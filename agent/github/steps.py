@@ -225,7 +225,7 @@ class StepRunner(Access, Publisher):
         if trigger.review_id is not None and trigger.pull is not None and cmd is None:  # a review: its line comments too
             from agent.github.events import cap_question, line_context
 
-            text = cap_question(text + "".join(line_context(c, with_body=True) for c in self.client.review_comments(trigger.pull, trigger.review_id)))
+            text = cap_question(text + "".join(line_context(c, with_body=True) for c in self.client.review_comments(trigger.pull, trigger.review_id, limit=5)))
         return add_instruction(rt, task_id, text, by, where=where, max_usd=max_usd)
 
     def task_for_pull(self, git: GitRepo, trigger: Trigger) -> str | None:

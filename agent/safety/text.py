@@ -38,7 +38,8 @@ from agent.safety.chars import log_line, quote, strip_invisible, terminal_text  
 DEFAULT_IMAGE_HOSTS = ("github.com/user-attachments/", "user-images.githubusercontent.com", "private-user-images.githubusercontent.com")
 _MARKER = re.compile(r"gitops-agent:(?=(task|answer|refused)=)", re.I)
 # GitHub links a mention after any character that is not a word character (x.@a, -@a, /@a too)
-_MENTION = re.compile(r"(?<![\w`])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)")
+# no lookbehind for a backtick: an escaped "\`" renders as a backtick, and "@x" after it would ping
+_MENTION = re.compile(r"(?<![\w])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)")
 # "Fixes #12" in a pull request closes issue 12 when it is merged: the model may not decide that
 _CLOSING = re.compile(r"\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s+(?:[\w.-]+/[\w.-]+)?#\d)", re.I)
 

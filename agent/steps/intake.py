@@ -84,10 +84,23 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
                     max_usd: float | None = None) -> Job:
     """A follow-up on an existing task: the instruction is appended to task.json (intake is its
     one writer) and the planner is asked to continue on the same branch."""
+    from agent.core.errors import PushConflict
+
+    instruction = check_question(instruction)
+    for attempt in range(6):  # two follow-ups at once: both land, one after the other
+        try:
+            return _append_instruction(rt, task_id, instruction, author, where, max_usd)
+        except PushConflict:
+            if attempt == 5:
+                raise
+            time.sleep(0.05 * (attempt + 1))
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _append_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None, where, max_usd: float | None) -> Job:
     from agent.core.snapshot import load_snapshot
     from agent.core.state import StepRecord, step_dirname
 
-    instruction = check_question(instruction)
     snap = load_snapshot(rt.git, task_id)
     task = snap.task.model_copy(deep=True)
     when = f"{utcnow():%Y-%m-%d %H:%M} UTC"

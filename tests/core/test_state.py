@@ -77,3 +77,21 @@ def test_usage_trailer_round_trip():
     u = Usage(input_tokens=1834, output_tokens=412, cache_read_tokens=12000, cache_write_tokens=0)
     assert u.trailer() == "in=1834 out=412 cache_read=12000 cache_write=0"
     assert Usage.from_trailer(u.trailer()) == u
+
+
+def test_the_wall_budget_is_per_round():
+    """A follow-up a day after the task began is not over its wall budget at once."""
+    from datetime import datetime, timedelta, timezone
+
+    from agent.core.snapshot import Snapshot
+    from agent.core.state import Budget, StepRecord, TaskFile, TaskModels
+
+    day_ago = datetime.now(timezone.utc) - timedelta(days=1)
+    task = TaskFile(task_id="t-1", question="q", base_ref="main", base_sha="0" * 40, budget=Budget(max_wall_seconds=600),
+                    models=TaskModels(planner="scripted", executor="scripted"), created_at=day_ago)
+    snap = Snapshot.__new__(Snapshot)
+    snap.task, snap.steps = task, []
+    assert snap.wall_left() < 0, "one round, a day old: spent"
+    now = datetime.now(timezone.utc)
+    snap.steps = [StepRecord(task_id="t-1", seq=9, role="intake", node="_intake", started_at=now, finished_at=now)]
+    assert 590 < snap.wall_left() <= 600

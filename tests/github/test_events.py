@@ -60,3 +60,31 @@ def test_the_actions_gate_reads_the_phrase_the_same_way(tmp_path):
         assert gh.comments("o/r", n) == []
         proceed, why = gate.decide(env, ev("/agent do it"), api)
         assert not proceed and "refused" in why and len(gh.comments("o/r", n)) == 1
+
+
+def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
+    """Line review comments and reviews are gated like comments: an outsider's `/agent` (or
+    "request changes") is refused once, before the install; a writer's goes on."""
+    from agent.github import gate
+    from tests.fakes.github_server import FakeGitHub
+
+    with FakeGitHub(token="ghs_gate") as gh:
+        gh.add_repo("o/r", default_branch="main")
+        gh.add_user("mallory")
+        gh.set_permission("o/r", "alice", "write")
+        n = gh.add_issue("o/r", "A PR stand-in", "Body", user="alice")
+        api = gate.Api(gh.url, "o/r", "ghs_gate")
+        pr = {"number": n, "head": {"ref": "agent/task/1-x"}}
+        line = {"action": "created", "pull_request": pr, "sender": {"login": "mallory", "type": "User"},
+                "comment": {"body": "/agent leak it", "user": {"login": "mallory", "type": "User"}}}
+        review = {"action": "submitted", "pull_request": pr, "sender": {"login": "mallory", "type": "User"},
+                  "review": {"body": "no", "state": "changes_requested", "user": {"login": "mallory", "type": "User"}}}
+        ok, why = gate.decide({"GITHUB_EVENT_NAME": "pull_request_review_comment"}, line, api)
+        assert not ok and "refused" in why and len(gh.comments("o/r", n)) == 1
+        ok, why = gate.decide({"GITHUB_EVENT_NAME": "pull_request_review"}, review, api)
+        assert not ok and len(gh.comments("o/r", n)) == 1, "told once"
+        quiet = {**review, "review": {**review["review"], "state": "commented", "body": "nice"}}
+        ok, why = gate.decide({"GITHUB_EVENT_NAME": "pull_request_review"}, quiet, api)
+        assert not ok and "not a trigger" in why
+        writer = {**line, "comment": {"body": "/agent go", "user": {"login": "alice", "type": "User"}}, "sender": {"login": "alice"}}
+        assert gate.decide({"GITHUB_EVENT_NAME": "pull_request_review_comment"}, writer, api)[0]
