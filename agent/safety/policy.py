@@ -1,8 +1,9 @@
 """What the model's code may change in the repository, decided file by file.
 
 Fixed rules (no setting turns them off): nothing under ``.git``; nothing under ``.agent/`` but
-the step's own folder (and not its record files, which the engine writes); a path git could not
-hold safely is refused. Configurable rules (``policy:`` in the trusted config): refused paths
+the step's own folder (and not its record files, which the engine writes); no workflow
+(``.github/workflows/**``: a reviewer's event would run it, with the repository's secrets); a
+path git could not hold safely is refused. Configurable rules (``policy:`` in the trusted config): refused paths
 (default: ``.github/**`` and the files that steer git), files that tools and CI execute (refused
 by default, or flagged at the top of the pull request), changes to files that existed before the
 step (flagged by default), symbolic links (refused by default), and size caps.
@@ -19,6 +20,9 @@ from dataclasses import dataclass, field
 
 from agent.git.checkout import Output
 from agent.git.names import path_problem
+
+# Refused whatever policy.refused_paths says (matched case-insensitively, like every pattern)
+FIXED_REFUSED = (".github/workflows/**",)
 
 # The record files of a step folder: written by the engine, never taken from the code.
 RECORD_FILES = ("turns.jsonl", "result.md", "step.json")
@@ -71,6 +75,9 @@ def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[st
             continue
         if path.startswith(".agent/") and not in_own:
             d.refused.append(f"{path}: refused (only the step's own folder may change under .agent/)")
+            continue
+        if matches(path, list(FIXED_REFUSED)):
+            d.refused.append(f"{path}: refused (workflows are never written by the model's code)")
             continue
         if not in_own:
             pat = matches(path, list(policy.refused_paths))
