@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-import numpy as np
 
 from agent.memory.retrieval import BM25Index, EmbeddingIndex, Retriever, embed, embed_model_path
 
@@ -127,6 +126,8 @@ class IndexCache:
         """Embeddings of ``texts``, encoding only those whose key (the experience's blob id) is
         not in the cache ``memory-embeddings.npz`` of the same model; the cache is rewritten
         with exactly ``keys``."""
+        import numpy as np  # only with embeddings: a step that never embeds does not pay for numpy
+
         model = embed_model_path()
         path = self.cache_dir / "memory-embeddings.npz"
         known: dict[str, np.ndarray] = {}

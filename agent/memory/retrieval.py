@@ -23,11 +23,12 @@ import sys
 import threading
 from functools import lru_cache
 from pathlib import Path
-from typing import Sequence
-
-import numpy as np
+from typing import TYPE_CHECKING, Sequence
 
 from agent.core.errors import ConfigError
+
+if TYPE_CHECKING:  # pragma: no cover
+    import numpy as np
 
 METHODS = ("bm25", "embed", "hybrid")
 RRF_K = 60  # the usual constant of reciprocal rank fusion
@@ -197,6 +198,8 @@ def _load_model(path: str):
 
 def embed(texts: Sequence[str], model_path: str | None = None, batch_size: int = 64) -> np.ndarray:
     """Unit-length sentence embeddings (float32, one row per text)."""
+    import numpy as np  # here, not at the top: only embeddings need it
+
     model = _load_model(model_path or embed_model_path())
     if not texts:
         return np.zeros((0, 384), dtype=np.float32)
@@ -217,6 +220,8 @@ class EmbeddingIndex:
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
         if not len(self.vectors) or k <= 0:
             return []
+        import numpy as np
+
         q = embed([query], self.model_path)[0]
         sims = self.vectors @ q
         k = min(k, len(sims))
@@ -225,11 +230,15 @@ class EmbeddingIndex:
         return [(int(i), float(sims[i])) for i in top]
 
     def save(self, d: Path) -> None:
+        import numpy as np
+
         np.save(d / "embeddings.npy", self.vectors)
         (d / "embeddings.json").write_text(json.dumps({"model": self.model_path}))
 
     @classmethod
     def load(cls, d: Path) -> "EmbeddingIndex":
+        import numpy as np
+
         meta = json.loads((d / "embeddings.json").read_text())
         return cls(np.load(d / "embeddings.npy"), meta["model"])
 
