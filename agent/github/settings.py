@@ -64,7 +64,7 @@ class Settings(BaseModel):
             trigger_phrase=e.get("GITOPS_AGENT_TRIGGER_PHRASE") or None,
             planner_model=e.get("GITOPS_AGENT_PLANNER_MODEL") or None,
             executor_model=e.get("GITOPS_AGENT_EXECUTOR_MODEL") or None,
-            max_usd=float(max_usd) if max_usd else None,
+            max_usd=_usd(max_usd) if max_usd else None,
             summary_path=e.get("GITHUB_STEP_SUMMARY"),
             output_path=e.get("GITHUB_OUTPUT"),
         )
@@ -84,6 +84,20 @@ class Settings(BaseModel):
             return {}
         basic = base64.b64encode(f"x-access-token:{self.token.get_secret_value()}".encode()).decode()
         return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"}
+
+
+def _usd(text: str) -> float:
+    """The action's `max-usd` input: a finite number of dollars, 0 or more (else the job fails
+    naming the input, before a task.json that could not be read is written)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise ConfigError(f"the max-usd input (GITOPS_AGENT_MAX_USD) {text[:40]!r} is not a number") from None
+    if not math.isfinite(v) or v < 0:
+        raise ConfigError(f"the max-usd input (GITOPS_AGENT_MAX_USD) must be a finite number of dollars, 0 or more, not {text[:40]!r}")
+    return v
 
 
 class GitHubDispatcher:

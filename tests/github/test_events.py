@@ -88,3 +88,16 @@ def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
         assert not ok and "not a trigger" in why
         writer = {**line, "comment": {"body": "/agent go", "user": {"login": "alice", "type": "User"}}, "sender": {"login": "alice"}}
         assert gate.decide({"GITHUB_EVENT_NAME": "pull_request_review_comment"}, writer, api)[0]
+
+
+def test_a_max_usd_input_that_is_not_a_finite_amount_is_refused():
+    import pytest
+
+    from agent.core.errors import ConfigError
+    from agent.github.settings import Settings
+
+    base = {"GITHUB_REPOSITORY": "o/r", "GITHUB_TOKEN": "ghs_x"}
+    assert Settings.from_env({**base, "GITOPS_AGENT_MAX_USD": "2.5"}).max_usd == 2.5
+    for bad in ("nan", "inf", "-1", "lots"):
+        with pytest.raises(ConfigError, match="max-usd"):
+            Settings.from_env({**base, "GITOPS_AGENT_MAX_USD": bad})
