@@ -184,6 +184,8 @@ class TaskFile(BaseModel):
     created_at: datetime
     instructions: list[str] = Field(default_factory=list, description="Follow-up instructions, oldest first.")
     follow_ups: list[FollowUp] = Field(default_factory=list, description="Where each instruction was asked (same order).")
+    settings_at: str | None = Field(None, description="The default branch's commit whose settings govern the current round "
+                                    "(set by each follow-up's intake; None: base_sha).")
     # fork (agent/steps/fork.py): the task and step this one was forked from
     parent: TaskParent | None = None
     brain: str | None = Field(None, description="The agent/brain commit the task was started with (every step uses it).")

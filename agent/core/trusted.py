@@ -4,8 +4,9 @@
 triggers, models, budget and hand-over. A task branch holds whatever the model's code wrote, so
 these settings are never read from it: every step reads them at the task's **base commit**
 (``task.json``'s ``base_sha``, fixed at intake from the default branch, which only people with
-write access change), and the steps that start from the default branch (intake, reconcile,
-evolve) read them at its head. The brain is pinned the same way (``task.json``'s ``brain``).
+write access change) -- or, after a follow-up, at the default branch's head as that follow-up's
+intake saw it (``settings_at``), so a round runs under the settings as they are now -- and the
+steps that start from the default branch (intake, reconcile, evolve) read them at its head. The brain is pinned the same way (``task.json``'s ``brain``).
 """
 
 from __future__ import annotations

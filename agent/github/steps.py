@@ -226,7 +226,9 @@ class StepRunner(Access, Publisher):
             from agent.github.events import cap_question, line_context
 
             text = cap_question(text + "".join(line_context(c, with_body=True) for c in self.client.review_comments(trigger.pull, trigger.review_id, limit=5)))
-        return add_instruction(rt, task_id, text, by, where=where, max_usd=max_usd)
+        # the settings of this round: the default branch's head, read through trusted.py like intake's
+        head = rt.git.git("rev-parse", "HEAD").strip()
+        return add_instruction(rt, task_id, text, by, where=where, max_usd=max_usd, settings_at=head)
 
     def task_for_pull(self, git: GitRepo, trigger: Trigger) -> str | None:
         """The task whose branch is the head of ``trigger.pull``; None (said why) when the pull
@@ -260,7 +262,7 @@ class StepRunner(Access, Publisher):
         if tip is None:
             raise TaskNotFound(f"no task branch {job.branch!r} on the remote")
         task = load_snapshot(git, job.task, tip).task
-        rt = self.runtime(git, task.base_sha, brain=task.brain)
+        rt = self.runtime(git, task.settings_at or task.base_sha, brain=task.brain)
         engine = Engine(rt)
         nxt = engine.handle(job)
         for j in nxt:
@@ -338,7 +340,7 @@ class StepRunner(Access, Publisher):
             state = json.loads(raw) if raw else {}
             stalled_again = bool(head and head[0].trailers.get("Agent-Role") == "reconcile")
             attempts = int(state.get("attempts", 0)) if stalled_again else 0
-            rt = self.runtime(git, snap.task.base_sha, brain=snap.task.brain, cfg=cfg)
+            rt = self.runtime(git, snap.task.settings_at or snap.task.base_sha, brain=snap.task.brain, cfg=cfg)
             if attempts >= cfg.github.max_redispatch:
                 jobs = [Job(step="finish", task=tid, branch=snap.branch, reason=f"stalled: no progress after {attempts} re-dispatches")]
             else:

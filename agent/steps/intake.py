@@ -81,7 +81,7 @@ def create_task(
 
 
 def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None, where=None,
-                    max_usd: float | None = None) -> Job:
+                    max_usd: float | None = None, settings_at: str | None = None) -> Job:
     """A follow-up on an existing task: the instruction is appended to task.json (intake is its
     one writer) and the planner is asked to continue on the same branch."""
     from agent.core.errors import PushConflict
@@ -89,7 +89,7 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
     instruction = check_question(instruction)
     for attempt in range(6):  # two follow-ups at once: both land, one after the other
         try:
-            return _append_instruction(rt, task_id, instruction, author, where, max_usd)
+            return _append_instruction(rt, task_id, instruction, author, where, max_usd, settings_at)
         except PushConflict:
             if attempt == 5:
                 raise
@@ -97,7 +97,8 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _append_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None, where, max_usd: float | None) -> Job:
+def _append_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None, where, max_usd: float | None,
+                        settings_at: str | None = None) -> Job:
     from agent.core.snapshot import load_snapshot
     from agent.core.state import StepRecord, step_dirname
 
@@ -107,6 +108,8 @@ def _append_instruction(rt: Runtime, task_id: str, instruction: str, author: str
     task.instructions.append(f"{instruction} (from @{author}, {when})" if author else f"{instruction} ({when})")
     if max_usd is not None:  # `/agent budget +USD` (the caller bounded it)
         task.budget.max_usd = max_usd
+    if settings_at is not None:  # this round is governed by the default branch's settings as they are now
+        task.settings_at = settings_at
     if where is not None:  # a FollowUp: where to reply; older instructions without one reply on the issue
         from agent.core.state import FollowUp
 

@@ -196,3 +196,37 @@ def test_an_invalid_plan_edit_gets_a_comment_and_runs_nothing(world):
     said = [c.body for c in h.gh.comments("o/r", pr.number) if "cannot be used" in c.body]
     assert len(said) == 1 and f".agent/tasks/{tid}/plan.json" in said[0] and "depends_on" in said[0] and "Nothing ran" in said[0]
     assert git(h.bare, "rev-parse", branch) == tip and len(h.gh.dispatches) == dispatched
+
+
+def test_a_follow_up_round_is_governed_by_the_settings_as_they_are_now(world):
+    """A writer tightens the policy on the default branch while a task is open: the next round
+    (here `/agent retry w`) runs under the new settings, not those the task started with."""
+    from tests.fakes.agent_responder import AgentResponder, last_stdout, text_and_tool, tool
+    from tests.github.test_github_flow import _write_config
+
+    h, top, value, llm = world
+    code = ("import os, time\nos.makedirs('notes', exist_ok=True)\n"
+            "open(f'notes/w-{time.time_ns()}.txt', 'w').write('x')\nprint('written')\n")
+
+    def planner(body, text, n):
+        if "There is no plan yet" in text:
+            return text_and_tool("One step.", "update_plan", nodes=[{"id": "w", "title": "Write a note", "goal": "write it"}])
+        return tool("finish", answer="Noted.", summary="noted")
+
+    def w(body, text, n):
+        return tool("run_python", code=code) if n % 2 == 0 else tool("finish_step", status="done", result=last_stdout(body))
+
+    llm.responder = AgentResponder({"planner": planner, "executor:w": w})
+    ev = issue_event(h.gh, "alice", title="Write a note")
+    assert h.run("issues", ev) == 0
+    h.drain()
+    (pr,) = h.gh.repo("o/r").pulls.values()
+    branch = pr.pull.head
+    notes = lambda: [f for f in git(h.bare, "ls-tree", "-r", "--name-only", branch).split() if f.startswith("notes/")]  # noqa: E731
+    assert len(notes()) == 1, "allowed by the settings the task started with"
+
+    _write_config(h, "policy: {refused_paths: ['.github/**', 'notes/**']}\n")
+    assert _comment(h, ev["issue"]["number"], "/agent retry w") == 0
+    h.drain()
+    assert len(_executed_since(h, branch, git(h.bare, "rev-parse", "main").strip())) >= 2, "w ran again"
+    assert len(notes()) == 1, "the second note is refused: this round reads the settings as they are now"
