@@ -17,22 +17,20 @@ def positive_float(text: str) -> float:
     return v
 
 
-def positive_int(text: str) -> int:
+def _whole(text: str, least: int) -> int:
     try:
         v = int(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 1 or more")
+    if v < least:
+        raise argparse.ArgumentTypeError(f"{text!r} must be {least} or more")
     return v
+
+
+def positive_int(text: str) -> int:
+    return _whole(text, 1)
 
 
 def step_number(text: str) -> int:
     """A step number (Agent-Step): 0 (the intake) or more."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError(f"{text!r} must be 0 or more")
-    return v
+    return _whole(text, 0)
