@@ -3,6 +3,7 @@ and what depends on them runs again too; untouched done nodes keep their results
 
 from __future__ import annotations
 
+import hashlib
 from typing import TYPE_CHECKING, Iterable
 
 from agent.core.errors import StateFileError
@@ -110,11 +111,14 @@ def steer(git, snap: "Snapshot", seen: int) -> list[str]:
         return []
     path = f"{snap.root}/plan.json"
     notes: list[str] = []
-    planned = git.find_commit(snap.branch,
-                              {"Agent-Task": snap.task_id, "Agent-Role": "planner"})
-    if planned is not None and planned.sha != snap.tip:
-        ours, now = git.read_file(planned.sha, path), git.read_file(snap.tip, path)
-        if ours is not None and now is not None and ours != now:
+    now = git.read_file(snap.tip, path)
+    last = max((s for s in snap.steps if s.role == "planner"), key=lambda s: s.seq, default=None)
+    written = getattr(last, "plan_sha256", None)
+    if now is not None and (written is None or hashlib.sha256(now).hexdigest() != written):
+        # not the plan the engine last wrote (or a record too old to say): read that one from history
+        planned = git.find_commit(snap.branch, {"Agent-Task": snap.task_id, "Agent-Role": "planner"})
+        ours = git.read_file(planned.sha, path) if planned is not None and planned.sha != snap.tip else None
+        if ours is not None and ours != now:
             notes += take_person_edits(snap, Plan.model_validate_json(ours), path)
     for fu in snap.task.follow_ups[seen:]:
         if fu.command and fu.command.startswith("retry "):

@@ -246,6 +246,8 @@ class StepRecord(BaseModel):
     artifacts: list[str] = Field(default_factory=list)
     refused: list[str] = Field(default_factory=list, description="Changes refused by policy, with the reason.")
     steered: list[str] = Field(default_factory=list, description="A plan step: what people changed in the plan (edits, retry).")
+    plan_sha256: str | None = Field(None, description="A plan step: sha256 of the plan.json it wrote (a later edit by a person "
+                                    "is seen without reading history).")
     flagged: list[str] = Field(default_factory=list, description="Changes committed but listed at the top of the pull "
                                "request (files tools run, files that existed before), with the reason.")
     error: str | None = None

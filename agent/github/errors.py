@@ -2,24 +2,7 @@
 
 from __future__ import annotations
 
-import logging
-import re
-from typing import TypeVar
-
-
 from agent.core.errors import AgentError
-
-log = logging.getLogger(__name__)
-
-ROLES = ("admin", "maintain", "write", "triage", "read", "none")
-WRITE_ROLES = frozenset({"admin", "maintain", "write"})
-MAX_EVENT_TYPE = 100
-MAX_PAYLOAD_KEYS = 10
-_REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
-
-T = TypeVar("T")
-
 
 
 # -- errors -------------------------------------------------------------------------------

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import logging
-import re
 import time
 import urllib.parse
-from typing import Any, TypeVar
+from typing import Any
 
 from github import GithubRetry
 from github.GithubException import RateLimitExceededExceedsMaxWait
@@ -14,16 +13,6 @@ from urllib3 import Retry
 
 
 log = logging.getLogger(__name__)
-
-ROLES = ("admin", "maintain", "write", "triage", "read", "none")
-WRITE_ROLES = frozenset({"admin", "maintain", "write"})
-MAX_EVENT_TYPE = 100
-MAX_PAYLOAD_KEYS = 10
-_REPO_RE = re.compile(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+")
-_LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
-
-T = TypeVar("T")
-
 
 
 # -- retries ------------------------------------------------------------------------------

@@ -3,6 +3,7 @@ step numbers for the ready nodes, commit plan.json, and hand the ready nodes to 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
 from typing import Any
@@ -250,9 +251,11 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
         status="failed" if error else "done", turns=len(turns), usage=usage, cost_usd=round(cost, 6),
         duration_ms=duration_ms, started_at=started, finished_at=utcnow(), error=error, steered=steered[:50],
     )
+    plan_bytes = dump_state(plan)
+    record.plan_sha256 = hashlib.sha256(plan_bytes).hexdigest()
     sdir = snap.step_dir(seq, PLANNER_NODE)
     changes = {
-        f"{snap.root}/plan.json": dump_state(plan),
+        f"{snap.root}/plan.json": plan_bytes,
         f"{sdir}/step.json": dump_state(record),
         f"{sdir}/turns.jsonl": "".join(t.model_dump_json() + "\n" for t in turns).encode(),
     }
