@@ -9,9 +9,9 @@ A benchmark, not a test: it prints Markdown tables and asserts nothing (about 1 
 1. Retrieval over N synthetic experiences (1k / 10k / 100k by default), made from the same
    vocabulary as the labelled set (tests/data/make_retrieval_set.py: data sets x measures x
    breakdowns x periods x filters, one of several surface forms each): the BM25 index build
-   time (tokenizing + ``bm25s`` indexing of question + plan outline + summary + lessons), then
-   the latency of one ``search(query, k=3)`` on the built index, p50 / p95 over ``--queries``
-   paraphrased queries, one at a time. Target: p50 <= 50 ms at 10k.
+   time (tokenizing + BM25 postings with their scores, of question + plan outline + summary +
+   lessons), then the latency of one ``search(query, k=3)`` on the built index, p50 / p95 over
+   ``--queries`` paraphrased queries, one at a time. Target: p50 <= 50 ms at 10k.
 2. The memory branch end to end at ``--store-sizes``: N experience files on agent/memory in a
    fresh repository (local mode), then ``MemoryStore.index()`` cold (ls-tree, one
    ``git cat-file --batch`` for every file, parse, build, save the cache) and warm (the cache

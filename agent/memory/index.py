@@ -100,7 +100,8 @@ class IndexCache:
                 with self._lock:
                     self._index = idx
                 return idx
-            except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+            except Exception:  # noqa: BLE001 - a damaged cache, or one of another format (an older
+                # version's bm25s files: Retriever.load checks the version), is rebuilt
                 shutil.rmtree(d, ignore_errors=True)
         t0 = time.monotonic()
         pairs = self.experiences(tip, with_blobs=True)

