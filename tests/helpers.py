@@ -160,3 +160,31 @@ def make_sales_responder(hold_n2: threading.Event | None = None, n2_seen: thread
         return tool("finish_step", status="done", result=last_stdout(body))
 
     return AgentResponder({"planner": planner, "executor:n1": n1, "executor:n2": n2})
+
+
+def make_fanout_responder(leaves: int = 4) -> AgentResponder:
+    """The planner plans ``leaves`` independent nodes (revenue of one quarter of the customers
+    each), then finishes with their sum; every executor runs one snippet and reports it."""
+    ids = [f"q{i + 1}" for i in range(leaves)]
+    nodes = [{"id": i, "title": f"Revenue of part {k + 1}", "goal": f"Sum qty*price of the orders whose number modulo {leaves} is {k}."}
+             for k, i in enumerate(ids)]
+
+    def planner(body, text, n):
+        if "There is no plan yet" in text:
+            return text_and_tool("Independent parts, in parallel.", "update_plan", nodes=nodes, note="fan-out")
+        parts = re.findall(r"PART=([\d.]+)", text)
+        if len(parts) == leaves:
+            return tool("finish", answer=f"Total revenue **{sum(map(float, parts)):.2f}** from {leaves} parts.", summary="total revenue")
+        return tool("update_plan", nodes=nodes, note="waiting for the parts")
+
+    def leaf(k: int):
+        code = ("import csv\nprint('PART=%.2f' % sum(float(r['qty']) * float(r['price']) for r in "
+                f"csv.DictReader(open('data/sales.csv')) if int(r['order']) % {leaves} == {k}))\n")
+
+        def run(body, text, n):
+            if n == 0:
+                return tool("run_python", code=code)
+            return tool("finish_step", status="done", result=last_stdout(body))
+        return run
+
+    return AgentResponder({"planner": planner, **{f"executor:{i}": leaf(k) for k, i in enumerate(ids)}})

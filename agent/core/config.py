@@ -95,6 +95,13 @@ class GitHubConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     max_parallel: int = Field(4, ge=1, le=64, description="Execute jobs dispatched at once per task.")
     lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
+    inline_steps: bool = Field(
+        True, description="A job whose step leaves exactly one next step to run (one ready node, the plan after the last "
+        "running node, or finish) runs it itself instead of dispatching a new job; each step is still its own pushed "
+        "commit. Fan-out (two or more ready nodes) always dispatches. Off: one job per step.")
+    inline_minutes: float = Field(
+        10, ge=0, description="A job starts no further inlined step after this many minutes; it dispatches it instead "
+        "(keep it well under the workflow's timeout-minutes minus the longest step).")
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
     max_usd_ceiling: float = Field(20.0, ge=0, description="`/agent budget +USD` never raises a task's max_usd above this.")

@@ -13,6 +13,7 @@ import json
 import os
 import shutil
 import tempfile
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -39,6 +40,7 @@ REVIEW_EVENTS = ("pull_request_review_comment", "pull_request_review")
 
 
 from agent.github.access import Access
+from agent.github.chain import route
 from agent.github.publish import Publisher
 from agent.github.settings import GitHubDispatcher, Settings  # noqa: F401 - Settings is part of this module's API
 
@@ -52,6 +54,7 @@ class StepRunner(Access, Publisher):
         self.reporter = reporter or Reporter()
         self.dispatcher = GitHubDispatcher(client)
         self.outputs: dict[str, str] = {}
+        self._t0 = time.monotonic()  # the job's clock for github.inline_minutes
         self._tmp = Path(tempfile.mkdtemp(prefix="gitops-agent-", dir=settings.workdir))
 
     def close(self) -> None:
@@ -261,23 +264,36 @@ class StepRunner(Access, Publisher):
             tip = None
         if tip is None:
             raise TaskNotFound(f"no task branch {job.branch!r} on the remote")
-        task = load_snapshot(git, job.task, tip).task
-        rt = self.runtime(git, task.settings_at or task.base_sha, brain=task.brain)
+        runtimes: dict[tuple[str, str | None], Runtime] = {}
+        while True:
+            task = load_snapshot(git, job.task, tip).task
+            key = (task.settings_at or task.base_sha, task.brain)  # a follow-up round may move the settings
+            if key not in runtimes:
+                runtimes[key] = self.runtime(git, key[0], brain=key[1])
+            nxt = self.step_once(runtimes[key], job, tip)
+            if nxt is None:
+                return 0
+            job, tip = nxt
+
+    def step_once(self, rt: Runtime, job: Job, tip: str) -> tuple[Job, str] | None:
+        """Run one step, dispatch what comes next; the step this job carries on with itself
+        (agent/github/chain.py), if any, and the tip it starts from."""
         engine = Engine(rt)
-        nxt = engine.handle(job)
-        for j in nxt:
-            self.dispatcher.dispatch(j)
+        nxt = engine.handle(job)  # committed and pushed before anything runs next
         snap = load_snapshot(rt.git, job.task)
+        inline, send = route(nxt, snap, rt.config.github, time.monotonic() - self._t0)
+        for j in send:
+            self.dispatcher.dispatch(j)
         self.outputs.update(task=job.task, branch=job.branch)
         finished = snap.ending()[0] != "unfinished"
         if snap.tip == tip and not nxt and not (job.step == "finish" and finished):
             # a duplicate or late dispatch: it committed nothing and sends nothing, so it shows nothing
             print(f"gitops-agent: {job.step} {job.node or ''}: nothing new (a duplicate dispatch)")
-            return 0
+            return None
         if job.step == "finish" and snap.tip == tip and self.client.find_pull(snap.branch, snap.task.base_ref):
             # a redelivered finish: the task was finished and published by the first delivery
             print("gitops-agent: finish: already finished and published (a duplicate dispatch)")
-            return 0
+            return None
         if job.step == "finish" and not engine.failures:
             self.publish_answer(rt, snap)  # a finish whose job died before publishing publishes now
             self.progress(snap, "finished")
@@ -285,13 +301,15 @@ class StepRunner(Access, Publisher):
             current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in nxt) or "waiting for running steps"
             self.progress(snap, current)
         self.summary(snap, f"{job.step} {job.node or ''}".strip())
-        failed = [f for f in engine.failures]
-        if failed:
+        if engine.failures:
             from agent.observe.gha import gha_error
 
-            j, e = failed[0]
+            j, e = engine.failures[0]
             gha_error(f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)", title="gitops-agent")
-        return 0
+        if inline is None:
+            return None
+        print(f"gitops-agent: {inline.step} {inline.node or ''}: carried on in this job (github.inline_steps)")
+        return inline, snap.tip
 
     # ---- evolve ----------------------------------------------------------------------------
     def evolve(self) -> int:

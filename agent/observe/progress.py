@@ -79,6 +79,8 @@ class ConsoleReporter(Reporter):
             return f"[red]error[/]{' in ' + where if where else ''}: {e['error']}"
         if kind == "note":  # something the user should know before the run goes on
             return f"[yellow]note[/] {e['text']}"
+        if kind == "retry":
+            return f"[yellow]{e['step']}[/] again: {e['why']}"
         if kind == "waiting":
             return f"  [dim]waiting for {e['what']}: {f['seconds']} s[/]"
         if kind == "finish":

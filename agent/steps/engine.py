@@ -6,7 +6,7 @@ from __future__ import annotations
 import traceback
 
 from agent.core.dispatch import LocalDispatcher
-from agent.core.errors import AgentError, TaskNotFound
+from agent.core.errors import AgentError, PushConflict, TaskNotFound
 from agent.steps.execute import run_execute
 from agent.steps.finish import run_finish
 from agent.steps.intake import create_task
@@ -17,6 +17,7 @@ from agent.core.snapshot import load_snapshot
 from agent.core.state import Budget, NodeStatus, TaskModels, TaskSource
 
 STEPS = {"plan": run_plan, "execute": run_execute, "finish": run_finish}
+PLAN_RACES = 2  # a plan step whose commit lost a race on plan.json is run again this many times
 
 
 class Engine:
@@ -31,7 +32,16 @@ class Engine:
 
         try:
             with telemetry.step_span(job.task, job.seq or 0, job.step, node=job.node, run_url=self.rt.run_url):
-                return STEPS[job.step](self.rt, job)
+                for attempt in range(PLAN_RACES + 1):
+                    try:
+                        return STEPS[job.step](self.rt, job)
+                    except PushConflict as e:
+                        # another planner (or a person) changed plan.json while this one thought:
+                        # plan again from what is there now, rather than end the task
+                        if job.step != "plan" or attempt == PLAN_RACES:
+                            raise
+                        self.rt.reporter.event("retry", step="plan", why=str(e))
+                raise AssertionError("unreachable")
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as e:  # noqa: BLE001

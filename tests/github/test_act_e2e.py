@@ -1,7 +1,8 @@
 """End to end on GitHub Actions' terms: act runs the real reusable workflow and the real
 composite action (host mode, offline: this repository and a setup-python stand-in are given
 with --local-repository), against a fake GitHub REST server, a bare Git remote and a local
-Messages API server. An issue becomes ≥ 3 chained jobs and a pull request."""
+Messages API server. An issue becomes a task in as few jobs as its plan's parallelism needs
+(github.inline_steps), or one job per step with it off, and a pull request."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.github.act_harness import ActHarness, act_binary
 from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
-from tests.helpers import git
+from tests.helpers import git, make_fanout_responder
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,10 +28,23 @@ KEY = "sk-ant-act-key-0123456789"
 
 @pytest.fixture
 def world(tmp_path):
+    yield from _world(tmp_path, make_responder())
+
+
+@pytest.fixture
+def fanout_world(tmp_path):
+    import csv
+
+    for h, gh, _top, _value in _world(tmp_path, make_fanout_responder(4)):
+        rows = list(csv.DictReader(open(h.work / "data" / "sales.csv")))
+        yield h, gh, sum(float(r["qty"]) * float(r["price"]) for r in rows)
+
+
+def _world(tmp_path, responder):
     repo, top, value = make_repo(tmp_path)
     bare = tmp_path / "remote.git"
     git(repo, "remote", "add", "origin", "https://github.com/o/r.git")  # act reads owner/name from here
-    with FakeGitHub(token=TOKEN) as gh, FakeAnthropic(api_key=KEY, responder=make_responder(), min_cache_tokens=0) as llm:
+    with FakeGitHub(token=TOKEN) as gh, FakeAnthropic(api_key=KEY, responder=responder, min_cache_tokens=0) as llm:
         gh.add_repo("o/r", default_branch="main", git_dir=bare)
         gh.set_permission("o/r", "alice", "write")
         gh.add_user("mallory")
@@ -70,14 +84,11 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     assert first.returncode == 0, first.log[-5000:]
     assert "Job succeeded" in first.log and "[agent/gitops-agent/intake" in first.log
     done = drain(h, gh)
-    assert len(h.runs) >= 4  # intake + plan + execute + … chained through repository_dispatch
-    jobs = [r.action for r in h.runs[1:]]
-    assert jobs.count("agent-execute") == 2 and jobs[-1] == "agent-finish"
-    # each dispatched job ran the matching job of the reusable workflow, and only that one
-    for r in h.runs[1:]:
-        step = r.action.removeprefix("agent-")
-        assert f"[agent/gitops-agent/{step}" in r.log
-        assert not any(f"[agent/gitops-agent/{other}" in r.log for other in ("intake", "plan", "execute", "finish") if other != step)
+    # github.inline_steps (the default): intake, then ONE job that plans, runs n1, plans, runs n2,
+    # plans and finishes, each step its own pushed commit
+    assert [r.action for r in h.runs[1:]] == ["agent-plan"]
+    assert h.runs[1].log.count("carried on in this job") == 5, h.runs[1].log[-3000:]
+    only_ran(h.runs[1], "plan")
 
     pulls = list(gh.repo("o/r").pulls.values())
     assert len(pulls) == 1
@@ -121,6 +132,49 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     assert "count net revenue here" in task["instructions"][-1] and "data/sales.csv" in task["instructions"][-1]
     assert [x for x in gh.review_comments if x["in_reply_to_id"] == c["id"]], "answered in the review thread"
     assert len(gh.repo("o/r").pulls) == 1 and len(git(h.bare, "for-each-ref", "refs/heads/agent/task/").splitlines()) == 1
+
+
+def only_ran(run, step: str) -> None:
+    """The run ran the matching job of the reusable workflow, and only that one."""
+    assert f"[agent/gitops-agent/{step}" in run.log
+    assert not any(f"[agent/gitops-agent/{other}" in run.log for other in ("intake", "plan", "execute", "finish") if other != step)
+
+
+def set_config(h: ActHarness, text: str) -> None:
+    """A .github/gitops-agent.yml pushed to the remote's main, as a writer would."""
+    work = h.work.parent / "cfg"
+    subprocess.run(["git", "clone", "-q", str(h.bare), str(work)], check=True)
+    (work / ".github" / "gitops-agent.yml").write_text(text)
+    git(work, "add", "-A")
+    git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "config")
+    git(work, "push", "-q", "origin", "main")
+
+
+def test_with_inline_steps_off_each_step_is_its_own_job(world):
+    h, gh, top, value = world
+    set_config(h, "github: {inline_steps: false}\n")
+    assert h.run("issues", issue_event(gh, "alice")).returncode == 0
+    drain(h, gh)
+    steps = [r.action.removeprefix("agent-") for r in h.runs[1:]]
+    assert steps == ["plan", "execute", "plan", "execute", "plan", "finish"], steps
+    for r in h.runs[1:]:
+        only_ran(r, r.action.removeprefix("agent-"))
+    pulls = list(gh.repo("o/r").pulls.values())
+    assert len(pulls) == 1 and top in pulls[0].body
+
+
+def test_a_fan_out_runs_its_leaves_in_parallel_jobs(fanout_world):
+    h, gh, total = fanout_world
+    assert h.run("issues", issue_event(gh, "alice")).returncode == 0
+    drain(h, gh)
+    steps = [r.action.removeprefix("agent-") for r in h.runs[1:]]
+    # one job per leaf (on GitHub they run side by side); the last to end plans and finishes in its job
+    assert steps == ["plan", "execute", "execute", "execute", "execute"], steps
+    assert sorted(d["client_payload"]["node"] for d in gh.dispatches if d["event_type"] == "agent-execute") == ["q1", "q2", "q3", "q4"]
+    for r in h.runs[1:]:
+        only_ran(r, r.action.removeprefix("agent-"))
+    pulls = list(gh.repo("o/r").pulls.values())
+    assert len(pulls) == 1 and f"{total:.2f}" in pulls[0].body
 
 
 def test_untrusted_author_starts_nothing(world):

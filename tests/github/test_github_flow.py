@@ -48,14 +48,15 @@ class Harness:
         self.runs.append((event_name, event.get("action", "")))
         return run_step_command(step, env={**self.env(event_name, event), **extra_env})
 
-    def drain(self, limit: int = 40) -> int:
-        """Run every dispatched step until none is left, as GitHub Actions would."""
-        done = 0
+    def drain(self, limit: int = 40, start: int = 0, **extra_env: str) -> int:
+        """Run every dispatched step (from the ``start``-th) until none is left, as GitHub Actions would."""
+        done = start
         while self.gh.dispatches[done:]:
             d = self.gh.dispatches[done]
             done += 1
-            assert done <= limit, "dispatch loop"
-            self.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"], "sender": {"login": "github-actions[bot]", "type": "Bot"}})
+            assert done - start <= limit, "dispatch loop"
+            self.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"], "sender": {"login": "github-actions[bot]", "type": "Bot"}},
+                     **extra_env)
         return done
 
 
@@ -87,6 +88,7 @@ def issue_event(gh: FakeGitHub, user: str, labels=("agent",), title="Who is our 
 
 def test_issue_to_pull_request_through_chained_steps(world):
     h, top, value, llm = world
+    _write_config(h, "github: {inline_steps: false}\n")  # one job per step (tests/github/test_inline_steps.py: fewer)
     ev = issue_event(h.gh, "alice")
     n = ev["issue"]["number"]
     assert h.run("issues", ev) == 0
@@ -236,7 +238,7 @@ def test_workflow_dispatch_question_gets_a_pull_request_and_no_issue_comment(wor
 
 def test_reconcile_resends_a_lost_step_then_stops_a_stalled_task(world):
     h, top, value, llm = world
-    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1}\n")
+    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1, inline_steps: false}\n")
     ev = issue_event(h.gh, "alice")
     h.run("issues", ev)
     # run the plan step; drop the execute dispatch it sends (a runner died / an event was lost)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from tests.github.test_github_flow import _model_requests, _strings, issue_event, world  # noqa: F401 - fixture
+from tests.github.test_github_flow import _model_requests, _strings, _write_config, issue_event, world  # noqa: F401 - fixture
 from tests.helpers import commits, git
 
 HUNK = "@@ -1,3 +1,4 @@\n customer,revenue\n-acme,10\n+acme,12\n+```not a fence end"
@@ -162,6 +162,7 @@ def test_commands_help_retry_budget_and_stop(world):
 
 def test_stop_ends_the_task_with_what_it_has(world):
     h, *_ = world
+    _write_config(h, "github: {inline_steps: false}\n")  # a job per step: the comment lands between two of them
     ev = issue_event(h.gh, "alice")
     assert h.run("issues", ev) == 0
     plan = h.gh.dispatches[0]

@@ -414,3 +414,36 @@ def test_a_duplicate_execute_dispatch_while_the_task_runs_changes_nothing(repo):
     res = resume(rt, job.task)
     assert res.outcome == "done" and "55" in res.answer and "a second run" not in res.answer
     assert len(_executor_commits(repo, job.branch)["n1"]) == 1 and n1_calls() == 2
+
+
+def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_failing(repo):
+    """Another planner (an inlined one beside a dispatched one, agent/github/chain.py) or a person
+    commits plan.json while this planner thinks: the step plans again from what is there now."""
+    from agent.core.plan import Plan, PlanNode
+    from agent.core.state import dump_state
+
+    script = {"planner": [plan(node("n1")), plan(node("n1"), node("p1"))]}
+    rt_box: list = []
+
+    class Racing(ScriptedModel):
+        def query(self, request):
+            if request.meta.get("role") == "planner" and not any(c.meta.get("role") == "planner" for c in self.calls):
+                rt, task = rt_box[0], request.meta["task"]
+                other = Plan(version=1, goal="g", nodes=[PlanNode(id="p1", title="P1", goal="a person's node")])
+                rt.git.commit_files(f"agent/task/{task}", {f".agent/tasks/{task}/plan.json": dump_state(other)}, "edit the plan", {})
+            return super().query(request)
+
+    model = Racing(script)
+    cfg = AgentConfig()
+    cfg.sandbox.backend = "subprocess"
+    rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={"scripted:t": model})
+    rt_box.append(rt)
+    engine = Engine(rt)
+    sha = git(repo, "rev-parse", "HEAD").strip()
+    job = engine.start("How much?", base_ref="main", base_sha=sha, models=TaskModels(planner="scripted:t", executor="scripted:t"))
+    nxt = engine.handle(job)
+    assert engine.failures == [] and sorted(j.node for j in nxt) == ["n1", "p1"]
+    assert sum(c.meta.get("role") == "planner" for c in model.calls) == 2  # planned again, on the person's plan
+    snap = load_snapshot(rt.git, job.task)
+    assert [n.id for n in snap.plan.walk() if n.is_leaf] == ["n1", "p1"] and snap.plan.finish is None
+    assert any(k == "retry" for k, _ in rt.reporter.events)
