@@ -159,7 +159,16 @@ MEASUREMENTS: dict[str, tuple[str, Callable[[bool], Section]]] = {
     "P5": ("memory", p5),
     "P6": ("steered round", lambda quick: __import__("bench.steer", fromlist=["measure"]).measure(quick)),
     "Scale": ("scale", _scale),
+    "P8": ("job setup through act", lambda quick: __import__("bench.setup_time", fromlist=["measure"]).measure(quick)),
+    "P7": ("jobs per task", lambda quick: _p7(quick)),
 }
+
+
+def _p7(quick: bool) -> Section:
+    from bench import jobs, setup_time
+
+    last = setup_time.LAST
+    return jobs.measure(quick, last.get("cold"), last.get("warm"), (last["cold_before"], last["warm_before"]) if "cold_before" in last else None)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
 
-from agent.memory.retrieval import BM25Index, EmbeddingIndex, Retriever, embed, embed_model_path
-
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from agent.memory.retrieval import EmbeddingIndex, Retriever
+
+# agent.memory.retrieval (tokenizer, BM25, embeddings) is imported where a search or an index
+# build needs it: the execute and finish steps, which only read and write experiences, never load it
 
 from agent.memory.data import _prune
 from agent.memory.experience import DEFAULT_K, ENV_METHOD, ENV_SWITCH, Experience
@@ -73,6 +74,8 @@ def _enabled() -> bool:
 
 
 def default_method() -> str:
+    from agent.memory.retrieval import Retriever
+
     return Retriever.check_method(os.environ.get(ENV_METHOD, "bm25").strip().lower() or "bm25")
 
 
@@ -85,6 +88,8 @@ class IndexCache:
     def index(self, method: str | None = None, tip: str | None = None, rebuild: bool = False) -> MemoryIndex:
         """The retrieval index at the memory tip: from the cache when it was built for this tip,
         else built (and cached)."""
+        from agent.memory.retrieval import BM25Index, Retriever
+
         method = Retriever.check_method(method or default_method())
         tip = tip or self.tip()
         if tip is None:
@@ -128,6 +133,8 @@ class IndexCache:
         not in the cache ``memory-embeddings.npz`` of the same model; the cache is rewritten
         with exactly ``keys``."""
         import numpy as np  # only with embeddings: a step that never embeds does not pay for numpy
+
+        from agent.memory.retrieval import EmbeddingIndex, embed, embed_model_path
 
         model = embed_model_path()
         path = self.cache_dir / "memory-embeddings.npz"

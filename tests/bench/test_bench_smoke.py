@@ -68,3 +68,24 @@ def test_steered_round_bench_runs_and_costs_less_than_the_task():
     s = steer.measure(quick=True)
     (row,) = s.rows
     assert row.met is True, row  # one node of five redone: one node plus one planner call
+
+
+def test_jobs_bench_counts_jobs_and_commits(tmp_path: Path) -> None:
+    from bench import jobs
+
+    on = jobs.run_task(tmp_path, "2-node sequential", inline=True)
+    assert on["ok"] and len(on["jobs"]) == 2 and on["commits"] == 7
+    assert [j["kind"] for j in on["jobs"]] == ["intake", "plan"] and all(j["imports"] > 0 for j in on["jobs"])
+
+
+def test_setup_bench_reads_acts_step_timings() -> None:
+    from bench import setup_time
+
+    log = ("[agent/x/reconcile] ⭐ Run Main # the install\nset -e\n[agent/x/reconcile]   ✅  Success - Main # the install\nset -e\n [3.5s]\n"
+           "[agent/x/reconcile] ⭐ Run Main cd \"$ACTION_PATH\"\n\"$PY\" -m agent step \"$STEP\"\n"
+           "[agent/x/reconcile]   | gitops-agent: reconcile: 0 tasks\n"
+           "[agent/x/reconcile]   ✅  Success - Main cd \"$ACTION_PATH\"\n\"$PY\" -m agent step \"$STEP\"\n [1.25s]\n"
+           "[agent/x/reconcile]   ⚙  ::set-output:: task=\n"
+           "[agent/x/reconcile]   ✅  Success - Main gitops-agent/gitops-agent@v1 [1m5.25s]\n")
+    assert setup_time.setup_seconds(log) == (64.0, 1.25)
+    assert setup_time._seconds("x [28.6ms]") == 0.0286

@@ -41,6 +41,11 @@ class ActHarness:
     api_key: str
     runs: list[ActRun] = field(default_factory=list)
     caller_with: dict[str, str] = field(default_factory=dict)
+    # act's cache of actions and, in host mode, the runner's tool cache (<path>/tool_cache): one
+    # per machine by default (~/.cache/act), so the action's environment is built once per lock;
+    # a new directory is a fresh runner
+    action_cache: Path | None = None
+    extra_env: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stub = self.work.parent / "setup-python-stub"
@@ -56,10 +61,6 @@ class ActHarness:
                 - shell: bash
                   run: python3 --version
             """))
-        # The action keeps its dependencies' virtualenv in RUNNER_TOOL_CACHE, like a self-hosted
-        # runner would: shared by every act run of the session (and of later sessions).
-        self.tool_cache = Path(os.environ.get("GITOPS_AGENT_TEST_TOOLCACHE", Path.home() / ".cache" / "gitops-agent-tests" / "toolcache"))
-        self.tool_cache.mkdir(parents=True, exist_ok=True)
         self.events = self.work.parent / "events"
         self.events.mkdir(exist_ok=True)
         # The action as it is published: the tracked files of this checkout (act copies the
@@ -107,8 +108,9 @@ class ActHarness:
             "--local-repository", f"{SETUP_PYTHON}={self.stub}",
             "-s", f"GITHUB_TOKEN={self.token}", "-s", f"ANTHROPIC_API_KEY={self.api_key}",
             "--env", f"GITHUB_API_URL={self.api_url}", "--env", "GITOPS_AGENT_GITHUB_THROTTLE=0",
-            "--env", f"RUNNER_TOOL_CACHE={self.tool_cache}",
             "--no-cache-server",
+            *(["--action-cache-path", str(self.action_cache)] if self.action_cache else []),
+            *[a for k, v in self.extra_env.items() for a in ("--env", f"{k}={v}")],
         ]
         env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "GITHUB_", "OPENAI"))}
         p = subprocess.run(cmd, cwd=self.work, env=env, capture_output=True, text=True, timeout=timeout)

@@ -1,0 +1,95 @@
+"""The action's install step, run as the runner runs it (its own `run:` script from action.yml,
+bash, a tool cache of its own): the locked dependencies with their hashes, fast, kept for the
+next job, and nothing installed from a lock whose hashes do not match."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import ROOT
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
+
+
+def install_script() -> str:
+    steps = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
+    return next(s for s in steps if s.get("id") == "install")["run"]
+
+
+def run_install(action: Path, cache: Path, tmp: Path) -> tuple[subprocess.CompletedProcess, dict[str, str], float]:
+    out = tmp / f"output-{time.monotonic_ns()}"
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
+    env.update(ACTION_PATH=str(action), RUNNER_TOOL_CACHE=str(cache), GITHUB_OUTPUT=str(out),
+               PATH=":".join(p for p in env["PATH"].split(":") if ".venv" not in p))
+    t0 = time.perf_counter()
+    p = subprocess.run(["bash", "-e", "-c", install_script()], env=env, capture_output=True, text=True, timeout=500)
+    took = time.perf_counter() - t0
+    outputs = dict(line.split("=", 1) for line in out.read_text().splitlines()) if out.exists() else {}
+    return p, outputs, took
+
+
+def locked() -> dict[str, str]:
+    pins: dict[str, str] = {}
+    for line in (ROOT / "requirements" / "action.txt").read_text().splitlines():
+        if "==" in line and not line.startswith((" ", "#")):
+            name, rest = line.split("==", 1)
+            pins.setdefault(name.strip().lower(), set()).add(rest.split()[0].rstrip("\\ ;"))  # type: ignore[attr-defined]
+    return pins  # type: ignore[return-value]
+
+
+def action_copy(tmp: Path) -> Path:
+    dst = tmp / "action"
+    shutil.copytree(ROOT / "requirements", dst / "requirements")
+    shutil.copy2(ROOT / "action.yml", dst / "action.yml")
+    return dst
+
+
+def test_a_cold_runner_installs_the_lock_and_the_next_job_reuses_it(tmp_path):
+    cache = tmp_path / "toolcache"
+    p, out, cold = run_install(ROOT, cache, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    py = Path(out["python"])
+    assert py.is_file() and str(py).startswith(str(cache))
+    # exactly the locked versions, and the agent's imports work with them
+    listing = subprocess.run([str(py), "-I", "-c", "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name'].lower()}=={d.version}\" "
+                              "for d in m.distributions()))"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    pins = locked()
+    installed = dict(x.split("==", 1) for x in listing)
+    for name, version in installed.items():
+        n = name.replace("_", "-")
+        assert n in pins and version in pins[n], f"{name}=={version} is not what requirements/action.txt locks"
+    assert {"anthropic", "pygithub", "pydantic", "jinja2", "pyyaml"} <= set(installed)
+    assert "numpy" not in installed and "bm25s" not in installed and "pip" not in installed
+    r = subprocess.run([str(py), "-c", "import agent.github.steps, agent.steps.engine, anthropic, openai"], cwd=ROOT,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    # the next job on this runner: the same environment, from the cache
+    p2, out2, warm = run_install(ROOT, cache, tmp_path)
+    assert p2.returncode == 0 and out2["python"] == out["python"] and "from the tool cache" in p2.stdout
+    print(f"install: cold {cold:.1f} s, warm {warm:.2f} s")
+
+
+def test_a_lock_whose_hash_does_not_match_installs_nothing(tmp_path):
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    text = lock.read_text()
+    i = text.index("pyyaml==")
+    j = text.index("--hash=sha256:", i)
+    # every hash of one package replaced: what a tampered index or mirror would serve does not match
+    block_end = text.index("\n", text.index("# via", j))
+    block = text[j:block_end]
+    import re
+
+    lock.write_text(text[:j] + re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, block) + text[block_end:])
+    cache = tmp_path / "toolcache"
+    p, out, _ = run_install(action, cache, tmp_path)
+    assert p.returncode != 0, "installed from a lock whose hashes do not match"
+    assert "python" not in out
+    assert not [d for d in (cache / "gitops-agent").glob("venv-*") if not d.name.count(".tmp.")], "a venv was kept"
