@@ -76,20 +76,44 @@ def test_a_cold_runner_installs_the_lock_and_the_next_job_reuses_it(tmp_path):
     print(f"install: cold {cold:.1f} s, warm {warm:.2f} s")
 
 
+def one_pin_lock(text: str, name: str) -> str:
+    """The lock with only ``name``'s pin and its hashes (a small, fast install of the same kind)."""
+    out, inside = [], False
+    for line in text.splitlines(keepends=True):
+        if not line[:1].isspace():
+            inside = line.startswith(f"{name}==")
+        if inside:
+            out.append(line)
+    return "".join(out)
+
+
 def test_a_lock_whose_hash_does_not_match_installs_nothing(tmp_path):
-    action = action_copy(tmp_path)
-    lock = action / "requirements" / "action.txt"
-    text = lock.read_text()
-    i = text.index("pyyaml==")
-    j = text.index("--hash=sha256:", i)
-    # every hash of one package replaced: what a tampered index or mirror would serve does not match
-    block_end = text.index("\n", text.index("# via", j))
-    block = text[j:block_end]
     import re
 
-    lock.write_text(text[:j] + re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, block) + text[block_end:])
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    # every hash of the package replaced: what a tampered index or mirror serves does not match
+    lock.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "0" * 64, one_pin_lock(lock.read_text(), "idna")))
     cache = tmp_path / "toolcache"
     p, out, _ = run_install(action, cache, tmp_path)
     assert p.returncode != 0, "installed from a lock whose hashes do not match"
-    assert "python" not in out
-    assert not [d for d in (cache / "gitops-agent").glob("venv-*") if not d.name.count(".tmp.")], "a venv was kept"
+    assert "hash" in (p.stdout + p.stderr).lower() and "python" not in out
+    assert [d.name for d in (cache / "gitops-agent").glob("venv-*")] == [], "an environment was kept"
+    assert "installing with pip" not in p.stdout, "a hash that does not match is not a reason to try pip"
+
+
+def test_without_uv_the_same_lock_is_installed_by_pip(tmp_path):
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    lock.write_text(one_pin_lock(lock.read_text(), "idna"))
+    uv = action / "requirements" / "uv.txt"
+    import re
+
+    uv.write_text(re.sub(r"sha256:[0-9a-f]{64}", "sha256:" + "1" * 64, uv.read_text()))  # uv cannot be had here
+    cache = tmp_path / "toolcache"
+    p, out, _ = run_install(action, cache, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "installing with pip" in p.stdout
+    py = out["python"]
+    r = subprocess.run([py, "-I", "-c", "import importlib.metadata as m; print(m.version('idna'))"], cwd=tmp_path, capture_output=True, text=True)
+    assert r.stdout.strip() in locked()["idna"]
