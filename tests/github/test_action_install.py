@@ -117,3 +117,21 @@ def test_without_uv_the_same_lock_is_installed_by_pip(tmp_path):
     py = out["python"]
     r = subprocess.run([py, "-I", "-c", "import importlib.metadata as m; print(m.version('idna'))"], cwd=tmp_path, capture_output=True, text=True)
     assert r.stdout.strip() in locked()["idna"]
+
+
+def test_environments_of_other_locks_unused_for_a_week_are_pruned(tmp_path):
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    lock.write_text(one_pin_lock(lock.read_text(), "idna"))
+    cache = tmp_path / "toolcache"
+    base = cache / "gitops-agent"
+    old, recent = base / "venv-old0000000000000-py311", base / "venv-new0000000000000-py311"
+    for d, age_days in ((old, 8), (recent, 1)):
+        (d / "bin").mkdir(parents=True)
+        marker = d / ".gitops-agent-complete"
+        marker.touch()
+        t = time.time() - age_days * 86400
+        os.utime(marker, (t, t))
+    p, out, _ = run_install(action, cache, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not old.exists() and recent.exists() and Path(out["python"]).is_file()
