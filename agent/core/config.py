@@ -100,7 +100,7 @@ class GitHubConfig(BaseModel):
         "running node, or finish) runs it itself instead of dispatching a new job; each step is still its own pushed "
         "commit. Fan-out (two or more ready nodes) always dispatches. Off: one job per step.")
     inline_minutes: float = Field(
-        10, ge=0, description="A job starts no further inlined step after this many minutes; it dispatches it instead "
+        10, ge=0, le=30, description="A job starts no further inlined step after this many minutes; it dispatches it instead "
         "(keep it well under the workflow's timeout-minutes minus the longest step).")
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")

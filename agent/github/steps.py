@@ -298,7 +298,7 @@ class StepRunner(Access, Publisher):
             self.publish_answer(rt, snap)  # a finish whose job died before publishing publishes now
             self.progress(snap, "finished")
         else:
-            current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in nxt) or "waiting for running steps"
+            current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in ([inline] if inline else []) + send) or "waiting for running steps"
             self.progress(snap, current)
         self.summary(snap, f"{job.step} {job.node or ''}".strip())
         if engine.failures:

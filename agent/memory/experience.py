@@ -22,6 +22,7 @@ EXPERIENCE_SCHEMA = 1
 ANSWER_CHARS = 1500
 DEFAULT_K = 3
 MEMORY_FILE = "memory.json"  # in the planner's step folder: the experiences it was shown
+DOC_TEXT_MAX = 20_000  # characters of an experience that retrieval indexes
 # Off switch: GITOPS_AGENT_MEMORY=0 (or off/false/no). The retrieval method: GITOPS_AGENT_RETRIEVAL.
 ENV_SWITCH = "GITOPS_AGENT_MEMORY"
 ENV_METHOD = "GITOPS_AGENT_RETRIEVAL"
@@ -72,7 +73,9 @@ class Experience(BaseModel):
     def doc_text(self) -> str:
         """What retrieval indexes: question, plan outline, summary, lessons."""
         parts = [self.question, *self.instructions, " ".join(o.title for o in self.outline), self.summary, *self.lessons]
-        return "\n".join(p for p in parts if p)
+        # capped: an experience is written by an earlier task (its model, maybe an injected one);
+        # a planted megabyte of unique words would otherwise cost every later lookup seconds
+        return "\n".join(p for p in parts if p)[:DOC_TEXT_MAX]
 
     def outline_text(self) -> str:
         marks = {s.value: s.mark for s in NodeStatus}

@@ -106,7 +106,9 @@ class BM25Index:
         idf(t) = ln(1 + (N - df + 0.5) / (df + 0.5))
         score(t, d) = idf(t) * tf * (k1 + 1) / (tf + k1 * (1 - b + b * dl / avgdl))
 
-    A term repeated in the query counts again (as with bm25s); equal scores rank the lower doc first."""
+    The classic (k1 + 1) numerator, which bm25s drops: scores are (k1 + 1) times bm25s's, the ranking
+    is the same. A term repeated in the query counts again (as with bm25s); equal scores rank the
+    lower doc first."""
 
     def __init__(self, postings: dict[str, tuple[Sequence[int], Sequence[float]]], n_docs: int, k1: float = 1.5, b: float = 0.75):
         self._postings = postings

@@ -14,7 +14,7 @@ from agent.steps.plan import run_plan
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import load_snapshot
-from agent.core.state import Budget, NodeStatus, TaskModels, TaskSource
+from agent.core.state import Budget, NodeStatus, TaskModels, TaskSource, Usage
 
 STEPS = {"plan": run_plan, "execute": run_execute, "finish": run_finish}
 PLAN_RACES = 2  # a plan step whose commit lost a race on plan.json is run again this many times
@@ -32,14 +32,24 @@ class Engine:
 
         try:
             with telemetry.step_span(job.task, job.seq or 0, job.step, node=job.node, run_url=self.rt.run_url):
+                carried: tuple[Usage, float] = (Usage(), 0.0)
                 for attempt in range(PLAN_RACES + 1):
                     try:
+                        if job.step == "plan":
+                            return run_plan(self.rt, job, carried=carried)
                         return STEPS[job.step](self.rt, job)
                     except PushConflict as e:
+                        if self.done_by_another(job):
+                            # a duplicate of this step (a re-sent job beside a carried-on one) committed first
+                            self.rt.reporter.event("skip", step=job.step, node=job.node, why="committed by another job meanwhile")
+                            return []
                         # another planner (or a person) changed plan.json while this one thought:
-                        # plan again from what is there now, rather than end the task
+                        # plan again from what is there now (what it spent is kept), rather than end the task
                         if job.step != "plan" or attempt == PLAN_RACES:
                             raise
+                        lost = getattr(e, "spent", None)
+                        if lost is not None:
+                            carried = (carried[0] + lost[0], carried[1] + lost[1])
                         self.rt.reporter.event("retry", step="plan", why=str(e))
                 raise AssertionError("unreachable")
         except (KeyboardInterrupt, SystemExit):
@@ -51,6 +61,20 @@ class Engine:
             if job.step == "finish":
                 return []
             return [Job(step="finish", task=job.task, branch=job.branch, hop=job.hop + 1, reason=f"{job.step} step failed: {detail}")]
+
+    def done_by_another(self, job: Job) -> bool:
+        """Whether the branch already holds what ``job`` was to commit (execute: its step record;
+        finish: a finish commit on top)."""
+        if job.step not in ("execute", "finish"):
+            return False
+        try:
+            snap = load_snapshot(self.rt.git, job.task)
+        except AgentError:
+            return False
+        if job.step == "execute":
+            return job.seq is not None and job.node is not None and snap.step_record(job.seq, job.node) is not None
+        head = self.rt.git.log(snap.tip, max_count=1)
+        return bool(snap.has_report and head and head[0].trailers.get("Agent-Role") == "finish")
 
     def start(
         self,

@@ -10,7 +10,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from agent.core.errors import FatalModelError, FormatError, ModelError
+from agent.core.errors import FatalModelError, FormatError, ModelError, PushConflict
 from agent.memory.experience import MEMORY_FILE
 from agent.memory.hooks import planner_memory
 from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
@@ -122,7 +122,9 @@ def _repo_files(rt: Runtime, snap: Snapshot, limit: int = 150) -> tuple[list[str
     return files[:limit], max(0, len(files) - limit)
 
 
-def run_plan(rt: Runtime, job: Job) -> list[Job]:
+def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) -> list[Job]:
+    """``carried``: what earlier attempts of this step spent before their commit lost a race
+    (agent/steps/engine.py); it is billed to this step's record."""
     snap = load_snapshot(rt.git, job.task)
     finish_job = lambda reason=None: Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=reason)  # noqa: E731
 
@@ -182,7 +184,7 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
 
     seq = snap.next_seq()
     started, t0 = utcnow(), time.monotonic()
-    usage, cost, turns = Usage(), 0.0, []
+    usage, cost, turns = (carried[0], carried[1], []) if carried else (Usage(), 0.0, [])
     outcome: Plan | PlanFinish | None = None
     error: str | None = None
     for attempt in range(0 if preset is not None else agent.max_corrections + 1):
@@ -263,7 +265,11 @@ def run_plan(rt: Runtime, job: Job) -> list[Job]:
         changes[f"{sdir}/{MEMORY_FILE}"] = (json.dumps(memory_rec, indent=2, ensure_ascii=False) + "\n").encode()
     subject = f"agent(plan): v{plan.version} {action}"[:200]
     trailers = rt.trailers(job.task, seq, "planner", model=model.name, usage=usage, cost=record.cost_usd, duration_ms=duration_ms)
-    sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
+    try:
+        sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
+    except PushConflict as e:
+        e.spent = (usage, cost)  # type: ignore[attr-defined]  # paid for, even though its plan is stale
+        raise
     if rt.on_commit:
         rt.on_commit(sha)
     rt.reporter.event(

@@ -23,13 +23,13 @@ def install_script() -> str:
     return next(s for s in steps if s.get("id") == "install")["run"]
 
 
-def run_install(action: Path, cache: Path, tmp: Path) -> tuple[subprocess.CompletedProcess, dict[str, str], float]:
+def run_install(action: Path, cache: Path, tmp: Path, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, dict[str, str], float]:
     out = tmp / f"output-{time.monotonic_ns()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
     env.update(ACTION_PATH=str(action), RUNNER_TOOL_CACHE=str(cache), GITHUB_OUTPUT=str(out),
                PATH=":".join(p for p in env["PATH"].split(":") if ".venv" not in p))
     t0 = time.perf_counter()
-    p = subprocess.run(["bash", "-e", "-c", install_script()], env=env, capture_output=True, text=True, timeout=500)
+    p = subprocess.run(["bash", "-e", "-c", install_script()], env=env, cwd=cwd or tmp, capture_output=True, text=True, timeout=500)
     took = time.perf_counter() - t0
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines()) if out.exists() else {}
     return p, outputs, took
@@ -135,3 +135,42 @@ def test_environments_of_other_locks_unused_for_a_week_are_pruned(tmp_path):
     p, out, _ = run_install(action, cache, tmp_path)
     assert p.returncode == 0, p.stdout + p.stderr
     assert not old.exists() and recent.exists() and Path(out["python"]).is_file()
+
+
+def test_a_cached_environment_whose_python_is_gone_is_replaced(tmp_path):
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    lock.write_text(one_pin_lock(lock.read_text(), "idna"))
+    cache = tmp_path / "toolcache"
+    p, out, _ = run_install(action, cache, tmp_path)
+    assert p.returncode == 0, p.stderr
+    venv = Path(out["python"]).parent.parent
+    # the interpreter it was made from is gone (a Python removed from the tool cache)
+    (venv / "bin" / "python").unlink()
+    (venv / "bin" / "python").symlink_to(tmp_path / "no-such-python")
+    p, out, _ = run_install(action, cache, tmp_path)
+    assert p.returncode == 0, p.stdout + p.stderr
+    r = subprocess.run([out["python"], "-I", "-c", "import idna"], capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+
+
+def test_what_other_jobs_left_in_the_workspace_does_not_steer_the_install(tmp_path):
+    """The step runs in the job's workspace, which other jobs wrote: a `pip` or `venv` package
+    there, or a uv.toml, must not run or decide anything."""
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    lock.write_text(one_pin_lock(lock.read_text(), "idna"))
+    ws = tmp_path / "workspace"
+    poison = tmp_path / "POISONED"
+    for pkg in ("pip", "venv", "ensurepip"):
+        (ws / pkg).mkdir(parents=True)
+        (ws / pkg / "__init__.py").write_text(f"open({str(poison)!r}, 'a').write('{pkg}')\n")
+        (ws / pkg / "__main__.py").write_text(f"open({str(poison)!r}, 'a').write('{pkg}')\n")
+    (ws / "uv.toml").write_text(f'cache-dir = "{ws / ".uvcache"}"\nlink-mode = "symlink"\n')
+    cache = tmp_path / "toolcache"
+    p, out, _ = run_install(action, cache, tmp_path, cwd=ws)
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert not poison.exists(), poison.read_text()
+    assert not (ws / ".uvcache").exists()
+    site = next(Path(out["python"]).parent.parent.glob("lib/python*/site-packages"))
+    assert (site / "idna" / "__init__.py").is_file() and not (site / "idna" / "__init__.py").is_symlink()

@@ -112,3 +112,58 @@ def test_a_job_killed_mid_chain_loses_only_the_step_in_flight_and_reconcile_rese
     after = kinds(subjects(h, branch))
     assert after.count("execute") == 2 and after[-1] == "finish", after  # n1 never ran again; n2 once, to the end
     assert "executor:n1" not in responder.log and responder.log.count("planner") == 1  # only the plan after n2
+
+
+def test_a_re_sent_execute_beside_a_carried_on_one_does_not_end_the_task(world):
+    """An execute that outlives the lease is re-sent by reconcile; on GitHub the re-sent job starts
+    beside the carried-on one (it is not in that job's concurrency group). Whichever commits
+    second sees the step already there and stops; the task goes on to its answer."""
+    from tests.fakes.agent_responder import last_stdout, tool
+    from tests.helpers import N2_CODE
+
+    h, top, value, llm = world
+    _write_config(h, "github: {lease_minutes: 0.0001}\n")
+    hold, seen = threading.Event(), threading.Event()
+    responder = make_sales_responder()
+
+    def n2(body, text, n):
+        if len(body["messages"]) == 1:  # an executor's first turn, in either job
+            seen.set()
+            hold.wait(60)
+            return tool("run_python", code=N2_CODE)
+        return tool("finish_step", status="done", result=last_stdout(body))
+
+    responder.handlers["executor:n2"] = n2
+    llm.responder = responder
+    assert h.run("issues", issue_event(h.gh, "alice")) == 0
+    d = h.gh.dispatches[0]
+    env = {**os.environ, **h.env("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]}),
+           "PYTHONPATH": str(ROOT)}
+    job = subprocess.Popen([sys.executable, "-m", "agent", "step", "auto"], env=env, cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        assert seen.wait(60)
+        seen.clear()
+        time.sleep(0.1)
+        assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0  # n2 silent past the lease
+        resent = [x for x in h.gh.dispatches[1:] if x["event_type"] == "agent-execute"]
+        assert resent
+        ev = {"action": "agent-execute", "client_payload": resent[0]["client_payload"], "sender": {"login": "github-actions[bot]", "type": "Bot"}}
+        other = threading.Thread(target=lambda: h.run("repository_dispatch", ev))
+        other.start()
+        assert seen.wait(60), "the re-sent executor did not start"
+        hold.set()  # both executors of n2 go on
+        other.join(120)
+        assert job.wait(120) == 0
+        h.drain(start=len(h.gh.dispatches))
+    finally:
+        hold.set()
+        if job.poll() is None:
+            os.killpg(job.pid, signal.SIGKILL)
+    subs = subjects(h, d["client_payload"]["branch"])
+    assert kinds(subs).count("execute") == 2 and not any("error" in s for s in subs), subs  # n1, n2: one commit each
+    assert subs[-1].startswith("agent(finish)")
+    pr = list(h.gh.repo("o/r").pulls.values())[0]
+    assert top in pr.body and f"{value:.2f}" in pr.body
+    answers = [c.body for c in h.gh.comments("o/r", 1) if "gitops-agent:answer=" in c.body]
+    assert len(answers) == 1 and "stopped" not in answers[0]

@@ -60,7 +60,8 @@ def test_third_party_actions_are_pinned_by_commit():
 def test_the_install_step_takes_only_the_lock_with_its_hashes():
     steps = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
     script = next(s for s in steps if s.get("id") == "install")["run"]
-    installs = [l for l in script.splitlines() if " install " in l and not l.strip().startswith("#")]
+    commands = script.replace("\\\n", " ").splitlines()  # continuation lines joined
+    installs = [l for l in commands if " install " in l and not l.strip().startswith("#")]
     assert len(installs) == 3, installs  # uv itself, the lock with uv, the lock with pip
     joined = "\n".join(installs)
     assert joined.count("--require-hashes") == 3 and joined.count("--no-deps") == 3

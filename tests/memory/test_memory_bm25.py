@@ -203,3 +203,15 @@ def test_bm25_alone_never_imports_numpy_or_bm25s(tmp_path):
     p = subprocess.run([sys.executable, "-c", BM25_ONLY, str(repo), str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
+
+
+def test_a_planted_huge_experience_is_indexed_only_up_to_a_cap():
+    """Experiences come from earlier tasks (their models, maybe injected ones): a megabyte of unique
+    words in a summary must not make every later lookup slow; what is indexed is capped."""
+    from agent.memory.experience import DOC_TEXT_MAX
+
+    words = " ".join(f"w{i:07d}" for i in range(120_000))  # ~1 MB of unique tokens
+    e = experience("1-big", "average order value", summary=words)
+    assert len(e.doc_text()) == DOC_TEXT_MAX and e.doc_text().startswith("average order value")
+    idx = BM25Index.build([e.doc_text(), "average order value per region"])
+    assert len(idx._postings) < 5_000 and idx.search("average order value", 2)[0][0] in (0, 1)

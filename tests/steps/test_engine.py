@@ -424,6 +424,7 @@ def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_fa
 
     script = {"planner": [plan(node("n1")), plan(node("n1"), node("p1"))]}
     rt_box: list = []
+    paid: list[Usage] = []
 
     class Racing(ScriptedModel):
         def query(self, request):
@@ -431,7 +432,10 @@ def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_fa
                 rt, task = rt_box[0], request.meta["task"]
                 other = Plan(version=1, goal="g", nodes=[PlanNode(id="p1", title="P1", goal="a person's node")])
                 rt.git.commit_files(f"agent/task/{task}", {f".agent/tasks/{task}/plan.json": dump_state(other)}, "edit the plan", {})
-            return super().query(request)
+            resp = super().query(request)
+            if request.meta.get("role") == "planner":
+                paid.append(resp.usage)
+            return resp
 
     model = Racing(script)
     cfg = AgentConfig()
@@ -447,3 +451,6 @@ def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_fa
     snap = load_snapshot(rt.git, job.task)
     assert [n.id for n in snap.plan.walk() if n.is_leaf] == ["n1", "p1"] and snap.plan.finish is None
     assert any(k == "retry" for k, _ in rt.reporter.events)
+    # the lost attempt was paid for: the step's record bills both planner calls
+    rec = next(x for x in snap.steps if x.role == "planner")
+    assert len(paid) == 2 and rec.usage.input_tokens == paid[0].input_tokens + paid[1].input_tokens
