@@ -120,3 +120,26 @@ def test_every_package_is_shipped():
     shipped = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     packages = {".".join(f.parent.relative_to(ROOT).parts) for f in AGENT.rglob("__init__.py")}
     assert packages - shipped == set()  # a package pyproject does not list is missing from an install
+
+
+def test_the_console_script_names_a_function():
+    """`gitops-agent` (pyproject's [project.scripts]) must resolve to a callable, not a module: the
+    README's first command runs it (the layout change once left it pointing at agent.cli.main's module)."""
+    import importlib
+    import os
+    import subprocess
+    import sys
+
+    try:
+        import tomllib
+    except ModuleNotFoundError:  # Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    target = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]["gitops-agent"]
+    module, _, attr = target.partition(":")
+    fn = getattr(importlib.import_module(module), attr)
+    assert callable(fn) and not isinstance(fn, type(sys)), f"{target} is not a function"
+    script = os.path.join(os.path.dirname(sys.executable), "gitops-agent")
+    if os.path.exists(script):  # the installed one, as the README runs it
+        p = subprocess.run([script, "--version"], capture_output=True, text=True, timeout=60)
+        assert p.returncode == 0 and p.stdout.startswith("gitops-agent "), p.stderr[-500:]
