@@ -29,6 +29,7 @@ examples:
   gitops-agent show <task-id>                         print a task's report
   gitops-agent memory search "average order value"    past experiences like this one
   gitops-agent fork <task-id> --at 4 "Use the median" a divergent path from step 4
+  gitops-agent eval dabench --model anthropic:claude-haiku-4-5   score a model on the shipped suite
 """
 
 
@@ -102,6 +103,9 @@ def _parser() -> argparse.ArgumentParser:
     from agent.cli.memory import add_parsers
 
     add_parsers(sub)
+    from agent.cli.evals import add_parsers as add_eval
+
+    add_eval(sub)
     return p
 
 
@@ -151,10 +155,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
 
+        from agent.cli.evals import COMMANDS as EVAL_COMMANDS
         from agent.cli.tasks import cmd_show, cmd_tasks
 
         return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
-                **MEMORY_COMMANDS}[args.command](args)
+                **MEMORY_COMMANDS, **EVAL_COMMANDS}[args.command](args)
     except UsageError as e:
         print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

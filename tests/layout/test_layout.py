@@ -13,7 +13,7 @@ from tests.helpers import ROOT
 
 AGENT = ROOT / "agent"
 MAX_LINES = 430
-PACKAGES = {"core", "steps", "git", "sandbox", "safety", "models", "memory", "brain", "github", "observe", "cli", "demo"}
+PACKAGES = {"core", "steps", "git", "sandbox", "safety", "models", "memory", "brain", "github", "observe", "cli", "demo", "eval"}
 
 
 def _modules() -> dict[str, Path]:

@@ -1,0 +1,146 @@
+"""`gitops-agent eval SUITE`: score models and brains on a suite of questions (agent/eval/).
+
+    gitops-agent eval dabench --model scripted                        the shipped suite, scripted answers (CI)
+    gitops-agent eval dabench --model anthropic:claude-haiku-4-5      your model choice, scored
+    gitops-agent eval dabench --model A --model B                     two models side by side
+    gitops-agent eval my-suite.yaml --brain agent/brain --brain agent/brain-proposal/x   two brains
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import sys
+from pathlib import Path
+
+from agent.cli.flags import positive_float, positive_int
+from agent.cli.output import EXIT_FAILED, EXIT_OK
+
+EPILOG = """\
+Each question runs in its own throwaway task (a temporary repository with the suite's data,
+the real engine and sandbox), on a pool of --workers. The table (pass rate, cost, tokens and
+the cached share, turns, wall time) is printed, written to --out, and committed to the branch
+agent/eval of --repo (runs/<time>-<suite>/). `--model scripted` answers each question with its
+own `solution` code, run for real: a check of the mechanics, at no cost.
+"""
+
+
+def add_parsers(sub) -> None:
+    e = sub.add_parser("eval", help="score models and brains on a suite of questions (pass rate, cost, tokens, time)",
+                       description="Answer every question of SUITE in its own throwaway task and check the answers.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("suite", help="a suite file (YAML), or a shipped suite: dabench")
+    e.add_argument("--model", action="append", metavar="SPEC",
+                   help="who answers (planner and executors): anthropic:MODEL, openai:MODEL@URL, scripted; repeat it to compare")
+    e.add_argument("--brain", action="append", metavar="REF",
+                   help="a ref of the agent/brain branch's history in --repo (e.g. agent/brain, a proposal branch); repeat to compare")
+    e.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="answer each question N times (default 1)")
+    e.add_argument("--workers", type=positive_int, default=4, metavar="N", help="questions at once (default 4)")
+    e.add_argument("--only", metavar="IDS", help="comma-separated question ids (default: all)")
+    e.add_argument("--max-usd", type=positive_float, default=1.0, metavar="USD", help="budget of each question's task (default 1)")
+    e.add_argument("--judge-model", metavar="SPEC", help="model for `judge` checks without their own `model`")
+    e.add_argument("--baseline", type=Path, metavar="RESULTS", help="a results.json (or its folder) of an earlier run, shown beside this one")
+    e.add_argument("--repo", type=Path, default=Path("."), help="where --brain refs are read and the results committed (default: here)")
+    e.add_argument("--out", type=Path, metavar="DIR", help="also write results.json and table.md into DIR")
+    e.add_argument("--no-commit", action="store_true", help="do not commit the results to agent/eval")
+    e.add_argument("--min-pass-rate", type=float, metavar="X", help="exit 1 when the pass rate of any configuration is below X (0..1)")
+
+
+def configs_from(args: argparse.Namespace, default_planner: str, default_executor: str, brain_of) -> tuple[list, dict]:
+    """The configurations to compare (every --model with every --brain) and the brains by commit."""
+    from agent.eval.run import EvalConfig
+
+    models = args.model or [None]
+    brains = args.brain or [None]
+    out, loaded = [], {}
+    for spec, ref in itertools.product(models, brains):
+        commit, brain = brain_of(ref) if ref else (None, None)
+        if commit is not None:
+            loaded[commit] = brain
+        name = spec or f"{default_planner} / {default_executor}"
+        label = name if len(brains) == 1 else f"{name} · brain {ref}"
+        out.append(EvalConfig(label=label, planner=spec or default_planner, executor=spec or default_executor, brain=commit))
+    labels = [c.label for c in out]
+    if len(set(labels)) != len(labels):
+        from agent.core.errors import UsageError
+
+        raise UsageError("the same --model/--brain given twice")
+    return out, loaded
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from agent.cli.local import find_repo
+    from agent.core.config import load_config
+    from agent.core.errors import ConfigError, UsageError
+    from agent.core.state import Budget
+    from agent.eval.report import summary, table
+    from agent.eval.run import Runner
+    from agent.eval.store import commit_run, load_run
+    from agent.eval.suite import load_suite
+
+    suite = load_suite(args.suite)
+    repo = None
+    try:
+        repo = find_repo(args.repo)
+    except ConfigError:
+        if args.brain or not args.no_commit and args.repo != Path("."):
+            raise
+    cfg = load_config(repo / ".github" / "gitops-agent.yml" if repo else None)
+    if args.min_pass_rate is not None and not 0 <= args.min_pass_rate <= 1:
+        raise UsageError("--min-pass-rate is a fraction between 0 and 1")
+
+    def brain_of(ref: str):
+        from agent.brain.branch import load_repo_brain
+        from agent.git.repo import GitRepo
+
+        if repo is None:
+            raise ConfigError("--brain needs a Git repository (--repo) to read the ref from")
+        git = GitRepo(repo)
+        try:
+            sha = git.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+        except Exception:  # noqa: BLE001
+            sha = ""
+        if not sha:
+            raise ConfigError(f"--brain {ref}: no such commit or branch in {repo}")
+        return sha, load_repo_brain(git, fetch=False, at=sha)
+
+    configs, brains = configs_from(args, cfg.models.planner, cfg.models.executor, brain_of)
+    only = [x.strip() for x in args.only.split(",")] if args.only else None
+    if only:
+        unknown = sorted(set(only) - {q.id for q in suite.questions})
+        if unknown:
+            raise UsageError(f"--only: no question {', '.join(unknown)} in {suite.name}")
+    baseline = load_run(args.baseline) if args.baseline else None
+    done = [0]
+    total = len(configs) * args.repeat * (len(only) if only else len(suite.questions))
+
+    def progress(r) -> None:
+        done[0] += 1
+        print(f"  [{done[0]}/{total}] {r.id} {r.config}: {'pass' if r.passed else 'FAIL'} ({r.why[:100]}) ${r.cost_usd:.4f} {r.wall_s:.1f} s",
+              file=sys.stderr)
+
+    print(f"gitops-agent eval: {suite.name}, {total} runs, {args.workers} at once", file=sys.stderr)
+    runner = Runner(suite, config=cfg, budget=Budget(max_usd=args.max_usd, max_steps=20), brains=brains,
+                    judge_model=args.judge_model, on_result=progress)
+    run = runner.run(configs, repeat=args.repeat, workers=args.workers, only=only)
+    md = table(run, baseline)
+    print(md)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "results.json").write_text(run.model_dump_json(indent=2) + "\n")
+        (args.out / "table.md").write_text(md)
+    if repo is not None and not args.no_commit:
+        from agent.git.repo import GitRepo
+
+        sha = commit_run(GitRepo(repo), run, md)
+        print(f"gitops-agent eval: results committed to agent/eval ({sha[:12]})", file=sys.stderr)
+    if args.min_pass_rate is not None:
+        low = {k: v["pass"] for k, v in summary(run).items() if v["pass"] < args.min_pass_rate}
+        if low:
+            print(f"gitops-agent eval: pass rate below {args.min_pass_rate:.0%}: "
+                  + ", ".join(f"{k} {v:.0%}" for k, v in low.items()), file=sys.stderr)
+            return EXIT_FAILED
+    return EXIT_OK
+
+
+COMMANDS = {"eval": cmd_eval}

@@ -1,0 +1,147 @@
+"""`gitops-agent eval`: the shipped suite (answers computed by its script), the checkers, a run
+with the scripted model through the real engine and sandbox (table printed, written, committed),
+a planted wrong answer failing, and two brains side by side."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from agent.cli.main import main
+from agent.eval import suite as suite_mod
+from agent.eval.suite import NumberCheck, check_answer, load_suite
+from tests.helpers import ROOT, git, make_repo
+
+SHIPPED = ROOT / "agent" / "eval" / "suites" / "dabench"
+
+
+def test_the_shipped_suite_is_what_its_script_computes():
+    p = subprocess.run(["python3", str(SHIPPED / "make_suite.py"), "--check"], capture_output=True, text=True)
+    assert p.returncode == 0, p.stderr
+    s = load_suite("dabench")
+    assert len(s.questions) >= 25 and {q.check.type for q in s.questions} >= {"number", "text", "list"}
+    assert all(q.solution and "Answer: <value>" in q.question for q in s.questions)
+    # the expected answers come from the generated rows, not from the solutions: change a row and they move
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_suite", SHIPPED / "make_suite.py")
+    ms = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ms)
+    data = ms.make_data()
+    before = ms.expected(data)["q01"]
+    data["orders"].pop()
+    assert ms.expected(data)["q01"] == before - 1
+
+
+@pytest.mark.parametrize("check,answer,ok", [
+    (NumberCheck(type="number", value=42.35, tolerance=0.01), "The total is below.\n\nAnswer: 42.36", True),
+    (NumberCheck(type="number", value=42.35, tolerance=0.01), "Answer: 42.37", False),
+    (NumberCheck(type="number", value=1234.5, tolerance=0.1), "**Answer:** 1,234.5 USD", True),
+    (NumberCheck(type="number", value=3, tolerance=0), "It is 3.", False),  # no Answer: line
+    (suite_mod.TextCheck(type="text", value="north"), "answer: `North`", True),
+    (suite_mod.TextCheck(type="text", value="north"), "Answer: north-east", False),
+    (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P7, P2, P4", True),
+    (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P2, P7, P4", False),
+    (suite_mod.RegexCheck(type="regex", pattern=r"\bnorth\b"), "the north region", True),
+    (suite_mod.FactsCheck(type="facts", all=["north", "42"]), "North has 41", False),
+])
+def test_checkers(check, answer, ok):
+    assert check_answer(check, answer)[0] is ok
+
+
+def _repo(tmp_path: Path) -> Path:
+    return make_repo(tmp_path, "user", files={"README.md": "x\n"})
+
+
+def test_eval_with_the_scripted_model_prints_writes_and_commits_the_table(tmp_path, capsys):
+    repo = _repo(tmp_path)
+    out = tmp_path / "out"
+    rc = main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--out", str(out), "--workers", "2",
+               "--only", "q01,q06,q20,q28", "--min-pass-rate", "1"])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    assert "| q01 | ✓" in text and "| q28 | ✓" in text and "**100%** (4/4)" in text
+    res = json.loads((out / "results.json").read_text())
+    assert [r["id"] for r in res["results"]] == ["q01", "q06", "q20", "q28"] and all(r["passed"] for r in res["results"])
+    assert all(r["turns"] == 4 and r["input_tokens"] > 0 for r in res["results"])  # two planner, two executor turns each
+    assert (out / "table.md").read_text() in text
+    files = git(repo, "ls-tree", "-r", "--name-only", "agent/eval").split()
+    assert any(f.endswith("/results.json") for f in files) and any(f.endswith("/table.md") for f in files)
+
+
+def test_a_planted_wrong_answer_fails_and_says_why(tmp_path, capsys):
+    d = tmp_path / "suite"
+    shutil.copytree(SHIPPED / "data", d / "data")
+    s = yaml.safe_load((SHIPPED / "suite.yaml").read_text())
+    s["questions"] = [q for q in s["questions"] if q["id"] in ("q01", "q02", "q06")]
+    s["questions"][1]["solution"] = "print(12345.67)"  # q02: a wrong figure
+    (d / "suite.yaml").write_text(yaml.safe_dump(s))
+    rc = main(["eval", str(d / "suite.yaml"), "--model", "scripted", "--no-commit", "--repo", str(_repo(tmp_path)),
+               "--min-pass-rate", "1"])
+    text = capsys.readouterr().out
+    assert rc == 1
+    assert "| q01 | ✓" in text and "| q02 | ✗" in text and "| q06 | ✓" in text and "(2/3)" in text
+    assert "q02 (scripted): 12345.7 is not" in text
+
+
+def test_two_brains_side_by_side_show_the_difference(tmp_path, capsys):
+    """A brain whose analyst may take one turn only cannot run its code and report: it scores worse."""
+    repo = _repo(tmp_path)
+    assert main(["brain", "init", "--repo", str(repo)]) == 0
+    work = tmp_path / "brainwork"
+    git(tmp_path, "clone", "-q", "--branch", "agent/brain", str(repo), str(work))
+    analyst = work / "agents" / "analyst.yaml"
+    analyst.write_text(analyst.read_text().replace("max_turns: null", "max_turns: 1"))
+    git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "analyst: one turn")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/brain-proposal/one-turn")
+    capsys.readouterr()
+    rc = main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01,q04", "--no-commit",
+               "--brain", "agent/brain", "--brain", "agent/brain-proposal/one-turn"])
+    text = capsys.readouterr().out
+    assert rc == 0
+    assert "scripted · brain agent/brain: pass" in text and "scripted · brain agent/brain-proposal/one-turn: pass" in text
+    assert "pass rate -100% (100% → 0%)" in text
+    assert "q01 (fails now)" in text and "q04 (fails now)" in text
+
+
+def test_a_baseline_run_is_shown_beside(tmp_path, capsys):
+    repo = _repo(tmp_path)
+    first = tmp_path / "first"
+    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(first)]) == 0
+    capsys.readouterr()
+    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--baseline", str(first)]) == 0
+    text = capsys.readouterr().out
+    assert "scripted (baseline): pass" in text and "pass rate +0%" in text
+
+
+def test_bad_input_is_named(tmp_path, capsys):
+    assert main(["eval", "no-such-suite", "--model", "scripted", "--no-commit"]) == 1
+    assert "no eval suite 'no-such-suite'" in capsys.readouterr().err and True
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nquestions:\n  - {id: a, question: q, check: {type: number}}\n")
+    assert main(["eval", str(bad), "--model", "scripted", "--no-commit"]) == 1
+    assert "value" in capsys.readouterr().err
+    assert main(["eval", "dabench", "--model", "scripted", "--only", "q99", "--no-commit"]) == 2
+
+
+def test_a_judge_check_records_the_verdict(tmp_path):
+    from agent.eval.run import EvalConfig, Runner
+    from agent.models.scripted import ScriptedModel
+
+    d = tmp_path / "suite"
+    (d / "data").mkdir(parents=True)
+    (d / "data" / "x.csv").write_text("a\n1\n2\n")
+    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "judged", "data": "data", "questions": [
+        {"id": "j1", "question": "Sum column a of data/x.csv.", "check": {"type": "judge", "rubric": "Says the sum is 3."},
+         "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))"}]}))
+    judge = ScriptedModel({"judge": [{"tool": "verdict", "input": {"pass": True, "why": "it says 3"}}]}, name="judge")
+    run = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": judge}).run(
+        [EvalConfig(label="s", planner="scripted", executor="scripted")])
+    r = run.results[0]
+    assert r.passed and r.judge == {"pass": True, "why": "it says 3", "model": "judge"}
+    assert "Answer: 3" in judge.calls[0].messages[0].content[0].text
