@@ -50,6 +50,7 @@ class Proposal:
     model: str
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
+    gate: Any = None  # agent/eval/gate.py's Gate: the suite on the current and the proposed brain
 
 
 def gather(store: MemoryStore, last: int = 20) -> list[Experience]:
@@ -190,12 +191,17 @@ def pull_request_for(p: Proposal) -> tuple[str, str, str]:
     """(head branch, title, body) of the pull request against agent/brain (GitHub mode)."""
     files = "\n".join(f"- `{path}`" + (" (deleted)" if b is None else "") for path, b in sorted(p.changes.items()))
     cites = ", ".join(f"`{t}`" for t in p.experiences) or "none"
+    measured = ""
+    if p.gate is not None:
+        mark = {"better": "**better**", "same": "no change", "worse": "**WORSE**", "costlier": "**COSTLIER**"}[p.gate.verdict]
+        measured = f"### Measured: {mark}\n{p.gate.why}.\n\n{p.gate.table}\n"
     body = (
-        f"{p.rationale}\n\n### Files\n{files}\n\n### Experiences behind this proposal\n{cites}\n\n"
+        f"{p.rationale}\n\n{measured}### Files\n{files}\n\n### Experiences behind this proposal\n{cites}\n\n"
         f"Proposed by `gitops-agent evolve` ({p.model}, ${p.cost_usd:.4f}) from the memory branch. "
         f"Merge into `{BRAIN_BRANCH}` to adopt it; the brain is validated on every run.\n"
     )
-    return p.branch, f"brain: {p.title}", body
+    prefix = f"[{p.gate.verdict}] " if p.gate is not None and p.gate.blocks else ""
+    return p.branch, f"{prefix}brain: {p.title}", body
 
 
 def _one_call(resp: ModelResponse) -> dict[str, Any]:

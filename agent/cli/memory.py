@@ -62,6 +62,10 @@ def add_parsers(sub) -> None:
     e.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     e.add_argument("--model", help="model spec (default: the planner model of the config)")
     e.add_argument("--last", type=positive_int, default=20, help="how many recent experiences to read (default 20)")
+    e.add_argument("--suite", help="the eval suite run on the current and the proposed brain (default: evolve.suite of the config, dabench)")
+    e.add_argument("--eval-model", metavar="SPEC", help="who answers the suite (default: evolve.model, else the task models); `scripted`: the suite's solutions")
+    e.add_argument("--workers", type=positive_int, default=4, metavar="N", help="suite questions at once (default 4)")
+    e.add_argument("--no-eval", action="store_true", help="propose without measuring")
 
     f = sub.add_parser("fork", help="a new task from a step of an old one, with a new instruction; runs it",
                        description="Starts a new task branch at the commit of step STEP of TASK_ID (done nodes keep their results), "
@@ -228,12 +232,41 @@ def cmd_evolve(args: argparse.Namespace) -> int:
     repo = find_repo(args.repo)
     spec = args.model or load_config(repo / CONFIG_PATH).models.planner
     check_model_env(spec)
-    p = run_evolve(GitRepo(repo), make_model(spec), last=args.last, reporter=ConsoleReporter())
+    git = GitRepo(repo)
+    cfg = load_config(repo / CONFIG_PATH)
+    if args.suite:
+        cfg.evolve.suite = args.suite
+    if args.eval_model:
+        cfg.evolve.model = args.eval_model
+    eval_spec = cfg.evolve.model or cfg.models.executor
+    if not args.no_eval and cfg.evolve.suite and eval_spec != "scripted":
+        from agent.core.errors import ConfigError
+        from agent.memory.store import MemoryStore
+
+        if MemoryStore.open(git).tip() is not None:  # (with no memory, run_evolve says so first)
+            try:
+                check_model_env(eval_spec)  # before a proposal is made that then cannot be measured
+            except ConfigError as e:
+                raise ConfigError(f"evolve measures its proposal on the suite {cfg.evolve.suite}: {e}; "
+                                  "or choose its model with --eval-model SPEC, or skip it with --no-eval") from None
+    p = run_evolve(git, make_model(spec), last=args.last, reporter=ConsoleReporter())
+    if not args.no_eval:
+        from agent.eval.gate import compare_brains
+        from agent.eval.store import commit_run
+
+        print(f"measuring: suite {cfg.evolve.suite} on agent/brain @ {p.base[:12]} and on the proposal …", file=sys.stderr)
+        p.gate = compare_brains(git, p.base, p.commit, cfg, repo=repo, workers=args.workers)
+        if p.gate is not None:
+            commit_run(git, p.gate.run, p.gate.table + f"\nProposal {p.branch}: {p.gate.verdict} ({p.gate.why}).\n")
     print(f"proposal: {p.branch}  (based on agent/brain @ {p.base[:12]}, commit {p.commit[:12]})")
     print(f"title:    {p.title}")
     print(f"files:    {', '.join(sorted(p.changes))}")
     print(f"from:     {', '.join(p.experiences)}")
     print(f"\n{p.rationale}\n")
+    if p.gate is not None:
+        print(f"measured: {p.gate.verdict.upper()}: {p.gate.why}\n\n{p.gate.table}")
+        if p.gate.blocks:
+            print(f"this proposal is marked {p.gate.verdict}: adopt it only if you know better than the suite\n")
     print(f"review: git -C {repo} diff agent/brain {p.branch}")
     print(f"adopt:  git -C {repo} branch -f agent/brain {p.branch}   (or merge it by pull request)")
     return EXIT_OK

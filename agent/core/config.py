@@ -113,6 +113,20 @@ class GitHubConfig(BaseModel):
         "put there. Never camo.githubusercontent.com: anyone can get a proxy URL for any address.")
 
 
+class EvolveConfig(BaseModel):
+    """How `evolve` proves a proposal (agent/eval/gate.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+    suite: str | None = Field("dabench", description="The eval suite run on the current and the proposed brain: a shipped "
+                              "suite's name or a path in the repository; null: no comparison.")
+    model: str | None = Field(None, description="Who answers the suite, planner and executors (default: models.executor, "
+                              "the cheap one); `scripted`: each question's own solution (a check of the mechanics).")
+    questions: list[str] = Field(default_factory=list, description="Only these question ids (default: all).")
+    cost_margin: float = Field(0.2, ge=0, description="A proposal that costs more than (1 + this) times the current "
+                               "brain for no gain in pass rate is marked costlier.")
+    open_worse: bool = Field(False, description="On GitHub, open a pull request even for a proposal marked worse or costlier.")
+
+
 class AgentConfig(BaseModel):
     """Everything configurable; defaults fit a small repository and a cheap run."""
 
@@ -124,6 +138,7 @@ class AgentConfig(BaseModel):
     workers: int = Field(4, ge=1, le=64, description="Executor steps run at once (local mode).")
     trigger: TriggerConfig = TriggerConfig()
     github: GitHubConfig = GitHubConfig()
+    evolve: EvolveConfig = EvolveConfig()
     prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
     model_retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a model call after the SDK's own.")
     model_timeout: TimeoutPolicy = Field(default_factory=TimeoutPolicy, description="How long a model call may wait.")

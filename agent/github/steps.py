@@ -323,9 +323,21 @@ class StepRunner(Access, Publisher):
         rt = self.runtime(git, head, cfg=cfg)
         spec = self.s.planner_model or cfg.models.planner
         proposal = run_evolve(git, rt.model(spec), reporter=self.reporter)
+        from agent.eval.gate import compare_brains
+
+        proposal.gate = compare_brains(git, proposal.base, proposal.commit, cfg, repo=git.repo, workers=cfg.github.max_parallel)
         branch, title, body = pull_request_for(proposal)
+        self.outputs["branch"] = branch
+        if self.s.summary_path and proposal.gate is not None:
+            with open(self.s.summary_path, "a") as f:
+                f.write(f"### gitops-agent evolve: {proposal.gate.verdict}\n\n{md_block(proposal.gate.why)}\n\n{md_block(proposal.gate.table)}\n")
+        if proposal.gate is not None and proposal.gate.blocks and not cfg.evolve.open_worse:
+            # the branch stays for a person to look at; no pull request asks anyone to adopt it
+            print(f"gitops-agent: brain proposal {branch} is {proposal.gate.verdict} ({log_line(proposal.gate.why)}): "
+                  "no pull request (evolve.open_worse: true opens one anyway)")
+            return 0
         number, url = self.client.open_pull(head=branch, base="agent/brain", title=title, body=md_block(body)[:60000], draft=True)
-        self.outputs.update({"branch": branch, "pr-url": url})
+        self.outputs["pr-url"] = url
         print(f"gitops-agent: brain proposal {branch}: {url}")
         return 0
 

@@ -109,7 +109,26 @@ def test_evolve_cli_and_its_errors(tmp_path):
     r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}")
     assert r.returncode == 1 and "no memory yet" in r.stderr
     MemoryStore.open(GitRepo(repo)).add_experience(experience("2-fail", "Total revenue per month?", outcome="failed"))
-    r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}", "--last", "5")
+    r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}", "--last", "5", "--no-eval")
     assert r.returncode == 0, r.stderr
     assert r.stdout.startswith("proposal: agent/brain-proposal/") and "Tasks 2-fail and 3-lesson" in r.stdout
-    assert "git -C" in r.stdout and "diff agent/brain agent/brain-proposal/" in r.stdout
+    assert "git -C" in r.stdout and "diff agent/brain agent/brain-proposal/" in r.stdout and "measured" not in r.stdout
+
+
+def test_evolve_measures_the_proposal_on_the_suite_and_says_so(tmp_path, monkeypatch):
+    repo = make_repo(tmp_path)
+    (repo / ".github").mkdir()
+    (repo / ".github" / "gitops-agent.yml").write_text("evolve: {questions: [q01, q04]}\n")
+    git(repo, "add", "-A")
+    git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "config")
+    MemoryStore.open(GitRepo(repo)).add_experience(experience("2-fail", "Total revenue per month?", outcome="failed"))
+    script = tmp_path / "evolve.yaml"
+    script.write_text(yaml.safe_dump({"evolve": [GOOD]}))
+    r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}", "--eval-model", "scripted")
+    assert r.returncode == 0, r.stderr
+    assert "measured: SAME" in r.stdout and "current brain: pass" in r.stdout and "| q01 | ✓" in r.stdout
+    assert "eval(dabench)" in git(repo, "log", "-1", "--format=%s", "agent/eval")  # the numbers are in the history too
+    # a model the suite cannot reach is named before anything runs
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}", "--eval-model", "anthropic:claude-haiku-4-5")
+    assert r.returncode != 0 and "ANTHROPIC_API_KEY" in r.stderr

@@ -287,14 +287,20 @@ def test_custom_trigger_label_from_the_repository_config(world):
     assert [d["event_type"] for d in h.gh.dispatches] == ["agent-plan"]
 
 
-def evolve_script(tmp_path: Path) -> Path:
-    """A scripted evolve model that proposes one change: the analyst mentions ties."""
+EVOLVE_EVAL = "evolve: {model: scripted, questions: [q01, q04]}\n"  # the proof, cheap: two questions, scripted
+
+
+def evolve_script(tmp_path: Path, max_turns: int | None = None) -> Path:
+    """A scripted evolve model that proposes one change: the analyst mentions ties (and, with
+    ``max_turns``, may take only that many turns: a change that makes the suite worse)."""
     import yaml
 
     from agent.brain.branch import default_files
 
     analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
     analyst["instructions"] += "Check for the top customer ties.\n"
+    if max_turns is not None:
+        analyst["max_turns"] = max_turns
     script = tmp_path / "evolve.yaml"
     script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
         "title": "Mention ties", "rationale": "from the last task", "experiences": [],
@@ -304,11 +310,28 @@ def evolve_script(tmp_path: Path) -> Path:
 
 def test_evolve_opens_a_pull_request_against_agent_brain(world, tmp_path):
     h, *_ = world
+    _write_config(h, EVOLVE_EVAL)
     h.run("issues", issue_event(h.gh, "alice"))
     h.drain()  # one finished task: one experience on agent/memory
     script = evolve_script(tmp_path)
     assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
     prs = [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
     assert len(prs) == 1 and prs[0].pull.head.startswith("agent/brain-proposal/") and prs[0].pull.draft
+    # the proposal carries its numbers: the suite on the current and the proposed brain, side by side
+    assert "### Measured: no change" in prs[0].body and "current brain: pass" in prs[0].body and "proposed brain: pass" in prs[0].body
+    assert "gitops-agent evolve: same" in (h.tmp / "summary.md").read_text()
     assert "ties" in git(h.bare, "show", f"{prs[0].pull.head}:agents/analyst.yaml")
     assert "ties" not in git(h.bare, "show", "agent/brain:agents/analyst.yaml")  # never merged by itself
+
+
+def test_an_evolve_proposal_that_makes_the_suite_worse_is_marked_and_not_opened(world, tmp_path):
+    h, *_ = world
+    _write_config(h, EVOLVE_EVAL)
+    h.run("issues", issue_event(h.gh, "alice"))
+    h.drain()
+    script = evolve_script(tmp_path, max_turns=1)  # the analyst could no longer run code and report
+    assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
+    assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"] == []
+    summary = (h.tmp / "summary.md").read_text()
+    assert "gitops-agent evolve: worse" in summary and "pass rate 100% → 0%" in summary
+    assert git(h.bare, "for-each-ref", "--format=%(refname)", "refs/heads/agent/brain-proposal/").strip()  # kept to look at

@@ -10,7 +10,7 @@ import time
 import pytest
 import yaml
 
-from tests.github.test_github_flow import Harness, _write_config, evolve_script, issue_event, world  # noqa: F401 - fixture
+from tests.github.test_github_flow import EVOLVE_EVAL, Harness, _write_config, evolve_script, issue_event, world  # noqa: F401 - fixture
 from tests.helpers import ROOT
 
 ROOT_WORKFLOW = ROOT / ".github" / "workflows" / "agent.yml"
@@ -137,6 +137,7 @@ def test_reconcile_has_what_it_uses(world):
 def test_evolve_has_what_it_uses(world, tmp_path):
     base, *_ = world
     h = ScopedHarness(base)
+    _write_config(h, EVOLVE_EVAL)
     h.run("issues", issue_event(h.gh, "alice"))
     h.drain()
     script = evolve_script(tmp_path)
