@@ -320,6 +320,8 @@ class StepRunner(Access, Publisher):
         git = self.clone(None)
         head = git.git("rev-parse", "HEAD").strip()
         cfg = self.config(git, head)
+        if self.s.executor_model:
+            cfg.models.executor = self.s.executor_model  # the suite's default model (agent/eval/gate.py)
         rt = self.runtime(git, head, cfg=cfg)
         spec = self.s.planner_model or cfg.models.planner
         proposal = run_evolve(git, rt.model(spec), reporter=self.reporter)
