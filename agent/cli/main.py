@@ -80,7 +80,7 @@ def _parser() -> argparse.ArgumentParser:
     st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
                         description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
                         "do the step, push, dispatch the next steps. Reads GITHUB_* and GITOPS_AGENT_* variables.")
-    st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve"], help="the step (auto: from the event)")
+    st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve", "eval"], help="the step (auto: from the event)")
     st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
 
     s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)",

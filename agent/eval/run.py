@@ -97,7 +97,13 @@ def question_repo(suite: Suite, where: Path) -> Path:
     repo = where / "repo"
     repo.mkdir(parents=True)
     if suite.data_dir is not None:
-        shutil.copytree(suite.data_dir, repo / "data", symlinks=False)
+        # regular files only: a link in the data folder would bring whatever it points at (on a
+        # runner: its credentials) into a repository the model reads
+        for f in sorted(suite.data_dir.rglob("*")):
+            if f.is_file() and not f.is_symlink() and not any(p.is_symlink() for p in f.relative_to(suite.data_dir).parents if str(p) != "."):
+                dst = repo / "data" / f.relative_to(suite.data_dir)
+                dst.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(f, dst, follow_symlinks=False)
     (repo / "README.md").write_text(f"# {suite.name}\n\nThe data of the eval suite `{suite.name}`, under data/.\n")
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")

@@ -95,6 +95,10 @@ class StepRunner(Access, Publisher):
         event = load_event(self.s.event_path)
         if step == "evolve" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"):
             return self.evolve()
+        if step == "eval" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-eval"):
+            from agent.github.eval_job import run_eval_job
+
+            return run_eval_job(self, event)
         if self.s.event_name in ("issues", "issue_comment", *REVIEW_EVENTS) and step in ("auto", "intake"):
             # the trigger words may come from the repository's config: intake reads it first
             return self.intake(None, event)

@@ -145,3 +145,21 @@ def test_a_judge_check_records_the_verdict(tmp_path):
     r = run.results[0]
     assert r.passed and r.judge == {"pass": True, "why": "it says 3", "model": "judge"}
     assert "Answer: 3" in judge.calls[0].messages[0].content[0].text
+
+
+def test_a_link_in_the_suites_data_brings_nothing_from_outside(tmp_path):
+    from agent.eval.run import question_repo
+
+    secret = tmp_path / "runner-credentials"
+    secret.write_text("ghs_SECRET\n")
+    d = tmp_path / "suite"
+    (d / "data" / "sub").mkdir(parents=True)
+    (d / "data" / "x.csv").write_text("a\n1\n")
+    (d / "data" / "creds.csv").symlink_to(secret)
+    (d / "data" / "linked").symlink_to(tmp_path, target_is_directory=True)
+    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "s", "data": "data", "questions": [
+        {"id": "a", "question": "q", "check": {"type": "text", "value": "x"}}]}))
+    repo = question_repo(load_suite(d / "suite.yaml"), tmp_path / "q")
+    files = git(repo, "ls-files").split()
+    assert files == ["README.md", "data/x.csv"]
+    assert "ghs_SECRET" not in git(repo, "log", "-p")

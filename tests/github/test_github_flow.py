@@ -335,3 +335,17 @@ def test_an_evolve_proposal_that_makes_the_suite_worse_is_marked_and_not_opened(
     summary = (h.tmp / "summary.md").read_text()
     assert "gitops-agent evolve: worse" in summary and "pass rate 100% → 0%" in summary
     assert git(h.bare, "for-each-ref", "--format=%(refname)", "refs/heads/agent/brain-proposal/").strip()  # kept to look at
+
+
+def test_an_agent_eval_dispatch_runs_the_suite_and_posts_the_table(world):
+    h, *_ = world
+    assert h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "questions": "q01,q06"}}) == 0
+    summary = (h.tmp / "summary.md").read_text()
+    assert "| q01 | ✓" in summary and "| q06 | ✓" in summary and "**100%** (2/2)" in summary
+    runs = git(h.bare, "ls-tree", "-r", "--name-only", "agent/eval").split()
+    assert any(r.endswith("-dabench/results.json") for r in runs)
+    # a payload outside its patterns is refused, naming the field
+    with pytest.raises(ConfigError, match="suite"):
+        h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"suite": "../../etc/passwd"}})
+    with pytest.raises(ConfigError, match="field shell: Extra inputs"):
+        h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "shell": "rm -rf /"}})

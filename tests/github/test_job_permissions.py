@@ -19,6 +19,7 @@ JOB_OF = {("issues", ""): "intake", ("issue_comment", ""): "intake", ("workflow_
           ("pull_request_review_comment", ""): "intake", ("pull_request_review", ""): "intake",
           ("repository_dispatch", "agent-plan"): "plan", ("repository_dispatch", "agent-execute"): "execute",
           ("repository_dispatch", "agent-finish"): "finish", ("repository_dispatch", "agent-evolve"): "evolve",
+          ("repository_dispatch", "agent-eval"): "eval",
           ("schedule", ""): "reconcile"}
 
 
@@ -145,3 +146,11 @@ def test_evolve_has_what_it_uses(world, tmp_path):
     assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
     assert h.refused() == []
     assert covers(h.perms["evolve"], h.used().get("evolve", set())) == []
+
+
+def test_eval_has_what_it_uses(world):
+    base, *_ = world
+    h = ScopedHarness(base)
+    assert h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "questions": "q01,q28"}}) == 0
+    assert h.refused() == []
+    assert covers(h.perms["eval"], h.used().get("eval", set())) == []
