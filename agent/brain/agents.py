@@ -52,6 +52,8 @@ class AgentDef(BaseModel):
     role: Literal["planner", "executor"] = Field(description="planner: makes the plan; executor: runs one node.")
     description: str = Field(description="One line the planner reads to choose an agent.")
     model: str | None = Field(None, description="Model spec; null means the task's model for this role.")
+    cascade: list[str] = Field(default_factory=list, max_length=4, description="Executor: models tried next, in order, when "
+                               "a node fails or runs out of turns on the one before (cheap first, strong when needed).")
     max_turns: int | None = Field(None, ge=1, description="Executor turn limit; null means the budget's max_turns.")
     max_tokens: int = Field(4096, ge=256, description="Output tokens per model call.")
     max_corrections: int = Field(3, ge=0, description="Planner: malformed outputs answered before failing.")

@@ -250,8 +250,23 @@ class StepRecord(BaseModel):
                                     "is seen without reading history).")
     flagged: list[str] = Field(default_factory=list, description="Changes committed but listed at the top of the pull "
                                "request (files tools run, files that existed before), with the reason.")
+    cascade: list["CascadeAttempt"] = Field(default_factory=list, description="An executor whose agent has a model cascade: "
+                                            "each model tried, in order (the last one's outcome is the step's).")
     error: str | None = None
 
+
+class CascadeAttempt(BaseModel):
+    """One model's go at a node (agent `cascade` in the brain)."""
+
+    model_config = ConfigDict(extra="forbid")
+    model: str
+    status: Literal["done", "failed"]
+    turns: int = 0
+    cost_usd: float = Field(0.0, ge=0)
+    error: str | None = None
+
+
+StepRecord.model_rebuild()  # CascadeAttempt is defined after it
 
 M = TypeVar("M", bound=BaseModel)
 

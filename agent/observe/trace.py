@@ -22,7 +22,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from agent.core.state import Budget, NodeStatus, TaskModels, TaskSource, Turn, Usage
+from agent.core.state import Budget, CascadeAttempt, NodeStatus, TaskModels, TaskSource, Turn, Usage
 from agent.core.plan import Plan, PlanNode
 
 
@@ -82,6 +82,7 @@ class TraceStep(BaseModel):
     commit: CommitInfo | None = None
     result: str | None = Field(None, description="result.md of an executor step.")
     transcript: list[Turn] = Field(default_factory=list, description="turns.jsonl: each model turn, its code and observation.")
+    cascade: list[CascadeAttempt] = Field(default_factory=list, description="An executor's model cascade: each model tried, in order.")
     has_record: bool = Field(True, description="False for steps known only from a commit (intake) or from the plan (running).")
 
     @property

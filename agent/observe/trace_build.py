@@ -275,7 +275,9 @@ def _step_from_record(rec: StepRecord, commit: CommitInfo | None, titles: dict[s
         node=rec.node if is_exec else None,
         node_title=titles.get(rec.node) if is_exec else None,
         agent=rec.agent,
-        model=rec.model,
+        # a cascade shows every model tried: cheap → strong
+        model=" → ".join(a.model for a in rec.cascade) if rec.cascade else rec.model,
+        cascade=list(rec.cascade),
         status=rec.status,
         turns=rec.turns,
         started_at=rec.started_at,

@@ -21,7 +21,7 @@ from agent.observe.render import checklist, fmt_tokens
 from agent.core.runtime import Runtime
 from agent.core.seams import Job
 from agent.core.snapshot import Snapshot, load_snapshot
-from agent.core.state import NodeStatus, Observation, StepRecord, Turn, Usage, dump_state, utcnow
+from agent.core.state import CascadeAttempt, NodeStatus, Observation, StepRecord, Turn, Usage, dump_state, utcnow
 from agent.core.plan import PlanNode
 from agent.core.tools import specs
 
@@ -78,8 +78,9 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         return [Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=str(problem))]
 
     agent = rt.brain.executor(node.agent)
-    spec = agent.model or snap.task.models.executor
-    model = rt.model(spec)
+    # a cascade (brain): the first model, then the next ones while the node fails or runs out of turns
+    chain = [agent.model or snap.task.models.executor, *agent.cascade]
+    model = rt.model(chain[0])
     max_turns = agent.max_turns or snap.task.budget.max_turns
     sdir = snap.step_dir(seq, node.id)
     started, t0 = utcnow(), time.monotonic()
@@ -108,51 +109,27 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         )
         # brain tools (agent/brainbranch.py): helper modules the code can import, listed by docstring
         system = render(rt.brain.prompt_dirs, agent.prompts.system, agent=agent, py_tools=list_tools(rt.brain))
-        messages: list[Message] = [Message(role="user", content=[TextBlock(text=node_text)], cache=True)]
+        attempts: list[CascadeAttempt] = []
         finished = False
-        for turn_no in range(1, max_turns + 1):
-            CANCEL.check()
-            # Roll the cache breakpoints forward: the node's prompt, the previous turn's end (a
-            # read of what the last call wrote, whatever the API's look-back) and this turn's end.
-            last = len(messages) - 1
-            msgs = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
-            request = ModelRequest(
-                system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
-                meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": turn_no,
-                      "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
-            )
-            try:
-                resp = model.query(request)
-            except FatalModelError as e:
-                error = f"model error (not retryable): {e}"
-                turns.append(Turn(turn=turn_no, model=model.name, error=error))
-                break
-            except ModelError as e:
-                error = f"model error: {e}"
-                turns.append(Turn(turn=turn_no, model=model.name, error=error))
-                break
-            call_cost = rt.cost(model.name, resp.usage)
-            usage, cost = usage + resp.usage, cost + call_cost
-            turn = Turn(turn=turn_no, model=resp.model or model.name, text=resp.text, usage=resp.usage, cost_usd=call_cost, latency_ms=resp.latency_ms)
-            turns.append(turn)
-            messages.append(Message(role="assistant", content=resp.content))
-            replies, done = _act(rt, resp, turn, wt, sdir, snap)
-            CANCEL.check()  # a sandbox run stopped by Ctrl-C: the step is not committed, --resume redoes it
-            rt.reporter.event(
-                "turn", node=node.id, turn=turn_no, max_turns=max_turns, tool=turn.tool,
-                exit_code=turn.observation.exit_code if turn.observation else None,
-                timed_out=bool(turn.observation and turn.observation.timed_out),
-                tokens=fmt_tokens(usage.total), cost=cost,
-            )
-            if done is not None:
-                status, result = done
-                finished = True
-                break
-            messages.append(Message(role="user", content=replies))
-            over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=usage.total)
-            if over:
-                error = f"stopped: {over}"
-                break
+        for k, spec in enumerate(chain):
+            if k:
+                if finished and status == "done" or (error or "").startswith("stopped:"):
+                    break  # done, or out of budget: no further model
+                model = rt.model(spec)
+                node_note = f"\n\n(An earlier attempt with {attempts[-1].model} did not succeed: {(error or 'failed')[:300]}. The files it left are in the working tree.)"
+                rt.reporter.event("note", text=f"{node.id}: {attempts[-1].model} did not succeed; trying {model.name} (cascade)")
+                status, result, error, finished = "failed", "", None, False
+            else:
+                node_note = ""
+            first_turn, cost_before = len(turns), cost
+            finished, status, result, error = _attempt(
+                rt, job, snap, node, agent, model, system, node_text + node_note, wt, sdir, max_turns, turns, len(turns))
+            cost = sum(t.cost_usd for t in turns)
+            usage = sum((t.usage for t in turns), Usage())
+            if not finished and error is None:
+                error = f"turn limit reached ({max_turns} turns) before finish_step"
+            attempts.append(CascadeAttempt(model=model.name, status=status if finished else "failed", turns=len(turns) - first_turn,
+                                           cost_usd=round(cost - cost_before, 6), error=error if not finished or status == "failed" else None))
         if not finished:
             if error is None:
                 error = f"turn limit reached ({max_turns} turns) before finish_step"
@@ -171,6 +148,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         status=status if finished else "failed", turns=len(turns), usage=usage, cost_usd=round(cost, 6),
         duration_ms=duration_ms, started_at=started, finished_at=utcnow(),
         artifacts=sorted(p for p, d in decision.kept.items() if d is not None), refused=refused, flagged=decision.flagged, error=error if not finished or status == "failed" else None,
+        cascade=attempts if len(chain) > 1 else [],
     )
     changes: dict[str, bytes | None] = dict(decision.kept)
     changes[f"{sdir}/turns.jsonl"] = "".join(t.model_dump_json() + "\n" for t in turns).encode()
@@ -187,6 +165,59 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         return [Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=f"{node.id}: {error}")]
     return [plan_job]
 
+
+
+def _attempt(rt: Runtime, job: Job, snap: Snapshot, node: Any, agent: Any, model: Any, system: str, node_text: str, wt: Path,
+             sdir: str, max_turns: int, turns: list[Turn], offset: int) -> tuple[bool, str, str, str | None]:
+    """One model's CodeAct loop on the node (appending to ``turns``, numbered after ``offset``):
+    (finished, status, result, error)."""
+    messages: list[Message] = [Message(role="user", content=[TextBlock(text=node_text)], cache=True)]
+    usage, cost = Usage(), sum(t.cost_usd for t in turns)
+    all_tokens = sum(t.usage.total for t in turns)
+    status, result, error = "failed", "", None
+    for n in range(1, max_turns + 1):
+        turn_no = offset + n
+        CANCEL.check()
+        # Roll the cache breakpoints forward: the node's prompt, the previous turn's end (a
+        # read of what the last call wrote, whatever the API's look-back) and this turn's end.
+        last = len(messages) - 1
+        msgs = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
+        request = ModelRequest(
+            system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
+            meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": n,
+                  "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
+        )
+        try:
+            resp = model.query(request)
+        except FatalModelError as e:
+            error = f"model error (not retryable): {e}"
+            turns.append(Turn(turn=turn_no, model=model.name, error=error))
+            return False, status, result, error
+        except ModelError as e:
+            error = f"model error: {e}"
+            turns.append(Turn(turn=turn_no, model=model.name, error=error))
+            return False, status, result, error
+        call_cost = rt.cost(model.name, resp.usage)
+        usage, cost = usage + resp.usage, cost + call_cost
+        turn = Turn(turn=turn_no, model=resp.model or model.name, text=resp.text, usage=resp.usage, cost_usd=call_cost, latency_ms=resp.latency_ms)
+        turns.append(turn)
+        messages.append(Message(role="assistant", content=resp.content))
+        replies, done = _act(rt, resp, turn, wt, sdir, snap)
+        CANCEL.check()  # a sandbox run stopped by Ctrl-C: the step is not committed, --resume redoes it
+        rt.reporter.event(
+            "turn", node=node.id, turn=n, max_turns=max_turns, tool=turn.tool,
+            exit_code=turn.observation.exit_code if turn.observation else None,
+            timed_out=bool(turn.observation and turn.observation.timed_out),
+            tokens=fmt_tokens(all_tokens + usage.total), cost=cost,
+        )
+        if done is not None:
+            status, result = done
+            return True, status, result, None
+        messages.append(Message(role="user", content=replies))
+        over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=all_tokens + usage.total)
+        if over:
+            return False, status, result, f"stopped: {over}"
+    return False, status, result, None
 
 def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap: Snapshot) -> tuple[list[Any], tuple[str, str] | None]:
     """Run the tool calls of one reply. Returns the tool_result blocks, and (status, result)

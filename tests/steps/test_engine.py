@@ -454,3 +454,38 @@ def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_fa
     # the lost attempt was paid for: the step's record bills both planner calls
     rec = next(x for x in snap.steps if x.role == "planner")
     assert len(paid) == 2 and rec.usage.input_tokens == paid[0].input_tokens + paid[1].input_tokens
+
+
+def test_a_cascade_that_fails_on_the_cheap_model_and_succeeds_on_the_next_is_recorded(repo):
+    """Cheap first, strong when needed (agent `cascade` in the brain): the node starts on the first
+    model, which runs out of turns; the next one finishes it. The step, the trace and the ledger say so."""
+    from agent.observe.trace_build import build_trace
+
+    weak = ScriptedModel({"executor:n1": [{"tool": "run_shell", "input": {"command": "echo thinking"}}] * 3}, name="claude-haiku-4-5")
+    strong = ScriptedModel({"executor:n1": [
+        {"tool": "run_python", "input": {"code": "print(sum(int(x) for x in open('numbers.txt').read().split()))"}},
+        {"tool": "finish_step", "input": {"status": "done", "result": "sum = {{ last_output }}"}}]}, name="claude-sonnet-4-6")
+    planner = ScriptedModel({"planner": [plan(node("n1")), FINISH]}, name="scripted")
+    cfg = AgentConfig()
+    cfg.sandbox.backend = "subprocess"
+    rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(),
+                      models={"scripted:p": planner, "scripted:weak": weak, "scripted:strong": strong})
+    analyst = rt.brain.agents["analyst"]
+    rt.brain.agents["analyst"] = analyst.model_copy(update={"model": "scripted:weak", "cascade": ["scripted:strong"], "max_turns": 3})
+    res = run_question(rt, "How much is the sum of numbers.txt?", planner_model="scripted:p", executor_model="scripted:weak")
+    assert res.outcome == "done" and "sum = 55" in res.answer
+    snap = load_snapshot(rt.git, res.task_id)
+    rec = next(s for s in snap.steps if s.role == "executor")
+    assert [(a.model, a.status, a.turns) for a in rec.cascade] == [("claude-haiku-4-5", "failed", 3), ("claude-sonnet-4-6", "done", 2)]
+    assert "turn limit" in rec.cascade[0].error and rec.model == "claude-sonnet-4-6" and rec.status == "done" and rec.turns == 5
+    # the ledger: the step bills both models' turns, each at its own price
+    turns = [json.loads(l) for l in git(repo, "show", f"{res.branch}:.agent/tasks/{res.task_id}/steps/{rec.seq:04d}-n1/turns.jsonl").splitlines()]
+    assert [t["model"] for t in turns] == ["claude-haiku-4-5"] * 3 + ["claude-sonnet-4-6"] * 2
+    assert rec.cost_usd == pytest.approx(sum(t["cost_usd"] for t in turns), abs=1e-6) and rec.cascade[0].cost_usd > 0
+    assert rec.cost_usd == pytest.approx(rec.cascade[0].cost_usd + rec.cascade[1].cost_usd, abs=1e-6)
+    # the second model was told why it is asked
+    first_strong = [c for c in strong.calls][0]
+    assert "did not succeed" in first_strong.messages[0].content[0].text
+    trace = build_trace(rt.git, res.task_id)
+    step = next(s for s in trace.steps if s.role == "executor")
+    assert step.model == "claude-haiku-4-5 → claude-sonnet-4-6" and len(step.cascade) == 2
