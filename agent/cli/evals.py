@@ -46,6 +46,38 @@ def add_parsers(sub) -> None:
     e.add_argument("--min-pass-rate", type=float, metavar="X", help="exit 1 when the pass rate of any configuration is below X (0..1)")
 
 
+def add_replay_parser(sub) -> None:
+    r = sub.add_parser("replay", help="run a recorded task again, answering the model from its recording; name where it diverges",
+                       description="Replays TASK_ID through the current engine in a throwaway clone: each model request is answered "
+                       "from the task's recorded turns, the code runs again in the sandbox. Exit 0 when it reproduces the "
+                       "recorded outcome and answer with the same observations, 1 with the first divergence named.")
+    r.add_argument("task_id", help="the recorded task (agent/task/<id> in --repo)")
+    r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory); it is not changed")
+    r.add_argument("--keep", type=Path, metavar="DIR", help="keep the throwaway clone (with the replayed task branch) in DIR")
+    r.add_argument("--json", action="store_true", help="print the result as JSON")
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from agent.cli.local import find_repo
+    from agent.eval.replay import replay
+    from agent.git.repo import GitRepo
+    from agent.observe.trace_build import resolve_task_id
+
+    repo = find_repo(args.repo)
+    res = replay(repo, resolve_task_id(GitRepo(repo), args.task_id, fetch=False), keep=args.keep)
+    if args.json:
+        print(res.model_dump_json(indent=2))
+    else:
+        head = "reproduced" if res.reproduced else f"DIVERGED: {res.first().where}: {res.first().what}"
+        print(f"replay of {res.task_id}: {head}")
+        print(f"  outcome {res.outcome} (recorded {res.recorded_outcome}), answer {'the same' if res.answer_same else 'different'}, "
+              f"{res.requests} model requests answered from the recording")
+        print(f"  cost it would have had: ${res.cost_usd:.4f} (recorded ${res.recorded_cost_usd:.4f})")
+        for d in res.divergences[1:10]:
+            print(f"  then: {d.where}: {d.what}")
+    return EXIT_OK if res.reproduced else EXIT_FAILED
+
+
 def configs_from(args: argparse.Namespace, default_planner: str, default_executor: str, brain_of) -> tuple[list, dict]:
     """The configurations to compare (every --model with every --brain) and the brains by commit."""
     from agent.eval.run import EvalConfig
@@ -143,4 +175,4 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"eval": cmd_eval}
+COMMANDS = {"eval": cmd_eval, "replay": cmd_replay}

@@ -103,9 +103,10 @@ def _parser() -> argparse.ArgumentParser:
     from agent.cli.memory import add_parsers
 
     add_parsers(sub)
-    from agent.cli.evals import add_parsers as add_eval
+    from agent.cli.evals import add_parsers as add_eval, add_replay_parser
 
     add_eval(sub)
+    add_replay_parser(sub)
     return p
 
 
