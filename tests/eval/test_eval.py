@@ -163,3 +163,43 @@ def test_a_link_in_the_suites_data_brings_nothing_from_outside(tmp_path):
     files = git(repo, "ls-files").split()
     assert files == ["README.md", "data/x.csv"]
     assert "ghs_SECRET" not in git(repo, "log", "-p")
+
+
+@pytest.mark.slow
+def test_the_suite_runs_unchanged_against_a_provider_through_its_real_client(tmp_path, monkeypatch, capsys):
+    """`--model anthropic:claude-haiku-4-5`: the real anthropic SDK against a local Messages API
+    server whose 'model' solves each question with the suite's solution; tokens, cache share and
+    cost in the table come from the API's usage figures."""
+    from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
+    from tests.fakes.anthropic_server import FakeAnthropic
+
+    questions = {q.question: q for q in load_suite("dabench").questions}
+
+    def planner(body, text, n):
+        if "There is no plan yet" in text:
+            q = next(q for k, q in questions.items() if k[:80] in text)
+            return tool("update_plan", nodes=[{"id": "n1", "title": q.id, "goal": q.question}], note="one step")
+        import re
+
+        return tool("finish", answer=f"Done.\n\nAnswer: {re.search(r'RESULT=(.+)', text).group(1).strip()}", summary="x")
+
+    def n1(body, text, n):
+        if n % 2 == 0:  # each question's executor: code first, then the result
+            q = next(q for k, q in questions.items() if k[:80] in text)
+            return tool("run_python", code=q.solution)
+        return tool("finish_step", status="done", result="RESULT=" + last_stdout(body))
+
+    responder = AgentResponder({"planner": planner, "executor:n1": n1})
+    with FakeAnthropic(api_key="sk-ant-eval-0123456789", responder=responder, min_cache_tokens=0) as llm:
+        monkeypatch.setenv("ANTHROPIC_BASE_URL", llm.url)
+        monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-eval-0123456789")
+        out = tmp_path / "out"
+        rc = main(["eval", "dabench", "--model", "anthropic:claude-haiku-4-5", "--only", "q02,q13", "--workers", "1",
+                   "--no-commit", "--out", str(out), "--repo", str(_repo(tmp_path))])
+    text = capsys.readouterr().out
+    assert rc == 0, text
+    res = json.loads((out / "results.json").read_text())["results"]
+    assert all(r["passed"] for r in res), [r["why"] for r in res]
+    assert all(r["cost_usd"] > 0 and r["input_tokens"] > 0 for r in res)
+    assert "anthropic:claude-haiku-4-5: pass" in text and "**100%** (2/2)" in text
+    assert any(r.path.startswith("/v1/messages") for r in llm.requests)
