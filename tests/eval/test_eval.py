@@ -203,3 +203,29 @@ def test_the_suite_runs_unchanged_against_a_provider_through_its_real_client(tmp
     assert all(r["cost_usd"] > 0 and r["input_tokens"] > 0 for r in res)
     assert "anthropic:claude-haiku-4-5: pass" in text and "**100%** (2/2)" in text
     assert any(r.path.startswith("/v1/messages") for r in llm.requests)
+
+
+def test_the_table_shows_what_a_cascade_costs_against_the_model_alone(tmp_path, capsys):
+    """A brain whose analyst starts on a model that never calls a tool and cascades to the one that
+    solves: it still passes, and the table shows the turns (and tokens) the first model cost."""
+    repo = _repo(tmp_path)
+    assert main(["brain", "init", "--repo", str(repo)]) == 0
+    weak = tmp_path / "weak.yaml"
+    weak.write_text(yaml.safe_dump({"executor:n1": [{"text": "I am not sure what to do."}] * 5}))
+    work = tmp_path / "brainwork"
+    git(tmp_path, "clone", "-q", "--branch", "agent/brain", str(repo), str(work))
+    analyst = work / "agents" / "analyst.yaml"
+    analyst.write_text(analyst.read_text().replace("model: null", f"model: scripted:{weak}\ncascade: [scripted:eval]")
+                       .replace("max_turns: null", "max_turns: 2"))
+    git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "analyst: cheap first")
+    git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/brain-proposal/cascade")
+    capsys.readouterr()
+    out = tmp_path / "out"
+    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(out),
+                 "--brain", "agent/brain", "--brain", "agent/brain-proposal/cascade"]) == 0
+    text = capsys.readouterr().out
+    assert "pass rate +0%" in text and "turns per question +2.0" in text
+    res = {r["config"]: r for r in json.loads((out / "results.json").read_text())["results"]}
+    alone, cascade = res["scripted · brain agent/brain"], res["scripted · brain agent/brain-proposal/cascade"]
+    assert alone["passed"] and cascade["passed"] and cascade["turns"] == alone["turns"] + 2
+    assert cascade["input_tokens"] > alone["input_tokens"]
