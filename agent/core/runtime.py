@@ -12,7 +12,7 @@ from typing import Any, Callable
 from agent.brain.agents import Brain
 from agent.core.config import AgentConfig
 from agent.models import make_model, model_id
-from agent.models.pricing import Price, is_known, price_of
+from agent.models.pricing import Price, is_known, is_local_endpoint, price_of
 
 # A model missing from the price table is counted at this price (a mid-range one), so a dollar
 # budget still holds; the config's `prices:` sets the real one.
@@ -41,6 +41,7 @@ class Runtime:
     memory_store: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _warned: set = field(default_factory=set)
+    _local: set = field(default_factory=set)  # names of models served from this machine or a private network
 
     def __post_init__(self) -> None:
         if hasattr(self.git, "redact") and self.git.redact is None:  # reliability: nothing secret is committed
@@ -57,6 +58,8 @@ class Runtime:
             if m is None:
                 m = make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
                 self.models[spec] = m
+                if is_local_endpoint(str(getattr(getattr(m, "client", None), "base_url", "") or "")):
+                    self._local.add(m.name)  # a model on this machine or network costs nothing unless `prices:` says
             return _Traced(m, spec, self)
 
     def get_sandbox(self) -> Sandbox:
@@ -84,6 +87,8 @@ class Runtime:
         name = model_id(model_name) if ":" in model_name else model_name
         if name == "scripted" or is_known(name, self.config.prices or None):
             return price_of(name, usage, self.config.prices or None)
+        if model_name in self._local or name in self._local:
+            return 0.0
         with self._lock:
             if name not in self._warned:
                 self._warned.add(name)

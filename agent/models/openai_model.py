@@ -255,7 +255,8 @@ def _status_error(e: openai.APIStatusError, model: str) -> ModelError:
         err = body.get("error", body)
         if isinstance(err, dict):
             text = str(err.get("message") or "")
-            code = str(err.get("code") or err.get("type") or "")
+            # llama.cpp sends {"code": 400, "type": "exceed_context_size_error"}: the status once, then what it means
+            code = next((str(c) for c in (err.get("code"), err.get("type")) if c and str(c) != str(e.status_code)), "")
         elif isinstance(err, str):
             text = err
     text = text or e.message

@@ -161,3 +161,21 @@ def max_output_tokens(model: str) -> int | None:
         if n is not None:
             return n
     return None
+
+
+def is_local_endpoint(url: str) -> bool:
+    """A base URL on this machine or a private network (llama.cpp, Ollama, vLLM on a LAN): what it
+    serves costs nothing per token unless the config's `prices:` says otherwise."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    host = (urlsplit(url).hostname or "").lower()
+    if not host:
+        return False
+    if host == "localhost" or host.endswith((".localhost", ".local")):
+        return True
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return ip.is_loopback or ip.is_private or ip.is_link_local

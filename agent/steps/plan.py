@@ -13,7 +13,7 @@ from pydantic import ValidationError
 from agent.core.errors import FatalModelError, FormatError, ModelError, PushConflict
 from agent.memory.experience import MEMORY_FILE
 from agent.memory.hooks import planner_memory
-from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
+from agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 from agent.core.prompts import render
 from agent.observe.render import checklist, fmt_tokens
 from agent.core.runtime import Runtime
@@ -209,7 +209,7 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
         except FormatError as e:
             turn.error = str(e)
             rt.reporter.event("plan_error", error=str(e))
-            messages = messages + [Message(role="assistant", content=resp.content)] + [_error_reply(resp, str(e))]
+            messages = messages + [Message(role="assistant", content=_trimmed(resp.content))] + [_error_reply(resp, str(e))]
             error = f"planner output rejected {attempt + 1} times; last error: {e}"
 
     if preset is not None:
@@ -282,6 +282,25 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
 def _counts(plan: Plan) -> str:
     c = plan.counts()
     return " ".join(f"{NodeStatus(k).mark}{v}" for k, v in c.items() if v)
+
+
+TRIM_TEXT = 2000  # characters of a rejected reply's text sent back with the correction
+TRIM_INPUT = 4000  # characters of a rejected tool call's arguments
+
+
+def _trimmed(content: list[Any]) -> list[Any]:
+    """A rejected reply as it goes back to the model with the error: long text and arguments cut
+    (a small model's 7,000 tokens of junk, resent whole, overflowed its context)."""
+    out: list[Any] = []
+    for b in content:
+        if isinstance(b, TextBlock) and len(b.text) > TRIM_TEXT:
+            cut = len(b.text) - TRIM_TEXT
+            out.append(b.model_copy(update={"text": f"{b.text[:TRIM_TEXT - 500]}\n[… {cut:,} characters cut …]\n{b.text[-500:]}"}))
+        elif isinstance(b, ToolUseBlock) and len(json.dumps(b.input)) > TRIM_INPUT:
+            out.append(b.model_copy(update={"input": {"_cut": f"{len(json.dumps(b.input)):,} characters of arguments cut"}}))
+        else:
+            out.append(b)
+    return out
 
 
 def _error_reply(resp: ModelResponse, error: str) -> Message:

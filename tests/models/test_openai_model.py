@@ -251,3 +251,13 @@ def test_a_server_that_asks_for_max_completion_tokens_gets_it_from_then_on(serve
     m.query(request([Message.user("again")], max_tokens=200))
     sent = [sorted(k for k in q.body if "max" in k) for q in server.requests]
     assert sent == [["max_tokens"], ["max_completion_tokens"], ["max_completion_tokens"]]
+
+
+def test_llama_cpps_error_names_the_status_once_and_what_it_means(server):
+    """llama.cpp's server answers {"error": {"code": 400, "type": "exceed_context_size_error", ...}}."""
+    server.fail(Fault(status=400, message="request (8239 tokens) exceeds the available context size (8192 tokens)",
+                      error_type="exceed_context_size_error", error_code=400))
+    with pytest.raises(FatalModelError) as ei:
+        make(server).query(request([Message.user("hi")]))
+    msg = str(ei.value)
+    assert "OpenAI-compatible API 400 exceed_context_size_error: request (8239 tokens) exceeds" in msg and "400 400" not in msg

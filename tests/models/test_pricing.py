@@ -83,3 +83,28 @@ def test_overrides_win():
     assert price_of("claude-haiku-4-5-20251001", Usage(input_tokens=10**6), over) == 2
     assert is_known("my-local", over) and not is_known("my-local")
     assert price_of("claude-sonnet-4-5", Usage(input_tokens=10**6), over) == 3
+
+
+def test_a_model_served_from_this_machine_or_a_private_network_costs_nothing(tmp_path, monkeypatch):
+    """A llama.cpp or Ollama model on 127.0.0.1 is not charged at the fallback price of an unknown
+    model; `prices:` still prices it; an unknown model of a public endpoint still gets the fallback."""
+    from agent.core.config import AgentConfig, Price
+    from agent.core.runtime import Runtime
+    from agent.core.state import Usage
+    from agent.models.pricing import is_local_endpoint
+    from agent.observe.progress import RecordingReporter
+
+    assert is_local_endpoint("http://127.0.0.1:8080/v1") and is_local_endpoint("http://localhost:11434/v1")
+    assert is_local_endpoint("http://10.1.2.3/v1") and is_local_endpoint("http://[::1]:8000/v1")
+    assert not is_local_endpoint("https://api.openai.com/v1") and not is_local_endpoint("https://8.8.8.8/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    u = Usage(input_tokens=1_000_000, output_tokens=100_000)
+    rep = RecordingReporter()
+    rt = Runtime(git=None, config=AgentConfig(), brain=None, reporter=rep)  # type: ignore[arg-type]
+    local = rt.model("openai:gemma-3-270m@http://127.0.0.1:8080/v1")
+    assert rt.cost(local.name, u) == 0.0 and not [f for k, f in rep.events if k == "error"]
+    public = rt.model("openai:some-new-model@https://llm.example.com/v1")
+    assert rt.cost(public.name, u) == pytest.approx(3.0 + 1.5) and [f for k, f in rep.events if k == "error"]
+    priced = Runtime(git=None, config=AgentConfig(prices={"gemma-3-270m": Price(input=0.1, output=0.2)}), brain=None)  # type: ignore[arg-type]
+    m = priced.model("openai:gemma-3-270m@http://127.0.0.1:8080/v1")
+    assert priced.cost(m.name, u) == pytest.approx(0.1 + 0.02)

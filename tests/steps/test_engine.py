@@ -489,3 +489,16 @@ def test_a_cascade_that_fails_on_the_cheap_model_and_succeeds_on_the_next_is_rec
     trace = build_trace(rt.git, res.task_id)
     step = next(s for s in trace.steps if s.role == "executor")
     assert step.model == "claude-haiku-4-5 → claude-sonnet-4-6" and len(step.cascade) == 2
+
+
+def test_a_rejected_plan_goes_back_trimmed_with_the_correction(repo):
+    """A small model's reply of junk (no tool call, tens of thousands of characters) is answered with
+    the error and a trimmed copy of the reply, not the whole of it again."""
+    junk = "<start_of_turn>model " * 3000  # ~60k characters
+    script = {"planner": [{"text": junk}, plan(node("n1")), FINISH],
+              "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "ok"}}]}
+    res, rt, model, _ = run(repo, script)
+    assert res.outcome == "done"
+    second = [c for c in model.calls if c.meta.get("role") == "planner"][1]
+    sent_back = second.messages[1].content[0].text
+    assert len(sent_back) < 2_100 and "characters cut" in sent_back and sent_back.startswith("<start_of_turn>")
