@@ -30,13 +30,11 @@ class Gate(BaseModel):
 
 
 def suite_path(spec: str, repo: Path | None) -> str | Path:
-    """A shipped suite's name, or a path inside the repository (settings name it; never outside)."""
+    """A shipped suite's name, or a path in the repository (load_suite(inside=repo) checks it
+    stays there)."""
     if repo is None or "/" not in spec and not spec.endswith((".yaml", ".yml")):
         return spec
-    p = (repo / spec).resolve()
-    if not p.is_relative_to(repo.resolve()):
-        raise ConfigError(f"evolve.suite {spec!r} is outside the repository")
-    return p
+    return Path(spec)
 
 
 def verdict_of(run: EvalRun, current: str, proposed: str, margin: float) -> tuple[str, str]:
@@ -61,7 +59,7 @@ def compare_brains(git: Any, base: str, proposal: str, cfg: AgentConfig, *, repo
     ev = cfg.evolve
     if not ev.suite:
         return None
-    suite = load_suite(suite_path(ev.suite, repo))
+    suite = load_suite(suite_path(ev.suite, repo), inside=repo)
     # by default the cheap executor model answers for both roles: a comparison, not a showcase
     spec_p = spec_e = ev.model or cfg.models.executor
     brains = {base: load_repo_brain(git, fetch=False, at=base), proposal: load_repo_brain(git, fetch=False, at=proposal)}

@@ -65,9 +65,15 @@ def table(run: EvalRun, baseline: EvalRun | None = None) -> str:
     failed = [x for x in run.results if not x.passed]
     if failed:
         lines += ["", "Why the failures failed:", ""]
-        lines += [f"- {x.id} ({x.config}{f', run {x.repeat + 1}' if run.repeat > 1 else ''}): {x.error or x.why}" for x in failed[:60]]
+        lines += [f"- {x.id} ({x.config}{f', run {x.repeat + 1}' if run.repeat > 1 else ''}): {_line(x.error or x.why)}" for x in failed[:60]]
     lines += ["", f"{len(run.results)} runs in {run.wall_s:.0f} s, started {run.started:%Y-%m-%d %H:%M} UTC."]
     return "\n".join(lines) + "\n"
+
+
+def _line(text: str, limit: int = 300) -> str:
+    """Model-written text (a failure's reason, a judge's why) as one inert line of the table's
+    notes: no new heading, row or list item can start inside it."""
+    return " ".join(str(text).split())[:limit].replace("|", "\\|").replace("#", "\\#")
 
 
 def _passes(run: EvalRun, label: str, qid: str) -> bool:

@@ -99,13 +99,21 @@ class Suite(BaseModel):
         return d
 
 
-def load_suite(spec: str | Path) -> Suite:
-    """A suite file, or the name of a shipped suite (``dabench``)."""
+def load_suite(spec: str | Path, inside: Path | None = None) -> Suite:
+    """A suite file, or the name of a shipped suite (``dabench``). ``inside``: settings named it,
+    so it must be a shipped suite or a regular file in that repository (no link out of it)."""
     path = Path(spec)
-    if not path.exists() and (SUITES / str(spec) / "suite.yaml").is_file():
+    shipped_one = isinstance(spec, str) and "/" not in spec and (SUITES / spec / "suite.yaml").is_file()
+    if shipped_one and (inside is not None or not path.exists()):
         path = SUITES / str(spec) / "suite.yaml"
+    elif inside is not None and not path.is_absolute():
+        path = inside / path
     if path.is_dir():
         path = path / "suite.yaml"
+    if inside is not None and not shipped_one:
+        real = path.resolve()
+        if path.is_symlink() or not real.is_relative_to(inside.resolve()):
+            raise ConfigError(f"eval suite {str(spec)!r}: not a shipped suite nor a file inside the repository")
     if not path.is_file():
         shipped = ", ".join(sorted(p.name for p in SUITES.iterdir() if (p / "suite.yaml").is_file()))
         raise ConfigError(f"no eval suite {str(spec)!r}: give a suite file, or one of the shipped suites: {shipped}")

@@ -20,7 +20,9 @@ class EvalPayload(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     suite: str | None = Field(None, pattern=r"^[A-Za-z0-9][A-Za-z0-9_./-]{0,199}$")
-    model: str | None = Field(None, max_length=300, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.:/@+-]*$")
+    # a provider and a model name, or `scripted`; never an endpoint (`@URL` would send the
+    # provider's key there) nor a file (`scripted:PATH`): endpoints come from the workflow inputs
+    model: str | None = Field(None, max_length=200, pattern=r"^(scripted|(anthropic|openai):[A-Za-z0-9][A-Za-z0-9_.:/+-]*)$")
     questions: str | None = Field(None, max_length=2000, pattern=r"^[A-Za-z0-9_.,-]+$")
     repeat: int = Field(1, ge=1, le=5)
 
@@ -49,7 +51,7 @@ def run_eval_job(runner: Any, event: dict[str, Any]) -> int:
     head = git.git("rev-parse", "HEAD").strip()
     cfg = runner.config(git, head)
     spec_name = payload.suite or cfg.evolve.suite or "dabench"
-    suite = load_suite(suite_path(spec_name, git.repo))
+    suite = load_suite(suite_path(spec_name, git.repo), inside=git.repo)
     model = payload.model or cfg.evolve.model or runner.s.executor_model or cfg.models.executor
     only = [x for x in (payload.questions or "").split(",") if x] or cfg.evolve.questions or None
     run = Runner(suite, config=cfg).run([EvalConfig(label=model, planner=model, executor=model)], repeat=payload.repeat,
