@@ -193,7 +193,8 @@ def pull_request_for(p: Proposal) -> tuple[str, str, str]:
     cites = ", ".join(f"`{t}`" for t in p.experiences) or "none"
     measured = ""
     if p.gate is not None:
-        mark = {"better": "**better**", "same": "no change", "worse": "**WORSE**", "costlier": "**COSTLIER**"}[p.gate.verdict]
+        mark = {"better": "**better**", "same": "no change", "worse": "**WORSE**", "costlier": "**COSTLIER**",
+                "unmeasured": "**NOT MEASURED**"}[p.gate.verdict]
         measured = f"### Measured: {mark}\n{p.gate.why}.\n\n{p.gate.table}\n"
     body = (
         f"{p.rationale}\n\n{measured}### Files\n{files}\n\n### Experiences behind this proposal\n{cites}\n\n"

@@ -142,6 +142,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         unknown = sorted(set(only) - {q.id for q in suite.questions})
         if unknown:
             raise UsageError(f"--only: no question {', '.join(unknown)} in {suite.name}")
+    from agent.cli.local import check_model_env
+
+    # a model that cannot be reached is named now, not as one failed row per question
+    for spec in sorted({s for c in configs for s in (c.planner, c.executor)} | ({args.judge_model} if args.judge_model else set())):
+        if spec != "scripted":
+            check_model_env(spec)
     baseline = load_run(args.baseline) if args.baseline else None
     done = [0]
     total = len(configs) * args.repeat * (len(only) if only else len(suite.questions))

@@ -15,7 +15,7 @@ from agent.eval.report import summary, table
 from agent.eval.run import EvalConfig, EvalRun, Runner
 from agent.eval.suite import load_suite
 
-VERDICTS = ("better", "same", "worse", "costlier")
+VERDICTS = ("better", "same", "worse", "costlier", "unmeasured")
 
 
 class Gate(BaseModel):
@@ -26,7 +26,7 @@ class Gate(BaseModel):
 
     @property
     def blocks(self) -> bool:
-        return self.verdict in ("worse", "costlier")
+        return self.verdict in ("worse", "costlier", "unmeasured")
 
 
 def suite_path(spec: str, repo: Path | None) -> str | Path:
@@ -41,11 +41,15 @@ def verdict_of(run: EvalRun, current: str, proposed: str, margin: float) -> tupl
     s = summary(run)
     a, b = s[current], s[proposed]
     ca, cb = a["cost"] * a["runs"], b["cost"] * b["runs"]
+    broken = [c for c in (current, proposed) if sum(r.outcome == "error" for r in run.results if r.config == c) * 2 > s[c]["runs"]]
+    if broken:  # no numbers to judge by: a provider down, a key missing
+        first = next((r.error or r.why for r in run.results if r.outcome == "error"), "")
+        return "unmeasured", f"most runs of the {broken[0]} ended in an error ({' '.join(first.split())[:200]})"
     if b["pass"] < a["pass"]:
         return "worse", f"pass rate {a['pass']:.0%} → {b['pass']:.0%}"
     if b["pass"] > a["pass"]:
         return "better", f"pass rate {a['pass']:.0%} → {b['pass']:.0%}, cost ${ca:.4f} → ${cb:.4f}"
-    if ca > 0 and cb > ca * (1 + margin):
+    if cb > ca * (1 + margin) and cb > 0:
         return "costlier", f"the same pass rate ({b['pass']:.0%}) for ${cb:.4f} instead of ${ca:.4f} (more than +{margin:.0%})"
     return "same", f"the same pass rate ({b['pass']:.0%}), cost ${ca:.4f} → ${cb:.4f}"
 

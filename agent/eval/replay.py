@@ -10,6 +10,7 @@ from the recorded usage, priced as today.
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import tempfile
@@ -20,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.core.errors import AgentError, FatalModelError, ModelError
+from agent.core.errors import AgentError, ConfigError, FatalModelError, ModelError
 from agent.core.state import PLANNER_NODE, Turn
 from agent.models.base import ModelRequest, ModelResponse, TextBlock, ToolUseBlock
 
@@ -120,13 +121,21 @@ def _usual(turns: list[Turn]) -> str | None:
     return max(set(names), key=names.count) if names else None
 
 
+# where this run's code ran, which no two runs share: the checkout and the sandbox's own folders
+_RUN_PATHS = re.compile(r"[^\s'\"]*/(?:\.git/gitops-agent/checkouts|agent-sandbox-[\w-]+)(?:/[^\s/'\"]+)?")
+
+
+def _norm(text: str) -> str:
+    return _RUN_PATHS.sub("<run>", (text or "").strip())
+
+
 def _obs_key(o: Any) -> tuple:
-    """What must match: exit code, timeout, stdout, and the error's last line (a traceback's file
-    paths name the sandbox's temporary folder, which differs every run)."""
+    """What must match: exit code, timeout, stdout, and the error's last line, with the run's own
+    folders (a checkout, the sandbox's temporary directory) named alike."""
     if not o:
         return (None,)
     err = [line for line in (o.stderr or "").strip().splitlines() if line.strip()]
-    return (o.exit_code, bool(o.timed_out), (o.stdout or "").strip(), err[-1].strip() if err else "")
+    return (o.exit_code, bool(o.timed_out), _norm(o.stdout), _norm(err[-1]) if err else "")
 
 
 def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResult:
@@ -137,6 +146,8 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResul
     from agent.git.repo import GitRepo
     from agent.observe.progress import Reporter
 
+    if keep is not None and keep.exists():
+        raise ConfigError(f"--keep {keep}: it exists already; give a new directory")
     src = GitRepo(repo)
     snap = load_snapshot(src, task_id, fetch=False)
     task = snap.task
@@ -180,11 +191,12 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResul
                 continue
             for i, (a, b) in enumerate(zip(turns, replayed.get(key, []))):
                 if _obs_key(a.observation) != _obs_key(b.observation):
-                    was, now = a.observation, b.observation
+                    was, now = _obs_key(a.observation), _obs_key(b.observation)
+                    part = next((n for n, (x, y) in zip(("exit code", "timeout", "stdout", "the error"), zip(was, now)) if x != y), "it")
+                    shown = {"stdout": 2, "the error": 3}.get(part)
                     divs.append(Divergence(where=f"{key} turn {i + 1}", what=(
-                        f"the observation differs: recorded exit {getattr(was, 'exit_code', None)} "
-                        f"{(getattr(was, 'stdout', '') or '').strip()[:120]!r}, now exit {getattr(now, 'exit_code', None)} "
-                        f"{(getattr(now, 'stdout', '') or '').strip()[:120]!r}")))
+                        f"the observation differs ({part}): recorded exit {was[0]}" + (f" {str(was[shown])[:120]!r}" if shown and len(was) > shown else "")
+                        + f", now exit {now[0]}" + (f" {str(now[shown])[:120]!r}" if shown and len(now) > shown else ""))))
                     break
         divs += model.divergences
         for key, n in model.unused().items():
@@ -196,7 +208,7 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResul
         out.divergences = divs
         out.reproduced = not divs
         if keep is not None:
-            shutil.copytree(clone, keep, symlinks=True)
+            shutil.copytree(clone, keep, symlinks=True)  # (checked free before the run)
         return out
     except AgentError:
         raise

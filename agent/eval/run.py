@@ -100,8 +100,9 @@ def question_repo(suite: Suite, where: Path) -> Path:
         # regular files only: a link in the data folder would bring whatever it points at (on a
         # runner: its credentials) into a repository the model reads
         for f in sorted(suite.data_dir.rglob("*")):
-            if f.is_file() and not f.is_symlink() and not any(p.is_symlink() for p in f.relative_to(suite.data_dir).parents if str(p) != "."):
-                dst = repo / "data" / f.relative_to(suite.data_dir)
+            rel = f.relative_to(suite.data_dir)
+            if f.is_file() and not f.is_symlink() and not any((suite.data_dir / p).is_symlink() for p in rel.parents if str(p) != "."):
+                dst = repo / "data" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, dst, follow_symlinks=False)
     (repo / "README.md").write_text(f"# {suite.name}\n\nThe data of the eval suite `{suite.name}`, under data/.\n")

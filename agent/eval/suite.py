@@ -31,7 +31,9 @@ from agent.core.errors import ConfigError
 from agent.core.state import format_validation_error
 
 SUITES = Path(__file__).resolve().parent / "suites"
-_ANSWER = re.compile(r"(?im)^[\s>*_`#-]*answer\s*[:=]\s*(.+?)\s*$")
+_ANSWER = re.compile(r"(?im)^[ \t>*_`#-]*answer[ \t]*[:=][ \t]*(\S.*?)[ \t]*$")
+# a number: thousands grouped by commas only in threes ("1,234.5"; "2,5" is two numbers)
+_NUM = re.compile(r"(?<![\w.])-?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?(?:[eE]-?\d+)?(?![\w.])|(?<![\w.])-?\.\d+(?![\w.])|\d+")
 
 
 class _Check(BaseModel):
@@ -143,12 +145,15 @@ def final_value(answer: str) -> str | None:
     return found[-1].strip().strip("*_`\"'").strip()
 
 
-def _number(text: str) -> float | None:
-    m = re.search(r"-?\d[\d,]*(?:\.\d+)?(?:[eE]-?\d+)?|-?\.\d+", text.replace("\u2212", "-"))
-    if not m:
-        return None
+def _number(text: str) -> float | None | str:
+    """The one number of an `Answer:` value (what is in parentheses aside); a message when it
+    holds none or several ("3, 4 and 5", "12 or 13", a date)."""
+    plain = re.sub(r"\([^)]*\)", " ", text.replace("\u2212", "-"))
+    found = _NUM.findall(plain)
+    if len(found) != 1:
+        return None if not found else f"holds {len(found)} numbers, not one"
     try:
-        return float(m.group(0).replace(",", ""))
+        return float(found[0].replace(",", ""))
     except ValueError:
         return None
 
@@ -169,8 +174,8 @@ def check_answer(check: Check, answer: str) -> tuple[bool, str]:
         return False, "no `Answer:` line in the answer"
     if isinstance(check, NumberCheck):
         got = _number(value)
-        if got is None:
-            return False, f"`Answer: {value[:80]}` holds no number"
+        if got is None or isinstance(got, str):
+            return False, f"`Answer: {value[:80]}` {got or 'holds no number'}"
         ok = abs(got - check.value) <= check.tolerance + 1e-9 * max(1.0, abs(check.value))
         return ok, f"{got:g} {'is' if ok else 'is not'} {check.value:g} ± {check.tolerance:g}"
     if isinstance(check, TextCheck):

@@ -46,6 +46,7 @@ def scrubbed_env(
         "PYTHONDONTWRITEBYTECODE": "1",
         "PYTHONUNBUFFERED": "1",
         "PYTHONIOENCODING": "utf-8",
+        "PYTHONHASHSEED": "0",  # the same code prints the same set order: a replayed task can match its recording
         "MPLBACKEND": "Agg",
     }
     for k, v in (extra or {}).items():

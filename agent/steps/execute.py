@@ -80,7 +80,8 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     agent = rt.brain.executor(node.agent)
     # a cascade (brain): the first model, then the next ones while the node fails or runs out of turns
     chain = [agent.model or snap.task.models.executor, *agent.cascade]
-    model = rt.model(chain[0])
+    models = [rt.model(spec) for spec in chain]  # every model built now: a bad spec fails before any turn is paid for
+    model = models[0]
     max_turns = agent.max_turns or snap.task.budget.max_turns
     sdir = snap.step_dir(seq, node.id)
     started, t0 = utcnow(), time.monotonic()
@@ -115,8 +116,14 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             if k:
                 if finished and status == "done" or (error or "").startswith("stopped:"):
                     break  # done, or out of budget: no further model
-                model = rt.model(spec)
-                node_note = f"\n\n(An earlier attempt with {attempts[-1].model} did not succeed: {(error or 'failed')[:300]}. The files it left are in the working tree.)"
+                over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=usage.total)
+                if over:  # the first model spent the budget: the next one does not start
+                    error = f"stopped: {over}"
+                    attempts[-1].error = attempts[-1].error or error
+                    break
+                model = models[k]
+                why = " ".join((error or result or "it reported failure").split())[:300]
+                node_note = f"\n\n(An earlier attempt with {attempts[-1].model} did not succeed: {why}. The files it left are in the working tree.)"
                 rt.reporter.event("note", text=f"{node.id}: {attempts[-1].model} did not succeed; trying {model.name} (cascade)")
                 status, result, error, finished = "failed", "", None, False
             else:
@@ -128,8 +135,9 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             usage = sum((t.usage for t in turns), Usage())
             if not finished and error is None:
                 error = f"turn limit reached ({max_turns} turns) before finish_step"
+            failed_why = error if not finished else (" ".join(result.split())[:300] or "finish_step failed") if status == "failed" else None
             attempts.append(CascadeAttempt(model=model.name, status=status if finished else "failed", turns=len(turns) - first_turn,
-                                           cost_usd=round(cost - cost_before, 6), error=error if not finished or status == "failed" else None))
+                                           cost_usd=round(cost - cost_before, 6), error=failed_why))
         if not finished:
             if error is None:
                 error = f"turn limit reached ({max_turns} turns) before finish_step"

@@ -43,6 +43,15 @@ def test_the_shipped_suite_is_what_its_script_computes():
     (NumberCheck(type="number", value=42.35, tolerance=0.01), "Answer: 42.37", False),
     (NumberCheck(type="number", value=1234.5, tolerance=0.1), "**Answer:** 1,234.5 USD", True),
     (NumberCheck(type="number", value=3, tolerance=0), "It is 3.", False),  # no Answer: line
+    (NumberCheck(type="number", value=3, tolerance=0), "Answer: 3, 4 and 5", False),  # hedged: several numbers
+    (NumberCheck(type="number", value=12, tolerance=0), "Answer: 12 or 13", False),
+    (NumberCheck(type="number", value=2024, tolerance=0), "Answer: 2024-03-05", False),
+    (NumberCheck(type="number", value=2.5, tolerance=0.01), "Answer: 2,5", False),
+    (NumberCheck(type="number", value=12, tolerance=0), "Answer: 12 (approx. 12.3)", True),
+    (NumberCheck(type="number", value=-3.5, tolerance=0), "Answer: \u22123.5", True),
+    (NumberCheck(type="number", value=12, tolerance=0), "Answer: $12", True),
+    (NumberCheck(type="number", value=7, tolerance=0), "Answer:\n7 is my guess", False),  # the value is not on the next line
+    (NumberCheck(type="number", value=7, tolerance=0), "Answer: 5\n\nCorrection.\nAnswer: 7", True),  # the last one counts
     (suite_mod.TextCheck(type="text", value="north"), "answer: `North`", True),
     (suite_mod.TextCheck(type="text", value="north"), "Answer: north-east", False),
     (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P7, P2, P4", True),
@@ -284,3 +293,30 @@ def test_the_judge_gets_the_answer_fenced_by_a_tag_it_cannot_close():
     tag = re.search(r"<(answer-[0-9a-f]{16})>", text).group(1)
     assert text.rstrip().endswith(f"</{tag}>") and text.count(f"</{tag}>") == 2  # named once, closed once
     assert text.index("<rubric>\nSays 3.") < text.index(f"<{tag}>")  # the real rubric comes before the answer
+
+
+def test_a_model_without_its_key_is_named_before_any_question_runs(tmp_path, monkeypatch, capsys):
+    monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
+    repo = _repo(tmp_path)
+    assert main(["eval", "dabench", "--model", "anthropic:claude-haiku-4-5", "--only", "q01", "--repo", str(repo)]) == 1
+    assert "ANTHROPIC_API_KEY" in capsys.readouterr().err
+    assert git(repo, "branch", "--list", "agent/eval").strip() == ""  # nothing was run or committed
+
+
+def test_the_evolve_verdict_is_unmeasured_when_the_runs_failed_and_costlier_from_zero():
+    from agent.core.state import utcnow
+    from agent.eval.gate import verdict_of
+    from agent.eval.run import EvalConfig, EvalRun, QuestionResult
+
+    def run(rows):
+        cfgs = [EvalConfig(label=l, planner="p", executor="e") for l in ("cur", "new")]
+        return EvalRun(suite="s", started=utcnow(), configs=cfgs, results=[
+            QuestionResult(id=f"q{i}", config=c, passed=p, why="", outcome=o, cost_usd=usd, error="no key" if o == "error" else None)
+            for i, (c, p, o, usd) in enumerate(rows)])
+
+    errored = run([("cur", False, "error", 0), ("cur", False, "error", 0), ("new", False, "error", 0), ("new", False, "error", 0)])
+    assert verdict_of(errored, "cur", "new", 0.2)[0] == "unmeasured"
+    free_vs_paid = run([("cur", True, "done", 0.0), ("new", True, "done", 5.0)])
+    assert verdict_of(free_vs_paid, "cur", "new", 0.2)[0] == "costlier"
+    same = run([("cur", True, "done", 1.0), ("new", True, "done", 1.1)])
+    assert verdict_of(same, "cur", "new", 0.2)[0] == "same"

@@ -75,3 +75,24 @@ def test_replay_of_an_unknown_task_says_so(tmp_path, capsys):
     repo, _ = unbundle("demo", tmp_path)
     assert main(["replay", "no-such-task", "--repo", str(repo)]) == 1
     assert "no-such-task" in capsys.readouterr().err
+
+
+def test_what_differs_between_any_two_runs_is_no_divergence(tmp_path):
+    """The checkout's path, the sandbox's temporary folder in a traceback, and a set's order do not
+    make a replay diverge; a changed figure does."""
+    from agent.cli.local import make_runtime, run_question
+    from agent.core.config import AgentConfig
+    from agent.models.scripted import ScriptedModel
+    from tests.helpers import make_repo
+
+    repo = make_repo(tmp_path, "r", files={"a.txt": "1\n"})
+    code = "import os\nprint(os.getcwd())\nprint({'north', 'south', 'east', 'west', 'x', 'y'})\nraise SystemExit(open('nope'))"
+    script = {"planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "T", "goal": "g"}]}},
+                          {"tool": "finish", "input": {"answer": "A: {{ results.n1 | trim }}", "summary": "s"}}],
+              "executor:n1": [{"tool": "run_python", "input": {"code": code}},
+                              {"tool": "finish_step", "input": {"status": "done", "result": "ran"}}]}
+    rt = make_runtime(repo, config=AgentConfig(), models={"scripted:r": ScriptedModel(script, name="claude-haiku-4-5")})
+    res = run_question(rt, "Where?", planner_model="scripted:r", executor_model="scripted:r", task_id="rec-paths")
+    assert res.outcome == "done"
+    r = replay(repo, "rec-paths")
+    assert r.reproduced, r.divergences

@@ -502,3 +502,37 @@ def test_a_rejected_plan_goes_back_trimmed_with_the_correction(repo):
     second = [c for c in model.calls if c.meta.get("role") == "planner"][1]
     sent_back = second.messages[1].content[0].text
     assert len(sent_back) < 2_100 and "characters cut" in sent_back and sent_back.startswith("<start_of_turn>")
+
+
+def test_a_cascade_stops_at_the_budget_and_tells_the_next_model_why(repo):
+    """A first model that reports failure with a reason: the next model is told the reason. A
+    first model that spent the budget: no next model starts. A cascade model that cannot be made
+    fails the step before any turn is paid for."""
+    failing = {"executor:n1": [{"tool": "finish_step", "input": {"status": "failed", "result": "the column qty is missing"}}]}
+    ok = {"executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "fine"}}]}
+
+    def runtime(cascade, budget_usd=5.0):
+        weak, strong = ScriptedModel(failing, name="claude-sonnet-4-6"), ScriptedModel(ok, name="claude-haiku-4-5")
+        cfg = AgentConfig()
+        cfg.sandbox.backend = "subprocess"
+        rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={
+            "scripted:p": ScriptedModel({"planner": [plan(node("n1")), FINISH]}, name="scripted"), "scripted:weak": weak, "scripted:strong": strong})
+        a = rt.brain.agents["analyst"]
+        rt.brain.agents["analyst"] = a.model_copy(update={"model": "scripted:weak", "cascade": cascade})
+        return rt, weak, strong
+
+    rt, weak, strong = runtime(["scripted:strong"])
+    res = run_question(rt, "Sum?", planner_model="scripted:p", executor_model="scripted:weak")
+    assert res.outcome == "done" and "the column qty is missing" in strong.calls[0].messages[0].content[0].text
+    rec = next(s for s in load_snapshot(rt.git, res.task_id).steps if s.role == "executor")
+    assert rec.cascade[0].status == "failed" and "qty is missing" in rec.cascade[0].error
+
+    rt, weak, strong = runtime(["scripted:strong"])
+    res = run_question(rt, "Sum?", planner_model="scripted:p", executor_model="scripted:weak", budget=Budget(max_usd=0.000001))
+    assert strong.calls == [] and weak.calls  # the budget was gone after the first model
+    rec = next(s for s in load_snapshot(rt.git, res.task_id).steps if s.role == "executor")
+    assert len(rec.cascade) == 1 and "budget" in (rec.error or "")
+
+    rt, weak, strong = runtime(["anthropc:claude-opus"])  # a typo: no such provider
+    res = run_question(rt, "Sum?", planner_model="scripted:p", executor_model="scripted:weak")
+    assert weak.calls == [] and res.outcome != "done"
