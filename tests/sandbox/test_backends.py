@@ -159,7 +159,7 @@ def test_scrubbed_env_allow_list(monkeypatch, tmp_path):
     env = scrubbed_env({"AGENT_STEP_DIR": "/s"}, home=tmp_path, tmpdir=tmp_path)
     assert set(env) == {
         "PATH", "LANG", "LC_ALL", "TZ", "TERM", "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
-        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "MPLBACKEND", "AGENT_STEP_DIR",
+        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "PYTHONHASHSEED", "MPLBACKEND", "AGENT_STEP_DIR",
     }
     assert env["HOME"] == str(tmp_path)
     with pytest.raises(SandboxError):
