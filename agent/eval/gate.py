@@ -41,10 +41,11 @@ def verdict_of(run: EvalRun, current: str, proposed: str, margin: float) -> tupl
     s = summary(run)
     a, b = s[current], s[proposed]
     ca, cb = a["cost"] * a["runs"], b["cost"] * b["runs"]
-    broken = [c for c in (current, proposed) if sum(r.outcome == "error" for r in run.results if r.config == c) * 2 > s[c]["runs"]]
-    if broken:  # no numbers to judge by: a provider down, a key missing
-        first = next((r.error or r.why for r in run.results if r.outcome == "error"), "")
-        return "unmeasured", f"most runs of the {broken[0]} ended in an error ({' '.join(first.split())[:200]})"
+    # the current brain failing most runs means nothing could be measured (a provider down, a key
+    # missing); the proposal failing them while the current brain does not is simply worse
+    if sum(r.outcome == "error" for r in run.results if r.config == current) * 2 > a["runs"]:
+        first = next((r.error or r.why for r in run.results if r.config == current and r.outcome == "error"), "")
+        return "unmeasured", f"most runs of the {current} ended in an error ({' '.join(first.split())[:200]})"
     if b["pass"] < a["pass"]:
         return "worse", f"pass rate {a['pass']:.0%} → {b['pass']:.0%}"
     if b["pass"] > a["pass"]:

@@ -77,7 +77,7 @@ def scripted_script(q: Question) -> dict[str, Any]:
     return {
         "planner": [
             {"tool": "update_plan", "input": {"note": "one step", "nodes": [{"id": "n1", "title": "Compute it", "goal": q.question[:2000]}]}},
-            {"tool": "finish", "input": {"answer": "Computed from the data.\n\nAnswer: {{ results.n1 | trim }}", "summary": q.id}},
+            {"tool": "finish", "input": {"answer": "Computed from the data.\n\nAnswer: {{ results.n1 | default('(no result)') | trim }}", "summary": q.id}},
         ],
         "executor:n1": [
             {"text": "I will compute it from the file.", "tool": "run_python", "input": {"code": q.solution}},

@@ -316,6 +316,8 @@ def test_the_evolve_verdict_is_unmeasured_when_the_runs_failed_and_costlier_from
 
     errored = run([("cur", False, "error", 0), ("cur", False, "error", 0), ("new", False, "error", 0), ("new", False, "error", 0)])
     assert verdict_of(errored, "cur", "new", 0.2)[0] == "unmeasured"
+    broke_it = run([("cur", True, "done", 0), ("cur", True, "done", 0), ("new", False, "error", 0), ("new", False, "error", 0)])
+    assert verdict_of(broke_it, "cur", "new", 0.2)[0] == "worse"  # the proposal itself breaks the runs
     free_vs_paid = run([("cur", True, "done", 0.0), ("new", True, "done", 5.0)])
     assert verdict_of(free_vs_paid, "cur", "new", 0.2)[0] == "costlier"
     same = run([("cur", True, "done", 1.0), ("new", True, "done", 1.1)])
