@@ -21,7 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from agent.core.errors import AgentError, ConfigError, FatalModelError, ModelError
+from agent.core.errors import ConfigError, FatalModelError, ModelError
 from agent.core.state import PLANNER_NODE, Turn
 from agent.models.base import ModelRequest, ModelResponse, TextBlock, ToolUseBlock
 
@@ -210,8 +210,6 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResul
         if keep is not None:
             shutil.copytree(clone, keep, symlinks=True)  # (checked free before the run)
         return out
-    except AgentError:
-        raise
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

@@ -15,7 +15,7 @@ from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.github.act_harness import ActHarness, act_binary
 from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
-from tests.helpers import git, make_fanout_responder
+from tests.helpers import git, make_fanout_responder, push_config
 
 pytestmark = [
     pytest.mark.slow,
@@ -142,12 +142,7 @@ def only_ran(run, step: str) -> None:
 
 def set_config(h: ActHarness, text: str) -> None:
     """A .github/gitops-agent.yml pushed to the remote's main, as a writer would."""
-    work = h.work.parent / "cfg"
-    subprocess.run(["git", "clone", "-q", str(h.bare), str(work)], check=True)
-    (work / ".github" / "gitops-agent.yml").write_text(text)
-    git(work, "add", "-A")
-    git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "config")
-    git(work, "push", "-q", "origin", "main")
+    push_config(h.bare, h.work.parent / "cfg", text)
 
 
 def test_with_inline_steps_off_each_step_is_its_own_job(world):

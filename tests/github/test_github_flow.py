@@ -17,7 +17,7 @@ from agent.github.steps import run_step_command
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
-from tests.helpers import git
+from tests.helpers import git, push_config
 
 TOKEN = "ghs_testtoken1234567890"
 
@@ -217,13 +217,7 @@ def test_bad_client_payload_is_refused_with_a_clear_error(world, payload, needle
 
 def _write_config(h: Harness, text: str) -> None:
     """Commit a .github/gitops-agent.yml to the remote's main."""
-    work = h.tmp / "cfgwork"
-    subprocess.run(["git", "clone", "-q", str(h.bare), str(work)], check=True)
-    (work / ".github").mkdir(exist_ok=True)
-    (work / ".github" / "gitops-agent.yml").write_text(text)
-    git(work, "add", "-A")
-    git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "config")
-    git(work, "push", "-q", "origin", "main")
+    push_config(h.bare, h.tmp / "cfgwork", text)
 
 
 def test_workflow_dispatch_question_gets_a_pull_request_and_no_issue_comment(world):

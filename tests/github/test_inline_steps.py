@@ -21,6 +21,14 @@ def subjects(h: Harness, branch: str) -> list[str]:
     return [s for s in out if s.startswith("agent(")]
 
 
+def job_process(h: Harness, dispatch: dict) -> subprocess.Popen:
+    """The job of ``dispatch`` as a runner runs it: a process of its own (in its own process group)."""
+    env = {**os.environ, **h.env("repository_dispatch", {"action": dispatch["event_type"], "client_payload": dispatch["client_payload"]}),
+           "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen([sys.executable, "-m", "agent", "step", "auto"], env=env, cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+
+
 def kinds(subs: list[str]) -> list[str]:
     return [s.split(")", 1)[0].removeprefix("agent(") for s in subs]
 
@@ -85,10 +93,7 @@ def test_a_job_killed_mid_chain_loses_only_the_step_in_flight_and_reconcile_rese
     assert h.run("issues", ev) == 0
     d = h.gh.dispatches[0]
     # the plan job as a runner runs it, a process of its own: it carries on with n1, plan, n2 …
-    env = {**os.environ, **h.env("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]}),
-           "PYTHONPATH": str(ROOT)}
-    job = subprocess.Popen([sys.executable, "-m", "agent", "step", "auto"], env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = job_process(h, d)
     try:
         assert seen.wait(60), "n2 never started"
         os.killpg(job.pid, signal.SIGKILL)  # … and dies while n2 is in flight
@@ -137,10 +142,7 @@ def test_a_re_sent_execute_beside_a_carried_on_one_does_not_end_the_task(world):
     llm.responder = responder
     assert h.run("issues", issue_event(h.gh, "alice")) == 0
     d = h.gh.dispatches[0]
-    env = {**os.environ, **h.env("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]}),
-           "PYTHONPATH": str(ROOT)}
-    job = subprocess.Popen([sys.executable, "-m", "agent", "step", "auto"], env=env, cwd=ROOT,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    job = job_process(h, d)
     try:
         assert seen.wait(60)
         seen.clear()
