@@ -30,6 +30,7 @@ examples:
   gitops-agent memory search "average order value"    past experiences like this one
   gitops-agent fork <task-id> --at 4 "Use the median" a divergent path from step 4
   gitops-agent eval dabench --model anthropic:claude-haiku-4-5   score a model on the shipped suite
+  gitops-agent serve-local --detach                   a small open model on 127.0.0.1 (extra: local)
 """
 
 
@@ -107,6 +108,9 @@ def _parser() -> argparse.ArgumentParser:
 
     add_eval(sub)
     add_replay_parser(sub)
+    from agent.cli.serve_local import add_parser as add_serve_local
+
+    add_serve_local(sub)
     return p
 
 
@@ -157,10 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         from agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
 
         from agent.cli.evals import COMMANDS as EVAL_COMMANDS
+        from agent.cli.serve_local import COMMANDS as SERVE_COMMANDS
         from agent.cli.tasks import cmd_show, cmd_tasks
 
         return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
-                **MEMORY_COMMANDS, **EVAL_COMMANDS}[args.command](args)
+                **MEMORY_COMMANDS, **EVAL_COMMANDS, **SERVE_COMMANDS}[args.command](args)
     except UsageError as e:
         print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE

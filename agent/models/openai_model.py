@@ -10,6 +10,11 @@ DeepSeek) through the official `openai` SDK.
   length -> max_tokens); others pass through.
 - Caching is the provider's (automatic); `cache` marks are ignored. Cached prompt tokens are
   reported as cache reads, the rest of the prompt as input.
+- Streaming (`stream`: auto streams above STREAM_ABOVE_MAX_TOKENS output tokens, as the
+  Anthropic provider does) bounds the wait between bytes (`model_timeout.idle_s`) and stops an
+  answer still coming when the task's wall budget ends (agent/models/openai_stream.py).
+- A server that states its context window (llama.cpp, vLLM) gets an output budget that fits
+  beside the prompt (agent/models/context_fit.py).
 - Retries are the SDK's; then 400/401/402/403/404/422 and quota 429s raise FatalModelError,
   the rest a retryable ModelError (with the status and `retry-after`) for the runtime's second
   line of retries (agent/models/retry.py).
@@ -29,9 +34,12 @@ from agent.core.errors import FatalModelError, ModelError
 from agent.models.retry import TimeoutPolicy, retry_after_of
 from agent.core.state import Usage
 from agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from agent.models.context_fit import ContextFit, window_of
+from agent.models.openai_stream import read_stream
 
 _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens"}
 _LIMIT_RE = re.compile(r"quota|spend(ing)? limit|credit|billing|usage limit", re.I)
+STREAM_ABOVE_MAX_TOKENS = 4096
 
 
 class OpenAIModel:
@@ -46,8 +54,13 @@ class OpenAIModel:
         max_retries: int | None = None,
         timeout: float | None = None,
         timeouts: TimeoutPolicy | None = None,
+        stream: str = "auto",
+        context_tokens: int | None = None,
     ) -> None:
+        if stream not in ("auto", "always", "never"):
+            raise ValueError(f"stream must be 'auto', 'always' or 'never', not {stream!r}")
         self.name = model
+        self.stream = stream
         self.timeouts = timeouts or TimeoutPolicy()
         if timeout is not None:
             self.timeouts = self.timeouts.model_copy(update={"idle_s": timeout, "response_s": timeout})
@@ -60,6 +73,9 @@ class OpenAIModel:
             kwargs["base_url"] = base_url
         self.client = openai.OpenAI(**kwargs)
         self._completion_tokens = bool(_REASONING.match(model)) or "api.openai.com" in str(self.client.base_url)
+        self.fit = ContextFit(context_tokens)
+        # OpenAI's /models states no window; others are asked once, at the first call
+        self._asked_window = context_tokens is not None or "api.openai.com" in str(self.client.base_url)
 
     def __repr__(self) -> str:
         return f"OpenAIModel({self.name!r}, base_url={str(self.client.base_url)!r})"
@@ -94,7 +110,7 @@ class OpenAIModel:
         base = self.client.base_url
         client = self.client.with_options(max_retries=0, timeout=openai.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s)))
         try:
-            client.models.list()
+            models = client.models.list()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
             raise ConfigError(f"the OpenAI-compatible API at {base} refused the key ({e.status_code}: {e.message}); "
                               "check OPENAI_API_KEY") from e
@@ -105,7 +121,23 @@ class OpenAIModel:
             raise ConfigError(f"cannot reach the OpenAI-compatible API at {base}: {e.__cause__ or e} (is the server running? "
                               "the URL after @ in --model, or OPENAI_BASE_URL)") from e
         except (openai.APIStatusError, openai.APIResponseValidationError):
-            pass
+            return
+        if not self._asked_window:
+            self._asked_window = True
+            self.fit.window = window_of(models)
+
+    def context_window(self) -> int | None:
+        """The server's context in tokens when it states one (asked once, a short call), else None."""
+        if not self._asked_window:
+            self._asked_window = True
+            try:
+                self.fit.window = window_of(self.client.with_options(max_retries=0, timeout=5.0).models.list())
+            except openai.OpenAIError:
+                self.fit.window = None
+        return self.fit.window
+
+    def _use_stream(self, request: ModelRequest) -> bool:
+        return self.stream == "always" or (self.stream == "auto" and request.max_tokens > STREAM_ABOVE_MAX_TOKENS)
 
     def abort(self) -> None:
         """Stop every call in flight (their connections are closed): a Ctrl-C."""
@@ -113,12 +145,24 @@ class OpenAIModel:
 
     def query(self, request: ModelRequest) -> ModelResponse:
         params = self.build_params(request)
+        if self.context_window():
+            limit = "max_completion_tokens" if "max_completion_tokens" in params else "max_tokens"
+            params[limit] = self.fit.output_budget(params, request.max_tokens)
         start = time.monotonic()
-        timeout = self.timeouts.for_call(request.timeout_s, streaming=False)
-        client = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, False, self._retries))
+        streaming = self._use_stream(request)
+        deadline = start + request.timeout_s if request.timeout_s is not None else None
+        timeout = self.timeouts.for_call(request.timeout_s, streaming=streaming)
+        client = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, streaming, self._retries))
+
+        def create(params: dict[str, Any]) -> Any:
+            if not streaming:
+                return client.chat.completions.create(**params)
+            stream = client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
+            return read_stream(stream, deadline, f"the OpenAI-compatible API at {self.client.base_url} ({self.name})")
+
         try:
             try:
-                resp = client.chat.completions.create(**params)
+                resp = create(params)
             except openai.BadRequestError as e:
                 other = _other_limit(e, params)
                 if other is None:
@@ -126,19 +170,22 @@ class OpenAIModel:
                 # the server named the other parameter: use it from now on
                 self._completion_tokens = other == "max_completion_tokens"
                 params[other] = params.pop("max_tokens" if other == "max_completion_tokens" else "max_completion_tokens")
-                resp = client.chat.completions.create(**params)
+                resp = create(params)
         except openai.APIStatusError as e:
             raise _status_error(e, self.name) from e
         except openai.APITimeoutError as e:
+            what = "without a byte of the answer" if streaming else "without the whole answer"
             raise ModelError(
-                f"no answer from the OpenAI-compatible API at {self.client.base_url} for {timeout.read:g} s ({self.name}); "
-                "the task's wall budget or `model_timeout.response_s` in .github/gitops-agent.yml bounds the wait",
-                retryable=True) from e
+                f"no answer from the OpenAI-compatible API at {self.client.base_url} for {timeout.read:g} s {what} ({self.name}); "
+                f"the task's wall budget or `model_timeout.{'idle_s' if streaming else 'response_s'}` in .github/gitops-agent.yml "
+                "bounds the wait", retryable=True) from e
         except openai.APIConnectionError as e:
             raise ModelError(f"cannot reach the OpenAI-compatible API at {self.client.base_url}: {e}", retryable=True) from e
         except openai.OpenAIError as e:
             raise ModelError(f"OpenAI-compatible API call failed: {type(e).__name__}: {e}") from e
         latency_ms = int((time.monotonic() - start) * 1000)
+        if resp.usage is not None and resp.usage.prompt_tokens:
+            self.fit.learn(params, resp.usage.prompt_tokens)
         return _to_response(resp, latency_ms, self.name)
 
 

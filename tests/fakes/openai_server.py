@@ -19,6 +19,11 @@ An answer (from `responses`, then `responder(request_json)`, then a default text
 string, or a dict `{"content"?: str, "tool_calls"?: [{"name", "arguments": dict | str,
 "id"?}], "finish_reason"?: str}`. `arguments` given as a string is sent as it is (e.g. bad
 JSON). Faults are the same `Fault` as the Anthropic fake (`times`, `delay`, `retry_after`).
+
+`context_tokens=N` makes it behave as llama-server started with `-c N`: `GET /v1/models` states
+`meta.n_ctx`; a prompt of N tokens or more is refused (400 `exceed_context_size_error`, with
+`n_prompt_tokens` and `n_ctx`); an answer stops where the context is full (`finish_reason:
+length`), and at `max_tokens` otherwise (then `length` too).
 """
 
 from __future__ import annotations
@@ -46,12 +51,27 @@ OPENAI_ERROR_TYPES = {
 }
 
 
+class ContextExceeded(ApiError):
+    def __init__(self, prompt: int, n_ctx: int) -> None:
+        super().__init__(400, f"request ({prompt} tokens) exceeds the available context size ({n_ctx} tokens), try increasing it")
+        self.prompt, self.n_ctx = prompt, n_ctx
+
+
 class FakeOpenAI(_Base):
     DEFAULT_TEXT = "Hello from the fake OpenAI server."
+    context_tokens: int | None = None  # llama-server's -c (see the module's docstring)
+
+    def __init__(self, *args: Any, context_tokens: int | None = None, stream_delay: float = 0.0, **kw: Any) -> None:
+        super().__init__(*args, **kw)
+        self.context_tokens = context_tokens
+        self.stream_delay = stream_delay  # seconds between SSE chunks (a slow CPU model)
     # models that refuse `max_tokens` (they take `max_completion_tokens`), as OpenAI's o-series and gpt-5 do
     max_tokens_refused = re.compile(r"^(o\d|gpt-5)")
 
     def error_body(self, e: ApiError) -> dict:
+        if isinstance(e, ContextExceeded):  # llama.cpp's shape
+            return {"error": {"code": 400, "message": e.message, "type": "exceed_context_size_error",
+                              "n_prompt_tokens": e.prompt, "n_ctx": e.n_ctx}}
         kind, code = OPENAI_ERROR_TYPES.get(e.status, ("server_error", None))
         if e.error_code:
             code = e.error_code
@@ -135,7 +155,9 @@ class FakeOpenAI(_Base):
         path = rec.path.split("?", 1)[0]
         if h.command == "GET" and path == "/v1/models":
             self.check_auth(rec)
-            self.send_json(h, 200, {"object": "list", "data": [{"id": m, "object": "model"} for m in sorted(self.models or [])]})
+            names = sorted(self.models) if self.models is not None else (["local"] if self.context_tokens else [])
+            meta = {"meta": {"n_ctx": self.context_tokens, "n_ctx_train": 32768}} if self.context_tokens else {}
+            self.send_json(h, 200, {"object": "list", "data": [{"id": m, "object": "model", **meta} for m in names]})
             return
         if h.command != "POST" or path != "/v1/chat/completions":
             raise ApiError(404, f"Unknown request URL: {h.command} {path}.")
@@ -150,9 +172,18 @@ class FakeOpenAI(_Base):
         if "max_tokens" in body and self.max_tokens_refused.match(str(body.get("model"))):  # as OpenAI's reasoning models do
             raise ApiError(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
                                 "Use 'max_completion_tokens' instead.", param="max_tokens", error_code="unsupported_parameter")
-        message, finish = self._answer(body)
         prompt, cached = self.compute_usage(body)
+        if self.context_tokens and prompt >= self.context_tokens:
+            raise ContextExceeded(prompt, self.context_tokens)
+        message, finish = self._answer(body)
         completion = approx_tokens({k: v for k, v in message.items() if v is not None})
+        cap = body.get("max_tokens") or body.get("max_completion_tokens")
+        if self.context_tokens:
+            cap = min(cap or self.context_tokens, self.context_tokens - prompt)
+        if cap and completion > cap:  # cut off as a real server cuts a generation: mid-text, no tool call
+            text = (message.get("content") or "") + "".join(c["function"]["arguments"] for c in message.get("tool_calls") or [])
+            message = {"role": "assistant", "content": text[: cap * 4], "refusal": None}
+            completion, finish = cap, "length"
         usage = {
             "prompt_tokens": prompt,
             "completion_tokens": completion,
@@ -203,6 +234,8 @@ class FakeOpenAI(_Base):
                                    "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if choices else []}
             if with_usage is not None:
                 obj["usage"] = with_usage
+            if self.stream_delay:
+                self.sleep(self.stream_delay)
             self.send_chunk(h, f"data: {json.dumps(obj)}\n\n")
 
         try:

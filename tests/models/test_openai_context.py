@@ -1,0 +1,123 @@
+"""The OpenAI-compatible provider against a server with a small context (llama-server -c N)
+and a slow stream: the output budget fits beside the prompt, long answers stream, and an
+answer still coming at the end of the task's wall budget is stopped."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from agent.core.errors import FatalModelError, ModelError
+from agent.models.base import Message, ModelRequest, ToolSpec
+from agent.models.context_fit import window_of
+from agent.models.openai_model import OpenAIModel
+from tests.fakes.openai_server import FakeOpenAI
+
+RUN_PYTHON = ToolSpec(name="run_python", description="Run Python code.", input_schema={
+    "type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
+JUNK = "<start_of_turn>model\n" * 4000  # what a weak model writes when it writes on
+
+
+def model(srv: FakeOpenAI, **kw) -> OpenAIModel:
+    kw.setdefault("timeout", 10)
+    return OpenAIModel("gemma-3-270m", base_url=srv.url + "/v1", max_retries=0, **kw)
+
+
+def ask(m: OpenAIModel, text: str, max_tokens: int = 8192, **kw) -> object:
+    return m.query(ModelRequest(system="You are the planner.", messages=[Message.user(text)], tools=[RUN_PYTHON],
+                                max_tokens=max_tokens, **kw))
+
+
+def sent_budget(srv: FakeOpenAI, i: int = -1) -> int:
+    return srv.requests[i].body["max_tokens"]
+
+
+@pytest.mark.parametrize("prompt_chars", [400, 3000, 9000])
+def test_the_output_budget_fits_beside_the_prompt(prompt_chars):
+    with FakeOpenAI(context_tokens=4096, responder=lambda b: JUNK) as srv:
+        m = model(srv)
+        for _ in range(2):  # the second call knows the tokenizer's ratio from the first
+            resp = ask(m, "x " * (prompt_chars // 2))
+            prompt = srv.usage_log[-1]["prompt_tokens"]
+            assert sent_budget(srv) + prompt <= 4096  # the server never cuts the answer for want of room
+            assert resp.stop_reason == "max_tokens" and resp.usage.output_tokens == sent_budget(srv)
+        assert sent_budget(srv) >= (4096 - prompt) * 0.8  # and the budget is not thrown away either
+        assert len(srv.lookups) == 1  # the window is asked once
+
+
+def test_a_server_that_states_no_window_gets_the_roles_budget():
+    with FakeOpenAI(responder=lambda b: "fine") as srv:
+        ask(model(srv), "hello")
+        assert sent_budget(srv) == 8192
+
+
+def test_preflight_reads_the_window_and_a_given_window_is_not_asked():
+    with FakeOpenAI(context_tokens=2048, responder=lambda b: "ok") as srv:
+        m = model(srv)
+        m.preflight()
+        assert m.context_window() == 2048 and len(srv.lookups) == 1
+        ask(m, "hi")
+        assert len(srv.lookups) == 1 and sent_budget(srv) < 2048
+        fixed = model(srv, context_tokens=1024)
+        ask(fixed, "hi")
+        assert len(srv.lookups) == 1 and sent_budget(srv) < 1024
+
+
+def test_a_prompt_larger_than_the_context_is_a_clear_fatal_error():
+    with FakeOpenAI(context_tokens=512, responder=lambda b: "ok") as srv:
+        with pytest.raises(FatalModelError) as e:
+            ask(model(srv), "word " * 2000)
+    assert "exceed_context_size_error" in str(e.value) and "exceeds the available context size (512 tokens)" in str(e.value)
+
+
+def test_window_of_reads_llama_cpp_and_vllm_answers():
+    import openai
+
+    page = lambda item: openai.pagination.SyncPage[openai.types.Model](data=[openai.types.Model.model_validate(item)], object="list")  # noqa: E731
+    base = {"id": "m", "object": "model", "created": 0, "owned_by": "x"}
+    assert window_of(page({**base, "meta": {"n_ctx": 8192, "n_ctx_train": 32768}})) == 8192
+    assert window_of(page({**base, "max_model_len": 16384})) == 16384
+    assert window_of(page(base)) is None
+    assert window_of(page({**base, "meta": {"n_ctx": "big"}})) is None
+
+
+def test_long_answers_stream_and_their_tool_calls_arrive_whole():
+    args = {"code": "print(" + "1 + " * 300 + "1)"}
+    with FakeOpenAI(responder=lambda b: {"content": "Let me run it.", "tool_calls": [{"name": "run_python", "arguments": args}]}) as srv:
+        resp = ask(model(srv), "add", max_tokens=8192)
+        assert srv.requests[-1].body.get("stream") is True
+        assert resp.tool_uses[0].input == args and resp.text == "Let me run it." and resp.stop_reason == "tool_use"
+        logged = srv.usage_log[-1]
+        assert (resp.usage.input_tokens + resp.usage.cache_read_tokens, resp.usage.output_tokens) == (
+            logged["prompt_tokens"], logged["completion_tokens"])
+        ask(model(srv), "add", max_tokens=1024)
+        assert "stream" not in srv.requests[-1].body  # short answers: one JSON body
+        ask(model(srv, stream="always"), "add", max_tokens=1024)
+        assert srv.requests[-1].body.get("stream") is True
+
+
+def test_an_answer_still_coming_at_the_end_of_the_wall_budget_is_stopped():
+    with FakeOpenAI(responder=lambda b: "word " * 400, stream_delay=0.6) as srv:  # 6 chunks, 3.6 s
+        t0 = time.monotonic()
+        with pytest.raises(ModelError) as e:
+            ask(model(srv, stream="always"), "talk", timeout_s=1.0)
+        took = time.monotonic() - t0
+    assert "wall budget ran out" in str(e.value) and not e.value.retryable
+    assert took < 3  # stopped at the budget, not after the whole answer
+
+
+def test_a_stream_that_stops_in_the_middle_is_a_retryable_error(monkeypatch):
+    from tests.fakes import openai_server
+
+    def cut(self, h, resp_id, created, model, message, finish, usage):
+        self.start_sse(h)
+        self.send_chunk(h, 'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", '
+                           '"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": null}]}\n\n')
+        self.end_sse(h)
+
+    monkeypatch.setattr(openai_server.FakeOpenAI, "_stream", cut)
+    with FakeOpenAI(responder=lambda b: "whole") as srv:
+        with pytest.raises(ModelError) as e:
+            ask(model(srv, stream="always"), "talk")
+    assert e.value.retryable and "stopped before it ended" in str(e.value)
