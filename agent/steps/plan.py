@@ -189,7 +189,7 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
     error: str | None = None
     for attempt in range(0 if preset is not None else agent.max_corrections + 1):
         request = ModelRequest(
-            system=system, messages=messages, tools=specs(agent.tools), max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
+            system=system, messages=messages, tools=specs(agent.tools), tool_choice="required", max_tokens=agent.max_tokens, timeout_s=max(1.0, snap.wall_left()),
             meta={"role": "planner", "script_key": "planner", "task": job.task, "results": results_meta, "attempt": attempt, "running": running,
                   "experiences": [e["task_id"] for e in experiences]},
         )

@@ -52,3 +52,6 @@ def test_openai_compatible_endpoint_runs_a_task(tmp_path: Path, monkeypatch):
         assert res.outcome == "done", res.reason
         assert res.answer == "numbers.txt has 37 lines"
         assert len(srv.requests) >= 5
+        # every planner and executor call must call a tool: the server is told so (llama.cpp then holds a
+        # small model to a grammar), one call per reply
+        assert all(r.body.get("tool_choice") == "required" and r.body.get("parallel_tool_calls") is False for r in srv.requests)

@@ -25,6 +25,8 @@ def main() -> None:
     p.add_argument("--no-kv-unified", action="store_true")
     p.add_argument("--jinja", action="store_true")
     p.add_argument("--no-webui", action="store_true")
+    p.add_argument("--chat-template-file")
+    p.add_argument("--metrics", action="store_true")
     a = p.parse_args()
     if b"CRASH" in Path(a.model).read_bytes()[:100]:
         print("gguf_init_from_file_impl: invalid magic characters: 'CRAS', expected 'GGUF'", flush=True)

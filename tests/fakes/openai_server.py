@@ -61,10 +61,12 @@ class FakeOpenAI(_Base):
     DEFAULT_TEXT = "Hello from the fake OpenAI server."
     context_tokens: int | None = None  # llama-server's -c (see the module's docstring)
 
-    def __init__(self, *args: Any, context_tokens: int | None = None, stream_delay: float = 0.0, **kw: Any) -> None:
+    def __init__(self, *args: Any, context_tokens: int | None = None, stream_delay: float = 0.0, stream_pieces: int = 3,
+                 **kw: Any) -> None:
         super().__init__(*args, **kw)
         self.context_tokens = context_tokens
         self.stream_delay = stream_delay  # seconds between SSE chunks (a slow CPU model)
+        self.stream_pieces = stream_pieces  # chunks a text or a tool call's arguments is sent in
     # models that refuse `max_tokens` (they take `max_completion_tokens`), as OpenAI's o-series and gpt-5 do
     max_tokens_refused = re.compile(r"^(o\d|gpt-5)")
 
@@ -241,13 +243,13 @@ class FakeOpenAI(_Base):
         try:
             self.start_sse(h)
             chunk({"role": "assistant", "content": ""})
-            for piece in split_json(message.get("content") or "", 3):
+            for piece in split_json(message.get("content") or "", self.stream_pieces):
                 if piece:
                     chunk({"content": piece})
             for i, c in enumerate(message.get("tool_calls") or []):
                 chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
                                        "function": {"name": c["function"]["name"], "arguments": ""}}]})
-                for piece in split_json(c["function"]["arguments"], 3):
+                for piece in split_json(c["function"]["arguments"], self.stream_pieces):
                     chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
             chunk({}, finish)
             if usage is not None:

@@ -16,7 +16,8 @@ from tests.fakes.openai_server import FakeOpenAI
 
 RUN_PYTHON = ToolSpec(name="run_python", description="Run Python code.", input_schema={
     "type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
-JUNK = "<start_of_turn>model\n" * 4000  # what a weak model writes when it writes on
+JUNK = "<start_of_turn>model\n" * 4000  # what a weak model writes when it writes on, in a loop
+WORDS = " ".join(f"w{i * 7919 % 10007}" for i in range(6000))  # long, and no loop
 
 
 def model(srv: FakeOpenAI, **kw) -> OpenAIModel:
@@ -35,15 +36,23 @@ def sent_budget(srv: FakeOpenAI, i: int = -1) -> int:
 
 @pytest.mark.parametrize("prompt_chars", [400, 3000, 9000])
 def test_the_output_budget_fits_beside_the_prompt(prompt_chars):
-    with FakeOpenAI(context_tokens=4096, responder=lambda b: JUNK) as srv:
+    with FakeOpenAI(context_tokens=4096, responder=lambda b: WORDS) as srv:
         m = model(srv)
         for _ in range(2):  # the second call knows the tokenizer's ratio from the first
             resp = ask(m, "x " * (prompt_chars // 2))
             prompt = srv.usage_log[-1]["prompt_tokens"]
             assert sent_budget(srv) + prompt <= 4096  # the server never cuts the answer for want of room
             assert resp.stop_reason == "max_tokens" and resp.usage.output_tokens == sent_budget(srv)
-        assert sent_budget(srv) >= (4096 - prompt) * 0.8  # and the budget is not thrown away either
+        assert sent_budget(srv) == 1024 or sent_budget(srv) >= (4096 - prompt) * 0.8  # a quarter of the window, or what is left
         assert len(srv.lookups) == 1  # the window is asked once
+
+
+def test_an_answer_takes_at_most_a_quarter_of_a_large_window():
+    with FakeOpenAI(context_tokens=65536, responder=lambda b: "ok") as srv:
+        ask(model(srv), "hi", max_tokens=32000)
+        assert sent_budget(srv) == 16384
+        ask(model(srv), "hi", max_tokens=4096)
+        assert sent_budget(srv) == 4096  # the role's own budget when it is smaller
 
 
 def test_a_server_that_states_no_window_gets_the_roles_budget():
@@ -82,23 +91,47 @@ def test_window_of_reads_llama_cpp_and_vllm_answers():
     assert window_of(page({**base, "meta": {"n_ctx": "big"}})) is None
 
 
-def test_long_answers_stream_and_their_tool_calls_arrive_whole():
-    args = {"code": "print(" + "1 + " * 300 + "1)"}
-    with FakeOpenAI(responder=lambda b: {"content": "Let me run it.", "tool_calls": [{"name": "run_python", "arguments": args}]}) as srv:
-        resp = ask(model(srv), "add", max_tokens=8192)
-        assert srv.requests[-1].body.get("stream") is True
+def test_an_inference_server_streams_and_tool_calls_arrive_whole():
+    args = {"code": "print(" + " + ".join(str(i) for i in range(300)) + ")"}
+    answer = {"content": "Let me run it.", "tool_calls": [{"name": "run_python", "arguments": args}]}
+    with FakeOpenAI(context_tokens=8192, responder=lambda b: answer, stream_pieces=40) as srv:
+        resp = ask(model(srv), "add", max_tokens=2048)
+        assert srv.requests[-1].body.get("stream") is True  # it states its context: a local inference server
         assert resp.tool_uses[0].input == args and resp.text == "Let me run it." and resp.stop_reason == "tool_use"
         logged = srv.usage_log[-1]
         assert (resp.usage.input_tokens + resp.usage.cache_read_tokens, resp.usage.output_tokens) == (
             logged["prompt_tokens"], logged["completion_tokens"])
-        ask(model(srv), "add", max_tokens=1024)
-        assert "stream" not in srv.requests[-1].body  # short answers: one JSON body
-        ask(model(srv, stream="always"), "add", max_tokens=1024)
-        assert srv.requests[-1].body.get("stream") is True
+        ask(model(srv, stream="never"), "add", max_tokens=1024)
+        assert "stream" not in srv.requests[-1].body
+    with FakeOpenAI(responder=lambda b: answer) as srv:
+        ask(model(srv), "add", max_tokens=8192)
+        assert "stream" not in srv.requests[-1].body  # any other endpoint: one JSON body, which all of them speak
+        resp = ask(model(srv, stream="always"), "add", max_tokens=1024)
+        assert srv.requests[-1].body.get("stream") is True and resp.tool_uses[0].input == args
+
+
+@pytest.mark.parametrize("where", ["text", "arguments"])
+def test_a_looping_answer_is_cut_short_as_truncated(where):
+    loop = "<|im_end|>user\n" * 2000  # 30k characters, 200 chunks, 4 s at the server's pace
+    answer = loop if where == "text" else {"tool_calls": [{"name": "run_python", "arguments": '{"code": "' + loop}]}
+    with FakeOpenAI(context_tokens=32768, responder=lambda b: answer, stream_pieces=200, stream_delay=0.02) as srv:
+        t0 = time.monotonic()
+        resp = ask(model(srv), "talk", max_tokens=16000)
+        took = time.monotonic() - t0
+    assert resp.stop_reason == "max_tokens"  # treated as a reply cut off by its budget
+    written = len(resp.text) if where == "text" else len(resp.tool_uses[0].input["_raw"])
+    assert 590 <= written < 3000 and took < 2  # cut within a few chunks, not after 30k characters
+    assert resp.usage.output_tokens > 0  # counted, though the server reported nothing for it
+
+
+def test_a_long_answer_that_does_not_loop_is_not_cut():
+    with FakeOpenAI(context_tokens=131072, responder=lambda b: WORDS, stream_pieces=200) as srv:
+        resp = ask(model(srv), "talk", max_tokens=16000)
+    assert resp.text == WORDS and resp.stop_reason == "end_turn"
 
 
 def test_an_answer_still_coming_at_the_end_of_the_wall_budget_is_stopped():
-    with FakeOpenAI(responder=lambda b: "word " * 400, stream_delay=0.6) as srv:  # 6 chunks, 3.6 s
+    with FakeOpenAI(responder=lambda b: WORDS, stream_delay=0.6) as srv:  # 6 chunks, 3.6 s
         t0 = time.monotonic()
         with pytest.raises(ModelError) as e:
             ask(model(srv, stream="always"), "talk", timeout_s=1.0)
