@@ -17,6 +17,8 @@ row saying what broke (with the traceback on stderr).
   P5     memory retrieval latency and recall@3 (bench/memory.py, written with agent/memory.py)
   P6     a steered round: one node of five redone costs one node plus one planner call (bench/steer.py)
   Scale  50 tasks at once on one remote, 4 workers (bench/scale.py)
+  P7, P8 jobs per task, a job's setup through act (bench/jobs.py, bench/setup_time.py)
+  P9     dabench on Gemma 3 270M through llama-server vs scripted (bench/local_model.py; the 'local' extra)
 
 bench/README.md says what each row means.
 """
@@ -161,6 +163,7 @@ MEASUREMENTS: dict[str, tuple[str, Callable[[bool], Section]]] = {
     "Scale": ("scale", _scale),
     "P8": ("job setup through act", lambda quick: __import__("bench.setup_time", fromlist=["measure"]).measure(quick)),
     "P7": ("jobs per task", lambda quick: _p7(quick)),
+    "P9": ("a real model on the CPU", lambda quick: __import__("bench.local_model", fromlist=["measure"]).measure(quick)),
 }
 
 

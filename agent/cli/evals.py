@@ -38,6 +38,8 @@ def add_parsers(sub) -> None:
     e.add_argument("--workers", type=positive_int, default=4, metavar="N", help="questions at once (default 4)")
     e.add_argument("--only", metavar="IDS", help="comma-separated question ids (default: all)")
     e.add_argument("--max-usd", type=positive_float, default=1.0, metavar="USD", help="budget of each question's task (default 1)")
+    e.add_argument("--max-minutes", type=positive_float, metavar="MIN", help="wall time of each question's task (default: the config's)")
+    e.add_argument("--max-turns", type=positive_int, metavar="N", help="model turns per executor node (default: the config's)")
     e.add_argument("--judge-model", metavar="SPEC", help="model for `judge` checks without their own `model`")
     e.add_argument("--baseline", type=Path, metavar="RESULTS", help="a results.json (or its folder) of an earlier run, shown beside this one")
     e.add_argument("--repo", type=Path, default=Path("."), help="where --brain refs are read and the results committed (default: here)")
@@ -158,7 +160,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
               file=sys.stderr)
 
     print(f"gitops-agent eval: {suite.name}, {total} runs, {args.workers} at once", file=sys.stderr)
-    runner = Runner(suite, config=cfg, budget=Budget(max_usd=args.max_usd, max_steps=20), brains=brains,
+    limits = {"max_usd": args.max_usd, "max_steps": 20}
+    if args.max_minutes:
+        limits["max_wall_seconds"] = int(args.max_minutes * 60)
+    if args.max_turns:
+        limits["max_turns"] = args.max_turns
+    runner = Runner(suite, config=cfg, budget=Budget(**limits), brains=brains,
                     judge_model=args.judge_model, on_result=progress)
     run = runner.run(configs, repeat=args.repeat, workers=args.workers, only=only)
     md = table(run, baseline)

@@ -322,3 +322,13 @@ def test_the_evolve_verdict_is_unmeasured_when_the_runs_failed_and_costlier_from
     assert verdict_of(free_vs_paid, "cur", "new", 0.2)[0] == "costlier"
     same = run([("cur", True, "done", 1.0), ("new", True, "done", 1.1)])
     assert verdict_of(same, "cur", "new", 0.2)[0] == "same"
+
+
+def test_each_questions_budget_can_be_set(tmp_path):
+    """--max-turns reaches every question's task: the scripted answers take two turns, so one fails them."""
+    repo = _repo(tmp_path)
+    out = tmp_path / "out"
+    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(out),
+                 "--max-turns", "1", "--max-minutes", "5"]) == 0
+    r = json.loads((out / "results.json").read_text())["results"][0]
+    assert not r["passed"] and "(no result)" in r["why"]  # the node ran out of turns before finish_step
