@@ -28,9 +28,14 @@ SHARE_FLOOR = 1024  # the quarter-of-the-window cap is never below this  # below
 SAFETY = 0.08  # the estimate may be this much short, and a chat template adds its markers
 
 
-def window_of(models: Any) -> int | None:
-    """The context window a ``GET /models`` answer states (the first model that states one)."""
-    for m in getattr(models, "data", None) or []:
+def window_of(models: Any, name: str | None = None) -> int | None:
+    """The context window a ``GET /models`` answer states for ``name``, or for its only model
+    (a router listing many models says nothing about the one asked)."""
+    data = getattr(models, "data", None)
+    data = data if isinstance(data, list) else []
+    if len(data) > 1:
+        data = [m for m in data if getattr(m, "id", None) == name]
+    for m in data:
         extra = dict(getattr(m, "model_extra", None) or {})
         meta = extra.get("meta") if isinstance(extra.get("meta"), dict) else {}
         for value in (meta.get("n_ctx"), extra.get("max_model_len"), extra.get("context_length")):
@@ -59,7 +64,7 @@ class ContextFit:
         if not self.window:
             return asked
         room = self.window - self.estimate(params)
-        return max(MIN_OUTPUT_TOKENS, min(asked, room, max(SHARE_FLOOR, self.window // 4)))
+        return min(asked, max(MIN_OUTPUT_TOKENS, min(room, max(SHARE_FLOOR, self.window // 4))))
 
     def learn(self, params: dict[str, Any], prompt_tokens: int) -> None:
         """Follow the tokenizer: the characters per token of the prompt just answered."""

@@ -140,15 +140,18 @@ def start(server: Path, gguf: Path, *, port: int = DEFAULT_PORT, ctx: int = DEFA
                                 stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     info = ServerInfo(pid=proc.pid, port=port, alias=alias, ctx=ctx, gguf=str(gguf), log=str(log))
     deadline = time.monotonic() + ready_s
-    while True:
-        if proc.poll() is not None:
-            raise ConfigError(f"llama-server exited with code {proc.returncode} before it answered; its log ({log}):\n{log_tail(log)}")
-        if health(port) == "ok":
-            return proc, info
-        if time.monotonic() > deadline:
-            stop(proc)
-            raise ConfigError(f"llama-server did not answer on port {port} within {ready_s:g} s; its log ({log}):\n{log_tail(log)}")
-        time.sleep(0.25)
+    try:
+        while True:
+            if proc.poll() is not None:
+                raise ConfigError(f"llama-server exited with code {proc.returncode} before it answered; its log ({log}):\n{log_tail(log)}")
+            if health(port) == "ok":
+                return proc, info
+            if time.monotonic() > deadline:
+                raise ConfigError(f"llama-server did not answer on port {port} within {ready_s:g} s; its log ({log}):\n{log_tail(log)}")
+            time.sleep(0.25)
+    except BaseException:  # a Ctrl-C while it loads too: its own session never sees the signal
+        stop(proc)
+        raise
 
 
 def stop(proc: subprocess.Popen | int, grace_s: float = 10.0) -> None:
@@ -210,7 +213,12 @@ def load_state(port: int) -> ServerInfo | None:
 def is_llama_server(pid: int) -> bool:
     """The process ``pid`` runs llama-server (a pid in a stale state file may be another program's now)."""
     try:
-        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]  # [interpreter,] program
+        argv = [Path(a.decode(errors="replace")).name for a in Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[:2]]
+        leads = os.getpgid(pid) == pid  # serve-local starts it in a session of its own
     except OSError:
         return False
-    return any(Path(a.decode(errors="replace")).name.startswith("llama-server") for a in argv)
+    if not argv or not leads:
+        return False
+    # the program itself, or a script run by its interpreter (python3 llama-server ...)
+    return argv[0].startswith("llama-server") or (argv[0].startswith("python") and len(argv) > 1
+                                                  and argv[1].startswith("llama-server"))

@@ -126,15 +126,15 @@ class OpenAIModel:
             return
         if not self._asked_window:
             self._asked_window = True
-            self.fit.window = window_of(models)
+            self.fit.window = window_of(models, self.name)
 
     def context_window(self) -> int | None:
         """The server's context in tokens when it states one (asked once, a short call), else None."""
         if not self._asked_window:
             self._asked_window = True
             try:
-                self.fit.window = window_of(self.client.with_options(max_retries=0, timeout=5.0).models.list())
-            except openai.OpenAIError:
+                self.fit.window = window_of(self.client.with_options(max_retries=0, timeout=5.0).models.list(), self.name)
+            except (openai.OpenAIError, TypeError, ValueError, AttributeError):
                 self.fit.window = None
         return self.fit.window
 
@@ -163,8 +163,12 @@ class OpenAIModel:
             if not streaming:
                 return client.chat.completions.create(**params)
             stream = client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
-            return read_stream(stream, deadline, f"the OpenAI-compatible API at {self.client.base_url} ({self.name})",
-                               chars_per_token=self.fit.chars_per_token, prompt_tokens=self.fit.estimate(params))
+            try:
+                return read_stream(stream, deadline, f"the OpenAI-compatible API at {self.client.base_url} ({self.name})",
+                                   chars_per_token=self.fit.chars_per_token, prompt_tokens=self.fit.estimate(params))
+            except (TypeError, ValueError, AttributeError) as e:  # a chunk that is not what the API sends
+                raise ModelError(f"the OpenAI-compatible API at {self.client.base_url} sent a stream it cannot read "
+                                 f"({type(e).__name__}: {str(e)[:200]})", retryable=True) from e
 
         try:
             try:

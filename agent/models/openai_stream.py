@@ -82,7 +82,7 @@ def read_stream(stream: Any, deadline: float | None, where: str, chars_per_token
                                  f"({sum(map(len, text))} characters so far); stopped")
     finally:
         stream.close()
-    if finish is None and usage is None:
+    if finish is None and cut is None:
         raise ModelError(f"the answer from {where} stopped before it ended (no finish_reason)", retryable=True)
     tool_calls = [
         SimpleNamespace(id=c["id"], function=SimpleNamespace(name=c["name"], arguments="".join(c["args"])))
