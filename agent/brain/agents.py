@@ -11,10 +11,11 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from agent.core.errors import ConfigError
 from agent.core.state import format_validation_error
+from agent.models.specs import data_spec_problem
 
 PLANNER_TOOLS = {"update_plan", "finish"}
 EXECUTOR_TOOLS = {"run_python", "run_shell", "finish_step"}
@@ -51,15 +52,38 @@ class AgentDef(BaseModel):
     name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,31}$", description="Name the planner assigns nodes to.")
     role: Literal["planner", "executor"] = Field(description="planner: makes the plan; executor: runs one node.")
     description: str = Field(description="One line the planner reads to choose an agent.")
-    model: str | None = Field(None, description="Model spec; null means the task's model for this role.")
+    # A brain is data (a branch anyone with push rights, or an evolve proposal, writes): its
+    # model specs name a provider and a model, never an endpoint or a file (agent/models/specs.py),
+    # and its limits are capped here and by the task's trusted budget where they are used.
+    model: str | None = Field(None, description="provider:model; null means the task's model for this role. No endpoint: "
+                              "an openai model is served where the trusted settings serve openai models.")
     cascade: list[str] = Field(default_factory=list, max_length=4, description="Executor: models tried next, in order, when "
                                "a node fails or runs out of turns on the one before (cheap first, strong when needed).")
-    max_turns: int | None = Field(None, ge=1, description="Executor turn limit; null means the budget's max_turns.")
-    max_tokens: int = Field(4096, ge=256, description="Output tokens per model call.")
-    max_corrections: int = Field(3, ge=0, description="Planner: malformed outputs answered before failing.")
+    max_turns: int | None = Field(None, ge=1, le=200, description="Executor turn limit, at most the budget's max_turns; "
+                                  "null means the budget's max_turns.")
+    max_tokens: int = Field(4096, ge=256, le=128_000, description="Output tokens per model call.")
+    max_corrections: int = Field(3, ge=0, le=10, description="Planner: malformed outputs answered before failing "
+                                 "(each one a paid call, within the task's budget).")
     tools: list[str] = Field(description="Model-facing tools this agent may use.")
     prompts: AgentPrompts
     instructions: str = Field("", description="Extra lines for this agent's system prompt.")
+
+    @field_validator("model")
+    @classmethod
+    def _model_is_data(cls, v: str | None) -> str | None:
+        problem = data_spec_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(problem)
+        return v
+
+    @field_validator("cascade")
+    @classmethod
+    def _cascade_is_data(cls, v: list[str]) -> list[str]:
+        for spec in v:
+            problem = data_spec_problem(spec)
+            if problem:
+                raise ValueError(problem)
+        return v
 
     def model_post_init(self, _ctx: object) -> None:
         allowed = PLANNER_TOOLS if self.role == "planner" else EXECUTOR_TOOLS

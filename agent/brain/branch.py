@@ -26,7 +26,7 @@ from typing import Any
 
 import jinja2
 
-from agent.core.prompts import template_env
+from agent.core.prompts import render_raw
 
 from agent.brain.agents import Brain, default_brain_dir, default_prompts_dir, load_agent_file, load_brain
 from agent.core.errors import AgentError, ConfigError
@@ -162,9 +162,10 @@ def _sample_experience() -> dict[str, Any]:
 
 
 def _render_check(dirs: list[Path], name: str, ctx: dict[str, Any]) -> str | None:
-    env = template_env(dirs)  # sandboxed: validating a proposal must not run it
+    # sandboxed, and (a template not of the package) in a child process with memory and time
+    # limits: validating a proposal must not run it, nor let it exhaust the host
     try:
-        env.get_template(name).render(**ctx)
+        render_raw(dirs, name, ctx)
         return None
     except jinja2.TemplateNotFound as e:
         return f"template {e.name!r} not found"

@@ -18,7 +18,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from agent.brain.branch import BRAIN_BRANCH, brain_tip, classify, diff_files, init_brain, read_branch_files, validate_files
+import yaml
+
+from agent.brain.branch import BRAIN_BRANCH, brain_tip, classify, default_files, diff_files, init_brain, read_branch_files, validate_files
 from agent.brain.agents import default_prompts_dir
 from agent.core.errors import AgentError, ConfigError, FatalModelError, ModelError
 from agent.git.repo import GitRepo
@@ -35,6 +37,9 @@ from agent.core.tools import specs
 PROPOSAL_PREFIX = "agent/brain-proposal/"
 MAX_CORRECTIONS = 3
 MAX_FILE_BYTES = 200_000
+# Fields of an agent that decide which model is called (and so where a key is sent) and how many
+# paid calls it makes: the repository's trusted settings and its people set them, never a proposal.
+CAPABILITY_FIELDS = ("model", "cascade", "max_turns", "max_tokens", "max_corrections")
 
 
 @dataclass
@@ -51,6 +56,7 @@ class Proposal:
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
     gate: Any = None  # agent/eval/gate.py's Gate: the suite on the current and the proposed brain
+    refused: list[str] = field(default_factory=list)  # capability changes the model asked for, refused
 
 
 def gather(store: MemoryStore, last: int = 20) -> list[Experience]:
@@ -61,8 +67,33 @@ def gather(store: MemoryStore, last: int = 20) -> list[Experience]:
     return sorted(exps, key=lambda e: (e.outcome == "done", not (e.lessons or e.failures), -e.date.timestamp()))
 
 
+def _capabilities(data: bytes | None) -> dict[str, Any]:
+    """The capability fields of an agent file as they take effect (defaults filled in)."""
+    from agent.brain.agents import AgentDef
+
+    try:
+        raw = yaml.safe_load(data) if data is not None else None
+    except yaml.YAMLError:
+        raw = None
+    raw = raw if isinstance(raw, dict) else {}
+    defaults = {name: f.get_default(call_default_factory=True) for name, f in AgentDef.model_fields.items() if name in CAPABILITY_FIELDS}
+    return {k: raw.get(k, defaults[k]) for k in CAPABILITY_FIELDS}
+
+
+def capability_changes(path: str, old: bytes | None, new: bytes | None) -> list[str]:
+    """The capability fields that ``new`` (None: deleted, the packaged default applies) sets
+    otherwise than ``old`` (None: the packaged default) for the agent file ``path``."""
+    if classify(path) != "agents":
+        return []
+    packaged = default_files().get(path)
+    before = _capabilities(old if old is not None else packaged)
+    after = _capabilities(new if new is not None else packaged)
+    return [k for k in CAPABILITY_FIELDS if before[k] != after[k]]
+
+
 def check_changes(raw: Any, current: dict[str, bytes]) -> dict[str, bytes | None]:
-    """The proposal's changes as {path: bytes or None}; a FormatError-like AgentError for the model."""
+    """The proposal's changes as {path: bytes or None}; a FormatError-like AgentError for the model.
+    A change to an agent's model, cascade or limits is refused (CapabilityChange)."""
     if not isinstance(raw, list) or not raw:
         raise AgentError("`changes` must be a non-empty array of {path, content}")
     out: dict[str, bytes | None] = {}
@@ -79,6 +110,7 @@ def check_changes(raw: Any, current: dict[str, bytes]) -> dict[str, bytes | None
         if content is None:
             if path not in current:
                 raise AgentError(f"changes[{i}] deletes {path!r}, which is not on {BRAIN_BRANCH}")
+            _refuse_capabilities(i, path, current.get(path), None)
             out[path] = None
             continue
         if not isinstance(content, str) or not content.strip():
@@ -88,11 +120,24 @@ def check_changes(raw: Any, current: dict[str, bytes]) -> dict[str, bytes | None
             raise AgentError(f"changes[{i}].content is {len(data)} bytes; the limit is {MAX_FILE_BYTES}")
         if not data.endswith(b"\n"):
             data += b"\n"
+        _refuse_capabilities(i, path, current.get(path), data)
         if current.get(path) != data:
             out[path] = data
     if not out:
         raise AgentError("the proposal changes nothing: every file already has that content")
     return out
+
+
+class CapabilityChange(AgentError):
+    """A proposal that changes what only the trusted settings may decide."""
+
+
+def _refuse_capabilities(i: int, path: str, old: bytes | None, new: bytes | None) -> None:
+    changed = capability_changes(path, old, new)
+    if changed:
+        raise CapabilityChange(
+            f"changes[{i}] ({path}) changes {', '.join(changed)}: models and limits are set by the repository's "
+            "trusted settings and its people, not by a proposal; keep those fields exactly as they are")
 
 
 def _proposal_branch(git: GitRepo, now: datetime) -> str:
@@ -112,8 +157,12 @@ def run_evolve(
     reporter: Reporter | None = None,
     now: datetime | None = None,
     max_tokens: int = 8192,
+    max_usd: float = 1.0,
+    price: Any = None,
 ) -> Proposal:
-    """Ask ``model`` for brain changes from the memory and commit them on a proposal branch."""
+    """Ask ``model`` for brain changes from the memory and commit them on a proposal branch.
+    ``max_usd`` (evolve.max_usd) bounds what the conversation spends: no call after it is spent.
+    ``price(model_name, usage) -> dollars`` (the runtime's, with the config's prices)."""
     reporter = reporter or Reporter()
     now = now or datetime.now(timezone.utc)
     store = MemoryStore.open(git)
@@ -136,6 +185,7 @@ def run_evolve(
     messages = [Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])]
     ids = [e.task_id for e in exps]
     usage, cost = Usage(), 0.0
+    refused: list[str] = []
     name = getattr(model, "name", "model")
     changes: dict[str, bytes | None] | None = None
     last_error = ""
@@ -147,8 +197,8 @@ def run_evolve(
             resp: ModelResponse = model.query(req)
         except (ModelError, FatalModelError) as e:
             raise AgentError(f"evolve: model error: {e}") from None
-        usage = usage + resp.usage
-        cost += price_of(model_id(name) if ":" in name else name, resp.usage)
+            usage = usage + resp.usage
+        cost += (price or _list_price)(name, resp.usage)
         try:
             use_input = _one_call(resp)
             changes = check_changes(use_input.get("changes"), current)
@@ -163,8 +213,13 @@ def run_evolve(
         except (AgentError, ConfigError) as e:
             last_error = str(e)
             changes = None
+            if isinstance(e, CapabilityChange):
+                refused.append(last_error)
             reporter.event("evolve_error", error=last_error)
             messages = messages + [Message(role="assistant", content=resp.content), _error_reply(resp, last_error)]
+        if cost > max_usd:  # every correction is another paid call: none past the budget
+            raise AgentError(f"evolve: spent ${cost:.4f} of its ${max_usd:g} budget (evolve.max_usd) before a proposal "
+                             f"was accepted; last problem: {last_error}")
     if changes is None:
         raise AgentError(f"evolve: the model's proposal was rejected {MAX_CORRECTIONS + 1} times; last problem: {last_error}")
 
@@ -184,7 +239,7 @@ def run_evolve(
         if b is None:
             diff += f"deleted: {p} (the packaged default applies again)\n"
     return Proposal(branch=branch, base=base, commit=sha, title=title, rationale=rationale, experiences=cited or ids,
-                    changes=changes, diff=diff, model=name, usage=usage, cost_usd=round(cost, 6))
+                    changes=changes, diff=diff, model=name, usage=usage, cost_usd=round(cost, 6), refused=refused)
 
 
 def pull_request_for(p: Proposal) -> tuple[str, str, str]:
@@ -196,13 +251,22 @@ def pull_request_for(p: Proposal) -> tuple[str, str, str]:
         mark = {"better": "**better**", "same": "no change", "worse": "**WORSE**", "costlier": "**COSTLIER**",
                 "unmeasured": "**NOT MEASURED**"}[p.gate.verdict]
         measured = f"### Measured: {mark}\n{p.gate.why}.\n\n{p.gate.table}\n"
+    refused = ""
+    if p.refused:
+        items = "\n".join(f"- {' '.join(r.split())[:300]}" for r in p.refused)
+        refused = (f"### Refused: capability changes\nThe model also asked to change what only the trusted settings decide; "
+                   f"those changes are not in this proposal:\n{items}\n\n")
     body = (
-        f"{p.rationale}\n\n{measured}### Files\n{files}\n\n### Experiences behind this proposal\n{cites}\n\n"
+        f"{p.rationale}\n\n{measured}{refused}### Files\n{files}\n\n### Experiences behind this proposal\n{cites}\n\n"
         f"Proposed by `gitops-agent evolve` ({p.model}, ${p.cost_usd:.4f}) from the memory branch. "
         f"Merge into `{BRAIN_BRANCH}` to adopt it; the brain is validated on every run.\n"
     )
     prefix = f"[{p.gate.verdict}] " if p.gate is not None and p.gate.blocks else ""
     return p.branch, f"{prefix}brain: {p.title}", body
+
+
+def _list_price(name: str, usage: Usage) -> float:
+    return price_of(model_id(name) if ":" in name else name, usage)
 
 
 def _one_call(resp: ModelResponse) -> dict[str, Any]:

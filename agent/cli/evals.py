@@ -56,6 +56,9 @@ def add_replay_parser(sub) -> None:
     r.add_argument("task_id", help="the recorded task (agent/task/<id> in --repo)")
     r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory); it is not changed")
     r.add_argument("--keep", type=Path, metavar="DIR", help="keep the throwaway clone (with the replayed task branch) in DIR")
+    r.add_argument("--config", type=Path, metavar="FILE", help="your settings for the replay (sandbox limits, prices); the "
+                   "recording's own settings are never used, and its code always runs isolated (bubblewrap or docker), "
+                   "without network")
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -66,7 +69,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from agent.observe.trace_build import resolve_task_id
 
     repo = find_repo(args.repo)
-    res = replay(repo, resolve_task_id(GitRepo(repo), args.task_id, fetch=False), keep=args.keep)
+    from agent.core.config import load_config
+    from agent.core.errors import ConfigError
+
+    if args.config is not None and not args.config.is_file():
+        raise ConfigError(f"--config {args.config}: no such file")
+    user = load_config(args.config) if args.config is not None else None
+    res = replay(repo, resolve_task_id(GitRepo(repo), args.task_id, fetch=False), keep=args.keep, config=user)
     if args.json:
         print(res.model_dump_json(indent=2))
     else:

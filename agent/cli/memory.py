@@ -249,7 +249,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
             except ConfigError as e:
                 raise ConfigError(f"evolve measures its proposal on the suite {cfg.evolve.suite}: {e}; "
                                   "or choose its model with --eval-model SPEC, or skip it with --no-eval") from None
-    p = run_evolve(git, make_model(spec), last=args.last, reporter=ConsoleReporter())
+    p = run_evolve(git, make_model(spec), last=args.last, reporter=ConsoleReporter(), max_usd=cfg.evolve.max_usd)
     if not args.no_eval:
         from agent.eval.gate import compare_brains
         from agent.eval.store import commit_run

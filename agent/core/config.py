@@ -125,6 +125,8 @@ class EvolveConfig(BaseModel):
     cost_margin: float = Field(0.2, ge=0, description="A proposal that costs more than (1 + this) times the current "
                                "brain for no gain in pass rate is marked costlier.")
     open_worse: bool = Field(False, description="On GitHub, open a pull request even for a proposal marked worse or costlier.")
+    max_usd: float = Field(1.0, gt=0, description="Dollars the proposal conversation may spend (every correction is a paid "
+                           "call; none is made past this).")
 
 
 class AgentConfig(BaseModel):

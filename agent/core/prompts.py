@@ -2,63 +2,54 @@
 strictly (an undefined variable is an error, never an empty string) and always in Jinja2's
 ``ImmutableSandboxedEnvironment``: a template from a branch, or one a model proposed to
 ``evolve``, is text someone else wrote -- it may not reach Python internals (``__class__``,
-``__globals__``, ``os``), mutate what it is given, or burn the job's time with huge powers and
-repetitions. Every place that renders a template takes its environment from ``template_env``.
+``__globals__``, ``os``) or mutate what it is given.
+
+What a render may cost is bounded by what it produces, not operator by operator:
+
+* every render streams its output and stops past ``MAX_OUTPUT`` characters;
+* a template that is not the packaged one (``agent/brain``, an evolve proposal, a recording's
+  brain) renders in a child process (``agent/core/template_worker.py``) whose address space is
+  capped (``CHILD_MEMORY_MB`` above its start) and which is killed past ``RENDER_SECONDS``: a
+  line that builds gigabytes, or loops for hours, ends that child, never the step process that
+  holds the token and the keys;
+* in-process, repetition (``*``) and concatenation (``+``) are refused past ``MAX_VALUE``
+  characters, counted over the items of a list, so the packaged templates stay cheap too
+  (agent/core/templates.py).
+
+Every place that renders a template takes its environment from ``template_env``.
 """
 
 from __future__ import annotations
 
-import operator
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.sandbox import SecurityError
 
 from agent.core.errors import ConfigError
-from agent.safety.chars import quote
+from agent.core.template_worker import render_in_child
+from agent.core.templates import MAX_OUTPUT, bounded_render, template_env
 
-MAX_POWER = 1000
-MAX_REPEAT = 1_000_000
-
-
-class _Env(ImmutableSandboxedEnvironment):
-    """The sandbox, plus bounds on ``**`` and on sequence repetition (``'x' * 10**9``)."""
-
-    intercepted_binops = frozenset(["**", "*"])
-
-    def call_binop(self, context, operator_name, left, right):  # noqa: ANN001 - jinja2's signature
-        if operator_name == "**":
-            if isinstance(right, (int, float)) and abs(right) > MAX_POWER:
-                raise SecurityError(f"a power of {right} is more than templates may compute")
-            return operator.pow(left, right)
-        if operator_name == "*":
-            for seq, n in ((left, right), (right, left)):
-                if isinstance(seq, (str, bytes, list, tuple)) and isinstance(n, int) and len(seq) * max(n, 0) > MAX_REPEAT:
-                    raise SecurityError("a repetition that large is more than templates may build")
-            return operator.mul(left, right)
-        return super().call_binop(context, operator_name, left, right)
+__all__ = ["MAX_OUTPUT", "packaged_prompts_dir", "render", "render_raw", "template_env"]
 
 
-def _tail(s, n=2000):
-    return s if len(s) <= n else "[…]" + s[-n:]
+def packaged_prompts_dir() -> Path:
+    """prompts/: beside the package in a source checkout, inside it (agent/_prompts) when installed."""
+    here = Path(__file__).resolve().parents[1]  # the agent package
+    for candidate in (here.parent / "prompts", here / "_prompts"):
+        if candidate.is_dir():
+            return candidate
+    raise ConfigError(f"cannot find the packaged prompts/ directory next to {here}")
 
 
-def _head(s, n=2000):
-    return s if len(s) <= n else s[:n] + "[…]"
-
-
-def template_env(dirs: list[Path] | tuple[Path, ...] = (), **options: Any) -> jinja2.Environment:
-    """A sandboxed, strict environment loading from ``dirs`` (first wins)."""
-    opts: dict[str, Any] = dict(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                keep_trailing_newline=False, autoescape=False)
-    opts.update(options)
-    env = _Env(loader=jinja2.FileSystemLoader([str(d) for d in dirs]) if dirs else None, **opts)
-    env.filters["tail"] = _tail
-    env.filters["head"] = _head
-    env.filters["quote"] = quote  # untrusted text inside a <question>/<memory> block
-    return env
+def _untrusted(dirs: tuple[Path, ...]) -> bool:
+    """Whether a template could come from anywhere but the packaged prompts: a directory before
+    or beside them that holds templates (a brain checkout, a proposal under validation). Not
+    cached: a directory is listed at each render (a proposal's folder is filled, then checked)."""
+    packaged = packaged_prompts_dir().resolve()
+    return any(Path(d).resolve() != packaged and any(Path(d).glob("*.j2")) for d in dirs)
 
 
 @lru_cache(maxsize=16)
@@ -66,12 +57,24 @@ def _env(dirs: tuple[Path, ...]) -> jinja2.Environment:
     return template_env(dirs)
 
 
+def render_raw(dirs: list[Path] | tuple[Path, ...], name: str, ctx: dict[str, Any]) -> str:
+    """``name`` rendered with ``ctx``; a template from outside the package renders in the child
+    process. Jinja2's own exceptions (not found, undefined, syntax, security) and RenderLimit
+    come out as they are."""
+    key = tuple(Path(d) for d in dirs)
+    if _untrusted(key):
+        return render_in_child(key, name, ctx)
+    return bounded_render(_env(key).get_template(name), ctx)
+
+
 def render(dirs: list[Path], name: str, **ctx: Any) -> str:
     try:
-        return _env(tuple(dirs)).get_template(name).render(**ctx).strip() + "\n"
+        return render_raw(dirs, name, ctx).strip() + "\n"
     except jinja2.TemplateNotFound:
         raise ConfigError(f"prompt template {name!r} not found in {[str(d) for d in dirs]}") from None
     except jinja2.UndefinedError as e:
         raise ConfigError(f"prompt template {name!r}: {e.message}") from None
     except SecurityError as e:
         raise ConfigError(f"prompt template {name!r} tried something templates may not do: {e}") from None
+    except jinja2.TemplateError as e:
+        raise ConfigError(f"prompt template {name!r}: {e.message or e}") from None

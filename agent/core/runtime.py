@@ -11,7 +11,9 @@ from typing import Any, Callable
 
 from agent.brain.agents import Brain
 from agent.core.config import AgentConfig
+from agent.core.errors import ConfigError
 from agent.models import make_model, model_id
+from agent.models.specs import with_trusted_endpoint
 from agent.models.pricing import Price, is_known, is_local_endpoint, price_of
 
 # A model missing from the price table is counted at this price (a mid-range one), so a dollar
@@ -39,6 +41,9 @@ class Runtime:
     on_commit: Callable[[str], None] | None = None
     # memory (agent/memory.py): the MemoryStore, made on first use; False switches memory off
     memory_store: Any = None
+    # Builds a model from a spec instead of the providers (replay: every spec answers from the
+    # recording, so no spec a recording names ever reaches a provider with a key).
+    model_factory: Callable[[str], Model] | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _warned: set = field(default_factory=set)
     _local: set = field(default_factory=set)  # names of models served from this machine or a private network
@@ -56,11 +61,24 @@ class Runtime:
         with self._lock:
             m = self.models.get(spec)
             if m is None:
-                m = make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
+                m = self.model_factory(spec) if self.model_factory else make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
                 self.models[spec] = m
                 if is_local_endpoint(str(getattr(getattr(m, "client", None), "base_url", "") or "")):
                     self._local.add(m.name)  # a model on this machine or network costs nothing unless `prices:` says
             return _Traced(m, spec, self)
+
+    def agent_model(self, spec: str | None, default: str, trusted: list[str]) -> Model:
+        """The model an agent of the brain asks for, else ``default`` (the task's spec for the
+        role, from the trusted settings or the user's flags). A brain's spec is data: it was
+        validated as provider:model (agent/models/specs.py); an openai model is served where
+        ``trusted`` serves openai models, and ``scripted:NAME`` is only a model this run was
+        given, never a file."""
+        if not spec:
+            return self.model(default)
+        if spec.startswith("scripted:") and spec not in self.models and self.model_factory is None:
+            raise ConfigError(f"the brain names {spec!r}, which this run was not given (scripted models in a brain "
+                              "are for tests; use provider:model)")
+        return self.model(with_trusted_endpoint(spec, trusted))
 
     def get_sandbox(self) -> Sandbox:
         with self._lock:

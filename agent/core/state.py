@@ -126,7 +126,8 @@ class Budget(BaseModel):
     max_turns: int = Field(12, ge=1, description="Model turns per executor node.")
     max_wall_seconds: int = Field(3600, ge=1, description="Per round: from the task's creation, or its latest follow-up, to finish.")
     max_hops: int = Field(200, ge=1, description="Dispatches in a row; ends any loop.")
-    max_node_attempts: int = Field(2, ge=1, description="Times one node may be run.")
+    max_node_attempts: int = Field(2, ge=1, description="Runs of one node the planner may ask for (a changed goal after a "
+                                   "failure runs it again); a person's `/agent retry` or plan edit may run it once more.")
 
 
 class TaskSource(BaseModel):

@@ -55,6 +55,11 @@ def verdict_of(run: EvalRun, current: str, proposed: str, margin: float) -> tupl
     return "same", f"the same pass rate ({b['pass']:.0%}), cost ${ca:.4f} → ${cb:.4f}"
 
 
+def _on_gate_models(brain: Any) -> Any:
+    brain.agents = {k: a.model_copy(update={"model": None, "cascade": []}) for k, a in brain.agents.items()}
+    return brain
+
+
 def compare_brains(git: Any, base: str, proposal: str, cfg: AgentConfig, *, repo: Path | None = None,
                    workers: int = 4, models: dict[str, Any] | None = None) -> Gate | None:
     """Run ``cfg.evolve.suite`` with the brain at ``base`` and at ``proposal`` (commits of
@@ -67,7 +72,9 @@ def compare_brains(git: Any, base: str, proposal: str, cfg: AgentConfig, *, repo
     suite = load_suite(suite_path(ev.suite, repo), inside=repo)
     # by default the cheap executor model answers for both roles: a comparison, not a showcase
     spec_p = spec_e = ev.model or cfg.models.executor
-    brains = {base: load_repo_brain(git, fetch=False, at=base), proposal: load_repo_brain(git, fetch=False, at=proposal)}
+    # both brains answer with the gate's own models: a brain's model and cascade fields are not
+    # measured here (a proposal may not change them, and the gate builds no model a branch named)
+    brains = {ref: _on_gate_models(load_repo_brain(git, fetch=False, at=ref)) for ref in (base, proposal)}
     configs = [EvalConfig(label="current brain", planner=spec_p, executor=spec_e, brain=base),
                EvalConfig(label="proposed brain", planner=spec_p, executor=spec_e, brain=proposal)]
     run = Runner(suite, config=cfg, brains=brains, models=models).run(configs, workers=workers, only=ev.questions or None)

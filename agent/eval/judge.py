@@ -18,8 +18,9 @@ VERDICT = ToolSpec(name="verdict", description="Your grade of the answer.", inpu
                    "why": {"type": "string", "description": "one or two sentences"}}})
 
 
-def judge(model: Any, question: str, answer: str, rubric: str) -> tuple[bool, str, dict[str, Any] | None]:
-    """(passed, why, the verdict as given)."""
+def judge(model: Any, question: str, answer: str, rubric: str, usage: list | None = None) -> tuple[bool, str, dict[str, Any] | None]:
+    """(passed, why, the verdict as given). The call's usage is appended to ``usage`` (what the
+    judge cost belongs to the question's row)."""
     # the answer is the model's text: fenced by a tag it cannot know, so it cannot close it early
     # and add a rubric of its own
     tag = f"answer-{secrets.token_hex(8)}"
@@ -32,6 +33,8 @@ def judge(model: Any, question: str, answer: str, rubric: str) -> tuple[bool, st
         resp = model.query(req)
     except (ModelError, FatalModelError) as e:
         return False, f"the judge failed: {str(e)[:300]}", None
+    if usage is not None:
+        usage.append(resp.usage)
     use = next((u for u in resp.tool_uses if u.name == "verdict"), None)
     if use is None or not isinstance(use.input.get("pass"), bool):
         return False, "the judge gave no verdict", {"text": resp.text[:1000]}

@@ -138,10 +138,24 @@ def _obs_key(o: Any) -> tuple:
     return (o.exit_code, bool(o.timed_out), _norm(o.stdout), _norm(err[-1]) if err else "")
 
 
-def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResult:
-    """Replay ``task_id`` of ``repo`` (nothing in ``repo`` changes)."""
+def replay_config(user: Any = None) -> Any:
+    """The settings a replay runs under: the replaying user's (``user``, else the defaults),
+    never the recording's. A recording is someone else's code: it always runs isolated
+    (bubblewrap or docker, whichever the user's settings pick; never the plain subprocess) and
+    without network, whatever either side says."""
+    from agent.core.config import AgentConfig
+
+    cfg = (user or AgentConfig()).model_copy(deep=True)
+    sb = cfg.sandbox
+    backend = sb.backend if sb.backend in ("bubblewrap", "docker") else "auto"
+    cfg.sandbox = sb.model_copy(update={"require_isolation": True, "network": False, "backend": backend})
+    return cfg
+
+
+def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = None) -> ReplayResult:
+    """Replay ``task_id`` of ``repo`` (nothing in ``repo`` changes) under ``config`` (the
+    replaying user's settings; see ``replay_config``)."""
     from agent.cli.local import make_runtime, run_question
-    from agent.core.config import AgentConfig, load_config
     from agent.core.snapshot import load_snapshot
     from agent.git.repo import GitRepo
     from agent.observe.progress import Reporter
@@ -160,10 +174,9 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResul
         for ref in ("agent/brain", "agent/memory"):
             subprocess.run(["git", "-C", str(clone), "branch", "-q", ref, f"origin/{ref}"], capture_output=True)
         subprocess.run(["git", "-C", str(clone), "checkout", "-q", "--detach", task.base_sha], check=True, capture_output=True)
-        cfg_path = clone / ".github" / "gitops-agent.yml"
-        cfg = load_config(cfg_path) if cfg_path.exists() else AgentConfig()
+        # the recording's .github/gitops-agent.yml is its author's: its sandbox settings never apply
         model = ReplayModel(recorded)
-        rt = make_runtime(clone, config=cfg, reporter=Reporter())
+        rt = make_runtime(clone, config=replay_config(config), reporter=Reporter())
         if task.brain:  # the brain the task ran with
             from agent.brain.branch import load_repo_brain
 
@@ -171,11 +184,9 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None) -> ReplayResul
         # each spec answers under the model name its recorded calls had (what they are priced by)
         exec_turns = [t for k, v in recorded.items() if k.startswith("executor:") for t in v]
         names = {task.models.executor: _usual(exec_turns), task.models.planner: _usual(recorded.get("planner", []))}
-        for a in rt.brain.agents.values():
-            for spec in (a.model, *a.cascade):
-                if spec and spec not in names:
-                    names[spec] = spec.split(":", 1)[-1].split("@", 1)[0]
-        rt.models.update({spec: model.named(name or "replay") for spec, name in names.items()})
+        # every spec, whatever the recording names (an endpoint in its task.json included), is
+        # answered from the recording: no model is ever built, no key ever sent
+        rt.model_factory = lambda spec: model.named(names.get(spec) or spec.split(":", 1)[-1].split("@", 1)[0] or "replay")
         rt.memory_store = False  # the replay reads no memory and writes no experience
         rid = task_id  # the same id in the clone (which has no such local branch): the same step paths
         res = run_question(rt, task.question, planner_model=task.models.planner, executor_model=task.models.executor,

@@ -161,10 +161,13 @@ class Runner:
             res = run_question(rt, q.question, planner_model=planner, executor_model=executor, budget=self.budget.model_copy(), workers=1)
             snap = load_snapshot(rt.git, res.task_id)
             u = snap.usage
-            passed, why, verdict = self.check(q, res.answer, rt) if res.outcome == "done" else (False, f"outcome {res.outcome}: {res.reason or ''}"[:300], None)
+            judged: list = []
+            passed, why, verdict = (self.check(q, res.answer, rt, snap.cost_usd, judged) if res.outcome == "done"
+                                    else (False, f"outcome {res.outcome}: {res.reason or ''}"[:300], None))
+            judge_cost = sum(rt.cost(str((verdict or {}).get("model") or "judge"), u) for u in judged)
             out = QuestionResult(
                 id=q.id, config=cfg.label, repeat=k, passed=passed, why=why, outcome=res.outcome, answer=res.answer[:4000],
-                cost_usd=round(snap.cost_usd, 6), input_tokens=u.input_tokens, output_tokens=u.output_tokens,
+                cost_usd=round(snap.cost_usd + judge_cost, 6), input_tokens=u.input_tokens, output_tokens=u.output_tokens,
                 cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
                 turns=sum(s.turns for s in snap.steps), steps=snap.model_steps, wall_s=round(time.monotonic() - t0, 2), judge=verdict,
             )
@@ -178,13 +181,15 @@ class Runner:
                 self.on_result(out)
         return out
 
-    def check(self, q: Question, answer: str, rt: Any) -> tuple[bool, str, dict[str, Any] | None]:
+    def check(self, q: Question, answer: str, rt: Any, spent: float = 0.0, usage: list | None = None) -> tuple[bool, str, dict[str, Any] | None]:
         if isinstance(q.check, JudgeCheck):
             from agent.eval.judge import judge
 
             spec = q.check.model or self.judge_model
             if spec is None:
                 return False, "a judge check needs a judge model (--judge-model SPEC, or `model:` in the check)", None
-            return judge(rt.model(spec), q.question, answer, q.check.rubric)
+            if spent >= self.budget.max_usd:  # the judge is a paid call too: not past the question's budget
+                return False, f"not judged: the question spent its budget (${spent:.4f} of ${self.budget.max_usd:g})", None
+            return judge(rt.model(spec), q.question, answer, q.check.rubric, usage)
         ok, why = check_answer(q.check, answer)
         return ok, why, None

@@ -14,7 +14,7 @@ from typing import Iterator
 from agent.core.errors import AgentError
 from agent.git.checkout import _DIR_FLAGS, _WRITE_FLAGS, Checkout, Entry, _stat_key, remove_tree
 from agent.git.locks import named_lock
-from agent.git.names import CHECKOUT_NAME, dec, path_problem
+from agent.git.names import CHECKOUT_NAME, MODES, check_path, dec, path_problem
 
 
 _ACTIVE: set[Path] = set()  # this process's checkouts, for a quit that cannot unwind (Ctrl-C twice)
@@ -67,40 +67,71 @@ class Checkouts:
             with _ACTIVE_LOCK:
                 _ACTIVE.discard(path)
 
+    def export_files(self, ref: str, prefix: str, dest: Path, perms: dict[str, int] | None = None) -> list[str]:
+        """Write the regular files of ``ref`` under the folder ``prefix`` into the empty directory
+        ``dest``, each at its path below ``prefix``, the way a checkout is written: by
+        descriptor, never through a link. ``perms``: the permission bits per git mode (default:
+        git's, less the umask). Symbolic links and submodules are left out; so is every entry
+        whose path ``path_problem`` refuses, and those are returned as "'path': why"."""
+        check_path(prefix, "prefix")
+        sha = self._resolve(ref)
+        entries, refused = self._files(sha, prefix)
+        cut = len(prefix) + 1
+        self._write_blobs(sha, dest, [(p[cut:], mode, oid) for p, mode, oid in entries if mode != "120000"], perms)
+        return refused
+
     def _export(self, sha: str, dest: Path, skip: tuple[str, ...], keep: tuple[str, ...]) -> tuple[dict[str, Entry], dict[str, bytes]]:
-        listing = self._run(["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", sha]).stdout
-        entries: list[tuple[str, str, bytes]] = []
-        for rec in listing.split(b"\0"):
-            if not rec:
-                continue
-            meta, _, name = rec.partition(b"\t")
-            mode, kind, oid = meta.split()
-            path = dec(name)
-            if kind != b"blob" or mode.decode() not in ("100644", "100755", "120000") or path_problem(path):
-                continue  # submodules, and names nobody could commit
-            if any(path.startswith(s) for s in skip) and not any(path.startswith(k) for k in keep):
-                continue
-            entries.append((path, mode.decode(), oid.decode()))
+        files, _ = self._files(sha)  # refused paths are left out, as git's own checkout refuses them
+        entries = [e for e in files if not any(e[0].startswith(s) for s in skip) or any(e[0].startswith(k) for k in keep)]
         manifest: dict[str, Entry] = {}
         ignores: dict[str, bytes] = {}
+        for (path, mode, oid), st in zip(entries, self._write_blobs(sha, dest, entries)):
+            manifest[path] = Entry(mode, oid, _stat_key(st))
+            if path.rsplit("/", 1)[-1] == ".gitignore" and mode != "120000" and st.st_size <= 256 * 1024:
+                ignores[path.rpartition("/")[0]] = (dest / path).read_bytes()
+        return manifest, ignores
+
+    def _files(self, sha: str, prefix: str = "") -> tuple[list[tuple[str, str, str]], list[str]]:
+        """(path, mode, blob) of the files and links of ``sha`` (under the folder ``prefix``), in
+        tree order, and "'path': why" for those ``path_problem`` refuses: git's object store takes
+        any entry name (``git mktree`` makes ``..`` and ``.git``, ``hash-object --literally``
+        ``/x``), which ``ls-tree -r`` joins into paths that leave the directory written to."""
+        args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", sha, *(["--", prefix] if prefix else [])]
+        entries: list[tuple[str, str, str]] = []
+        refused: list[str] = []
+        for rec in self._run(args).stdout.split(b"\0"):
+            meta, _, name = rec.partition(b"\t")
+            fields, path = dec(meta).split(), dec(name)
+            if len(fields) != 3 or fields[1] != "blob" or fields[0] not in MODES:
+                continue  # submodules (and the empty record after the last NUL)
+            if prefix and not path.startswith(prefix + "/"):
+                continue  # a file named like the folder itself
+            problem = path_problem(path)
+            if problem:
+                refused.append(f"{path!r}: {problem}")
+            else:
+                entries.append((path, fields[0], fields[2]))
+        return entries, refused
+
+    def _write_blobs(self, sha: str, dest: Path, entries: list[tuple[str, str, str]],
+                     perms: dict[str, int] | None = None) -> list[os.stat_result]:
+        """Write ``entries`` ((path, mode, blob) with checked paths) under ``dest``, from one
+        ``git cat-file --batch``; their stat data, in order."""
         if not entries:
-            return manifest, ignores
+            return []
+        stats: list[os.stat_result] = []
         with tempfile.TemporaryDirectory(prefix="gitops-agent-export-") as td:
             ids = Path(td) / "ids"
             ids.write_text("".join(oid + "\n" for _, _, oid in entries))
-            args, proc = self._spawn(["cat-file", "--batch"], stdin_path=ids)
-            writer = _TreeWriter(dest)
+            _, proc = self._spawn(["cat-file", "--batch"], stdin_path=ids)
+            writer = _TreeWriter(dest, perms)
             try:
                 for path, mode, oid in entries:
                     header = proc.stdout.readline().split()
                     if len(header) != 3:
                         raise AgentError(f"export of {sha[:12]}: blob {oid} of {path} is missing")
-                    size = int(header[2])
-                    st = writer.write(path, mode, proc.stdout, size)
+                    stats.append(writer.write(path, mode, proc.stdout, int(header[2])))
                     proc.stdout.read(1)  # the newline after each object
-                    manifest[path] = Entry(mode, oid, _stat_key(st))
-                    if path.rsplit("/", 1)[-1] == ".gitignore" and mode != "120000" and size <= 256 * 1024:
-                        ignores[path.rpartition("/")[0]] = (dest / path).read_bytes()
             finally:
                 writer.close()
                 proc.stdout.close()
@@ -108,14 +139,15 @@ class Checkouts:
                 proc.stderr.close()
                 if proc.wait() != 0:
                     raise AgentError(f"export of {sha[:12]} failed: {dec(err)[-500:]}")
-        return manifest, ignores
+        return stats
 
 
 class _TreeWriter:
     """Writes files of a tree in order, keeping open only the directories on the current path."""
 
-    def __init__(self, root: Path):
+    def __init__(self, root: Path, perms: dict[str, int] | None = None):
         self.stack: list[tuple[str, int]] = [("", os.open(root, _DIR_FLAGS))]
+        self.perms = perms
 
     def _dir(self, parent: str) -> int:
         parts = parent.split("/") if parent else []
@@ -154,6 +186,8 @@ class _TreeWriter:
                     view = memoryview(chunk)
                     while view:
                         view = view[os.write(fd, view):]
+                if self.perms:
+                    os.fchmod(fd, self.perms[mode])  # exact bits (the umask only narrows O_CREAT's)
             finally:
                 os.close(fd)
         return os.stat(name, dir_fd=dfd, follow_symlinks=False)

@@ -7,6 +7,16 @@ import re
 from dataclasses import dataclass, field
 
 _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
+# "Fixes #12" closes issue 12 when a pull request whose body, or a commit whose message, says so
+# lands on the default branch (a merge or rebase keeps commit messages): neither a model nor an
+# issue author decides that. Forms GitHub reads: #N, GH-N, owner/repo#N and an issue's URL.
+CLOSING = re.compile(
+    r"\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s+(?:(?:[\w.-]+/[\w.-]+)?#\d|GH-\d|https?://\S+/issues/\d))", re.I)
+
+
+def defuse_closing(text: str) -> str:
+    """``text`` with every closing keyword made inert ("Fixes #5" -> "Fixes (see) #5")."""
+    return CLOSING.sub(lambda m: m.group(1) + " (see)", text)
 _TRAILER_LINE = re.compile(r"([A-Za-z0-9-]+)[ \t]*:[ \t]*(.*)")
 
 
@@ -28,12 +38,13 @@ def format_message(subject: str, trailers: dict[str, str], body: str = "") -> st
 
     The result is what ``git interpret-trailers --parse`` reads back as ``trailers``. Newlines in
     the subject or in trailer values are folded into single spaces; keys must be trailer tokens
-    (letters, digits, '-')."""
-    subject = one_line(subject)
+    (letters, digits, '-'). Closing keywords are defused in all of it: subjects and bodies carry
+    issue titles, node titles and summaries."""
+    subject = defuse_closing(one_line(subject))
     if not subject:
         raise ValueError("commit subject is empty")
     parts = [subject]
-    body = (body or "").strip("\n")
+    body = defuse_closing((body or "").strip("\n"))
     if body.strip():
         parts.append("\n".join(line.rstrip() for line in body.splitlines()))
     if trailers:
@@ -41,7 +52,7 @@ def format_message(subject: str, trailers: dict[str, str], body: str = "") -> st
         for key, value in trailers.items():
             if not _TRAILER_KEY.fullmatch(key):
                 raise ValueError(f"bad trailer key {key!r}: use letters, digits and '-'")
-            lines.append(f"{key}: {one_line(value)}".rstrip())
+            lines.append(f"{key}: {defuse_closing(one_line(value))}".rstrip())
         parts.append("\n".join(lines))
     return "\n\n".join(parts) + "\n"
 

@@ -5,8 +5,8 @@ costs a second, not an install). It answers ``proceed=true`` unless it is sure t
 start or steer a task:
 
 * not an ``issues``/``issue_comment`` event, or the actor can write to the repository, or the
-  actor's login appears in ``.github/gitops-agent.yml`` (it may be allow-listed) -> proceed: the
-  full intake decides with the real rules;
+  actor's login is listed in ``trigger.allow``/``trigger.allow_bots`` of
+  ``.github/gitops-agent.yml`` -> proceed: the full intake decides with the real rules;
 * an outsider's comment or issue that is not a trigger (no phrase, no label) -> stop, silently;
 * an outsider (or a bot) trying to trigger -> stop, and answer them once: at most one refusal
   comment per person per issue (a marker in the comment), none for bots.
@@ -63,6 +63,49 @@ def _setting(text: str, key: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
+_ALLOW_KEY = re.compile(r"(?<![\w-])(allow|allow_bots)\s*:[ \t]*", re.I)
+_ITEM = r"""\s*["']?([A-Za-z0-9][A-Za-z0-9-]{0,38}(?:\[bot\])?)["']?\s*"""
+_FLOW_ITEM = re.compile(_ITEM + r"(,|\])")
+_BLOCK_ITEM = re.compile(r"\s*-" + _ITEM)
+
+
+def _allowed_logins(text: str) -> set[str] | None:
+    """The logins of ``trigger.allow`` and ``trigger.allow_bots`` (the only keys of that name),
+    in flow (``allow: [a, b]``) or block form (``allow:`` then ``- a`` lines), lower-cased; None
+    when one is written in a form this reader does not know (then: proceed, the intake decides).
+    Only these lists count: a login that is merely some word of the file (``require``,
+    ``hosts``, a comment) is not named."""
+    flat = "\n".join(line.split("#", 1)[0].rstrip() for line in text.splitlines())
+    found: set[str] = set()
+    for m in _ALLOW_KEY.finditer(flat):
+        pos = m.end()
+        if flat.startswith("[", pos):  # flow: [a, "b", c[bot]]
+            pos += 1
+            if re.match(r"\s*\]", flat[pos:]):
+                continue
+            while True:
+                item = _FLOW_ITEM.match(flat, pos)
+                if item is None:
+                    return None
+                found.add(item.group(1).lower())
+                pos = item.end()
+                if item.group(2) == "]":
+                    break
+        elif flat.startswith("\n", pos) or pos == len(flat):  # block: "- a" lines (or nothing: null)
+            for line in flat[pos + 1:].split("\n"):
+                if not line.strip():
+                    continue
+                item = _BLOCK_ITEM.fullmatch(line)
+                if item is None:
+                    if line.lstrip().startswith("-"):
+                        return None
+                    break
+                found.add(item.group(1).lower())
+        elif not re.match(r"(null|~)\s*(\n|,|}|$)", flat[pos:]):
+            return None
+    return found
+
+
 def _starts_with(body: str, phrase: str) -> bool:
     text = (body or "").lstrip()
     if not phrase or not text.lower().startswith(phrase.lower()):
@@ -96,8 +139,11 @@ def decide(env: dict[str, str], event: dict, api: Api) -> tuple[bool, str]:
     if status not in (200, 404):
         return True, f"config read answered {status}: the intake decides"
     text = text if status == 200 and isinstance(text, str) else ""
-    if re.search(rf"(?<![A-Za-z0-9-]){re.escape(login)}(?![A-Za-z0-9-])", text, re.I):
-        return True, f"@{login} is named in {CONFIG_PATH}: the intake decides"
+    allowed = _allowed_logins(text)
+    if allowed is None:
+        return True, f"trigger.allow in {CONFIG_PATH} is in a form this gate does not read: the intake decides"
+    if login.lower() in allowed:
+        return True, f"@{login} is listed in trigger.allow of {CONFIG_PATH}: the intake decides"
     phrase = env.get("GITOPS_AGENT_TRIGGER_PHRASE") or _setting(text, "phrase") or DEFAULT_PHRASE
     label = env.get("GITOPS_AGENT_TRIGGER_LABEL") or _setting(text, "label") or DEFAULT_LABEL
     issue = event.get("issue") or event.get("pull_request") or {}  # a pull request is an issue too (its comments)

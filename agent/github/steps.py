@@ -328,7 +328,7 @@ class StepRunner(Access, Publisher):
             cfg.models.executor = self.s.executor_model  # the suite's default model (agent/eval/gate.py)
         rt = self.runtime(git, head, cfg=cfg)
         spec = self.s.planner_model or cfg.models.planner
-        proposal = run_evolve(git, rt.model(spec), reporter=self.reporter)
+        proposal = run_evolve(git, rt.model(spec), reporter=self.reporter, max_usd=cfg.evolve.max_usd, price=rt.cost)
         from agent.eval.gate import compare_brains
 
         proposal.gate = compare_brains(git, proposal.base, proposal.commit, cfg, repo=git.repo, workers=cfg.github.max_parallel)

@@ -3,6 +3,7 @@ model's code (``$AGENT_DATA_DIR``)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import stat
@@ -12,12 +13,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 
-from agent.core.errors import ConfigError
+from agent.core.errors import AgentError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
-from agent.memory.experience import DATA_DIR, MAX_DATA_FILE_BYTES, _DATA_NAME
+from agent.memory.experience import DATA_DIR, MAX_DATA_FILE_BYTES, MEMORY_BRANCH, _DATA_NAME
+
+log = logging.getLogger("agent.memory")
 
 
 class DataSets:
@@ -86,18 +89,14 @@ class DataSets:
         dest = self.cache_dir / "memory-data" / tree
         if (dest / ".complete").exists():
             return dest
-        entries = [(mode, oid, path) for mode, kind, oid, path in self._ls(tip, DATA_DIR) if kind == "blob" and mode in ("100644", "100755")]
-        self._prefetch(tip, {oid for _, oid, _ in entries})
-        blobs = self._cat([oid for _, oid, _ in entries])
+        # remote mode: every missing blob in one request, before the export reads them
+        self._prefetch(tip, {oid for mode, kind, oid, _ in self._ls(tip, DATA_DIR) if kind == "blob" and mode in ("100644", "100755")})
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
         try:
-            for (mode, _oid, path), data in zip(entries, blobs):
-                rel = path[len(DATA_DIR) + 1:]
-                f = tmp / rel
-                f.parent.mkdir(parents=True, exist_ok=True)
-                f.write_bytes(data)
-                f.chmod(0o555 if mode == "100755" else 0o444)
+            # the safe export: a crafted data/ tree (entries named "..", ".git", "/x") must not
+            # write outside tmp; such entries are left out and named, links are never written
+            _warn_left_out(self.git.export_files(tip, DATA_DIR, tmp, perms={"100644": 0o444, "100755": 0o555}))
             (tmp / ".complete").write_text(tip + "\n")
             (tmp / ".complete").chmod(0o444)
             for root, dirs, _ in os.walk(tmp):
@@ -105,13 +104,21 @@ class DataSets:
                     os.chmod(Path(root) / d, 0o555)
             os.chmod(tmp, 0o555)
             os.rename(tmp, dest)
-        except OSError:
+        except (OSError, AgentError):
             _rmtree_ro(tmp)
             if not dest.exists():
                 raise
         _prune(dest.parent, keep=3, ro=True)
         return dest
 
+
+
+def _warn_left_out(refused: list[str], shown: int = 20) -> None:
+    """Name the data entries the export refused (a crafted branch can hold any number of them)."""
+    for bad in refused[:shown]:
+        log.warning("%s: data entry left out, not written: %s", MEMORY_BRANCH, bad)
+    if len(refused) > shown:
+        log.warning("%s: %d more data entries left out", MEMORY_BRANCH, len(refused) - shown)
 
 
 def _rmtree_ro(d: Path) -> None:

@@ -37,7 +37,7 @@ import jinja2
 import yaml
 
 from agent.core.errors import ConfigError, ModelError
-from agent.core.prompts import template_env
+from agent.core.templates import template_env
 from agent.core.state import Usage
 from agent.models.base import ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 

@@ -21,7 +21,7 @@ from markupsafe import Markup
 
 from agent import __version__
 from agent.brain.agents import default_prompts_dir
-from agent.core.prompts import template_env
+from agent.core.templates import template_env
 from agent.observe.render import fmt_tokens
 from agent.observe.trace import Trace, TraceNode, TraceStep
 from agent.safety.text import markdown_html

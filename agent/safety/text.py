@@ -31,6 +31,7 @@ import nh3
 from markdown_it.token import Token
 
 from agent.safety.chars import log_line, quote, strip_invisible, terminal_text  # noqa: F401 - one place to import from
+from agent.git.messages import defuse_closing
 
 # Hosts whose images may be shown (GitHub's own: fetched from GitHub, not from a third party).
 # Where GitHub itself keeps uploaded images. Never camo.githubusercontent.com: anyone can get a camo
@@ -40,8 +41,6 @@ _MARKER = re.compile(r"gitops-agent:(?=(task|answer|refused)=)", re.I)
 # GitHub links a mention after any character that is not a word character (x.@a, -@a, /@a too)
 # no lookbehind for a backtick: an escaped "\`" renders as a backtick, and "@x" after it would ping
 _MENTION = re.compile(r"(?<![\w])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0-9_.-]+)?)")
-# "Fixes #12" in a pull request closes issue 12 when it is merged: the model may not decide that
-_CLOSING = re.compile(r"\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s+(?:[\w.-]+/[\w.-]+)?#\d)", re.I)
 
 
 # ----------------------------------------------------------------------------- markdown
@@ -88,7 +87,7 @@ def _visible_html(fragment: str) -> str:
 
 def _defuse(s: str) -> str:
     """No forged comment marker, no issue-closing keyword."""
-    return _CLOSING.sub(lambda m: m.group(1) + " (see)", _MARKER.sub("gitops-agent :", s))
+    return defuse_closing(_MARKER.sub("gitops-agent :", s))
 
 
 def _safe_text(s: str) -> list[Token]:

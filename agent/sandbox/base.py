@@ -26,7 +26,7 @@ from agent.sandbox import cgroups
 from agent.sandbox.env import scrubbed_env
 from agent.sandbox.limits import SandboxLimits
 from agent.sandbox.output import read_output
-from agent.sandbox.watchdog import Watchdog
+from agent.sandbox.watchdog import Pids, StepDisk, Watchdog, descendants
 
 log = logging.getLogger("agent.sandbox")
 
@@ -155,6 +155,7 @@ class ProcessSandbox:
         self.secrets = list(secrets or [])
         scrubbed_env(self.extra_env, home="/", tmpdir="/")  # validate the extra names now
         self.shell = shutil.which("bash") or "/bin/sh"
+        self.step_disk = StepDisk()  # disk_mb is per step: what the actions on one working tree added together
         sweep_run_dirs()
 
     # -- public API (the Sandbox protocol) ---------------------------------------------------
@@ -184,6 +185,10 @@ class ProcessSandbox:
 
     def _on_timeout(self, proc: subprocess.Popen, argv: list[str]) -> None:
         """Extra clean-up when an action is killed (the process group is killed anyway)."""
+
+    def _action_pids(self, proc: subprocess.Popen, argv: list[str]) -> Pids:
+        """The processes of the action (their memory, the deleted files they hold open)."""
+        return lambda: descendants(proc.pid)
 
     def _cgroup(self) -> cgroups.ActionCgroup | None:
         """This action's cgroups (pids: max_processes; memory: the total), where they can be made."""
@@ -235,7 +240,10 @@ class ProcessSandbox:
         timed_out = False
         cgroup = self._cgroup()
         killed_by: str | None = None
+        memory_watch = None if (cgroup is not None and "memory" in cgroup.has) or not self.uses_cgroups else limits.total_memory_bytes
         try:
+            # the tree is measured before the action starts: what it writes at once is its own
+            watch = Watchdog(cwd, disk_bytes=limits.disk_mb * 2**20, memory_bytes=memory_watch, steps=self.step_disk)
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 try:
                     proc = subprocess.Popen(
@@ -251,9 +259,7 @@ class ProcessSandbox:
                         cgroup.kill()
                     self._on_timeout(proc, argv)
 
-                memory_watch = None if (cgroup is not None and "memory" in cgroup.has) or not self.uses_cgroups else limits.total_memory_bytes
-                watch = Watchdog(proc.pid, cwd, disk_bytes=limits.disk_mb * 2**20, memory_bytes=memory_watch, kill=kill)
-                with watch, CANCEL.on_cancel(kill):  # Ctrl-C: every process of the action dies now
+                with watch.watching(self._action_pids(proc, argv), kill), CANCEL.on_cancel(kill):  # Ctrl-C: every process of the action dies now
                     try:
                         proc.wait(timeout=timeout)
                     except subprocess.TimeoutExpired:

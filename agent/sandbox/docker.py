@@ -17,6 +17,7 @@ from agent.core.errors import SandboxError
 from agent.sandbox.base import ProcessSandbox, rlimit_preexec
 from agent.sandbox.env import SANE_PATH
 from agent.sandbox.limits import SandboxLimits
+from agent.sandbox.watchdog import Pids, descendants
 
 
 @lru_cache(maxsize=None)
@@ -37,6 +38,7 @@ def docker_engine_answers() -> bool:
 # Paths inside the docker container.
 _DOCKER_CODE = "/.agent-code"
 _DOCKER_TMP = "/tmp"
+_NOFILE = 1024
 
 
 class DockerSandbox(ProcessSandbox):
@@ -44,7 +46,7 @@ class DockerSandbox(ProcessSandbox):
     none`` unless ``limits.network``), a read-only root file system with a private tmpfs
     ``/tmp`` (also HOME), the working tree bind-mounted read-write at the same path (so paths in
     outputs match), the code file and ``extra_ro_paths`` read-only, ``--memory`` (no swap),
-    ``--cpus``, ``--pids-limit``, fsize/cpu/core ulimits, all capabilities dropped, no new
+    ``--cpus``, ``--pids-limit``, fsize/cpu/core/nofile ulimits, all capabilities dropped, no new
     privileges, the caller's uid:gid (files it writes belong to the agent's user), ``--init``,
     and the scrubbed environment. The command runs under ``timeout -s KILL`` inside, so the
     container ends even if the agent dies; on timeout the agent also ``docker kill``s it.
@@ -111,6 +113,8 @@ class DockerSandbox(ProcessSandbox):
             "--memory", f"{total_mb}m", "--memory-swap", f"{total_mb}m",
             "--cpus", f"{lim.cpus:g}", "--pids-limit", str(lim.max_processes),
             "--ulimit", f"fsize={fsize}:{fsize}", "--ulimit", f"cpu={cpu}:{cpu + 5}", "--ulimit", "core=0:0",
+            # few descriptors: the deleted-but-open files the watchdog looks for in /proc stay few
+            "--ulimit", f"nofile={_NOFILE}:{_NOFILE}",
             "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
             "--user", f"{uid}:{gid}", "--hostname", "sandbox", "--label", "gitops-agent.sandbox=1",
             "--mount", self._mount(str(code_dir), _DOCKER_CODE, True),
@@ -136,10 +140,41 @@ class DockerSandbox(ProcessSandbox):
         return self.container_argv(inner, cwd, run_dir / "code", env, timeout, name), client_env
 
     def _on_timeout(self, proc: subprocess.Popen, argv: list[str]) -> None:
-        name = argv[argv.index("--name") + 1] if "--name" in argv else None
+        name = _container_name(argv)
         if name:
             try:
                 subprocess.run([self.docker, "kill", name], stdin=subprocess.DEVNULL,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
             except (OSError, subprocess.SubprocessError):
                 pass
+
+    def _action_pids(self, proc: subprocess.Popen, argv: list[str]) -> Pids:
+        """The container's processes: children of containerd-shim, not of the client this agent
+        started, so the watchdog looks them up from the container's first process on the host
+        (found once the container runs: it starts after the client)."""
+        name, init = _container_name(argv), []
+
+        def pids() -> list[int] | None:
+            if not init:
+                pid = self._container_pid(name) if name else None
+                if pid is None:
+                    return None
+                init.append(pid)
+            return descendants(init[0])
+
+        return pids
+
+    def _container_pid(self, name: str) -> int | None:
+        """The host pid of the running container's first process (None before it starts, after
+        it ends, or if the engine does not answer)."""
+        try:
+            r = subprocess.run([self.docker, "inspect", "-f", "{{.State.Pid}}", name], stdin=subprocess.DEVNULL,
+                               capture_output=True, text=True, timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            return None
+        out = r.stdout.strip()
+        return int(out) if r.returncode == 0 and out.isdigit() and int(out) > 0 else None
+
+
+def _container_name(argv: list[str]) -> str | None:
+    return argv[argv.index("--name") + 1] if "--name" in argv else None

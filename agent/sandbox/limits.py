@@ -32,8 +32,9 @@ class SandboxLimits(BaseModel):
         None, ge=1, description="CPU seconds per process (RLIMIT_CPU); None means the action's timeout + 5."
     )
     file_size_mb: int = Field(256, ge=1, description="Largest file a process may write, in MiB (RLIMIT_FSIZE).")
-    disk_mb: int = Field(1024, ge=1, description="What one action may add to the working tree in all, in MiB; "
-                         "past it the action is killed.")
+    disk_mb: int = Field(1024, ge=1, description="What one step may add to its working tree in all, in MiB: every "
+                         "action of the step (a node's turns share the tree) together, files deleted but still open "
+                         "included; past it the action is killed. Deleting is always allowed.")
     tmp_mb: int = Field(512, ge=1, description="Size of the private /tmp (and /dev/shm) in MiB (bubblewrap, docker).")
     max_processes: int = Field(
         256,

@@ -79,10 +79,13 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
 
     agent = rt.brain.executor(node.agent)
     # a cascade (brain): the first model, then the next ones while the node fails or runs out of turns
-    chain = [agent.model or snap.task.models.executor, *agent.cascade]
-    models = [rt.model(spec) for spec in chain]  # every model built now: a bad spec fails before any turn is paid for
+    trusted = [snap.task.models.planner, snap.task.models.executor]
+    chain = [agent.model, *agent.cascade]
+    # every model built now: a bad spec fails before any turn is paid for
+    models = [rt.agent_model(spec, snap.task.models.executor, trusted) for spec in chain]
     model = models[0]
-    max_turns = agent.max_turns or snap.task.budget.max_turns
+    # a brain's turn limit is data: it can lower the trusted budget's, never raise it
+    max_turns = min(agent.max_turns or snap.task.budget.max_turns, snap.task.budget.max_turns)
     sdir = snap.step_dir(seq, node.id)
     started, t0 = utcnow(), time.monotonic()
     usage, cost = Usage(), 0.0
@@ -210,7 +213,7 @@ def _attempt(rt: Runtime, job: Job, snap: Snapshot, node: Any, agent: Any, model
         turn = Turn(turn=turn_no, model=resp.model or model.name, text=resp.text, usage=resp.usage, cost_usd=call_cost, latency_ms=resp.latency_ms)
         turns.append(turn)
         messages.append(Message(role="assistant", content=resp.content))
-        replies, done = _act(rt, resp, turn, wt, sdir, snap)
+        replies, done = _act(rt, resp, turn, wt, sdir, snap, agent.tools)
         CANCEL.check()  # a sandbox run stopped by Ctrl-C: the step is not committed, --resume redoes it
         rt.reporter.event(
             "turn", node=node.id, turn=n, max_turns=max_turns, tool=turn.tool,
@@ -227,9 +230,10 @@ def _attempt(rt: Runtime, job: Job, snap: Snapshot, node: Any, agent: Any, model
             return False, status, result, f"stopped: {over}"
     return False, status, result, None
 
-def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap: Snapshot) -> tuple[list[Any], tuple[str, str] | None]:
-    """Run the tool calls of one reply. Returns the tool_result blocks, and (status, result)
-    when the node is finished."""
+def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap: Snapshot,
+         tools: list[str]) -> tuple[list[Any], tuple[str, str] | None]:
+    """Run the tool calls of one reply (of ``tools``, the agent's). Returns the tool_result
+    blocks, and (status, result) when the node is finished."""
     uses = resp.tool_uses
     if not uses:
         turn.error = "no tool call"
@@ -241,6 +245,11 @@ def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap
         args = use.input
         if "_raw" in args:
             replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: the arguments are not valid JSON: {str(args['_raw'])[:300]}", is_error=True))
+            continue
+        if use.name not in tools:  # only the tools this agent was given (its brain file says which)
+            replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: unknown tool `{use.name}`; use {', '.join(sorted(tools))}",
+                                           is_error=True))
+            turn.error = f"unknown tool {use.name}"
             continue
         if use.name == "finish_step":
             status = args.get("status", "done")
@@ -261,6 +270,4 @@ def _act(rt: Runtime, resp: ModelResponse, turn: Turn, wt: Path, sdir: str, snap
             turn.observation = obs
             replies.append(ToolResultBlock(tool_use_id=use.id, content=_observation_text(rt, obs), is_error=obs.exit_code != 0))
             continue
-        replies.append(ToolResultBlock(tool_use_id=use.id, content=f"Error: unknown tool `{use.name}`; use run_python, run_shell or finish_step", is_error=True))
-        turn.error = f"unknown tool {use.name}"
     return replies, None

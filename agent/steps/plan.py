@@ -41,9 +41,11 @@ def _clean_node(raw: Any, path: str) -> dict[str, Any]:
     return out
 
 
-def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, note: str = "") -> Plan:
+def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, note: str = "", max_attempts: int | None = None) -> Plan:
     """The proposed tree merged with what is known: done, running and failed nodes keep their
-    status and results. Any problem is a FormatError worded for the model to fix."""
+    status and results; a failed node runs again (a new goal) only while it has had fewer than
+    ``max_attempts`` runs (budget.max_node_attempts). Any problem is a FormatError worded for the
+    model to fix."""
     if isinstance(raw_nodes, str):
         try:
             raw_nodes = json.loads(raw_nodes)
@@ -86,6 +88,9 @@ def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, no
                 if n.goal == o.goal and n.is_leaf:
                     # kept unchanged: stays failed (and blocks its dependents)
                     n.status, n.result, n.step = o.status, o.result, o.step
+                elif max_attempts is not None and o.attempts >= max_attempts:
+                    errors.append(f"failed node {o.id!r} has run {o.attempts} times, the most a node may "
+                                  f"(budget.max_node_attempts = {max_attempts}); keep it as it was, or finish")
                 # a changed goal means: try again (status pending)
         if errors:
             raise FormatError("; ".join(errors))
@@ -160,8 +165,8 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
         return []
 
     agent = rt.brain.planner
-    spec = agent.model or snap.task.models.planner
-    model = rt.model(spec)
+    trusted = [snap.task.models.planner, snap.task.models.executor]
+    model = rt.agent_model(agent.model, snap.task.models.planner, trusted)
     executors = list(rt.brain.executors().values())
     dirs = rt.brain.prompt_dirs
     files, files_more = _repo_files(rt, snap)
@@ -211,6 +216,12 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
             rt.reporter.event("plan_error", error=str(e))
             messages = messages + [Message(role="assistant", content=_trimmed(resp.content))] + [_error_reply(resp, str(e))]
             error = f"planner output rejected {attempt + 1} times; last error: {e}"
+        # every correction is another paid call: none once the task's budget is spent
+        over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=usage.total)
+        if over:
+            rt.reporter.event("budget", why=str(over))
+            outcome = PlanFinish(outcome="budget", reason=f"{over} (the planner's answers were rejected: {error})"[:1000])
+            break
 
     if preset is not None:
         outcome = preset
@@ -236,8 +247,8 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
             plan = Plan(version=0, goal=snap.task.question)
         if isinstance(outcome, PlanFinish):
             plan.finish = outcome
-            error = None
-            action = "finish"
+            error = outcome.reason if outcome.outcome == "budget" else None
+            action = "finish" if error is None else "stop: budget"
         else:
             plan.finish = PlanFinish(outcome="error", reason=error or "the planner gave no usable answer")
             action = "give up: " + (error or "")
@@ -333,7 +344,8 @@ def _interpret(resp: ModelResponse, snap: Snapshot, rt: Runtime, turn: Turn) -> 
         return PlanFinish(answer=answer, summary=str(summary or "")[:300], outcome="done", lessons=_lessons(use.input.get("lessons")))
     if use.name == "update_plan":
         agents = set(rt.brain.executors())
-        return merge_plan(snap.plan, use.input.get("nodes"), agents, goal=snap.task.question, note=str(use.input.get("note", ""))[:1000])
+        return merge_plan(snap.plan, use.input.get("nodes"), agents, goal=snap.task.question, note=str(use.input.get("note", ""))[:1000],
+                          max_attempts=snap.task.budget.max_node_attempts)
     raise FormatError(f"unknown tool `{use.name}`; the planner's tools are `update_plan` and `finish`")
 
 

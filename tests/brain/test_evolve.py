@@ -132,3 +132,58 @@ def test_evolve_measures_the_proposal_on_the_suite_and_says_so(tmp_path, monkeyp
     monkeypatch.delenv("ANTHROPIC_API_KEY", raising=False)
     r = cli("evolve", "--repo", str(repo), "--model", f"scripted:{script}", "--eval-model", "anthropic:claude-haiku-4-5")
     assert r.returncode != 0 and "ANTHROPIC_API_KEY" in r.stderr
+
+
+def _usage_model(proposals: list[dict], output_tokens: int = 20_000) -> ScriptedModel:
+    """A scripted proposer whose every answer costs like a long one (the price is list price)."""
+    m = ScriptedModel({"evolve": proposals}, name="claude-sonnet-4-6")
+    orig = m.query
+
+    def query(req):  # noqa: ANN001
+        resp = orig(req)
+        resp.usage.output_tokens = output_tokens
+        return resp
+
+    m.query = query  # type: ignore[method-assign]
+    return m
+
+
+def test_evolve_stops_at_its_budget(tmp_path):
+    """Every correction is a paid call: once evolve.max_usd is spent, no further one is made."""
+    repo, _ = seeded(tmp_path)
+    bad = {"tool": "propose_brain_change", "input": {"title": "t", "rationale": "r", "changes": [{"path": "nope.txt", "content": "x"}]}}
+    model = _usage_model([bad] * 4)  # 20,000 output tokens at $15/Mtok: $0.30 a call
+    with pytest.raises(AgentError, match=r"evolve.max_usd"):
+        run_evolve(GitRepo(repo), model, last=10, now=NOW, max_usd=0.5)
+    assert len(model.calls) == 2  # $0.30, then $0.60 > $0.50: stopped before a third
+
+
+@pytest.mark.parametrize("field,value", [("model", "anthropic:claude-opus-4-1"), ("cascade", ["anthropic:claude-sonnet-4-6"]),
+                                         ("max_turns", 50), ("max_tokens", 64000), ("max_corrections", 10)])
+def test_a_proposal_that_changes_a_capability_is_refused_and_shown(tmp_path, field, value):
+    repo, _ = seeded(tmp_path)
+    data = yaml.safe_load(default_files()["agents/analyst.yaml"])
+    data[field] = value
+    grab = {"tool": "propose_brain_change", "input": {"title": "More power", "rationale": "r", "experiences": ["2-fail"],
+                                                        "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(data)}]}}
+    model = ScriptedModel({"evolve": [grab, GOOD]})
+    p = run_evolve(GitRepo(repo), model, last=10, now=NOW)
+    assert len(model.calls) == 2 and field in p.refused[0]
+    back = [b for b in model.calls[1].messages[-1].content if isinstance(b, ToolResultBlock)]
+    assert back and "trusted settings" in back[0].content and field in back[0].content
+    assert f"{field}:" not in git(repo, "show", f"{p.branch}:agents/analyst.yaml") or \
+        yaml.safe_load(git(repo, "show", f"{p.branch}:agents/analyst.yaml")).get(field) != value
+    body = pull_request_for(p)[2]
+    assert "Refused: capability changes" in body and field in body
+
+
+def test_a_new_agent_may_not_bring_its_own_model(tmp_path):
+    repo, _ = seeded(tmp_path)
+    data = yaml.safe_load(default_files()["agents/analyst.yaml"])
+    data.update(name="oracle", model="openai:gpt-4o")
+    grab = {"tool": "propose_brain_change", "input": {"title": "An oracle", "rationale": "r", "experiences": [],
+                                                        "changes": [{"path": "agents/oracle.yaml", "content": yaml.safe_dump(data)}]}}
+    model = ScriptedModel({"evolve": [grab] * 4})
+    with pytest.raises(AgentError, match="rejected"):
+        run_evolve(GitRepo(repo), model, last=10, now=NOW)
+    assert "model" in model.calls[-1].messages[-1].content[0].content

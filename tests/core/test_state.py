@@ -95,3 +95,28 @@ def test_the_wall_budget_is_per_round():
     now = datetime.now(timezone.utc)
     snap.steps = [StepRecord(task_id="t-1", seq=9, role="intake", node="_intake", started_at=now, finished_at=now)]
     assert 590 < snap.wall_left() <= 600
+
+
+def test_the_wall_budget_stops_a_round_that_ran_too_long_and_a_follow_up_starts_a_new_one():
+    """budget_problem() (what stops a task) counts the wall time of this round in seconds: a
+    round one second past max_wall_seconds is over it; a follow-up a day later starts afresh."""
+    from datetime import datetime, timedelta, timezone
+
+    from agent.core.snapshot import Snapshot
+    from agent.core.state import Budget, StepRecord, TaskFile, TaskModels
+
+    now = datetime.now(timezone.utc)
+    task = TaskFile(task_id="t-1", question="q", base_ref="main", base_sha="0" * 40, budget=Budget(max_wall_seconds=600),
+                    models=TaskModels(planner="scripted", executor="scripted"), created_at=now - timedelta(seconds=601))
+    snap = Snapshot.__new__(Snapshot)
+    snap.task, snap.steps = task, []
+    over = snap.budget_problem(now=now)
+    assert over is not None and over.what == "wall seconds" and over.used == 601 and over.limit == 600
+    assert str(over) == "budget exceeded: wall seconds 601 of 600"
+    snap.task = task.model_copy(update={"created_at": now - timedelta(seconds=599)})
+    assert snap.budget_problem(now=now) is None, "within the round's wall time"
+    # a day-old task: over; a follow-up (an intake step) just now starts a new round
+    snap.task = task.model_copy(update={"created_at": now - timedelta(days=1)})
+    assert snap.budget_problem(now=now).what == "wall seconds"
+    snap.steps = [StepRecord(task_id="t-1", seq=9, role="intake", node="_intake", started_at=now - timedelta(seconds=5), finished_at=now)]
+    assert snap.budget_problem(now=now) is None

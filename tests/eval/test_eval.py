@@ -156,6 +156,31 @@ def test_a_judge_check_records_the_verdict(tmp_path):
     assert "Answer: 3" in judge.calls[0].messages[0].content[0].text
 
 
+def test_the_judge_is_billed_to_the_question_and_not_called_past_its_budget(tmp_path):
+    from agent.core.state import Budget
+    from agent.eval.run import EvalConfig, Runner
+    from agent.models.scripted import ScriptedModel
+
+    d = tmp_path / "suite"
+    (d / "data").mkdir(parents=True)
+    (d / "data" / "x.csv").write_text("a\n1\n2\n")
+    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "judged", "data": "data", "questions": [
+        {"id": "j1", "question": "Sum column a of data/x.csv.", "check": {"type": "judge", "rubric": "Says the sum is 3."},
+         "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))"}]}))
+
+    def judge_model():  # priced as a real model: the scripted question itself costs nothing
+        return ScriptedModel({"judge": [{"tool": "verdict", "input": {"pass": True, "why": "it says 3"}}]}, name="claude-haiku-4-5")
+
+    paid = judge_model()
+    r = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": paid}).run(
+        [EvalConfig(label="s", planner="scripted", executor="scripted")]).results[0]
+    assert r.passed and r.cost_usd > 0 and len(paid.calls) == 1
+    spent = judge_model()
+    r = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": spent},
+               budget=Budget(max_usd=0.0)).run([EvalConfig(label="s", planner="scripted", executor="scripted")]).results[0]
+    assert not r.passed and "not judged" in r.why and spent.calls == []
+
+
 def test_a_link_in_the_suites_data_brings_nothing_from_outside(tmp_path):
     from agent.eval.run import question_repo
 
@@ -214,17 +239,26 @@ def test_the_suite_runs_unchanged_against_a_provider_through_its_real_client(tmp
     assert any(r.path.startswith("/v1/messages") for r in llm.requests)
 
 
-def test_the_table_shows_what_a_cascade_costs_against_the_model_alone(tmp_path, capsys):
+def test_the_table_shows_what_a_cascade_costs_against_the_model_alone(tmp_path, capsys, monkeypatch):
     """A brain whose analyst starts on a model that never calls a tool and cascades to the one that
     solves: it still passes, and the table shows the turns (and tokens) the first model cost."""
     repo = _repo(tmp_path)
     assert main(["brain", "init", "--repo", str(repo)]) == 0
-    weak = tmp_path / "weak.yaml"
-    weak.write_text(yaml.safe_dump({"executor:n1": [{"text": "I am not sure what to do."}] * 5}))
+    # a brain names a scripted model by name only (never a file): the run is given it
+    from agent.eval.run import Runner
+    from agent.models.scripted import ScriptedModel
+
+    orig_init = Runner.__init__
+
+    def with_weak(self, *a, **kw):  # noqa: ANN001
+        orig_init(self, *a, **kw)
+        self.models["scripted:weak"] = ScriptedModel({"executor:n1": [{"text": "I am not sure what to do."}] * 5}, name="scripted")
+
+    monkeypatch.setattr(Runner, "__init__", with_weak)
     work = tmp_path / "brainwork"
     git(tmp_path, "clone", "-q", "--branch", "agent/brain", str(repo), str(work))
     analyst = work / "agents" / "analyst.yaml"
-    analyst.write_text(analyst.read_text().replace("model: null", f"model: scripted:{weak}\ncascade: [scripted:eval]")
+    analyst.write_text(analyst.read_text().replace("model: null", "model: scripted:weak\ncascade: [scripted:eval]")
                        .replace("max_turns: null", "max_turns: 2"))
     git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "analyst: cheap first")
     git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/brain-proposal/cascade")
@@ -332,3 +366,64 @@ def test_each_questions_budget_can_be_set(tmp_path):
                  "--max-turns", "1", "--max-minutes", "5"]) == 0
     r = json.loads((out / "results.json").read_text())["results"][0]
     assert not r["passed"] and "(no result)" in r["why"]  # the node ran out of turns before finish_step
+
+
+def test_max_minutes_is_each_questions_wall_budget_in_minutes(tmp_path, monkeypatch):
+    """--max-minutes 5 gives every question's task 300 s of wall time (task.json says so)."""
+    import agent.cli.local as local
+    from agent.core.snapshot import load_snapshot
+
+    seen: list[int] = []
+    real = local.run_question
+
+    def recording(rt, *a, **kw):
+        res = real(rt, *a, **kw)
+        seen.append(load_snapshot(rt.git, res.task_id).task.budget.max_wall_seconds)
+        return res
+
+    monkeypatch.setattr(local, "run_question", recording)
+    repo = _repo(tmp_path)
+    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01,q02", "--no-commit",
+                 "--max-minutes", "5"]) == 0
+    assert seen == [300, 300]
+    seen.clear()
+    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit",
+                 "--max-minutes", "0.5"]) == 0
+    assert seen == [30]
+
+
+def _two_configs(rows):
+    from agent.core.state import utcnow
+    from agent.eval.run import EvalConfig, EvalRun, QuestionResult
+
+    cfgs = [EvalConfig(label=l, planner="p", executor="e") for l in ("cur", "new")]
+    return EvalRun(suite="s", started=utcnow(), configs=cfgs, results=[
+        QuestionResult(id=f"q{i}", config=c, passed=p, why="", outcome=o, cost_usd=usd, error="no key" if o == "error" else None)
+        for i, (c, p, o, usd) in enumerate(rows)])
+
+
+def test_the_evolve_cost_margin_is_a_fraction_of_what_the_current_brain_costs():
+    """evolve.cost_margin 0.2: the same pass rate for 10% more is `same`, for twice as much is
+    `costlier`, whatever the amounts (a margin read as dollars would flip both)."""
+    from agent.eval.gate import verdict_of
+
+    def verdict(cur_usd, new_usd):
+        return verdict_of(_two_configs([("cur", True, "done", cur_usd), ("new", True, "done", new_usd)]), "cur", "new", 0.2)[0]
+
+    assert verdict(10.0, 11.0) == "same"
+    assert verdict(10.0, 12.5) == "costlier"
+    assert verdict(0.10, 0.20) == "costlier"
+    assert verdict(0.10, 0.11) == "same"
+
+
+def test_an_unmeasured_evolve_verdict_holds_the_proposal_back_like_a_worse_one():
+    """A suite run whose current brain mostly failed measured nothing: the gate blocks the pull
+    request (as for `worse` and `costlier`); `same` and `better` do not."""
+    from agent.eval.gate import Gate, verdict_of
+
+    run = _two_configs([("cur", False, "error", 0), ("cur", False, "error", 0), ("new", True, "done", 0), ("new", True, "done", 0)])
+    verdict, why = verdict_of(run, "cur", "new", 0.2)
+    assert verdict == "unmeasured" and "no key" in why
+    assert Gate(verdict=verdict, why=why, table="", run=run).blocks
+    assert [v for v in ("better", "same", "worse", "costlier", "unmeasured") if Gate(verdict=v, why="", table="", run=run).blocks] == \
+        ["worse", "costlier", "unmeasured"]

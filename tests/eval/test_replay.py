@@ -60,8 +60,8 @@ def test_a_plan_the_engine_now_cuts_short_names_the_answers_never_asked_for(tmp_
 
     orig = plan_mod.merge_plan
 
-    def drop_last(old, raw_nodes, agents, goal, note=""):  # noqa: ANN001
-        return orig(old, raw_nodes[:-1] if isinstance(raw_nodes, list) and len(raw_nodes) > 1 else raw_nodes, agents, goal, note)
+    def drop_last(old, raw_nodes, agents, goal, note="", **kw):  # noqa: ANN001
+        return orig(old, raw_nodes[:-1] if isinstance(raw_nodes, list) and len(raw_nodes) > 1 else raw_nodes, agents, goal, note, **kw)
 
     monkeypatch.setattr(plan_mod, "merge_plan", drop_last)
     repo, meta = unbundle("two-nodes-with-a-fix", tmp_path)

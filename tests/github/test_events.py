@@ -90,6 +90,40 @@ def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
         assert gate.decide({"GITHUB_EVENT_NAME": "pull_request_review_comment"}, writer, api)[0]
 
 
+def _gate_comment(login: str, kind: str = "User", role: str | None = None) -> tuple[bool, str, list[str]]:
+    """The actions gate on `/agent do it` commented by ``login`` (a ``kind`` with ``role``):
+    (proceed, why, the comments on the issue after it)."""
+    from agent.github import gate
+    from tests.fakes.github_server import FakeGitHub
+
+    with FakeGitHub(token="ghs_gate") as gh:
+        gh.add_repo("o/r", default_branch="main")
+        gh.add_user(login)
+        if role is not None:
+            gh.set_permission("o/r", login, role)
+        n = gh.add_issue("o/r", "Question", "Body", user="alice")
+        ev = {"action": "created", "issue": {"number": n}, "sender": {"login": login, "type": kind},
+              "comment": {"body": "/agent do it", "user": {"login": login, "type": kind}}, "repository": {"full_name": "o/r"}}
+        proceed, why = gate.decide({"GITHUB_EVENT_NAME": "issue_comment"}, ev, gate.Api(gh.url, "o/r", "ghs_gate"))
+        return proceed, why, [c.body for c in gh.comments("o/r", n)]
+
+
+def test_the_actions_gate_stops_a_bot_known_by_its_type_without_a_reply():
+    """A bot whose login has no `[bot]` suffix (type `Bot`) trying to trigger is stopped, and bots
+    are not answered."""
+    proceed, why, said = _gate_comment("machine", kind="Bot")
+    assert not proceed and "bot @machine" in why and said == []
+
+
+def test_the_actions_gate_refuses_a_triager_who_cannot_write():
+    """The `triage` role cannot write to the repository: its `/agent` is refused once, before the
+    install, as intake would refuse it; `write` goes on."""
+    proceed, why, said = _gate_comment("tina", role="triage")
+    assert not proceed and "cannot write" in why
+    assert len(said) == 1 and "gitops-agent:refused=tina" in said[0]
+    assert _gate_comment("wanda", role="write")[0]
+
+
 def test_a_max_usd_input_that_is_not_a_finite_amount_is_refused():
     import pytest
 

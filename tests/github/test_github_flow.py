@@ -259,6 +259,52 @@ def test_reconcile_resends_a_lost_step_then_stops_a_stalled_task(world):
     assert answer and "stopped" in answer[0].body and "stalled" in answer[0].body
 
 
+def test_reconcile_leaves_a_task_alone_within_its_lease_and_resends_its_step_after_it(world, monkeypatch):
+    """github.lease_minutes is minutes: with the default lease (20), a task whose last step is 19
+    minutes old is left alone (nothing re-sent, nothing committed); at 21 minutes its lost step is
+    sent again."""
+    from datetime import datetime, timedelta
+
+    import agent.github.steps as steps_mod
+
+    h, *_ = world
+    _write_config(h, "github: {inline_steps: false}\n")
+    h.run("issues", issue_event(h.gh, "alice"))
+    d = h.gh.dispatches[0]
+    h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]})
+    assert [x["event_type"] for x in h.gh.dispatches] == ["agent-plan", "agent-execute"]
+    lost, branch = h.gh.dispatches[1]["client_payload"], d["client_payload"]["branch"]  # the execute job is lost
+    tip = git(h.bare, "rev-parse", branch)
+
+    def clock(minutes: float):
+        class Later(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return datetime.now(tz) + timedelta(minutes=minutes)
+        return Later
+
+    monkeypatch.setattr(steps_mod, "datetime", clock(19))
+    assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
+    assert len(h.gh.dispatches) == 2 and git(h.bare, "rev-parse", branch) == tip, "within the lease: left alone"
+    monkeypatch.setattr(steps_mod, "datetime", clock(21))
+    assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
+    resent = h.gh.dispatches[2:]
+    assert any(x["event_type"] == "agent-execute" and x["client_payload"].get("node") == lost["node"] for x in resent)
+    assert git(h.bare, "log", "-1", "--format=%s", branch).startswith("agent(reconcile)")
+
+
+def test_a_bot_known_only_by_its_login_starts_nothing_and_gets_no_reply(world):
+    """An event whose user has no `type` (or a wrong one) but a `[bot]` login is a bot: not in
+    trigger.allow_bots, it starts nothing, even with write access, and is not answered."""
+    h, *_ = world
+    h.gh.set_permission("o/r", "evil[bot]", "write")
+    ev = issue_event(h.gh, "evil[bot]")
+    ev["sender"] = {"login": "evil[bot]"}
+    assert h.run("issues", ev) == 0
+    assert h.gh.dispatches == [] and git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
+    assert h.gh.comments("o/r", ev["issue"]["number"]) == []
+
+
 def test_over_budget_task_says_so_on_the_issue(world):
     h, top, value, llm = world
     _write_config(h, "budget: {max_usd: 0.001}\n")
@@ -284,17 +330,17 @@ def test_custom_trigger_label_from_the_repository_config(world):
 EVOLVE_EVAL = "evolve: {model: scripted, questions: [q01, q04]}\n"  # the proof, cheap: two questions, scripted
 
 
-def evolve_script(tmp_path: Path, max_turns: int | None = None) -> Path:
+def evolve_script(tmp_path: Path, no_python: bool = False) -> Path:
     """A scripted evolve model that proposes one change: the analyst mentions ties (and, with
-    ``max_turns``, may take only that many turns: a change that makes the suite worse)."""
+    ``no_python``, loses its run_python tool: a change that makes the suite worse)."""
     import yaml
 
     from agent.brain.branch import default_files
 
     analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
     analyst["instructions"] += "Check for the top customer ties.\n"
-    if max_turns is not None:
-        analyst["max_turns"] = max_turns
+    if no_python:
+        analyst["tools"] = [t for t in analyst["tools"] if t != "run_python"]
     script = tmp_path / "evolve.yaml"
     script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
         "title": "Mention ties", "rationale": "from the last task", "experiences": [],
@@ -323,12 +369,29 @@ def test_an_evolve_proposal_that_makes_the_suite_worse_is_marked_and_not_opened(
     _write_config(h, EVOLVE_EVAL)
     h.run("issues", issue_event(h.gh, "alice"))
     h.drain()
-    script = evolve_script(tmp_path, max_turns=1)  # the analyst could no longer run code and report
+    script = evolve_script(tmp_path, no_python=True)  # the analyst could no longer run Python
     assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}") == 0
     assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"] == []
     summary = (h.tmp / "summary.md").read_text()
     assert "gitops-agent evolve: worse" in summary and "pass rate 100% → 0%" in summary
     assert git(h.bare, "for-each-ref", "--format=%(refname)", "refs/heads/agent/brain-proposal/").strip()  # kept to look at
+
+
+def test_an_evolve_proposal_measured_on_a_suite_run_that_failed_is_not_opened(world, tmp_path):
+    """The suite's model cannot answer (its key was revoked): every run ends in an error, the
+    proposal is `unmeasured`, and like a worse one it gets no pull request (the branch stays)."""
+    from tests.fakes.anthropic_server import Fault
+
+    h, top, value, llm = world
+    _write_config(h, "evolve: {model: 'anthropic:claude-haiku-4-5', questions: [q01]}\n")
+    h.run("issues", issue_event(h.gh, "alice"))
+    h.drain()  # one finished task: one experience to learn from
+    llm.fail(Fault(status=401, times=None))
+    assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{evolve_script(tmp_path)}") == 0
+    summary = (h.tmp / "summary.md").read_text()
+    assert "gitops-agent evolve: unmeasured" in summary and "ended in an error" in summary
+    assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"] == []
+    assert git(h.bare, "for-each-ref", "--format=%(refname)", "refs/heads/agent/brain-proposal/").strip()
 
 
 def test_an_agent_eval_dispatch_runs_the_suite_and_posts_the_table(world):

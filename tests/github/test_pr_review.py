@@ -160,6 +160,22 @@ def test_commands_help_retry_budget_and_stop(world):
     assert "Thick borders: run in the latest round (n2)" in body
 
 
+def test_a_budget_raise_when_the_budget_is_at_the_ceiling_says_so_and_runs_nothing(world):
+    """`/agent budget +1` on a task whose max_usd is already github.max_usd_ceiling: a reply that
+    nothing changed; the task is not reopened (no paid planner round, no commit, no dispatch)."""
+    h, *_ = world
+    _write_config(h, "budget: {max_usd: 3}\ngithub: {max_usd_ceiling: 3}\n")
+    n, pr = _finished(h)
+    branch = pr.pull.head
+    assert _task(h, branch)["budget"]["max_usd"] == 3.0
+    tip, dispatched = git(h.bare, "rev-parse", branch), len(h.gh.dispatches)
+    assert _comment(h, n, "/agent budget +1") == 0
+    replies = [c.body for c in h.gh.comments("o/r", n) if "max_usd_ceiling" in c.body]
+    assert len(replies) == 1 and "$3 already" in replies[0] and "nothing changed" in replies[0]
+    assert len(h.gh.dispatches) == dispatched and git(h.bare, "rev-parse", branch) == tip
+    assert _task(h, branch)["budget"]["max_usd"] == 3.0 and _task(h, branch)["instructions"] == []
+
+
 def test_stop_ends_the_task_with_what_it_has(world):
     h, *_ = world
     _write_config(h, "github: {inline_steps: false}\n")  # a job per step: the comment lands between two of them

@@ -176,3 +176,22 @@ def test_the_planner_is_shown_exactly_k_experiences_when_more_match(tmp_path):
     root = task_dir(res.task_id)
     rec = json.loads(git(repo, "show", f"{res.branch}:{root}/steps/0002-_plan/memory.json"))
     assert rec["k"] == 3 and rec["experiences"] == 5 and [e["task_id"] for e in rec["shown"]] == first_call.meta["experiences"]
+
+
+def test_a_task_is_never_shown_its_own_experience(tmp_path):
+    """agent/memory already holds an experience under this task's own id (a task that stopped
+    before its first plan, then continued): its planner is shown the others, never itself."""
+    repo = make_repo(tmp_path)
+    from agent.git.repo import GitRepo
+
+    store = MemoryStore.open(GitRepo(repo))
+    question = "What is the average order value for each region?"
+    store.add_experience(experience("9-aov", question))  # the same task, the best match there is
+    store.add_experience(experience("1-aov", "average order value per region"))
+    script = {"planner": [plan(node("n1")), finish("East.", "East")], "executor:n1": [step_done("East 40")]}
+    res, rt, model, _ = run_task(repo, script, question, task_id="9-aov")
+    assert res.outcome == "done"
+    first_call = next(c for c in model.calls if c.meta["role"] == "planner")
+    assert first_call.meta["experiences"] == ["1-aov"]
+    rec = json.loads(git(repo, "show", f"{res.branch}:{task_dir(res.task_id)}/steps/0002-_plan/memory.json"))
+    assert [e["task_id"] for e in rec["shown"]] == ["1-aov"]

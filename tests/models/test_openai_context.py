@@ -55,6 +55,27 @@ def test_an_answer_takes_at_most_a_quarter_of_a_large_window():
         assert sent_budget(srv) == 4096  # the role's own budget when it is smaller
 
 
+def test_a_small_window_still_leaves_an_answer_1024_tokens():
+    """A quarter of a 2,048-token window would be 512 tokens, too few for a plan: the cap is never
+    below 1,024 while the prompt leaves room for that."""
+    with FakeOpenAI(context_tokens=2048, responder=lambda b: "ok") as srv:
+        ask(model(srv), "hi", max_tokens=8192)
+        assert sent_budget(srv) == 1024
+
+
+def test_a_prompt_the_first_estimate_puts_past_the_window_still_asks_a_positive_budget():
+    """Before any answer the prompt's size is estimated high (3 characters a token): a prompt the
+    estimate puts past a 1,000-token window, which the server can still take, asks for the
+    64-token minimum (never zero or less), and the answer comes."""
+    from agent.models.context_fit import ContextFit
+
+    text = "x " * 1600  # 3,200 characters: about 1,300 tokens estimated with the tools, 870 on the server
+    with FakeOpenAI(context_tokens=1000, responder=lambda b: "ok") as srv:
+        resp = ask(model(srv), text)
+        assert sent_budget(srv) == 64 and resp.text == "ok"
+    assert ContextFit(window=1000).output_budget({"messages": [{"role": "user", "content": "x" * 10_000}]}, 8192) == 64
+
+
 def test_a_server_that_states_no_window_gets_the_roles_budget():
     with FakeOpenAI(responder=lambda b: "fine") as srv:
         ask(model(srv), "hello")

@@ -108,3 +108,20 @@ def test_a_model_served_from_this_machine_or_a_private_network_costs_nothing(tmp
     priced = Runtime(git=None, config=AgentConfig(prices={"gemma-3-270m": Price(input=0.1, output=0.2)}), brain=None)  # type: ignore[arg-type]
     m = priced.model("openai:gemma-3-270m@http://127.0.0.1:8080/v1")
     assert priced.cost(m.name, u) == pytest.approx(0.1 + 0.02)
+
+
+def test_a_public_host_whose_name_only_starts_with_localhost_is_charged(monkeypatch):
+    """`localhost.example.com` is somebody's server, not this machine: its unknown model is counted
+    at the fallback price (so the dollar budget still stops it), not as free."""
+    from agent.core.config import AgentConfig
+    from agent.core.runtime import Runtime
+    from agent.core.state import Usage
+    from agent.models.pricing import is_local_endpoint
+
+    for url in ("https://localhost.example.com/v1", "https://localhost-llm.example.com/v1", "http://localhostx:8080/v1"):
+        assert not is_local_endpoint(url), url
+    assert is_local_endpoint("http://api.localhost:8080/v1") and is_local_endpoint("http://gpu-box.local/v1")
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-x")
+    rt = Runtime(git=None, config=AgentConfig(), brain=None)  # type: ignore[arg-type]
+    m = rt.model("openai:some-new-model@https://localhost.example.com/v1")
+    assert rt.cost(m.name, Usage(input_tokens=1_000_000, output_tokens=100_000)) == pytest.approx(3.0 + 1.5)

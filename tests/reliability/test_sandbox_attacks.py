@@ -454,6 +454,7 @@ def test_docker_run_command_line():
         "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,size=100m",
         "--memory", "512m", "--memory-swap", "512m", "--cpus", "1.5", "--pids-limit", "64",
         "--ulimit", f"fsize={100 * 2**20}:{100 * 2**20}", "--ulimit", "cpu=35:40", "--ulimit", "core=0:0",
+        "--ulimit", "nofile=1024:1024",
         "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
         "--user", "1001:121", "--hostname", "sandbox", "--label", "gitops-agent.sandbox=1",
         "--mount", "type=bind,source=/r/code,target=/.agent-code,readonly",
@@ -500,6 +501,75 @@ def test_docker_pulls_a_missing_image_before_the_first_action(tmp_path):
             sb.ensure_image()
     finally:
         del os.environ["PULL_RC"]
+
+
+# A `docker` without an engine that runs the container's command as a process that is not the
+# client's child (as containerd-shim's children are): double fork and setsid, its pid in STATE/NAME.
+FAKE_DOCKER = """#!PYTHON
+import os, sys, time
+STATE = 'STATEDIR'
+a = sys.argv[1:]
+if a[0] == 'image':
+    sys.exit(0)
+if a[0] == 'inspect':
+    try:
+        print(open(os.path.join(STATE, a[-1])).read())
+    except OSError:
+        sys.exit('Error: No such object: ' + a[-1])
+    sys.exit(0)
+if a[0] == 'kill':
+    os.killpg(int(open(os.path.join(STATE, a[-1])).read()), 9)
+    os.unlink(os.path.join(STATE, a[-1]))
+    sys.exit(0)
+name, cwd = a[a.index('--name') + 1], a[a.index('--workdir') + 1]
+i, env = a.index('--workdir') + 2, {}
+while a[i] == '--env':
+    k, v = a[i + 1].split('=', 1); env[k] = v; i += 2
+mounts = [dict(kv.split('=', 1) for kv in m.split(',') if '=' in kv) for p, m in zip(a, a[1:]) if p == '--mount']
+cmd = ['PYTHON' if c == 'python3' else c for c in a[i + 1:]]  # the image's python
+for m in mounts:
+    cmd = [c.replace(m['target'], m['source'], 1) if c.startswith(m['target'] + '/') else c for c in cmd]
+if os.fork() == 0:
+    os.setsid()
+    if os.fork() == 0:
+        os.chdir(cwd)
+        open(os.path.join(STATE, '.new'), 'w').write(str(os.getpid()))
+        os.rename(os.path.join(STATE, '.new'), os.path.join(STATE, name))
+        os.execvpe(cmd[0], cmd, env)
+    os._exit(0)
+os.wait()
+while not os.path.exists(os.path.join(STATE, name)):
+    time.sleep(0.02)
+def running(pid):
+    try:
+        return open(f'/proc/{pid}/stat').read().rsplit(') ', 1)[1][0] != 'Z'
+    except OSError:
+        return False
+while running(open(os.path.join(STATE, name)).read()):
+    time.sleep(0.05)
+os.unlink(os.path.join(STATE, name))
+"""
+
+
+def test_docker_deleted_open_files_of_the_container_count_against_the_disk_budget(tmp_path):
+    """Red team F5: the container's processes are not the client's children; their deleted but
+    still open files must count all the same."""
+    state = tmp_path / "state"
+    state.mkdir()
+    fake = tmp_path / "docker"
+    fake.write_text(FAKE_DOCKER.replace("PYTHON", sys.executable).replace("STATEDIR", str(state)))
+    fake.chmod(0o755)
+    work = tmp_path / "w"
+    work.mkdir()
+    sb = DockerSandbox(SandboxLimits(backend="docker", disk_mb=20, timeout_s=15), docker=str(fake))
+    sb.ensure_image()
+    attack = ("import os, time\nfd = os.open('hidden.bin', os.O_CREAT | os.O_WRONLY, 0o600)\nos.unlink('hidden.bin')\n"
+              "for _ in range(30):\n    os.write(fd, b'x' * (1 << 20))\nprint('wrote 30 MiB unlinked', flush=True)\ntime.sleep(60)\n")
+    obs = sb.run_python(attack, work)
+    assert "wrote 30 MiB unlinked" in obs.stdout, obs.stderr
+    assert not obs.timed_out and "to disk (sandbox.disk_mb)" in obs.stderr, obs.stderr
+    assert not list(state.iterdir())  # the container is gone
+    assert not processes_under(work)
 
 
 @needs_docker

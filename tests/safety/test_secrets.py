@@ -26,7 +26,11 @@ SECRET = "sk-ant-api03-Zq8xW2vB7nM4kL9pR3tY6uI1oP5aS0dF"
     "-".join(SECRET),
     "\n".join(SECRET[i:i + 8] for i in range(0, len(SECRET), 8)),
     " ".join(SECRET.encode().hex()[i:i + 2] for i in range(0, 2 * len(SECRET), 2)),
-], ids=["plain", "reversed", "hex", "HEX", "url", "b64", "b64+1", "b64+2", "urlsafe", "spaced", "dashed", "wrapped", "hex-spaced"])
+    base64.b64encode(SECRET[::-1].encode()).decode(),  # reversed, then base64 (the alignments too)
+    base64.b64encode(b"x" + SECRET[::-1].encode()).decode(),
+    base64.urlsafe_b64encode(b"xy" + SECRET[::-1].encode()).decode(),
+], ids=["plain", "reversed", "hex", "HEX", "url", "b64", "b64+1", "b64+2", "urlsafe", "spaced", "dashed", "wrapped", "hex-spaced",
+        "reversed+b64", "reversed+b64+1", "reversed+urlsafe+2"])
 def test_every_encoding_of_a_known_secret_is_masked(form):
     text = f"here it is: {form} -- done"
     out = redact(text, [SECRET])

@@ -98,10 +98,14 @@ def test_cwd_and_files_persist(backend, work):
 
 
 def test_python_on_path_is_the_same_interpreter(backend, work):
+    """`python` in the sandbox is the agent's interpreter, in its environment: the same file (a
+    virtualenv's `python` and `python3` are links to one interpreter) and the same prefix."""
     sb = sandbox(backend)
-    obs = sb.run_shell("python -c 'import sys, pydantic; print(sys.executable)'", work)
+    obs = sb.run_shell("python -c 'import sys, pydantic; print(sys.executable); print(sys.prefix)'", work)
     assert obs.exit_code == 0, obs.stderr
-    assert obs.stdout.strip() == SandboxLimits().python
+    exe, prefix = obs.stdout.split()
+    assert os.path.realpath(exe) == os.path.realpath(SandboxLimits().python)
+    assert os.path.realpath(prefix) == os.path.realpath(sys.prefix)
 
 
 def test_missing_cwd_is_a_sandbox_error(backend, tmp_path):
@@ -319,6 +323,29 @@ def test_memory_limit(backend, work):
     assert "MemoryError" in obs.stderr
 
 
+def test_cpu_time_limit_ends_a_busy_loop_before_the_wall_timeout(backend, work):
+    """cpu_s is CPU seconds: a busy loop with cpu_s=1 is stopped by the CPU limit within a few
+    seconds, long before the 20 s wall timeout."""
+    sb = sandbox(backend, cpu_s=1)
+    t0 = time.monotonic()
+    obs = sb.run_python("print('spinning', flush=True)\nwhile True:\n    pass\n", work, timeout=20)
+    assert time.monotonic() - t0 < 10
+    assert not obs.timed_out and obs.stdout == "spinning\n"
+    assert obs.exit_code is not None and obs.exit_code != 0
+
+
+@pytest.mark.parametrize("backend", [
+    pytest.param("subprocess", id="subprocess"),
+    pytest.param("bubblewrap", id="bubblewrap", marks=[needs_bwrap, pytest.mark.xfail(strict=True, reason=(
+        "bwrap reports a child killed by SIGXCPU as exit code 152 (128+24), which signal_note() in "
+        "agent/sandbox/base.py does not read as a signal, so no note is added"))]),
+])
+def test_code_stopped_by_the_cpu_limit_is_told_why(backend, work):
+    """The model reads why its code stopped: the observation names the CPU time limit."""
+    obs = sandbox(backend, cpu_s=1).run_python("while True:\n    pass\n", work, timeout=20)
+    assert not obs.timed_out and "CPU time limit reached" in obs.stderr, (obs.exit_code, obs.stderr)
+
+
 def test_file_size_limit(backend, work):
     sb = sandbox(backend, file_size_mb=5)
     code = "with open('big.bin', 'wb') as f:\n    for _ in range(8):\n        f.write(b'\\0' * 1024 * 1024)\nprint('wrote')\n"
@@ -424,6 +451,19 @@ def test_bwrap_refuses_tmp_as_cwd():
 
 
 @needs_bwrap
+def test_a_python_prefix_that_holds_a_home_or_the_runners_directory_is_never_mounted():
+    """bubblewrap shows the interpreter's prefixes read-only; one that holds $HOME, a home
+    directory, /run or the runner's own directory (credentials) is left out, and / never goes in."""
+    from agent.sandbox.mounts import safe_roots
+
+    assert safe_roots(["/home/u", "/usr"], environ={"HOME": "/home/u/x"}) == ["/usr"]
+    assert safe_roots(["/opt/venv", "/srv/py"], environ={"HOME": "/srv/py/home"}) == ["/opt/venv"]
+    runner = {"HOME": "/nohome", "RUNNER_TEMP": "/opt/actions-runner/_work/_temp"}
+    assert safe_roots(["/opt", "/usr/lib/python3"], environ=runner) == ["/usr/lib/python3"]
+    assert safe_roots(["/", "/usr"], environ={"HOME": "/nohome"}) == ["/usr"]
+    assert safe_roots(["/usr", "/usr/lib/python3"], environ={"HOME": "/nohome"}) == ["/usr"]  # nested: the parent
+
+
 def test_auto_picks_bubblewrap_here():
     assert available_backends()[0] == "bubblewrap"
     sb = make_sandbox()

@@ -536,3 +536,112 @@ def test_a_cascade_stops_at_the_budget_and_tells_the_next_model_why(repo):
     rt, weak, strong = runtime(["anthropc:claude-opus"])  # a typo: no such provider
     res = run_question(rt, "Sum?", planner_model="scripted:p", executor_model="scripted:weak")
     assert weak.calls == [] and res.outcome != "done"
+
+
+def _start_with(repo: Path, script: dict, budget: Budget, workers: int = 3, model: ScriptedModel | None = None):
+    """_start with a budget: (engine, runtime, model, first job)."""
+    model = model or ScriptedModel(script)
+    cfg = AgentConfig()
+    cfg.sandbox.backend = "subprocess"
+    cfg.workers = workers
+    rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={"scripted:t": model})
+    engine = Engine(rt)
+    job = engine.start("How much is the sum of numbers.txt?", base_ref="main", base_sha=git(repo, "rev-parse", "main").strip(),
+                       models=TaskModels(planner="scripted:t", executor="scripted:t"), budget=budget)
+    return engine, rt, model, job
+
+
+def test_a_task_past_its_wall_time_stops_at_its_next_step_with_outcome_budget(repo):
+    import time
+
+    from agent.cli.local import result_of
+
+    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    engine, rt, model, job = _start_with(repo, script, Budget(max_wall_seconds=1))
+    time.sleep(1.2)  # more than the 1 s of max_wall_seconds
+    nxt = engine.handle(job)
+    assert [j.step for j in nxt] == ["finish"] and "budget exceeded: wall seconds" in (nxt[0].reason or "")
+    assert model.calls == [], "no model is asked once the wall time is spent"
+    engine.handle(nxt[0])
+    res = result_of(rt, job.task)
+    assert res.outcome == "budget" and "wall seconds" in (res.reason or "") and "of 1" in (res.reason or "")
+
+
+def test_the_hop_limit_allows_exactly_max_hops_dispatches_and_ends_the_task_after(repo):
+    """Each dispatch carries its hop count; a job past max_hops (a loop of dispatches) ends the
+    task, reported, without asking a model."""
+    from agent.cli.local import result_of
+
+    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    engine, rt, model, job = _start_with(repo, script, Budget(max_hops=3))
+    nxt = engine.handle(job.model_copy(update={"hop": 4}))
+    assert [j.step for j in nxt] == ["finish"] and nxt[0].reason == "budget exceeded: hops 4 of 3"
+    assert model.calls == []
+    engine.handle(nxt[0])
+    res = result_of(rt, job.task)
+    assert res.outcome == "budget" and "budget exceeded: hops 4 of 3" in res.report
+    # at the limit itself the step still runs
+    engine, rt, model, job = _start_with(repo, script, Budget(max_hops=3))
+    nxt = engine.handle(job.model_copy(update={"hop": 3}))
+    assert [(j.step, j.node) for j in nxt] == [("execute", "n1")] and len(model.calls) == 1
+
+
+def test_a_plan_step_while_every_worker_is_busy_dispatches_nothing_more(repo):
+    """workers=1 and n1 running: a follow-up instruction makes the planner revise the plan, but the
+    ready node n2 waits for the worker; it is dispatched once n1 is done."""
+    from agent.steps.intake import add_instruction
+
+    two = plan(node("n1"), node("n2"))
+    script = {
+        "planner": [two, {"when": "running", **two}, two, FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "N1"}}],
+        "executor:n2": [{"tool": "finish_step", "input": {"status": "done", "result": "N2"}}],
+    }
+    engine, rt, model, job = _start_with(repo, script, Budget(), workers=1)
+    [ex1] = engine.handle(job)
+    assert (ex1.step, ex1.node) == ("execute", "n1")
+    follow = add_instruction(rt, job.task, "also say which is larger")
+    assert engine.handle(follow) == [], "the one worker is busy with n1"
+    assert sum(c.meta.get("role") == "planner" for c in model.calls) == 2  # the planner did take the instruction in
+    snap = load_snapshot(rt.git, job.task)
+    assert snap.plan.get("n1").status.value == "running" and snap.plan.get("n2").status.value == "pending"
+    assert commits(repo, job.branch)[0]["subject"].endswith("wait for n1")
+    [plan_job] = engine.handle(ex1)
+    assert [(j.step, j.node) for j in engine.handle(plan_job)] == [("execute", "n2")]
+
+
+def test_an_early_plan_dispatch_while_a_node_runs_asks_no_model_and_commits_nothing(repo):
+    """A duplicate or early plan job (nothing new: no result, no instruction, no edit) while an
+    executor still runs is a no-op: the planner model is not paid for, the branch does not move."""
+    two = plan(node("a"), node("b"))
+    script = {"planner": [two, {"when": "running", **two}, FINISH],
+              "executor:a": [{"tool": "finish_step", "input": {"status": "done", "result": "A"}}],
+              "executor:b": [{"tool": "finish_step", "input": {"status": "done", "result": "B"}}]}
+    engine, rt, model, job = _start(repo, script)
+    jobs = engine.handle(job)
+    assert sorted(j.node for j in jobs) == ["a", "b"]
+    tip, calls = git(repo, "rev-parse", job.branch), len(model.calls)
+    assert engine.handle(Job(step="plan", task=job.task, branch=job.branch, hop=1)) == []
+    assert len(model.calls) == calls and git(repo, "rev-parse", job.branch) == tip
+    assert any(k == "skip" and "executors still running" in f.get("why", "") for k, f in rt.reporter.events)
+
+
+def test_an_executor_model_that_can_never_answer_ends_the_task_without_asking_the_planner_again(repo):
+    """A fatal error of the executor's model (an unknown model, a spent account) ends the task
+    with that error; the planner is not asked to carry on with a model that cannot answer."""
+    from agent.core.errors import FatalModelError
+
+    class NoSuchExecutor(ScriptedModel):
+        def query(self, request):
+            if request.meta.get("role") == "executor":
+                self.calls.append(request)
+                raise FatalModelError("404 not_found_error: model: claude-haiku-9-9", status=404)
+            return super().query(request)
+
+    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    res, rt, model, _ = run(repo, script, model=NoSuchExecutor(script))
+    assert res.outcome == "error" and "not retryable" in (res.reason or "") and "not_found_error" in (res.reason or "")
+    assert [c.meta.get("role") for c in model.calls] == ["planner", "executor"], "one plan, one executor call, nothing after"
+    snap = load_snapshot(rt.git, res.task_id)
+    assert [s.role for s in snap.steps] == ["planner", "executor", "finish"]
+    assert snap.latest_step_for("n1").status == "failed" and "not_found_error" in res.report

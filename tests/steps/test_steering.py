@@ -16,8 +16,8 @@ NODES = [{"id": "a", "title": "Count", "goal": "count the numbers"},
          {"id": "c", "title": "Max", "goal": "the largest number"}]
 
 
-def _script(tmp_path, extra_nodes=()):
-    nodes = NODES + list(extra_nodes)
+def _script(tmp_path, extra_nodes=(), nodes=None):
+    nodes = (NODES if nodes is None else nodes) + list(extra_nodes)
     step = {"tool": "finish_step", "input": {"result": "result of {{ node }}", "status": "done"}}
     script = {
         "planner": [{"when": "'b' not in results or results|length < %d" % len(nodes), "tool": "update_plan", "input": {"nodes": nodes}}] * 12
@@ -115,3 +115,66 @@ def test_a_new_node_for_an_agent_that_does_not_exist_is_refused(tmp_path):
     r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path), "--resume", tid)
     assert r.returncode != 0 and "'e'" in r.stderr and "root-shell" in r.stderr and "plan.json" in r.stderr
     assert git(repo, "rev-parse", branch).strip() == edited
+
+
+MEAN = {"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}
+
+
+def test_a_done_nodes_goal_changed_by_a_person_runs_it_again_with_its_dependents(tmp_path):
+    repo, branch = _task(tmp_path)
+    tid = branch.removeprefix("agent/task/")
+    goal = "sum what a counted, twice"
+    edited = _edit_plan(tmp_path, repo, branch, lambda plan: next(n for n in plan["nodes"] if n["id"] == "b").update(goal=goal))
+    nodes = [dict(n, goal=goal) if n["id"] == "b" else n for n in NODES]
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [MEAN], nodes=nodes), "--resume", tid)
+    assert r.returncode == 0, r.stderr
+    assert _executed(repo, branch, since=edited) == ["b", "d"], "the changed node and what depends on it, nothing else"
+    plan = json.loads(git(repo, "show", f"{branch}:.agent/tasks/{tid}/plan.json"))
+    assert next(n for n in plan["nodes"] if n["id"] == "b")["goal"] == goal and all(n["status"] == "done" for n in plan["nodes"])
+    report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
+    assert "| 1 | a person's edit of plan.json | b, d |" in report
+
+
+def test_removing_a_done_node_is_refused_naming_it_and_nothing_runs(tmp_path):
+    repo, branch = _task(tmp_path)
+    tid = branch.removeprefix("agent/task/")
+    edited = _edit_plan(tmp_path, repo, branch, lambda plan: plan.update(nodes=[n for n in plan["nodes"] if n["id"] != "c"]))
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [MEAN]), "--resume", tid)
+    assert r.returncode != 0
+    assert f".agent/tasks/{tid}/plan.json" in r.stderr and "'c' (done) was removed" in r.stderr and "only pending nodes" in r.stderr
+    assert git(repo, "rev-parse", branch).strip() == edited, "nothing ran, nothing was committed"
+
+
+def test_a_pending_node_set_to_failed_by_a_person_is_refused_naming_it(tmp_path):
+    """Only the agent sets done, failed or running; a person sets a node to pending to run it
+    again. A task stopped by its budget after the first plan has pending nodes to edit."""
+    repo = make_repo(tmp_path)
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [MEAN]), "--max-steps", "1", "Numbers?")
+    branch = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/agent/task/").strip()
+    tid = branch.removeprefix("agent/task/")
+    assert "budget" in (r.stdout + r.stderr) and _executed(repo, branch) == []
+    plan = json.loads(git(repo, "show", f"{branch}:.agent/tasks/{tid}/plan.json"))
+    assert {n["id"]: n["status"] for n in plan["nodes"]}["b"] == "pending"
+    edited = _edit_plan(tmp_path, repo, branch, lambda plan: next(n for n in plan["nodes"] if n["id"] == "b").update(status="failed"))
+    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [MEAN]), "--resume", tid)
+    assert r.returncode != 0
+    assert f".agent/tasks/{tid}/plan.json" in r.stderr and "'b'" in r.stderr and "'failed'" in r.stderr and "'pending'" in r.stderr
+    assert git(repo, "rev-parse", branch).strip() == edited, "nothing ran, nothing was committed"
+
+
+def test_running_a_node_again_leaves_a_node_that_is_still_running_alone():
+    """`/agent retry a c` (or a person's edit) while a runs: a keeps its running step (it must not
+    run twice); c, done, and what depends on the retried nodes go back to pending."""
+    from agent.core.plan import Plan, PlanNode
+    from agent.core.plan_edits import redo
+
+    plan = Plan(version=3, goal="g", nodes=[
+        PlanNode(id="a", title="A", goal="a", status="running", step=7),
+        PlanNode(id="b", title="B", goal="b", depends_on=["a"]),
+        PlanNode(id="c", title="C", goal="c", status="done", step=5, result="steps/0005-c/result.md"),
+        PlanNode(id="e", title="E", goal="e", depends_on=["c"], status="done", step=6, result="steps/0006-e/result.md"),
+    ])
+    assert redo(plan, ["a", "c"]) == ["c", "e"]
+    a = plan.get("a")
+    assert a.status.value == "running" and a.step == 7
+    assert [(n.id, n.status.value, n.step) for n in plan.walk()][1:] == [("b", "pending", None), ("c", "pending", None), ("e", "pending", None)]
