@@ -20,7 +20,7 @@ history behind them, which is what a shallow, single-branch clone is meant to ma
 Each run works on hard-linked copies of the cached remotes. A task is made ready on each copy
 (intake, then a plan step that dispatches node n1), and the branch's tip is noted. Then each
 repetition resets the task branch to that tip and runs the step cold, with the product's own
-code path: ``agent.github.steps.StepRunner.step`` (what ``gitops-agent step execute`` runs on a
+code path: ``gitops_agent.github.steps.StepRunner.step`` (what ``gitops-agent step execute`` runs on a
 runner): a new shallow single-branch clone of the task branch in an empty directory
 (``GitRepo.clone``, depth 1), a new runtime (config, brain), the execute step with a scripted
 model (one ``run_python`` turn in the sandbox, then ``finish_step``), which fetches the memory
@@ -49,12 +49,12 @@ if __package__ in (None, ""):
 
 from bench.common import CACHE_DIR, Row, Section, fmt_s, git  # noqa: E402
 
-from agent.steps.engine import Engine  # noqa: E402
-from agent.github.steps import Settings, StepRunner  # noqa: E402
-from agent.git.repo import GitRepo  # noqa: E402
-from agent.cli.local import make_runtime  # noqa: E402
-from agent.observe.progress import RecordingReporter  # noqa: E402
-from agent.core.state import Budget, TaskModels  # noqa: E402
+from gitops_agent.steps.engine import Engine  # noqa: E402
+from gitops_agent.github.steps import Settings, StepRunner  # noqa: E402
+from gitops_agent.git.repo import GitRepo  # noqa: E402
+from gitops_agent.cli.local import make_runtime  # noqa: E402
+from gitops_agent.observe.progress import RecordingReporter  # noqa: E402
+from gitops_agent.core.state import Budget, TaskModels  # noqa: E402
 
 TARGET = 1.5
 SLOTS = 200

@@ -5,7 +5,7 @@
 
     python bench/jobs.py [--quick] [--setup-cold S --setup-warm S]
 
-Every job runs as a runner runs it: its own process, `python -X importtime -m agent step auto`,
+Every job runs as a runner runs it: its own process, `python -X importtime -m gitops_agent step auto`,
 with the GitHub Actions environment and event file, against a local fake of GitHub's REST API
 (PyGithub talks to it), a bare Git remote over file://, and a local Messages API server (the
 anthropic SDK talks to it) whose planner plans the shape and finishes once every node has a
@@ -42,7 +42,7 @@ SHAPES: dict[str, list[dict]] = {
 }
 TOKEN = "ghs_benchjobs0123456789"
 KEY = "sk-ant-bench-jobs-0123456789"
-HEAVY = ("anthropic", "openai", "numpy", "bm25s", "agent.memory.retrieval")
+HEAVY = ("anthropic", "openai", "numpy", "bm25s", "gitops_agent.memory.retrieval")
 
 
 def responder(shape: list[dict]):
@@ -111,7 +111,7 @@ def run_task(work: Path, shape_name: str, inline: bool) -> dict:
                    "GITOPS_AGENT_GITHUB_THROTTLE": "0", "ANTHROPIC_BASE_URL": llm.url, "ANTHROPIC_API_KEY": KEY,
                    "PYTHONSAFEPATH": "1", "PYTHONPATH": str(ROOT)}
             t0 = time.perf_counter()
-            p = subprocess.run([sys.executable, "-X", "importtime", "-m", "agent", "step", "auto"], cwd=ROOT, env=env,
+            p = subprocess.run([sys.executable, "-X", "importtime", "-m", "gitops_agent", "step", "auto"], cwd=ROOT, env=env,
                                capture_output=True, text=True, timeout=300)
             wall = time.perf_counter() - t0
             if p.returncode != 0:
@@ -138,7 +138,7 @@ def measure(quick: bool = False, setup_cold: float | None = None, setup_warm: fl
     sec = Section()
     shapes = list(SHAPES) if not quick else ["2-node sequential", "4-leaf fan-out"]
     per_kind: dict[str, list[tuple[float, list[str]]]] = {}
-    lines = ["", "**P7 jobs per task** (`python bench/jobs.py`): every job its own process (`python -m agent step auto`), "
+    lines = ["", "**P7 jobs per task** (`python bench/jobs.py`): every job its own process (`python -m gitops_agent step auto`), "
              "a fake GitHub, a bare remote, a local Messages API server.", "",
              "| plan | inline_steps | jobs | commits | job wall, sum | runner time, hosted (cold setup) | runner time, persistent (warm) | answer |",
              "|---|---|---|---|---|---|---|---|"]

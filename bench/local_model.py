@@ -39,7 +39,7 @@ def _port() -> int:
 
 def _eval(spec: str, only: str, out: Path, minutes: float, repo: Path) -> tuple[dict, float]:
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "agent", "eval", "dabench", "--model", spec, "--only", only, "--workers", "2",
+    subprocess.run([sys.executable, "-m", "gitops_agent", "eval", "dabench", "--model", spec, "--only", only, "--workers", "2",
                     "--max-minutes", str(minutes), "--max-turns", "3", "--no-commit", "--repo", str(repo), "--out", str(out)],
                    cwd=ROOT, capture_output=True, text=True, timeout=3 * 3600, env={**os.environ, "OPENAI_API_KEY": "not-needed"})
     return json.loads((out / "results.json").read_text()), time.monotonic() - t0
@@ -58,7 +58,7 @@ def _summary(run: dict) -> dict:
 def measure(quick: bool = False, questions: int | None = None, minutes: float = 4.0) -> Section:
     sec = Section()
     t0 = time.perf_counter()
-    from agent.models import local_server as ls
+    from gitops_agent.models import local_server as ls
 
     try:
         server, gguf = ls.find_server(), ls.find_model()
@@ -88,7 +88,7 @@ def measure(quick: bool = False, questions: int | None = None, minutes: float = 
             git(task_repo, "add", "-A")
             git(task_repo, "-c", "user.name=b", "-c", "user.email=b@x", "commit", "-q", "-m", "data")
             t1 = time.monotonic()
-            run = subprocess.run([sys.executable, "-m", "agent", "run", "--repo", str(task_repo), "--model", info.spec,
+            run = subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(task_repo), "--model", info.spec,
                                   "--max-minutes", str(minutes), "--max-turns", "3", "What is the total of the sales column in sales.csv?"],
                                  cwd=ROOT, capture_output=True, text=True, timeout=3600)
             task_s = time.monotonic() - t1

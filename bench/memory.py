@@ -37,11 +37,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from agent.memory.experience import Experience, OutlineItem, dump_experience  # noqa: E402
+from gitops_agent.memory.experience import Experience, OutlineItem, dump_experience  # noqa: E402
 
-from agent.memory.store import MemoryStore  # noqa: E402
-from agent.memory.retrieval import Retriever, embeddings_available  # noqa: E402
-from agent.core.state import utcnow  # noqa: E402
+from gitops_agent.memory.store import MemoryStore  # noqa: E402
+from gitops_agent.memory.retrieval import Retriever, embeddings_available  # noqa: E402
+from gitops_agent.core.state import utcnow  # noqa: E402
 
 
 def _vocab():
@@ -130,7 +130,7 @@ def bench_store(sizes: list[int]) -> list[dict]:
             repo.mkdir()
             subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
             subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "init"], check=True, env={**env, "PATH": "/usr/bin:/bin"})
-            from agent.git.repo import GitRepo
+            from gitops_agent.git.repo import GitRepo
 
             store = MemoryStore.open(GitRepo(repo))
             t = time.perf_counter()

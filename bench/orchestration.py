@@ -60,11 +60,11 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout, installed or not
 
-from agent.steps.engine import Engine  # noqa: E402
-from agent.git.repo import GitRepo  # noqa: E402
-from agent.cli.local import make_runtime, run_question  # noqa: E402
-from agent.models.scripted import ScriptedModel  # noqa: E402
-from agent.core.state import Budget  # noqa: E402
+from gitops_agent.steps.engine import Engine  # noqa: E402
+from gitops_agent.git.repo import GitRepo  # noqa: E402
+from gitops_agent.cli.local import make_runtime, run_question  # noqa: E402
+from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
+from gitops_agent.core.state import Budget  # noqa: E402
 
 MODEL_SPEC = "scripted:bench"
 TARGET_MEDIAN_MS = 150.0

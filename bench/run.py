@@ -94,7 +94,7 @@ def p5(quick: bool) -> Section:
     except (ImportError, AttributeError) as e:
         return Section([Row("P5 memory retrieval latency and recall@3", "not available",
                             note=f"bench/memory.py with bench_retrieval / bench_recall is missing ({e})")], [])
-    from agent.memory.retrieval import embeddings_available
+    from gitops_agent.memory.retrieval import embeddings_available
 
     sizes = [1000, 10000] if quick else [1000, 10000, 100000]
     embed = embeddings_available() and not quick

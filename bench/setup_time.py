@@ -55,7 +55,7 @@ def setup_seconds(log: str) -> tuple[float, float]:
         took = next((t for t in map(_seconds, b.splitlines()) if t is not None), None)
         if "Success - Main gitops-agent/gitops-agent@" in b:
             action = took
-        elif "-m agent step" in b:
+        elif "-m gitops_agent step" in b:
             agent = took
     if action is None or agent is None:
         raise RuntimeError("act's log has no step timings for the action: " + log[-1500:])
@@ -107,7 +107,7 @@ def one_job(work: Path, action: Path, runner: Path) -> tuple[float, float]:
 
 def start_seconds() -> float:
     """The agent's own start until its first line: Python plus the step's imports."""
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import agent.github.steps"], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import gitops_agent.github.steps"], cwd=ROOT, capture_output=True, text=True)
     return sum(int(m.group(1)) for m in re.finditer(r"(?m)^import time:\s+(\d+) \|", p.stderr)) / 1e6
 
 

@@ -23,10 +23,10 @@ if __package__ in (None, ""):
 
 from bench.common import Row, Section, make_one_file_repo  # noqa: E402
 
-from agent.cli.local import make_runtime, resume, run_question  # noqa: E402
-from agent.core.config import AgentConfig  # noqa: E402
-from agent.core.snapshot import load_snapshot  # noqa: E402
-from agent.models.scripted import ScriptedModel  # noqa: E402
+from gitops_agent.cli.local import make_runtime, resume, run_question  # noqa: E402
+from gitops_agent.core.config import AgentConfig  # noqa: E402
+from gitops_agent.core.snapshot import load_snapshot  # noqa: E402
+from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 SPEC = "scripted:steer"

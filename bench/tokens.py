@@ -9,7 +9,7 @@ the code, then the answer) and the observations (the stdout each snippet really 
 generated orders.csv, computed once) are the same for every agent; each agent frames them its own
 way (its system prompt, tool definitions, message layout), which is exactly what is compared.
 
-(a) gitops-agent: the real executor (``agent.steps.execute.run_execute``, real prompts and tool
+(a) gitops-agent: the real executor (``gitops_agent.steps.execute.run_execute``, real prompts and tool
     specs) with a ``ScriptedModel`` and a sandbox that returns the recorded observations; each
     of its 30 requests is turned into the Anthropic API's parameters by
     ``AnthropicModel.build_params`` (no network), ``cache_control`` breakpoints included.
@@ -60,11 +60,11 @@ if __package__ in (None, ""):
 
 from bench.common import Row, Section, make_one_file_repo  # noqa: E402
 
-from agent.steps.engine import Engine  # noqa: E402
-from agent.cli.local import base_of, make_runtime  # noqa: E402
-from agent.models.anthropic_model import AnthropicModel  # noqa: E402
-from agent.models.scripted import ScriptedModel  # noqa: E402
-from agent.core.state import Budget, Observation, TaskModels  # noqa: E402
+from gitops_agent.steps.engine import Engine  # noqa: E402
+from gitops_agent.cli.local import base_of, make_runtime  # noqa: E402
+from gitops_agent.models.anthropic_model import AnthropicModel  # noqa: E402
+from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
+from gitops_agent.core.state import Budget, Observation, TaskModels  # noqa: E402
 
 SPEC = "scripted:bench"
 EXECUTOR_MODEL = "claude-haiku-4-5"

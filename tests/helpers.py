@@ -66,23 +66,23 @@ def task_branch(repo: Path) -> str:
 
 
 def run_cli(repo: Path, server_url: str, *args: str, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
-    """`python -m agent run --repo REPO ARGS…` against a Messages API at ``server_url``, in its own
+    """`python -m gitops_agent run --repo REPO ARGS…` against a Messages API at ``server_url``, in its own
     session (so os.killpg reaches all of it)."""
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith("ANTHROPIC")}
     env.update(ANTHROPIC_BASE_URL=server_url, ANTHROPIC_API_KEY=KEY, PYTHONPATH=str(ROOT))
     env.update(extra_env or {})
     return subprocess.Popen(
-        [sys.executable, "-m", "agent", "run", "--repo", str(repo), *args],
+        [sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args],
         env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
     )
 
 
 def agent_command(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m agent ARGS` as a real process, without the caller's model credentials."""
+    """`python -m gitops_agent ARGS` as a real process, without the caller's model credentials."""
     e = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI", "OTEL_")) and k not in ("COLUMNS", "LINES")}
     e["PYTHONPATH"] = str(ROOT)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "agent", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run([sys.executable, "-m", "gitops_agent", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
 
 
 # ------------------------------------------------------------------------ the sales scenario

@@ -82,9 +82,9 @@ def test_setup_bench_reads_acts_step_timings() -> None:
     from bench import setup_time
 
     log = ("[agent/x/reconcile] ⭐ Run Main # the install\nset -e\n[agent/x/reconcile]   ✅  Success - Main # the install\nset -e\n [3.5s]\n"
-           "[agent/x/reconcile] ⭐ Run Main cd \"$ACTION_PATH\"\n\"$PY\" -m agent step \"$STEP\"\n"
+           "[agent/x/reconcile] ⭐ Run Main cd \"$ACTION_PATH\"\n\"$PY\" -m gitops_agent step \"$STEP\"\n"
            "[agent/x/reconcile]   | gitops-agent: reconcile: 0 tasks\n"
-           "[agent/x/reconcile]   ✅  Success - Main cd \"$ACTION_PATH\"\n\"$PY\" -m agent step \"$STEP\"\n [1.25s]\n"
+           "[agent/x/reconcile]   ✅  Success - Main cd \"$ACTION_PATH\"\n\"$PY\" -m gitops_agent step \"$STEP\"\n [1.25s]\n"
            "[agent/x/reconcile]   ⚙  ::set-output:: task=\n"
            "[agent/x/reconcile]   ✅  Success - Main gitops-agent/gitops-agent@v1 [1m5.25s]\n")
     assert setup_time.setup_seconds(log) == (64.0, 1.25)

@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import pytest
 
-from agent.brain.branch import BRAIN_BRANCH, checkout_brain, default_files, list_tools, load_repo_brain
-from agent.core.errors import ConfigError
-from agent.git.repo import GitRepo
-from agent.cli.local import make_runtime
-from agent.models.scripted import ScriptedModel
-from agent.sandbox.choose import available_backends
+from gitops_agent.brain.branch import BRAIN_BRANCH, checkout_brain, default_files, list_tools, load_repo_brain
+from gitops_agent.core.errors import ConfigError
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.cli.local import make_runtime
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.sandbox.choose import available_backends
 
 from tests.memory.helpers import cli, config, finish, git, make_repo, node, plan, run_task, step_done
 

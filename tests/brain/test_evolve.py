@@ -9,13 +9,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 import yaml
 
-from agent.brain.branch import BRAIN_BRANCH, default_files
-from agent.core.errors import AgentError
-from agent.brain.evolve import gather, pull_request_for, run_evolve
-from agent.git.repo import GitRepo
-from agent.memory.store import MemoryStore
-from agent.models.base import ToolResultBlock
-from agent.models.scripted import ScriptedModel
+from gitops_agent.brain.branch import BRAIN_BRANCH, default_files
+from gitops_agent.core.errors import AgentError
+from gitops_agent.brain.evolve import gather, pull_request_for, run_evolve
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.models.base import ToolResultBlock
+from gitops_agent.models.scripted import ScriptedModel
 
 from tests.memory.helpers import cli, experience, git, make_repo
 

@@ -17,7 +17,7 @@ def test_demo_answers_with_numbers_computed_from_the_data(tmp_path):
     assert r.returncode == 0, r.stderr
     # recompute what the answer must say, from the shipped data
     amounts = defaultdict(list)
-    for row in csv.DictReader(open(ROOT / "agent" / "demo" / "orders.csv")):
+    for row in csv.DictReader(open(ROOT / "gitops_agent" / "demo" / "orders.csv")):
         try:
             amounts[row["region"]].append(float(row["amount"]))
         except ValueError:

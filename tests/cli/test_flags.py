@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from agent.sandbox.choose import docker_engine_answers
+from gitops_agent.sandbox.choose import docker_engine_answers
 from tests.helpers import git, make_repo
 from tests.memory.helpers import cli
 
@@ -73,7 +73,7 @@ def test_every_command_and_flag_explains_itself():
     """`--help` that helps: every command has a description and every argument a help text."""
     import argparse
 
-    from agent.cli.main import _parser
+    from gitops_agent.cli.main import _parser
 
     missing = []
 

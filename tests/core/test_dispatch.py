@@ -4,8 +4,8 @@ while the task's executors run so one planner call sees a wave of results."""
 import threading
 import time
 
-from agent.core.dispatch import LocalDispatcher
-from agent.core.seams import Job
+from gitops_agent.core.dispatch import LocalDispatcher
+from gitops_agent.core.seams import Job
 
 
 def J(step, node=None, task="t", seq=None):

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from agent.core.errors import StateFileError
-from agent.core.state import NodeStatus, TaskFile, Usage, parse_state
-from agent.core.plan import Plan, PlanNode, plan_problems
+from gitops_agent.core.errors import StateFileError
+from gitops_agent.core.state import NodeStatus, TaskFile, Usage, parse_state
+from gitops_agent.core.plan import Plan, PlanNode, plan_problems
 
 
 def node(id, deps=(), children=(), status="pending"):
@@ -83,8 +83,8 @@ def test_the_wall_budget_is_per_round():
     """A follow-up a day after the task began is not over its wall budget at once."""
     from datetime import datetime, timedelta, timezone
 
-    from agent.core.snapshot import Snapshot
-    from agent.core.state import Budget, StepRecord, TaskFile, TaskModels
+    from gitops_agent.core.snapshot import Snapshot
+    from gitops_agent.core.state import Budget, StepRecord, TaskFile, TaskModels
 
     day_ago = datetime.now(timezone.utc) - timedelta(days=1)
     task = TaskFile(task_id="t-1", question="q", base_ref="main", base_sha="0" * 40, budget=Budget(max_wall_seconds=600),
@@ -102,8 +102,8 @@ def test_the_wall_budget_stops_a_round_that_ran_too_long_and_a_follow_up_starts_
     round one second past max_wall_seconds is over it; a follow-up a day later starts afresh."""
     from datetime import datetime, timedelta, timezone
 
-    from agent.core.snapshot import Snapshot
-    from agent.core.state import Budget, StepRecord, TaskFile, TaskModels
+    from gitops_agent.core.snapshot import Snapshot
+    from gitops_agent.core.state import Budget, StepRecord, TaskFile, TaskModels
 
     now = datetime.now(timezone.utc)
     task = TaskFile(task_id="t-1", question="q", base_ref="main", base_sha="0" * 40, budget=Budget(max_wall_seconds=600),

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli.main import main
-from agent.eval.replay import replay
+from gitops_agent.cli.main import main
+from gitops_agent.eval.replay import replay
 from tests.helpers import ROOT, git
 
 RECORDINGS = ROOT / "tests" / "data" / "recordings"
@@ -39,7 +39,7 @@ def test_a_recorded_task_replays_to_its_outcome_and_answer(tmp_path, name):
 
 def test_a_changed_observation_is_the_first_divergence(tmp_path, monkeypatch):
     """An engine change that alters what the code prints (here: the sandbox appends a line)."""
-    from agent.sandbox.base import ProcessSandbox
+    from gitops_agent.sandbox.base import ProcessSandbox
 
     orig = ProcessSandbox.run_python
 
@@ -56,7 +56,7 @@ def test_a_changed_observation_is_the_first_divergence(tmp_path, monkeypatch):
 
 
 def test_a_plan_the_engine_now_cuts_short_names_the_answers_never_asked_for(tmp_path, monkeypatch, capsys):
-    from agent.steps import plan as plan_mod
+    from gitops_agent.steps import plan as plan_mod
 
     orig = plan_mod.merge_plan
 
@@ -80,9 +80,9 @@ def test_replay_of_an_unknown_task_says_so(tmp_path, capsys):
 def test_what_differs_between_any_two_runs_is_no_divergence(tmp_path):
     """The checkout's path, the sandbox's temporary folder in a traceback, and a set's order do not
     make a replay diverge; a changed figure does."""
-    from agent.cli.local import make_runtime, run_question
-    from agent.core.config import AgentConfig
-    from agent.models.scripted import ScriptedModel
+    from gitops_agent.cli.local import make_runtime, run_question
+    from gitops_agent.core.config import AgentConfig
+    from gitops_agent.models.scripted import ScriptedModel
     from tests.helpers import make_repo
 
     repo = make_repo(tmp_path, "r", files={"a.txt": "1\n"})

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.errors import AgentError, GitError, PushConflict, PushRetriesExhausted
-from agent.git.repo import Commit, GitRepo, format_message, parse_trailers
+from gitops_agent.core.errors import AgentError, GitError, PushConflict, PushRetriesExhausted
+from gitops_agent.git.repo import Commit, GitRepo, format_message, parse_trailers
 
 from tests.helpers import ROOT
 BRANCH = "agent/task/42-avg"
@@ -247,7 +247,7 @@ def test_threads_race_on_one_branch(repo, store, serialize, monkeypatch):
 
 def test_processes_race_locally(repo, store):
     script = (
-        "import sys; from agent.git.repo import GitRepo\n"
+        "import sys; from gitops_agent.git.repo import GitRepo\n"
         "s = GitRepo(sys.argv[1])\n"
         "for i in range(10): s.commit_files(sys.argv[2], {f'p{sys.argv[3]}/{i}': b'x'}, f'p{i}', {'Agent-Node': sys.argv[3]})\n"
     )
@@ -427,7 +427,7 @@ def bare(tmp_path, repo) -> Path:
 
 PUSHER = """
 import sys
-from agent.git.repo import GitRepo
+from gitops_agent.git.repo import GitRepo
 s = GitRepo(sys.argv[1], remote="origin")
 for i in range(10):
     s.commit_files(sys.argv[2], {f"w{sys.argv[3]}/{i}.txt": f"{i}".encode()}, f"writer {sys.argv[3]} commit {i}",

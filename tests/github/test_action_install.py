@@ -67,7 +67,7 @@ def test_a_cold_runner_installs_the_lock_and_the_next_job_reuses_it(tmp_path):
         assert n in pins and version in pins[n], f"{name}=={version} is not what requirements/action.txt locks"
     assert {"anthropic", "pygithub", "pydantic", "jinja2", "pyyaml"} <= set(installed)
     assert "numpy" not in installed and "bm25s" not in installed and "pip" not in installed
-    r = subprocess.run([str(py), "-c", "import agent.github.steps, agent.steps.engine, anthropic, openai"], cwd=ROOT,
+    r = subprocess.run([str(py), "-c", "import gitops_agent.github.steps, gitops_agent.steps.engine, anthropic, openai"], cwd=ROOT,
                        env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     # the next job on this runner: the same environment, from the cache

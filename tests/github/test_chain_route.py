@@ -1,4 +1,4 @@
-"""The rule of github.inline_steps (agent/github/chain.py), case by case: what a job carries on
+"""The rule of github.inline_steps (gitops_agent/github/chain.py), case by case: what a job carries on
 with, what it dispatches, and what it leaves to the last node to end."""
 
 from __future__ import annotations
@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from agent.core.config import GitHubConfig
-from agent.core.plan import Plan, PlanNode
-from agent.core.seams import Job
-from agent.core.snapshot import Snapshot
-from agent.core.state import NodeStatus, StepRecord, utcnow
-from agent.github.chain import route
+from gitops_agent.core.config import GitHubConfig
+from gitops_agent.core.plan import Plan, PlanNode
+from gitops_agent.core.seams import Job
+from gitops_agent.core.snapshot import Snapshot
+from gitops_agent.core.state import NodeStatus, StepRecord, utcnow
+from gitops_agent.github.chain import route
 
 B = "agent/task/1-x"
 

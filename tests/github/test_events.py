@@ -1,11 +1,11 @@
-"""What an event asks for (agent/github/events.py): the trigger phrase of a comment or an issue
+"""What an event asks for (gitops_agent/github/events.py): the trigger phrase of a comment or an issue
 body is a word of its own."""
 
 from __future__ import annotations
 
 import pytest
 
-from agent.github.events import read_trigger
+from gitops_agent.github.events import read_trigger
 
 
 def comment(body: str) -> dict:
@@ -40,7 +40,7 @@ def test_the_trigger_phrase_as_a_word_continues_the_task(body, question):
 def test_the_actions_gate_reads_the_phrase_the_same_way(tmp_path):
     """An outsider's `/agentfoo …` is not a trigger for the gate either: it stops silently, without
     the refusal comment that `/agent …` gets."""
-    from agent.github import gate
+    from gitops_agent.github import gate
     from tests.fakes.github_server import FakeGitHub
 
     with FakeGitHub(token="ghs_gate") as gh:
@@ -65,7 +65,7 @@ def test_the_actions_gate_reads_the_phrase_the_same_way(tmp_path):
 def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
     """Line review comments and reviews are gated like comments: an outsider's `/agent` (or
     "request changes") is refused once, before the install; a writer's goes on."""
-    from agent.github import gate
+    from gitops_agent.github import gate
     from tests.fakes.github_server import FakeGitHub
 
     with FakeGitHub(token="ghs_gate") as gh:
@@ -93,7 +93,7 @@ def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
 def _gate_comment(login: str, kind: str = "User", role: str | None = None) -> tuple[bool, str, list[str]]:
     """The actions gate on `/agent do it` commented by ``login`` (a ``kind`` with ``role``):
     (proceed, why, the comments on the issue after it)."""
-    from agent.github import gate
+    from gitops_agent.github import gate
     from tests.fakes.github_server import FakeGitHub
 
     with FakeGitHub(token="ghs_gate") as gh:
@@ -127,8 +127,8 @@ def test_the_actions_gate_refuses_a_triager_who_cannot_write():
 def test_a_max_usd_input_that_is_not_a_finite_amount_is_refused():
     import pytest
 
-    from agent.core.errors import ConfigError
-    from agent.github.settings import Settings
+    from gitops_agent.core.errors import ConfigError
+    from gitops_agent.github.settings import Settings
 
     base = {"GITHUB_REPOSITORY": "o/r", "GITHUB_TOKEN": "ghs_x"}
     assert Settings.from_env({**base, "GITOPS_AGENT_MAX_USD": "2.5"}).max_usd == 2.5

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.errors import AgentError
-from agent.github.client import (
+from gitops_agent.core.errors import AgentError
+from gitops_agent.github.client import (
     GitHubAuthError,
     GitHubClient,
     GitHubError,
@@ -198,7 +198,7 @@ def test_open_pull_reviewer_refusals_are_ignored(srv, bare, caplog):
     srv.add_repo("o/r", default_branch="main", git_dir=bare)
     srv.set_permission("o/r", "alice", "write")
     gh = client(srv)
-    with caplog.at_level(logging.WARNING, logger="agent.github.client"):
+    with caplog.at_level(logging.WARNING, logger="gitops_agent.github.client"):
         number, _ = gh.open_pull("agent/task/1", "main", "t", "b", reviewers=[srv.login, "alice", "stranger"])
     assert srv.repo("o/r").issues[number].pull.requested_reviewers == ["alice"]
     assert "pull request author" in caplog.text and "stranger" in caplog.text

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.errors import ConfigError
-from agent.github.steps import run_step_command
+from gitops_agent.core.errors import ConfigError
+from gitops_agent.github.steps import run_step_command
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
@@ -265,7 +265,7 @@ def test_reconcile_leaves_a_task_alone_within_its_lease_and_resends_its_step_aft
     sent again."""
     from datetime import datetime, timedelta
 
-    import agent.github.steps as steps_mod
+    import gitops_agent.github.steps as steps_mod
 
     h, *_ = world
     _write_config(h, "github: {inline_steps: false}\n")
@@ -335,7 +335,7 @@ def evolve_script(tmp_path: Path, no_python: bool = False) -> Path:
     ``no_python``, loses its run_python tool: a change that makes the suite worse)."""
     import yaml
 
-    from agent.brain.branch import default_files
+    from gitops_agent.brain.branch import default_files
 
     analyst = yaml.safe_load(default_files()["agents/analyst.yaml"])
     analyst["instructions"] += "Check for the top customer ties.\n"

@@ -25,7 +25,7 @@ def job_process(h: Harness, dispatch: dict) -> subprocess.Popen:
     """The job of ``dispatch`` as a runner runs it: a process of its own (in its own process group)."""
     env = {**os.environ, **h.env("repository_dispatch", {"action": dispatch["event_type"], "client_payload": dispatch["client_payload"]}),
            "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "agent", "step", "auto"], env=env, cwd=ROOT,
+    return subprocess.Popen([sys.executable, "-m", "gitops_agent", "step", "auto"], env=env, cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def imported(h, event_name: str, event: dict) -> set[str]:
     env = {**os.environ, **h.env(event_name, event), "PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1"}
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "agent", "step", "auto"], cwd=ROOT, env=env,
+    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "gitops_agent", "step", "auto"], cwd=ROOT, env=env,
                        capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr[-3000:]
     return {m.group(1).strip() for m in re.finditer(r"(?m)^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", p.stderr)}
@@ -38,7 +38,7 @@ def test_each_step_imports_only_what_it_needs(world):
     assert set(seen) == {"intake", "plan", "execute", "finish"} and list(h.gh.repo("o/r").pulls.values())
     sdk = {"anthropic", "openai"}
     assert seen["intake"] & sdk == set() and seen["finish"] & sdk == set()
-    assert "agent.memory.retrieval" not in seen["execute"] and "agent.memory.retrieval" not in seen["finish"]
+    assert "gitops_agent.memory.retrieval" not in seen["execute"] and "gitops_agent.memory.retrieval" not in seen["finish"]
     assert "numpy" not in set().union(*seen.values()) and "bm25s" not in set().union(*seen.values())
     # and the check sees imports: the planner and the executor did load the SDK
     assert "anthropic" in seen["plan"] and "anthropic" in seen["execute"]

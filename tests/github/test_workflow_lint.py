@@ -62,7 +62,7 @@ def test_no_expression_in_any_run_script():
 
     # and it catches one: the action with an event field interpolated into its last script
     text = (ROOT / "action.yml").read_text()
-    marker = '"$PY" -m agent step "$STEP"'
+    marker = '"$PY" -m gitops_agent step "$STEP"'
     assert text.count(marker) == 1
     n, bad = _expressions_in_run_scripts(text.replace(marker, marker + ' --title "${{ github.event.issue.title }}"'))
     assert n == found["action.yml"] and len(bad) == 1 and "github.event.issue.title" in bad[0]

@@ -11,7 +11,7 @@ import pytest
 
 from tests.helpers import ROOT
 
-AGENT = ROOT / "agent"
+AGENT = ROOT / "gitops_agent"
 MAX_LINES = 430
 PACKAGES = {"core", "steps", "git", "sandbox", "safety", "models", "memory", "brain", "github", "observe", "cli", "demo", "eval"}
 
@@ -59,7 +59,7 @@ def import_graph() -> dict[str, set[str]]:
             for t in targets:
                 while t and t not in mods and "." in t:
                     t = t.rsplit(".", 1)[0]
-                if t in mods and t != mod and t != "agent":
+                if t in mods and t != mod and t != "gitops_agent":
                     graph[mod].add(t)
     return graph
 
@@ -124,7 +124,7 @@ def test_every_package_is_shipped():
 
 def test_the_console_script_names_a_function():
     """`gitops-agent` (pyproject's [project.scripts]) must resolve to a callable, not a module: the
-    README's first command runs it (the layout change once left it pointing at agent.cli.main's module)."""
+    README's first command runs it (the layout change once left it pointing at gitops_agent.cli.main's module)."""
     import importlib
     import os
     import subprocess

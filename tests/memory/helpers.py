@@ -5,12 +5,12 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from agent.core.config import AgentConfig
-from agent.cli.local import make_runtime, run_question
-from agent.memory.experience import Experience, OutlineItem
-from agent.models.scripted import ScriptedModel
-from agent.observe.progress import RecordingReporter
-from agent.core.state import utcnow
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.memory.experience import Experience, OutlineItem
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.core.state import utcnow
 from tests.helpers import GIT_ENV, ROOT, git  # noqa: F401 - shared helpers
 from tests.helpers import make_repo as _make_repo
 
@@ -77,7 +77,7 @@ def cli(*args: str) -> subprocess.CompletedProcess:
     import contextlib
     import io
 
-    from agent.cli.main import main
+    from gitops_agent.cli.main import main
 
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):

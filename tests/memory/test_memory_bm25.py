@@ -1,4 +1,4 @@
-"""The pure-Python BM25 of agent/memory/retrieval.py: its scores against the Lucene formula
+"""The pure-Python BM25 of gitops_agent/memory/retrieval.py: its scores against the Lucene formula
 worked out here, the top-k order and bound, the on-disk round trip, the rebuild of an old or
 damaged index cache, and that BM25 alone never imports numpy or bm25s."""
 
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from agent.memory.retrieval import FORMAT, BM25Index, Retriever, tokenize
-from agent.memory.store import MemoryStore
+from gitops_agent.memory.retrieval import FORMAT, BM25Index, Retriever, tokenize
+from gitops_agent.memory.store import MemoryStore
 
 from tests.memory.helpers import ROOT, experience, make_repo
 from tests.memory.test_memory_retrieval import load_set
@@ -108,7 +108,7 @@ def test_save_and_load_give_the_same_results(tmp_path):
 
 def test_a_hybrid_retriever_round_trips_with_its_bm25_half(tmp_path):
     np = pytest.importorskip("numpy")  # the embed extra's; no model needed for saved vectors
-    from agent.memory.retrieval import EmbeddingIndex
+    from gitops_agent.memory.retrieval import EmbeddingIndex
 
     bm25 = BM25Index.build(TINY)
     Retriever("hybrid", bm25, EmbeddingIndex(np.eye(5, 384, dtype=np.float32), "some-model"), 5).save(tmp_path / "h")
@@ -149,7 +149,7 @@ DAMAGE = {
 
 @pytest.mark.parametrize("damage", list(DAMAGE))
 def test_an_old_or_damaged_index_cache_is_rebuilt(tmp_path, damage):
-    from agent.git.repo import GitRepo
+    from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(make_repo(tmp_path)))
     for i, q in enumerate(["average order value per region", "flaky CI builds on Mondays", "churn of monthly subscribers"]):
@@ -176,10 +176,10 @@ def test_pyproject_needs_neither_numpy_nor_bm25s_but_the_embed_extra_has_numpy()
 BM25_ONLY = """
 import sys
 from pathlib import Path
-import agent.memory.index
-from agent.git.repo import GitRepo
-from agent.memory.retrieval import Retriever
-from agent.memory.store import MemoryStore
+import gitops_agent.memory.index
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.retrieval import Retriever
+from gitops_agent.memory.store import MemoryStore
 
 r = Retriever.build(["average order value per region", "flaky CI builds"], "bm25")
 assert r.search("order value", 3)[0][0] == 0
@@ -193,7 +193,7 @@ print(sorted(m for m in sys.modules if m.split(".")[0] in ("numpy", "bm25s")))
 
 
 def test_bm25_alone_never_imports_numpy_or_bm25s(tmp_path):
-    from agent.git.repo import GitRepo
+    from gitops_agent.git.repo import GitRepo
 
     repo = make_repo(tmp_path)
     store = MemoryStore.open(GitRepo(repo))
@@ -208,7 +208,7 @@ def test_bm25_alone_never_imports_numpy_or_bm25s(tmp_path):
 def test_a_planted_huge_experience_is_indexed_only_up_to_a_cap():
     """Experiences come from earlier tasks (their models, maybe injected ones): a megabyte of unique
     words in a summary must not make every later lookup slow; what is indexed is capped."""
-    from agent.memory.experience import DOC_TEXT_MAX
+    from gitops_agent.memory.experience import DOC_TEXT_MAX
 
     words = " ".join(f"w{i:07d}" for i in range(120_000))  # ~1 MB of unique tokens
     e = experience("1-big", "average order value", summary=words)

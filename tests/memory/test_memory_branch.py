@@ -6,12 +6,12 @@ from __future__ import annotations
 
 import json
 
-from agent.cli.local import make_demo_repo, make_runtime, resume, run_question
-from agent.memory.experience import MEMORY_BRANCH
-from agent.memory.store import MemoryStore
-from agent.models.scripted import ScriptedModel
-from agent.observe.progress import RecordingReporter
-from agent.core.state import task_dir
+from gitops_agent.cli.local import make_demo_repo, make_runtime, resume, run_question
+from gitops_agent.memory.experience import MEMORY_BRANCH
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.core.state import task_dir
 
 from tests.memory.helpers import config, experience, finish, git, make_repo, node, plan, run_task, step_done
 
@@ -130,8 +130,8 @@ def test_a_finish_killed_before_the_memory_write_adds_the_experience_on_resume(t
     assert res.outcome == "done"
     monkeypatch.undo()
     rt = make_runtime(repo, config=config(), reporter=RecordingReporter(), models={"scripted:t": ScriptedModel({})})
-    from agent.steps.engine import Engine
-    from agent.core.seams import Job
+    from gitops_agent.steps.engine import Engine
+    from gitops_agent.core.seams import Job
 
     Engine(rt).handle(Job(step="finish", task="7-killed", branch="agent/task/7-killed"))  # a duplicate finish dispatch
     assert "experiences/7-killed.json" in git(repo, "ls-tree", "-r", "--name-only", MEMORY_BRANCH)
@@ -161,7 +161,7 @@ def test_the_index_is_cached_per_memory_tip_and_reindex_rebuilds_it(tmp_path):
 
 def test_the_planner_is_shown_exactly_k_experiences_when_more_match(tmp_path):
     repo = make_repo(tmp_path)
-    from agent.git.repo import GitRepo
+    from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(repo))
     for tid, q in [("1-aov", "average order value per region"), ("2-sum", "total order value per region last month"),
@@ -182,7 +182,7 @@ def test_a_task_is_never_shown_its_own_experience(tmp_path):
     """agent/memory already holds an experience under this task's own id (a task that stopped
     before its first plan, then continued): its planner is shown the others, never itself."""
     repo = make_repo(tmp_path)
-    from agent.git.repo import GitRepo
+    from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(repo))
     question = "What is the average order value for each region?"

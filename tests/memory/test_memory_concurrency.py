@@ -10,9 +10,9 @@ import sys
 import threading
 from pathlib import Path
 
-from agent.git.repo import GitRepo
-from agent.memory.experience import MEMORY_BRANCH
-from agent.memory.store import MemoryStore
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.experience import MEMORY_BRANCH
+from gitops_agent.memory.store import MemoryStore
 
 from tests.memory.helpers import GIT_ENV, ROOT, experience, git, make_repo
 
@@ -21,10 +21,10 @@ N = 20
 WRITER = """
 import sys, threading, time
 from pathlib import Path
-from agent.git.repo import GitRepo
-from agent.memory.experience import Experience
-from agent.memory.store import MemoryStore
-from agent.core.state import utcnow
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.experience import Experience
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.core.state import utcnow
 GitRepo.serialize_threads = False  # threads of one process race through compare-and-swap too
 repo, first, count, go = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), Path(sys.argv[4])
 store = MemoryStore.open(GitRepo(repo))

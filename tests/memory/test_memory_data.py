@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from agent.memory.experience import MEMORY_BRANCH
-from agent.sandbox.choose import available_backends
+from gitops_agent.memory.experience import MEMORY_BRANCH
+from gitops_agent.sandbox.choose import available_backends
 
 from tests.memory.helpers import cli, finish, git, make_repo, node, plan, run_task
 

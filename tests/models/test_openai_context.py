@@ -8,10 +8,10 @@ import time
 
 import pytest
 
-from agent.core.errors import FatalModelError, ModelError
-from agent.models.base import Message, ModelRequest, ToolSpec
-from agent.models.context_fit import window_of
-from agent.models.openai_model import OpenAIModel
+from gitops_agent.core.errors import FatalModelError, ModelError
+from gitops_agent.models.base import Message, ModelRequest, ToolSpec
+from gitops_agent.models.context_fit import window_of
+from gitops_agent.models.openai_model import OpenAIModel
 from tests.fakes.openai_server import FakeOpenAI
 
 RUN_PYTHON = ToolSpec(name="run_python", description="Run Python code.", input_schema={
@@ -67,7 +67,7 @@ def test_a_prompt_the_first_estimate_puts_past_the_window_still_asks_a_positive_
     """Before any answer the prompt's size is estimated high (3 characters a token): a prompt the
     estimate puts past a 1,000-token window, which the server can still take, asks for the
     64-token minimum (never zero or less), and the answer comes."""
-    from agent.models.context_fit import ContextFit
+    from gitops_agent.models.context_fit import ContextFit
 
     text = "x " * 1600  # 3,200 characters: about 1,300 tokens estimated with the tools, 870 on the server
     with FakeOpenAI(context_tokens=1000, responder=lambda b: "ok") as srv:

@@ -8,12 +8,12 @@ import time
 import openai
 import pytest
 
-from agent.core.errors import FatalModelError, ModelError
-from agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
-from agent.models.openai_model import OpenAIModel, parse_arguments
-from agent.models.pricing import price_of
-from agent.core.seams import Model
-from agent.core.state import Usage
+from gitops_agent.core.errors import FatalModelError, ModelError
+from gitops_agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from gitops_agent.models.openai_model import OpenAIModel, parse_arguments
+from gitops_agent.models.pricing import price_of
+from gitops_agent.core.seams import Model
+from gitops_agent.core.state import Usage
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
 KEY = "sk-openai-test"

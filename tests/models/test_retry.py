@@ -1,17 +1,17 @@
-"""The runtime's second line of retries (agent/models/retry.py): how long it waits before it
+"""The runtime's second line of retries (gitops_agent/models/retry.py): how long it waits before it
 asks a provider again."""
 
 from __future__ import annotations
 
 import time
 
-from agent.core.config import AgentConfig
-from agent.core.errors import ModelError
-from agent.core.runtime import Runtime
-from agent.models.base import Message, ModelRequest
-from agent.models.retry import RetryPolicy, query_with_retry
-from agent.models.scripted import ScriptedModel
-from agent.observe.progress import RecordingReporter
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.core.errors import ModelError
+from gitops_agent.core.runtime import Runtime
+from gitops_agent.models.base import Message, ModelRequest
+from gitops_agent.models.retry import RetryPolicy, query_with_retry
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.observe.progress import RecordingReporter
 
 
 def test_the_wait_is_what_the_provider_asked_for_not_the_back_off():

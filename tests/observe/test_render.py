@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import pytest
 
-from agent.observe.gha import gha_error, gha_escape_data, gha_escape_property, gha_group
-from agent.observe.render import (
+from gitops_agent.observe.gha import gha_error, gha_escape_data, gha_escape_property, gha_group
+from gitops_agent.observe.render import (
     append_step_summary,
     checklist,
     cost_table,
@@ -21,9 +21,9 @@ from agent.observe.render import (
     step_summary,
     task_marker,
 )
-from agent.core.snapshot import Snapshot
-from agent.core.state import NodeStatus, StepRecord, TaskFile, TaskModels, Usage
-from agent.core.plan import Plan, PlanFinish, PlanNode
+from gitops_agent.core.snapshot import Snapshot
+from gitops_agent.core.state import NodeStatus, StepRecord, TaskFile, TaskModels, Usage
+from gitops_agent.core.plan import Plan, PlanFinish, PlanNode
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 TASK = "42-avg-order-value"

@@ -17,14 +17,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.core.config import AgentConfig
-from agent.git.repo import GitRepo
-from agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
-from agent.models.scripted import ScriptedModel
-from agent.core.state import NodeStatus, StepRecord, Usage
-from agent.observe.terminal import render_terminal
-from agent.observe.trace_build import build_trace
-from agent.observe.html import render_html
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.core.state import NodeStatus, StepRecord, Usage
+from gitops_agent.observe.terminal import render_terminal
+from gitops_agent.observe.trace_build import build_trace
+from gitops_agent.observe.html import render_html
 from tests.helpers import git
 from tests.helpers import agent_command as cli
 
@@ -41,7 +41,7 @@ MODEL_NAME = "claude-haiku-4-5"  # priced, so the ledger has real dollars in it
 def task(tmp_path_factory):
     """The demo question run end to end, its model output laced with HTML."""
     repo = make_demo_repo(tmp_path_factory.mktemp("trace") / "demo")
-    script = yaml.safe_load((ROOT / "agent" / "demo" / "script.yaml").read_text())
+    script = yaml.safe_load((ROOT / "gitops_agent" / "demo" / "script.yaml").read_text())
     finish_n3 = next(e for e in script["executor:n3"] if e.get("tool") == "finish_step")
     finish_n3["input"]["result"] = "{{ last_output }}\n\nNote: " + EVIL
     script["planner"][0]["text"] = script["planner"][0].get("text", "") + " " + EVIL_TEXT
@@ -160,9 +160,9 @@ def test_a_tampered_ledger_is_flagged(task, tmp_path):
 
 def test_a_task_in_flight(task, trace):
     """At the commit that dispatched n2 and n3: they are running, their steps not reported."""
-    from agent.observe.render import progress_comment
-    from agent.core.snapshot import load_snapshot
-    from agent.observe.trace_build import trace_from_snapshot
+    from gitops_agent.observe.render import progress_comment
+    from gitops_agent.core.snapshot import load_snapshot
+    from gitops_agent.observe.trace_build import trace_from_snapshot
 
     repo, task_id = task
     g = GitRepo(repo)
@@ -445,7 +445,7 @@ def test_html_in_headless_chromium(html_file, trace, tmp_path):
 
 
 def test_telemetry_is_a_noop_without_setup(trace, monkeypatch):
-    from agent.observe import telemetry
+    from gitops_agent.observe import telemetry
 
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_ENDPOINT", raising=False)
     monkeypatch.delenv("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT", raising=False)
@@ -477,7 +477,7 @@ def _sdk():
 
 
 def test_telemetry_spans_with_genai_attributes(trace):
-    from agent.observe import telemetry
+    from gitops_agent.observe import telemetry
 
     _, InMemorySpanExporter = _sdk()
     exporter = InMemorySpanExporter()
@@ -557,8 +557,8 @@ def test_trace_otlp_export_over_http(task, trace):
 
 def test_github_renderings_from_a_trace(task, trace):
     """The shared renderings take a Trace too: the commit links come from its history."""
-    from agent.observe.render import pr_body, progress_comment, step_summary, task_marker
-    from agent.core.snapshot import load_snapshot
+    from gitops_agent.observe.render import pr_body, progress_comment, step_summary, task_marker
+    from gitops_agent.core.snapshot import load_snapshot
 
     repo, task_id = task
     url = lambda sha: f"https://example.test/commit/{sha}"  # noqa: E731
@@ -576,8 +576,8 @@ def test_github_renderings_from_a_trace(task, trace):
 
 
 def test_plan_layout_is_layered_and_does_not_overlap(trace):
-    from agent.observe.trace import TraceNode, TracePlan
-    from agent.observe.html import NODE_H, NODE_W, layout_plan
+    from gitops_agent.observe.trace import TraceNode, TracePlan
+    from gitops_agent.observe.html import NODE_H, NODE_W, layout_plan
 
     def node(i, deps=(), kids=(), status=NodeStatus.pending):
         return TraceNode(id=i, title=f"title of {i}", status=status, mark=status.mark, depends_on=list(deps), children=list(kids))
@@ -608,8 +608,8 @@ def test_plan_layout_is_layered_and_does_not_overlap(trace):
 
 
 def test_a_follow_up_reopens_the_task_and_reconcile_commits_are_not_steps(task, tmp_path):
-    from agent.steps.engine import Engine
-    from agent.steps.intake import add_instruction
+    from gitops_agent.steps.engine import Engine
+    from gitops_agent.steps.intake import add_instruction
 
     repo, task_id = task
     copy = tmp_path / "copy"

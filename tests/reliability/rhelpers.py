@@ -13,8 +13,8 @@ from typing import Any, Callable
 
 import pytest
 
-from agent.sandbox.choose import bwrap_works, docker_engine_answers
-from agent.sandbox.cgroups import pids_cgroup_parent
+from gitops_agent.sandbox.choose import bwrap_works, docker_engine_answers
+from gitops_agent.sandbox.cgroups import pids_cgroup_parent
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
 from tests.helpers import GIT_ENV, KEY, ROOT, commits, git, make_repo, task_branch  # noqa: F401 - shared helpers
 from tests.helpers import run_cli as cli  # noqa: F401

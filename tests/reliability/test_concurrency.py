@@ -9,10 +9,10 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
-from agent.git.repo import GitRepo
-from agent.memory.experience import MEMORY_BRANCH, Experience
-from agent.memory.store import MemoryStore
-from agent.core.state import utcnow
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.experience import MEMORY_BRANCH, Experience
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.core.state import utcnow
 from tests.reliability.rhelpers import git, make_repo
 
 WRITERS = 50

@@ -12,15 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.config import AgentConfig
-from agent.steps.engine import Engine
-from agent.cli.local import make_runtime, result_of, run_question
-from agent.models.anthropic_model import AnthropicModel
-from agent.models.retry import RetryPolicy, query_with_retry, retry_after_of
-from agent.core.errors import FatalModelError, ModelError
-from agent.observe.progress import RecordingReporter
-from agent.core.snapshot import load_snapshot
-from agent.core.state import Budget
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.steps.engine import Engine
+from gitops_agent.cli.local import make_runtime, result_of, run_question
+from gitops_agent.models.anthropic_model import AnthropicModel
+from gitops_agent.models.retry import RetryPolicy, query_with_retry, retry_after_of
+from gitops_agent.core.errors import FatalModelError, ModelError
+from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.core.snapshot import load_snapshot
+from gitops_agent.core.state import Budget
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
 from tests.fakes.anthropic_server import Fault, FakeAnthropic
 from tests.reliability.rhelpers import (
@@ -319,8 +319,8 @@ def test_retry_policy_unit():
 
 
 def test_openai_compatible_errors_carry_retry_after_and_are_retried_by_the_runtime():
-    from agent.models.base import Message, ModelRequest
-    from agent.models.openai_model import OpenAIModel
+    from gitops_agent.models.base import Message, ModelRequest
+    from gitops_agent.models.openai_model import OpenAIModel
     from tests.fakes.openai_server import FakeOpenAI
 
     with FakeOpenAI(faults=[Fault(status=429, retry_after=2), Fault(status=503)]) as srv:

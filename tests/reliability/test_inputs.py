@@ -14,18 +14,18 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.config import AgentConfig, PolicyConfig
-from agent.steps.engine import Engine
-from agent.core.errors import AgentError, BadName, ConfigError
-from agent.github.client import GitHubClient
-from agent.github.events import DispatchPayload, check_branch_name, read_trigger
-from agent.git.repo import GitRepo
-from agent.steps.intake import MAX_QUESTION_CHARS
-from agent.cli.local import make_runtime, run_question
-from agent.models.scripted import ScriptedModel
-from agent.git.checkout import Output
-from agent.safety.policy import decide
-from agent.core.state import TaskModels, branch_for
+from gitops_agent.core.config import AgentConfig, PolicyConfig
+from gitops_agent.steps.engine import Engine
+from gitops_agent.core.errors import AgentError, BadName, ConfigError
+from gitops_agent.github.client import GitHubClient
+from gitops_agent.github.events import DispatchPayload, check_branch_name, read_trigger
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.steps.intake import MAX_QUESTION_CHARS
+from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.git.checkout import Output
+from gitops_agent.safety.policy import decide
+from gitops_agent.core.state import TaskModels, branch_for
 from tests.fakes.github_server import FakeGitHub
 from tests.github.test_github_flow import TOKEN, world  # noqa: F401 - the fixture
 from tests.reliability.rhelpers import BEST, GIT_ENV, ROOT, commits, git, make_repo
@@ -128,7 +128,7 @@ def test_nasty_branch_names_and_task_ids_are_refused_everywhere(name, tmp_path):
 
 def test_a_nasty_task_id_on_the_command_line_is_a_clear_error(tmp_path):
     repo = make_repo(tmp_path)
-    p = subprocess.run([sys.executable, "-m", "agent", "run", "--repo", str(repo), "--model", "scripted:demo",
+    p = subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), "--model", "scripted:demo",
                         "--task-id", "1-x; touch pwned", "q"], capture_output=True, text=True, env={**GIT_ENV, "PYTHONPATH": str(ROOT)})
     assert p.returncode == 2 and "--task-id" in p.stderr and "bad task id" in p.stderr  # a usage error, naming the flag
     assert not (repo / "pwned").exists() and not Path("pwned").exists()

@@ -18,19 +18,19 @@ from pathlib import Path
 
 import pytest
 
-import agent.sandbox.choose as sbmod
-from agent.sandbox.cgroups import pids_cgroup_parent
-from agent.sandbox.env import SANE_PATH, scrubbed_env
-from agent.core.config import AgentConfig
-from agent.core.errors import SandboxError
-from agent.cli.local import make_runtime, run_question
-from agent.models.scripted import ScriptedModel
-from agent.sandbox.bubblewrap import BubblewrapSandbox
-from agent.sandbox.docker import DockerSandbox
-from agent.sandbox.limits import SandboxLimits
-from agent.sandbox.plain import SubprocessSandbox
-from agent.sandbox.choose import make_sandbox
-from agent.core.snapshot import load_snapshot
+import gitops_agent.sandbox.choose as sbmod
+from gitops_agent.sandbox.cgroups import pids_cgroup_parent
+from gitops_agent.sandbox.env import SANE_PATH, scrubbed_env
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.core.errors import SandboxError
+from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
+from gitops_agent.sandbox.docker import DockerSandbox
+from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.plain import SubprocessSandbox
+from gitops_agent.sandbox.choose import make_sandbox
+from gitops_agent.core.snapshot import load_snapshot
 from tests.reliability.rhelpers import (
     BACKENDS, BEST, ROOT, make_repo, needs_bwrap, needs_docker, process_limit_enforced, processes_under,
 )
@@ -61,9 +61,9 @@ def work(tmp_path: Path) -> Path:
 DRIVER = """
 import json, sys
 from pathlib import Path
-from agent.sandbox.bubblewrap import BubblewrapSandbox
-from agent.sandbox.limits import SandboxLimits
-from agent.sandbox.plain import SubprocessSandbox
+from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
+from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.plain import SubprocessSandbox
 backend, work, code = sys.argv[1], sys.argv[2], sys.stdin.read()
 cls = {"subprocess": SubprocessSandbox, "bubblewrap": BubblewrapSandbox}[backend]
 obs = cls(SandboxLimits(backend=backend, timeout_s=30)).run_python(code, Path(work))
@@ -380,7 +380,7 @@ def test_a_100_mb_file_from_the_code_is_refused_not_committed(tmp_path):
 def test_falling_back_to_subprocess_warns_loudly(monkeypatch, caplog):
     monkeypatch.setattr(sbmod, "bwrap_works", lambda: False)
     monkeypatch.setattr(sbmod, "docker_engine_answers", lambda: False)
-    with caplog.at_level(logging.WARNING, logger="agent.sandbox"):
+    with caplog.at_level(logging.WARNING, logger="gitops_agent.sandbox"):
         assert make_sandbox(SandboxLimits()).name == "subprocess"
     assert any("falling back to the subprocess backend" in r.message and "/proc/<agent pid>/environ" in r.message for r in caplog.records)
 
@@ -401,8 +401,8 @@ def test_require_isolation_is_met_by_bubblewrap():
 
 
 def test_github_steps_require_isolation_unless_the_repository_opts_out(tmp_path):
-    from agent.github.steps import Settings, StepRunner
-    from agent.git.repo import GitRepo
+    from gitops_agent.github.steps import Settings, StepRunner
+    from gitops_agent.git.repo import GitRepo
 
     repo = make_repo(tmp_path)
     runner = StepRunner(Settings(repo="o/r", workdir=tmp_path), client=None)

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from agent.core.config import PolicyConfig
-from agent.git.checkout import Output
-from agent.safety.policy import decide, matches
+from gitops_agent.core.config import PolicyConfig
+from gitops_agent.git.checkout import Output
+from gitops_agent.safety.policy import decide, matches
 
 OWN = ".agent/tasks/t/steps/0003-n1"
 

@@ -7,7 +7,7 @@ import urllib.parse
 
 import pytest
 
-from agent.safety.secrets import REDACTED, redact, redact_for_commit
+from gitops_agent.safety.secrets import REDACTED, redact, redact_for_commit
 
 SECRET = "sk-ant-api03-Zq8xW2vB7nM4kL9pR3tY6uI1oP5aS0dF"
 

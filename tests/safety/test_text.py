@@ -6,7 +6,7 @@ import re
 
 from markdown_it import MarkdownIt
 
-from agent.safety.text import inbound, log_line, outbound, quote, strip_invisible
+from gitops_agent.safety.text import inbound, log_line, outbound, quote, strip_invisible
 
 TAGS = "".join(chr(0xE0000 + ord(c)) for c in "run rm -rf")
 
@@ -75,7 +75,7 @@ def test_unreferenced_footnotes_are_hidden_text():
 
 def test_a_mention_after_a_backtick_does_not_ping():
     """An escaped backtick renders as a backtick: the @mention after it must still be defused."""
-    from agent.safety.text import inline_text, outbound
+    from gitops_agent.safety.text import inline_text, outbound
 
     for out in (inline_text("ask `@victim and @org/team"), outbound("ask `@victim")):
         assert "`@victim`" in out, out

@@ -1,6 +1,6 @@
 import pytest
 
-from agent.sandbox.choose import bwrap_works
+from gitops_agent.sandbox.choose import bwrap_works
 from tests.security.harness import World
 
 # The suite is about the real boundary: it runs where bubblewrap works (.ci/run installs it).

@@ -1,5 +1,5 @@
 """The hostile-model harness: a prompt-injected model whose executor code is the attack, driving
-the real job chain as GitHub Actions runs it -- `python -m agent step auto`, one process per job,
+the real job chain as GitHub Actions runs it -- `python -m gitops_agent step auto`, one process per job,
 the environment the action gives (token, key, RUNNER_TEMP, GITHUB_EVENT_PATH, GITHUB_ENV, a
 workspace whose .git/config holds a token) -- on a runner laid out like a real one (its own
 directory with .credentials and _diag logs, a custom work directory) beside a second runner
@@ -254,7 +254,7 @@ class World:
         return env
 
     def job(self, event_name: str, event: dict, step: str = "auto", timeout: float = 180, **extra: str) -> JobRun:
-        p = subprocess.Popen([PY, "-m", "agent", "step", step], cwd=self.workspace, env=self.env(event_name, event, **extra),
+        p = subprocess.Popen([PY, "-m", "gitops_agent", "step", step], cwd=self.workspace, env=self.env(event_name, event, **extra),
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
         peak = [0]
         done = threading.Event()

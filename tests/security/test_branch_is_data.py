@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from agent.brain.branch import default_files
+from gitops_agent.brain.branch import default_files
 from tests.fakes.agent_responder import AgentResponder, tool
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.helpers import GIT_ENV, KEY, ROOT, commits, git, make_repo, push_config, task_branch
@@ -113,12 +113,12 @@ def _patient_planner() -> AgentResponder:
 def _run(repo: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
     env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY=KEY, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "agent", "run", "--repo", str(repo), *args], env=env,
+    return subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args], env=env,
                           capture_output=True, text=True, timeout=180)
 
 
 def _brain_branch(repo: Path, files: dict[str, str]) -> None:
-    assert subprocess.run([sys.executable, "-m", "agent", "brain", "init", "--repo", str(repo)], env={**GIT_ENV, "PYTHONPATH": str(ROOT)},
+    assert subprocess.run([sys.executable, "-m", "gitops_agent", "brain", "init", "--repo", str(repo)], env={**GIT_ENV, "PYTHONPATH": str(ROOT)},
                           capture_output=True).returncode == 0
     work = repo.parent / "brain-work"
     git(repo.parent, "clone", "-q", "--branch", "agent/brain", str(repo), str(work))
@@ -164,7 +164,7 @@ def _scripted_run(repo: Path, script: dict, question: str, *args: str, extra_env
     path.write_text(yaml.safe_dump(script))
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
     env.update(PYTHONPATH=str(ROOT), **(extra_env or {}))
-    return subprocess.run([sys.executable, "-m", "agent", "run", "-q", "--repo", str(repo), "--model", f"scripted:{path}", *args,
+    return subprocess.run([sys.executable, "-m", "gitops_agent", "run", "-q", "--repo", str(repo), "--model", f"scripted:{path}", *args,
                            question], env=env, capture_output=True, text=True, timeout=180)
 
 
@@ -182,7 +182,7 @@ def test_closing_keywords_never_reach_a_commit_message(tmp_path):
     messages = [m for m in git(repo, "log", "--format=%B%x00", task_branch(repo)).split("\0") if m.strip()]
     text = "\n".join(messages)
     assert "Closes (see) #5" in text and "Fixes (see) #6" in text and "closes (see) octo/other#9" in text
-    from agent.git.messages import CLOSING
+    from gitops_agent.git.messages import CLOSING
 
     assert not [m for m in messages if CLOSING.search(m)], messages
 
@@ -228,8 +228,8 @@ def test_evolve_validation_of_a_template_bomb_stays_small(tmp_path):
     that holds the keys does not grow."""
     import resource
 
-    from agent.brain.branch import validate_files
-    from agent.core.errors import ConfigError
+    from gitops_agent.brain.branch import validate_files
+    from gitops_agent.core.errors import ConfigError
 
     files = dict(default_files())
     files["prompts/planner_task.j2"] = (files["prompts/planner_task.j2"].decode() + "\n" + BOMB + "\n").encode()
@@ -244,7 +244,7 @@ def test_evolve_validation_of_a_template_bomb_stays_small(tmp_path):
 
 @pytest.mark.parametrize("login", ["require", "isolation", "hosts", "image", "agent"])
 def test_a_login_that_is_a_word_of_the_settings_is_not_let_through(login):
-    from agent.github.gate import decide
+    from gitops_agent.github.gate import decide
 
     config = "sandbox: {require_isolation: true}\ngithub: {image_hosts: [x]}\n# the agent answers questions\n" \
              "trigger:\n  allow: [carol]\n  allow_bots:\n    - helper[bot]\n"
@@ -299,7 +299,7 @@ def test_a_recording_that_asks_for_no_sandbox_is_replayed_isolated(tmp_path):
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
     env.update(PYTHONPATH=str(ROOT), CANARY_VICTIM_SECRET="sk-ant-CANARYvictim0123456789")
     keep = tmp_path / "kept"
-    r = subprocess.run([sys.executable, "-m", "agent", "replay", task, "--repo", str(repo), "--keep", str(keep)], env=env,
+    r = subprocess.run([sys.executable, "-m", "gitops_agent", "replay", task, "--repo", str(repo), "--keep", str(keep)], env=env,
                        capture_output=True, text=True, timeout=180)
     assert not marker.exists(), "the replayed code wrote outside its tree"
     turns = [f for f in git(keep, "ls-tree", "-r", "--name-only", f"agent/task/{task}").split() if f.endswith("-n1/turns.jsonl")]

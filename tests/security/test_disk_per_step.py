@@ -15,14 +15,14 @@ from pathlib import Path
 
 import pytest
 
-import agent.sandbox.watchdog as watchdog
-from agent.cli.local import make_runtime, run_question
-from agent.core.config import AgentConfig
-from agent.models.scripted import ScriptedModel
-from agent.sandbox.bubblewrap import BubblewrapSandbox
-from agent.sandbox.choose import bwrap_works
-from agent.sandbox.limits import SandboxLimits
-from agent.sandbox.plain import SubprocessSandbox
+import gitops_agent.sandbox.watchdog as watchdog
+from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
+from gitops_agent.sandbox.choose import bwrap_works
+from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.plain import SubprocessSandbox
 from tests.helpers import make_repo
 
 MiB = 2**20

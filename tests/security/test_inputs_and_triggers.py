@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from agent.brain.evolve import run_evolve
-from agent.core.errors import AgentError
-from agent.git.repo import GitRepo
-from agent.memory.store import MemoryStore
-from agent.core.state import Usage
-from agent.models.base import ModelResponse, ToolUseBlock
+from gitops_agent.brain.evolve import run_evolve
+from gitops_agent.core.errors import AgentError
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.core.state import Usage
+from gitops_agent.models.base import ModelResponse, ToolUseBlock
 from tests.helpers import git
 from tests.memory.helpers import experience, make_repo
 from tests.security.harness import AGENT_ROOT, PY, Attack, attacker
@@ -87,8 +87,8 @@ def test_ids_with_a_trailing_newline_are_refused(world):
                                           "sender": {"login": "alice", "type": "User"}})
         assert r.returncode != 0 and "bad client_payload" in r.stderr and "bad " in r.stderr
     assert w.branches() == before
-    from agent.core.state import NODE_ID_RE, TASK_ID_RE
-    from agent.core.plan import PlanNode
+    from gitops_agent.core.state import NODE_ID_RE, TASK_ID_RE
+    from gitops_agent.core.plan import PlanNode
     from pydantic import ValidationError
 
     assert TASK_ID_RE.fullmatch("1-x\n") is None and NODE_ID_RE.fullmatch("n1\n") is None
@@ -133,7 +133,7 @@ def test_the_actions_gate_stops_an_outsider_before_the_install(world):
         env = w.env(event, ev)
         out = Path(env["GITHUB_OUTPUT"])
         out.write_text("")
-        p = subprocess.run([PY, "-I", str(AGENT_ROOT / "agent" / "github" / "gate.py")], env=env, capture_output=True, text=True, timeout=60)
+        p = subprocess.run([PY, "-I", str(AGENT_ROOT / "gitops_agent" / "github" / "gate.py")], env=env, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
         return out.read_text().strip()
 

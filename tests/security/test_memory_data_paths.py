@@ -14,9 +14,9 @@ from pathlib import Path
 
 import yaml
 
-from agent.git.repo import GitRepo
-from agent.memory.experience import MEMORY_BRANCH
-from agent.memory.store import MemoryStore
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.experience import MEMORY_BRANCH
+from gitops_agent.memory.store import MemoryStore
 from tests.helpers import agent_command, git, make_repo
 
 PRICES = "sku,price\na,1.5\nb,2.5\n"

@@ -141,7 +141,7 @@ def test_titles_alt_texts_and_links_are_sanitised_everywhere(world):
 
     local = w.tmp / "upstream"
     git(local, "fetch", "-q", str(w.bare), f"agent/task/{tid}:agent/task/{tid}")
-    out = subprocess.run([sys.executable, "-m", "agent", "show", tid, "--repo", str(local)], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "gitops_agent", "show", tid, "--repo", str(local)], capture_output=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and b"Sum" in out.stdout
     assert b"\x1b" not in out.stdout and b"\x1b" not in out.stderr

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from agent.core.config import AgentConfig
-from agent.steps.engine import Engine
-from agent.cli.local import make_runtime, resume, run_question
-from agent.models.base import ToolResultBlock
-from agent.models.scripted import ScriptedModel
-from agent.observe.progress import RecordingReporter
-from agent.core.seams import Job
-from agent.core.snapshot import load_snapshot
-from agent.core.state import Budget, TaskModels, Usage
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.steps.engine import Engine
+from gitops_agent.cli.local import make_runtime, resume, run_question
+from gitops_agent.models.base import ToolResultBlock
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.core.seams import Job
+from gitops_agent.core.snapshot import load_snapshot
+from gitops_agent.core.state import Budget, TaskModels, Usage
 from tests.helpers import commits, git
 
 
@@ -417,10 +417,10 @@ def test_a_duplicate_execute_dispatch_while_the_task_runs_changes_nothing(repo):
 
 
 def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_failing(repo):
-    """Another planner (an inlined one beside a dispatched one, agent/github/chain.py) or a person
+    """Another planner (an inlined one beside a dispatched one, gitops_agent/github/chain.py) or a person
     commits plan.json while this planner thinks: the step plans again from what is there now."""
-    from agent.core.plan import Plan, PlanNode
-    from agent.core.state import dump_state
+    from gitops_agent.core.plan import Plan, PlanNode
+    from gitops_agent.core.state import dump_state
 
     script = {"planner": [plan(node("n1")), plan(node("n1"), node("p1"))]}
     rt_box: list = []
@@ -459,7 +459,7 @@ def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_fa
 def test_a_cascade_that_fails_on_the_cheap_model_and_succeeds_on_the_next_is_recorded(repo):
     """Cheap first, strong when needed (agent `cascade` in the brain): the node starts on the first
     model, which runs out of turns; the next one finishes it. The step, the trace and the ledger say so."""
-    from agent.observe.trace_build import build_trace
+    from gitops_agent.observe.trace_build import build_trace
 
     weak = ScriptedModel({"executor:n1": [{"tool": "run_shell", "input": {"command": "echo thinking"}}] * 3}, name="claude-haiku-4-5")
     strong = ScriptedModel({"executor:n1": [
@@ -554,7 +554,7 @@ def _start_with(repo: Path, script: dict, budget: Budget, workers: int = 3, mode
 def test_a_task_past_its_wall_time_stops_at_its_next_step_with_outcome_budget(repo):
     import time
 
-    from agent.cli.local import result_of
+    from gitops_agent.cli.local import result_of
 
     script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
     engine, rt, model, job = _start_with(repo, script, Budget(max_wall_seconds=1))
@@ -570,7 +570,7 @@ def test_a_task_past_its_wall_time_stops_at_its_next_step_with_outcome_budget(re
 def test_the_hop_limit_allows_exactly_max_hops_dispatches_and_ends_the_task_after(repo):
     """Each dispatch carries its hop count; a job past max_hops (a loop of dispatches) ends the
     task, reported, without asking a model."""
-    from agent.cli.local import result_of
+    from gitops_agent.cli.local import result_of
 
     script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
     engine, rt, model, job = _start_with(repo, script, Budget(max_hops=3))
@@ -589,7 +589,7 @@ def test_the_hop_limit_allows_exactly_max_hops_dispatches_and_ends_the_task_afte
 def test_a_plan_step_while_every_worker_is_busy_dispatches_nothing_more(repo):
     """workers=1 and n1 running: a follow-up instruction makes the planner revise the plan, but the
     ready node n2 waits for the worker; it is dispatched once n1 is done."""
-    from agent.steps.intake import add_instruction
+    from gitops_agent.steps.intake import add_instruction
 
     two = plan(node("n1"), node("n2"))
     script = {
@@ -629,7 +629,7 @@ def test_an_early_plan_dispatch_while_a_node_runs_asks_no_model_and_commits_noth
 def test_an_executor_model_that_can_never_answer_ends_the_task_without_asking_the_planner_again(repo):
     """A fatal error of the executor's model (an unknown model, a spent account) ends the task
     with that error; the planner is not asked to carry on with a model that cannot answer."""
-    from agent.core.errors import FatalModelError
+    from gitops_agent.core.errors import FatalModelError
 
     class NoSuchExecutor(ScriptedModel):
         def query(self, request):

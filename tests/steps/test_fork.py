@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import json
 
-from agent.git.repo import GitRepo
-from agent.memory.store import MemoryStore
-from agent.models.scripted import ScriptedModel
-from agent.core.state import task_dir
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.store import MemoryStore
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.core.state import task_dir
 
 from tests.memory.helpers import cli, finish, git, make_repo, node, plan, run_task, runtime
 
@@ -42,7 +42,7 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
         "executor:n2": [{"tool": "run_python", "input": {"code": CODE_MEDIAN}}, {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
     })
     rt, rep = runtime(repo, fork_model)
-    from agent.steps.fork import run_fork
+    from gitops_agent.steps.fork import run_fork
 
     out = run_fork(rt, "5-typical", 4, "Use the median instead of the mean.")
     assert out.outcome == "done", out.reason
@@ -77,7 +77,7 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
     exp = MemoryStore.open(GitRepo(repo)).get(out.task_id)
     assert exp is not None and exp.parent == "5-typical@4" and exp.instructions == ["Use the median instead of the mean."]
     # the trace of the fork shows the inherited steps with their commits, and its ledger holds
-    from agent.observe.trace_build import build_trace
+    from gitops_agent.observe.trace_build import build_trace
 
     tr = build_trace(GitRepo(repo), out.task_id)
     assert tr.ledger_consistent, tr.ledger.problems

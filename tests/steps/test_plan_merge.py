@@ -2,10 +2,10 @@
 
 import pytest
 
-from agent.core.errors import FormatError
-from agent.steps.plan import merge_plan
-from agent.core.state import NodeStatus
-from agent.core.plan import Plan, PlanNode
+from gitops_agent.core.errors import FormatError
+from gitops_agent.steps.plan import merge_plan
+from gitops_agent.core.state import NodeStatus
+from gitops_agent.core.plan import Plan, PlanNode
 
 AGENTS = {"analyst", "coder"}
 

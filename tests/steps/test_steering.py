@@ -165,8 +165,8 @@ def test_a_pending_node_set_to_failed_by_a_person_is_refused_naming_it(tmp_path)
 def test_running_a_node_again_leaves_a_node_that_is_still_running_alone():
     """`/agent retry a c` (or a person's edit) while a runs: a keeps its running step (it must not
     run twice); c, done, and what depends on the retried nodes go back to pending."""
-    from agent.core.plan import Plan, PlanNode
-    from agent.core.plan_edits import redo
+    from gitops_agent.core.plan import Plan, PlanNode
+    from gitops_agent.core.plan_edits import redo
 
     plan = Plan(version=3, goal="g", nodes=[
         PlanNode(id="a", title="A", goal="a", status="running", step=7),

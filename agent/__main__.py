@@ -1,5 +1,0 @@
-import sys
-
-from agent.cli.main import main
-
-sys.exit(main())

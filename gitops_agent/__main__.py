@@ -1,0 +1,5 @@
+import sys
+
+from gitops_agent.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,321 @@
+"""The `gitops-agent` command."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from gitops_agent import __version__
+from gitops_agent.core.errors import AgentError, UsageError
+
+from gitops_agent.cli.flags import positive_float, positive_int
+from gitops_agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
+
+DESCRIPTION = """\
+A low-cost LLM agent that lives in a Git repository. A question becomes a task branch
+(agent/task/<id>); a planner writes plan.json, executors answer each node by writing and running
+code in a sandbox, every step is a commit, and the answer is report.md on that branch.
+"""
+
+EPILOG = """\
+examples:
+  gitops-agent demo                                   offline, on sample data, scripted model
+  gitops-agent run "Which customers ordered most?"    in the current repository (ANTHROPIC_API_KEY)
+  gitops-agent run --model openai:qwen2.5@http://localhost:11434/v1 "…"   a local model
+  gitops-agent run --resume 20261126-101500-which-customers   continue a stopped task
+  gitops-agent tasks                                  list the task branches here
+  gitops-agent show <task-id>                         print a task's report
+  gitops-agent memory search "average order value"    past experiences like this one
+  gitops-agent fork <task-id> --at 4 "Use the median" a divergent path from step 4
+  gitops-agent eval dabench --model anthropic:claude-haiku-4-5   score a model on the shipped suite
+  gitops-agent serve-local --detach                   a small open model on 127.0.0.1 (extra: local)
+"""
+
+
+def _budget_args(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("budget (defaults from .github/gitops-agent.yml, else built in)")
+    g.add_argument("--max-usd", type=positive_float, metavar="USD", help="dollars for all model calls of the task")
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help="planner + executor steps")
+    g.add_argument("--max-turns", type=positive_int, metavar="N", help="model turns per executor node")
+    g.add_argument("--max-minutes", type=positive_float, metavar="MIN", help="wall time from the task's start")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="gitops-agent", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--version", action="version", version=f"gitops-agent {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="answer a question in a Git repository", description="Answer QUESTION in the repository: task branch, plan, steps, report.", formatter_class=argparse.RawDescriptionHelpFormatter)
+    r.add_argument("question", nargs="?", help="the question (or use --resume)")
+    r.add_argument("--resume", metavar="TASK_ID", help="continue a task from its last commit (finished nodes are not redone)")
+    r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    r.add_argument("--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE")
+    r.add_argument("--planner-model", help="model spec for the planner (default from config: a strong model)")
+    r.add_argument("--executor-model", help="model spec for the executors (default from config: a cheap model)")
+    r.add_argument("--workers", type=positive_int, metavar="N", help="executor steps at once (default 4)")
+    r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
+    r.add_argument("--push", nargs="?", const="origin", metavar="REMOTE", help="push every step commit to REMOTE (default origin), rebasing on a lost race")
+    r.add_argument("--task-id", help="use this task id instead of a generated one")
+    r.add_argument("--include-changes", action="store_true",
+                   help="answer over the working tree as it is, uncommitted changes included (default: the last commit, HEAD)")
+    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
+    r.add_argument("-v", "--verbose", action="store_true", help="also show skipped (duplicate) steps")
+    _budget_args(r)
+
+    d = sub.add_parser("demo", help="run the offline demo: sample data, scripted model, temporary repository",
+                       description="Make a Git repository with a sample data set (data/orders.csv) and answer a question about it "
+                       "with the shipped scripted model and the local sandbox: a real plan, real code really run, every step a "
+                       "commit. Needs no network and no key.")
+    d.add_argument("--dir", type=Path, help="where to create the demo repository (default: a new temporary directory)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
+
+    t = sub.add_parser("tasks", help="list the task branches of a repository",
+                       description="List the tasks of a repository (its agent/task/* branches) with their state; a task whose "
+                       "files do not load is shown as broken, with why. --remove deletes a task's local branch.")
+    t.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    t.add_argument("--remove", metavar="TASK_ID", help="delete this task's local branch (the commits stay reachable in the reflog)")
+    t.add_argument("--fetch", metavar="REMOTE", help="first fetch REMOTE's task branches (tasks a remote has are listed too)")
+
+    st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
+                        description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
+                        "do the step, push, dispatch the next steps. Reads GITHUB_* and GITOPS_AGENT_* variables.")
+    st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve", "eval"], help="the step (auto: from the event)")
+    st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
+
+    s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)",
+                       description="Print a task's report.md (or its question and plan, if it has not finished). The task is "
+                       "found here or on a remote.")
+    s.add_argument("task_id", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
+    s.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+
+    tr = sub.add_parser("trace", help="show a task's trace: plan, timeline of steps, tokens, cost",
+                        description="The trace of a task, from its branch alone (step files and commit trailers): the plan "
+                        "with status marks, one row per step (model, turns, time, tokens, cost, commit), totals, and a check "
+                        "that the commits' Agent-Cost-USD trailers add up to the step records.")
+    tr.add_argument("task", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
+    tr.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    tr.add_argument("--json", action="store_true", help="print the trace as JSON on stdout instead")
+    tr.add_argument("--html", type=Path, metavar="FILE", help="write the trace as one self-contained HTML page to FILE")
+    tr.add_argument("--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)")
+
+    # memory, brain, evolve, fork (agent/memcli.py)
+    from gitops_agent.cli.memory import add_parsers
+
+    add_parsers(sub)
+    from gitops_agent.cli.evals import add_parsers as add_eval, add_replay_parser
+
+    add_eval(sub)
+    add_replay_parser(sub)
+    from gitops_agent.cli.serve_local import add_parser as add_serve_local
+
+    add_serve_local(sub)
+    return p
+
+
+def _on_signal(signum, frame) -> None:  # noqa: ANN001 - signal's signature
+    """First Ctrl-C / SIGTERM: stop what is in flight (model call, sandbox) and wind down. Second:
+    quit at once (what a kill -9 would leave is cleaned up by the next run)."""
+    from gitops_agent.core.cancel import CANCEL
+
+    if CANCEL.is_set():
+        print("\ngitops-agent: quitting now", file=sys.stderr)
+        _quit(130)
+    print("\ngitops-agent: stopping (the model call and the code in the sandbox); Ctrl-C again to quit at once",
+          file=sys.stderr)
+    CANCEL.cancel("interrupted")
+
+
+def _quit(code: int) -> None:
+    """Exit now, even with a step's thread still blocked (a model call that does not notice its
+    closed connection), after removing this process's checkouts and sandbox directories."""
+    from gitops_agent.git.export import remove_active
+    from gitops_agent.sandbox.base import remove_active_run_dirs
+
+    remove_active()
+    remove_active_run_dirs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+def _signals() -> None:
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_signal)
+        signal.signal(signal.SIGTERM, _on_signal)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    if args.command is None:
+        _parser().print_help()
+        return EXIT_USAGE
+    from gitops_agent.observe import telemetry
+
+    telemetry.setup()  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; else nothing
+    try:
+        from gitops_agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
+
+        from gitops_agent.cli.evals import COMMANDS as EVAL_COMMANDS
+        from gitops_agent.cli.serve_local import COMMANDS as SERVE_COMMANDS
+        from gitops_agent.cli.tasks import cmd_show, cmd_tasks
+
+        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
+                **MEMORY_COMMANDS, **EVAL_COMMANDS, **SERVE_COMMANDS}[args.command](args)
+    except UsageError as e:
+        print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_USAGE
+    except AgentError as e:
+        msg = str(e)
+        if os.environ.get("GITHUB_ACTIONS") == "true":  # a message may quote model text: never a workflow command
+            from gitops_agent.safety.chars import log_line
+
+            msg = log_line(msg, 4000)
+        print(f"gitops-agent: error: {msg}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt as e:
+        task = getattr(e, "task_id", None)
+        repo = getattr(args, "repo", None)
+        where = f" --repo {repo}" if repo is not None and Path(repo).resolve() != Path.cwd().resolve() else ""
+        resume = f"gitops-agent run{where} --resume {task}" if task else "gitops-agent tasks, then gitops-agent run --resume TASK_ID"
+        print(f"\ngitops-agent: interrupted; every finished step is committed, the one in flight is redone on resume. "
+              f"Continue with: {resume}", file=sys.stderr)
+        import threading
+
+        if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
+            telemetry.flush()
+            _quit(130)  # a step still blocked: do not wait for it at exit
+        return 130
+    finally:
+        telemetry.flush()
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from gitops_agent.core.cancel import CANCEL
+
+    CANCEL.reset()
+    _signals()
+    from gitops_agent.core.config import CONFIG_PATH, load_config
+    from gitops_agent.core.state import Budget, branch_for, check_task_id
+    from gitops_agent.cli.local import check_model_env, find_repo, make_runtime, resume, run_question
+
+    if args.question is not None and args.resume:
+        raise UsageError("give a QUESTION or --resume TASK_ID, not both")
+    if args.question is None and not args.resume:
+        raise UsageError("give a QUESTION (in quotes), or --resume TASK_ID")
+    if args.question is not None and not args.question.strip():
+        raise UsageError("the question is empty")
+    if args.task_id is not None:
+        try:
+            check_task_id(args.task_id)
+        except AgentError as e:
+            raise UsageError(f"--task-id: {e}") from None
+    if args.config and not args.config.exists():
+        raise UsageError(f"--config: {args.config} does not exist")
+    repo = find_repo(args.repo)
+    cfg = load_config(args.config or (repo / CONFIG_PATH))
+    # validated as a whole, so a flag can never make a task.json that does not load
+    budget = Budget.model_validate({**cfg.budget.model_dump(), **{k: v for k, v in {
+        "max_usd": args.max_usd, "max_steps": args.max_steps, "max_turns": args.max_turns,
+        "max_wall_seconds": max(1, int(args.max_minutes * 60)) if args.max_minutes else None,
+    }.items() if v is not None}})
+    cfg = cfg.model_copy(update={"budget": budget, "workers": args.workers or cfg.workers})
+    if args.resume:
+        from gitops_agent.cli.tasks import local_branch_for, open_task
+
+        # a prefix or branch name is fine; without --push, a task only a remote has is continued here
+        task = open_task(repo, args.resume)[1] if args.push else local_branch_for(repo, args.resume)
+    rt = make_runtime(repo, config=cfg, remote=args.push, reporter=_reporter(args))
+    if args.resume:
+        if args.push:
+            rt.git.share_branch(branch_for(task))  # a task begun here goes on on the remote
+        return _print_result(resume(rt, task), repo)
+    planner = args.planner_model or args.model or cfg.models.planner
+    executor = args.executor_model or args.model or cfg.models.executor
+    for spec in dict.fromkeys((planner, executor)):
+        check_model_env(spec)
+        # a bad spec, an endpoint that is not there, a refused key, an unknown model: fail here,
+        # in seconds, before any branch is made (and before anything reaches memory)
+        rt.model(spec).preflight()
+    check_sandbox(cfg)  # and a sandbox backend that cannot run here
+    if args.task_id and rt.git.tip(f"agent/task/{args.task_id}", fetch=False) is not None:
+        raise UsageError(f"--task-id: a task {args.task_id!r} exists already (continue it with --resume {args.task_id})")
+    res = run_question(rt, args.question, planner_model=planner, executor_model=executor, budget=budget, task_id=args.task_id,
+                       include_changes=args.include_changes)
+    return _print_result(res, repo)
+
+
+def check_sandbox(cfg) -> None:
+    """Fail now, before any branch is made, when the configured sandbox cannot run here."""
+    from gitops_agent.sandbox.choose import check_backend
+
+    check_backend(cfg.sandbox)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from gitops_agent.core.config import AgentConfig
+    from gitops_agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+
+    repo = make_demo_repo(args.dir)
+    err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
+    err.print(f"[bold]demo repository[/] {repo}  (data/orders.csv, 240 orders)")
+    err.print(f"[bold]question[/] {DEMO_QUESTION}\n")
+    rt = make_runtime(repo, config=AgentConfig(), reporter=_reporter(args))
+    res = run_question(rt, DEMO_QUESTION, planner_model="scripted:demo", executor_model="scripted:demo")
+    code = _print_result(res, repo)
+    err.print(f"\nLook around: cd {repo} && git log --oneline --all")
+    return code
+
+
+def cmd_step(args: argparse.Namespace) -> int:
+    from gitops_agent.github.steps import run_step_command
+
+    return run_step_command(args.which, args.event)
+
+
+def cmd_trace(args: argparse.Namespace) -> int:
+    import os
+
+    from rich.console import Console
+
+    from gitops_agent.cli.local import find_repo
+    from gitops_agent.observe.terminal import render_terminal
+    from gitops_agent.observe.trace_build import build_trace
+
+    from gitops_agent.cli.tasks import open_task
+
+    git, tid = open_task(find_repo(args.repo), args.task)
+    trace = build_trace(git, tid, fetch=False)
+    if args.otlp:
+        from gitops_agent.core.errors import ConfigError
+        from gitops_agent.observe.telemetry import export_trace, flush, setup
+
+        if not setup():
+            raise ConfigError("--otlp needs OTEL_EXPORTER_OTLP_ENDPOINT and the OpenTelemetry SDK and OTLP exporter "
+                              "(pip install 'gitops-agent[otel]')")
+        n = export_trace(trace)
+        flush()
+        print(f"sent {n} spans to {os.environ.get('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') or os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT')}", file=sys.stderr)
+    if args.html:
+        from gitops_agent.observe.html import write_html
+
+        path = write_html(trace, args.html)
+        print(f"trace page: {path.resolve()}", file=sys.stderr)
+    if args.json:
+        sys.stdout.write(trace.to_json() + "\n")
+    elif not args.html:
+        # piped: wide enough for every column (COLUMNS still wins)
+        cols = os.environ.get("COLUMNS", "")
+        width = None if sys.stdout.isatty() else (int(cols) if cols.isdigit() else 200)
+        render_terminal(trace, Console(highlight=False, width=width))
+    return EXIT_OK
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,234 @@
+"""What every step needs, built once per process: the git store, config, brain, models,
+sandbox, reporter. Steps take a Runtime and a Job and return the next jobs."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from gitops_agent.brain.agents import Brain
+from gitops_agent.core.config import AgentConfig
+from gitops_agent.core.errors import ConfigError
+from gitops_agent.models import make_model, model_id
+from gitops_agent.models.specs import with_trusted_endpoint
+from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
+
+# A model missing from the price table is counted at this price (a mid-range one), so a dollar
+# budget still holds; the config's `prices:` sets the real one.
+FALLBACK_PRICE = Price.anthropic(3, 15)
+from gitops_agent.observe.progress import Reporter
+from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.choose import make_sandbox
+from gitops_agent.core.seams import GitStore, Model, Sandbox
+from gitops_agent.core.state import Usage
+
+
+@dataclass
+class Runtime:
+    git: GitStore
+    config: AgentConfig
+    brain: Brain
+    reporter: Reporter = field(default_factory=Reporter)
+    # Injected models by spec (tests, benchmarks); others are built from their spec on first use.
+    models: dict[str, Model] = field(default_factory=dict)
+    sandbox: Sandbox | None = None
+    run_url: str | None = None
+    # Where the model's code may read shared data sets (memory branch), if any.
+    data_dir: str | None = None
+    on_commit: Callable[[str], None] | None = None
+    # memory (agent/memory.py): the MemoryStore, made on first use; False switches memory off
+    memory_store: Any = None
+    # Builds a model from a spec instead of the providers (replay: every spec answers from the
+    # recording, so no spec a recording names ever reaches a provider with a key).
+    model_factory: Callable[[str], Model] | None = None
+    _lock: threading.Lock = field(default_factory=threading.Lock)
+    _warned: set = field(default_factory=set)
+    _local: set = field(default_factory=set)  # names of models served from this machine or a private network
+
+    def __post_init__(self) -> None:
+        if hasattr(self.git, "redact") and self.git.redact is None:  # reliability: nothing secret is committed
+            from gitops_agent.safety.secrets import redact_for_commit
+
+            self.git.redact = redact_for_commit
+        if self.run_url is None and os.environ.get("GITHUB_RUN_ID") and os.environ.get("GITHUB_REPOSITORY"):
+            server = os.environ.get("GITHUB_SERVER_URL", "https://github.com")
+            self.run_url = f"{server}/{os.environ['GITHUB_REPOSITORY']}/actions/runs/{os.environ['GITHUB_RUN_ID']}"
+
+    def model(self, spec: str) -> Model:
+        with self._lock:
+            m = self.models.get(spec)
+            if m is None:
+                m = self.model_factory(spec) if self.model_factory else make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
+                self.models[spec] = m
+                if is_local_endpoint(str(getattr(getattr(m, "client", None), "base_url", "") or "")):
+                    self._local.add(m.name)  # a model on this machine or network costs nothing unless `prices:` says
+            return _Traced(m, spec, self)
+
+    def agent_model(self, spec: str | None, default: str, trusted: list[str]) -> Model:
+        """The model an agent of the brain asks for, else ``default`` (the task's spec for the
+        role, from the trusted settings or the user's flags). A brain's spec is data: it was
+        validated as provider:model (gitops_agent/models/specs.py); an openai model is served where
+        ``trusted`` serves openai models, and ``scripted:NAME`` is only a model this run was
+        given, never a file."""
+        if not spec:
+            return self.model(default)
+        if spec.startswith("scripted:") and spec not in self.models and self.model_factory is None:
+            raise ConfigError(f"the brain names {spec!r}, which this run was not given (scripted models in a brain "
+                              "are for tests; use provider:model)")
+        return self.model(with_trusted_endpoint(spec, trusted))
+
+    def get_sandbox(self) -> Sandbox:
+        with self._lock:
+            if self.sandbox is None:
+                # memory's shared data sets are mounted read-only when a step attached them
+                # (gitops_agent/memory/hooks.py attach_data sets data_dir before the first sandbox)
+                self.sandbox = make_sandbox(self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None)
+            return self.sandbox
+
+    def _sandbox_limits(self) -> SandboxLimits:
+        """The configured limits plus what the brain and memory add: brain tool directories on
+        PYTHONPATH, and the shared data sets (data_dir), both mounted read-only."""
+        limits = self.config.sandbox
+        tool_dirs = [str(d) for d in getattr(self.brain, "tool_dirs", [])]
+        ro = list(limits.extra_ro_paths)
+        for d in tool_dirs + ([self.data_dir] if self.data_dir else []):
+            if d not in [h for h, _ in ro]:
+                ro.append((d, d))
+        if not tool_dirs and ro == list(limits.extra_ro_paths):
+            return limits
+        return limits.model_copy(update={"python_path": tool_dirs + list(limits.python_path), "extra_ro_paths": ro})
+
+    def cost(self, model_name: str, usage: Usage) -> float:
+        name = model_id(model_name) if ":" in model_name else model_name
+        if name == "scripted" or is_known(name, self.config.prices or None):
+            return price_of(name, usage, self.config.prices or None)
+        if model_name in self._local or name in self._local:
+            return 0.0
+        with self._lock:
+            if name not in self._warned:
+                self._warned.add(name)
+                self.reporter.event("error", step="pricing", error=f"no price for model {name!r}; counting it at $3/$15 per Mtok (set `prices:` in the config)")
+        return FALLBACK_PRICE.cost(usage)
+
+    def trailers(
+        self,
+        task_id: str,
+        seq: int,
+        role: str,
+        node: str | None = None,
+        model: str | None = None,
+        usage: Usage | None = None,
+        cost: float | None = None,
+        duration_ms: int | None = None,
+        extra: dict[str, str] | None = None,
+    ) -> dict[str, str]:
+        """The Agent-* trailers of DESIGN.md, in its order."""
+        t = {"Agent-Task": task_id, "Agent-Step": str(seq), "Agent-Role": role}
+        if node:
+            t["Agent-Node"] = node
+        if model:
+            t["Agent-Model"] = model
+        if usage is not None:
+            t["Agent-Usage"] = usage.trailer()
+        if cost is not None:
+            t["Agent-Cost-USD"] = f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0"
+        if duration_ms is not None:
+            t["Agent-Duration-Ms"] = str(duration_ms)
+        if self.run_url:
+            t["Agent-Run"] = self.run_url
+        if extra:
+            t.update(extra)
+        return t
+
+
+class _Traced:
+    """A model whose calls are OpenTelemetry spans (a no-op unless telemetry is set up), retried
+    after a retryable ModelError per the config's `model_retry` (gitops_agent/models/retry.py)."""
+
+    def __init__(self, inner: Model, spec: str, rt: Runtime) -> None:
+        self.inner, self.spec, self.rt = inner, spec, rt
+        self.name = inner.name
+
+    def query(self, request):  # noqa: ANN001 - the Model protocol
+        from gitops_agent.core.cancel import CANCEL, Cancelled
+        from gitops_agent.core.errors import ModelError
+        from gitops_agent.models.retry import RetryPolicy, query_with_retry
+        from gitops_agent.observe import telemetry
+
+        from gitops_agent.models.pricing import max_output_tokens
+
+        CANCEL.check()
+        deadline = time.monotonic() + request.timeout_s if request.timeout_s is not None else None
+        limit = max_output_tokens(self.name)
+        if limit is not None and request.max_tokens > limit:  # a role's default above what this model takes
+            request = request.model_copy(update={"max_tokens": limit})
+
+        def attempt():
+            req = request
+            if deadline is not None:  # each try gets what is left of the task's wall budget
+                req = request.model_copy(update={"timeout_s": max(0.1, deadline - time.monotonic())})
+            return self.inner.query(req)
+
+        def retrying(e: ModelError, attempt_no: int, wait: float) -> None:  # reliability: the second line of retries
+            CANCEL.check()
+            if deadline is not None and time.monotonic() + wait >= deadline:
+                raise ModelError(f"{e} -- not retried: the task's wall budget is spent (max_wall_seconds)") from e
+            self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt_no} in {wait:.1f} s")
+
+        abort = getattr(self.inner, "abort", None) or (lambda: None)
+        with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call, \
+                CANCEL.on_cancel(abort), _Heartbeat(self.rt.reporter, self.name, self._where(), self._heartbeat_s()):
+            try:
+                resp = query_with_retry(attempt, getattr(self.rt.config, "model_retry", None) or RetryPolicy(), on_retry=retrying)
+            except ModelError as e:
+                if CANCEL.is_set():
+                    raise Cancelled(CANCEL.reason) from None
+                call.error(str(e))
+                raise
+            except Exception:
+                if CANCEL.is_set():  # the closed connection, seen by the SDK in its own way
+                    raise Cancelled(CANCEL.reason) from None
+                raise
+            call.record(resp.usage, cost_usd=self.rt.cost(self.name, resp.usage), response_model=resp.model or self.name,
+                        finish_reason=resp.stop_reason)
+            return resp
+
+    def preflight(self) -> None:
+        """A cheap check that the endpoint, key and model work, when the provider has one."""
+        check = getattr(self.inner, "preflight", None)
+        if check is not None:
+            check()
+
+    def _heartbeat_s(self) -> float:
+        policy = getattr(self.rt.config, "model_timeout", None)
+        return policy.heartbeat_s if policy is not None else 15.0
+
+    def _where(self) -> str:
+        client = getattr(self.inner, "client", None)
+        url = getattr(client, "base_url", None)
+        return f" at {url}" if url else ""
+
+
+class _Heartbeat:
+    """While a model call waits, a progress line every ``every`` seconds: what it waits for and
+    for how long (so a silent endpoint is never a silent hang)."""
+
+    def __init__(self, reporter, model: str, where: str, every: float = 15.0) -> None:
+        self.reporter, self.model, self.where, self.every = reporter, model, where, every
+        self._stop = threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True, name="model-heartbeat")
+
+    def __enter__(self) -> "_Heartbeat":
+        self._start = time.monotonic()
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.reporter.event("waiting", what=f"{self.model}{self.where}", seconds=int(time.monotonic() - self._start))

@@ -1,0 +1,97 @@
+"""The four seams of gitops-agent, named once.
+
+Everything else is plain classes that take these. Swapping one implementation (another model
+provider, another sandbox backend, GitHub's repository_dispatch instead of the local queue,
+another place to keep Git) touches nothing else.
+"""
+
+from __future__ import annotations
+
+from contextlib import AbstractContextManager
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
+
+from pydantic import BaseModel, ConfigDict, Field
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gitops_agent.git.checkout import Checkout
+
+from gitops_agent.models.base import ModelRequest, ModelResponse
+from gitops_agent.core.state import Observation
+
+
+@runtime_checkable
+class Model(Protocol):
+    """A language model behind one provider."""
+
+    name: str  # the model id used for pricing and trailers, e.g. "claude-haiku-4-5"
+
+    def query(self, request: ModelRequest) -> ModelResponse: ...
+
+
+@runtime_checkable
+class Sandbox(Protocol):
+    """Runs the model's code with no credentials, inside limits, in the task's working tree."""
+
+    name: str  # backend name: "subprocess", "bubblewrap", "docker"
+
+    def run_python(self, code: str, cwd: Path, timeout: float | None = None) -> Observation: ...
+
+    def run_shell(self, command: str, cwd: Path, timeout: float | None = None) -> Observation: ...
+
+
+StepKind = Literal["plan", "execute", "finish"]
+
+
+class Job(BaseModel):
+    """One step to run next. On GitHub this is a repository_dispatch (event type
+    ``agent-<step>``, the rest as client_payload); locally an item on the in-process queue."""
+
+    model_config = ConfigDict(extra="forbid")
+    step: StepKind
+    task: str
+    branch: str
+    node: str | None = None
+    seq: int | None = Field(None, description="Step number reserved for an execute job.")
+    hop: int = 0
+    reason: str | None = Field(None, description="Why a finish was requested early (budget, error).")
+
+
+@runtime_checkable
+class Dispatcher(Protocol):
+    """Hands the next step over to whoever runs it."""
+
+    def dispatch(self, job: Job) -> None: ...
+
+
+@runtime_checkable
+class GitStore(Protocol):
+    """Git as the whole state: read files at refs, commit file sets with trailers, publish
+    branches with fetch-rebase-retry, and export throwaway working trees (plain directories with
+    no ``.git``; ``Checkout.collect()`` reads back what changed without following links)."""
+
+    repo: Path
+
+    def tip(self, branch: str, fetch: bool = True) -> str | None: ...
+
+    def read_file(self, ref: str, path: str) -> bytes | None: ...
+
+    def list_files(self, ref: str, prefix: str = "") -> list[str]: ...
+
+    def list_blobs(self, ref: str, prefix: str = "") -> dict[str, str]: ...
+
+    def read_files(self, ref: str, paths: list[str]) -> dict[str, bytes | None]: ...
+
+    def read_blobs(self, ids: list[str]) -> dict[str, bytes]: ...
+
+    def commit_files(
+        self,
+        branch: str,
+        changes: dict[str, bytes | None],
+        message: str,
+        trailers: dict[str, str],
+        base: str | None = None,
+    ) -> str: ...
+
+    def checkout(self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (),
+                 keep: tuple[str, ...] | list[str] = ()) -> AbstractContextManager["Checkout"]: ...

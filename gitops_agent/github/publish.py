@@ -1,0 +1,96 @@
+"""What a job shows on GitHub: the answer's pull request and comment, the progress comment, the
+job's step summary and outputs -- all sanitised (gitops_agent/safety/text.py)."""
+
+from __future__ import annotations
+
+
+
+from gitops_agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
+from gitops_agent.safety.chars import log_line
+from gitops_agent.safety.text import strip_invisible
+from gitops_agent.core.runtime import Runtime
+from gitops_agent.core.snapshot import Snapshot
+
+MARKER = "<!-- gitops-agent:task={task} -->"
+ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
+
+
+def answer_marker(task_id: str, follow_up: int = 0) -> str:
+    """The marker of the answer comment: the first answer, or the reply to follow-up N."""
+    return ANSWER_MARKER.format(task=task_id if not follow_up else f"{task_id}.{follow_up}")
+
+
+
+class Publisher:
+    """Mixin of ``StepRunner``: posting (uses ``self.s``, ``self.client``, ``self.outputs``)."""
+
+    def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
+        outcome, answer, reason = snap.ending()
+        hosts = tuple(rt.config.github.image_hosts)
+        title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
+        title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
+        body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
+        reviewers = [snap.task.source.author] if snap.task.source.author else []
+        n = len(snap.task.instructions)
+        fu = snap.task.follow_ups[n - 1] if n and len(snap.task.follow_ups) >= n else None
+        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr,
+                                            reviewers=reviewers, again=[fu.by] if fu is not None and fu.by else None)
+        self.outputs["pr-url"] = url
+        if outcome == "done" and rt.config.github.draft_pr:  # a draft while the agent works; done: ready to review
+            self.client.mark_ready(number)
+        where = fu.number if fu is not None and fu.number is not None else snap.task.source.issue
+        if where is None:
+            return
+        # one reply per question, where it was asked: the first answer, then one for each follow-up
+        # (a new comment, so whoever asked is notified, even when the answer did not change)
+        marker = answer_marker(snap.task_id, n)
+        status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
+        if n:
+            status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
+        text = f"{marker}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
+        if fu is not None and fu.where == "review" and fu.comment_id is not None:
+            self.client.reply_in_thread(where, fu.comment_id, text[:60000])
+        else:
+            self.client.upsert_comment(where, marker, text[:60000])
+
+    def reply(self, trigger, text: str) -> None:
+        """A short answer where a trigger was asked: its issue, or its PR's conversation (intake
+        holds `issues: write`, not the `pull-requests: write` a review-thread reply takes)."""
+        where = trigger.issue if trigger.issue is not None else trigger.pull
+        if where is None:
+            print(f"gitops-agent: {log_line(text, 500)}")
+            return
+        self.client.comment(where, text[:60000])
+
+    def progress(self, snap: Snapshot, current: str) -> None:
+        issue = snap.task.source.issue
+        if issue is None:
+            return
+        marker = MARKER.format(task=snap.task_id)
+        body = progress_comment(snap, current=current, run_url=self.s.run_url, commit_url=self.commit_url)
+        if marker not in body:
+            body = marker + "\n" + body
+        self.client.upsert_comment(issue, marker, strip_invisible(body))
+
+    def commit_url(self, sha: str) -> str:
+        return f"{self.s.server_url.rstrip('/')}/{self.s.repo}/commit/{sha}"
+
+    def summary(self, snap: Snapshot, desc: str) -> None:
+        if not self.s.summary_path:
+            return
+        try:
+            from gitops_agent.observe.render import step_summary
+
+            text = step_summary(snap, desc)
+        except ImportError:
+            text = f"### gitops-agent · {snap.task_id} · {desc}\n\n{checklist(snap.plan)}\n\n{cost_table(snap.steps)}\n"
+        with open(self.s.summary_path, "a") as f:
+            f.write(text + "\n")
+
+    def write_outputs(self) -> None:
+        if not self.s.output_path:
+            return
+        with open(self.s.output_path, "a") as f:
+            for k, v in self.outputs.items():
+                f.write(f"{k}={v}\n")
+

@@ -1,0 +1,416 @@
+"""Building a trace (gitops_agent/observe/trace.py) from a task branch: the step files at the tip and
+the commits of the branch, matched by their trailers."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timezone
+
+from pydantic import ValidationError
+
+from gitops_agent.core.errors import BadName, TaskNotFound
+from gitops_agent.git.repo import parse_trailers
+from gitops_agent.core.seams import GitStore
+from gitops_agent.core.snapshot import Snapshot, load_snapshot
+from gitops_agent.core.state import BRANCH_PREFIX, NodeStatus, StepRecord, Turn, Usage, check_task_id
+from gitops_agent.core.plan import PlanNode
+
+from gitops_agent.observe.trace import _COST_EPS, CommitInfo, CostRow, Ledger, Totals, Trace, TraceNode, TracePlan, TraceStep
+
+__all__ = ["build_trace", "resolve_task_id", "trace_from_snapshot"]
+
+
+# ----------------------------------------------------------------------------- resolving
+
+
+def resolve_task_id(git: GitStore, task_id_or_branch: str, fetch: bool = True) -> str:
+    """A task id from ``<task-id>``, ``agent/task/<task-id>``, ``refs/heads/agent/task/<id>``,
+    ``<remote>/agent/task/<id>``, or a unique prefix of a local task id."""
+    raw = (task_id_or_branch or "").strip()
+    name = raw
+    for prefix in ("refs/heads/", "refs/remotes/"):
+        name = name.removeprefix(prefix)
+    if BRANCH_PREFIX in name:
+        name = name.split(BRANCH_PREFIX, 1)[1]
+    try:
+        check_task_id(name)
+    except BadName:
+        raise BadName(f"{raw!r} is neither a task id nor a task branch (agent/task/<task-id>)") from None
+    if git.tip(BRANCH_PREFIX + name, fetch=fetch) is not None:
+        return name
+    candidates = [t for t in _local_task_ids(git) if t.startswith(name)]
+    if len(candidates) == 1:
+        return candidates[0]
+    if candidates:
+        raise TaskNotFound(f"{raw!r} matches several tasks: {', '.join(candidates[:10])}")
+    raise TaskNotFound(f"no task branch {BRANCH_PREFIX + name!r} (list them with `gitops-agent tasks`)")
+
+
+def _local_task_ids(git: GitStore) -> list[str]:
+    run = getattr(git, "git", None)
+    if run is None:
+        return []
+    out = run("for-each-ref", "--format=%(refname)", "refs/heads/agent/task/", "refs/remotes/")
+    ids = []
+    for ref in out.split():
+        if BRANCH_PREFIX in ref:
+            ids.append(ref.split(BRANCH_PREFIX, 1)[1])
+    return sorted(set(ids))
+
+
+# ----------------------------------------------------------------------------- history
+
+
+def _branch_commits(git: GitStore, tip: str, base_sha: str | None, task_id: str,
+                    parent: tuple[str, int] | None = None) -> tuple[list[CommitInfo], bool]:
+    """Agent commits of this task between the base and ``tip``, oldest first; and whether the
+    history reached the task's intake commit (False in a shallow clone cut above it)."""
+    run = getattr(git, "git", None)
+    raw: list[tuple[str, str, str, str]] = []  # sha, parents, date, message
+    if run is not None:
+        args = ["log", "-z", "--no-show-signature", "--format=%H%x00%P%x00%cI%x00%B", tip]
+        if base_sha and run("rev-parse", "--verify", "--quiet", base_sha + "^{commit}", check=False).strip():
+            args.append("^" + base_sha)
+        fields = run(*args).split("\0")
+        for i in range(0, len(fields) - 3, 4):
+            sha = fields[i].strip()
+            if sha:
+                raw.append((sha, fields[i + 1], fields[i + 2], fields[i + 3]))
+    else:  # any GitStore: log() without dates
+        for c in git.log(tip):
+            raw.append((c.sha, " ".join(c.parents), "", c.subject + "\n\n" + c.body + "\n\n" + "\n".join(f"{k}: {v}" for k, v in c.trailers.items())))
+    commits: list[CommitInfo] = []
+    reached_intake = False
+    for sha, _parents, date, message in raw:
+        trailers = parse_trailers(message)
+        if trailers.get("Agent-Task") != task_id:
+            # a fork inherits the steps of its parent up to the step it was forked at
+            inherited = (
+                parent is not None and trailers.get("Agent-Task") == parent[0] and trailers.get("Agent-Role") != "intake"
+                and (trailers.get("Agent-Step") or "").isdigit() and int(trailers["Agent-Step"]) <= parent[1]
+            )
+            if not inherited:
+                continue
+        if trailers.get("Agent-Role") == "intake" and trailers.get("Agent-Step") == "1":
+            reached_intake = True
+        subject = " ".join(message.strip().split("\n", 1)[0].split())
+        commits.append(
+            CommitInfo(
+                sha=sha,
+                subject=subject,
+                committed_at=_parse_date(date),
+                role=trailers.get("Agent-Role"),
+                node=trailers.get("Agent-Node"),
+                model=trailers.get("Agent-Model"),
+                usage=Usage.from_trailer(trailers["Agent-Usage"]) if "Agent-Usage" in trailers else None,
+                cost_usd=_float(trailers.get("Agent-Cost-USD")),
+                duration_ms=_int(trailers.get("Agent-Duration-Ms")),
+                run_url=trailers.get("Agent-Run"),
+                outcome=trailers.get("Agent-Outcome"),
+                trailers=trailers,
+            )
+        )
+    commits.reverse()
+    return commits, reached_intake
+
+
+def _parse_date(s: str) -> datetime | None:
+    try:
+        return datetime.fromisoformat(s.strip()).astimezone(timezone.utc) if s.strip() else None
+    except ValueError:
+        return None
+
+
+def _float(s: str | None) -> float | None:
+    try:
+        return float(s) if s is not None else None
+    except ValueError:
+        return None
+
+
+def _int(s: str | None) -> int | None:
+    try:
+        return int(s) if s is not None else None
+    except ValueError:
+        return None
+
+
+def _parse_turns(raw: bytes | None) -> tuple[list[Turn], list[str]]:
+    turns: list[Turn] = []
+    problems: list[str] = []
+    if not raw:
+        return turns, problems
+    for i, line in enumerate(raw.decode("utf-8", "replace").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            turns.append(Turn.model_validate(json.loads(line)))
+        except (json.JSONDecodeError, ValidationError) as e:
+            problems.append(f"turns.jsonl line {i} does not parse: {str(e).splitlines()[0]}")
+    return turns, problems
+
+
+# ----------------------------------------------------------------------------- building
+
+
+def build_trace(git: GitStore, task_id_or_branch: str, *, fetch: bool = True, transcripts: bool = True) -> Trace:
+    """The trace of a task from its branch: ``task_id_or_branch`` is a task id, its branch
+    (``agent/task/<id>``) or a unique prefix of a task id. ``transcripts=False`` skips
+    turns.jsonl and result.md (a lighter trace, e.g. for a progress comment)."""
+    task_id = resolve_task_id(git, task_id_or_branch, fetch=fetch)
+    snap = load_snapshot(git, task_id, fetch=fetch)
+    return trace_from_snapshot(snap, transcripts=transcripts)
+
+
+def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
+    git = snap.git
+    par = getattr(snap.task, "parent", None)
+    commits, reached_intake = _branch_commits(git, snap.tip, snap.task.base_sha, snap.task_id,
+                                              (par.task_id, par.step) if par is not None else None)
+    history_complete = reached_intake or not (getattr(git, "is_shallow", lambda: False)())
+    by_seq: dict[int, CommitInfo] = {}
+    events: list[CommitInfo] = []
+    problems: list[str] = []
+    for c in commits:
+        seq = _int(c.trailers.get("Agent-Step"))
+        if seq is None:
+            # not a step: e.g. reconcile's re-dispatch record; a cost on it would still count
+            events.append(c)
+            if c.cost_usd or c.usage:
+                problems.append(f"commit {c.short} has a cost or usage but no Agent-Step trailer")
+            continue
+        if seq in by_seq:
+            problems.append(f"step {seq} has two commits: {by_seq[seq].short} and {c.short}")
+        by_seq[seq] = c
+
+    # Files of each step (one cat-file batch for all of them).
+    blobs: dict[str, bytes | None] = {}
+    if transcripts:
+        wanted = []
+        for rec in snap.steps:
+            d = snap.step_dir(rec.seq, rec.node)
+            wanted += [f"{d}/turns.jsonl", f"{d}/result.md"]
+        if wanted:
+            blobs = git.read_files(snap.tip, wanted)  # type: ignore[attr-defined]
+
+    plan = snap.plan
+    titles = {n.id: n.title for n in plan.walk()} if plan else {}
+    steps: list[TraceStep] = []
+    for rec in snap.steps:
+        commit = by_seq.get(rec.seq)
+        d = snap.step_dir(rec.seq, rec.node)
+        transcript, turn_problems = _parse_turns(blobs.get(f"{d}/turns.jsonl")) if transcripts else ([], [])
+        problems += [f"step {rec.seq}: {p}" for p in turn_problems]
+        result = blobs.get(f"{d}/result.md") if transcripts else None
+        steps.append(_step_from_record(rec, commit, titles, transcript, result.decode("utf-8", "replace") if result is not None else None))
+        problems += _commit_problems(rec, commit)
+
+    recorded = {s.seq for s in steps}
+    for seq, c in by_seq.items():
+        if seq in recorded:
+            continue
+        if c.role == "intake":
+            steps.append(
+                TraceStep(
+                    seq=seq, role="intake", status="done", started_at=snap.task.created_at,
+                    finished_at=c.committed_at or snap.task.created_at,
+                    duration_ms=_int(c.trailers.get("Agent-Duration-Ms")) or 0, commit=c, has_record=False,
+                )
+            )
+        else:
+            problems.append(f"commit {c.short} (step {seq}, {c.role}) has no step.json on the branch")
+            role = c.role if c.role in ("planner", "executor", "finish") else "executor"
+            steps.append(
+                TraceStep(
+                    seq=seq, role=role, node=c.node if role == "executor" else None, node_title=titles.get(c.node or ""),
+                    model=c.model or "", usage=c.usage or Usage(), cost_usd=c.cost_usd or 0.0,
+                    duration_ms=c.duration_ms or 0, finished_at=c.committed_at, commit=c, has_record=False,
+                )
+            )
+
+    # Dispatched nodes whose step has not reported yet.
+    if plan:
+        for n in plan.walk():
+            if n.is_leaf and n.status == NodeStatus.running and n.step is not None and n.step not in recorded and n.step not in by_seq:
+                steps.append(
+                    TraceStep(seq=n.step, role="executor", node=n.id, node_title=n.title, agent=n.agent, status="running", has_record=False)
+                )
+    steps.sort(key=lambda s: s.seq)
+
+    ledger = _ledger(snap.steps, by_seq, events, problems)
+    outcome, summary, answer, reason = _outcome(snap, by_seq)
+    return Trace(
+        task_id=snap.task_id,
+        branch=snap.branch,
+        tip=snap.tip,
+        question=snap.task.question,
+        instructions=list(snap.task.instructions),
+        source=snap.task.source,
+        base_ref=snap.task.base_ref,
+        base_sha=snap.task.base_sha,
+        models=snap.task.models,
+        budget=snap.task.budget,
+        created_at=snap.task.created_at,
+        outcome=outcome,
+        summary=summary,
+        answer=answer,
+        reason=reason,
+        plan=_trace_plan(snap, steps),
+        steps=steps,
+        totals=_totals(snap, steps),
+        by_model=_breakdown([r for r in snap.steps if r.model], lambda r: r.model),
+        by_role=_breakdown(snap.steps, lambda r: r.role),
+        ledger_consistent=ledger.consistent,
+        ledger=ledger,
+        events=events,
+        history_complete=history_complete,
+    )
+
+
+def _step_from_record(rec: StepRecord, commit: CommitInfo | None, titles: dict[str, str], transcript: list[Turn], result: str | None) -> TraceStep:
+    is_exec = rec.role == "executor"
+    return TraceStep(
+        seq=rec.seq,
+        role=rec.role,
+        node=rec.node if is_exec else None,
+        node_title=titles.get(rec.node) if is_exec else None,
+        agent=rec.agent,
+        # a cascade shows every model tried: cheap → strong
+        model=" → ".join(a.model for a in rec.cascade) if rec.cascade else rec.model,
+        cascade=list(rec.cascade),
+        status=rec.status,
+        turns=rec.turns,
+        started_at=rec.started_at,
+        finished_at=rec.finished_at,
+        duration_ms=rec.duration_ms,
+        usage=rec.usage,
+        cache_share=_cache_share(rec.usage),
+        cost_usd=rec.cost_usd,
+        error=rec.error,
+        artifacts=list(rec.artifacts),
+        refused=list(rec.refused),
+        commit=commit,
+        result=result if is_exec else None,
+        transcript=transcript,
+    )
+
+
+def _commit_problems(rec: StepRecord, commit: CommitInfo | None) -> list[str]:
+    if commit is None:
+        return [f"step {rec.seq} ({rec.role} {rec.node}) has no commit with Agent-Step: {rec.seq} in the history"]
+    out = []
+    if commit.role and commit.role != rec.role:
+        out.append(f"step {rec.seq}: commit {commit.short} says role {commit.role}, step.json says {rec.role}")
+    if rec.role == "executor" and commit.node and commit.node != rec.node:
+        out.append(f"step {rec.seq}: commit {commit.short} says node {commit.node}, step.json says {rec.node}")
+    if commit.cost_usd is not None and abs(commit.cost_usd - rec.cost_usd) > _COST_EPS:
+        out.append(f"step {rec.seq}: Agent-Cost-USD {commit.cost_usd} != step.json cost_usd {rec.cost_usd}")
+    if commit.usage is not None and commit.usage != rec.usage:
+        out.append(f"step {rec.seq}: Agent-Usage ({commit.usage.trailer()}) != step.json usage ({rec.usage.trailer()})")
+    return out
+
+
+def _ledger(records: list[StepRecord], by_seq: dict[int, CommitInfo], events: list[CommitInfo], problems: list[str]) -> Ledger:
+    every = list(by_seq.values()) + events
+    steps_cost = round(sum(r.cost_usd for r in records), 6)
+    commits_cost = round(sum(c.cost_usd or 0.0 for c in every), 6)
+    steps_usage = sum((r.usage for r in records), Usage())
+    commits_usage = sum((c.usage for c in every if c.usage is not None), Usage())
+    tolerance = _COST_EPS * max(1, len(records))
+    consistent = abs(steps_cost - commits_cost) <= tolerance and steps_usage == commits_usage
+    if abs(steps_cost - commits_cost) > tolerance:
+        problems = problems + [f"the commits' Agent-Cost-USD add up to ${commits_cost:.6f}, the step records to ${steps_cost:.6f}"]
+    if steps_usage != commits_usage:
+        problems = problems + [f"the commits' Agent-Usage add up to {commits_usage.trailer()}, the step records to {steps_usage.trailer()}"]
+    return Ledger(
+        consistent=consistent, steps_cost_usd=steps_cost, commits_cost_usd=commits_cost,
+        steps_usage=steps_usage, commits_usage=commits_usage, problems=problems,
+    )
+
+
+def _outcome(snap: Snapshot, by_seq: dict[int, CommitInfo]) -> tuple[str, str, str, str | None]:
+    fin = snap.plan.finish if snap.plan else None
+    finish_commits = [c for _, c in sorted(by_seq.items()) if c.role == "finish"]
+    summary = fin.summary if fin else ""
+    answer = fin.answer if fin else ""
+    reason = fin.reason if fin else None
+    last_step = max([*by_seq, *(s.seq for s in snap.steps)], default=0)
+    last_finish = max((seq for seq, c in by_seq.items() if c.role == "finish"), default=None)
+    if last_finish is not None and last_finish < last_step:
+        # reopened by a follow-up instruction after it finished
+        return "unfinished", summary, answer, None
+    if finish_commits and finish_commits[-1].outcome:
+        outcome = finish_commits[-1].outcome
+        if outcome != "done":
+            rec = next((s for s in reversed(snap.steps) if s.role == "finish" and s.error), None)
+            reason = rec.error if rec else reason
+    elif fin is not None:
+        outcome = fin.outcome if finish_commits else "unfinished"
+    else:
+        outcome = "unfinished"
+    return outcome, summary, answer, reason
+
+
+def _cache_share(u: Usage) -> float:
+    return round(u.cache_read_tokens / u.total_input, 4) if u.total_input else 0.0
+
+
+def _trace_plan(snap: Snapshot, steps: list[TraceStep]) -> TracePlan | None:
+    plan = snap.plan
+    if plan is None:
+        return None
+    runs: dict[str, list[TraceStep]] = {}
+    for s in steps:
+        if s.role == "executor" and s.node:
+            runs.setdefault(s.node, []).append(s)
+
+    def conv(n: PlanNode) -> TraceNode:
+        kids = [conv(c) for c in n.children]
+        mine = runs.get(n.id, [])
+        usage = sum((s.usage for s in mine), Usage()) + sum((k.usage for k in kids), Usage())
+        status = plan.status_of(n)
+        return TraceNode(
+            id=n.id, title=n.title, goal=n.goal, agent=n.agent, depends_on=list(n.depends_on),
+            status=status, mark=status.mark, attempts=n.attempts, step=n.step,
+            steps=[s.seq for s in mine], usage=usage,
+            cost_usd=round(sum(s.cost_usd for s in mine) + sum(k.cost_usd for k in kids), 6),
+            duration_ms=sum(s.duration_ms for s in mine) + sum(k.duration_ms for k in kids),
+            children=kids,
+        )
+
+    return TracePlan(version=plan.version, goal=plan.goal, note=plan.note, nodes=[conv(n) for n in plan.nodes], counts=plan.counts())
+
+
+def _totals(snap: Snapshot, steps: list[TraceStep]) -> Totals:
+    usage = snap.usage
+    committed = [s for s in steps if s.status != "running"]
+    ends = [t for s in committed for t in (s.finished_at, s.commit.committed_at if s.commit else None) if t is not None]
+    wall = max(0.0, (max(ends) - snap.task.created_at).total_seconds()) if ends else 0.0
+    return Totals(
+        steps=len(committed),
+        model_steps=sum(1 for r in snap.steps if r.role in ("planner", "executor")),
+        turns=sum(r.turns for r in snap.steps),
+        usage=usage,
+        tokens=usage.total,
+        cache_share=_cache_share(usage),
+        cost_usd=snap.cost_usd,
+        step_duration_ms=sum(s.duration_ms for s in committed),
+        wall_seconds=wall,
+    )
+
+
+def _breakdown(records: list[StepRecord], key) -> list[CostRow]:
+    rows: dict[str, CostRow] = {}
+    for r in records:
+        k = key(r)
+        row = rows.setdefault(k, CostRow(key=k))
+        row.steps += 1
+        row.turns += r.turns
+        row.usage = row.usage + r.usage
+        row.cost_usd = round(row.cost_usd + r.cost_usd, 6)
+        row.duration_ms += r.duration_ms
+    for row in rows.values():
+        row.cache_share = _cache_share(row.usage)
+    return sorted(rows.values(), key=lambda r: (-r.cost_usd, -r.usage.total, r.key))
+
+

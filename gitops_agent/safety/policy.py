@@ -1,0 +1,113 @@
+"""What the model's code may change in the repository, decided file by file.
+
+Fixed rules (no setting turns them off): nothing under ``.git``; nothing under ``.agent/`` but
+the step's own folder (and not its record files, which the engine writes); no workflow
+(``.github/workflows/**``: a reviewer's event would run it, with the repository's secrets); a
+path git could not hold safely is refused. Configurable rules (``policy:`` in the trusted config): refused paths
+(default: ``.github/**`` and the files that steer git), files that tools and CI execute (refused
+by default, or flagged at the top of the pull request), changes to files that existed before the
+step (flagged by default), symbolic links (refused by default), and size caps.
+
+Patterns: one without a ``/`` matches a file name at any depth (``conftest.py``, ``*.mk``); one
+with a ``/`` matches the whole path (``.github/**``, ``docs/*.md``); ``*`` may span ``/``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from dataclasses import dataclass, field
+
+from gitops_agent.git.checkout import Output
+from gitops_agent.git.names import path_problem
+
+# Refused whatever policy.refused_paths says (matched case-insensitively, like every pattern)
+FIXED_REFUSED = (".github/workflows/**",)
+
+# The record files of a step folder: written by the engine, never taken from the code.
+RECORD_FILES = ("turns.jsonl", "result.md", "step.json")
+_STEP_DIR = re.compile(r"\d{4,}-[A-Za-z_][A-Za-z0-9_-]*")
+
+
+def matches(path: str, patterns: list[str]) -> str | None:
+    """The first pattern that ``path`` matches, or None. Case does not matter (a checkout on a
+    case-insensitive file system treats ``.GitAttributes`` as ``.gitattributes``), and ``X/**``
+    matches ``X`` itself (a directory replaced by a file)."""
+    low = path.lower()
+    name = low.rsplit("/", 1)[-1]
+    for pat in patterns:
+        p = pat.lower()
+        target = low if "/" in p else name
+        if fnmatch.fnmatchcase(target, p) or (p.endswith("/**") and low == p[:-3]):
+            return pat
+    return None
+
+
+@dataclass
+class Decision:
+    """What the policy made of a step's changes: what is committed, what is refused (with the
+    reason, for step.json) and what is committed but flagged (for the pull request)."""
+
+    kept: dict[str, bytes | None] = field(default_factory=dict)
+    modes: dict[str, str] = field(default_factory=dict)
+    refused: list[str] = field(default_factory=list)
+    flagged: list[str] = field(default_factory=list)
+
+
+def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[str] | frozenset[str] = frozenset()) -> Decision:
+    """Apply ``policy`` (gitops_agent.core.config.PolicyConfig) to a step's ``changes``. ``own_dir``
+    is the step's folder (``.agent/tasks/<id>/steps/<seq>-<node>``); ``existing`` the paths
+    that were in the tree before the step."""
+    d = Decision()
+    cap = int(policy.max_file_mb * 1024 * 1024)
+    own = own_dir.rstrip("/") + "/"
+    for path, out in sorted(changes.items()):
+        problem = path_problem(path)
+        if problem:
+            d.refused.append(f"{path if path.isprintable() else repr(path)}: refused (bad path: {problem})")
+            continue
+        in_own = path.startswith(own)
+        if in_own and path[len(own):] in RECORD_FILES:
+            continue  # the engine writes these itself
+        if in_own and (path.rsplit("/", 1)[-1] in RECORD_FILES + ("memory.json",)
+                       or any(_STEP_DIR.fullmatch(part) for part in path[len(own):].split("/")[:-1])):
+            d.refused.append(f"{path}: refused (only the engine writes step records, at any depth)")
+            continue
+        if path.startswith(".agent/") and not in_own:
+            d.refused.append(f"{path}: refused (only the step's own folder may change under .agent/)")
+            continue
+        if matches(path, list(FIXED_REFUSED)):
+            d.refused.append(f"{path}: refused (workflows are never written by the model's code)")
+            continue
+        if not in_own:
+            pat = matches(path, list(policy.refused_paths))
+            if pat:
+                d.refused.append(f"{path}: refused (path matches a protected pattern {pat!r})")
+                continue
+        if out.kind == "symlink" and policy.symlinks != "allow":
+            d.refused.append(f"{path}: refused (a symbolic link to {out.data.decode('utf-8', 'replace')[:200]!r}; "
+                             "links are not committed: policy.symlinks)")
+            continue
+        if out.data is not None and len(out.data) > cap:
+            d.refused.append(f"{path}: refused ({len(out.data) / 1e6:.1f} MB is over the {policy.max_file_mb:g} MB cap)")
+            continue
+        flags = []
+        if not in_own:
+            tool = matches(path, list(policy.tool_files))
+            if tool and policy.tool_files_action != "allow":
+                if policy.tool_files_action == "refuse":
+                    d.refused.append(f"{path}: refused (tools or CI run this kind of file, pattern {tool!r}: policy.tool_files_action)")
+                    continue
+                flags.append(f"a file tools or CI run ({tool!r})")
+            if path in existing and policy.existing_files_action != "allow":
+                verb = "deletes" if out.kind == "deleted" else "changes"
+                if policy.existing_files_action == "refuse":
+                    d.refused.append(f"{path}: refused ({verb} a file that existed before the step: policy.existing_files_action)")
+                    continue
+                flags.append(f"{verb} a file that existed before")
+        d.kept[path] = out.data
+        if out.kind != "deleted":
+            d.modes[path] = out.mode
+        if flags:
+            d.flagged.append(f"{path}: " + "; ".join(flags))
+    return d

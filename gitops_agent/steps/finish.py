@@ -1,0 +1,115 @@
+"""The finish step: report.md on the task branch (the answer, the plan, results, costs)."""
+
+from __future__ import annotations
+
+import time
+
+from gitops_agent.core.prompts import render
+from gitops_agent.memory.experience import cited_ids
+from gitops_agent.memory.hooks import record_experience, shown_memory
+from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
+from gitops_agent.observe.rounds import rounds_table
+from gitops_agent.safety.text import outbound
+from gitops_agent.core.runtime import Runtime
+from gitops_agent.core.seams import Job
+from gitops_agent.core.snapshot import Snapshot, load_snapshot
+from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow
+
+
+def outcome_of(snap: Snapshot, reason: str | None) -> tuple[str, str, str | None]:
+    """(outcome, answer, reason) for the report."""
+    fin = snap.plan.finish if snap.plan else None
+    if fin is not None:
+        return fin.outcome, fin.answer, fin.reason
+    if reason and reason.startswith("budget"):
+        return "budget", "", reason
+    return "error", "", reason or "the task stopped before the planner finished it"
+
+
+def without_repeats(result: str, answer: str) -> str:
+    """A node's result without the tables the answer already shows (a reader saw them twice)."""
+    said = "\n".join(line.strip() for line in (answer or "").splitlines())
+    out: list[str] = []
+    table: list[str] = []
+
+    def flush() -> None:
+        if table:
+            text = "\n".join(line.strip() for line in table)
+            out.extend(["_(this table is in the Answer above)_"] if len(table) >= 2 and text in said else table)
+            table.clear()
+
+    for line in result.splitlines():
+        if line.lstrip().startswith("|"):
+            table.append(line)
+            continue
+        flush()
+        out.append(line)
+    flush()
+    return "\n".join(out)
+
+
+def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason: str | None) -> str:
+    """report.md. GitHub renders it when someone opens it, so everything the model wrote is
+    sanitised as for a comment (gitops_agent/safety/text.py): no remote image, no hidden text, no mention."""
+    hosts = tuple(rt.config.github.image_hosts)
+    results = []
+    if snap.plan:
+        for n in snap.plan.walk():
+            if n.is_leaf and n.step is not None and n.status in (NodeStatus.done, NodeStatus.failed):
+                results.append({"node": n.id, "title": md_text(n.title, 200), "status": n.status.value,
+                                "result": md_block(without_repeats(snap.result_of(n.step, n.id).strip(), answer), hosts)})
+    summary = snap.plan.finish.summary if snap.plan and snap.plan.finish else ""
+    title = md_text(summary or snap.task.question.splitlines()[0][:100], 200)
+    memory = [{**e, "question": md_text(str(e.get("question", "")), 200), "task_id": md_text(str(e.get("task_id", "")), 80),
+               "outcome": md_text(str(e.get("outcome", "")), 20)} for e in memory_for_report(snap, answer)]
+    report = render(
+        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), instructions=[md_text(i, 500) for i in snap.task.instructions], outcome=outcome,
+        reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=md_checklist(snap.plan),
+        results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory, rounds=rounds_table(snap),
+    )
+    # and once more as a whole, so no field of a template (the brain's, too) can slip past
+    return outbound(report, hosts) + "\n"
+
+
+def memory_for_report(snap: Snapshot, answer: str) -> list[dict]:
+    """memory: the past experiences the planner was shown (its memory.json), each marked cited
+    when the answer, the summary, the plan note or the lessons name its task id."""
+    try:
+        shown = (shown_memory(snap) or {}).get("shown") or []
+    except Exception:  # noqa: BLE001 - a report without the memory section is fine
+        return []
+    fin = snap.plan.finish if snap.plan else None
+    texts = [answer, fin.summary if fin else "", snap.plan.note if snap.plan else "", *(fin.lessons if fin else [])]
+    ids = [e.get("task_id") for e in shown if isinstance(e, dict) and isinstance(e.get("task_id"), str)]
+    cited = set(cited_ids(texts, ids))
+    return [{**e, "cited": e.get("task_id") in cited} for e in shown if isinstance(e, dict)]
+
+
+def run_finish(rt: Runtime, job: Job) -> list[Job]:
+    snap = load_snapshot(rt.git, job.task)
+    head = rt.git.log(snap.tip, max_count=1)
+    if head and head[0].trailers.get("Agent-Role") == "finish":
+        rt.reporter.event("skip", step="finish", why="already finished at this commit")
+        # memory: a finish killed between its commit and the memory write adds it now
+        outcome = head[0].trailers.get("Agent-Outcome") or outcome_of(snap, job.reason)[0]
+        record_experience(rt, snap, outcome, outcome_of(snap, job.reason)[1], job.reason, only_if_missing=True)
+        return []
+    t0, started = time.monotonic(), utcnow()
+    outcome, answer, reason = outcome_of(snap, job.reason)
+    report = render_report(rt, snap, outcome, answer, reason)
+    seq = snap.next_seq()
+    record = StepRecord(
+        task_id=job.task, seq=seq, role="finish", node=FINISH_NODE, status="done" if outcome == "done" else "failed",
+        started_at=started, finished_at=utcnow(), duration_ms=int((time.monotonic() - t0) * 1000),
+        error=None if outcome == "done" else reason,
+    )
+    changes = {f"{snap.root}/report.md": report.encode(), f"{snap.step_dir(seq, FINISH_NODE)}/step.json": dump_state(record)}
+    summary = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else outcome
+    trailers = rt.trailers(job.task, seq, "finish", cost=0.0, extra={"Agent-Outcome": outcome})
+    sha = rt.git.commit_files(snap.branch, changes, f"agent(finish): {summary}"[:200], trailers, base=snap.tip)
+    if rt.on_commit:
+        rt.on_commit(sha)
+    # memory: one experience file for this task on agent/memory (never fails the task)
+    record_experience(rt, snap, outcome, answer, reason)
+    rt.reporter.event("finish", task=job.task, outcome=outcome, cost=snap.cost_usd, tokens=fmt_tokens(snap.usage.total), answer=answer, reason=reason)
+    return []
