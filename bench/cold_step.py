@@ -52,7 +52,7 @@ from bench.common import CACHE_DIR, Row, Section, fmt_s, git  # noqa: E402
 from gitops_agent.steps.engine import Engine  # noqa: E402
 from gitops_agent.github.steps import Settings, StepRunner  # noqa: E402
 from gitops_agent.git.repo import GitRepo  # noqa: E402
-from gitops_agent.cli.local import make_runtime  # noqa: E402
+from gitops_agent.app.local import make_runtime  # noqa: E402
 from gitops_agent.observe.progress import RecordingReporter  # noqa: E402
 from gitops_agent.core.state import Budget, TaskModels  # noqa: E402
 

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout, installed or not
 
-from gitops_agent.models.base import ModelRequest, ModelResponse  # noqa: E402
+from gitops_agent.core.messages import ModelRequest, ModelResponse  # noqa: E402
 from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 
 CACHE_DIR = ROOT / "bench" / ".cache"

@@ -62,7 +62,7 @@ sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout, ins
 
 from gitops_agent.steps.engine import Engine  # noqa: E402
 from gitops_agent.git.repo import GitRepo  # noqa: E402
-from gitops_agent.cli.local import make_runtime, run_question  # noqa: E402
+from gitops_agent.app.local import make_runtime, run_question  # noqa: E402
 from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 from gitops_agent.core.state import Budget  # noqa: E402
 

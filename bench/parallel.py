@@ -26,8 +26,8 @@ if __package__ in (None, ""):
 
 from bench.common import ReactiveModel, Row, Section, fmt_s, make_one_file_repo  # noqa: E402
 
-from gitops_agent.core.config import AgentConfig  # noqa: E402
-from gitops_agent.cli.local import make_runtime, run_question  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
+from gitops_agent.app.local import make_runtime, run_question  # noqa: E402
 from gitops_agent.core.state import Budget  # noqa: E402
 
 SPEC = "scripted:bench"

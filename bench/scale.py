@@ -36,11 +36,11 @@ if __package__ in (None, ""):
 
 from bench.common import ReactiveModel, Row, Section, git, make_bare_copy, make_one_file_repo  # noqa: E402
 
-from gitops_agent.core.config import AgentConfig  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
 from gitops_agent.core.dispatch import LocalDispatcher  # noqa: E402
 from gitops_agent.steps.engine import Engine  # noqa: E402
 from gitops_agent.git.repo import GitRepo  # noqa: E402
-from gitops_agent.cli.local import make_runtime, result_of  # noqa: E402
+from gitops_agent.app.local import make_runtime, result_of  # noqa: E402
 from gitops_agent.core.state import Budget, TaskModels, branch_for  # noqa: E402
 
 SPEC = "scripted:bench"

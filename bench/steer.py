@@ -23,8 +23,8 @@ if __package__ in (None, ""):
 
 from bench.common import Row, Section, make_one_file_repo  # noqa: E402
 
-from gitops_agent.cli.local import make_runtime, resume, run_question  # noqa: E402
-from gitops_agent.core.config import AgentConfig  # noqa: E402
+from gitops_agent.app.local import make_runtime, resume, run_question  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
 from gitops_agent.core.snapshot import load_snapshot  # noqa: E402
 from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 

@@ -61,7 +61,7 @@ if __package__ in (None, ""):
 from bench.common import Row, Section, make_one_file_repo  # noqa: E402
 
 from gitops_agent.steps.engine import Engine  # noqa: E402
-from gitops_agent.cli.local import base_of, make_runtime  # noqa: E402
+from gitops_agent.app.local import base_of, make_runtime  # noqa: E402
 from gitops_agent.models.anthropic_model import AnthropicModel  # noqa: E402
 from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 from gitops_agent.core.state import Budget, Observation, TaskModels  # noqa: E402

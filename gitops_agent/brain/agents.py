@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.state import format_validation_error
 from gitops_agent.models.specs import data_spec_problem
+from gitops_agent.templates.prompts import packaged_prompts_dir
 
 PLANNER_TOOLS = {"update_plan", "finish"}
 EXECUTOR_TOOLS = {"run_python", "run_shell", "finish_step"}
@@ -35,7 +36,7 @@ def default_brain_dir() -> Path:
 
 
 def default_prompts_dir() -> Path:
-    return _package_dir("prompts")
+    return packaged_prompts_dir()
 
 
 class AgentPrompts(BaseModel):

@@ -26,7 +26,7 @@ from typing import Any
 
 import jinja2
 
-from gitops_agent.core.prompts import render_raw
+from gitops_agent.templates.prompts import render_raw
 
 from gitops_agent.brain.agents import Brain, default_brain_dir, default_prompts_dir, load_agent_file, load_brain
 from gitops_agent.core.errors import AgentError, ConfigError
@@ -117,7 +117,7 @@ def list_tools(brain: Brain) -> list[dict[str, Any]]:
                 continue
             try:
                 seen[f.stem] = _tool_info(str(f), f.stat().st_mtime)
-            except (OSError, SyntaxError, UnicodeDecodeError):
+            except (OSError, SyntaxError, UnicodeDecodeError, RecursionError, MemoryError, ValueError):
                 continue
     return [seen[k] for k in sorted(seen)]
 
@@ -206,6 +206,8 @@ def validate_dir(d: Path, where: str = BRAIN_BRANCH) -> Brain:
             compile(f.read_bytes(), f"{where}:tools/{f.name}", "exec")
         except SyntaxError as e:
             raise ConfigError(f"{where}:tools/{f.name}: line {e.lineno}: {e.msg}") from None
+        except (RecursionError, MemoryError, ValueError) as e:  # nested past what the compiler takes, a NUL byte
+            raise ConfigError(f"{where}:tools/{f.name}: cannot be compiled ({type(e).__name__})") from None
     # the whole brain
     try:
         brain = load_brain(d)

@@ -63,13 +63,13 @@ def add_replay_parser(sub) -> None:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from gitops_agent.cli.local import find_repo
+    from gitops_agent.app.local import find_repo
     from gitops_agent.eval.replay import replay
     from gitops_agent.git.repo import GitRepo
     from gitops_agent.observe.trace_build import resolve_task_id
 
     repo = find_repo(args.repo)
-    from gitops_agent.core.config import load_config
+    from gitops_agent.settings.config import load_config
     from gitops_agent.core.errors import ConfigError
 
     if args.config is not None and not args.config.is_file():
@@ -112,8 +112,8 @@ def configs_from(args: argparse.Namespace, default_planner: str, default_executo
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gitops_agent.cli.local import find_repo
-    from gitops_agent.core.config import load_config
+    from gitops_agent.app.local import find_repo
+    from gitops_agent.settings.config import load_config
     from gitops_agent.core.errors import ConfigError, UsageError
     from gitops_agent.core.state import Budget
     from gitops_agent.eval.report import summary, table
@@ -153,7 +153,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         unknown = sorted(set(only) - {q.id for q in suite.questions})
         if unknown:
             raise UsageError(f"--only: no question {', '.join(unknown)} in {suite.name}")
-    from gitops_agent.cli.local import check_model_env
+    from gitops_agent.app.local import check_model_env
 
     # a model that cannot be reached is named now, not as one failed row per question
     for spec in sorted({s for c in configs for s in (c.planner, c.executor)} | ({args.judge_model} if args.judge_model else set())):

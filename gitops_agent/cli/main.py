@@ -199,9 +199,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     CANCEL.reset()
     _signals()
-    from gitops_agent.core.config import CONFIG_PATH, load_config
+    from gitops_agent.settings.config import CONFIG_PATH, load_config
     from gitops_agent.core.state import Budget, branch_for, check_task_id
-    from gitops_agent.cli.local import check_model_env, find_repo, make_runtime, resume, run_question
+    from gitops_agent.app.local import check_model_env, find_repo, make_runtime, resume, run_question
 
     if args.question is not None and args.resume:
         raise UsageError("give a QUESTION or --resume TASK_ID, not both")
@@ -259,8 +259,8 @@ def check_sandbox(cfg) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gitops_agent.core.config import AgentConfig
-    from gitops_agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+    from gitops_agent.settings.config import AgentConfig
+    from gitops_agent.app.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
 
     repo = make_demo_repo(args.dir)
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
@@ -275,7 +275,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_step(args: argparse.Namespace) -> int:
     from gitops_agent.github.steps import run_step_command
+    from gitops_agent.sandbox.base import not_dumpable
 
+    not_dumpable()  # a job holds the token and the keys
     return run_step_command(args.which, args.event)
 
 
@@ -284,7 +286,7 @@ def cmd_trace(args: argparse.Namespace) -> int:
 
     from rich.console import Console
 
-    from gitops_agent.cli.local import find_repo
+    from gitops_agent.app.local import find_repo
     from gitops_agent.observe.terminal import render_terminal
     from gitops_agent.observe.trace_build import build_trace
 

@@ -100,7 +100,7 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 def _git(args):
     from gitops_agent.git.repo import GitRepo
-    from gitops_agent.cli.local import find_repo
+    from gitops_agent.app.local import find_repo
 
     return GitRepo(find_repo(args.repo))
 
@@ -222,9 +222,9 @@ def cmd_brain(args: argparse.Namespace) -> int:
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
-    from gitops_agent.core.config import CONFIG_PATH, load_config
-    from gitops_agent.brain.evolve import run_evolve
-    from gitops_agent.cli.local import check_model_env, find_repo
+    from gitops_agent.settings.config import CONFIG_PATH, load_config
+    from gitops_agent.evolve.propose import run_evolve
+    from gitops_agent.app.local import check_model_env, find_repo
     from gitops_agent.models import make_model
     from gitops_agent.observe.progress import ConsoleReporter
     from gitops_agent.git.repo import GitRepo
@@ -251,7 +251,7 @@ def cmd_evolve(args: argparse.Namespace) -> int:
                                   "or choose its model with --eval-model SPEC, or skip it with --no-eval") from None
     p = run_evolve(git, make_model(spec), last=args.last, reporter=ConsoleReporter(), max_usd=cfg.evolve.max_usd)
     if not args.no_eval:
-        from gitops_agent.eval.gate import compare_brains
+        from gitops_agent.evolve.gate import compare_brains
         from gitops_agent.eval.store import commit_run
 
         print(f"measuring: suite {cfg.evolve.suite} on agent/brain @ {p.base[:12]} and on the proposal …", file=sys.stderr)
@@ -274,8 +274,8 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 def cmd_fork(args: argparse.Namespace) -> int:
     from gitops_agent.cli.output import print_result as _print_result, reporter as _reporter
-    from gitops_agent.steps.fork import fork_task, run_fork
-    from gitops_agent.cli.local import check_model_env, find_repo, make_runtime
+    from gitops_agent.app.fork import fork_task, run_fork
+    from gitops_agent.app.local import check_model_env, find_repo, make_runtime
     from gitops_agent.core.state import TaskModels
 
     repo = find_repo(args.repo)

@@ -70,7 +70,7 @@ def _plain_id(text: str) -> str:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    from gitops_agent.cli.local import find_repo
+    from gitops_agent.app.local import find_repo
     from gitops_agent.cli.output import EXIT_OK
     from gitops_agent.core.snapshot import load_snapshot
 
@@ -127,7 +127,7 @@ def _remove(git: GitRepo, text: str) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from gitops_agent.cli.local import find_repo
+    from gitops_agent.app.local import find_repo
     from gitops_agent.cli.output import EXIT_OK
     from gitops_agent.core.snapshot import load_snapshot
     from gitops_agent.observe.render import checklist

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.git.checkout import Checkout
 
-from gitops_agent.models.base import ModelRequest, ModelResponse
+from gitops_agent.core.messages import ModelRequest, ModelResponse
 from gitops_agent.core.state import Observation
 
 

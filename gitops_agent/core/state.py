@@ -187,7 +187,7 @@ class TaskFile(BaseModel):
     follow_ups: list[FollowUp] = Field(default_factory=list, description="Where each instruction was asked (same order).")
     settings_at: str | None = Field(None, description="The default branch's commit whose settings govern the current round "
                                     "(set by each follow-up's intake; None: base_sha).")
-    # fork (gitops_agent/steps/fork.py): the task and step this one was forked from
+    # fork (gitops_agent/app/fork.py): the task and step this one was forked from
     parent: TaskParent | None = None
     brain: str | None = Field(None, description="The agent/brain commit the task was started with (every step uses it).")
 

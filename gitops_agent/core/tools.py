@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gitops_agent.models.base import ToolSpec
+from gitops_agent.core.messages import ToolSpec
 
 _NODE_PROPS = {
     "id": {"type": "string", "description": "Short id, unique in the plan, e.g. n1, n2a."},

@@ -23,7 +23,7 @@ from pydantic import BaseModel, Field
 
 from gitops_agent.core.errors import ConfigError, FatalModelError, ModelError
 from gitops_agent.core.state import PLANNER_NODE, Turn
-from gitops_agent.models.base import ModelRequest, ModelResponse, TextBlock, ToolUseBlock
+from gitops_agent.core.messages import ModelRequest, ModelResponse, TextBlock, ToolUseBlock
 
 
 class Divergence(BaseModel):
@@ -143,7 +143,7 @@ def replay_config(user: Any = None) -> Any:
     never the recording's. A recording is someone else's code: it always runs isolated
     (bubblewrap or docker, whichever the user's settings pick; never the plain subprocess) and
     without network, whatever either side says."""
-    from gitops_agent.core.config import AgentConfig
+    from gitops_agent.settings.config import AgentConfig
 
     cfg = (user or AgentConfig()).model_copy(deep=True)
     sb = cfg.sandbox
@@ -155,7 +155,7 @@ def replay_config(user: Any = None) -> Any:
 def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = None) -> ReplayResult:
     """Replay ``task_id`` of ``repo`` (nothing in ``repo`` changes) under ``config`` (the
     replaying user's settings; see ``replay_config``)."""
-    from gitops_agent.cli.local import make_runtime, run_question
+    from gitops_agent.app.local import make_runtime, run_question
     from gitops_agent.core.snapshot import load_snapshot
     from gitops_agent.git.repo import GitRepo
     from gitops_agent.observe.progress import Reporter

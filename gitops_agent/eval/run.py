@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.state import Budget, utcnow
 from gitops_agent.eval.suite import JudgeCheck, Question, Suite, check_answer
 
@@ -139,7 +139,7 @@ class Runner:
         return run
 
     def one(self, cfg: EvalConfig, q: Question, k: int) -> QuestionResult:
-        from gitops_agent.cli.local import make_runtime, run_question
+        from gitops_agent.app.local import make_runtime, run_question
         from gitops_agent.core.snapshot import load_snapshot
         from gitops_agent.models.scripted import ScriptedModel
         from gitops_agent.observe.progress import Reporter

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 
 
-from gitops_agent.core.config import CONFIG_PATH, AgentConfig, parse_config
+from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, parse_config
 from gitops_agent.core.errors import AgentError
 from gitops_agent.github.gate import refusal_marker, refusal_text
 from gitops_agent.github.events import Trigger

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 
-from gitops_agent.core.config import GitHubConfig
+from gitops_agent.settings.config import GitHubConfig
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot
 from gitops_agent.core.state import NodeStatus

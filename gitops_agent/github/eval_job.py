@@ -39,7 +39,7 @@ class EvalPayload(BaseModel):
 
 def run_eval_job(runner: Any, event: dict[str, Any]) -> int:
     """``runner``: the job's StepRunner (clone, config, summary, outputs)."""
-    from gitops_agent.eval.gate import suite_path
+    from gitops_agent.evolve.gate import suite_path
     from gitops_agent.eval.report import table
     from gitops_agent.eval.run import EvalConfig, Runner
     from gitops_agent.eval.store import commit_run

@@ -63,7 +63,7 @@ def _setting(text: str, key: str) -> str | None:
     return m.group(1).strip() if m else None
 
 
-_ALLOW_KEY = re.compile(r"(?<![\w-])(allow|allow_bots)\s*:[ \t]*", re.I)
+_ALLOW_KEY = re.compile(r"""(?<![\w-])["']?(allow|allow_bots)["']?\s*:[ \t]*""", re.I)
 _ITEM = r"""\s*["']?([A-Za-z0-9][A-Za-z0-9-]{0,38}(?:\[bot\])?)["']?\s*"""
 _FLOW_ITEM = re.compile(_ITEM + r"(,|\])")
 _BLOCK_ITEM = re.compile(r"\s*-" + _ITEM)

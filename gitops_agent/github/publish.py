@@ -8,7 +8,7 @@ from __future__ import annotations
 from gitops_agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
 from gitops_agent.safety.chars import log_line
 from gitops_agent.safety.text import strip_invisible
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.snapshot import Snapshot
 
 MARKER = "<!-- gitops-agent:task={task} -->"

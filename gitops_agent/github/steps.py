@@ -20,8 +20,8 @@ from typing import Any
 
 
 from gitops_agent.brain.branch import brain_tip, load_repo_brain
-from gitops_agent.core.config import AgentConfig
-from gitops_agent.core.trusted import config_at
+from gitops_agent.settings.config import AgentConfig
+from gitops_agent.settings.trusted import config_at
 from gitops_agent.steps.engine import Engine
 from gitops_agent.core.errors import AgentError, ConfigError, TaskNotFound
 from gitops_agent.github.events import Trigger, load_event, read_trigger
@@ -30,7 +30,7 @@ from gitops_agent.steps.intake import add_instruction, create_task, new_task_id
 from gitops_agent.observe.progress import Reporter
 from gitops_agent.observe.render import md_block, md_text
 from gitops_agent.safety.chars import log_line
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import BRANCH_PREFIX, TASK_ID_RE, FollowUp, TaskModels, TaskSource
@@ -71,7 +71,7 @@ class StepRunner(Access, Publisher):
 
     def runtime(self, git: GitRepo, commit: str, brain: str | None = None, cfg: AgentConfig | None = None) -> Runtime:
         """The runtime of a step: settings read at ``commit`` (the task's base, or the default
-        branch's head; gitops_agent/core/trusted.py) and the brain at ``brain`` (pinned at intake)."""
+        branch's head; gitops_agent/settings/trusted.py) and the brain at ``brain`` (pinned at intake)."""
         cfg = cfg or self.config(git, commit)
         # brain: the packaged brain with the repository's agent/brain branch on top (gitops_agent/brain/branch.py)
         return Runtime(git=git, config=cfg, brain=load_repo_brain(git, at=brain), reporter=self.reporter, run_url=self.s.run_url)
@@ -319,17 +319,17 @@ class StepRunner(Access, Publisher):
     def evolve(self) -> int:
         """Propose brain changes from the memory, as a pull request against agent/brain. Never
         merges."""
-        from gitops_agent.brain.evolve import pull_request_for, run_evolve
+        from gitops_agent.evolve.propose import pull_request_for, run_evolve
 
         git = self.clone(None)
         head = git.git("rev-parse", "HEAD").strip()
         cfg = self.config(git, head)
         if self.s.executor_model:
-            cfg.models.executor = self.s.executor_model  # the suite's default model (gitops_agent/eval/gate.py)
+            cfg.models.executor = self.s.executor_model  # the suite's default model (gitops_agent/evolve/gate.py)
         rt = self.runtime(git, head, cfg=cfg)
         spec = self.s.planner_model or cfg.models.planner
         proposal = run_evolve(git, rt.model(spec), reporter=self.reporter, max_usd=cfg.evolve.max_usd, price=rt.cost)
-        from gitops_agent.eval.gate import compare_brains
+        from gitops_agent.evolve.gate import compare_brains
 
         proposal.gate = compare_brains(git, proposal.base, proposal.commit, cfg, repo=git.repo, workers=cfg.github.max_parallel)
         branch, title, body = pull_request_for(proposal)

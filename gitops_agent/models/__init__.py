@@ -13,7 +13,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gitops_agent.core.errors import ConfigError
-from gitops_agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from gitops_agent.core.messages import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 
 __all__ = [
     "Message", "ModelRequest", "ModelResponse", "TextBlock", "ToolResultBlock", "ToolSpec", "ToolUseBlock",

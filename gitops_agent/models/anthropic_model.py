@@ -25,7 +25,7 @@ import anthropic
 from gitops_agent.core.errors import ConfigError, FatalModelError, ModelError
 from gitops_agent.models.retry import TimeoutPolicy, retry_after_of
 from gitops_agent.core.state import Usage
-from gitops_agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from gitops_agent.core.messages import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 
 MAX_CACHE_BREAKPOINTS = 4
 STREAM_ABOVE_MAX_TOKENS = 4096

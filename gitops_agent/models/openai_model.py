@@ -33,7 +33,7 @@ import openai
 from gitops_agent.core.errors import FatalModelError, ModelError
 from gitops_agent.models.retry import TimeoutPolicy, retry_after_of
 from gitops_agent.core.state import Usage
-from gitops_agent.models.base import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from gitops_agent.core.messages import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
 from gitops_agent.models.context_fit import ContextFit, window_of
 from gitops_agent.models.openai_stream import read_stream
 

@@ -20,8 +20,8 @@ import jinja2
 from markupsafe import Markup
 
 from gitops_agent import __version__
-from gitops_agent.brain.agents import default_prompts_dir
-from gitops_agent.core.templates import template_env
+from gitops_agent.templates.env import template_env
+from gitops_agent.templates.prompts import packaged_prompts_dir
 from gitops_agent.observe.render import fmt_tokens
 from gitops_agent.observe.trace import Trace, TraceNode, TraceStep
 from gitops_agent.safety.text import markdown_html
@@ -274,7 +274,7 @@ def layout_plan(trace: Trace) -> PlanGraph:
 
 
 def _env() -> jinja2.Environment:
-    env = template_env([default_prompts_dir()], autoescape=True)  # every {{ }} is HTML-escaped
+    env = template_env([packaged_prompts_dir()], autoescape=True)  # every {{ }} is HTML-escaped
     env.filters["tokens"] = fmt_tokens
     env.filters["usd"] = lambda v: f"${v:.4f}"
     env.filters["secs"] = lambda ms: f"{(ms or 0) / 1000:.1f} s"

@@ -17,9 +17,57 @@ from __future__ import annotations
 import fnmatch
 import re
 from dataclasses import dataclass, field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 
 from gitops_agent.git.checkout import Output
 from gitops_agent.git.names import path_problem
+
+
+# Files that git itself reads from a tree: never taken from the model (a .gitattributes filter
+# or a .gitmodules URL would act on whoever checks the branch out).
+GIT_FILES = [".gitattributes", ".gitmodules", ".lfsconfig", ".mailmap", ".gitea/**", ".forgejo/**"]
+
+# Files that build tools, test runners, package managers, editors and CI run or load as code.
+TOOL_FILES = [
+    "Makefile", "makefile", "GNUmakefile", "*.mk", "CMakeLists.txt", "*.cmake", "meson.build", "BUILD", "BUILD.bazel",
+    "WORKSPACE", "*.bzl", "Justfile", "justfile", "Taskfile.yml", "Rakefile", "Gemfile", "*.gemspec", "Jenkinsfile",
+    "build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts", "gradlew", "gradle-wrapper.properties",
+    "pom.xml", "build.sbt", "Cargo.toml", "build.rs", "package.json", ".npmrc", ".yarnrc", ".yarnrc.yml", "*.csproj",
+    "setup.py", "setup.cfg", "pyproject.toml", "tox.ini", "noxfile.py", "conftest.py", "pytest.ini", "sitecustomize.py",
+    "usercustomize.py", "*.pth", "requirements*.txt", "Pipfile", "Dockerfile", "*.dockerfile", "docker-compose*.yml",
+    "compose*.yml", ".pre-commit-config.yaml", ".envrc", ".env", ".gitlab-ci.yml", ".travis.yml", "azure-pipelines.yml",
+    ".circleci/**", ".buildkite/**", ".devcontainer/**", ".vscode/**", ".idea/**", ".husky/**", ".githooks/**",
+    ".cargo/**", ".mvn/**", "Directory.Build.props", "Directory.Build.targets", "*.props", "*.targets", ".pnpmfile.cjs",
+    "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".pylintrc", "pylintrc", ".flake8", "bitbucket-pipelines.yml",
+    ".gitpod.yml", "*.config.js", "*.config.cjs", "*.config.mjs", "*.config.ts", ".eslintrc*", ".babelrc*", ".bazelrc",
+    "mise.toml", ".mise.toml", ".tool-versions", ".drone.yml", "appveyor.yml", "buildspec.yml", "Earthfile", "Tiltfile",
+    "Vagrantfile", "*.nix", ".envrc*", "Procfile", "vite.config.*", "webpack.config.*", "jest.config.*", "karma.conf.js",
+]
+
+
+class PolicyConfig(BaseModel):
+    """What the model's code may change in the repository (``policy:`` in the trusted config). A
+    pattern without '/' matches a file name at any depth; one with '/' the whole path."""
+
+    model_config = ConfigDict(extra="forbid")
+    refused_paths: list[str] = Field(
+        default_factory=lambda: [".github/**", *GIT_FILES],
+        description="Paths never committed. Besides these, nothing under .git or under .agent/ (but the step's own "
+        "folder) is ever taken, whatever this says.",
+    )
+    tool_files: list[str] = Field(default_factory=lambda: list(TOOL_FILES),
+                                  description="Files that build tools, test runners, package managers or CI execute.")
+    tool_files_action: Literal["refuse", "flag", "allow"] = Field(
+        "refuse", description="refuse: not committed; flag: committed and listed at the top of the pull request; allow.")
+    existing_files_action: Literal["flag", "refuse", "allow"] = Field(
+        "flag", description="A change to (or deletion of) a file that was in the tree before the step.")
+    symlinks: Literal["refuse", "allow"] = Field("refuse", description="Symbolic links the code made.")
+    max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed (nor read).")
+    max_step_mb: float = Field(100.0, gt=0, description="All files one step produced together; the rest is refused unread.")
+    max_files: int = Field(5000, ge=1, description="Changed files one step may leave; the rest is refused unread.")
+
 
 # Refused whatever policy.refused_paths says (matched case-insensitively, like every pattern)
 FIXED_REFUSED = (".github/workflows/**",)
@@ -55,7 +103,7 @@ class Decision:
 
 
 def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[str] | frozenset[str] = frozenset()) -> Decision:
-    """Apply ``policy`` (gitops_agent.core.config.PolicyConfig) to a step's ``changes``. ``own_dir``
+    """Apply ``policy`` (gitops_agent.settings.config.PolicyConfig) to a step's ``changes``. ``own_dir``
     is the step's folder (``.agent/tasks/<id>/steps/<seq>-<node>``); ``existing`` the paths
     that were in the tree before the step."""
     d = Decision()

@@ -42,6 +42,18 @@ def _libc():
         return None
 
 
+_PR_SET_DUMPABLE = 4
+
+
+def not_dumpable() -> None:
+    """No other process of this user may read this one's memory or ``/proc/<pid>/environ`` (which
+    hold the token and the keys): PR_SET_DUMPABLE 0. Processes it starts are dumpable again after
+    their exec; as root this changes nothing (the sandboxes' namespaces do the rest)."""
+    libc = _libc() if sys.platform.startswith("linux") else None
+    if libc is not None:
+        libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
+
+
 def rlimit_preexec(limits: SandboxLimits, timeout: float, *, cgroup_procs: list[str] | None = None,
                    die_with_parent: bool = False, rlimits: bool = True):
     """Build the preexec_fn run in the child before exec (values computed up front): join the

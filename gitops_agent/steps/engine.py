@@ -11,7 +11,7 @@ from gitops_agent.steps.execute import run_execute
 from gitops_agent.steps.finish import run_finish
 from gitops_agent.steps.intake import create_task
 from gitops_agent.steps.plan import run_plan
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, NodeStatus, TaskModels, TaskSource, Usage

@@ -10,15 +10,15 @@ from typing import Any
 
 from gitops_agent.brain.branch import list_tools
 from gitops_agent.core.errors import FatalModelError, ModelError
-from gitops_agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
+from gitops_agent.core.messages import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from gitops_agent.core.cancel import CANCEL
 from gitops_agent.git.checkout import Caps
-from gitops_agent.memory.hooks import attach_data
+from gitops_agent.steps.memory_hooks import attach_data
 from gitops_agent.safety.policy import decide
 from gitops_agent.safety.text import outbound
-from gitops_agent.core.prompts import render
+from gitops_agent.templates.prompts import render
 from gitops_agent.observe.render import checklist, fmt_tokens
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import CascadeAttempt, NodeStatus, Observation, StepRecord, Turn, Usage, dump_state, utcnow
@@ -49,6 +49,12 @@ def _dep_nodes(snap: Snapshot, node: PlanNode) -> list[PlanNode]:
 
 def _dep_results(snap: Snapshot, node: PlanNode) -> list[dict[str, str]]:
     return [{"node": d.id, "title": d.title, "result": snap.result_of(d.step, d.id).strip()} for d in _dep_nodes(snap, node) if d.step is not None]
+
+
+def _sharing(snap: Snapshot) -> int:
+    """How many nodes run at once in this snapshot (this one included): each spends from the same
+    remaining budget, which none of them sees the others spend until they commit."""
+    return max(1, len(snap.plan.running())) if snap.plan is not None else 1
 
 
 def _observation_text(rt: Runtime, obs: Observation) -> str:
@@ -119,7 +125,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
             if k:
                 if finished and status == "done" or (error or "").startswith("stopped:"):
                     break  # done, or out of budget: no further model
-                over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=usage.total)
+                over = snap.budget_problem(hop=job.hop, extra_usd=cost * _sharing(snap), extra_tokens=usage.total * _sharing(snap))
                 if over:  # the first model spent the budget: the next one does not start
                     error = f"stopped: {over}"
                     attempts[-1].error = attempts[-1].error or error
@@ -225,7 +231,9 @@ def _attempt(rt: Runtime, job: Job, snap: Snapshot, node: Any, agent: Any, model
             status, result = done
             return True, status, result, None
         messages.append(Message(role="user", content=replies))
-        over = snap.budget_problem(hop=job.hop, extra_usd=cost, extra_tokens=all_tokens + usage.total)
+        # nodes running side by side each see the same ledger: each may spend its share of what is left
+        n = _sharing(snap)
+        over = snap.budget_problem(hop=job.hop, extra_usd=cost * n, extra_tokens=(all_tokens + usage.total) * n)
         if over:
             return False, status, result, f"stopped: {over}"
     return False, status, result, None

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import time
 
-from gitops_agent.core.prompts import render
+from gitops_agent.templates.prompts import render
 from gitops_agent.memory.experience import cited_ids
-from gitops_agent.memory.hooks import record_experience, shown_memory
+from gitops_agent.steps.memory_hooks import record_experience, shown_memory
 from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
 from gitops_agent.observe.rounds import rounds_table
 from gitops_agent.safety.text import outbound
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow

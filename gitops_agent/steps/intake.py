@@ -7,7 +7,7 @@ import time
 from datetime import datetime, timezone
 
 from gitops_agent.core.errors import AgentError, ConfigError
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.state import Budget, TaskFile, TaskModels, TaskSource, branch_for, dump_state, task_dir, utcnow
 

@@ -12,11 +12,11 @@ from pydantic import ValidationError
 
 from gitops_agent.core.errors import FatalModelError, FormatError, ModelError, PushConflict
 from gitops_agent.memory.experience import MEMORY_FILE
-from gitops_agent.memory.hooks import planner_memory
-from gitops_agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
-from gitops_agent.core.prompts import render
+from gitops_agent.steps.memory_hooks import planner_memory
+from gitops_agent.core.messages import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from gitops_agent.templates.prompts import render
 from gitops_agent.observe.render import checklist, fmt_tokens
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import PLANNER_NODE, NodeStatus, StepRecord, Turn, Usage, dump_state, format_validation_error, step_dirname, utcnow
@@ -92,6 +92,7 @@ def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, no
                     errors.append(f"failed node {o.id!r} has run {o.attempts} times, the most a node may "
                                   f"(budget.max_node_attempts = {max_attempts}); keep it as it was, or finish")
                 # a changed goal means: try again (status pending)
+        errors += _spent_goals(old, new, max_attempts)
         if errors:
             raise FormatError("; ".join(errors))
     new.refresh_parents()
@@ -100,6 +101,18 @@ def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, no
         why = f"nodes {blocked} wait on failed nodes" if blocked else "every leaf is already done or failed"
         raise FormatError(f"no node can run: {why}. Call `finish` with the answer, or add or change nodes.")
     return new
+
+
+def _spent_goals(old: Plan, new: Plan, max_attempts: int | None) -> list[str]:
+    """A new node may not take up the goal of a failed node that ran as often as a node may (a
+    new id would otherwise start its count again)."""
+    if max_attempts is None:
+        return []
+    norm = lambda g: " ".join(g.lower().split())  # noqa: E731
+    spent = {norm(o.goal): o for o in old.walk() if o.is_leaf and o.status == NodeStatus.failed and o.attempts >= max_attempts}
+    return [f"node {n.id!r} takes up the goal of failed node {spent[norm(n.goal)].id!r}, which ran {spent[norm(n.goal)].attempts} "
+            f"times, the most a node may (budget.max_node_attempts); finish, or give it another goal"
+            for n in new.walk() if n.is_leaf and old.get(n.id) is None and norm(n.goal) in spent]
 
 
 def _state_results(snap: Snapshot, new_ids: list[str]) -> tuple[list[dict], list[dict]]:

@@ -9,7 +9,7 @@ import pytest
 from gitops_agent.brain.branch import BRAIN_BRANCH, checkout_brain, default_files, list_tools, load_repo_brain
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.git.repo import GitRepo
-from gitops_agent.cli.local import make_runtime
+from gitops_agent.app.local import make_runtime
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.sandbox.choose import available_backends
 

@@ -11,10 +11,10 @@ import yaml
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, default_files
 from gitops_agent.core.errors import AgentError
-from gitops_agent.brain.evolve import gather, pull_request_for, run_evolve
+from gitops_agent.evolve.propose import gather, pull_request_for, run_evolve
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.store import MemoryStore
-from gitops_agent.models.base import ToolResultBlock
+from gitops_agent.core.messages import ToolResultBlock
 from gitops_agent.models.scripted import ScriptedModel
 
 from tests.memory.helpers import cli, experience, git, make_repo
@@ -169,6 +169,7 @@ def test_a_proposal_that_changes_a_capability_is_refused_and_shown(tmp_path, fie
     model = ScriptedModel({"evolve": [grab, GOOD]})
     p = run_evolve(GitRepo(repo), model, last=10, now=NOW)
     assert len(model.calls) == 2 and field in p.refused[0]
+    assert p.usage.total > 0 and "Agent-Usage: in=0 out=0" not in git(repo, "log", "-1", "--format=%B", p.branch)
     back = [b for b in model.calls[1].messages[-1].content if isinstance(b, ToolResultBlock)]
     assert back and "trusted settings" in back[0].content and field in back[0].content
     assert f"{field}:" not in git(repo, "show", f"{p.branch}:agents/analyst.yaml") or \
@@ -187,3 +188,15 @@ def test_a_new_agent_may_not_bring_its_own_model(tmp_path):
     with pytest.raises(AgentError, match="rejected"):
         run_evolve(GitRepo(repo), model, last=10, now=NOW)
     assert "model" in model.calls[-1].messages[-1].content[0].content
+
+
+def test_a_tool_the_compiler_cannot_take_goes_back_to_the_model(tmp_path):
+    """A 200 KB tool of nested subscripts makes compile() raise RecursionError, not SyntaxError:
+    the model is told, evolve does not crash."""
+    repo, _ = seeded(tmp_path)
+    deep = {"tool": "propose_brain_change", "input": {"title": "t", "rationale": "r", "experiences": [],
+                                                       "changes": [{"path": "tools/deep.py", "content": '"""d"""\nx = a' + "[0]" * 60000 + "\n"}]}}
+    model = ScriptedModel({"evolve": [deep, GOOD]})
+    p = run_evolve(GitRepo(repo), model, last=10, now=NOW)
+    assert list(p.changes) == ["agents/analyst.yaml"]
+    assert "cannot be compiled" in model.calls[1].messages[-1].content[0].content

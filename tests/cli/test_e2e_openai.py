@@ -7,8 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from gitops_agent.core.config import AgentConfig
-from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.settings.config import AgentConfig
+from gitops_agent.app.local import make_runtime, run_question
 from tests.fakes.openai_server import FakeOpenAI
 
 

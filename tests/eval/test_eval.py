@@ -278,7 +278,7 @@ def test_a_suite_named_by_settings_stays_inside_the_repository(tmp_path):
     """evolve.suite / agent-eval's suite name a shipped suite or a file in the repository: a folder
     whose suite.yaml links out, or a path outside, is refused before the file is read."""
     from gitops_agent.core.errors import ConfigError
-    from gitops_agent.eval.gate import suite_path
+    from gitops_agent.evolve.gate import suite_path
 
     repo = tmp_path / "repo"
     outside = tmp_path / "gitconfig"
@@ -339,7 +339,7 @@ def test_a_model_without_its_key_is_named_before_any_question_runs(tmp_path, mon
 
 def test_the_evolve_verdict_is_unmeasured_when_the_runs_failed_and_costlier_from_zero():
     from gitops_agent.core.state import utcnow
-    from gitops_agent.eval.gate import verdict_of
+    from gitops_agent.evolve.gate import verdict_of
     from gitops_agent.eval.run import EvalConfig, EvalRun, QuestionResult
 
     def run(rows):
@@ -370,7 +370,7 @@ def test_each_questions_budget_can_be_set(tmp_path):
 
 def test_max_minutes_is_each_questions_wall_budget_in_minutes(tmp_path, monkeypatch):
     """--max-minutes 5 gives every question's task 300 s of wall time (task.json says so)."""
-    import gitops_agent.cli.local as local
+    import gitops_agent.app.local as local
     from gitops_agent.core.snapshot import load_snapshot
 
     seen: list[int] = []
@@ -405,7 +405,7 @@ def _two_configs(rows):
 def test_the_evolve_cost_margin_is_a_fraction_of_what_the_current_brain_costs():
     """evolve.cost_margin 0.2: the same pass rate for 10% more is `same`, for twice as much is
     `costlier`, whatever the amounts (a margin read as dollars would flip both)."""
-    from gitops_agent.eval.gate import verdict_of
+    from gitops_agent.evolve.gate import verdict_of
 
     def verdict(cur_usd, new_usd):
         return verdict_of(_two_configs([("cur", True, "done", cur_usd), ("new", True, "done", new_usd)]), "cur", "new", 0.2)[0]
@@ -419,7 +419,7 @@ def test_the_evolve_cost_margin_is_a_fraction_of_what_the_current_brain_costs():
 def test_an_unmeasured_evolve_verdict_holds_the_proposal_back_like_a_worse_one():
     """A suite run whose current brain mostly failed measured nothing: the gate blocks the pull
     request (as for `worse` and `costlier`); `same` and `better` do not."""
-    from gitops_agent.eval.gate import Gate, verdict_of
+    from gitops_agent.evolve.gate import Gate, verdict_of
 
     run = _two_configs([("cur", False, "error", 0), ("cur", False, "error", 0), ("new", True, "done", 0), ("new", True, "done", 0)])
     verdict, why = verdict_of(run, "cur", "new", 0.2)

@@ -80,8 +80,8 @@ def test_replay_of_an_unknown_task_says_so(tmp_path, capsys):
 def test_what_differs_between_any_two_runs_is_no_divergence(tmp_path):
     """The checkout's path, the sandbox's temporary folder in a traceback, and a set's order do not
     make a replay diverge; a changed figure does."""
-    from gitops_agent.cli.local import make_runtime, run_question
-    from gitops_agent.core.config import AgentConfig
+    from gitops_agent.app.local import make_runtime, run_question
+    from gitops_agent.settings.config import AgentConfig
     from gitops_agent.models.scripted import ScriptedModel
     from tests.helpers import make_repo
 

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from gitops_agent.core.config import GitHubConfig
+from gitops_agent.settings.config import GitHubConfig
 from gitops_agent.core.plan import Plan, PlanNode
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot

@@ -1,6 +1,6 @@
-"""The layout of agent/ stays readable: packages per part, no module doing several jobs (none over
-~400 lines), and no import circle between modules (imports under TYPE_CHECKING do not count;
-imports inside functions do)."""
+"""The layout of gitops_agent/ stays readable: packages per part, in layers that import one way
+down (LAYERS), no module doing several jobs (none over ~400 lines), and no import circle between
+modules or packages (imports under TYPE_CHECKING do not count; imports inside functions do)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ from tests.helpers import ROOT
 
 AGENT = ROOT / "gitops_agent"
 MAX_LINES = 430
-PACKAGES = {"core", "steps", "git", "sandbox", "safety", "models", "memory", "brain", "github", "observe", "cli", "demo", "eval"}
+# The packages, lowest first: each imports only packages before it (docs/design.md, "Layers").
+LAYERS = ["core", "git", "safety", "templates", "models", "sandbox", "settings", "memory", "observe", "brain", "runtime",
+          "steps", "app", "eval", "evolve", "github", "cli"]
+PACKAGES = {*LAYERS, "demo"}
 
 
 def _modules() -> dict[str, Path]:
@@ -98,6 +101,34 @@ def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
 
 def test_no_import_circle():
     assert cycles(import_graph()) == []
+
+
+def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
+    """Package -> the packages its modules import (a module at the top, like __main__, is its own)."""
+    def pkg(mod: str) -> str:
+        parts = mod.split(".")
+        return parts[1] if len(parts) > 2 or (len(parts) == 2 and (AGENT / parts[1]).is_dir()) else mod
+
+    out: dict[str, set[str]] = {}
+    for mod, targets in graph.items():
+        out.setdefault(pkg(mod), set()).update(pkg(t) for t in targets if pkg(t) != pkg(mod))
+    return out
+
+
+def test_packages_import_one_way_down():
+    """core imports no other package; every package imports only the packages below it."""
+    pg = package_graph(import_graph())
+    assert pg.get("core", set()) == set(), pg.get("core")
+    rank = {p: i for i, p in enumerate(LAYERS)}
+    upward = sorted((p, t) for p, ts in pg.items() if p in rank for t in ts if t in rank and rank[t] > rank[p])
+    assert upward == [], f"imports that point up a layer: {upward}"
+    assert cycles(pg) == []
+    assert set(pg) - {"gitops_agent.__main__", "gitops_agent.__init__", "gitops_agent"} <= PACKAGES
+
+
+def test_the_package_checker_finds_an_upward_import():
+    graph = {"gitops_agent.core.state": {"gitops_agent.steps.plan"}, "gitops_agent.steps.plan": set()}
+    assert package_graph(graph) == {"core": {"steps"}, "steps": set()}
 
 
 def test_the_checker_finds_a_circle():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from gitops_agent.core.config import AgentConfig
-from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.settings.config import AgentConfig
+from gitops_agent.app.local import make_runtime, run_question
 from gitops_agent.memory.experience import Experience, OutlineItem
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.observe.progress import RecordingReporter

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 
-from gitops_agent.cli.local import make_demo_repo, make_runtime, resume, run_question
+from gitops_agent.app.local import make_demo_repo, make_runtime, resume, run_question
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.memory.store import MemoryStore
 from gitops_agent.models.scripted import ScriptedModel

@@ -11,7 +11,7 @@ import pytest
 
 from gitops_agent.core.errors import FatalModelError, ModelError
 from gitops_agent.models.anthropic_model import AnthropicModel
-from gitops_agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from gitops_agent.core.messages import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 from gitops_agent.models.pricing import price_of
 from gitops_agent.core.seams import Model
 from gitops_agent.core.state import Usage
@@ -452,7 +452,7 @@ def test_fake_fault_headers(server):
 
 def test_cache_breakpoints_keep_the_first_and_newest_messages_within_four():
     from gitops_agent.models.anthropic_model import AnthropicModel
-    from gitops_agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+    from gitops_agent.core.messages import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 
     m = AnthropicModel("claude-haiku-4-5", api_key="x", base_url="http://127.0.0.1:9")
     tool = ToolSpec(name="run_python", description="d", input_schema={"type": "object"})

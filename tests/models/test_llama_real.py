@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.models.base import Message, ModelRequest, ToolSpec
+from gitops_agent.core.messages import Message, ModelRequest, ToolSpec
 
 pytestmark = [pytest.mark.real_model, pytest.mark.slow]
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from gitops_agent.core.errors import FatalModelError, ModelError
-from gitops_agent.models.base import Message, ModelRequest, ToolSpec
+from gitops_agent.core.messages import Message, ModelRequest, ToolSpec
 from gitops_agent.models.context_fit import window_of
 from gitops_agent.models.openai_model import OpenAIModel
 from tests.fakes.openai_server import FakeOpenAI

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from gitops_agent.core.errors import FatalModelError, ModelError
-from gitops_agent.models.base import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+from gitops_agent.core.messages import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 from gitops_agent.models.openai_model import OpenAIModel, parse_arguments
 from gitops_agent.models.pricing import price_of
 from gitops_agent.core.seams import Model

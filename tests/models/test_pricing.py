@@ -88,8 +88,8 @@ def test_overrides_win():
 def test_a_model_served_from_this_machine_or_a_private_network_costs_nothing(tmp_path, monkeypatch):
     """A llama.cpp or Ollama model on 127.0.0.1 is not charged at the fallback price of an unknown
     model; `prices:` still prices it; an unknown model of a public endpoint still gets the fallback."""
-    from gitops_agent.core.config import AgentConfig, Price
-    from gitops_agent.core.runtime import Runtime
+    from gitops_agent.settings.config import AgentConfig, Price
+    from gitops_agent.runtime.context import Runtime
     from gitops_agent.core.state import Usage
     from gitops_agent.models.pricing import is_local_endpoint
     from gitops_agent.observe.progress import RecordingReporter
@@ -113,8 +113,8 @@ def test_a_model_served_from_this_machine_or_a_private_network_costs_nothing(tmp
 def test_a_public_host_whose_name_only_starts_with_localhost_is_charged(monkeypatch):
     """`localhost.example.com` is somebody's server, not this machine: its unknown model is counted
     at the fallback price (so the dollar budget still stops it), not as free."""
-    from gitops_agent.core.config import AgentConfig
-    from gitops_agent.core.runtime import Runtime
+    from gitops_agent.settings.config import AgentConfig
+    from gitops_agent.runtime.context import Runtime
     from gitops_agent.core.state import Usage
     from gitops_agent.models.pricing import is_local_endpoint
 

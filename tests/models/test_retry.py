@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import time
 
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.errors import ModelError
-from gitops_agent.core.runtime import Runtime
-from gitops_agent.models.base import Message, ModelRequest
+from gitops_agent.runtime.context import Runtime
+from gitops_agent.core.messages import Message, ModelRequest
 from gitops_agent.models.retry import RetryPolicy, query_with_retry
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.observe.progress import RecordingReporter

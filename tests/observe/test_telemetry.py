@@ -9,8 +9,8 @@ sdk = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporte
 
 
 def test_run_emits_step_and_model_call_spans(tmp_path):
-    from gitops_agent.core.config import AgentConfig
-    from gitops_agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+    from gitops_agent.settings.config import AgentConfig
+    from gitops_agent.app.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
 
     exporter = sdk.InMemorySpanExporter()
     assert telemetry.setup(exporter=exporter, batch=False)

@@ -17,9 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.git.repo import GitRepo
-from gitops_agent.cli.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+from gitops_agent.app.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.core.state import NodeStatus, StepRecord, Usage
 from gitops_agent.observe.terminal import render_terminal

@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.steps.engine import Engine
-from gitops_agent.cli.local import make_runtime, result_of, run_question
+from gitops_agent.app.local import make_runtime, result_of, run_question
 from gitops_agent.models.anthropic_model import AnthropicModel
 from gitops_agent.models.retry import RetryPolicy, query_with_retry, retry_after_of
 from gitops_agent.core.errors import FatalModelError, ModelError
@@ -319,7 +319,7 @@ def test_retry_policy_unit():
 
 
 def test_openai_compatible_errors_carry_retry_after_and_are_retried_by_the_runtime():
-    from gitops_agent.models.base import Message, ModelRequest
+    from gitops_agent.core.messages import Message, ModelRequest
     from gitops_agent.models.openai_model import OpenAIModel
     from tests.fakes.openai_server import FakeOpenAI
 

@@ -14,14 +14,15 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.core.config import AgentConfig, PolicyConfig
+from gitops_agent.safety.policy import PolicyConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.steps.engine import Engine
 from gitops_agent.core.errors import AgentError, BadName, ConfigError
 from gitops_agent.github.client import GitHubClient
 from gitops_agent.github.events import DispatchPayload, check_branch_name, read_trigger
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.steps.intake import MAX_QUESTION_CHARS
-from gitops_agent.cli.local import make_runtime, run_question
+from gitops_agent.app.local import make_runtime, run_question
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.git.checkout import Output
 from gitops_agent.safety.policy import decide

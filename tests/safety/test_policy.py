@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gitops_agent.core.config import PolicyConfig
+from gitops_agent.safety.policy import PolicyConfig
 from gitops_agent.git.checkout import Output
 from gitops_agent.safety.policy import decide, matches
 

@@ -306,3 +306,121 @@ def test_a_recording_that_asks_for_no_sandbox_is_replayed_isolated(tmp_path):
     obs = json.loads(git(keep, "show", f"agent/task/{task}:{turns[0]}").splitlines()[0])["observation"]
     assert obs["backend"] == "bubblewrap" and "leaked []" in obs["stdout"], obs
     assert r.returncode == 1 and "DIVERGED" in r.stdout  # it did not do what the author's run did
+
+
+def test_a_failed_node_under_a_new_id_keeps_its_count(tmp_path):
+    """Round 4, B5: the planner drops the failed node and adds its goal again under a new id."""
+    repo = make_repo(tmp_path, files={"data/x.csv": "a\n1\n", ".github/gitops-agent.yml": "budget: {max_node_attempts: 1}\n"})
+    again = [{"tool": "update_plan", "input": {"nodes": [{"id": f"n{i}", "title": "t", "goal": "Sum column a"}]}} for i in range(1, 6)]
+    script = {"planner": again + [{"tool": "finish", "input": {"answer": "gave up", "summary": "s"}}]}
+    script.update({f"executor:n{i}": [{"tool": "finish_step", "input": {"status": "failed", "result": "no"}}] for i in range(1, 6)})
+    _scripted_run(repo, script, "q")
+    runs = [c for c in commits(repo, task_branch(repo)) if c["subject"].startswith("agent(execute)")]
+    assert len(runs) == 1, [c["subject"] for c in commits(repo, task_branch(repo))]
+
+
+@pytest.mark.parametrize("config", ['trigger:\n  "allow": [carol]\n', "trigger:\n  'allow':\n    - carol\n",
+                                    '{"trigger": {"allow": ["carol"], "label": "agent"}}\n'], ids=["double", "single-block", "json"])
+def test_a_listed_login_is_let_through_whatever_the_yaml_quoting(config):
+    """Round 4, B6: the intake reads these the same; the gate must too (else it refuses the
+    listed person and posts a refusal)."""
+    from gitops_agent.github.gate import _allowed_logins
+
+    assert _allowed_logins(config) == {"carol"}
+
+
+def test_nodes_run_side_by_side_share_what_is_left_of_the_budget(tmp_path):
+    """Round 4, B4: four nodes dispatched at once each checked the whole remaining budget, so the
+    task spent about 7 times its $0.05. Each now spends its share: at most one call each past it."""
+    from tests.security.harness import World
+
+    junk = "Let me reason about the data once more, carefully. " * 600  # about 30 KB of output a call
+    nodes = [{"id": f"n{i}", "title": f"part {i}", "goal": f"Analyse part {i}."} for i in range(1, 5)]
+
+    def planner(body, text, n):
+        return tool("update_plan", nodes=nodes, note="split") if "There is no plan yet" in text else tool("finish", answer="done", summary="d")
+
+    def executor(body, text, n):
+        return {"content": [{"type": "text", "text": junk}, {"type": "tool_use", "name": "run_python", "input": {"code": "print(1)"}}],
+                "stop_reason": "tool_use"}
+
+    w = World(tmp_path, config="budget: {max_usd: 0.05}\ngithub: {max_parallel: 4, inline_steps: false}\n")
+    try:
+        w.model(AgentResponder({"planner": planner, **{f"executor:n{i}": executor for i in range(1, 5)}}))
+        w.run_issue()
+        recs = [r for r in w.step_records() if r.get("role") == "executor"]
+        calls = sum(r["turns"] for r in recs)
+        per_call = max(r["cost_usd"] / r["turns"] for r in recs)
+        assert len(recs) == 4 and calls == 4, [(r["node"], r["turns"]) for r in recs]  # one call each, none more
+        assert sum(r["cost_usd"] for r in recs) <= 0.05 + 4 * per_call
+    finally:
+        w.close()
+
+
+# ----------------------------------------------------------------------------- round 4: B1, B7
+
+
+class _Exec:
+    def __init__(self, marker: str):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))  # unpickling it creates the marker: code ran on the host
+
+
+def _gadget(marker: Path, obj: str = "task.budget") -> str:
+    import pickle
+
+    payload = json.dumps(pickle.dumps(_Exec(str(marker)), protocol=0).decode("latin-1"))
+    return "{%- set _y = " + obj + ".parse_raw(" + payload + ", content_type='application/pickle', allow_pickle=True) -%}\n"
+
+
+@pytest.mark.parametrize("obj", ["task.budget", "task", "node", "agent", "plan"])
+def test_a_template_cannot_call_a_method_of_a_model_object(tmp_path, obj):
+    """Round 4, B1: pydantic's parse_raw unpickles a string the template writes. A template reads
+    fields and properties and calls methods of plain values only."""
+    from gitops_agent.brain.branch import validate_files
+    from gitops_agent.core.errors import ConfigError
+
+    marker = tmp_path / "PWNED_by_template"
+    files = dict(default_files())
+    files["prompts/planner_task.j2"] = (_gadget(marker, obj) + files["prompts/planner_task.j2"].decode()).encode()
+    files["prompts/executor_node.j2"] = (_gadget(marker, obj) + files["prompts/executor_node.j2"].decode()).encode()
+    with pytest.raises(ConfigError, match="unsafe"):
+        validate_files(files)
+    assert not marker.exists()
+
+
+def test_what_templates_may_still_do():
+    from gitops_agent.core.plan import Plan, PlanNode
+    from gitops_agent.templates.env import bounded_render, template_env
+
+    plan = Plan(version=1, goal="g", nodes=[PlanNode(id="n1", title="t", goal="g")])
+    text = ("{% for n in plan.nodes %}{{ loop.index }}{{ n.is_leaf }}{{ n.status.value }}{% endfor %} {{ '%.1f' % x }} "
+            "{{ '{}!'.format(x) }} {{ d.items() | list }} {{ u.startswith('https') }} {{ range(2) | join }}")
+    out = bounded_render(template_env().from_string(text), {"plan": plan, "x": 1.5, "d": {"a": 1}, "u": "https://x"})
+    assert out == "1Truepending 1.5 1.5! [('a', 1)] True 01"
+
+
+def test_a_template_child_whose_parent_dies_stops(tmp_path):
+    """Round 4, B7: the step process killed mid-render (a cancelled job) leaves no child looping."""
+    import signal
+    import time
+
+    code = ("import pathlib, sys\nfrom gitops_agent.templates.prompts import render\n"
+            f"d = pathlib.Path({str(tmp_path)!r})\n"
+            "(d / 'loop.j2').write_text('{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}')\n"
+            "print('rendering', flush=True)\nrender([d], 'loop.j2')\n")
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    assert p.stdout.readline().strip() == "rendering"
+    time.sleep(1.0)
+    kids = [int(x) for x in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
+    assert kids, "the render should run in a child"
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline and any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2]
+                                              for k in kids):
+        time.sleep(0.1)
+    alive = [k for k in kids if Path(f"/proc/{k}").exists() and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
+    assert alive == [], "the template child outlived its parent"

@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 import gitops_agent.sandbox.watchdog as watchdog
-from gitops_agent.cli.local import make_runtime, run_question
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.app.local import make_runtime, run_question
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
 from gitops_agent.sandbox.choose import bwrap_works
@@ -62,7 +62,7 @@ def test_the_actions_of_a_step_share_its_disk_budget(sandbox, tmp_path):
     assert PER_STEP in second.stderr and second.exit_code != 0, second.stderr
     third = sandbox.run_python(write("c.bin"), work)  # nothing left
     assert PER_STEP in third.stderr
-    assert size(work) <= 22 * MiB, size(work) / MiB
+    assert size(work) <= 24 * MiB, size(work) / MiB
     # with the budget spent an action can still delete, and what it frees can be written again
     freed = sandbox.run_shell("rm a.bin && echo freed", work)
     assert freed.exit_code == 0 and "freed" in freed.stdout and "killed" not in freed.stderr, freed.stderr
@@ -109,7 +109,7 @@ def test_a_tree_that_cannot_be_read_whole_leaves_no_budget(tmp_path, monkeypatch
     sb = SubprocessSandbox(SandboxLimits(backend="subprocess", disk_mb=20, timeout_s=30))
     work = tree(tmp_path)
     first = sb.run_python("import os; os.mkdir('d')\n" + write("d/a.bin") + "os.rename('d', 'locked')\n", work)
-    assert first.exit_code == 0 and "killed" not in first.stderr, first.stderr
+    assert PER_STEP in first.stderr, first.stderr  # measured as it ends: what it hid cannot be told apart
     obs = sb.run_python(write("b.bin"), work)
     assert PER_STEP in obs.stderr, obs.stderr
     assert sb.run_shell("rm -r locked b.bin", work).exit_code == 0
@@ -136,3 +136,44 @@ def test_a_node_writing_15_mib_a_turn_is_held_to_the_steps_20_mib(tmp_path):
     total = int(res.answer.split("TOTAL=")[1].split()[0])
     # 20 MiB and what each of the five killed turns wrote in its last poll
     assert 15 * MiB < total <= 24 * MiB, total / MiB
+
+
+MMAP_HELD = """
+import ctypes, os, time
+libc = ctypes.CDLL(None, use_errno=True)
+libc.mmap.restype = ctypes.c_void_p
+libc.mmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_long]
+libc.munmap.argtypes = [ctypes.c_void_p, ctypes.c_size_t]
+libc.msync.argtypes = [ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int]
+SIZE = 64 << 20
+fd = os.open('held.bin', os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o600)
+os.unlink('held.bin')
+os.ftruncate(fd, SIZE)
+addr = libc.mmap(None, SIZE, 3, 1, fd, 0)   # libc's mmap keeps no descriptor of its own
+os.close(fd)                                # nothing in /proc/PID/fd shows the file now
+for off in range(0, SIZE, 4 << 20):
+    ctypes.memmove(addr + off, b'\\1' * (4 << 20), 4 << 20)
+    libc.msync(addr + off, 4 << 20, 4)
+    time.sleep(0.05)
+libc.munmap(addr + 4096, SIZE - 4096)       # one page left mapped: the blocks stay
+time.sleep(3)
+print('held 64 MiB unseen')
+"""
+
+
+def test_a_deleted_file_held_by_a_mapping_alone_counts(sandbox, tmp_path):
+    """Red team round 4, B3a: opened, unlinked, mapped, closed: no descriptor and no name show
+    it, and the one page still mapped hides its size; the growth is the action's."""
+    obs = sandbox.run_python(MMAP_HELD, tree(tmp_path))
+    assert "held 64 MiB unseen" not in obs.stdout and PER_STEP in obs.stderr, (obs.stdout, obs.stderr)
+
+
+def test_empty_files_by_the_thousand_count_against_the_budget(sandbox, tmp_path):
+    """B3b: an empty file allocates no block, but inodes run out like disk: each entry costs
+    4 KiB of the step's budget."""
+    code = ("import os\nfor d in range(100):\n    os.mkdir(f'e{d}')\n"
+            "    for i in range(100):\n        os.close(os.open(f'e{d}/{i}', os.O_CREAT | os.O_WRONLY, 0o600))\nprint('made 10000')\n")
+    obs = sandbox.run_python(code, tree(tmp_path))
+    assert PER_STEP in obs.stderr, (obs.stdout, obs.stderr)  # killed as it runs, or measured as it ends
+    small = sandbox.run_python("import os\nfor i in range(200):\n    open(f'f{i}', 'w').close()\nprint('ok')", tree(tmp_path, "t2"))
+    assert small.exit_code == 0 and "ok" in small.stdout  # a few hundred files are nothing

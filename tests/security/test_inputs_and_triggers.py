@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.brain.evolve import run_evolve
+from gitops_agent.evolve.propose import run_evolve
 from gitops_agent.core.errors import AgentError
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.store import MemoryStore
 from gitops_agent.core.state import Usage
-from gitops_agent.models.base import ModelResponse, ToolUseBlock
+from gitops_agent.core.messages import ModelResponse, ToolUseBlock
 from tests.helpers import git
 from tests.memory.helpers import experience, make_repo
 from tests.security.harness import AGENT_ROOT, PY, Attack, attacker

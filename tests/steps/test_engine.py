@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.steps.engine import Engine
-from gitops_agent.cli.local import make_runtime, resume, run_question
-from gitops_agent.models.base import ToolResultBlock
+from gitops_agent.app.local import make_runtime, resume, run_question
+from gitops_agent.core.messages import ToolResultBlock
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.observe.progress import RecordingReporter
 from gitops_agent.core.seams import Job
@@ -554,7 +554,7 @@ def _start_with(repo: Path, script: dict, budget: Budget, workers: int = 3, mode
 def test_a_task_past_its_wall_time_stops_at_its_next_step_with_outcome_budget(repo):
     import time
 
-    from gitops_agent.cli.local import result_of
+    from gitops_agent.app.local import result_of
 
     script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
     engine, rt, model, job = _start_with(repo, script, Budget(max_wall_seconds=1))
@@ -570,7 +570,7 @@ def test_a_task_past_its_wall_time_stops_at_its_next_step_with_outcome_budget(re
 def test_the_hop_limit_allows_exactly_max_hops_dispatches_and_ends_the_task_after(repo):
     """Each dispatch carries its hop count; a job past max_hops (a loop of dispatches) ends the
     task, reported, without asking a model."""
-    from gitops_agent.cli.local import result_of
+    from gitops_agent.app.local import result_of
 
     script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
     engine, rt, model, job = _start_with(repo, script, Budget(max_hops=3))

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import threading
 
-from gitops_agent.cli.local import make_runtime
+from gitops_agent.app.local import make_runtime
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.steps.intake import add_instruction
 from tests.helpers import agent_command, git

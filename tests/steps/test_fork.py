@@ -42,7 +42,7 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
         "executor:n2": [{"tool": "run_python", "input": {"code": CODE_MEDIAN}}, {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
     })
     rt, rep = runtime(repo, fork_model)
-    from gitops_agent.steps.fork import run_fork
+    from gitops_agent.app.fork import run_fork
 
     out = run_fork(rt, "5-typical", 4, "Use the median instead of the mean.")
     assert out.outcome == "done", out.reason

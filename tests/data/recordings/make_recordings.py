@@ -20,8 +20,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
 sys.path.insert(0, str(ROOT))
 
-from gitops_agent.cli.local import make_demo_repo, make_runtime, run_question  # noqa: E402
-from gitops_agent.core.config import AgentConfig  # noqa: E402
+from gitops_agent.app.local import make_demo_repo, make_runtime, run_question  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
 from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 
 REVENUE = ("import csv, collections\n\ndef num(x):\n    try:\n        return float(x)\n    except ValueError:\n        return 0.0\n\n"
@@ -60,7 +60,7 @@ def record(name: str, script: dict | None) -> None:
         cfg = AgentConfig()
         cfg.sandbox.backend = "subprocess"
         if script is None:  # the shipped demo, as `gitops-agent demo` runs it
-            from gitops_agent.cli.local import DEMO_QUESTION
+            from gitops_agent.app.local import DEMO_QUESTION
 
             rt = make_runtime(repo, config=cfg)
             res = run_question(rt, DEMO_QUESTION, planner_model="scripted:demo", executor_model="scripted:demo", task_id="rec-demo")

@@ -1,13 +1,15 @@
 """The sandboxed Jinja2 environment every template renders in, and the bounds on what one
-render may build and produce (gitops_agent/core/prompts.py says which templates render where)."""
+render may build and produce (gitops_agent/templates/prompts.py says which templates render where)."""
 
 from __future__ import annotations
 
+import inspect
 import operator
 from typing import Any
 
 import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from pydantic import BaseModel
 
 from gitops_agent.safety.chars import quote
 
@@ -31,10 +33,42 @@ def _size(x: Any) -> int:
     return 1
 
 
+# Values whose methods a template may call (the immutable sandbox refuses the mutating ones).
+_PLAIN = (str, bytes, int, float, bool, list, tuple, dict, type(None))
+
+
+def _jinja_own(obj: Any) -> bool:
+    """Jinja2's runtime objects (loop, cycler, joiner, namespace, macros, the safe range)."""
+    kind = obj if isinstance(obj, type) else type(obj)
+    owner = getattr(obj, "__self__", None)
+    return kind.__module__.startswith("jinja2.") or (owner is not None and type(owner).__module__.startswith("jinja2."))
+
+
 class _Env(ImmutableSandboxedEnvironment):
-    """The sandbox, plus bounds on ``**`` and on what ``*`` and ``+`` build."""
+    """The sandbox, narrowed to data: a template reads fields and properties of what it is given
+    and calls methods of plain values only (``'x'.format``, ``d.items()``) -- never a method of a
+    model object (pydantic's ``parse_raw`` unpickles what it is handed: one call would be Python
+    on the host) -- plus bounds on ``**`` and on what ``*`` and ``+`` build."""
 
     intercepted_binops = frozenset(["**", "*", "+"])
+
+    def is_safe_attribute(self, obj: Any, attr: str, value: Any) -> bool:
+        if not super().is_safe_attribute(obj, attr, value):
+            return False
+        if isinstance(obj, _PLAIN) or _jinja_own(obj):
+            return True
+        if isinstance(obj, BaseModel):
+            cls = type(obj)
+            return attr in cls.model_fields or isinstance(inspect.getattr_static(cls, attr, None), property)
+        return not callable(value)  # any other object: its data, never a method or a class
+
+    def is_safe_callable(self, obj: Any) -> bool:
+        if not super().is_safe_callable(obj):
+            return False
+        owner = getattr(obj, "__self__", None)
+        if isinstance(owner, _PLAIN) and not isinstance(owner, type):
+            return True  # a method of a plain value
+        return obj is dict or _jinja_own(obj)
 
     def call_binop(self, context, operator_name, left, right):  # noqa: ANN001 - jinja2's signature
         if operator_name == "**":

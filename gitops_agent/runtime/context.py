@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gitops_agent.brain.agents import Brain
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.models import make_model, model_id
 from gitops_agent.models.specs import with_trusted_endpoint
@@ -84,7 +84,7 @@ class Runtime:
         with self._lock:
             if self.sandbox is None:
                 # memory's shared data sets are mounted read-only when a step attached them
-                # (gitops_agent/memory/hooks.py attach_data sets data_dir before the first sandbox)
+                # (gitops_agent/steps/memory_hooks.py attach_data sets data_dir before the first sandbox)
                 self.sandbox = make_sandbox(self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None)
             return self.sandbox
 

@@ -14,7 +14,7 @@ from gitops_agent.core.errors import AgentError
 from gitops_agent.git.repo import GitRepo
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gitops_agent.core.runtime import Runtime
+    from gitops_agent.runtime.context import Runtime
     from gitops_agent.core.snapshot import Snapshot
 
 from gitops_agent.memory.experience import DEFAULT_K, MEMORY_FILE, experience_from_snapshot

@@ -1,4 +1,4 @@
-"""A child process that renders templates someone else wrote (see gitops_agent/core/prompts.py).
+"""A child process that renders templates someone else wrote (see gitops_agent/templates/prompts.py).
 
 The step process holds the GitHub token and the model keys; a template from a branch is data.
 So it renders here: a process started from the agent's own code, whose address space is capped
@@ -29,7 +29,9 @@ from typing import Any
 import jinja2
 from jinja2.sandbox import SecurityError
 
-from gitops_agent.core.templates import CHILD_MEMORY_MB, RENDER_SECONDS, RenderLimit, bounded_render, template_env
+from gitops_agent.templates.env import CHILD_MEMORY_MB, RENDER_SECONDS, RenderLimit, bounded_render, template_env
+
+CHILD_CPU_SECONDS = 600
 
 _HEADER = struct.Struct(">Q")
 _MAX_REPLY = 64 * 2**20
@@ -48,12 +50,29 @@ def _read_exact(f, n: int) -> bytes:
     return data
 
 
-def _cap_memory() -> None:
+def _cap_resources() -> None:
+    """Memory above what the child uses now; CPU for a long life of renders (each takes
+    milliseconds), so a render the parent can no longer kill still ends; no core file."""
     with open("/proc/self/statm", "rb") as f:
         vm = int(f.read().split()[0]) * os.sysconf("SC_PAGE_SIZE")
     cap = vm + CHILD_MEMORY_MB * 2**20
     resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+    resource.setrlimit(resource.RLIMIT_CPU, (CHILD_CPU_SECONDS, CHILD_CPU_SECONDS + 5))
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+
+
+def _die_with_parent() -> None:
+    """Exit when the parent is gone (killed mid-render, it cannot stop a looping template): a
+    thread watches who the parent is; a template loop is Python, so the thread gets its turn."""
+    parent = os.getppid()
+
+    def watch() -> None:
+        while True:
+            time.sleep(0.5)
+            if os.getppid() != parent:
+                os._exit(1)
+
+    threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
 def _answer(dirs: list[str], name: str, ctx: dict[str, Any], envs: dict) -> dict[str, Any]:
@@ -79,7 +98,8 @@ def _answer(dirs: list[str], name: str, ctx: dict[str, Any], envs: dict) -> dict
 
 
 def main() -> None:
-    _cap_memory()
+    _cap_resources()
+    _die_with_parent()
     envs: dict = {}
     stdin, stdout = sys.stdin.buffer, sys.stdout.buffer
     while True:
@@ -108,7 +128,7 @@ class _Child:
 
     def _start(self) -> subprocess.Popen:
         root = str(Path(__file__).resolve().parents[2])  # the directory holding the agent package
-        boot = f"import sys; sys.path.insert(0, {root!r}); from gitops_agent.core.template_worker import main; main()"
+        boot = f"import sys; sys.path.insert(0, {root!r}); from gitops_agent.templates.worker import main; main()"
         # -I: no environment variables, user site or working directory on the path; an empty
         # environment: the child holds no token and no key
         return subprocess.Popen([sys.executable, "-I", "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE,

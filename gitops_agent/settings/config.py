@@ -19,6 +19,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gitops_agent.core.errors import ConfigError
+from gitops_agent.safety.policy import PolicyConfig
 from gitops_agent.models.pricing import Price
 from gitops_agent.models.retry import RetryPolicy, TimeoutPolicy
 from gitops_agent.sandbox.limits import SandboxLimits
@@ -33,50 +34,6 @@ class ModelsConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
     planner: str = Field("anthropic:claude-sonnet-4-6", description="Strong model: plans and writes the answer.")
     executor: str = Field("anthropic:claude-haiku-4-5", description="Cheap model: writes and runs the code.")
-
-
-# Files that git itself reads from a tree: never taken from the model (a .gitattributes filter
-# or a .gitmodules URL would act on whoever checks the branch out).
-GIT_FILES = [".gitattributes", ".gitmodules", ".lfsconfig", ".mailmap", ".gitea/**", ".forgejo/**"]
-
-# Files that build tools, test runners, package managers, editors and CI run or load as code.
-TOOL_FILES = [
-    "Makefile", "makefile", "GNUmakefile", "*.mk", "CMakeLists.txt", "*.cmake", "meson.build", "BUILD", "BUILD.bazel",
-    "WORKSPACE", "*.bzl", "Justfile", "justfile", "Taskfile.yml", "Rakefile", "Gemfile", "*.gemspec", "Jenkinsfile",
-    "build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts", "gradlew", "gradle-wrapper.properties",
-    "pom.xml", "build.sbt", "Cargo.toml", "build.rs", "package.json", ".npmrc", ".yarnrc", ".yarnrc.yml", "*.csproj",
-    "setup.py", "setup.cfg", "pyproject.toml", "tox.ini", "noxfile.py", "conftest.py", "pytest.ini", "sitecustomize.py",
-    "usercustomize.py", "*.pth", "requirements*.txt", "Pipfile", "Dockerfile", "*.dockerfile", "docker-compose*.yml",
-    "compose*.yml", ".pre-commit-config.yaml", ".envrc", ".env", ".gitlab-ci.yml", ".travis.yml", "azure-pipelines.yml",
-    ".circleci/**", ".buildkite/**", ".devcontainer/**", ".vscode/**", ".idea/**", ".husky/**", ".githooks/**",
-    ".cargo/**", ".mvn/**", "Directory.Build.props", "Directory.Build.targets", "*.props", "*.targets", ".pnpmfile.cjs",
-    "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".pylintrc", "pylintrc", ".flake8", "bitbucket-pipelines.yml",
-    ".gitpod.yml", "*.config.js", "*.config.cjs", "*.config.mjs", "*.config.ts", ".eslintrc*", ".babelrc*", ".bazelrc",
-    "mise.toml", ".mise.toml", ".tool-versions", ".drone.yml", "appveyor.yml", "buildspec.yml", "Earthfile", "Tiltfile",
-    "Vagrantfile", "*.nix", ".envrc*", "Procfile", "vite.config.*", "webpack.config.*", "jest.config.*", "karma.conf.js",
-]
-
-
-class PolicyConfig(BaseModel):
-    """What the model's code may change in the repository (gitops_agent/safety/policy.py). A pattern
-    without '/' matches a file name at any depth; one with '/' the whole path."""
-
-    model_config = ConfigDict(extra="forbid")
-    refused_paths: list[str] = Field(
-        default_factory=lambda: [".github/**", *GIT_FILES],
-        description="Paths never committed. Besides these, nothing under .git or under .agent/ (but the step's own "
-        "folder) is ever taken, whatever this says.",
-    )
-    tool_files: list[str] = Field(default_factory=lambda: list(TOOL_FILES),
-                                  description="Files that build tools, test runners, package managers or CI execute.")
-    tool_files_action: Literal["refuse", "flag", "allow"] = Field(
-        "refuse", description="refuse: not committed; flag: committed and listed at the top of the pull request; allow.")
-    existing_files_action: Literal["flag", "refuse", "allow"] = Field(
-        "flag", description="A change to (or deletion of) a file that was in the tree before the step.")
-    symlinks: Literal["refuse", "allow"] = Field("refuse", description="Symbolic links the code made.")
-    max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed (nor read).")
-    max_step_mb: float = Field(100.0, gt=0, description="All files one step produced together; the rest is refused unread.")
-    max_files: int = Field(5000, ge=1, description="Changed files one step may leave; the rest is refused unread.")
 
 
 class TriggerConfig(BaseModel):
@@ -114,7 +71,7 @@ class GitHubConfig(BaseModel):
 
 
 class EvolveConfig(BaseModel):
-    """How `evolve` proves a proposal (gitops_agent/eval/gate.py)."""
+    """How `evolve` proves a proposal (gitops_agent/evolve/gate.py)."""
 
     model_config = ConfigDict(extra="forbid")
     suite: str | None = Field("dabench", description="The eval suite run on the current and the proposed brain: a shipped "

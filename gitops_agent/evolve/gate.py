@@ -9,7 +9,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gitops_agent.core.config import AgentConfig
+from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.eval.report import summary, table
 from gitops_agent.eval.run import EvalConfig, EvalRun, Runner

@@ -27,7 +27,7 @@ from __future__ import annotations
 import time
 
 from gitops_agent.core.errors import AgentError, TaskNotFound
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import (
@@ -150,7 +150,7 @@ def run_fork(
 ):
     """Fork and run the new task to its end in local mode; returns agent.local.RunResult."""
     from gitops_agent.steps.engine import Engine
-    from gitops_agent.cli.local import result_of
+    from gitops_agent.app.local import result_of
 
     task = fork_task(rt, task_id, step, instruction, new_task_id, models)
     engine = Engine(rt)

@@ -11,7 +11,7 @@ steps that start from the default branch (intake, reconcile, evolve) read them a
 
 from __future__ import annotations
 
-from gitops_agent.core.config import CONFIG_PATH, AgentConfig, parse_config
+from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, parse_config
 from gitops_agent.core.errors import ConfigError
 
 

@@ -8,13 +8,13 @@ What a render may cost is bounded by what it produces, not operator by operator:
 
 * every render streams its output and stops past ``MAX_OUTPUT`` characters;
 * a template that is not the packaged one (``agent/brain``, an evolve proposal, a recording's
-  brain) renders in a child process (``gitops_agent/core/template_worker.py``) whose address space is
+  brain) renders in a child process (``gitops_agent/templates/worker.py``) whose address space is
   capped (``CHILD_MEMORY_MB`` above its start) and which is killed past ``RENDER_SECONDS``: a
   line that builds gigabytes, or loops for hours, ends that child, never the step process that
   holds the token and the keys;
 * in-process, repetition (``*``) and concatenation (``+``) are refused past ``MAX_VALUE``
   characters, counted over the items of a list, so the packaged templates stay cheap too
-  (gitops_agent/core/templates.py).
+  (gitops_agent/templates/env.py).
 
 Every place that renders a template takes its environment from ``template_env``.
 """
@@ -29,8 +29,8 @@ import jinja2
 from jinja2.sandbox import SecurityError
 
 from gitops_agent.core.errors import ConfigError
-from gitops_agent.core.template_worker import render_in_child
-from gitops_agent.core.templates import MAX_OUTPUT, bounded_render, template_env
+from gitops_agent.templates.worker import render_in_child
+from gitops_agent.templates.env import MAX_OUTPUT, bounded_render, template_env
 
 __all__ = ["MAX_OUTPUT", "packaged_prompts_dir", "render", "render_raw", "template_env"]
 

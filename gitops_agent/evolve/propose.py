@@ -26,11 +26,11 @@ from gitops_agent.core.errors import AgentError, ConfigError, FatalModelError, M
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.experience import Experience
 from gitops_agent.memory.store import MemoryStore
-from gitops_agent.models.base import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
+from gitops_agent.core.messages import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
 from gitops_agent.models.pricing import price_of
 from gitops_agent.models import model_id
 from gitops_agent.observe.progress import Reporter
-from gitops_agent.core.prompts import render
+from gitops_agent.templates.prompts import render
 from gitops_agent.core.state import Usage
 from gitops_agent.core.tools import specs
 
@@ -55,7 +55,7 @@ class Proposal:
     model: str
     usage: Usage = field(default_factory=Usage)
     cost_usd: float = 0.0
-    gate: Any = None  # gitops_agent/eval/gate.py's Gate: the suite on the current and the proposed brain
+    gate: Any = None  # gitops_agent/evolve/gate.py's Gate: the suite on the current and the proposed brain
     refused: list[str] = field(default_factory=list)  # capability changes the model asked for, refused
 
 
@@ -197,7 +197,7 @@ def run_evolve(
             resp: ModelResponse = model.query(req)
         except (ModelError, FatalModelError) as e:
             raise AgentError(f"evolve: model error: {e}") from None
-            usage = usage + resp.usage
+        usage = usage + resp.usage
         cost += (price or _list_price)(name, resp.usage)
         try:
             use_input = _one_call(resp)

@@ -11,14 +11,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, load_repo_brain
-from gitops_agent.core.config import CONFIG_PATH, AgentConfig, load_config
+from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, load_config
 from gitops_agent.steps.engine import Engine
 from gitops_agent.core.cancel import CANCEL, Cancelled
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.observe.progress import Reporter
-from gitops_agent.core.runtime import Runtime
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Model
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, TaskModels, branch_for, task_dir
