@@ -14,7 +14,7 @@ row saying what broke (with the traceback on stderr).
   P2     cold step on a heavy-history repository vs a one-commit one (bench/cold_step.py)
   P3     token economy against smolagents and a naive agent (bench/tokens.py)
   P4     parallel speed-up, 8 leaves, 1 s model latency, 4 workers vs 1 (bench/parallel.py)
-  P5     memory retrieval latency and recall@3 (bench/memory.py, written with agent/memory.py)
+  P5     memory retrieval latency and recall@3 (bench/memory.py, written with gitops_agent/memory/)
   P6     a steered round: one node of five redone costs one node plus one planner call (bench/steer.py)
   Scale  50 tasks at once on one remote, 4 workers (bench/scale.py)
   P7, P8 jobs per task, a job's setup through act (bench/jobs.py, bench/setup_time.py)
@@ -84,7 +84,7 @@ def p1(quick: bool) -> Section:
 
 
 def p5(quick: bool) -> Section:
-    """bench/memory.py's functions (written alongside agent/memory.py), if present."""
+    """bench/memory.py's functions (written alongside gitops_agent/memory/), if present."""
     t0 = time.perf_counter()
     try:
         from bench import memory as m

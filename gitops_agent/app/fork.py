@@ -148,7 +148,7 @@ def run_fork(
     rt: Runtime, task_id: str, step: int, instruction: str | None = None, *, new_task_id: str | None = None,
     models: TaskModels | None = None, workers: int | None = None,
 ):
-    """Fork and run the new task to its end in local mode; returns agent.local.RunResult."""
+    """Fork and run the new task to its end in local mode; returns gitops_agent.app.local.RunResult."""
     from gitops_agent.steps.engine import Engine
     from gitops_agent.app.local import result_of
 

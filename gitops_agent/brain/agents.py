@@ -14,12 +14,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gitops_agent.core.errors import ConfigError
+from gitops_agent.core.executor_tools import EXECUTOR_TOOLS as _EXECUTOR_TOOLS
+from gitops_agent.core.tools import PLANNER_TOOLS as _PLANNER_TOOLS
 from gitops_agent.core.state import format_validation_error
 from gitops_agent.models.specs import data_spec_problem
 from gitops_agent.templates.prompts import packaged_prompts_dir
 
-PLANNER_TOOLS = {"update_plan", "finish"}
-EXECUTOR_TOOLS = {"run_python", "run_shell", "finish_step"}
+PLANNER_TOOLS = set(_PLANNER_TOOLS)
+EXECUTOR_TOOLS = set(_EXECUTOR_TOOLS)
 
 
 def _package_dir(name: str) -> Path:

@@ -1,7 +1,7 @@
 """The brain branch ``agent/brain``: this repository's overrides of the packaged brain.
 
     agent/brain
-      agents/<name>.yaml      agent definitions (gitops_agent.brain.AgentDef); replace packaged ones by name
+      agents/<name>.yaml      agent definitions (gitops_agent.brain.agents.AgentDef); replace packaged ones by name
       prompts/<name>.j2       prompt templates; replace packaged ones by file name
       tools/<module>.py       helper modules the model's code can import in the sandbox
       README.md               (optional) what this brain changes and why

@@ -100,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     tr.add_argument("--html", type=Path, metavar="FILE", help="write the trace as one self-contained HTML page to FILE")
     tr.add_argument("--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)")
 
-    # memory, brain, evolve, fork (agent/memcli.py)
+    # memory, brain, evolve, fork (gitops_agent/cli/memory.py)
     from gitops_agent.cli.memory import add_parsers
 
     add_parsers(sub)

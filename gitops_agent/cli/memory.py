@@ -1,4 +1,4 @@
-"""Commands of memory and brain: `memory`, `brain`, `evolve`, `fork` (wired into agent/cli.py).
+"""Commands of memory and brain: `memory`, `brain`, `evolve`, `fork` (wired into gitops_agent/cli/main.py).
 
     gitops-agent memory search "text" [-k N] [--json] [--method bm25|embed|hybrid]
     gitops-agent memory show <task-id> [--json]

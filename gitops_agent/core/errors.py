@@ -51,6 +51,10 @@ class TaskNotFound(AgentError):
     """No task branch with that id."""
 
 
+class TaskExists(ConfigError):
+    """A task of that id exists already (two intakes raced for an issue's task id)."""
+
+
 class ModelError(AgentError):
     """The model provider failed in a way retries did not fix (kept as the step's error).
 

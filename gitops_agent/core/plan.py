@@ -1,5 +1,5 @@
 """plan.json: the plan tree, written only by the planner and validated on every read
-(DESIGN.md, "Files on a task branch")."""
+(docs/design.md, "Files on a task branch")."""
 
 from __future__ import annotations
 
@@ -50,7 +50,7 @@ class PlanFinish(BaseModel):
     summary: str = ""
     outcome: Literal["done", "failed", "budget", "error"] = "done"
     reason: str | None = None
-    # memory (agent/memory.py): the planner's lessons for future tasks, from `finish`
+    # memory: the planner's lessons for future tasks, from `finish`
     lessons: list[str] = Field(default_factory=list, description="What worked, what failed and why (short lines).")
 
 

@@ -54,7 +54,9 @@ class Job(BaseModel):
     node: str | None = None
     seq: int | None = Field(None, description="Step number reserved for an execute job.")
     hop: int = 0
-    reason: str | None = Field(None, description="Why a finish was requested early (budget, error).")
+    reason: str | None = Field(None, description="Why a finish was requested early, in words.")
+    stop: Literal["budget", "error"] | None = Field(None, description="Why a finish was requested early: the budget is "
+                                                    "spent, or an error the task cannot go on from.")
 
 
 @runtime_checkable

@@ -125,9 +125,10 @@ class Snapshot:
         if fin is not None:
             return fin.outcome, fin.answer, last.error or fin.reason
         # stopped before the planner finished (budget, stalled, an error): the finish step
-        # recorded why
+        # recorded how and why (a record written before `outcome` existed says it in its words)
         reason = last.error
-        return ("budget" if (reason or "").startswith("budget") else "error"), "", reason
+        outcome = last.outcome or ("budget" if (reason or "").startswith("budget exceeded") else "error")
+        return outcome, "", reason
 
     # --- results ------------------------------------------------------------------------------
     def result_of(self, seq: int, node: str) -> str:

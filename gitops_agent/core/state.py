@@ -1,6 +1,6 @@
 """Everything that lives on a task branch, as pydantic models validated on every read.
 
-Layout (DESIGN.md, "Files on a task branch"):
+Layout (docs/design.md, "Files on a task branch"):
 
     .agent/tasks/<task-id>/task.json
     .agent/tasks/<task-id>/plan.json
@@ -162,7 +162,7 @@ class FollowUp(BaseModel):
 
 
 class TaskParent(BaseModel):
-    """Where a forked task came from (agent/fork.py): the old task and the step it was forked at."""
+    """Where a forked task came from (gitops_agent/app/fork.py): the old task and the step it was forked at."""
 
     model_config = ConfigDict(extra="forbid")
     task_id: str
@@ -253,6 +253,8 @@ class StepRecord(BaseModel):
                                "request (files tools run, files that existed before), with the reason.")
     cascade: list["CascadeAttempt"] = Field(default_factory=list, description="An executor whose agent has a model cascade: "
                                             "each model tried, in order (the last one's outcome is the step's).")
+    outcome: Literal["done", "failed", "budget", "error"] | None = Field(
+        None, description="A finish step: how the task ended (also its Agent-Outcome trailer).")
     error: str | None = None
 
 

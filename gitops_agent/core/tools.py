@@ -1,7 +1,10 @@
-"""The model-facing tools (DESIGN.md, "Model-facing tools"): their JSON schemas, in one place."""
+"""The model-facing tools of the planner and of evolve: their JSON schemas (docs/design.md,
+"Model-facing tools"). The executor's tools, schema and effect together, are in
+gitops_agent/core/executor_tools.py."""
 
 from __future__ import annotations
 
+from gitops_agent.core.executor_tools import EXECUTOR_TOOLS
 from gitops_agent.core.messages import ToolSpec
 
 _NODE_PROPS = {
@@ -44,7 +47,7 @@ FINISH = ToolSpec(
         "properties": {
             "answer": {"type": "string", "description": "The final answer in Markdown."},
             "summary": {"type": "string", "description": "One line."},
-            # memory (agent/memory.py): kept in the task's experience for future tasks
+            # memory: kept in the task's experience for future tasks
             "lessons": {
                 "type": "array",
                 "items": {"type": "string"},
@@ -55,32 +58,7 @@ FINISH = ToolSpec(
     },
 )
 
-RUN_PYTHON = ToolSpec(
-    name="run_python",
-    description="Run Python code as a fresh process in the task's working tree. Returns exit code, stdout, stderr.",
-    input_schema={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
-)
-
-RUN_SHELL = ToolSpec(
-    name="run_shell",
-    description="Run a bash command in the task's working tree. Returns exit code, stdout, stderr.",
-    input_schema={"type": "object", "properties": {"command": {"type": "string"}}, "required": ["command"]},
-)
-
-FINISH_STEP = ToolSpec(
-    name="finish_step",
-    description="End this node with its result (Markdown) and status done or failed.",
-    input_schema={
-        "type": "object",
-        "properties": {
-            "result": {"type": "string", "description": "What this node found or produced, with figures."},
-            "status": {"type": "string", "enum": ["done", "failed"]},
-        },
-        "required": ["result", "status"],
-    },
-)
-
-# evolve (agent/evolve.py): the model proposes changes to the brain branch
+# evolve (gitops_agent/evolve/propose.py): the model proposes changes to the brain branch
 PROPOSE_BRAIN_CHANGE = ToolSpec(
     name="propose_brain_change",
     description=(
@@ -110,7 +88,8 @@ PROPOSE_BRAIN_CHANGE = ToolSpec(
     },
 )
 
-ALL = {t.name: t for t in (UPDATE_PLAN, FINISH, RUN_PYTHON, RUN_SHELL, FINISH_STEP, PROPOSE_BRAIN_CHANGE)}
+PLANNER_TOOLS = {t.name: t for t in (UPDATE_PLAN, FINISH)}
+ALL = {**PLANNER_TOOLS, **{n: t.spec for n, t in EXECUTOR_TOOLS.items()}, PROPOSE_BRAIN_CHANGE.name: PROPOSE_BRAIN_CHANGE}
 
 
 def specs(names: list[str]) -> list[ToolSpec]:

@@ -20,19 +20,21 @@ from typing import Any
 
 import yaml
 
-from gitops_agent.brain.branch import BRAIN_BRANCH, brain_tip, classify, default_files, diff_files, init_brain, read_branch_files, validate_files
 from gitops_agent.brain.agents import default_prompts_dir
-from gitops_agent.core.errors import AgentError, ConfigError, FatalModelError, ModelError
+from gitops_agent.brain.branch import BRAIN_BRANCH, brain_tip, classify, default_files, diff_files, init_brain, read_branch_files, validate_files
+from gitops_agent.core.errors import AgentError, ConfigError, FormatError
+from gitops_agent.core.messages import Message, ModelResponse, TextBlock
+from gitops_agent.core.state import Turn, Usage
+from gitops_agent.core.tools import specs
+from gitops_agent.core.trailers import agent_trailers
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.experience import Experience
 from gitops_agent.memory.store import MemoryStore
-from gitops_agent.core.messages import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock
-from gitops_agent.models.pricing import price_of
 from gitops_agent.models import model_id
+from gitops_agent.models.pricing import price_of
 from gitops_agent.observe.progress import Reporter
+from gitops_agent.steps.conversation import Conversation, Done, Exit, one_call
 from gitops_agent.templates.prompts import render
-from gitops_agent.core.state import Usage
-from gitops_agent.core.tools import specs
 
 PROPOSAL_PREFIX = "agent/brain-proposal/"
 MAX_CORRECTIONS = 3
@@ -181,27 +183,21 @@ def run_evolve(
     dirs = [default_prompts_dir()]
     ctx = dict(experiences=[e.model_dump(mode="json", by_alias=True) for e in exps],
                brain_files={p: b.decode("utf-8", "replace") for p, b in sorted(current.items())}, last=last, now=now.date().isoformat())
-    system = render(dirs, "evolve_system.j2", **ctx)
-    messages = [Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])]
     ids = [e.task_id for e in exps]
-    usage, cost = Usage(), 0.0
-    refused: list[str] = []
     name = getattr(model, "name", "model")
-    changes: dict[str, bytes | None] | None = None
-    last_error = ""
-    use_input: dict[str, Any] = {}
-    for attempt in range(MAX_CORRECTIONS + 1):
-        req = ModelRequest(system=system, messages=messages, tools=specs(["propose_brain_change"]), max_tokens=max_tokens,
-                           meta={"role": "evolve", "script_key": "evolve", "experiences": ids, "attempt": attempt})
+    talk = Conversation(
+        model=model, system=render(dirs, "evolve_system.j2", **ctx), tools=specs(["propose_brain_change"]),
+        price=price or _list_price, max_tokens=max_tokens, tool_choice="auto", trim_refused=False,
+        meta=lambda n: {"role": "evolve", "script_key": "evolve", "experiences": ids, "attempt": n - 1},
+        # every correction is another paid call: none past the budget
+        budget=lambda usd, tokens: f"spent ${usd:.4f} of its ${max_usd:g} budget (evolve.max_usd)" if usd > max_usd else None,
+    )
+    refused: list[str] = []
+
+    def handle(resp: ModelResponse, turn: Turn) -> Done:
+        use = one_call(resp, ["propose_brain_change"])
         try:
-            resp: ModelResponse = model.query(req)
-        except (ModelError, FatalModelError) as e:
-            raise AgentError(f"evolve: model error: {e}") from None
-        usage = usage + resp.usage
-        cost += (price or _list_price)(name, resp.usage)
-        try:
-            use_input = _one_call(resp)
-            changes = check_changes(use_input.get("changes"), current)
+            changes = check_changes(use.input.get("changes"), current)
             merged = {p: b for p, b in current.items()}
             for p, b in changes.items():
                 if b is None:
@@ -209,30 +205,30 @@ def run_evolve(
                 else:
                     merged[p] = b
             validate_files(merged, where=BRAIN_BRANCH)
-            break
         except (AgentError, ConfigError) as e:
-            last_error = str(e)
-            changes = None
             if isinstance(e, CapabilityChange):
-                refused.append(last_error)
-            reporter.event("evolve_error", error=last_error)
-            messages = messages + [Message(role="assistant", content=resp.content), _error_reply(resp, last_error)]
-        if cost > max_usd:  # every correction is another paid call: none past the budget
-            raise AgentError(f"evolve: spent ${cost:.4f} of its ${max_usd:g} budget (evolve.max_usd) before a proposal "
-                             f"was accepted; last problem: {last_error}")
-    if changes is None:
-        raise AgentError(f"evolve: the model's proposal was rejected {MAX_CORRECTIONS + 1} times; last problem: {last_error}")
+                refused.append(str(e))
+            reporter.event("evolve_error", error=str(e))
+            raise FormatError(str(e)) from None
+        return Done((use.input, changes))
+
+    out = talk.run([Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])], handle,
+                   max_calls=MAX_CORRECTIONS + 1)
+    if out.exit in (Exit.model_error, Exit.fatal):
+        raise AgentError(f"evolve: model error: {out.why}")
+    if out.exit == Exit.budget:
+        raise AgentError(f"evolve: {out.why} before a proposal was accepted; last problem: {talk.turns[-1].error}")
+    if out.exit != Exit.done:
+        raise AgentError(f"evolve: the model's proposal was rejected {out.calls} times; last problem: {out.why}")
+    use_input, changes = out.value
+    usage, cost = talk.usage, talk.cost
 
     rationale = str(use_input.get("rationale") or "").strip() or "(no rationale given)"
     cited = [x for x in (use_input.get("experiences") or []) if isinstance(x, str)]
     title = " ".join(str(use_input.get("title") or "").split())[:100] or f"Brain changes from {len(exps)} experiences"
     branch = _proposal_branch(git, now)
     git.create_branch(branch, base)
-    trailers = {
-        "Agent-Role": "evolve", "Agent-Model": name, "Agent-Usage": usage.trailer(),
-        "Agent-Cost-USD": f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0",
-        "Agent-Experiences": " ".join(cited or ids)[:900],
-    }
+    trailers = agent_trailers("evolve", model=name, usage=usage, cost=cost, extra={"Agent-Experiences": " ".join(cited or ids)[:900]})
     sha = git.commit_files(branch, changes, f"evolve: {title}\n\n{rationale}", trailers)
     diff = diff_files(current, {p: b for p, b in changes.items() if b is not None}, BRAIN_BRANCH, branch)
     for p, b in changes.items():
@@ -267,22 +263,6 @@ def pull_request_for(p: Proposal) -> tuple[str, str, str]:
 
 def _list_price(name: str, usage: Usage) -> float:
     return price_of(model_id(name) if ":" in name else name, usage)
-
-
-def _one_call(resp: ModelResponse) -> dict[str, Any]:
-    uses = resp.tool_uses
-    if len(uses) != 1 or uses[0].name != "propose_brain_change":
-        raise AgentError("reply with exactly one `propose_brain_change` tool call")
-    if "_raw" in uses[0].input:
-        raise AgentError("the arguments of `propose_brain_change` are not valid JSON")
-    return uses[0].input
-
-
-def _error_reply(resp: ModelResponse, error: str) -> Message:
-    uses = resp.tool_uses
-    if uses:
-        return Message(role="user", content=[ToolResultBlock(tool_use_id=u.id, content=f"Error: {error}", is_error=True) for u in uses])
-    return Message.user(f"Error: {error}")
 
 
 __all__ = ["PROPOSAL_PREFIX", "Proposal", "check_changes", "gather", "pull_request_for", "run_evolve"]

@@ -1,4 +1,4 @@
-"""Commit messages: a subject, an optional body and ``Agent-*`` trailers (DESIGN.md,
+"""Commit messages: a subject, an optional body and ``Agent-*`` trailers (docs/design.md,
 "Commits"), written and parsed the way ``git interpret-trailers`` reads them."""
 
 from __future__ import annotations

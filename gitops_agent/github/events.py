@@ -1,7 +1,7 @@
 """GitHub events in, dispatch payloads out: everything untrusted that reaches a step on
 GitHub is parsed and validated here before any of it is used.
 
-Event types of the hand-over (DESIGN.md): `agent-plan`, `agent-execute`, `agent-finish`,
+Event types of the hand-over (docs/design.md): `agent-plan`, `agent-execute`, `agent-finish`,
 each with a `client_payload` of at most 10 keys.
 """
 
@@ -36,6 +36,7 @@ class DispatchPayload(BaseModel):
     step: int | None = Field(None, ge=1, le=100_000, description="The step number reserved for an execute job.")
     hop: int = Field(0, ge=0, le=10_000)
     reason: str | None = Field(None, max_length=500)
+    stop: Literal["budget", "error"] | None = None
 
     @field_validator("task")
     @classmethod
@@ -70,10 +71,12 @@ class DispatchPayload(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "DispatchPayload":
-        return cls(task=job.task, branch=job.branch, node=job.node, step=job.seq, hop=job.hop, reason=(job.reason or None) and job.reason[:500])
+        return cls(task=job.task, branch=job.branch, node=job.node, step=job.seq, hop=job.hop,
+                   reason=(job.reason or None) and job.reason[:500], stop=job.stop)
 
     def job(self, step: str) -> Job:
-        return Job(step=step, task=self.task, branch=self.branch, node=self.node, seq=self.step, hop=self.hop, reason=self.reason)
+        return Job(step=step, task=self.task, branch=self.branch, node=self.node, seq=self.step, hop=self.hop, reason=self.reason,
+                   stop=self.stop)
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)

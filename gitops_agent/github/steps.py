@@ -23,7 +23,7 @@ from gitops_agent.brain.branch import brain_tip, load_repo_brain
 from gitops_agent.settings.config import AgentConfig
 from gitops_agent.settings.trusted import config_at
 from gitops_agent.steps.engine import Engine
-from gitops_agent.core.errors import AgentError, ConfigError, TaskNotFound
+from gitops_agent.core.errors import AgentError, ConfigError, TaskExists, TaskNotFound
 from gitops_agent.github.events import Trigger, load_event, read_trigger
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.steps.intake import add_instruction, create_task, new_task_id
@@ -181,8 +181,8 @@ class StepRunner(Access, Publisher):
             try:
                 _task, job = create_task(rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=cfg.budget,
                                          source=source, task_id=tid)
-            except ConfigError as e:
-                if tid is None or "exists already" not in str(e):
+            except TaskExists:
+                if tid is None:
                     raise
                 print(f"gitops-agent: issue #{trigger.issue} got its task from another job meanwhile ({tid}): nothing to do")
                 return 0
@@ -378,7 +378,7 @@ class StepRunner(Access, Publisher):
             attempts = int(state.get("attempts", 0)) if stalled_again else 0
             rt = self.runtime(git, snap.task.settings_at or snap.task.base_sha, brain=snap.task.brain, cfg=cfg)
             if attempts >= cfg.github.max_redispatch:
-                jobs = [Job(step="finish", task=tid, branch=snap.branch, reason=f"stalled: no progress after {attempts} re-dispatches")]
+                jobs = [Job(step="finish", task=tid, branch=snap.branch, reason=f"stalled: no progress after {attempts} re-dispatches", stop="error")]
             else:
                 jobs = Engine(rt).resume_jobs(tid)
             state = {"attempts": attempts + 1, "at": now.isoformat(), "jobs": [j.model_dump(exclude_none=True) for j in jobs]}

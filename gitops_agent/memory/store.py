@@ -1,4 +1,4 @@
-"""Memory: the orphan branch ``agent/memory`` (DESIGN.md, "Memory and brain").
+"""Memory: the orphan branch ``agent/memory`` (docs/design.md, "Memory and brain").
 
     agent/memory
       experiences/<task-id>.json     one per finished task (``Experience``), written by finish
@@ -9,7 +9,7 @@ One file per task, so tasks finishing at the same moment never touch the same pa
 commit is re-applied on the new tip after a lost race (``GitRepo.commit_files``' fetch-rebase-
 retry, with a generous retry count) and all of them land.
 
-Two ways to reach the branch, like every other branch (``agent.gitstore``):
+Two ways to reach the branch, like every other branch (``gitops_agent.git.repo``):
 
 * local mode: the branch is a ref of the repository itself; nothing is fetched.
 * remote mode: a small cache repository ``<git-common-dir>/gitops-agent/memory.git`` holds the
@@ -18,7 +18,7 @@ Two ways to reach the branch, like every other branch (``agent.gitstore``):
   only the experience blobs it does not have yet, in one request, and reads them all with one
   ``git cat-file --batch``. Data set blobs are fetched only when a step needs the data.
 
-Retrieval (``agent.retrieval``) runs over question + plan outline + summary + lessons; the
+Retrieval (``gitops_agent.memory.retrieval``) runs over question + plan outline + summary + lessons; the
 index is cached under ``<git-common-dir>/gitops-agent/memory-index/<memory tip>-<method>``.
 
 Memory must never fail a task: the hooks used by the steps (``planner_memory``,
@@ -75,8 +75,8 @@ class MemoryStore(IndexCache, DataSets):
 
     #: Memory writes never clash on paths, so losing a race only means that other tasks
     #: finished at the same moment: each round is one attempt (``push_retries`` extra ones
-    #: inside gitstore), then a jittered wait that grows linearly with the losses (capped),
-    #: which spreads a crowd of writers better than gitstore's exponential back-off.
+    #: inside the git store), then a jittered wait that grows linearly with the losses (capped),
+    #: which spreads a crowd of writers better than the git store's exponential back-off.
     push_retries = 0
     rounds = 80
     CHUNK = 1000  # files per commit for bulk writes (add_data)

@@ -4,7 +4,7 @@ of steps in seq order, totals, the cost breakdown, the outcome, and a ledger che
 Everything comes from two places, both on the task branch (no other store):
 
 * the step files at the tip (``steps/<seq>-<node>/step.json``, ``turns.jsonl``, ``result.md``),
-  read through :func:`agent.snapshot.load_snapshot`;
+  read through :func:`gitops_agent.core.snapshot.load_snapshot`;
 * the commits of the branch (``git log``), matched to the step records by their ``Agent-Task``
   and ``Agent-Step`` trailers. The commits give the sha and subject of each step, the intake
   step (which has no step.json), the finish commit's ``Agent-Outcome``, and a second copy of the
@@ -204,7 +204,7 @@ class Trace(BaseModel):
         return next((n for n in self.plan.walk() if n.id == node_id), None) if self.plan else None
 
     def plan_model(self) -> Plan | None:
-        """The plan as a :class:`agent.state.Plan` (leaf statuses as traced), for the shared
+        """The plan as a :class:`gitops_agent.core.plan.Plan` (leaf statuses as traced), for the shared
         renderings (``render.checklist``, ``render.mermaid``)."""
         if self.plan is None:
             return None

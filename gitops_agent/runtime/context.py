@@ -12,6 +12,7 @@ from typing import Any, Callable
 from gitops_agent.brain.agents import Brain
 from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.errors import ConfigError
+from gitops_agent.core.trailers import agent_trailers
 from gitops_agent.models import make_model, model_id
 from gitops_agent.models.specs import with_trusted_endpoint
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
@@ -39,7 +40,7 @@ class Runtime:
     # Where the model's code may read shared data sets (memory branch), if any.
     data_dir: str | None = None
     on_commit: Callable[[str], None] | None = None
-    # memory (agent/memory.py): the MemoryStore, made on first use; False switches memory off
+    # memory: the MemoryStore, made on first use; False switches memory off
     memory_store: Any = None
     # Builds a model from a spec instead of the providers (replay: every spec answers from the
     # recording, so no spec a recording names ever reaches a provider with a key).
@@ -125,23 +126,9 @@ class Runtime:
         duration_ms: int | None = None,
         extra: dict[str, str] | None = None,
     ) -> dict[str, str]:
-        """The Agent-* trailers of DESIGN.md, in its order."""
-        t = {"Agent-Task": task_id, "Agent-Step": str(seq), "Agent-Role": role}
-        if node:
-            t["Agent-Node"] = node
-        if model:
-            t["Agent-Model"] = model
-        if usage is not None:
-            t["Agent-Usage"] = usage.trailer()
-        if cost is not None:
-            t["Agent-Cost-USD"] = f"{cost:.6f}".rstrip("0").rstrip(".") if cost else "0"
-        if duration_ms is not None:
-            t["Agent-Duration-Ms"] = str(duration_ms)
-        if self.run_url:
-            t["Agent-Run"] = self.run_url
-        if extra:
-            t.update(extra)
-        return t
+        """The Agent-* trailers of a step's commit (gitops_agent/core/trailers.py)."""
+        return agent_trailers(role, task_id=task_id, seq=seq, node=node, model=model, usage=usage, cost=cost,
+                              duration_ms=duration_ms, run_url=self.run_url, extra=extra)
 
 
 class _Traced:

@@ -60,7 +60,7 @@ class Engine:
             self.rt.reporter.event("error", step=job.step, node=job.node, error=detail, trace=traceback.format_exc())
             if job.step == "finish":
                 return []
-            return [Job(step="finish", task=job.task, branch=job.branch, hop=job.hop + 1, reason=f"{job.step} step failed: {detail}")]
+            return [Job(step="finish", task=job.task, branch=job.branch, hop=job.hop + 1, reason=f"{job.step} step failed: {detail}", stop="error")]
 
     def done_by_another(self, job: Job) -> bool:
         """Whether the branch already holds what ``job`` was to commit (execute: its step record;

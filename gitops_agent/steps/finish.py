@@ -16,14 +16,13 @@ from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow
 
 
-def outcome_of(snap: Snapshot, reason: str | None) -> tuple[str, str, str | None]:
-    """(outcome, answer, reason) for the report."""
+def outcome_of(snap: Snapshot, job: Job) -> tuple[str, str, str | None]:
+    """(outcome, answer, reason) for the report: the planner's finish, else why the job that
+    asked for this finish stopped the task (``job.stop``)."""
     fin = snap.plan.finish if snap.plan else None
     if fin is not None:
         return fin.outcome, fin.answer, fin.reason
-    if reason and reason.startswith("budget"):
-        return "budget", "", reason
-    return "error", "", reason or "the task stopped before the planner finished it"
+    return ("budget" if job.stop == "budget" else "error"), "", job.reason or "the task stopped before the planner finished it"
 
 
 def without_repeats(result: str, answer: str) -> str:
@@ -91,17 +90,17 @@ def run_finish(rt: Runtime, job: Job) -> list[Job]:
     if head and head[0].trailers.get("Agent-Role") == "finish":
         rt.reporter.event("skip", step="finish", why="already finished at this commit")
         # memory: a finish killed between its commit and the memory write adds it now
-        outcome = head[0].trailers.get("Agent-Outcome") or outcome_of(snap, job.reason)[0]
-        record_experience(rt, snap, outcome, outcome_of(snap, job.reason)[1], job.reason, only_if_missing=True)
+        outcome = head[0].trailers.get("Agent-Outcome") or outcome_of(snap, job)[0]
+        record_experience(rt, snap, outcome, outcome_of(snap, job)[1], job.reason, only_if_missing=True)
         return []
     t0, started = time.monotonic(), utcnow()
-    outcome, answer, reason = outcome_of(snap, job.reason)
+    outcome, answer, reason = outcome_of(snap, job)
     report = render_report(rt, snap, outcome, answer, reason)
     seq = snap.next_seq()
     record = StepRecord(
         task_id=job.task, seq=seq, role="finish", node=FINISH_NODE, status="done" if outcome == "done" else "failed",
         started_at=started, finished_at=utcnow(), duration_ms=int((time.monotonic() - t0) * 1000),
-        error=None if outcome == "done" else reason,
+        error=None if outcome == "done" else reason, outcome=outcome,
     )
     changes = {f"{snap.root}/report.md": report.encode(), f"{snap.step_dir(seq, FINISH_NODE)}/step.json": dump_state(record)}
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else outcome

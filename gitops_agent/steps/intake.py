@@ -6,7 +6,7 @@ import re
 import time
 from datetime import datetime, timezone
 
-from gitops_agent.core.errors import AgentError, ConfigError
+from gitops_agent.core.errors import AgentError, ConfigError, TaskExists
 from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.state import Budget, TaskFile, TaskModels, TaskSource, branch_for, dump_state, task_dir, utcnow
@@ -67,7 +67,7 @@ def create_task(
             break
     else:
         if task_id:
-            raise ConfigError(f"a task {task_id!r} exists already")
+            raise TaskExists(f"a task {task_id!r} exists already")
         raise AgentError(f"could not find a free task id near {tid!r}")
     task = TaskFile(
         task_id=tid, question=question, source=source or TaskSource(), base_ref=base_ref, base_sha=base_sha,

@@ -4,7 +4,7 @@
     python tests/data/make_retrieval_set.py --check    # exit 1 if the file is not what this makes
 
 Each line is either
-    {"kind": "experience", "experience": {...an gitops_agent.memory.Experience...}}
+    {"kind": "experience", "experience": {...an gitops_agent.memory.experience.Experience...}}
 or
     {"kind": "query", "query": "...", "expected": "<task id>", "style": "full" | "partial"}
 

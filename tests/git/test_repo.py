@@ -1,4 +1,4 @@
-"""agent/gitstore.py: what a user would check with plain git."""
+"""gitops_agent/git/repo.py: what a user would check with plain git."""
 
 from __future__ import annotations
 
