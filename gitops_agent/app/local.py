@@ -15,6 +15,7 @@ from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, load_config
 from gitops_agent.steps.engine import Engine
 from gitops_agent.core.cancel import CANCEL, Cancelled
 from gitops_agent.core.errors import ConfigError
+from gitops_agent.models.registry import check_credentials
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.observe.progress import Reporter
@@ -92,13 +93,8 @@ def snapshot_worktree(repo: Path) -> str:
 
 
 def check_model_env(spec: str) -> None:
-    """Fail early, and clearly, when a provider has no credentials."""
-    if spec.startswith("anthropic:") or spec.startswith("claude"):
-        if not os.environ.get("ANTHROPIC_API_KEY") and not os.environ.get("ANTHROPIC_AUTH_TOKEN"):
-            raise ConfigError(
-                f"model {spec!r} needs ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a proxy); "
-                "or pick another model: --model openai:MODEL@URL, or --model scripted:FILE (offline: `gitops-agent demo`)"
-            )
+    """Fail early, and clearly, when a provider has no credentials (its declaration says which)."""
+    check_credentials(spec)
 
 
 def make_runtime(

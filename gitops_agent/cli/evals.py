@@ -112,16 +112,34 @@ def configs_from(args: argparse.Namespace, default_planner: str, default_executo
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from gitops_agent.app.local import find_repo
-    from gitops_agent.settings.config import load_config
-    from gitops_agent.core.errors import ConfigError, UsageError
-    from gitops_agent.core.state import Budget
-    from gitops_agent.eval.report import summary, table
+    from gitops_agent.eval.report import table
     from gitops_agent.eval.run import Runner
-    from gitops_agent.eval.store import commit_run, load_run
+    from gitops_agent.eval.store import load_run
     from gitops_agent.eval.suite import load_suite
 
     suite = load_suite(args.suite)
+    repo, cfg = _repo_and_config(args)
+    configs, brains = configs_from(args, cfg.models.planner, cfg.models.executor, lambda ref: _brain_at(repo, ref))
+    only = _only_questions(args, suite)
+    _check_models(args, configs)
+    baseline = load_run(args.baseline) if args.baseline else None
+    total = len(configs) * args.repeat * (len(only) if only else len(suite.questions))
+    print(f"gitops-agent eval: {suite.name}, {total} runs, {args.workers} at once", file=sys.stderr)
+    runner = Runner(suite, config=cfg, budget=_question_budget(args), brains=brains,
+                    judge_model=args.judge_model, on_result=_progress_printer(total))
+    run = runner.run(configs, repeat=args.repeat, workers=args.workers, only=only)
+    md = table(run, baseline)
+    print(md)
+    _save_results(args, repo, run, md)
+    return _pass_rate_exit(args, run)
+
+
+def _repo_and_config(args: argparse.Namespace):
+    """The repository (None outside one, unless --brain or committing to --repo needs it) and its config."""
+    from gitops_agent.app.local import find_repo
+    from gitops_agent.core.errors import ConfigError, UsageError
+    from gitops_agent.settings.config import load_config
+
     repo = None
     try:
         repo = find_repo(args.repo)
@@ -131,54 +149,76 @@ def cmd_eval(args: argparse.Namespace) -> int:
     cfg = load_config(repo / ".github" / "gitops-agent.yml" if repo else None)
     if args.min_pass_rate is not None and not 0 <= args.min_pass_rate <= 1:
         raise UsageError("--min-pass-rate is a fraction between 0 and 1")
+    return repo, cfg
 
-    def brain_of(ref: str):
-        from gitops_agent.brain.branch import load_repo_brain
-        from gitops_agent.git.repo import GitRepo
 
-        if repo is None:
-            raise ConfigError("--brain needs a Git repository (--repo) to read the ref from")
-        git = GitRepo(repo)
-        try:
-            sha = git.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
-        except Exception:  # noqa: BLE001
-            sha = ""
-        if not sha:
-            raise ConfigError(f"--brain {ref}: no such commit or branch in {repo}")
-        return sha, load_repo_brain(git, fetch=False, at=sha)
+def _brain_at(repo: Path | None, ref: str):
+    """The commit of --brain REF in the repository, and the brain there."""
+    from gitops_agent.brain.branch import load_repo_brain
+    from gitops_agent.core.errors import ConfigError
+    from gitops_agent.git.repo import GitRepo
 
-    configs, brains = configs_from(args, cfg.models.planner, cfg.models.executor, brain_of)
+    if repo is None:
+        raise ConfigError("--brain needs a Git repository (--repo) to read the ref from")
+    git = GitRepo(repo)
+    try:
+        sha = git.git("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}").strip()
+    except Exception:  # noqa: BLE001
+        sha = ""
+    if not sha:
+        raise ConfigError(f"--brain {ref}: no such commit or branch in {repo}")
+    return sha, load_repo_brain(git, fetch=False, at=sha)
+
+
+def _only_questions(args: argparse.Namespace, suite) -> list[str] | None:
+    """The question ids of --only (None: all), each one checked against the suite."""
+    from gitops_agent.core.errors import UsageError
+
     only = [x.strip() for x in args.only.split(",")] if args.only else None
     if only:
         unknown = sorted(set(only) - {q.id for q in suite.questions})
         if unknown:
             raise UsageError(f"--only: no question {', '.join(unknown)} in {suite.name}")
+    return only
+
+
+def _check_models(args: argparse.Namespace, configs: list) -> None:
+    """A model that cannot be reached is named now, not as one failed row per question."""
     from gitops_agent.app.local import check_model_env
 
-    # a model that cannot be reached is named now, not as one failed row per question
     for spec in sorted({s for c in configs for s in (c.planner, c.executor)} | ({args.judge_model} if args.judge_model else set())):
         if spec != "scripted":
             check_model_env(spec)
-    baseline = load_run(args.baseline) if args.baseline else None
+
+
+def _progress_printer(total: int):
+    """A line on stderr per answered question, counted against ``total``."""
     done = [0]
-    total = len(configs) * args.repeat * (len(only) if only else len(suite.questions))
 
     def progress(r) -> None:
         done[0] += 1
         print(f"  [{done[0]}/{total}] {r.id} {r.config}: {'pass' if r.passed else 'FAIL'} ({r.why[:100]}) ${r.cost_usd:.4f} {r.wall_s:.1f} s",
               file=sys.stderr)
 
-    print(f"gitops-agent eval: {suite.name}, {total} runs, {args.workers} at once", file=sys.stderr)
+    return progress
+
+
+def _question_budget(args: argparse.Namespace):
+    """The budget of each question's task: --max-usd, and the config's limits unless given."""
+    from gitops_agent.core.state import Budget
+
     limits = {"max_usd": args.max_usd, "max_steps": 20}
     if args.max_minutes:
         limits["max_wall_seconds"] = int(args.max_minutes * 60)
     if args.max_turns:
         limits["max_turns"] = args.max_turns
-    runner = Runner(suite, config=cfg, budget=Budget(**limits), brains=brains,
-                    judge_model=args.judge_model, on_result=progress)
-    run = runner.run(configs, repeat=args.repeat, workers=args.workers, only=only)
-    md = table(run, baseline)
-    print(md)
+    return Budget(**limits)
+
+
+def _save_results(args: argparse.Namespace, repo: Path | None, run, md: str) -> None:
+    """results.json and table.md into --out, and the run committed to agent/eval (unless --no-commit)."""
+    from gitops_agent.eval.store import commit_run
+
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "results.json").write_text(run.model_dump_json(indent=2) + "\n")
@@ -188,6 +228,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
         sha = commit_run(GitRepo(repo), run, md)
         print(f"gitops-agent eval: results committed to agent/eval ({sha[:12]})", file=sys.stderr)
+
+
+def _pass_rate_exit(args: argparse.Namespace, run) -> int:
+    """EXIT_FAILED when a configuration's pass rate is below --min-pass-rate."""
+    from gitops_agent.eval.report import summary
+
     if args.min_pass_rate is not None:
         low = {k: v["pass"] for k, v in summary(run).items() if v["pass"] < args.min_pass_rate}
         if low:

@@ -18,10 +18,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gitops_agent.cli.flags import positive_int, step_number
 
 from gitops_agent.cli.output import EXIT_FAILED, EXIT_OK  # noqa: F401
+
+if TYPE_CHECKING:
+    from gitops_agent.memory.store import MemoryStore
 
 
 def add_parsers(sub) -> None:
@@ -114,89 +118,117 @@ def cmd_memory(args: argparse.Namespace) -> int:
     if action is None:
         raise ConfigError("memory needs an action: search, show, list, add-data or reindex (see `gitops-agent memory --help`)")
     store = MemoryStore.open(_git(args))
-    if action == "add-data":
-        sha, paths = store.add_data(args.path, args.name)
-        print(f"committed {len(paths)} file(s) on {MEMORY_BRANCH} ({sha[:12]}):")
-        for p in paths[:50]:
-            print(f"  {p}")
-        if len(paths) > 50:
-            print(f"  … and {len(paths) - 50} more")
-        print("the model's code sees them read-only under the data_dir shown in its prompt")
-        return EXIT_OK
+    if action == "add-data":  # the one action that works on a repository with no memory yet
+        return _memory_add_data(store, args)
     if store.tip() is None:
         raise ConfigError(f"this repository has no memory yet ({MEMORY_BRANCH}); it is made when a task finishes, or by `memory add-data`")
-    if action == "search":
-        if args.k < 1:
-            raise ConfigError("-k must be at least 1")
-        hits = store.search(args.text, args.k, args.method)
-        if args.json:
-            for h in hits:
-                print(json.dumps({"task_id": h.experience.task_id, "score": round(h.score, 4), "rank": h.rank,
-                                  "experience": h.experience.model_dump(mode="json", by_alias=True)}, ensure_ascii=False))
-            return EXIT_OK
-        if not hits:
-            print("no similar experience")
+    run = _MEMORY_ACTIONS.get(action)
+    if run is None:
+        raise ConfigError(f"unknown memory action {action!r}")  # pragma: no cover
+    return run(store, args)
+
+
+def _memory_add_data(store: MemoryStore, args: argparse.Namespace) -> int:
+    from gitops_agent.memory.experience import MEMORY_BRANCH
+
+    sha, paths = store.add_data(args.path, args.name)
+    print(f"committed {len(paths)} file(s) on {MEMORY_BRANCH} ({sha[:12]}):")
+    for p in paths[:50]:
+        print(f"  {p}")
+    if len(paths) > 50:
+        print(f"  … and {len(paths) - 50} more")
+    print("the model's code sees them read-only under the data_dir shown in its prompt")
+    return EXIT_OK
+
+
+def _memory_search(store: MemoryStore, args: argparse.Namespace) -> int:
+    from gitops_agent.core.errors import ConfigError
+
+    if args.k < 1:
+        raise ConfigError("-k must be at least 1")
+    hits = store.search(args.text, args.k, args.method)
+    if args.json:
         for h in hits:
-            e = h.experience
-            print(f"{h.rank}. {e.task_id}  score {h.score:.3f}  {e.outcome}  {e.date:%Y-%m-%d}")
-            print(f"   {e.question.splitlines()[0][:120]}")
-            if e.summary:
-                print(f"   answer: {e.summary[:160]}")
-            for lesson in e.lessons[:3]:
-                print(f"   lesson: {lesson[:160]}")
+            print(json.dumps({"task_id": h.experience.task_id, "score": round(h.score, 4), "rank": h.rank,
+                              "experience": h.experience.model_dump(mode="json", by_alias=True)}, ensure_ascii=False))
         return EXIT_OK
-    if action == "show":
-        e = store.get(args.task_id)
-        if e is None:
-            raise ConfigError(f"no experience for task {args.task_id!r} on {MEMORY_BRANCH} (see `gitops-agent memory list`)")
-        if args.json:
-            print(e.model_dump_json(by_alias=True, indent=2))
-            return EXIT_OK
-        print(f"# {e.task_id} ({e.outcome})\n")
-        print(f"question: {e.question}")
-        for i in e.instructions:
-            print(f"instruction: {i}")
-        print(f"branch:   {e.branch}\ndate:     {e.date:%Y-%m-%d %H:%M}Z\ncost:     ${e.cost_usd:.4f}, {e.tokens} tokens")
-        if e.parent:
-            print(f"forked from: {e.parent}")
-        if e.reused:
-            print(f"reused:   {', '.join(e.reused)}")
-        print("\nplan:")
-        for o in e.outline:
-            print(f"  {'  ' * o.depth}- [{o.status}] {o.id} {o.title}")
-        if e.lessons:
-            print("\nlessons:")
-            for x in e.lessons:
-                print(f"  - {x}")
-        if e.failures:
-            print("\nproblems:")
-            for x in e.failures:
-                print(f"  - {x}")
-        print(f"\nsummary: {e.summary}\n\n{e.answer}")
+    if not hits:
+        print("no similar experience")
+    for h in hits:
+        e = h.experience
+        print(f"{h.rank}. {e.task_id}  score {h.score:.3f}  {e.outcome}  {e.date:%Y-%m-%d}")
+        print(f"   {e.question.splitlines()[0][:120]}")
+        if e.summary:
+            print(f"   answer: {e.summary[:160]}")
+        for lesson in e.lessons[:3]:
+            print(f"   lesson: {lesson[:160]}")
+    return EXIT_OK
+
+
+def _memory_show(store: MemoryStore, args: argparse.Namespace) -> int:
+    from gitops_agent.core.errors import ConfigError
+    from gitops_agent.memory.experience import MEMORY_BRANCH
+
+    e = store.get(args.task_id)
+    if e is None:
+        raise ConfigError(f"no experience for task {args.task_id!r} on {MEMORY_BRANCH} (see `gitops-agent memory list`)")
+    if args.json:
+        print(e.model_dump_json(by_alias=True, indent=2))
         return EXIT_OK
-    if action == "list":
-        exps = sorted(store.experiences(), key=lambda e: e.date, reverse=True)
-        data = store.data_files()
-        if args.json:
-            print(json.dumps({"tip": store.tip(), "experiences": [{"task_id": e.task_id, "outcome": e.outcome, "date": e.date.isoformat(),
-                              "question": e.question[:200]} for e in exps], "data": data, "problems": store.problems}, indent=2))
-            return EXIT_OK
-        print(f"{len(exps)} experience(s) on {MEMORY_BRANCH}")
-        for e in exps:
-            print(f"  {e.task_id:48} {e.outcome:7} {e.date:%Y-%m-%d}  {e.question.splitlines()[0][:60]}")
-        print(f"{len(data)} data file(s)" + (":" if data else ""))
-        for p in data[:100]:
-            print(f"  {p}")
-        for p in store.problems:
-            print(f"problem: {p}", file=sys.stderr)
+    print(f"# {e.task_id} ({e.outcome})\n")
+    print(f"question: {e.question}")
+    for i in e.instructions:
+        print(f"instruction: {i}")
+    print(f"branch:   {e.branch}\ndate:     {e.date:%Y-%m-%d %H:%M}Z\ncost:     ${e.cost_usd:.4f}, {e.tokens} tokens")
+    if e.parent:
+        print(f"forked from: {e.parent}")
+    if e.reused:
+        print(f"reused:   {', '.join(e.reused)}")
+    print("\nplan:")
+    for o in e.outline:
+        print(f"  {'  ' * o.depth}- [{o.status}] {o.id} {o.title}")
+    if e.lessons:
+        print("\nlessons:")
+        for x in e.lessons:
+            print(f"  - {x}")
+    if e.failures:
+        print("\nproblems:")
+        for x in e.failures:
+            print(f"  - {x}")
+    print(f"\nsummary: {e.summary}\n\n{e.answer}")
+    return EXIT_OK
+
+
+def _memory_list(store: MemoryStore, args: argparse.Namespace) -> int:
+    from gitops_agent.memory.experience import MEMORY_BRANCH
+
+    exps = sorted(store.experiences(), key=lambda e: e.date, reverse=True)
+    data = store.data_files()
+    if args.json:
+        print(json.dumps({"tip": store.tip(), "experiences": [{"task_id": e.task_id, "outcome": e.outcome, "date": e.date.isoformat(),
+                          "question": e.question[:200]} for e in exps], "data": data, "problems": store.problems}, indent=2))
         return EXIT_OK
-    if action == "reindex":
-        idx = store.reindex(args.method)
-        print(f"indexed {len(idx)} experience(s) at {idx.tip[:12] if idx.tip else '-'} with {idx.method} in {idx.build_ms} ms")
-        for p in store.problems:
-            print(f"skipped: {p}", file=sys.stderr)
-        return EXIT_OK
-    raise ConfigError(f"unknown memory action {action!r}")  # pragma: no cover
+    print(f"{len(exps)} experience(s) on {MEMORY_BRANCH}")
+    for e in exps:
+        print(f"  {e.task_id:48} {e.outcome:7} {e.date:%Y-%m-%d}  {e.question.splitlines()[0][:60]}")
+    print(f"{len(data)} data file(s)" + (":" if data else ""))
+    for p in data[:100]:
+        print(f"  {p}")
+    for p in store.problems:
+        print(f"problem: {p}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _memory_reindex(store: MemoryStore, args: argparse.Namespace) -> int:
+    idx = store.reindex(args.method)
+    print(f"indexed {len(idx)} experience(s) at {idx.tip[:12] if idx.tip else '-'} with {idx.method} in {idx.build_ms} ms")
+    for p in store.problems:
+        print(f"skipped: {p}", file=sys.stderr)
+    return EXIT_OK
+
+
+# The actions that need the memory branch to exist (add-data makes it).
+_MEMORY_ACTIONS = {"search": _memory_search, "show": _memory_show, "list": _memory_list, "reindex": _memory_reindex}
 
 
 def cmd_brain(args: argparse.Namespace) -> int:

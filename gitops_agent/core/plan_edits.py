@@ -103,10 +103,10 @@ def take_person_edits(snap: "Snapshot", engine_plan: Plan | None, path: str) -> 
 
 
 def steer(git, snap: "Snapshot", seen: int) -> list[str]:
-    """What people changed since the engine last planned: plan.json edited on the branch
-    (compared with the last planner commit's) and `/agent retry` commands among the follow-ups
-    from ``seen`` on. Applied to ``snap.plan``; one line per change. StateFileError for an edit
-    that cannot stand (a plan.json that does not validate fails earlier, in load_snapshot)."""
+    """What people changed in plan.json on the branch since the engine last planned (compared
+    with the last planner commit's), applied to ``snap.plan``; one line per change. StateFileError
+    for an edit that cannot stand (a plan.json that does not validate fails earlier, in
+    load_snapshot). Their `/agent` commands are applied by the plan step (steps/commands.py)."""
     if snap.plan is None:
         return []
     path = f"{snap.root}/plan.json"
@@ -120,9 +120,4 @@ def steer(git, snap: "Snapshot", seen: int) -> list[str]:
         ours = git.read_file(planned.sha, path) if planned is not None and planned.sha != snap.tip else None
         if ours is not None and ours != now:
             notes += take_person_edits(snap, Plan.model_validate_json(ours), path)
-    for fu in snap.task.follow_ups[seen:]:
-        if fu.command and fu.command.startswith("retry "):
-            for node in redo(snap.plan, fu.command.split()[1:]):
-                notes.append(f"node {node} runs again (`retry` by @{fu.by})" if fu.by else f"node {node} runs again (`retry`)")
-            snap.plan.finish = None
     return notes

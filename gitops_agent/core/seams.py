@@ -1,4 +1,5 @@
-"""The four seams of gitops-agent, named once.
+"""The four seams of gitops-agent, named once, and the optional capabilities of a model (small
+protocols, checked with isinstance).
 
 Everything else is plain classes that take these. Swapping one implementation (another model
 provider, another sandbox backend, GitHub's repository_dispatch instead of the local queue,
@@ -7,6 +8,7 @@ another place to keep Git) touches nothing else.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal, Protocol, runtime_checkable
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.git.checkout import Checkout
+    from gitops_agent.git.messages import Commit
 
 from gitops_agent.core.messages import ModelRequest, ModelResponse
 from gitops_agent.core.state import Observation
@@ -67,12 +70,40 @@ class Dispatcher(Protocol):
 
 
 @runtime_checkable
+class Preflight(Protocol):
+    """A model that can check, without spending tokens, that its endpoint, key and model work."""
+
+    def preflight(self) -> None: ...
+
+
+@runtime_checkable
+class Abortable(Protocol):
+    """A model whose call in flight can be stopped from another thread (Ctrl-C, a cancel)."""
+
+    def abort(self) -> None: ...
+
+
+@runtime_checkable
+class Served(Protocol):
+    """A model served at an endpoint (an HTTP provider): where, for the wait line and for
+    pricing a server on this machine or a private network at nothing."""
+
+    @property
+    def base_url(self) -> str: ...
+
+
+@runtime_checkable
 class GitStore(Protocol):
     """Git as the whole state: read files at refs, commit file sets with trailers, publish
     branches with fetch-rebase-retry, and export throwaway working trees (plain directories with
-    no ``.git``; ``Checkout.collect()`` reads back what changed without following links)."""
+    no ``.git``; ``Checkout.collect()`` reads back what changed without following links). This
+    is everything the steps, the runtime and memory use of it."""
 
     repo: Path
+    #: the remote it publishes to (None: the repository itself is the store)
+    remote: str | None
+    #: applied to every file committed (the runtime sets the redaction of secrets)
+    redact: Callable[[str, bytes], bytes] | None
 
     def tip(self, branch: str, fetch: bool = True) -> str | None: ...
 
@@ -93,7 +124,19 @@ class GitStore(Protocol):
         message: str,
         trailers: dict[str, str],
         base: str | None = None,
+        *,
+        modes: dict[str, str] | None = None,
     ) -> str: ...
+
+    def create_branch(self, branch: str, base_ref: str | None, trailers: dict[str, str] | None = None) -> str: ...
+
+    def share_branch(self, branch: str) -> str: ...
+
+    def fetch_commit(self, sha: str) -> bool: ...
+
+    def log(self, ref: str, max_count: int | None = None, grep_trailer: tuple[str, str] | None = None) -> list["Commit"]: ...
+
+    def git(self, *args: str, input: bytes | None = None, env: dict | None = None, check: bool = True, network: bool = False) -> str: ...
 
     def checkout(self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (),
                  keep: tuple[str, ...] | list[str] = ()) -> AbstractContextManager["Checkout"]: ...

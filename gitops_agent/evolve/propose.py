@@ -167,18 +167,7 @@ def run_evolve(
     ``price(model_name, usage) -> dollars`` (the runtime's, with the config's prices)."""
     reporter = reporter or Reporter()
     now = now or datetime.now(timezone.utc)
-    store = MemoryStore.open(git)
-    if store.tip() is None:
-        raise AgentError("this repository has no memory yet (agent/memory): run some tasks first")
-    exps = gather(store, last)
-    if not exps:
-        raise AgentError("the memory holds no experiences yet: run some tasks first")
-    base = brain_tip(git)
-    if base is None:
-        init_brain(git)
-        reporter.event("brain", action=f"created {BRAIN_BRANCH} from the packaged defaults")
-        base = brain_tip(git)
-        assert base is not None
+    exps, base = _inputs(git, last, reporter)
     current = read_branch_files(git, base)
     dirs = [default_prompts_dir()]
     ctx = dict(experiences=[e.model_dump(mode="json", by_alias=True) for e in exps],
@@ -193,27 +182,8 @@ def run_evolve(
         budget=lambda usd, tokens: f"spent ${usd:.4f} of its ${max_usd:g} budget (evolve.max_usd)" if usd > max_usd else None,
     )
     refused: list[str] = []
-
-    def handle(resp: ModelResponse, turn: Turn) -> Done:
-        use = one_call(resp, ["propose_brain_change"])
-        try:
-            changes = check_changes(use.input.get("changes"), current)
-            merged = {p: b for p, b in current.items()}
-            for p, b in changes.items():
-                if b is None:
-                    merged.pop(p, None)
-                else:
-                    merged[p] = b
-            validate_files(merged, where=BRAIN_BRANCH)
-        except (AgentError, ConfigError) as e:
-            if isinstance(e, CapabilityChange):
-                refused.append(str(e))
-            reporter.event("evolve_error", error=str(e))
-            raise FormatError(str(e)) from None
-        return Done((use.input, changes))
-
-    out = talk.run([Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])], handle,
-                   max_calls=MAX_CORRECTIONS + 1)
+    out = talk.run([Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])],
+                   _checker(current, refused, reporter), max_calls=MAX_CORRECTIONS + 1)
     if out.exit in (Exit.model_error, Exit.fatal):
         raise AgentError(f"evolve: model error: {out.why}")
     if out.exit == Exit.budget:
@@ -236,6 +206,47 @@ def run_evolve(
             diff += f"deleted: {p} (the packaged default applies again)\n"
     return Proposal(branch=branch, base=base, commit=sha, title=title, rationale=rationale, experiences=cited or ids,
                     changes=changes, diff=diff, model=name, usage=usage, cost_usd=round(cost, 6), refused=refused)
+
+
+def _inputs(git: GitRepo, last: int, reporter: Reporter) -> tuple[list[Experience], str]:
+    """The experiences to show, and agent/brain's tip (made from the packaged defaults if missing)."""
+    store = MemoryStore.open(git)
+    if store.tip() is None:
+        raise AgentError("this repository has no memory yet (agent/memory): run some tasks first")
+    exps = gather(store, last)
+    if not exps:
+        raise AgentError("the memory holds no experiences yet: run some tasks first")
+    base = brain_tip(git)
+    if base is None:
+        init_brain(git)
+        reporter.event("brain", action=f"created {BRAIN_BRANCH} from the packaged defaults")
+        base = brain_tip(git)
+        assert base is not None
+    return exps, base
+
+
+def _checker(current: dict[str, bytes], refused: list[str], reporter: Reporter) -> Any:
+    """The evolve conversation's handler: a proposal that passes every check, or a correction."""
+
+    def handle(resp: ModelResponse, turn: Turn) -> Done:
+        use = one_call(resp, ["propose_brain_change"])
+        try:
+            changes = check_changes(use.input.get("changes"), current)
+            merged = {p: b for p, b in current.items()}
+            for p, b in changes.items():
+                if b is None:
+                    merged.pop(p, None)
+                else:
+                    merged[p] = b
+            validate_files(merged, where=BRAIN_BRANCH)
+        except (AgentError, ConfigError) as e:
+            if isinstance(e, CapabilityChange):
+                refused.append(str(e))
+            reporter.event("evolve_error", error=str(e))
+            raise FormatError(str(e)) from None
+        return Done((use.input, changes))
+
+    return handle
 
 
 def pull_request_for(p: Proposal) -> tuple[str, str, str]:

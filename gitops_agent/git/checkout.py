@@ -67,6 +67,20 @@ class Caps:
     max_entries: int = 5000
 
 
+@dataclass
+class _Walk:
+    """What one collect() carries through the walk of the tree."""
+
+    caps: Caps
+    out: Collected = field(default_factory=Collected)
+    seen: set[str] = field(default_factory=set)
+    walked: set[str] = field(default_factory=set)  # directories read to the end: only there can a file be "deleted"
+    budget: list[int] = field(init=False)  # [bytes, entries] still allowed
+
+    def __post_init__(self) -> None:
+        self.budget = [self.caps.max_total_bytes, self.caps.max_entries]
+
+
 def _stat_key(st: os.stat_result) -> tuple[int, int, int, int]:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
@@ -98,30 +112,28 @@ class Checkout:
         the root). Nothing is followed or read without its size checked first; what cannot be
         taken is in ``refused`` with the reason."""
         caps = caps or Caps()
-        out = Collected()
-        seen: set[str] = set()
-        walked: set[str] = set()  # directories read to the end: only there can a file be "deleted"
-        budget = [caps.max_total_bytes, caps.max_entries]
+        w = _Walk(caps)
         root = os.open(self.path, _DIR_FLAGS)
         try:
-            self._walk(root, "", 0, caps, out, seen, walked, budget, [])
+            self._walk(root, "", 0, w, [])
         finally:
             os.close(root)
+        out = w.out
         for p in sorted(self.manifest):
             parent = p.rpartition("/")[0]
-            if p not in seen and parent in walked:
+            if p not in w.seen and parent in w.walked:
                 out.changes[p] = Output("deleted")
         return out
 
     # -- the walk ---------------------------------------------------------------------------
 
-    def _walk(self, dfd: int, prefix: str, depth: int, caps: Caps, out: Collected, seen: set[str],
-              walked: set[str], budget: list[int], ignores: list[tuple[str, pathspec.GitIgnoreSpec]]) -> None:
+    def _walk(self, dfd: int, prefix: str, depth: int, w: _Walk, ignores: list[tuple[str, pathspec.GitIgnoreSpec]]) -> None:
+        """Reads the directory open at ``dfd`` (``prefix`` in the tree) and what is under it."""
         try:
             with os.scandir(dfd) as it:
                 names = sorted(e.name for e in it)
         except OSError as e:
-            out.refused.append(f"{prefix or '.'}/: not read ({e.strerror})")
+            w.out.refused.append(f"{prefix or '.'}/: not read ({e.strerror})")
             return
         spec = self._ignore_spec(prefix)
         if spec is not None:
@@ -130,85 +142,112 @@ class Checkout:
         for raw in names:
             name = raw if isinstance(raw, str) else os.fsdecode(raw)
             rel = f"{prefix}{name}"
-            if budget[1] <= 0:
-                out.refused.append(f"{rel}: not read (more than {caps.max_entries} changed entries in one step)")
+            if w.budget[1] <= 0:
+                w.out.refused.append(f"{rel}: not read (more than {w.caps.max_entries} changed entries in one step)")
                 complete = False
                 break
-            try:
-                st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
-            except OSError:
-                continue  # gone meanwhile
-            if name.lower() == ".git":
-                out.refused.append(f"{rel}: refused ('.git' entries are never taken from the working tree)")
-                seen.add(rel)
-                continue
-            problem = path_problem(rel)
-            if problem:
-                out.refused.append(f"{rel!r}: refused (bad file name: {problem})")
-                continue
-            is_dir = stat.S_ISDIR(st.st_mode)
-            if not is_dir:
-                # a directory of the tree replaced by a file or a link: everything under it is gone
-                for gone in self._under(rel):
-                    seen.add(gone)
-                    out.changes[gone] = Output("deleted")
-            if ignores and rel not in self.manifest and _ignored(rel + ("/" if is_dir else ""), ignores):
-                if not is_dir or not self._under(rel):
-                    budget[1] -= 1  # ignored entries still count: a million of them is not free
-                    continue  # ignored, as git would ignore it (tracked files are never ignored)
-            if is_dir:
-                if depth + 1 >= MAX_DEPTH:
-                    out.refused.append(f"{rel}/: refused (nested more than {MAX_DEPTH} directories deep)")
-                    continue
-                try:
-                    sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
-                except OSError as e:
-                    out.refused.append(f"{rel}/: not read ({e.strerror})")
-                    continue
-                try:
-                    self._walk(sub, rel + "/", depth + 1, caps, out, seen, walked, budget, ignores)
-                finally:
-                    os.close(sub)
-                continue
-            seen.add(rel)
-            old = self.manifest.get(rel)
-            if stat.S_ISLNK(st.st_mode):
-                try:
-                    target = os.readlink(name, dir_fd=dfd)
-                except OSError:
-                    continue
-                data = os.fsencode(target)
-                if old is not None and old.mode == "120000" and old.blob == blob_id(data, self.sha1):
-                    continue
-                budget[1] -= 1
-                out.changes[rel] = Output("symlink", data, "120000")
-                continue
-            if not stat.S_ISREG(st.st_mode):
-                budget[1] -= 1
-                out.refused.append(f"{rel}: refused (not a regular file)")
-                continue
-            mode = "100755" if st.st_mode & stat.S_IXUSR else "100644"
-            if old is not None and old.mode == mode and old.stat == _stat_key(st):
-                continue  # untouched since the export
-            if st.st_size > caps.max_file_bytes:
-                budget[1] -= 1
-                out.refused.append(f"{rel}: refused ({st.st_size / 1e6:.1f} MB is over the {caps.max_file_bytes / 2**20:g} MB cap)")
-                continue
-            if st.st_size > budget[0]:
-                budget[1] -= 1
-                out.refused.append(f"{rel}: refused (the step's files are over {caps.max_total_bytes / 2**20:g} MB in all)")
-                continue
-            data = self._read(dfd, name, caps.max_file_bytes)
-            if data is None:
-                out.refused.append(f"{rel}: refused (not a regular file, or it changed while it was read)")
-                continue
-            if old is not None and old.mode == mode and old.blob == blob_id(data, self.sha1):
-                continue  # rewritten with the same content
-            budget[0] -= len(data)
-            budget[1] -= 1
-            out.changes[rel] = Output("file", data, mode)
+            self._take_entry(dfd, name, rel, depth, w, ignores)
         if complete:
-            walked.add(prefix.rstrip("/"))
+            w.walked.add(prefix.rstrip("/"))
+
+    def _take_entry(self, dfd: int, name: str, rel: str, depth: int, w: _Walk,
+                    ignores: list[tuple[str, pathspec.GitIgnoreSpec]]) -> None:
+        """One entry of a directory, by its lstat: refused, skipped, walked into or taken."""
+        try:
+            st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
+        except OSError:
+            return  # gone meanwhile
+        if self._refused_name(name, rel, w):
+            return
+        is_dir = stat.S_ISDIR(st.st_mode)
+        if not is_dir:
+            # a directory of the tree replaced by a file or a link: everything under it is gone
+            for gone in self._under(rel):
+                w.seen.add(gone)
+                w.out.changes[gone] = Output("deleted")
+        if ignores and rel not in self.manifest and _ignored(rel + ("/" if is_dir else ""), ignores):
+            if not is_dir or not self._under(rel):
+                w.budget[1] -= 1  # ignored entries still count: a million of them is not free
+                return  # ignored, as git would ignore it (tracked files are never ignored)
+        if is_dir:
+            self._walk_into(dfd, name, rel, depth, w, ignores)
+            return
+        w.seen.add(rel)
+        if stat.S_ISLNK(st.st_mode):
+            self._take_symlink(dfd, name, rel, w)
+            return
+        self._take_file(dfd, name, rel, st, w)
+
+    @staticmethod
+    def _refused_name(name: str, rel: str, w: _Walk) -> bool:
+        """A '.git' entry or a bad file name: refused (True), nothing of it read."""
+        if name.lower() == ".git":
+            w.out.refused.append(f"{rel}: refused ('.git' entries are never taken from the working tree)")
+            w.seen.add(rel)
+            return True
+        problem = path_problem(rel)
+        if problem:
+            w.out.refused.append(f"{rel!r}: refused (bad file name: {problem})")
+            return True
+        return False
+
+    def _walk_into(self, dfd: int, name: str, rel: str, depth: int, w: _Walk,
+                   ignores: list[tuple[str, pathspec.GitIgnoreSpec]]) -> None:
+        """A subdirectory: opened without following a link, at most MAX_DEPTH deep."""
+        if depth + 1 >= MAX_DEPTH:
+            w.out.refused.append(f"{rel}/: refused (nested more than {MAX_DEPTH} directories deep)")
+            return
+        try:
+            sub = os.open(name, _DIR_FLAGS, dir_fd=dfd)
+        except OSError as e:
+            w.out.refused.append(f"{rel}/: not read ({e.strerror})")
+            return
+        try:
+            self._walk(sub, rel + "/", depth + 1, w, ignores)
+        finally:
+            os.close(sub)
+
+    def _take_symlink(self, dfd: int, name: str, rel: str, w: _Walk) -> None:
+        """A symbolic link: its target is taken as data (never followed), unless it is as exported."""
+        old = self.manifest.get(rel)
+        try:
+            target = os.readlink(name, dir_fd=dfd)
+        except OSError:
+            return
+        data = os.fsencode(target)
+        if old is not None and old.mode == "120000" and old.blob == blob_id(data, self.sha1):
+            return
+        w.budget[1] -= 1
+        w.out.changes[rel] = Output("symlink", data, "120000")
+
+    def _take_file(self, dfd: int, name: str, rel: str, st: os.stat_result, w: _Walk) -> None:
+        """A regular file, read (by descriptor, within the caps) unless its stat data or its blob
+        id shows it unchanged; anything else is refused."""
+        old = self.manifest.get(rel)
+        if not stat.S_ISREG(st.st_mode):
+            w.budget[1] -= 1
+            w.out.refused.append(f"{rel}: refused (not a regular file)")
+            return
+        mode = "100755" if st.st_mode & stat.S_IXUSR else "100644"
+        if old is not None and old.mode == mode and old.stat == _stat_key(st):
+            return  # untouched since the export
+        if st.st_size > w.caps.max_file_bytes:
+            w.budget[1] -= 1
+            w.out.refused.append(f"{rel}: refused ({st.st_size / 1e6:.1f} MB is over the {w.caps.max_file_bytes / 2**20:g} MB cap)")
+            return
+        if st.st_size > w.budget[0]:
+            w.budget[1] -= 1
+            w.out.refused.append(f"{rel}: refused (the step's files are over {w.caps.max_total_bytes / 2**20:g} MB in all)")
+            return
+        data = self._read(dfd, name, w.caps.max_file_bytes)
+        if data is None:
+            w.out.refused.append(f"{rel}: refused (not a regular file, or it changed while it was read)")
+            return
+        if old is not None and old.mode == mode and old.blob == blob_id(data, self.sha1):
+            return  # rewritten with the same content
+        w.budget[0] -= len(data)
+        w.budget[1] -= 1
+        w.out.changes[rel] = Output("file", data, mode)
 
     def _under(self, rel: str) -> list[str]:
         """Manifest paths strictly under directory ``rel``."""

@@ -3,6 +3,8 @@ refusal per person per issue."""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 
 from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, parse_config
@@ -16,7 +18,11 @@ from gitops_agent.safety.chars import log_line
 
 
 class Access:
-    """Mixin of ``StepRunner``: the access rules (uses ``self.s`` and ``self.client``)."""
+    """The access rules of a job: who may start or steer a task, and the one refusal per person."""
+
+    def __init__(self, settings: Any, client: Any, outputs: dict[str, str]) -> None:
+        self.s, self.client, self.outputs = settings, client, outputs
+
 
     def allowed(self, trigger: Trigger, cfg: AgentConfig) -> tuple[bool, str]:
         a = trigger.author

@@ -3,6 +3,8 @@ job's step summary and outputs -- all sanitised (gitops_agent/safety/text.py).""
 
 from __future__ import annotations
 
+from typing import Any
+
 
 
 from gitops_agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
@@ -22,7 +24,11 @@ def answer_marker(task_id: str, follow_up: int = 0) -> str:
 
 
 class Publisher:
-    """Mixin of ``StepRunner``: posting (uses ``self.s``, ``self.client``, ``self.outputs``)."""
+    """What a job shows on GitHub: the answer, replies, the progress comment, the job summary and outputs."""
+
+    def __init__(self, settings: Any, client: Any, outputs: dict[str, str]) -> None:
+        self.s, self.client, self.outputs = settings, client, outputs
+
 
     def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
         outcome, answer, reason = snap.ending()

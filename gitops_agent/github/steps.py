@@ -45,7 +45,7 @@ from gitops_agent.github.publish import Publisher
 from gitops_agent.github.settings import GitHubDispatcher, Settings  # noqa: F401 - Settings is part of this module's API
 
 
-class StepRunner(Access, Publisher):
+class StepRunner:
     """One job on a runner."""
 
     def __init__(self, settings: Settings, client: Any, reporter: Reporter | None = None) -> None:
@@ -54,6 +54,8 @@ class StepRunner(Access, Publisher):
         self.reporter = reporter or Reporter()
         self.dispatcher = GitHubDispatcher(client)
         self.outputs: dict[str, str] = {}
+        self.access = Access(settings, client, self.outputs)
+        self.publisher = Publisher(settings, client, self.outputs)
         self._t0 = time.monotonic()  # the job's clock for github.inline_minutes
         self._tmp = Path(tempfile.mkdtemp(prefix="gitops-agent-", dir=settings.workdir))
 
@@ -123,16 +125,16 @@ class StepRunner(Access, Publisher):
     def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
         # Who may trigger is decided before anything is cloned: the settings of the default
         # branch are read through the API (one request), then the author's permission.
-        early = self.default_branch_config()
-        cfg0 = early or self.config_defaults()
+        early = self.access.default_branch_config()
+        cfg0 = early or self.access.config_defaults()
         if trigger is None:
             trigger = read_trigger(self.s.event_name, event, label=cfg0.trigger.label, phrase=cfg0.trigger.phrase, question_input=self.s.question)
         if trigger.kind not in ("new", "follow-up"):
             print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
             return 0
-        ok, why = self.allowed(trigger, cfg0)
+        ok, why = self.access.allowed(trigger, cfg0)
         if not ok:
-            self.refuse(trigger, why, cfg0)
+            self.access.refuse(trigger, why, cfg0)
             return 0
         git = self.clone(None)
         head = git.git("rev-parse", "HEAD").strip()
@@ -143,9 +145,9 @@ class StepRunner(Access, Publisher):
             if trigger.kind not in ("new", "follow-up"):
                 print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
                 return 0
-            ok, why = self.allowed(trigger, cfg)
+            ok, why = self.access.allowed(trigger, cfg)
             if not ok:
-                self.refuse(trigger, why, cfg)
+                self.access.refuse(trigger, why, cfg)
                 return 0
         rt = self.runtime(git, head, brain=brain_tip(git), cfg=cfg)
         job: Job | None = None
@@ -173,7 +175,7 @@ class StepRunner(Access, Publisher):
             source = TaskSource(
                 kind={"issue": "issue", "comment": "comment", "workflow_call": "workflow_call"}.get(trigger.source, "workflow_dispatch"),
                 repo=self.s.repo, issue=trigger.issue, author=writer, url=trigger.url,
-                started_by=starter if starter != writer else None, trusted=self.trusted_author(writer, starter, cfg),
+                started_by=starter if starter != writer else None, trusted=self.access.trusted_author(writer, starter, cfg),
             )
             question = trigger.question
             # an issue's task id is fixed by the issue: two intake jobs racing for it make one task
@@ -189,8 +191,8 @@ class StepRunner(Access, Publisher):
         self.outputs.update(task=job.task, branch=job.branch)
         self.dispatcher.dispatch(job)
         snap = load_snapshot(rt.git, job.task)
-        self.progress(snap, "planning")
-        self.summary(snap, "intake")
+        self.publisher.progress(snap, "planning")
+        self.publisher.summary(snap, "intake")
         return 0
 
     def follow_up(self, rt: Runtime, cfg: AgentConfig, trigger: Trigger, task_id: str) -> Job | None:
@@ -198,33 +200,26 @@ class StepRunner(Access, Publisher):
         nothing is to run: the reply (help, a command given wrongly, a plan edit that cannot
         stand) has been posted where it was asked."""
         from gitops_agent.core.errors import StateFileError
-        from gitops_agent.steps.commands import HELP, parse_command
+        from gitops_agent.steps.commands import help_text, parse_command
 
         by = trigger.author.login if trigger.author else None
         cmd = parse_command(trigger.instruction) if trigger.instruction is not None else None
-        helptext = HELP.format(phrase=cfg.trigger.phrase)
-        if cmd is not None and (cmd.problem or cmd.kind == "help"):
-            self.reply(trigger, f"{cmd.problem}\n\n{helptext}" if cmd.problem else helptext)
+        helptext = help_text(cfg.trigger.phrase)
+        if cmd is not None and (cmd.problem or not cmd.spec.recorded):
+            self.publisher.reply(trigger, f"{cmd.problem}\n\n{helptext}" if cmd.problem else helptext)
             return None
         try:
             Engine(rt).check_edits(task_id)  # a plan.json a person edited: refused before anything runs
             snap = load_snapshot(rt.git, task_id)
         except StateFileError as e:
-            self.reply(trigger, f"`{e.path}` cannot be used: {md_text(e.detail, 1000)}\n\nNothing ran. Fix it on the "
+            self.publisher.reply(trigger, f"`{e.path}` cannot be used: {md_text(e.detail, 1000)}\n\nNothing ran. Fix it on the "
                                 f"branch, then comment `{cfg.trigger.phrase} continue`.")
             return None
-        max_usd = None
-        if cmd is not None and cmd.kind == "retry":
-            unknown = [n for n in cmd.nodes if snap.plan is None or snap.plan.get(n) is None]
-            if unknown:
-                self.reply(trigger, f"No node {', '.join(f'`{n}`' for n in unknown)} in the plan: nothing ran.\n\n{helptext}")
-                return None
-        if cmd is not None and cmd.kind == "budget":
-            ceiling, now = cfg.github.max_usd_ceiling, snap.task.budget.max_usd
-            if now >= ceiling:
-                self.reply(trigger, f"The budget is ${now:g} already, the most `github.max_usd_ceiling` allows: nothing changed.")
-                return None
-            max_usd = min(now + cmd.usd, ceiling)
+        check = cmd.spec.check(cmd, snap, cfg) if cmd is not None else None
+        if check is not None and check.reply:
+            self.publisher.reply(trigger, f"{check.reply}\n\n{helptext}" if cmd.kind == "retry" else check.reply)
+            return None
+        max_usd = check.max_usd if check is not None else None
         where = (FollowUp(where="review" if trigger.comment_id else "pull", number=trigger.pull, comment_id=trigger.comment_id, by=by)
                  if trigger.pull is not None else FollowUp(where="issue", number=trigger.issue, by=by))
         where.command = cmd.text if cmd is not None else None
@@ -299,12 +294,12 @@ class StepRunner(Access, Publisher):
             print("gitops-agent: finish: already finished and published (a duplicate dispatch)")
             return None
         if job.step == "finish" and not engine.failures:
-            self.publish_answer(rt, snap)  # a finish whose job died before publishing publishes now
-            self.progress(snap, "finished")
+            self.publisher.publish_answer(rt, snap)  # a finish whose job died before publishing publishes now
+            self.publisher.progress(snap, "finished")
         else:
             current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in ([inline] if inline else []) + send) or "waiting for running steps"
-            self.progress(snap, current)
-        self.summary(snap, f"{job.step} {job.node or ''}".strip())
+            self.publisher.progress(snap, current)
+        self.publisher.summary(snap, f"{job.step} {job.node or ''}".strip())
         if engine.failures:
             from gitops_agent.observe.gha import gha_error
 
@@ -414,5 +409,5 @@ def run_step_command(step: str, event_path: str | None = None, client: Any = Non
         gha_error(str(e)[:2000], title=f"gitops-agent {step}")
         raise
     finally:
-        runner.write_outputs()
+        runner.publisher.write_outputs()
         runner.close()

@@ -119,6 +119,11 @@ class AnthropicModel:
         """Stop every call in flight (their connections are closed): a Ctrl-C."""
         self.client.close()
 
+    @property
+    def base_url(self) -> str:
+        """Where this model is served (the Served capability)."""
+        return str(self.client.base_url)
+
     def preflight(self, seconds: float = 10.0) -> None:
         """Before a task exists: the endpoint answers, takes the key and has the model -- one
         `GET /v1/models/{id}`, no tokens. ConfigError naming what to fix; anything else (a 5xx,

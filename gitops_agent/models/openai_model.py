@@ -104,6 +104,11 @@ class OpenAIModel:
             params["temperature"] = request.temperature
         return params
 
+    @property
+    def base_url(self) -> str:
+        """Where this model is served (the Served capability)."""
+        return str(self.client.base_url)
+
     def preflight(self, seconds: float = 10.0) -> None:
         """Before a task exists: the endpoint answers and takes the key (`GET /models`, no
         tokens). Local servers name their models freely, so the model is not looked up."""

@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import re
 
+from gitops_agent.models.registry import providers
+
 # provider:model, with the characters model ids use (org/model, tags, dates); no '@', no spaces
-_PROVIDER_MODEL = re.compile(r"(anthropic|openai):[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}")
+_PROVIDER_MODEL = re.compile(r"([a-z][a-z0-9_-]{0,31}):[A-Za-z0-9][A-Za-z0-9_.:/+-]{0,199}")
 # scripted:NAME names a model the run was given (tests, replay), never a file
 _SCRIPTED_NAME = re.compile(r"scripted:[A-Za-z0-9][A-Za-z0-9_-]{0,63}")
 
@@ -29,22 +31,24 @@ def data_spec_problem(spec: str) -> str | None:
         if _SCRIPTED_NAME.fullmatch(spec):
             return None
         return f"{spec!r} names a file; in a brain file scripted:NAME names a model the run was given, never a path"
-    if _PROVIDER_MODEL.fullmatch(spec):
+    m = _PROVIDER_MODEL.fullmatch(spec)
+    known = {n for n, p in providers().items() if p.in_data}
+    if m and m.group(1) in known:
         return None
-    return f"{spec!r} is not provider:model (anthropic:ID or openai:ID)"
+    return f"{spec!r} is not provider:model (" + " or ".join(f"{n}:ID" for n in sorted(known)) + ")"
 
 
 def with_trusted_endpoint(spec: str, trusted: list[str]) -> str:
-    """A data spec ``openai:NAME`` served where the trusted settings serve openai models
+    """A data spec ``openai:NAME`` served where the trusted settings serve that provider's models
     (``openai:OTHER@URL``): a brain may pick another model of the user's own server, never
     another server. Without such a trusted spec the provider's own setting applies
     (OPENAI_BASE_URL)."""
     provider, _, name = spec.partition(":")
-    if provider != "openai":
+    if not getattr(providers().get(provider), "endpoint", False):
         return spec
     for t in trusted:
         p, _, rest = (t or "").partition(":")
         _model, at, url = rest.partition("@")
-        if p == "openai" and at and url:
-            return f"openai:{name}@{url}"
+        if p == provider and at and url:
+            return f"{provider}:{name}@{url}"
     return spec

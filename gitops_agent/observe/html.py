@@ -137,11 +137,29 @@ def layout_plan(trace: Trace) -> PlanGraph:
     if trace.plan is None:
         return g
     order: list[TraceNode] = list(trace.plan.walk())
-    by_id = {n.id: n for n in order}
     nodes = {
         n.id: GraphNode(n.id, n.title, n.goal, n.status.value, n.mark, n.agent, not n.children, list(n.steps), n.cost_usd, n.duration_ms)
         for n in order
     }
+    edges = _plan_edges(order)
+    layer = _longest_path_layers(list(nodes), edges)
+    for i, n in nodes.items():
+        n.layer = layer[i]
+    lay = _with_virtual_points(list(nodes), edges, layer)
+    rows = _layer_rows(order, lay.layer)
+    _order_rows(rows, lay)
+    cx, top = _place(g, rows, lay.width_of)
+    for i, n in nodes.items():
+        n.x, n.y = cx[i] - NODE_W / 2, top[i]
+    _route_edges(edges, lay.chains, cx, top)
+    g.nodes = [nodes[n.id] for n in order]
+    g.edges = edges
+    return g
+
+
+def _plan_edges(order: list[TraceNode]) -> list[GraphEdge]:
+    """Parent → child and dependency → dependent, each pair once (a tree edge wins)."""
+    by_id = {n.id: n for n in order}
     edges: list[GraphEdge] = []
     seen_pairs: set[tuple[str, str]] = set()
     for n in order:
@@ -152,16 +170,19 @@ def layout_plan(trace: Trace) -> PlanGraph:
             if d in by_id and (d, n.id) not in seen_pairs:
                 edges.append(GraphEdge(d, n.id, "dep"))
                 seen_pairs.add((d, n.id))
-    preds: dict[str, list[str]] = {i: [] for i in nodes}
-    succs: dict[str, list[str]] = {i: [] for i in nodes}
+    return edges
+
+
+def _longest_path_layers(ids: list[str], edges: list[GraphEdge]) -> dict[str, int]:
+    """Longest-path layering (Kahn); anything left in a cycle goes below the rest."""
+    preds: dict[str, list[str]] = {i: [] for i in ids}
+    succs: dict[str, list[str]] = {i: [] for i in ids}
     for e in edges:
         preds[e.dst].append(e.src)
         succs[e.src].append(e.dst)
-
-    # longest-path layering (Kahn); anything left in a cycle goes below the rest
-    layer = {i: 0 for i in nodes}
+    layer = {i: 0 for i in ids}
     indeg = {i: len(p) for i, p in preds.items()}
-    queue = [i for i in nodes if indeg[i] == 0]
+    queue = [i for i in ids if indeg[i] == 0]
     done: list[str] = []
     while queue:
         u = queue.pop(0)
@@ -172,30 +193,44 @@ def layout_plan(trace: Trace) -> PlanGraph:
             if indeg[v] == 0:
                 queue.append(v)
     base = max((layer[i] for i in done), default=-1) + 1
-    for k, i in enumerate(i for i in nodes if i not in done):
+    for k, i in enumerate(i for i in ids if i not in done):
         layer[i] = base + k
-    for i, n in nodes.items():
-        n.layer = layer[i]
+    return layer
 
-    # virtual points for long edges (edges that go upwards, only possible around a cycle, stay direct)
-    chains: list[list[str]] = []  # per edge: src, virtual..., dst
-    up: dict[str, list[str]] = {i: [] for i in nodes}
-    down: dict[str, list[str]] = {i: [] for i in nodes}
-    width_of: dict[str, float] = {i: NODE_W for i in nodes}
+
+@dataclass
+class _Layering:
+    """The layers with the virtual points of long edges in them ("\\0<edge>:<layer>")."""
+
+    layer: dict[str, int]  # node or virtual point -> layer
+    width_of: dict[str, float]
+    up: dict[str, list[str]]  # the neighbours one layer up
+    down: dict[str, list[str]]  # ... and one layer down
+    chains: list[list[str]]  # per edge: src, virtual..., dst
+
+
+def _with_virtual_points(ids: list[str], edges: list[GraphEdge], layer: dict[str, int]) -> _Layering:
+    """A virtual point per layer an edge crosses (edges that go upwards, only possible around a
+    cycle, stay direct); adds the points to ``layer``."""
+    lay = _Layering(layer, {i: NODE_W for i in ids}, {i: [] for i in ids}, {i: [] for i in ids}, [])
     for k, e in enumerate(edges):
         chain = [e.src]
         for li in range(layer[e.src] + 1, layer[e.dst]):
             v = f"\0{k}:{li}"
             layer[v] = li
-            width_of[v] = VIRTUAL_W
-            up[v], down[v] = [], []
+            lay.width_of[v] = VIRTUAL_W
+            lay.up[v], lay.down[v] = [], []
             chain.append(v)
         chain.append(e.dst)
         for a, b in zip(chain, chain[1:]):
-            down[a].append(b)
-            up[b].append(a)
-        chains.append(chain)
+            lay.down[a].append(b)
+            lay.up[b].append(a)
+        lay.chains.append(chain)
+    return lay
 
+
+def _layer_rows(order: list[TraceNode], layer: dict[str, int]) -> list[list[str]]:
+    """The nodes (in plan order) and then the virtual points of each layer."""
     depth = max(layer.values()) + 1 if layer else 0
     rows: list[list[str]] = [[] for _ in range(depth)]
     for n in order:
@@ -203,24 +238,34 @@ def layout_plan(trace: Trace) -> PlanGraph:
     for v in layer:
         if v.startswith("\0"):
             rows[layer[v]].append(v)
+    return rows
 
-    def bary(v: str, nbrs: list[str], where: dict[str, int], cur: dict[str, int]) -> tuple[float, int]:
-        ps = [where[p] for p in nbrs if p in where]
-        return (sum(ps) / len(ps) if ps else cur[v], cur[v])
 
+def _bary(v: str, nbrs: list[str], where: dict[str, int], cur: dict[str, int]) -> tuple[float, int]:
+    ps = [where[p] for p in nbrs if p in where]
+    return (sum(ps) / len(ps) if ps else cur[v], cur[v])
+
+
+def _order_rows(rows: list[list[str]], lay: _Layering) -> None:
+    """Barycentre sweeps, down then up, six times: fewer crossings."""
+    depth = len(rows)
     for _ in range(6):
         for li in range(1, depth):
             above = {v: k for k, v in enumerate(rows[li - 1])}
             cur = {v: k for k, v in enumerate(rows[li])}
-            rows[li].sort(key=lambda v: bary(v, up[v], above, cur))
+            rows[li].sort(key=lambda v: _bary(v, lay.up[v], above, cur))
         for li in range(depth - 2, -1, -1):
             below = {v: k for k, v in enumerate(rows[li + 1])}
             cur = {v: k for k, v in enumerate(rows[li])}
-            rows[li].sort(key=lambda v: bary(v, down[v], below, cur))
+            rows[li].sort(key=lambda v: _bary(v, lay.down[v], below, cur))
 
+
+def _place(g: PlanGraph, rows: list[list[str]], width_of: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
+    """Sets the graph's size; returns the centre x and the top y of every node and point (rows centred)."""
     def row_width(row: list[str]) -> float:
         return sum(width_of[v] for v in row) + max(0, len(row) - 1) * GAP_X
 
+    depth = len(rows)
     widest = max((row_width(r) for r in rows), default=0.0)
     g.width = 2 * MARGIN + widest
     g.height = 2 * MARGIN + depth * NODE_H + max(0, depth - 1) * GAP_Y
@@ -232,42 +277,47 @@ def layout_plan(trace: Trace) -> PlanGraph:
             cx[v] = x + width_of[v] / 2
             top[v] = MARGIN + li * (NODE_H + GAP_Y)
             x += width_of[v] + GAP_X
-    for i, n in nodes.items():
-        n.x, n.y = cx[i] - NODE_W / 2, top[i]
+    return cx, top
 
-    # ports: the edges leaving (entering) a box spread along its bottom (top), ordered by where they go
-    def ports(ends: dict[str, list[tuple[float, int]]]) -> dict[int, float]:
-        out: dict[int, float] = {}
-        for v, items in ends.items():
-            items.sort()
-            span = NODE_W * 0.6
-            for j, (_, k) in enumerate(items):
-                out[k] = cx[v] + (0.0 if len(items) == 1 else -span / 2 + span * j / (len(items) - 1))
-        return out
 
+def _ports(ends: dict[str, list[tuple[float, int]]], cx: dict[str, float]) -> dict[int, float]:
+    """The edges leaving (entering) a box spread along its bottom (top), ordered by where they go."""
+    out: dict[int, float] = {}
+    for v, items in ends.items():
+        items.sort()
+        span = NODE_W * 0.6
+        for j, (_, k) in enumerate(items):
+            out[k] = cx[v] + (0.0 if len(items) == 1 else -span / 2 + span * j / (len(items) - 1))
+    return out
+
+
+def _route_edges(edges: list[GraphEdge], chains: list[list[str]], cx: dict[str, float], top: dict[str, float]) -> None:
+    """Sets each edge's SVG path: from its port, through its virtual points, to its port."""
     outs: dict[str, list[tuple[float, int]]] = {}
     ins: dict[str, list[tuple[float, int]]] = {}
     for k, chain in enumerate(chains):
         outs.setdefault(chain[0], []).append((cx[chain[1]], k))
         ins.setdefault(chain[-1], []).append((cx[chain[-2]], k))
-    out_x, in_x = ports(outs), ports(ins)
+    out_x, in_x = _ports(outs, cx), _ports(ins, cx)
 
     for k, (e, chain) in enumerate(zip(edges, chains)):
         pts = [(out_x[k], top[chain[0]] + NODE_H)]
         for v in chain[1:-1]:  # through the virtual points, top to bottom of their layer
             pts += [(cx[v], top[v]), (cx[v], top[v] + NODE_H)]
         pts.append((in_x[k], top[chain[-1]] - (6 if e.kind == "dep" else 0)))
-        d = [f"M{pts[0][0]:.1f},{pts[0][1]:.1f}"]
-        for (x1, y1), (x2, y2) in zip(pts, pts[1:]):
-            if abs(x1 - x2) < 0.5 or y2 <= y1:
-                d.append(f"L{x2:.1f},{y2:.1f}")
-            else:
-                dy = max(12.0, (y2 - y1) / 2)
-                d.append(f"C{x1:.1f},{y1 + dy:.1f} {x2:.1f},{y2 - dy:.1f} {x2:.1f},{y2:.1f}")
-        e.d = " ".join(d)
-    g.nodes = [nodes[n.id] for n in order]
-    g.edges = edges
-    return g
+        e.d = _svg_path(pts)
+
+
+def _svg_path(pts: list[tuple[float, float]]) -> str:
+    """Straight where a segment is vertical (or goes up), a vertical cubic curve where it bends."""
+    d = [f"M{pts[0][0]:.1f},{pts[0][1]:.1f}"]
+    for (x1, y1), (x2, y2) in zip(pts, pts[1:]):
+        if abs(x1 - x2) < 0.5 or y2 <= y1:
+            d.append(f"L{x2:.1f},{y2:.1f}")
+        else:
+            dy = max(12.0, (y2 - y1) / 2)
+            d.append(f"C{x1:.1f},{y1 + dy:.1f} {x2:.1f},{y2 - dy:.1f} {x2:.1f},{y2:.1f}")
+    return " ".join(d)
 
 
 # ----------------------------------------------------------------------------- the page

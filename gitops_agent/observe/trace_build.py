@@ -168,6 +168,35 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
     commits, reached_intake = _branch_commits(git, snap.tip, snap.task.base_sha, snap.task_id,
                                               (par.task_id, par.step) if par is not None else None)
     history_complete = reached_intake or not (getattr(git, "is_shallow", lambda: False)())
+    by_seq, events, problems = _index_commits(commits)
+    titles = {n.id: n.title for n in snap.plan.walk()} if snap.plan else {}
+    steps = _recorded_steps(snap, by_seq, titles, problems, transcripts)
+    recorded = {s.seq for s in steps}
+    steps += _steps_without_record(snap, by_seq, recorded, titles, problems)
+    steps += _running_steps(snap, by_seq, recorded)
+    steps.sort(key=lambda s: s.seq)
+
+    ledger = _ledger(snap.steps, by_seq, events, problems)
+    outcome, summary, answer, reason = _outcome(snap, by_seq)
+    t = snap.task
+    return Trace(
+        task_id=snap.task_id, branch=snap.branch, tip=snap.tip, question=t.question, instructions=list(t.instructions),
+        source=t.source, base_ref=t.base_ref, base_sha=t.base_sha, models=t.models, budget=t.budget, created_at=t.created_at,
+        outcome=outcome, summary=summary, answer=answer, reason=reason,
+        plan=_trace_plan(snap, steps),
+        steps=steps,
+        totals=_totals(snap, steps),
+        by_model=_breakdown([r for r in snap.steps if r.model], lambda r: r.model),
+        by_role=_breakdown(snap.steps, lambda r: r.role),
+        ledger_consistent=ledger.consistent,
+        ledger=ledger,
+        events=events,
+        history_complete=history_complete,
+    )
+
+
+def _index_commits(commits: list[CommitInfo]) -> tuple[dict[int, CommitInfo], list[CommitInfo], list[str]]:
+    """The branch's commits by their Agent-Step, the other commits (events), and what is wrong with them."""
     by_seq: dict[int, CommitInfo] = {}
     events: list[CommitInfo] = []
     problems: list[str] = []
@@ -182,19 +211,20 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
         if seq in by_seq:
             problems.append(f"step {seq} has two commits: {by_seq[seq].short} and {c.short}")
         by_seq[seq] = c
+    return by_seq, events, problems
 
-    # Files of each step (one cat-file batch for all of them).
+
+def _recorded_steps(snap: Snapshot, by_seq: dict[int, CommitInfo], titles: dict[str, str], problems: list[str],
+                    transcripts: bool) -> list[TraceStep]:
+    """A step per step.json at the tip, with its transcript and result; adds to ``problems``."""
     blobs: dict[str, bytes | None] = {}
-    if transcripts:
+    if transcripts:  # the files of each step, in one cat-file batch for all of them
         wanted = []
         for rec in snap.steps:
             d = snap.step_dir(rec.seq, rec.node)
             wanted += [f"{d}/turns.jsonl", f"{d}/result.md"]
         if wanted:
-            blobs = git.read_files(snap.tip, wanted)  # type: ignore[attr-defined]
-
-    plan = snap.plan
-    titles = {n.id: n.title for n in plan.walk()} if plan else {}
+            blobs = snap.git.read_files(snap.tip, wanted)  # type: ignore[attr-defined]
     steps: list[TraceStep] = []
     for rec in snap.steps:
         commit = by_seq.get(rec.seq)
@@ -204,8 +234,14 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
         result = blobs.get(f"{d}/result.md") if transcripts else None
         steps.append(_step_from_record(rec, commit, titles, transcript, result.decode("utf-8", "replace") if result is not None else None))
         problems += _commit_problems(rec, commit)
+    return steps
 
-    recorded = {s.seq for s in steps}
+
+def _steps_without_record(snap: Snapshot, by_seq: dict[int, CommitInfo], recorded: set[int], titles: dict[str, str],
+                          problems: list[str]) -> list[TraceStep]:
+    """Steps known only from their commit: the intake (which writes no step.json) and, a
+    problem, any other step whose step.json is missing; adds to ``problems``."""
+    steps: list[TraceStep] = []
     for seq, c in by_seq.items():
         if seq in recorded:
             continue
@@ -227,44 +263,18 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
                     duration_ms=c.duration_ms or 0, finished_at=c.committed_at, commit=c, has_record=False,
                 )
             )
+    return steps
 
-    # Dispatched nodes whose step has not reported yet.
-    if plan:
-        for n in plan.walk():
-            if n.is_leaf and n.status == NodeStatus.running and n.step is not None and n.step not in recorded and n.step not in by_seq:
-                steps.append(
-                    TraceStep(seq=n.step, role="executor", node=n.id, node_title=n.title, agent=n.agent, status="running", has_record=False)
-                )
-    steps.sort(key=lambda s: s.seq)
 
-    ledger = _ledger(snap.steps, by_seq, events, problems)
-    outcome, summary, answer, reason = _outcome(snap, by_seq)
-    return Trace(
-        task_id=snap.task_id,
-        branch=snap.branch,
-        tip=snap.tip,
-        question=snap.task.question,
-        instructions=list(snap.task.instructions),
-        source=snap.task.source,
-        base_ref=snap.task.base_ref,
-        base_sha=snap.task.base_sha,
-        models=snap.task.models,
-        budget=snap.task.budget,
-        created_at=snap.task.created_at,
-        outcome=outcome,
-        summary=summary,
-        answer=answer,
-        reason=reason,
-        plan=_trace_plan(snap, steps),
-        steps=steps,
-        totals=_totals(snap, steps),
-        by_model=_breakdown([r for r in snap.steps if r.model], lambda r: r.model),
-        by_role=_breakdown(snap.steps, lambda r: r.role),
-        ledger_consistent=ledger.consistent,
-        ledger=ledger,
-        events=events,
-        history_complete=history_complete,
-    )
+def _running_steps(snap: Snapshot, by_seq: dict[int, CommitInfo], recorded: set[int]) -> list[TraceStep]:
+    """Dispatched nodes whose step has not reported yet."""
+    if not snap.plan:
+        return []
+    return [
+        TraceStep(seq=n.step, role="executor", node=n.id, node_title=n.title, agent=n.agent, status="running", has_record=False)
+        for n in snap.plan.walk()
+        if n.is_leaf and n.status == NodeStatus.running and n.step is not None and n.step not in recorded and n.step not in by_seq
+    ]
 
 
 def _step_from_record(rec: StepRecord, commit: CommitInfo | None, titles: dict[str, str], transcript: list[Turn], result: str | None) -> TraceStep:

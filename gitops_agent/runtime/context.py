@@ -23,7 +23,7 @@ FALLBACK_PRICE = Price.anthropic(3, 15)
 from gitops_agent.observe.progress import Reporter
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.choose import make_sandbox
-from gitops_agent.core.seams import GitStore, Model, Sandbox
+from gitops_agent.core.seams import Abortable, GitStore, Model, Preflight, Sandbox, Served
 from gitops_agent.core.state import Usage
 
 
@@ -64,7 +64,7 @@ class Runtime:
             if m is None:
                 m = self.model_factory(spec) if self.model_factory else make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
                 self.models[spec] = m
-                if is_local_endpoint(str(getattr(getattr(m, "client", None), "base_url", "") or "")):
+                if isinstance(m, Served) and is_local_endpoint(m.base_url):
                     self._local.add(m.name)  # a model on this machine or network costs nothing unless `prices:` says
             return _Traced(m, spec, self)
 
@@ -165,7 +165,7 @@ class _Traced:
                 raise ModelError(f"{e} -- not retried: the task's wall budget is spent (max_wall_seconds)") from e
             self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt_no} in {wait:.1f} s")
 
-        abort = getattr(self.inner, "abort", None) or (lambda: None)
+        abort = self.inner.abort if isinstance(self.inner, Abortable) else (lambda: None)
         with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call, \
                 CANCEL.on_cancel(abort), _Heartbeat(self.rt.reporter, self.name, self._where(), self._heartbeat_s()):
             try:
@@ -185,18 +185,15 @@ class _Traced:
 
     def preflight(self) -> None:
         """A cheap check that the endpoint, key and model work, when the provider has one."""
-        check = getattr(self.inner, "preflight", None)
-        if check is not None:
-            check()
+        if isinstance(self.inner, Preflight):
+            self.inner.preflight()
 
     def _heartbeat_s(self) -> float:
         policy = getattr(self.rt.config, "model_timeout", None)
         return policy.heartbeat_s if policy is not None else 15.0
 
     def _where(self) -> str:
-        client = getattr(self.inner, "client", None)
-        url = getattr(client, "base_url", None)
-        return f" at {url}" if url else ""
+        return f" at {self.inner.base_url}" if isinstance(self.inner, Served) else ""
 
 
 class _Heartbeat:

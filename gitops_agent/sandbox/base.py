@@ -17,12 +17,13 @@ import tempfile
 import time
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from gitops_agent.core.cancel import CANCEL
 from gitops_agent.core.errors import SandboxError
 from gitops_agent.core.state import Observation
 from gitops_agent.safety.secrets import process_secrets
-from gitops_agent.sandbox import cgroups
+from gitops_agent.sandbox import cgroups, registry
 from gitops_agent.sandbox.env import scrubbed_env
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.output import read_output
@@ -151,11 +152,33 @@ def sweep_run_dirs(tmp: str | None = None) -> None:
 
 
 class ProcessSandbox:
-    """Shared machinery of the backends (``run_python``/``run_shell`` of the Sandbox seam)."""
+    """Shared machinery of the backends (``run_python``/``run_shell`` of the Sandbox seam). A
+    subclass with a ``name`` is a backend (``sandbox.backend``), found by gitops_agent/sandbox/
+    choose.py: declaring the class is all it takes."""
 
     name = "process"
     #: whether this backend's actions join the agent's cgroups (docker's have their own limits)
     uses_cgroups = True
+    #: whether it is a boundary: untrusted questions run only on one that is (require_isolation)
+    isolating = False
+    #: ``auto`` takes the available backend with the lowest preference
+    preference = 100
+    def __init_subclass__(cls, **kw: Any) -> None:
+        super().__init_subclass__(**kw)
+        if "name" in cls.__dict__:
+            registry.BACKENDS[cls.name] = cls
+
+    @classmethod
+    def available(cls) -> bool:
+        """Whether it can run here (a quick, cached check)."""
+        return True
+
+    @classmethod
+    def unavailable_why(cls) -> str:
+        return f"sandbox backend {cls.name!r} is not available here"
+
+    def prepare(self) -> None:
+        """Before the first action (docker: pull the image, so no action's time goes to it)."""
 
     def __init__(
         self,

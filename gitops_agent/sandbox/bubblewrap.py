@@ -71,6 +71,12 @@ class BubblewrapSandbox(ProcessSandbox):
     /proc/<agent pid>/environ), and everything inside dies with the namespace's first process."""
 
     name = "bubblewrap"
+    isolating = True
+    preference = 10  # first: it runs the agent's own interpreter and packages
+
+    @classmethod
+    def available(cls) -> bool:
+        return bwrap_works()
 
     def __init__(self, limits=None, **kw):
         super().__init__(limits, **kw)

@@ -56,7 +56,20 @@ class DockerSandbox(ProcessSandbox):
     """
 
     name = "docker"
-    implemented = True
+    isolating = True
+    preference = 20  # an image has to bring python3 and every library the code imports
+
+    @classmethod
+    def available(cls) -> bool:
+        return docker_engine_answers()
+
+    @classmethod
+    def unavailable_why(cls) -> str:
+        engine = "the docker CLI is missing" if not shutil.which("docker") else "no docker engine answers here"
+        return f"sandbox backend 'docker' is not available ({engine})"
+
+    def prepare(self) -> None:
+        self.ensure_image()
     uses_cgroups = False  # the container has --memory and --pids-limit; the client's threads must not count
 
     def __init__(self, limits: SandboxLimits | None = None, *, docker: str | None = None, **kw):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import sys
-from typing import Literal
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from pydantic import BaseModel, ConfigDict, Field
+from gitops_agent.sandbox.registry import backends
 
-Backend = Literal["auto", "subprocess", "bubblewrap", "docker"]
 
 # Deny-list applied inside what bubblewrap shows (its allow-list already leaves out home
 # directories, /run, /mnt, /srv, /opt, /var and every runner directory): places under the
@@ -46,7 +45,8 @@ class SandboxLimits(BaseModel):
         12000, ge=200, description="Characters of stdout and of stderr (each) given back: head and tail halves."
     )
     network: bool = Field(False, description="Allow network access (only backends with a network namespace can deny it).")
-    backend: Backend = Field("auto", description="Which backend to use; 'auto' picks the best available.")
+    backend: str = Field("auto", description="Which backend to use (subprocess, bubblewrap, docker); 'auto' picks the best "
+                         "available.")
     require_isolation: bool | None = Field(
         None,
         description="Refuse to run code without an isolating backend (bubblewrap or docker) instead of falling back to "
@@ -71,6 +71,13 @@ class SandboxLimits(BaseModel):
         description="Directories put on PYTHONPATH inside the sandbox (trusted helper modules; mount them read-only "
         "with extra_ro_paths where they are not visible).",
     )
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, v: str) -> str:
+        if v != "auto" and v not in backends():
+            raise ValueError(f"unknown backend {v!r}; use auto, {', '.join(backends())}")
+        return v
 
     @property
     def total_memory_bytes(self) -> int:

@@ -23,6 +23,7 @@ class SubprocessSandbox(ProcessSandbox):
     """
 
     name = "subprocess"
+    preference = 90  # the last resort: it isolates nothing
 
     def __init__(self, limits=None, **kw):
         super().__init__(limits, **kw)

@@ -20,6 +20,7 @@ from gitops_agent.core.tools import specs
 from gitops_agent.memory.experience import MEMORY_FILE
 from gitops_agent.observe.render import checklist, fmt_tokens
 from gitops_agent.runtime.context import Runtime
+from gitops_agent.steps.commands import parse_command
 from gitops_agent.steps.conversation import Conversation, Done, Exit, one_call
 from gitops_agent.steps.memory_hooks import planner_memory
 from gitops_agent.steps.plan_merge import merge_plan
@@ -69,12 +70,17 @@ class _Round:
         # people steering: plan.json edited on the branch, `/agent retry|stop|continue` (core/plan_edits.py)
         steered = steer(rt.git, snap, seen)
         new_fus = snap.task.follow_ups[seen:len(snap.task.instructions)] if snap.plan is not None else []
+        commands = [(fu, parse_command(fu.command) if fu.command else None) for fu in new_fus]
+        for fu, cmd in commands:
+            if cmd is not None and not cmd.problem and snap.plan is not None:
+                steered += cmd.spec.steer(cmd, snap.plan, fu.by)
         preset: Plan | PlanFinish | None = None
-        stop = next((fu for fu in new_fus if fu.command == "stop"), None)
+        stop = next((fu for fu, cmd in commands if cmd is not None and cmd.spec.ends), None)
         if stop is not None:
-            preset = PlanFinish(outcome="failed", reason=f"stopped by @{stop.by} (`/agent stop`)" if stop.by else "stopped (`/agent stop`)")
+            word = stop.command.split()[0]
+            preset = PlanFinish(outcome="failed", reason=f"stopped by @{stop.by} (`/agent {word}`)" if stop.by else f"stopped (`/agent {word}`)")
         elif steered and snap.plan is not None and snap.plan.ready() and len(new_fus) == len(new_instructions) \
-                and all(fu.command and fu.command.split()[0] in ("retry", "continue") for fu in new_fus):
+                and all(cmd is not None and cmd.spec.no_planner for _fu, cmd in commands):
             preset = snap.plan.model_copy(deep=True)  # exactly what the person asked for: no planner call this round
             preset.version += 1
             preset.note = "; ".join(steered)[:1000]

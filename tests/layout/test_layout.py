@@ -1,6 +1,7 @@
 """The layout of gitops_agent/ stays readable: packages per part, in layers that import one way
-down (LAYERS), no module doing several jobs (none over ~400 lines), and no import circle between
-modules or packages (imports under TYPE_CHECKING do not count; imports inside functions do)."""
+down (LAYERS), no module doing several jobs (none over ~400 lines), no function doing several
+(none over MAX_FUNCTION_LINES), and no import circle between modules or packages (imports under
+TYPE_CHECKING do not count; imports inside functions do)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from tests.helpers import ROOT
 
 AGENT = ROOT / "gitops_agent"
 MAX_LINES = 430
+MAX_FUNCTION_LINES = 80  # def to last line, decorators not counted
 # The packages, lowest first: each imports only packages before it (docs/design.md, "Layers").
 LAYERS = ["core", "git", "safety", "templates", "models", "sandbox", "settings", "memory", "observe", "brain", "runtime",
           "steps", "app", "eval", "evolve", "github", "cli"]
@@ -138,6 +140,32 @@ def test_the_checker_finds_a_circle():
 def test_no_module_does_several_jobs():
     long = {str(p.relative_to(ROOT)): n for p in AGENT.rglob("*.py") if (n := len(p.read_text().splitlines())) > MAX_LINES}
     assert long == {}
+
+
+def long_functions(source: str, filename: str = "<source>", limit: int = MAX_FUNCTION_LINES) -> list[str]:
+    """Every function and method (nested ones too) longer than ``limit`` lines, as "file:line name length"."""
+    out: list[tuple[int, str]] = []
+    for node in ast.walk(ast.parse(source, filename)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            length = (node.end_lineno or node.lineno) - node.lineno + 1  # lineno is the def's, after any decorator
+            if length > limit:
+                out.append((node.lineno, f"{filename}:{node.lineno} {node.name} {length}"))
+    return [hit for _, hit in sorted(out)]
+
+
+def test_no_function_is_longer_than_80_lines():
+    long = [hit for p in sorted(AGENT.rglob("*.py")) for hit in long_functions(p.read_text(), str(p.relative_to(ROOT)))]
+    assert long == [], f"functions over {MAX_FUNCTION_LINES} lines (split them into helpers named after what they do): {long}"
+
+
+def test_the_function_checker_finds_a_long_function():
+    body = "".join(f"        x{i} = {i}\n" for i in range(MAX_FUNCTION_LINES))  # with its def: one line too many
+    source = f"@decorator\ndef short():\n    return 1\n\n\nclass C:\n    @property\n    def long(self):\n{body}"
+    assert long_functions(source, "m.py") == [f"m.py:8 long {MAX_FUNCTION_LINES + 1}"]
+    # exactly the cap is fine, and the decorator above the def does not count
+    assert long_functions(source.replace("        x0 = 0\n", "", 1), "m.py") == []
+    nested = f"def outer():\n    async def inner():\n{body}    return inner\n"
+    assert long_functions(nested, "n.py") == [f"n.py:1 outer {MAX_FUNCTION_LINES + 3}", f"n.py:2 inner {MAX_FUNCTION_LINES + 1}"]
 
 
 def test_every_module_lives_in_a_package_of_the_architecture():

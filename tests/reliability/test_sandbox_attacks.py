@@ -378,16 +378,16 @@ def test_a_100_mb_file_from_the_code_is_refused_not_committed(tmp_path):
 
 
 def test_falling_back_to_subprocess_warns_loudly(monkeypatch, caplog):
-    monkeypatch.setattr(sbmod, "bwrap_works", lambda: False)
-    monkeypatch.setattr(sbmod, "docker_engine_answers", lambda: False)
+    monkeypatch.setattr(BubblewrapSandbox, "available", classmethod(lambda cls: False))
+    monkeypatch.setattr(DockerSandbox, "available", classmethod(lambda cls: False))
     with caplog.at_level(logging.WARNING, logger="gitops_agent.sandbox"):
         assert make_sandbox(SandboxLimits()).name == "subprocess"
     assert any("falling back to the subprocess backend" in r.message and "/proc/<agent pid>/environ" in r.message for r in caplog.records)
 
 
 def test_require_isolation_refuses_to_run_code_without_bubblewrap_or_docker(monkeypatch):
-    monkeypatch.setattr(sbmod, "bwrap_works", lambda: False)
-    monkeypatch.setattr(sbmod, "docker_engine_answers", lambda: False)
+    monkeypatch.setattr(BubblewrapSandbox, "available", classmethod(lambda cls: False))
+    monkeypatch.setattr(DockerSandbox, "available", classmethod(lambda cls: False))
     for limits in (SandboxLimits(require_isolation=True), SandboxLimits(require_isolation=True, backend="subprocess")):
         with pytest.raises(SandboxError, match="require_isolation is set and no isolating backend") as e:
             make_sandbox(limits)
@@ -419,8 +419,8 @@ def test_github_steps_require_isolation_unless_the_repository_opts_out(tmp_path)
 
 
 def test_a_refused_sandbox_ends_the_task_with_the_reason(tmp_path, monkeypatch):
-    monkeypatch.setattr(sbmod, "bwrap_works", lambda: False)
-    monkeypatch.setattr(sbmod, "docker_engine_answers", lambda: False)
+    monkeypatch.setattr(BubblewrapSandbox, "available", classmethod(lambda cls: False))
+    monkeypatch.setattr(DockerSandbox, "available", classmethod(lambda cls: False))
     repo = make_repo(tmp_path)
     script = {"planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "x"}]}}],
               "executor:n1": [{"tool": "run_python", "input": {"code": "print(1)"}}]}

@@ -17,6 +17,7 @@ from gitops_agent.core.errors import SandboxError
 from gitops_agent.safety.secrets import redact
 from gitops_agent.sandbox import choose
 from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
+from gitops_agent.sandbox.docker import DockerSandbox
 from gitops_agent.sandbox.choose import available_backends, bwrap_works, make_sandbox
 from gitops_agent.sandbox.env import scrubbed_env
 from gitops_agent.sandbox.limits import SandboxLimits
@@ -470,8 +471,8 @@ def test_auto_picks_bubblewrap_here():
 
 
 def test_auto_falls_back_to_subprocess(monkeypatch):
-    monkeypatch.setattr(choose, "bwrap_works", lambda: False)
-    monkeypatch.setattr(choose, "docker_engine_answers", lambda: False)
+    monkeypatch.setattr(BubblewrapSandbox, "available", classmethod(lambda cls: False))
+    monkeypatch.setattr(DockerSandbox, "available", classmethod(lambda cls: False))
     assert choose.available_backends() == ["subprocess"]
     assert choose.make_sandbox().name == "subprocess"
     with pytest.raises(SandboxError, match="'bubblewrap' is not available here; available: subprocess"):
@@ -501,3 +502,25 @@ def test_bubblewrap_runs_an_interpreter_that_lives_under_tmp(tmp_path):
     obs = sb.run_python("import sys; print(sys.prefix)", work)
     assert obs.exit_code == 0, obs.stderr
     assert obs.stdout.strip() == str(venv)
+
+
+def test_a_backend_is_one_class():
+    """A new backend is a ProcessSandbox subclass with a name: `auto`, `require_isolation` and the
+    settings' check find it without any list being edited."""
+    from gitops_agent.sandbox import registry
+
+    class JailSandbox(SubprocessSandbox):  # a stand-in: the subprocess backend under another name
+        name = "jail"
+        isolating = True
+        preference = 5
+
+    registry.backends.cache_clear()  # defining the class registered it
+    try:
+        assert choose.available_backends()[0] == "jail" and "jail" in choose.isolating()
+        assert make_sandbox(SandboxLimits(require_isolation=True)).name == "jail"
+        assert SandboxLimits(backend="jail").backend == "jail"
+        with pytest.raises(ValueError, match="unknown backend 'nsjail'"):
+            SandboxLimits(backend="nsjail")
+    finally:
+        registry.BACKENDS.pop("jail", None)
+        registry.backends.cache_clear()

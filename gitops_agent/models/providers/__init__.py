@@ -1,0 +1,1 @@
+"""One module per model provider, each with its PROVIDER declaration (gitops_agent/models/registry.py)."""
