@@ -48,13 +48,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import CACHE_DIR, Row, Section, fmt_s, git  # noqa: E402
-
-from gitops_agent.steps.engine import Engine  # noqa: E402
-from gitops_agent.github.steps import Settings, StepRunner  # noqa: E402
-from gitops_agent.git.repo import GitRepo  # noqa: E402
 from gitops_agent.app.local import make_runtime  # noqa: E402
-from gitops_agent.observe.progress import RecordingReporter  # noqa: E402
 from gitops_agent.core.state import Budget, TaskModels  # noqa: E402
+from gitops_agent.git.repo import GitRepo  # noqa: E402
+from gitops_agent.github.steps import Settings, StepRunner  # noqa: E402
+from gitops_agent.observe.progress import RecordingReporter  # noqa: E402
+from gitops_agent.steps.engine import Engine  # noqa: E402
 
 TARGET = 1.5
 SLOTS = 200
@@ -80,17 +79,33 @@ executor:n1:
 
 
 def _experience(i: int) -> bytes:
-    return (json.dumps({
-        "schema": 1, "task_id": f"old-{i:05d}", "question": f"Past question number {i} about orders and regions",
-        "outcome": "done", "summary": f"answered question {i}", "lessons": ["check the data first"],
-        "plan": [{"id": "n1", "title": "Load", "status": "done"}], "answer": "x" * 600, "cost_usd": 0.01,
-    }, indent=2) + "\n").encode()
+    return (
+        json.dumps(
+            {
+                "schema": 1,
+                "task_id": f"old-{i:05d}",
+                "question": f"Past question number {i} about orders and regions",
+                "outcome": "done",
+                "summary": f"answered question {i}",
+                "lessons": ["check the data first"],
+                "plan": [{"id": "n1", "title": "Load", "status": "done"}],
+                "answer": "x" * 600,
+                "cost_usd": 0.01,
+            },
+            indent=2,
+        )
+        + "\n"
+    ).encode()
 
 
 class _Stream:
     def __init__(self, bare: Path) -> None:
-        self.p = subprocess.Popen(["git", "-C", str(bare), "fast-import", "--quiet", "--done"], stdin=subprocess.PIPE,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        self.p = subprocess.Popen(
+            ["git", "-C", str(bare), "fast-import", "--quiet", "--done"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+        )
         assert self.p.stdin is not None
         self.w = self.p.stdin
         self.n = 0
@@ -100,7 +115,9 @@ class _Stream:
         ones follow it (fast-import's default parent is the branch's current tip)."""
         self.n += 1
         m = msg.encode()
-        self.w.write(f"commit {ref}\ncommitter bench <bench@localhost> {TS0 + self.n} +0000\ndata {len(m)}\n".encode() + m + b"\n")
+        self.w.write(
+            f"commit {ref}\ncommitter bench <bench@localhost> {TS0 + self.n} +0000\ndata {len(m)}\n".encode() + m + b"\n"
+        )
         for path, data in files.items():
             self.w.write(f"M 100644 inline {path}\ndata {len(data)}\n".encode() + data + b"\n")
         self.w.write(b"\n")
@@ -139,7 +156,9 @@ def build_remotes(commits: int, mb: int, mem_commits: int, cache_dir: Path = CAC
         data = os.urandom(blob)
         tip[path] = data
         s.commit("refs/heads/main", f"update {path} ({i})", {path: data})
-    mem: dict[str, bytes] = {"data/shared/regions.csv": b"region,manager\n" + b"".join(f"R{i},M{i}\n".encode() for i in range(2000))}
+    mem: dict[str, bytes] = {
+        "data/shared/regions.csv": b"region,manager\n" + b"".join(f"R{i},M{i}\n".encode() for i in range(2000))
+    }
     s.commit("refs/heads/agent/memory", "memory: add data shared", dict(mem))
     for i in range(1, mem_commits):
         path = f"experiences/old-{i:05d}.json"
@@ -219,8 +238,14 @@ def prepare(remote: Path, work: Path, spec: str):  # type: ignore[no-untyped-def
     rt = make_runtime(clone.repo, remote="origin")
     engine = Engine(rt)
     base = git(remote, "rev-parse", "main").strip()
-    job = engine.start("How many data files are there?", base_ref="main", base_sha=base,
-                       models=TaskModels(planner=spec, executor=spec), budget=Budget(max_steps=20, max_usd=10), task_id=TASK_ID)
+    job = engine.start(
+        "How many data files are there?",
+        base_ref="main",
+        base_sha=base,
+        models=TaskModels(planner=spec, executor=spec),
+        budget=Budget(max_steps=20, max_usd=10),
+        task_id=TASK_ID,
+    )
     nxt = engine.handle(job)
     if engine.failures or len(nxt) != 1 or nxt[0].step != "execute":
         raise RuntimeError(f"setup failed: {engine.failures or nxt}")
@@ -245,14 +270,26 @@ def cold_step(remote: Path, job, tip: str, work: Path) -> dict:  # type: ignore[
     finally:
         runner.close()
         shutil.rmtree(rdir, ignore_errors=True)
-    head = git(remote, "log", "-1", "--format=%(trailers:key=Agent-Role,valueonly)%(trailers:key=Agent-Node,valueonly)", f"refs/heads/{job.branch}")
+    head = git(
+        remote,
+        "log",
+        "-1",
+        "--format=%(trailers:key=Agent-Role,valueonly)%(trailers:key=Agent-Node,valueonly)",
+        f"refs/heads/{job.branch}",
+    )
     errors = [f.get("error") for k, f in reporter.events if k == "error"]
     ok = rc == 0 and "executor" in head and [e for e, _ in client.sent] == ["agent-plan"] and memory_ok and not errors
-    return {"wall": wall, "clone": runner.clone_s, "ok": ok, "why": f"rc={rc} head={head.strip()!r} memory={memory_ok} errors={errors}"}
+    return {
+        "wall": wall,
+        "clone": runner.clone_s,
+        "ok": ok,
+        "why": f"rc={rc} head={head.strip()!r} memory={memory_ok} errors={errors}",
+    }
 
 
-def measure(quick: bool = False, commits: int | None = None, mb: int | None = None, repeat: int | None = None,
-            cache_dir: Path = CACHE_DIR) -> Section:
+def measure(
+    quick: bool = False, commits: int | None = None, mb: int | None = None, repeat: int | None = None, cache_dir: Path = CACHE_DIR
+) -> Section:
     t_all = time.perf_counter()
     commits = commits or (1000 if quick else 5000)
     mb = mb or (50 if quick else 220)
@@ -282,7 +319,11 @@ def measure(quick: bool = False, commits: int | None = None, mb: int | None = No
     small = commits < 5000 or info["pack_mb"] < 200  # MiB: the full run's 220 MB of blobs pack to ~210 MiB
     row = Row(
         f"P2 cold step (fresh shallow clone + memory fetch + execute + push): heavy history ({size}) vs one-commit repo",
-        fmt_s(med["heavy"]), fmt_s(med["light"]), f"{ratio:.2f}", f"≤ {TARGET:g}", ok and ratio <= TARGET,
+        fmt_s(med["heavy"]),
+        fmt_s(med["light"]),
+        f"{ratio:.2f}",
+        f"≤ {TARGET:g}",
+        ok and ratio <= TARGET,
         ("--quick: a smaller heavy repository than the full run's 5,000 commits / 200 MB" if small else "")
         + ("" if ok else "; a step did not finish cleanly — see details"),
     )
@@ -293,7 +334,7 @@ def measure(quick: bool = False, commits: int | None = None, mb: int | None = No
         f"light {med['light']:.2f} s (clone {clone['light']:.2f} s); all walls heavy "
         f"{_walls(runs['heavy'])}, light {_walls(runs['light'])}."
         + (" Remotes reused from bench/.cache/" if info.get("reused") else " Remotes generated with git fast-import")
-        + f" (generation took {info['build_s']:.0f} s).",
+        + f" (generation took {info['build_s']:.0f} s)."
     ]
     if bad:
         details.append(f"  - P2 problems: {'; '.join(bad[:3])}")

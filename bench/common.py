@@ -26,8 +26,10 @@ CACHE_DIR = ROOT / "bench" / ".cache"
 
 GIT_ENV = {
     **os.environ,
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
 }
 
 
@@ -124,8 +126,11 @@ def machine_lines(load_at_start: str) -> list[str]:
         f"- Date: {datetime.now(timezone.utc).strftime('%Y-%m-%d %H:%M UTC')}",
         f"- Machine: {os.cpu_count()} CPUs (nproc), {mem_total()} memory, {cpu_model()}",
         f"- Load average (1 / 5 / 15 min): {load_at_start} at the start, {load_at_end} at the end"
-        + (" — other work was running on this machine: absolute times are inflated"
-           if _busy(load_at_start) or _busy(load_at_end) else ""),
+        + (
+            " — other work was running on this machine: absolute times are inflated"
+            if _busy(load_at_start) or _busy(load_at_end)
+            else ""
+        ),
         f"- Python {platform.python_version()}, {git}, {platform.system()} {platform.release()}",
     ]
 
@@ -191,7 +196,9 @@ class ReactiveModel(ScriptedModel):
         self.n_calls = 0
         self.t0: float | None = None
         self.planner_log: list[tuple[float, int, int]] = []  # (seconds since the first call, results seen, nodes running)
-        self.nodes = [{"id": f"n{i}", "title": f"Part {i}", "goal": f"Work out part {i} of the answer."} for i in range(1, leaves + 1)]
+        self.nodes = [
+            {"id": f"n{i}", "title": f"Part {i}", "goal": f"Work out part {i} of the answer."} for i in range(1, leaves + 1)
+        ]
 
     def query(self, request: ModelRequest) -> ModelResponse:
         role = request.meta.get("role")
@@ -201,11 +208,16 @@ class ReactiveModel(ScriptedModel):
             now = time.perf_counter()
             self.t0 = self.t0 if self.t0 is not None else now
             if role == "planner":
-                self.planner_log.append((now - self.t0, len(request.meta.get("results") or {}), len(request.meta.get("running") or [])))
+                self.planner_log.append(
+                    (now - self.t0, len(request.meta.get("results") or {}), len(request.meta.get("running") or []))
+                )
         if role == "planner":
             done = len(request.meta.get("results") or {})
             if done >= self.leaves and not request.meta.get("running"):
-                entry: dict[str, Any] = {"tool": "finish", "input": {"answer": f"All {self.leaves} parts done.", "summary": "bench"}}
+                entry: dict[str, Any] = {
+                    "tool": "finish",
+                    "input": {"answer": f"All {self.leaves} parts done.", "summary": "bench"},
+                }
             else:
                 entry = {"tool": "update_plan", "input": {"note": "independent parts", "nodes": self.nodes}}
         else:

@@ -39,20 +39,51 @@ def _port() -> int:
 
 def _eval(spec: str, only: str, out: Path, minutes: float, repo: Path) -> tuple[dict, float]:
     t0 = time.monotonic()
-    subprocess.run([sys.executable, "-m", "gitops_agent", "eval", "dabench", "--model", spec, "--only", only, "--workers", "2",
-                    "--max-minutes", str(minutes), "--max-turns", "3", "--no-commit", "--repo", str(repo), "--out", str(out)],
-                   cwd=ROOT, capture_output=True, text=True, timeout=3 * 3600, env={**os.environ, "OPENAI_API_KEY": "not-needed"})
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gitops_agent",
+            "eval",
+            "dabench",
+            "--model",
+            spec,
+            "--only",
+            only,
+            "--workers",
+            "2",
+            "--max-minutes",
+            str(minutes),
+            "--max-turns",
+            "3",
+            "--no-commit",
+            "--repo",
+            str(repo),
+            "--out",
+            str(out),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=3 * 3600,
+        env={**os.environ, "OPENAI_API_KEY": "not-needed"},
+    )
     return json.loads((out / "results.json").read_text()), time.monotonic() - t0
 
 
 def _summary(run: dict) -> dict:
     rs = run["results"]
     n = len(rs) or 1
-    return {"n": len(rs), "passed": sum(r["passed"] for r in rs),
-            "in": sum(r["input_tokens"] + r["cache_read_tokens"] for r in rs) / n,
-            "out": sum(r["output_tokens"] for r in rs) / n,
-            "wall": sum(r["wall_s"] for r in rs) / n, "max_wall": max((r["wall_s"] for r in rs), default=0.0),
-            "cost": sum(r["cost_usd"] for r in rs), "outcomes": sorted({r["outcome"] for r in rs})}
+    return {
+        "n": len(rs),
+        "passed": sum(r["passed"] for r in rs),
+        "in": sum(r["input_tokens"] + r["cache_read_tokens"] for r in rs) / n,
+        "out": sum(r["output_tokens"] for r in rs) / n,
+        "wall": sum(r["wall_s"] for r in rs) / n,
+        "max_wall": max((r["wall_s"] for r in rs), default=0.0),
+        "cost": sum(r["cost_usd"] for r in rs),
+        "outcomes": sorted({r["outcome"] for r in rs}),
+    }
 
 
 def measure(quick: bool = False, questions: int | None = None, minutes: float = 4.0) -> Section:
@@ -88,26 +119,54 @@ def measure(quick: bool = False, questions: int | None = None, minutes: float = 
             git(task_repo, "add", "-A")
             git(task_repo, "-c", "user.name=b", "-c", "user.email=b@x", "commit", "-q", "-m", "data")
             t1 = time.monotonic()
-            run = subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(task_repo), "--model", info.spec,
-                                  "--max-minutes", str(minutes), "--max-turns", "3", "What is the total of the sales column in sales.csv?"],
-                                 cwd=ROOT, capture_output=True, text=True, timeout=3600)
+            run = subprocess.run(
+                [
+                    sys.executable,
+                    "-m",
+                    "gitops_agent",
+                    "run",
+                    "--repo",
+                    str(task_repo),
+                    "--model",
+                    info.spec,
+                    "--max-minutes",
+                    str(minutes),
+                    "--max-turns",
+                    "3",
+                    "What is the total of the sales column in sales.csv?",
+                ],
+                cwd=ROOT,
+                capture_output=True,
+                text=True,
+                timeout=3600,
+            )
             task_s = time.monotonic() - t1
             outcome = (re.search(r"^outcome (\w+)", run.stderr, re.M) or [None, "?"])[1]
         finally:
             ls.stop(proc)
     b, g = _summary(base), _summary(real)
-    sec.rows.append(Row(
-        f"P9 eval dabench, {g['n']} questions: Gemma 3 270M Q4_K_M on llama.cpp (CPU, 2 slots) vs scripted",
-        f"pass {g['passed']}/{g['n']} · {g['in'] / 1000:.1f}k in + {g['out'] / 1000:.1f}k out tok/question · {g['wall']:.0f} s/question · ${g['cost']:.2f}",
-        f"pass {b['passed']}/{b['n']} · {b['wall']:.1f} s/question · $0",
-        note=f"outcomes {', '.join(g['outcomes'])}; slowest question {g['max_wall']:.0f} s (budget {minutes:g} min)"))
-    sec.rows.append(Row("P9 one small task (3-row CSV total) on Gemma 3 270M, CPU, end to end",
-                        f"{task_s:.0f} s, outcome {outcome}", note=f"server ready in {ready_s:.1f} s"))
+    sec.rows.append(
+        Row(
+            f"P9 eval dabench, {g['n']} questions: Gemma 3 270M Q4_K_M on llama.cpp (CPU, 2 slots) vs scripted",
+            f"pass {g['passed']}/{g['n']} · {g['in'] / 1000:.1f}k in + {g['out'] / 1000:.1f}k out tok/question · "
+            f"{g['wall']:.0f} s/question · ${g['cost']:.2f}",
+            f"pass {b['passed']}/{b['n']} · {b['wall']:.1f} s/question · $0",
+            note=f"outcomes {', '.join(g['outcomes'])}; slowest question {g['max_wall']:.0f} s (budget {minutes:g} min)",
+        )
+    )
+    sec.rows.append(
+        Row(
+            "P9 one small task (3-row CSV total) on Gemma 3 270M, CPU, end to end",
+            f"{task_s:.0f} s, outcome {outcome}",
+            note=f"server ready in {ready_s:.1f} s",
+        )
+    )
     sec.details.append(
         f"- P9: `gitops-agent eval dabench --only {ids} --workers 2 --max-minutes {minutes:g} --max-turns 3`, once with "
         f"`--model scripted` ({base_wall:.0f} s in all) and once with the llama-server spec ({real_wall:.0f} s in all). "
         f"Per question on Gemma: {g['in']:.0f} prompt and {g['out']:.0f} output tokens on average. The model costs $0 "
-        "(a 127.0.0.1 endpoint). The small task: `gitops-agent run --model SPEC` on a 3-row CSV.")
+        "(a 127.0.0.1 endpoint). The small task: `gitops-agent run --model SPEC` on a 3-row CSV."
+    )
     sec.seconds = time.perf_counter() - t0
     return sec
 

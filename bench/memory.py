@@ -37,11 +37,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from gitops_agent.memory.experience import Experience, OutlineItem, dump_experience  # noqa: E402
-
-from gitops_agent.memory.store import MemoryStore  # noqa: E402
-from gitops_agent.memory.retrieval import Retriever, embeddings_available  # noqa: E402
 from gitops_agent.core.state import utcnow  # noqa: E402
+from gitops_agent.memory.experience import Experience, OutlineItem, dump_experience  # noqa: E402
+from gitops_agent.memory.retrieval import Retriever, embeddings_available  # noqa: E402
+from gitops_agent.memory.store import MemoryStore  # noqa: E402
 
 
 def _vocab():
@@ -61,22 +60,44 @@ def synthetic(n: int, seed: int = 7) -> tuple[list[Experience], list[str]]:
     exps, keys = [], []
     for i in range(n):
         d, m, b, p = rnd.choice(ds), rnd.choice(ms), rnd.choice(bs), rnd.choice(ps)
-        q = rnd.choice(v.QUESTION_TEMPLATES).format(m=rnd.choice(v.MEASURES[m]), d=rnd.choice(v.DATASETS[d]), D=v.DATASETS[d][0].capitalize(),
-                                                    b=rnd.choice(v.BREAKDOWNS[b]), p=rnd.choice(v.PERIODS[p]), f="")
+        q = rnd.choice(v.QUESTION_TEMPLATES).format(
+            m=rnd.choice(v.MEASURES[m]),
+            d=rnd.choice(v.DATASETS[d]),
+            D=v.DATASETS[d][0].capitalize(),
+            b=rnd.choice(v.BREAKDOWNS[b]),
+            p=rnd.choice(v.PERIODS[p]),
+            f="",
+        )
         tid = f"{i:06d}-{d}-{m}"
-        exps.append(Experience(
-            task_id=tid, branch=f"agent/task/{tid}", question=q, outcome="done", date=now,
-            outline=[OutlineItem(id="n1", title=f"Inspect the {v.DATASETS[d][0]} data", status="done"),
-                     OutlineItem(id="n2", title=f"{v.MEASURES[m][0]} {v.BREAKDOWNS[b][0]}", status="done")],
-            summary=f"{v.MEASURES[m][0]} of {v.DATASETS[d][0]} {v.BREAKDOWNS[b][0]}",
-            lessons=[rnd.choice(v.LESSONS).format(c=d, x=v.DATASETS[d][0], b=v.BREAKDOWNS[b][0], m=v.MEASURES[m][0])],
-        ))
+        exps.append(
+            Experience(
+                task_id=tid,
+                branch=f"agent/task/{tid}",
+                question=q,
+                outcome="done",
+                date=now,
+                outline=[
+                    OutlineItem(id="n1", title=f"Inspect the {v.DATASETS[d][0]} data", status="done"),
+                    OutlineItem(id="n2", title=f"{v.MEASURES[m][0]} {v.BREAKDOWNS[b][0]}", status="done"),
+                ],
+                summary=f"{v.MEASURES[m][0]} of {v.DATASETS[d][0]} {v.BREAKDOWNS[b][0]}",
+                lessons=[rnd.choice(v.LESSONS).format(c=d, x=v.DATASETS[d][0], b=v.BREAKDOWNS[b][0], m=v.MEASURES[m][0])],
+            )
+        )
         keys.append((d, m, b, p))
     queries = []
     for _ in range(200):
         d, m, b, p = keys[rnd.randrange(n)]
-        queries.append(rnd.choice(v.QUERY_TEMPLATES).format(m=rnd.choice(v.MEASURES[m]), d=rnd.choice(v.DATASETS[d]),
-                       D=v.DATASETS[d][0].capitalize(), b=rnd.choice(v.BREAKDOWNS[b]), p=rnd.choice(v.PERIODS[p]), f=""))
+        queries.append(
+            rnd.choice(v.QUERY_TEMPLATES).format(
+                m=rnd.choice(v.MEASURES[m]),
+                d=rnd.choice(v.DATASETS[d]),
+                D=v.DATASETS[d][0].capitalize(),
+                b=rnd.choice(v.BREAKDOWNS[b]),
+                p=rnd.choice(v.PERIODS[p]),
+                f="",
+            )
+        )
     return exps, queries
 
 
@@ -104,18 +125,35 @@ def bench_retrieval(sizes: list[int], nq: int, embed: bool) -> list[dict]:
         r = Retriever.build(texts, "bm25")
         build = time.perf_counter() - t
         p50, p95 = time_queries(r, queries, nq)
-        rows.append({"method": "bm25", "experiences": n, "build_s": round(build, 2), "p50_ms": round(p50, 2), "p95_ms": round(p95, 2)})
+        rows.append(
+            {"method": "bm25", "experiences": n, "build_s": round(build, 2), "p50_ms": round(p50, 2), "p95_ms": round(p95, 2)}
+        )
         print(f"  bm25 {n:>7}: build {build:.2f}s, p50 {p50:.2f} ms, p95 {p95:.2f} ms", file=sys.stderr)
         if embed and n <= 10_000:
             t = time.perf_counter()
             e = Retriever.build(texts, "embed")
             build = time.perf_counter() - t
             p50, p95 = time_queries(e, queries, min(nq, 100))
-            rows.append({"method": "embed", "experiences": n, "build_s": round(build, 2), "p50_ms": round(p50, 2), "p95_ms": round(p95, 2)})
+            rows.append(
+                {
+                    "method": "embed",
+                    "experiences": n,
+                    "build_s": round(build, 2),
+                    "p50_ms": round(p50, 2),
+                    "p95_ms": round(p95, 2),
+                }
+            )
             h = Retriever("hybrid", r.bm25, e.emb, n)
             hp50, hp95 = time_queries(h, queries, min(nq, 100))
-            rows.append({"method": "hybrid", "experiences": n, "build_s": round(build + rows[-2]["build_s"], 2),
-                         "p50_ms": round(hp50, 2), "p95_ms": round(hp95, 2)})
+            rows.append(
+                {
+                    "method": "hybrid",
+                    "experiences": n,
+                    "build_s": round(build + rows[-2]["build_s"], 2),
+                    "p50_ms": round(hp50, 2),
+                    "p95_ms": round(hp95, 2),
+                }
+            )
             print(f"  embed {n:>6}: build {build:.2f}s, p50 {p50:.2f} ms; hybrid p50 {hp50:.2f} ms", file=sys.stderr)
     return rows
 
@@ -129,13 +167,17 @@ def bench_store(sizes: list[int]) -> list[dict]:
             repo = Path(td) / "repo"
             repo.mkdir()
             subprocess.run(["git", "init", "-q", "-b", "main", str(repo)], check=True)
-            subprocess.run(["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "init"], check=True, env={**env, "PATH": "/usr/bin:/bin"})
+            subprocess.run(
+                ["git", "-C", str(repo), "commit", "-q", "--allow-empty", "-m", "init"],
+                check=True,
+                env={**env, "PATH": "/usr/bin:/bin"},
+            )
             from gitops_agent.git.repo import GitRepo
 
             store = MemoryStore.open(GitRepo(repo))
             t = time.perf_counter()
             for i in range(0, n, store.CHUNK):  # (see MemoryStore.add_data on why in chunks)
-                store.commit({e.path: dump_experience(e) for e in exps[i:i + store.CHUNK]}, f"bench: experiences {i}..")
+                store.commit({e.path: dump_experience(e) for e in exps[i : i + store.CHUNK]}, f"bench: experiences {i}..")
             write = time.perf_counter() - t
             t = time.perf_counter()
             MemoryStore.open(GitRepo(repo)).index()
@@ -160,13 +202,27 @@ def bench_store(sizes: list[int]) -> list[dict]:
             assert len(fetched) == n
             t = time.perf_counter()
             one = MemoryStore.open(GitRepo(repo))
-            one.add_experience(Experience(task_id="zz-new", branch="agent/task/zz-new", question="q", outcome="done", date=utcnow()))
+            one.add_experience(
+                Experience(task_id="zz-new", branch="agent/task/zz-new", question="q", outcome="done", date=utcnow())
+            )
             add = time.perf_counter() - t
-            rows.append({"experiences": n, "bulk_commit_s": round(write, 2), "fresh_runner_fetch_and_index_s": round(fetch, 2),
-                         "index_cold_s": round(cold, 2),
-                         "index_cached_s": round(warm, 3), "search_after_load_ms": round(first, 2), "add_one_s": round(add, 3),
-                         "hits": len(hits)})
-            print(f"  store {n:>6}: fresh runner fetch+index {fetch:.2f}s, cold index {cold:.2f}s, cached {warm:.3f}s, add one {add:.3f}s", file=sys.stderr)
+            rows.append(
+                {
+                    "experiences": n,
+                    "bulk_commit_s": round(write, 2),
+                    "fresh_runner_fetch_and_index_s": round(fetch, 2),
+                    "index_cold_s": round(cold, 2),
+                    "index_cached_s": round(warm, 3),
+                    "search_after_load_ms": round(first, 2),
+                    "add_one_s": round(add, 3),
+                    "hits": len(hits),
+                }
+            )
+            print(
+                f"  store {n:>6}: fresh runner fetch+index {fetch:.2f}s, cold index {cold:.2f}s, "
+                f"cached {warm:.3f}s, add one {add:.3f}s",
+                file=sys.stderr,
+            )
     return rows
 
 

@@ -4,7 +4,8 @@
     python bench/orchestration.py [--steps 10,200] [--remote] [--repeat R] [--profile-steps 10] [--json]
 
 Local mode only by default (about 1 minute on 2 cores, most of it the 200-step task); --remote
-adds the remote rows (1.5 to 2.5 minutes in all: over budget for a default run). A benchmark, not a test: it prints a small Markdown table and asserts nothing.
+adds the remote rows (1.5 to 2.5 minutes in all: over budget for a default run). A benchmark, not a
+test: it prints a small Markdown table and asserts nothing.
 
 What runs: a real task through the real engine (``run_question``: intake, LocalDispatcher,
 plan / execute / finish steps, a commit per step) on a fresh temporary repository holding one
@@ -60,11 +61,11 @@ from typing import Any, Iterator
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # runnable as a plain script from a checkout, installed or not
 
-from gitops_agent.steps.engine import Engine  # noqa: E402
-from gitops_agent.git.repo import GitRepo  # noqa: E402
 from gitops_agent.app.local import make_runtime, run_question  # noqa: E402
-from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
 from gitops_agent.core.state import Budget  # noqa: E402
+from gitops_agent.git.repo import GitRepo  # noqa: E402
+from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
+from gitops_agent.steps.engine import Engine  # noqa: E402
 
 MODEL_SPEC = "scripted:bench"
 TARGET_MEDIAN_MS = 150.0
@@ -72,8 +73,10 @@ TARGET_RATIO = 1.2
 MIN_SAMPLES = 50  # a short task is repeated (samples pooled) until it has this many steps
 _GIT_ENV = {
     **os.environ,
-    "GIT_AUTHOR_NAME": "bench", "GIT_AUTHOR_EMAIL": "bench@localhost",
-    "GIT_COMMITTER_NAME": "bench", "GIT_COMMITTER_EMAIL": "bench@localhost",
+    "GIT_AUTHOR_NAME": "bench",
+    "GIT_AUTHOR_EMAIL": "bench@localhost",
+    "GIT_COMMITTER_NAME": "bench",
+    "GIT_COMMITTER_EMAIL": "bench@localhost",
 }
 
 
@@ -279,11 +282,7 @@ def p95(xs: list[float]) -> float:
 
 
 def run_task(
-    steps: int,
-    remote: bool,
-    *,
-    profiles: list[cProfile.Profile] | None = None,
-    git_calls: list[GitCall] | None = None,
+    steps: int, remote: bool, *, profiles: list[cProfile.Profile] | None = None, git_calls: list[GitCall] | None = None
 ) -> Run:
     leaves = leaves_for(steps)
     model = TimedScriptedModel(build_script(leaves), name="scripted")
@@ -296,10 +295,14 @@ def run_task(
         budget = Budget(max_steps=steps + 20, max_hops=steps + 20, max_usd=1000, max_tokens=10**10, max_wall_seconds=86400)
         samples: list[Sample] = []
         t0 = time.perf_counter()
-        with timed_handle(samples, profiles), (count_git(git_calls) if git_calls is not None else _nothing()):
+        with timed_handle(samples, profiles), count_git(git_calls) if git_calls is not None else _nothing():
             result = run_question(
-                rt, f"Benchmark task of {steps} steps", planner_model=MODEL_SPEC, executor_model=MODEL_SPEC,
-                budget=budget, workers=1,
+                rt,
+                f"Benchmark task of {steps} steps",
+                planner_model=MODEL_SPEC,
+                executor_model=MODEL_SPEC,
+                budget=budget,
+                workers=1,
             )
         wall = time.perf_counter() - t0
     finally:
@@ -311,9 +314,17 @@ def run_task(
     outcome = result.outcome if not result.failures else f"{result.outcome} ({len(result.failures)} failures)"
     failures = [f"{job.step} {job.node or ''} (hop {job.hop}): {type(e).__name__}: {e}" for job, e in result.failures]
     return Run(
-        mode="remote" if remote else "local", steps=steps, jobs=len(samples), outcome=outcome, wall_s=wall,
-        median_ms=statistics.median(ms), p95_ms=p95(ms), model_ms_per_step=model.query_s * 1000 / max(1, len(ms)),
-        by_step={k: statistics.median(v) for k, v in sorted(kinds.items())}, failures=failures, samples=ms,
+        mode="remote" if remote else "local",
+        steps=steps,
+        jobs=len(samples),
+        outcome=outcome,
+        wall_s=wall,
+        median_ms=statistics.median(ms),
+        p95_ms=p95(ms),
+        model_ms_per_step=model.query_s * 1000 / max(1, len(ms)),
+        by_step={k: statistics.median(v) for k, v in sorted(kinds.items())},
+        failures=failures,
+        samples=ms,
     )
 
 
@@ -329,12 +340,18 @@ def pooled(runs: list[Run]) -> Run:
     ms = [x for r in runs for x in r.samples]
     first = runs[0]
     return Run(
-        mode=first.mode, steps=first.steps, jobs=first.jobs,
-        outcome=", ".join(sorted({r.outcome for r in runs})), wall_s=sum(r.wall_s for r in runs) / len(runs),
-        median_ms=statistics.median(ms), p95_ms=p95(ms),
+        mode=first.mode,
+        steps=first.steps,
+        jobs=first.jobs,
+        outcome=", ".join(sorted({r.outcome for r in runs})),
+        wall_s=sum(r.wall_s for r in runs) / len(runs),
+        median_ms=statistics.median(ms),
+        p95_ms=p95(ms),
         model_ms_per_step=statistics.fmean(r.model_ms_per_step for r in runs),
         by_step={k: statistics.median([r.by_step[k] for r in runs if k in r.by_step]) for k in first.by_step},
-        runs=len(runs), failures=[f for r in runs for f in r.failures], samples=ms,
+        runs=len(runs),
+        failures=[f for r in runs for f in r.failures],
+        samples=ms,
     )
 
 
@@ -366,9 +383,7 @@ def profile_run(steps: int) -> dict[str, Any]:
         "git_ms_per_step": git_ms / jobs,
         "git_processes_per_step": len(calls) / jobs,
         "model_ms_per_step": run.model_ms_per_step,
-        "top_agent": [
-            {"where": where, "calls": n, "cum_ms_per_step": cum * 1000 / jobs} for cum, n, where in rows[:12]
-        ],
+        "top_agent": [{"where": where, "calls": n, "cum_ms_per_step": cum * 1000 / jobs} for cum, n, where in rows[:12]],
         "git": [
             {"cmd": cmd, "per_step": len(v) / jobs, "ms_per_step": sum(v) / jobs, "ms_each": statistics.median(v)}
             for cmd, v in sorted(git.items(), key=lambda kv: -sum(kv[1]))
@@ -402,7 +417,10 @@ def print_markdown(results: list[Run], ratios: dict[str, float | None], prof: di
     print("## Orchestration overhead per step (zero-latency scripted model)\n")
     print(f"Targets: median ≤ {TARGET_MEDIAN_MS:g} ms per step; median(longest task) ≤ {TARGET_RATIO:g} × median(shortest task).")
     print(f"Machine: {machine()}.\n")
-    print("| mode | steps × tasks | median ms/step | p95 ms/step | median plan / execute / finish ms | of which model ms/step | wall s/task | outcome | median target |")
+    print(
+        "| mode | steps × tasks | median ms/step | p95 ms/step | median plan / execute / finish ms "
+        "| of which model ms/step | wall s/task | outcome | median target |"
+    )
     print("|---|---:|---:|---:|---|---:|---:|---|:---:|")
     for r in results:
         kinds = " / ".join(f"{r.by_step.get(k, float('nan')):.0f}" for k in ("plan", "execute", "finish"))
@@ -418,7 +436,10 @@ def print_markdown(results: list[Run], ratios: dict[str, float | None], prof: di
         if ratio is not None:
             rows = [r for r in results if r.mode == mode]
             lo, hi = min(r.jobs for r in rows), max(r.jobs for r in rows)
-            print(f"- {mode}: median({hi} steps) / median({lo} steps) = **{ratio:.2f}** (target ≤ {TARGET_RATIO:g}) {mark(ratio <= TARGET_RATIO)}")
+            print(
+                f"- {mode}: median({hi} steps) / median({lo} steps) = **{ratio:.2f}** (target ≤ "
+                f"{TARGET_RATIO:g}) {mark(ratio <= TARGET_RATIO)}"
+            )
     if prof:
         print(f"\n## Where one step's time goes (one {prof['steps']}-step local run, profiled)\n")
         print(
@@ -439,8 +460,15 @@ def print_markdown(results: list[Run], ratios: dict[str, float | None], prof: di
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--steps", default="10,200", help="task lengths in steps, comma-separated (even, >= 4; default 10,200)")
-    ap.add_argument("--remote", action="store_true", help="also remote mode (every step fetches and pushes to a file:// bare repo)")
-    ap.add_argument("--repeat", type=int, default=1, help=f"runs per (mode, steps), samples pooled (default 1; short tasks run until {MIN_SAMPLES} steps)")
+    ap.add_argument(
+        "--remote", action="store_true", help="also remote mode (every step fetches and pushes to a file:// bare repo)"
+    )
+    ap.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help=f"runs per (mode, steps), samples pooled (default 1; short tasks run until {MIN_SAMPLES} steps)",
+    )
     ap.add_argument("--profile-steps", type=int, default=10, help="length of the profiled local run (default 10; 0: none)")
     ap.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = ap.parse_args(argv)

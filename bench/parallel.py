@@ -25,10 +25,9 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ReactiveModel, Row, Section, fmt_s, make_one_file_repo  # noqa: E402
-
-from gitops_agent.settings.config import AgentConfig  # noqa: E402
 from gitops_agent.app.local import make_runtime, run_question  # noqa: E402
 from gitops_agent.core.state import Budget  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
 
 SPEC = "scripted:bench"
 TARGET = 0.35
@@ -42,14 +41,24 @@ def run_once(leaves: int, latency: float, workers: int) -> dict:
         cfg = AgentConfig().model_copy(update={"workers": workers})
         rt = make_runtime(repo, config=cfg, models={SPEC: model})
         rt.get_sandbox()  # the backend probe is not part of the task
-        budget = Budget(max_steps=10 * leaves + 10, max_hops=10 * leaves + 10, max_usd=1000, max_tokens=10**10, max_wall_seconds=86400)
+        budget = Budget(
+            max_steps=10 * leaves + 10, max_hops=10 * leaves + 10, max_usd=1000, max_tokens=10**10, max_wall_seconds=86400
+        )
         t0 = time.perf_counter()
-        res = run_question(rt, f"Benchmark: {leaves} independent parts", planner_model=SPEC, executor_model=SPEC, budget=budget, workers=workers)
+        res = run_question(
+            rt, f"Benchmark: {leaves} independent parts", planner_model=SPEC, executor_model=SPEC, budget=budget, workers=workers
+        )
         wall = time.perf_counter() - t0
     finally:
         shutil.rmtree(work, ignore_errors=True)
-    return {"workers": workers, "wall": wall, "calls": model.n_calls, "outcome": res.outcome, "failures": len(res.failures),
-            "planner": model.planner_log}
+    return {
+        "workers": workers,
+        "wall": wall,
+        "calls": model.n_calls,
+        "outcome": res.outcome,
+        "failures": len(res.failures),
+        "planner": model.planner_log,
+    }
 
 
 def measure(quick: bool = False, leaves: int = 8, latency: float = 1.0, workers: int = 4) -> Section:

@@ -26,7 +26,6 @@ bench/README.md says what each row means.
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
 import time
 import traceback
@@ -61,22 +60,33 @@ def p1(quick: bool) -> Section:
     for n, r in runs.items():
         kinds = ", ".join(f"{k} {v:.0f} ms" for k, v in r.by_step.items())
         ok = r.outcome == "done" and not r.failures
-        rows.append(Row(
-            f"P1 orchestration overhead per step, {r.jobs}-step task (remote: fetch + commit + push + dispatch)",
-            f"median {fmt_ms(r.median_ms)} · p95 {fmt_ms(r.p95_ms)}", target=f"median ≤ {o.TARGET_MEDIAN_MS:g} ms",
-            met=ok and r.median_ms <= o.TARGET_MEDIAN_MS,
-            note=(f"{r.runs} tasks pooled ({len(r.samples)} steps)" if r.runs > 1 else "")
-            + ("" if ok else f"; the task ended {r.outcome}: {'; '.join(r.failures)[:200]}"),
-        ))
-        details.append(f"- P1 {r.jobs}-step task × {r.runs}: median by kind of step: {kinds}; wall {r.wall_s:.1f} s per task; "
-                       f"scripted model {r.model_ms_per_step:.1f} ms per step; outcome {r.outcome}.")
+        rows.append(
+            Row(
+                f"P1 orchestration overhead per step, {r.jobs}-step task (remote: fetch + commit + push + dispatch)",
+                f"median {fmt_ms(r.median_ms)} · p95 {fmt_ms(r.p95_ms)}",
+                target=f"median ≤ {o.TARGET_MEDIAN_MS:g} ms",
+                met=ok and r.median_ms <= o.TARGET_MEDIAN_MS,
+                note=(f"{r.runs} tasks pooled ({len(r.samples)} steps)" if r.runs > 1 else "")
+                + ("" if ok else f"; the task ended {r.outcome}: {'; '.join(r.failures)[:200]}"),
+            )
+        )
+        details.append(
+            f"- P1 {r.jobs}-step task × {r.runs}: median by kind of step: {kinds}; wall {r.wall_s:.1f} s per task; "
+            f"scripted model {r.model_ms_per_step:.1f} ms per step; outcome {r.outcome}."
+        )
     a, b = runs[short], runs[long_]
     ratio = b.median_ms / a.median_ms
-    rows.append(Row(
-        f"P1 per-step overhead growth: median of the {b.jobs}-step task vs the {a.jobs}-step task",
-        fmt_ms(b.median_ms), fmt_ms(a.median_ms), f"{ratio:.2f}", f"≤ {o.TARGET_RATIO:g}", ratio <= o.TARGET_RATIO,
-        "--quick: 60 steps instead of 200" if quick else "",
-    ))
+    rows.append(
+        Row(
+            f"P1 per-step overhead growth: median of the {b.jobs}-step task vs the {a.jobs}-step task",
+            fmt_ms(b.median_ms),
+            fmt_ms(a.median_ms),
+            f"{ratio:.2f}",
+            f"≤ {o.TARGET_RATIO:g}",
+            ratio <= o.TARGET_RATIO,
+            "--quick: 60 steps instead of 200" if quick else "",
+        )
+    )
     return Section(rows, details, time.perf_counter() - t0)
 
 
@@ -92,8 +102,16 @@ def p5(quick: bool) -> Section:
         bench_retrieval = getattr(m, "bench_retrieval")
         bench_recall = getattr(m, "bench_recall")
     except (ImportError, AttributeError) as e:
-        return Section([Row("P5 memory retrieval latency and recall@3", "not available",
-                            note=f"bench/memory.py with bench_retrieval / bench_recall is missing ({e})")], [])
+        return Section(
+            [
+                Row(
+                    "P5 memory retrieval latency and recall@3",
+                    "not available",
+                    note=f"bench/memory.py with bench_retrieval / bench_recall is missing ({e})",
+                )
+            ],
+            [],
+        )
     from gitops_agent.memory.retrieval import embeddings_available
 
     sizes = [1000, 10000] if quick else [1000, 10000, 100000]
@@ -106,18 +124,30 @@ def p5(quick: bool) -> Section:
     p95s = " / ".join(f"{by_n[n]['p95_ms']:.2f}" for n in sizes)
     target_ms = 50.0  # bench/memory.py's target: p50 <= 50 ms at 10k
     p50_10k = by_n.get(10000, {}).get("p50_ms")
-    rows = [Row(
-        f"P5 memory retrieval latency, one BM25 search (k=3), {label} experiences",
-        f"p50 {p50s} ms · p95 {p95s} ms", target=f"p50 ≤ {target_ms:g} ms at 10k",
-        met=None if p50_10k is None else p50_10k <= target_ms,
-        note="--quick: 1k and 10k only" if quick else "",
-    )]
+    rows = [
+        Row(
+            f"P5 memory retrieval latency, one BM25 search (k=3), {label} experiences",
+            f"p50 {p50s} ms · p95 {p95s} ms",
+            target=f"p50 ≤ {target_ms:g} ms at 10k",
+            met=None if p50_10k is None else p50_10k <= target_ms,
+            note="--quick: 1k and 10k only" if quick else "",
+        )
+    ]
     rec = ", ".join(f"{r['method']} {r.get('recall@3 all', float('nan')):.3f}" for r in recall)
-    rows.append(Row("P5 memory recall@3 on the labelled set (tests/data/retrieval_set.jsonl, all queries)", rec,
-                    note="" if embed else ("embeddings skipped in --quick" if quick else "embeddings not installed: BM25 only")))
-    details = ["- P5 (bench/memory.py): index build " + ", ".join(f"{r['experiences']:,}: {r['build_s']} s" for r in lat)
-               + "; recall@3 full / partial queries: "
-               + "; ".join(f"{r['method']} {r.get('recall@3 full')} / {r.get('recall@3 partial')}" for r in recall) + "."]
+    rows.append(
+        Row(
+            "P5 memory recall@3 on the labelled set (tests/data/retrieval_set.jsonl, all queries)",
+            rec,
+            note="" if embed else ("embeddings skipped in --quick" if quick else "embeddings not installed: BM25 only"),
+        )
+    )
+    details = [
+        "- P5 (bench/memory.py): index build "
+        + ", ".join(f"{r['experiences']:,}: {r['build_s']} s" for r in lat)
+        + "; recall@3 full / partial queries: "
+        + "; ".join(f"{r['method']} {r.get('recall@3 full')} / {r.get('recall@3 partial')}" for r in recall)
+        + "."
+    ]
     return Section(rows, details, time.perf_counter() - t0)
 
 
@@ -171,14 +201,20 @@ def _p7(quick: bool) -> Section:
     from bench import jobs, setup_time
 
     last = setup_time.LAST
-    return jobs.measure(quick, last.get("cold"), last.get("warm"), (last["cold_before"], last["warm_before"]) if "cold_before" in last else None)
+    return jobs.measure(
+        quick, last.get("cold"), last.get("warm"), (last["cold_before"], last["warm_before"]) if "cold_before" in last else None
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="smaller sizes, under two minutes on 2 cores; not written to RESULTS.md unless --out")
+    ap.add_argument(
+        "--quick", action="store_true", help="smaller sizes, under two minutes on 2 cores; not written to RESULTS.md unless --out"
+    )
     ap.add_argument("--only", default="", help=f"comma-separated subset of {', '.join(MEASUREMENTS)}")
-    ap.add_argument("--out", type=Path, help=f"write the results here (default: {RESULTS.relative_to(ROOT)} for a full run of everything)")
+    ap.add_argument(
+        "--out", type=Path, help=f"write the results here (default: {RESULTS.relative_to(ROOT)} for a full run of everything)"
+    )
     a = ap.parse_args(argv)
     wanted = [x.strip() for x in a.only.split(",") if x.strip()] or list(MEASUREMENTS)
     unknown = [x for x in wanted if x not in MEASUREMENTS]
@@ -198,7 +234,9 @@ def main(argv: list[str] | None = None) -> int:
             s = fn(a.quick)
         except Exception as e:  # noqa: BLE001 - a broken measurement is a row, the others still run
             traceback.print_exc()
-            s = Section([Row(f"{key} {title}", "not measured", note=f"the benchmark broke: {type(e).__name__}: {str(e)[:200]}")], [])
+            s = Section(
+                [Row(f"{key} {title}", "not measured", note=f"the benchmark broke: {type(e).__name__}: {str(e)[:200]}")], []
+            )
         dt = time.perf_counter() - t
         timings.append(f"{key} {dt:.0f} s")
         print(f"[bench] {key} done in {dt:.1f} s", file=sys.stderr, flush=True)

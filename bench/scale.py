@@ -35,13 +35,12 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import ReactiveModel, Row, Section, git, make_bare_copy, make_one_file_repo  # noqa: E402
-
-from gitops_agent.settings.config import AgentConfig  # noqa: E402
-from gitops_agent.core.dispatch import LocalDispatcher  # noqa: E402
-from gitops_agent.steps.engine import Engine  # noqa: E402
-from gitops_agent.git.repo import GitRepo  # noqa: E402
 from gitops_agent.app.local import make_runtime, result_of  # noqa: E402
+from gitops_agent.core.dispatch import LocalDispatcher  # noqa: E402
 from gitops_agent.core.state import Budget, TaskModels, branch_for  # noqa: E402
+from gitops_agent.git.repo import GitRepo  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
+from gitops_agent.steps.engine import Engine  # noqa: E402
 
 SPEC = "scripted:bench"
 
@@ -82,10 +81,16 @@ def measure(quick: bool = False, tasks: int = 50, workers: int = 4, leaves: int 
         t0 = time.perf_counter()
         jobs = []
         for i in range(tasks):
-            jobs.append(engines[0].start(
-                f"Scale benchmark task {i}", base_ref="main", base_sha=base_sha,
-                models=TaskModels(planner=SPEC, executor=SPEC), budget=budget, task_id=f"bench-scale-{i:03d}",
-            ))
+            jobs.append(
+                engines[0].start(
+                    f"Scale benchmark task {i}",
+                    base_ref="main",
+                    base_sha=base_sha,
+                    models=TaskModels(planner=SPEC, executor=SPEC),
+                    budget=budget,
+                    task_id=f"bench-scale-{i:03d}",
+                )
+            )
         t_intake = time.perf_counter() - t0
 
         slot = threading.local()
@@ -126,8 +131,11 @@ def measure(quick: bool = False, tasks: int = 50, workers: int = 4, leaves: int 
                 lost.append(f"{j.task}: {len(missing)} reported commit(s) not on the branch")
             if len(on_remote) != len(mine):
                 extra.append(f"{j.task}: {len(on_remote)} commits on the remote, {len(mine)} reported")
-        mem = git(bare, "ls-tree", "--name-only", "refs/heads/agent/memory", "experiences/").split() if git(
-            bare, "branch", "--list", "agent/memory").strip() else []
+        mem = (
+            git(bare, "ls-tree", "--name-only", "refs/heads/agent/memory", "experiences/").split()
+            if git(bare, "branch", "--list", "agent/memory").strip()
+            else []
+        )
         experiences = sum(1 for m in mem if m.endswith(".json"))
         steps_handled = len(d.handled)
         failures = sum(len(e.failures) for e in engines) + len(d.errors)
@@ -137,21 +145,37 @@ def measure(quick: bool = False, tasks: int = 50, workers: int = 4, leaves: int 
     done = outcomes.get("done", 0)
     per_min = tasks / wall * 60
     rows = [
-        Row(f"Scale: {tasks} tasks at once on one remote, {workers} workers — tasks finished",
-            f"{done}/{tasks} done", target="all finish", met=done == tasks,
-            note="" if done == tasks else "; ".join(unfinished[:3])),
-        Row("Scale: commits lost (reported by a step but not on its task branch on the remote)",
+        Row(
+            f"Scale: {tasks} tasks at once on one remote, {workers} workers — tasks finished",
+            f"{done}/{tasks} done",
+            target="all finish",
+            met=done == tasks,
+            note="" if done == tasks else "; ".join(unfinished[:3]),
+        ),
+        Row(
+            "Scale: commits lost (reported by a step but not on its task branch on the remote)",
             f"{len(lost)} of {total_reported} commits" + (f"; {len(extra)} branches with a count mismatch" if extra else ""),
-            target="0 lost", met=not lost and not extra, note="; ".join((lost + extra)[:3])),
-        Row("Scale: experiences on agent/memory (one per finished task, all racing)",
-            f"{experiences}/{tasks}", target=f"{tasks}", met=experiences == tasks),
-        Row("Scale: throughput (zero-latency model: engine + git only)",
-            f"{per_min:.1f} tasks/min", note=f"{steps_handled} steps in {wall:.1f} s incl. intake ({t_intake:.1f} s)"),
+            target="0 lost",
+            met=not lost and not extra,
+            note="; ".join((lost + extra)[:3]),
+        ),
+        Row(
+            "Scale: experiences on agent/memory (one per finished task, all racing)",
+            f"{experiences}/{tasks}",
+            target=f"{tasks}",
+            met=experiences == tasks,
+        ),
+        Row(
+            "Scale: throughput (zero-latency model: engine + git only)",
+            f"{per_min:.1f} tasks/min",
+            note=f"{steps_handled} steps in {wall:.1f} s incl. intake ({t_intake:.1f} s)",
+        ),
     ]
     details = [
         f"- Scale: {tasks} tasks × ({leaves} leaves) = {steps_handled} steps after intake, {workers} runners (own clones) "
-        f"on one bare remote; wall {wall:.1f} s ({t_intake:.1f} s intake); outcomes {dict(outcomes)}; engine failures {failures}; "
-        f"{total_reported} commits reported by steps, all checked on the remote.",
+        f"on one bare remote; wall {wall:.1f} s ({t_intake:.1f} s intake); outcomes {dict(outcomes)}; "
+        f"engine failures {failures}; "
+        f"{total_reported} commits reported by steps, all checked on the remote."
     ]
     return Section(rows, details, time.perf_counter() - t_all)
 

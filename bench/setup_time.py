@@ -66,7 +66,11 @@ def action_dir(ref: str | None, dest: Path) -> Path:
     """The action as published at ``ref`` (None: this checkout's tracked files)."""
     dest.mkdir(parents=True)
     if ref is None:
-        files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True, check=True).stdout.split(b"\0")
+        files = subprocess.run(
+            ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            capture_output=True,
+            check=True,
+        ).stdout.split(b"\0")
         for f in files:
             if f and (ROOT / f.decode()).is_file():
                 (dest / f.decode()).parent.mkdir(parents=True, exist_ok=True)
@@ -88,12 +92,21 @@ def one_job(work: Path, action: Path, runner: Path) -> tuple[float, float]:
     bare = d / "remote.git"
     with FakeGitHub(token="ghs_setupbench0123456789") as gh:
         gh.add_repo("o/r", default_branch="main", git_dir=bare)
-        h = ActHarness(repo, bare, gh.url, "http://127.0.0.1:9", "ghs_setupbench0123456789", "sk-ant-unused-0123456789", action_cache=runner,
-                       extra_env={"UV_CACHE_DIR": str(runner / "uv-cache"), "PIP_CACHE_DIR": str(runner / "pip-cache")})
+        h = ActHarness(
+            repo,
+            bare,
+            gh.url,
+            "http://127.0.0.1:9",
+            "ghs_setupbench0123456789",
+            "sk-ant-unused-0123456789",
+            action_cache=runner,
+            extra_env={"UV_CACHE_DIR": str(runner / "uv-cache"), "PIP_CACHE_DIR": str(runner / "pip-cache")},
+        )
         shutil.rmtree(h.action_dir)
         shutil.copytree(action, h.action_dir)
         (repo / ".github" / "workflows" / "gitops-agent.yml").write_text(
-            h.caller().replace("  repository_dispatch:", "  schedule: [{cron: '*/20 * * * *'}]\n  repository_dispatch:"))
+            h.caller().replace("  repository_dispatch:", "  schedule: [{cron: '*/20 * * * *'}]\n  repository_dispatch:")
+        )
         git(repo, "init", "-q", "-b", "main")
         git(repo, "remote", "add", "origin", "https://github.com/o/r.git")
         git(repo, "add", "-A")
@@ -107,7 +120,9 @@ def one_job(work: Path, action: Path, runner: Path) -> tuple[float, float]:
 
 def start_seconds() -> float:
     """The agent's own start until its first line: Python plus the step's imports."""
-    p = subprocess.run([sys.executable, "-X", "importtime", "-c", "import gitops_agent.github.steps"], cwd=ROOT, capture_output=True, text=True)
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", "import gitops_agent.github.steps"], cwd=ROOT, capture_output=True, text=True
+    )
     return sum(int(m.group(1)) for m in re.finditer(r"(?m)^import time:\s+(\d+) \|", p.stderr)) / 1e6
 
 
@@ -138,15 +153,32 @@ def measure(quick: bool = False, before: str = BEFORE, repeat: int = 1) -> Secti
         med = {k: {c: statistics.median(v) for c, v in d.items()} for k, d in figures.items()}
         for c, target in (("cold", 20.0), ("warm", 5.0)):
             now, old = med["now"][c], med["before"][c]
-            sec.rows.append(Row(f"P8 job setup, {c} ({'empty tool, pip and uv caches' if c == 'cold' else 'the same runner, next job'})",
-                                f"{now:.1f} s", f"{old:.1f} s (before: {before})", f"{now / old:.2f}", f"≤ {target:g} s", now <= target,
-                                note=f"act host mode; includes {start:.2f} s of Python start and imports"))
-        sec.details = ["", f"**P8 job setup** (`python bench/setup_time.py`): the action's steps before the agent's, from act's step "
-                       f"timings, plus the agent's start ({start:.2f} s, `-X importtime`); median of {repeat}.", "",
-                       "| action | cold | warm | its virtualenv |", "|---|---|---|---|",
-                       *(f"| {k} | {med[k]['cold']:.1f} s | {med[k]['warm']:.1f} s | {med[k].get('mb', float('nan')):.0f} MB |"
-                         for k in ("before", "now"))]
-        LAST.update(cold=med["now"]["cold"], warm=med["now"]["warm"], cold_before=med["before"]["cold"], warm_before=med["before"]["warm"])
+            sec.rows.append(
+                Row(
+                    f"P8 job setup, {c} ({'empty tool, pip and uv caches' if c == 'cold' else 'the same runner, next job'})",
+                    f"{now:.1f} s",
+                    f"{old:.1f} s (before: {before})",
+                    f"{now / old:.2f}",
+                    f"≤ {target:g} s",
+                    now <= target,
+                    note=f"act host mode; includes {start:.2f} s of Python start and imports",
+                )
+            )
+        sec.details = [
+            "",
+            f"**P8 job setup** (`python bench/setup_time.py`): the action's steps before the agent's, from act's step "
+            f"timings, plus the agent's start ({start:.2f} s, `-X importtime`); median of {repeat}.",
+            "",
+            "| action | cold | warm | its virtualenv |",
+            "|---|---|---|---|",
+            *(
+                f"| {k} | {med[k]['cold']:.1f} s | {med[k]['warm']:.1f} s | {med[k].get('mb', float('nan')):.0f} MB |"
+                for k in ("before", "now")
+            ),
+        ]
+        LAST.update(
+            cold=med["now"]["cold"], warm=med["now"]["warm"], cold_before=med["before"]["cold"], warm_before=med["before"]["warm"]
+        )
         return sec
     finally:
         shutil.rmtree(work, ignore_errors=True)

@@ -22,24 +22,32 @@ if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.common import Row, Section, make_one_file_repo  # noqa: E402
-
 from gitops_agent.app.local import make_runtime, resume, run_question  # noqa: E402
-from gitops_agent.settings.config import AgentConfig  # noqa: E402
 from gitops_agent.core.snapshot import load_snapshot  # noqa: E402
 from gitops_agent.models.scripted import ScriptedModel  # noqa: E402
+from gitops_agent.settings.config import AgentConfig  # noqa: E402
 
 MODEL = "claude-haiku-4-5"
 SPEC = "scripted:steer"
-NODES = [{"id": f"n{i}", "title": f"Part {i}", "goal": f"compute part {i} of the answer " + "in detail " * 40} for i in range(1, 6)]
+NODES = [
+    {"id": f"n{i}", "title": f"Part {i}", "goal": f"compute part {i} of the answer " + "in detail " * 40} for i in range(1, 6)
+]
 
 
 def _model() -> ScriptedModel:
-    step = {"text": "Working on it. " * 30, "tool": "finish_step", "input": {"result": "part {{ node }}: 42 " + "x" * 400, "status": "done"}}
-    return ScriptedModel({
-        "planner": [{"when": "results|length < 5", "tool": "update_plan", "input": {"nodes": NODES}}] * 20
-                   + [{"tool": "finish", "input": {"answer": "The answer is 42.", "summary": "42"}}] * 5,
-        "executor": [step] * 20,
-    }, name=MODEL)
+    step = {
+        "text": "Working on it. " * 30,
+        "tool": "finish_step",
+        "input": {"result": "part {{ node }}: 42 " + "x" * 400, "status": "done"},
+    }
+    return ScriptedModel(
+        {
+            "planner": [{"when": "results|length < 5", "tool": "update_plan", "input": {"nodes": NODES}}] * 20
+            + [{"tool": "finish", "input": {"answer": "The answer is 42.", "summary": "42"}}] * 5,
+            "executor": [step] * 20,
+        },
+        name=MODEL,
+    )
 
 
 def _costs(rt, tid: str, since: int = 0) -> tuple[float, float, float, int]:
@@ -69,8 +77,9 @@ def measure(quick: bool = False) -> Section:
         for n in plan["nodes"]:
             if n["id"] == "n3":
                 n["status"] = "pending"
-        rt.git.commit_files(snap.branch, {f"{snap.root}/plan.json": json.dumps(plan, indent=2).encode()}, "a person: redo n3", {},
-                            base=snap.tip)
+        rt.git.commit_files(
+            snap.branch, {f"{snap.root}/plan.json": json.dumps(plan, indent=2).encode()}, "a person: redo n3", {}, base=snap.tip
+        )
         rt2 = make_runtime(repo, config=AgentConfig(), models={SPEC: _model()})
         again = resume(rt2, tid)
         rnd, rnd_ex, rnd_pl, rnd_calls = _costs(rt2, tid, since=last_seq)
@@ -80,14 +89,18 @@ def measure(quick: bool = False) -> Section:
     ok = res.outcome == "done" and again.outcome == "done"
     row = Row(
         "P6 a steered round: 1 node of a 5-node plan set back to pending, then resumed",
-        f"${rnd:.4f} ({rnd_calls} model steps)", f"${full:.4f} (the whole task, {full_calls} model steps)",
-        f"{rnd / full:.2f}" if full else "—", f"≤ one node + one planner call (${target:.4f})",
+        f"${rnd:.4f} ({rnd_calls} model steps)",
+        f"${full:.4f} (the whole task, {full_calls} model steps)",
+        f"{rnd / full:.2f}" if full else "—",
+        f"≤ one node + one planner call (${target:.4f})",
         ok and rnd <= target * 1.001,
         "" if ok else f"a run did not finish: {res.outcome} / {again.outcome}",
     )
-    details = [f"- P6: the round cost ${rnd_ex:.4f} of execution and ${rnd_pl:.4f} of planning; the first run ${full_ex:.4f} and "
-               f"${full_pl:.4f}. The edit's own plan step asks no model (the person said what to run); the planner is "
-               "asked once more when the result is in."]
+    details = [
+        f"- P6: the round cost ${rnd_ex:.4f} of execution and ${rnd_pl:.4f} of planning; the first run ${full_ex:.4f} and "
+        f"${full_pl:.4f}. The edit's own plan step asks no model (the person said what to run); the planner is "
+        "asked once more when the result is in."
+    ]
     return Section([row], details, time.perf_counter() - t0)
 
 

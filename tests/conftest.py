@@ -11,17 +11,30 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG0
         terminalreporter.write_line(bar, red=True, bold=True)
         terminalreporter.write_line(
             f"WARNING: {len(why)} sandbox and security tests did NOT run: bubblewrap is missing or cannot create "
-            "namespaces on this machine. The isolation of the model's code is UNTESTED here.", red=True, bold=True)
-        terminalreporter.write_line("(install bubblewrap and allow unprivileged user namespaces, e.g. "
-                                    "sysctl kernel.unprivileged_userns_clone=1 / kernel.apparmor_restrict_unprivileged_userns=0)",
-                                    red=True)
+            "namespaces on this machine. The isolation of the model's code is UNTESTED here.",
+            red=True,
+            bold=True,
+        )
+        terminalreporter.write_line(
+            "(install bubblewrap and allow unprivileged user namespaces, e.g. "
+            "sysctl kernel.unprivileged_userns_clone=1 / kernel.apparmor_restrict_unprivileged_userns=0)",
+            red=True,
+        )
         terminalreporter.write_line(bar, red=True, bold=True)
 
 
 # The fast subset (`-m "not slow"`) leaves out these: the hostile-model suite, the fault and attack
 # matrix, the act run and the CLI tests that run whole tasks as processes. CI runs everything.
-SLOW = ("tests/security/", "tests/reliability/", "tests/github/test_act_e2e.py", "tests/cli/test_interrupts.py",
-        "tests/cli/test_push.py", "tests/cli/test_preflight.py", "tests/cli/test_dirty_tree.py", "tests/bench/")
+SLOW = (
+    "tests/security/",
+    "tests/reliability/",
+    "tests/github/test_act_e2e.py",
+    "tests/cli/test_interrupts.py",
+    "tests/cli/test_push.py",
+    "tests/cli/test_preflight.py",
+    "tests/cli/test_dirty_tree.py",
+    "tests/bench/",
+)
 
 
 def pytest_collection_modifyitems(config, items):  # noqa: ARG001

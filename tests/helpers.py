@@ -18,7 +18,13 @@ from typing import Any
 from tests.fakes.agent_responder import AgentResponder, last_stdout, text_and_tool, tool
 
 ROOT = Path(__file__).resolve().parents[1]
-GIT_ENV = {**os.environ, "GIT_AUTHOR_NAME": "u", "GIT_AUTHOR_EMAIL": "u@x", "GIT_COMMITTER_NAME": "u", "GIT_COMMITTER_EMAIL": "u@x"}
+GIT_ENV = {
+    **os.environ,
+    "GIT_AUTHOR_NAME": "u",
+    "GIT_AUTHOR_EMAIL": "u@x",
+    "GIT_COMMITTER_NAME": "u",
+    "GIT_COMMITTER_EMAIL": "u@x",
+}
 KEY = "sk-ant-test-key-123456"
 
 
@@ -73,16 +79,24 @@ def run_cli(repo: Path, server_url: str, *args: str, extra_env: dict[str, str] |
     env.update(extra_env or {})
     return subprocess.Popen(
         [sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
     )
 
 
-def agent_command(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120) -> subprocess.CompletedProcess:
+def agent_command(
+    *args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess:
     """`python -m gitops_agent ARGS` as a real process, without the caller's model credentials."""
     e = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI", "OTEL_")) and k not in ("COLUMNS", "LINES")}
     e["PYTHONPATH"] = str(ROOT)
     e.update(env or {})
-    return subprocess.run([sys.executable, "-m", "gitops_agent", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "gitops_agent", *args], cwd=cwd, env=e, capture_output=True, text=True, timeout=timeout
+    )
 
 
 # ------------------------------------------------------------------------ the sales scenario
@@ -110,8 +124,17 @@ print(f"TOP={top['customer']} {float(top['revenue']):.2f}")
 """
 
 NODES = [
-    {"id": "n1", "title": "Revenue per customer", "goal": "Sum qty*price per customer from data/sales.csv; save revenue.csv in your step folder."},
-    {"id": "n2", "title": "Top customer", "goal": "From n1's revenue.csv, find the customer with the highest revenue.", "depends_on": ["n1"]},
+    {
+        "id": "n1",
+        "title": "Revenue per customer",
+        "goal": "Sum qty*price per customer from data/sales.csv; save revenue.csv in your step folder.",
+    },
+    {
+        "id": "n2",
+        "title": "Top customer",
+        "goal": "From n1's revenue.csv, find the customer with the highest revenue.",
+        "depends_on": ["n1"],
+    },
 ]
 
 
@@ -137,12 +160,19 @@ def make_sales_repo(tmp_path: Path) -> tuple[Path, str, float]:
 def make_sales_responder(hold_n2: threading.Event | None = None, n2_seen: threading.Event | None = None) -> AgentResponder:
     """The planner plans n1 (revenue per customer) and n2 (the top one), then finishes with n2's
     number; the executors run N1_CODE and N2_CODE."""
+
     def planner(body, text, n):
         if "There is no plan yet" in text:
-            return text_and_tool("Two steps: per-customer revenue, then the top one.", "update_plan", nodes=NODES, note="first plan")
+            return text_and_tool(
+                "Two steps: per-customer revenue, then the top one.", "update_plan", nodes=NODES, note="first plan"
+            )
         m = re.search(r"TOP=(\S+) ([\d.]+)", text)
         if m and "## n2 (done)" in text:
-            return tool("finish", answer=f"The top customer is **{m.group(1)}** with revenue **{m.group(2)}** (node n2).", summary=f"top customer {m.group(1)}")
+            return tool(
+                "finish",
+                answer=f"The top customer is **{m.group(1)}** with revenue **{m.group(2)}** (node n2).",
+                summary=f"top customer {m.group(1)}",
+            )
         return tool("update_plan", nodes=NODES, note="n1 done; n2 next")
 
     def n1(body, text, n):
@@ -166,25 +196,36 @@ def make_fanout_responder(leaves: int = 4) -> AgentResponder:
     """The planner plans ``leaves`` independent nodes (revenue of one quarter of the customers
     each), then finishes with their sum; every executor runs one snippet and reports it."""
     ids = [f"q{i + 1}" for i in range(leaves)]
-    nodes = [{"id": i, "title": f"Revenue of part {k + 1}", "goal": f"Sum qty*price of the orders whose number modulo {leaves} is {k}."}
-             for k, i in enumerate(ids)]
+    nodes = [
+        {
+            "id": i,
+            "title": f"Revenue of part {k + 1}",
+            "goal": f"Sum qty*price of the orders whose number modulo {leaves} is {k}.",
+        }
+        for k, i in enumerate(ids)
+    ]
 
     def planner(body, text, n):
         if "There is no plan yet" in text:
             return text_and_tool("Independent parts, in parallel.", "update_plan", nodes=nodes, note="fan-out")
         parts = re.findall(r"PART=([\d.]+)", text)
         if len(parts) == leaves:
-            return tool("finish", answer=f"Total revenue **{sum(map(float, parts)):.2f}** from {leaves} parts.", summary="total revenue")
+            return tool(
+                "finish", answer=f"Total revenue **{sum(map(float, parts)):.2f}** from {leaves} parts.", summary="total revenue"
+            )
         return tool("update_plan", nodes=nodes, note="waiting for the parts")
 
     def leaf(k: int):
-        code = ("import csv\nprint('PART=%.2f' % sum(float(r['qty']) * float(r['price']) for r in "
-                f"csv.DictReader(open('data/sales.csv')) if int(r['order']) % {leaves} == {k}))\n")
+        code = (
+            "import csv\nprint('PART=%.2f' % sum(float(r['qty']) * float(r['price']) for r in "
+            f"csv.DictReader(open('data/sales.csv')) if int(r['order']) % {leaves} == {k}))\n"
+        )
 
         def run(body, text, n):
             if n == 0:
                 return tool("run_python", code=code)
             return tool("finish_step", status="done", result=last_stdout(body))
+
         return run
 
     return AgentResponder({"planner": planner, **{f"executor:{i}": leaf(k) for k, i in enumerate(ids)}})

@@ -76,7 +76,9 @@ def problems() -> list[str]:
 def write() -> None:
     uv = shutil.which("uv") or str(Path(sys.executable).parent / "uv")
     common = ["--universal", "--generate-hashes", "--no-header", "--quiet"]
-    subprocess.run([uv, "pip", "compile", str(ROOT / "pyproject.toml"), "--python-version", "3.10", *common, "-o", str(LOCK)], check=True)
+    subprocess.run(
+        [uv, "pip", "compile", str(ROOT / "pyproject.toml"), "--python-version", "3.10", *common, "-o", str(LOCK)], check=True
+    )
     with tempfile.NamedTemporaryFile("w", suffix=".in") as f:
         f.write(f"uv=={UV_VERSION}\n")
         f.flush()

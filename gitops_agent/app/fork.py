@@ -27,9 +27,9 @@ from __future__ import annotations
 import time
 
 from gitops_agent.core.errors import AgentError, TaskNotFound
-from gitops_agent.runtime.context import Runtime
+from gitops_agent.core.plan import Plan
 from gitops_agent.core.seams import Job
-from gitops_agent.core.snapshot import load_snapshot
+from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import (
     NodeStatus,
     TaskFile,
@@ -42,6 +42,7 @@ from gitops_agent.core.state import (
     task_dir,
     utcnow,
 )
+from gitops_agent.runtime.context import Runtime
 
 MAX_INSTRUCTION_CHARS = 5000
 
@@ -67,7 +68,11 @@ def find_step_commit(rt: Runtime, task_id: str, step: int) -> str:
 
 
 def fork_task(
-    rt: Runtime, task_id: str, step: int, instruction: str | None = None, new_task_id: str | None = None,
+    rt: Runtime,
+    task_id: str,
+    step: int,
+    instruction: str | None = None,
+    new_task_id: str | None = None,
     models: TaskModels | None = None,
 ) -> TaskFile:
     """Create the fork's branch and task folder (see the module doc); returns its task.json.
@@ -78,9 +83,49 @@ def fork_task(
     if len(instruction) > MAX_INSTRUCTION_CHARS:
         raise AgentError(f"the instruction is {len(instruction)} characters; the limit is {MAX_INSTRUCTION_CHARS}")
 
-    # the new branch, at the step commit (a free id near <old>-fork<step>)
+    new_id = _fork_branch(rt, task_id, step, commit, new_task_id)
+
+    old_root, new_root = task_dir(task_id), task_dir(new_id)
+    step_files = [f for f in snap.files if f.startswith(old_root + "/steps/")]
+    blobs = rt.git.read_files(commit, step_files)  # type: ignore[attr-defined]
+    changes: dict[str, bytes | None] = {new_root + f[len(old_root) :]: b for f, b in blobs.items() if b is not None}
+
+    plan = _fork_plan(snap)
+    if plan is not None:
+        changes[f"{new_root}/plan.json"] = dump_state(plan)
+
+    old = snap.task
+    budget = old.budget.model_copy(
+        update={
+            "max_usd": round(old.budget.max_usd + snap.cost_usd, 6),
+            "max_tokens": old.budget.max_tokens + snap.usage.total,
+            "max_steps": old.budget.max_steps + snap.model_steps,
+        }
+    )
+    task = TaskFile(
+        task_id=new_id,
+        question=old.question,
+        source=TaskSource(kind="fork", repo=old.source.repo, author=old.source.author, url=old.source.url),
+        base_ref=old.base_ref,
+        base_sha=old.base_sha,
+        budget=budget,
+        models=models or old.models,
+        created_at=utcnow(),
+        instructions=list(old.instructions) + ([instruction] if instruction else []),
+        parent=TaskParent(task_id=task_id, step=step, commit=commit),
+    )
+    changes[f"{new_root}/task.json"] = dump_state(task)
+    trailers = rt.trailers(new_id, 1, "intake", extra={"Agent-Fork": f"{task_id}@{step}"})
+    subject = f"agent(fork): {task_id} at step {step}" + (f": {instruction.splitlines()[0][:60]}" if instruction else "")
+    rt.git.commit_files(branch_for(new_id), changes, subject, trailers)
+    rt.reporter.event("task", task=new_id, branch=branch_for(new_id))
+    return task
+
+
+def _fork_branch(rt: Runtime, task_id: str, step: int, commit: str, new_task_id: str | None) -> str:
+    """Create the new task branch at the step commit; its task id (``new_task_id``, else a free
+    one near <old>-fork<step>)."""
     base_id = check_task_id(new_task_id) if new_task_id else f"{task_id[:64]}-fork{step}"
-    new_id = None
     for attempt in range(20):
         candidate = base_id if attempt == 0 else f"{base_id}-{attempt + 1}"
         check_task_id(candidate)
@@ -93,16 +138,13 @@ def fork_task(
         except AgentError:
             time.sleep(0.01)
             continue
-        new_id = candidate
-        break
-    if new_id is None:
-        raise AgentError(f"could not find a free task id near {base_id!r}")
+        return candidate
+    raise AgentError(f"could not find a free task id near {base_id!r}")
 
-    old_root, new_root = task_dir(task_id), task_dir(new_id)
-    step_files = [f for f in snap.files if f.startswith(old_root + "/steps/")]
-    blobs = rt.git.read_files(commit, step_files)  # type: ignore[attr-defined]
-    changes: dict[str, bytes | None] = {new_root + f[len(old_root):]: b for f, b in blobs.items() if b is not None}
 
+def _fork_plan(snap: Snapshot) -> Plan | None:
+    """The old plan at the step (``snap``, which it becomes the plan of): nodes dispatched but not
+    reported by then go back to pending, skipped ones too, and the finish is undone."""
     plan = snap.plan.model_copy(deep=True) if snap.plan is not None else None
     if plan is not None:
         plan.finish = None
@@ -116,27 +158,7 @@ def fork_task(
         snap.plan = plan
         snap.sync_plan()  # running nodes whose step had reported by then: done / failed
         plan.refresh_parents()
-        changes[f"{new_root}/plan.json"] = dump_state(plan)
-
-    old = snap.task
-    budget = old.budget.model_copy(update={
-        "max_usd": round(old.budget.max_usd + snap.cost_usd, 6),
-        "max_tokens": old.budget.max_tokens + snap.usage.total,
-        "max_steps": old.budget.max_steps + snap.model_steps,
-    })
-    task = TaskFile(
-        task_id=new_id, question=old.question,
-        source=TaskSource(kind="fork", repo=old.source.repo, author=old.source.author, url=old.source.url),
-        base_ref=old.base_ref, base_sha=old.base_sha, budget=budget, models=models or old.models, created_at=utcnow(),
-        instructions=list(old.instructions) + ([instruction] if instruction else []),
-        parent=TaskParent(task_id=task_id, step=step, commit=commit),
-    )
-    changes[f"{new_root}/task.json"] = dump_state(task)
-    trailers = rt.trailers(new_id, 1, "intake", extra={"Agent-Fork": f"{task_id}@{step}"})
-    subject = f"agent(fork): {task_id} at step {step}" + (f": {instruction.splitlines()[0][:60]}" if instruction else "")
-    rt.git.commit_files(branch_for(new_id), changes, subject, trailers)
-    rt.reporter.event("task", task=new_id, branch=branch_for(new_id))
-    return task
+    return plan
 
 
 def fork_jobs(rt: Runtime, new_task_id: str) -> list[Job]:
@@ -145,12 +167,18 @@ def fork_jobs(rt: Runtime, new_task_id: str) -> list[Job]:
 
 
 def run_fork(
-    rt: Runtime, task_id: str, step: int, instruction: str | None = None, *, new_task_id: str | None = None,
-    models: TaskModels | None = None, workers: int | None = None,
+    rt: Runtime,
+    task_id: str,
+    step: int,
+    instruction: str | None = None,
+    *,
+    new_task_id: str | None = None,
+    models: TaskModels | None = None,
+    workers: int | None = None,
 ):
     """Fork and run the new task to its end in local mode; returns gitops_agent.app.local.RunResult."""
-    from gitops_agent.steps.engine import Engine
     from gitops_agent.app.local import result_of
+    from gitops_agent.steps.engine import Engine
 
     task = fork_task(rt, task_id, step, instruction, new_task_id, models)
     engine = Engine(rt)

@@ -11,18 +11,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, load_repo_brain
-from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, load_config
-from gitops_agent.steps.engine import Engine
 from gitops_agent.core.cancel import CANCEL, Cancelled
 from gitops_agent.core.errors import ConfigError
-from gitops_agent.models.registry import check_credentials
-from gitops_agent.git.repo import GitRepo
-from gitops_agent.memory.experience import MEMORY_BRANCH
-from gitops_agent.observe.progress import Reporter
-from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Model
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, TaskModels, branch_for, task_dir
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.memory.experience import MEMORY_BRANCH
+from gitops_agent.models.registry import check_credentials
+from gitops_agent.observe.progress import Reporter
+from gitops_agent.runtime.context import Runtime
+from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, load_config
+from gitops_agent.steps.engine import Engine
 
 
 @dataclass
@@ -52,7 +52,9 @@ def base_of(repo: Path) -> tuple[str, str]:
     sha = subprocess.run(["git", "-C", str(repo), "rev-parse", "--verify", "-q", "HEAD^{commit}"], capture_output=True, text=True)
     if sha.returncode != 0:
         raise ConfigError(f"{repo} has no commits yet; commit something first (the task branch starts from HEAD)")
-    name = subprocess.run(["git", "-C", str(repo), "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+    name = subprocess.run(
+        ["git", "-C", str(repo), "symbolic-ref", "-q", "--short", "HEAD"], capture_output=True, text=True
+    ).stdout.strip()
     return name or sha.stdout.strip()[:12], sha.stdout.strip()
 
 
@@ -87,9 +89,20 @@ def snapshot_worktree(repo: Path) -> str:
         g("read-tree", head)
         g("add", "-A", "--", ".")
         tree = g("write-tree")
-        env.update(GIT_AUTHOR_NAME="gitops-agent", GIT_AUTHOR_EMAIL="gitops-agent@localhost",
-                   GIT_COMMITTER_NAME="gitops-agent", GIT_COMMITTER_EMAIL="gitops-agent@localhost")
-        return g("commit-tree", "--no-gpg-sign", tree, "-p", head, input=b"gitops-agent: the working tree, uncommitted changes included\n")
+        env.update(
+            GIT_AUTHOR_NAME="gitops-agent",
+            GIT_AUTHOR_EMAIL="gitops-agent@localhost",
+            GIT_COMMITTER_NAME="gitops-agent",
+            GIT_COMMITTER_EMAIL="gitops-agent@localhost",
+        )
+        return g(
+            "commit-tree",
+            "--no-gpg-sign",
+            tree,
+            "-p",
+            head,
+            input=b"gitops-agent: the working tree, uncommitted changes included\n",
+        )
 
 
 def check_model_env(spec: str) -> None:
@@ -130,8 +143,11 @@ def share_branches(git: GitRepo, reporter: Reporter) -> None:
         if how == "pushed":
             reporter.event("note", text=f"pushed the local {branch} to {git.remote} (the remote had less)")
         elif how == "diverged":
-            reporter.event("note", text=f"the local {branch} and {git.remote}'s have diverged; this run uses {git.remote}'s "
-                                        f"(merge them with git, then push)")
+            reporter.event(
+                "note",
+                text=f"the local {branch} and {git.remote}'s have diverged; this run uses {git.remote}'s "
+                f"(merge them with git, then push)",
+            )
 
 
 def _after_push(rt: Runtime) -> None:
@@ -165,13 +181,20 @@ def run_question(
         base_name, base_sha = f"{base_name}+changes", snapshot_worktree(rt.git.repo)
         rt.reporter.event("note", text=f"including {len(changed)} uncommitted change(s) of the working tree")
     elif changed:
-        rt.reporter.event("note", text=f"{len(changed)} uncommitted change(s) in the working tree ({', '.join(changed[:3])}"
-                                       f"{', …' if len(changed) > 3 else ''}) are not part of this task: it reads the last commit. "
-                                       "Commit them, or run with --include-changes")
+        rt.reporter.event(
+            "note",
+            text=f"{len(changed)} uncommitted change(s) in the working tree ({', '.join(changed[:3])}"
+            f"{', …' if len(changed) > 3 else ''}) are not part of this task: it reads the last commit. "
+            "Commit them, or run with --include-changes",
+        )
     engine = Engine(rt)
     job = engine.start(
-        question, base_ref=base_name, base_sha=base_sha, models=TaskModels(planner=planner_model, executor=executor_model),
-        budget=budget, task_id=task_id,
+        question,
+        base_ref=base_name,
+        base_sha=base_sha,
+        models=TaskModels(planner=planner_model, executor=executor_model),
+        budget=budget,
+        task_id=task_id,
     )
     engine.run_local([job], workers=workers)
     _after_push(rt)
@@ -205,7 +228,13 @@ def make_demo_repo(where: Path | None = None) -> Path:
     (repo / "data").mkdir()
     shutil.copy(Path(__file__).resolve().parents[1] / "demo" / "orders.csv", repo / "data" / "orders.csv")
     (repo / "README.md").write_text("# Demo shop\n\nOrders exported from the shop, one row per order, in `data/orders.csv`.\n")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "demo", "GIT_AUTHOR_EMAIL": "demo@localhost", "GIT_COMMITTER_NAME": "demo", "GIT_COMMITTER_EMAIL": "demo@localhost"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "demo",
+        "GIT_AUTHOR_EMAIL": "demo@localhost",
+        "GIT_COMMITTER_NAME": "demo",
+        "GIT_COMMITTER_EMAIL": "demo@localhost",
+    }
     for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["commit", "-q", "-m", "Sample shop data"]):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True, env=env)
     return repo

@@ -15,8 +15,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.executor_tools import EXECUTOR_TOOLS as _EXECUTOR_TOOLS
-from gitops_agent.core.tools import PLANNER_TOOLS as _PLANNER_TOOLS
 from gitops_agent.core.state import format_validation_error
+from gitops_agent.core.tools import PLANNER_TOOLS as _PLANNER_TOOLS
 from gitops_agent.models.specs import data_spec_problem
 from gitops_agent.templates.prompts import packaged_prompts_dir
 
@@ -58,15 +58,27 @@ class AgentDef(BaseModel):
     # A brain is data (a branch anyone with push rights, or an evolve proposal, writes): its
     # model specs name a provider and a model, never an endpoint or a file (gitops_agent/models/specs.py),
     # and its limits are capped here and by the task's trusted budget where they are used.
-    model: str | None = Field(None, description="provider:model; null means the task's model for this role. No endpoint: "
-                              "an openai model is served where the trusted settings serve openai models.")
-    cascade: list[str] = Field(default_factory=list, max_length=4, description="Executor: models tried next, in order, when "
-                               "a node fails or runs out of turns on the one before (cheap first, strong when needed).")
-    max_turns: int | None = Field(None, ge=1, le=200, description="Executor turn limit, at most the budget's max_turns; "
-                                  "null means the budget's max_turns.")
+    model: str | None = Field(
+        None,
+        description="provider:model; null means the task's model for this role. No endpoint: "
+        "an openai model is served where the trusted settings serve openai models.",
+    )
+    cascade: list[str] = Field(
+        default_factory=list,
+        max_length=4,
+        description="Executor: models tried next, in order, when "
+        "a node fails or runs out of turns on the one before (cheap first, strong when needed).",
+    )
+    max_turns: int | None = Field(
+        None, ge=1, le=200, description="Executor turn limit, at most the budget's max_turns; null means the budget's max_turns."
+    )
     max_tokens: int = Field(4096, ge=256, le=128_000, description="Output tokens per model call.")
-    max_corrections: int = Field(3, ge=0, le=10, description="Planner: malformed outputs answered before failing "
-                                 "(each one a paid call, within the task's budget).")
+    max_corrections: int = Field(
+        3,
+        ge=0,
+        le=10,
+        description="Planner: malformed outputs answered before failing (each one a paid call, within the task's budget).",
+    )
     tools: list[str] = Field(description="Model-facing tools this agent may use.")
     prompts: AgentPrompts
     instructions: str = Field("", description="Extra lines for this agent's system prompt.")

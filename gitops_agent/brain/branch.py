@@ -18,17 +18,13 @@ import ast
 import difflib
 import os
 import shutil
-import sys
 import tempfile
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import jinja2
-
-from gitops_agent.templates.prompts import render_raw
-
-from gitops_agent.brain.agents import Brain, default_brain_dir, default_prompts_dir, load_agent_file, load_brain
+from gitops_agent.brain.agents import Brain, default_brain_dir, default_prompts_dir, load_brain
+from gitops_agent.brain.validate import validate_dir
 from gitops_agent.core.errors import AgentError, ConfigError
 from gitops_agent.git.repo import GitRepo
 
@@ -123,125 +119,9 @@ def list_tools(brain: Brain) -> list[dict[str, Any]]:
 
 
 # ----------------------------------------------------------------------------- validation
-
-
-def _sample_context() -> dict[str, Any]:
-    """Representative values for every variable the steps pass to the templates."""
-    from gitops_agent.observe.render import checklist
-    from gitops_agent.core.state import Observation, TaskFile, TaskModels, utcnow
-    from gitops_agent.core.plan import Plan, PlanNode
-
-    task = TaskFile(
-        task_id="1-sample", question="What is the average order value per region?", base_ref="main", base_sha="0" * 40,
-        models=TaskModels(planner="scripted:demo", executor="scripted:demo"), created_at=utcnow(), instructions=["Also the median."],
-    )
-    node = PlanNode(id="n1", title="Load the data", goal="Load data/orders.csv and report the columns.")
-    plan = Plan(version=1, goal=task.question, nodes=[node, PlanNode(id="n2", title="Average", goal="Average per region.", depends_on=["n1"])])
-    exp = {"task_id": "0-past", "outcome": "done", "question": "Average order value?", "outline": "[✓] n1 Load", "summary": "done",
-           "lessons": ["check amounts first"], "failures": [], "date": "2026-01-01", "cost_usd": 0.01, "score": 1.0, "cited": True}
-    result = {"node": "n1", "title": "Load the data", "status": "done", "error": None, "result": "240 rows"}
-    return {
-        "task": task, "node": node, "plan": plan, "checklist": checklist(plan), "files": ["data/orders.csv"], "files_more": 0,
-        "experiences": [exp], "new_results": [result], "old_results": [result], "running": [], "spent": "$0 of $1",
-        "dep_results": [result], "step_dir": ".agent/tasks/1-sample/steps/0003-n1", "max_turns": 8, "data_dir": "/data",
-        "py_tools": [{"name": "tabular", "doc": "helpers", "functions": [{"signature": "load_csv(path)", "doc": "rows"}]}],
-        "obs": Observation(exit_code=0, stdout="ok"), "title": "t", "outcome": "done", "reason": None, "answer": "a",
-        "results": [result], "cost_table": "|", "branch": "agent/task/1-sample", "memory": [exp], "question": "q", "instructions": ["also the median"],
-        "brain_files": {"agents/analyst.yaml": "name: analyst"}, "last": 10, "now": "2026-01-01",
-    }
-
-
-def _sample_experience() -> dict[str, Any]:
-    from gitops_agent.memory.experience import Experience, OutlineItem
-    from gitops_agent.core.state import utcnow
-
-    e = Experience(task_id="0-past", branch="agent/task/0-past", question="Average order value?", outcome="failed",
-                   outline=[OutlineItem(id="n1", title="Load", status="failed", agent="analyst")], summary="s",
-                   lessons=["l"], failures=["n1 failed: x"], date=utcnow())
-    return e.model_dump(mode="json", by_alias=True)
-
-
-def _render_check(dirs: list[Path], name: str, ctx: dict[str, Any]) -> str | None:
-    # sandboxed, and (a template not of the package) in a child process with memory and time
-    # limits: validating a proposal must not run it, nor let it exhaust the host
-    try:
-        render_raw(dirs, name, ctx)
-        return None
-    except jinja2.TemplateNotFound as e:
-        return f"template {e.name!r} not found"
-    except jinja2.TemplateError as e:
-        return getattr(e, "message", None) or str(e)
-    except Exception as e:  # noqa: BLE001 - a template that raises at render time
-        return f"{type(e).__name__}: {e}"
-
-
-def validate_dir(d: Path, where: str = BRAIN_BRANCH) -> Brain:
-    """Load and check a brain override directory; every problem is a ConfigError naming
-    ``<where>:<file>`` and the field or line."""
-    d = Path(d)
-    # agents
-    for f in sorted((d / "agents").glob("*.yaml")) if (d / "agents").is_dir() else []:
-        try:
-            a = load_agent_file(f)
-        except ConfigError as e:
-            raise ConfigError(str(e).replace(str(f), f"{where}:agents/{f.name}", 1)) from None
-        if a.name != f.stem:
-            raise ConfigError(f"{where}:agents/{f.name}: field name: {a.name!r} must match the file name ({f.stem!r})")
-    # prompts: syntax
-    env = jinja2.Environment()
-    for f in sorted((d / "prompts").glob("*.j2")) if (d / "prompts").is_dir() else []:
-        try:
-            env.parse(f.read_text(encoding="utf-8"))
-        except jinja2.TemplateSyntaxError as e:
-            raise ConfigError(f"{where}:prompts/{f.name}: line {e.lineno}: {e.message}") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{where}:prompts/{f.name}: not UTF-8 text") from None
-    # tools
-    for f in sorted((d / "tools").glob("*.py")) if (d / "tools").is_dir() else []:
-        if not f.stem.isidentifier():
-            raise ConfigError(f"{where}:tools/{f.name}: the module name {f.stem!r} is not a Python identifier")
-        if f.stem in sys.stdlib_module_names or f.stem in ("agent", "gitops_agent", "brain"):
-            raise ConfigError(f"{where}:tools/{f.name}: the module name {f.stem!r} would hide a standard module; rename it")
-        try:
-            compile(f.read_bytes(), f"{where}:tools/{f.name}", "exec")
-        except SyntaxError as e:
-            raise ConfigError(f"{where}:tools/{f.name}: line {e.lineno}: {e.msg}") from None
-        except (RecursionError, MemoryError, ValueError) as e:  # nested past what the compiler takes, a NUL byte
-            raise ConfigError(f"{where}:tools/{f.name}: cannot be compiled ({type(e).__name__})") from None
-    # the whole brain
-    try:
-        brain = load_brain(d)
-    except ConfigError as e:
-        raise ConfigError(f"{where}: {e}".replace(str(d) + "/", f"{where}:")) from None
-    # templates each agent names must exist and render
-    ctx = _sample_context()
-    defaults = [default_prompts_dir()]
-    for a in brain.agents.values():
-        own = (d / "agents" / f"{a.name}.yaml").exists()
-        ctx_a = {**ctx, "agent": a, "agents": list(brain.executors().values())}
-        for field, name in (("system", a.prompts.system), ("task", a.prompts.task), ("state", a.prompts.state)):
-            if name is None:
-                continue
-            overridden = (d / "prompts" / name).exists()
-            if not overridden and not own:
-                continue
-            err = _render_check(brain.prompt_dirs, name, ctx_a)
-            if err is None:
-                continue
-            if "not found" in err:
-                raise ConfigError(f"{where}:agents/{a.name}.yaml: field prompts.{field}: template {name!r} not found in prompts/ "
-                                  "of the brain branch or of the package")
-            if overridden and _render_check(defaults, name, ctx_a) is None:
-                raise ConfigError(f"{where}:prompts/{name}: does not render for agent {a.name!r} (prompts.{field}): {err}")
-    for f in sorted((d / "prompts").glob("*.j2")) if (d / "prompts").is_dir() else []:
-        if f.name in ("report.j2", "observation.j2", "evolve.j2", "evolve_system.j2"):
-            ctx_f = {**ctx, "agent": brain.planner}
-            if f.name.startswith("evolve"):
-                ctx_f["experiences"] = [_sample_experience()]
-            err = _render_check(brain.prompt_dirs, f.name, ctx_f)
-            if err and _render_check(defaults, f.name, ctx_f) is None:
-                raise ConfigError(f"{where}:prompts/{f.name}: does not render: {err}")
-    return brain
+#
+# The checks themselves are gitops_agent/brain/validate.py (validate_dir, on a directory); here a brain given
+# as files is written to one first.
 
 
 def write_files(d: Path, files: dict[str, bytes]) -> None:
@@ -311,8 +191,11 @@ def checkout_brain(git: GitRepo, fetch: bool = True, at: str | None = None) -> P
 
 def _tidy(parent: Path, keep: str, max_entries: int = 5) -> None:
     try:
-        entries = sorted((p for p in parent.iterdir() if p.name != keep and not p.name.startswith(".tmp-")),
-                         key=lambda p: p.stat().st_mtime, reverse=True)
+        entries = sorted(
+            (p for p in parent.iterdir() if p.name != keep and not p.name.startswith(".tmp-")),
+            key=lambda p: p.stat().st_mtime,
+            reverse=True,
+        )
     except OSError:
         return
     for old in entries[max_entries:]:
@@ -360,7 +243,11 @@ def diff_files(old: dict[str, bytes], new: dict[str, bytes], old_label: str = "d
         a_lines = a.decode("utf-8", "replace").splitlines(keepends=True) if a is not None else []
         b_lines = b.decode("utf-8", "replace").splitlines(keepends=True)
         out.extend(
-            _nl(difflib.unified_diff(a_lines, b_lines, f"{old_label}/{path}" if a is not None else "/dev/null", f"{new_label}/{path}"))
+            _nl(
+                difflib.unified_diff(
+                    a_lines, b_lines, f"{old_label}/{path}" if a is not None else "/dev/null", f"{new_label}/{path}"
+                )
+            )
         )
     return "".join(out)
 
@@ -381,14 +268,18 @@ def brain_show(git: GitRepo) -> str:
     def origin(path: str) -> str:
         if path not in branch:
             return "default"
-        return "branch, same as default" if defaults.get(path) == branch[path] else ("branch, changed" if path in defaults else "branch, new")
+        return (
+            "branch, same as default"
+            if defaults.get(path) == branch[path]
+            else ("branch, changed" if path in defaults else "branch, new")
+        )
 
     lines.append("agents:")
     for a in sorted(brain.agents.values(), key=lambda a: (a.role != "planner", a.name)):
         lines.append(f"  {a.name:12} {a.role:8} model={a.model or '(task default)'}  [{origin(f'agents/{a.name}.yaml')}]")
         lines.append(f"  {'':12} {a.description}")
     lines.append("prompts:")
-    names = sorted({p.split('/', 1)[1] for p in list(defaults) + list(branch) if p.startswith("prompts/")})
+    names = sorted({p.split("/", 1)[1] for p in list(defaults) + list(branch) if p.startswith("prompts/")})
     for n in names:
         lines.append(f"  {n:28} [{origin(f'prompts/{n}')}]")
     lines.append("tools:")
@@ -402,6 +293,16 @@ def brain_show(git: GitRepo) -> str:
 
 
 __all__ = [
-    "BRAIN_BRANCH", "brain_diff", "brain_show", "checkout_brain", "classify", "default_files", "diff_files", "init_brain",
-    "list_tools", "load_repo_brain", "read_branch_files", "validate_dir", "validate_files",
+    "BRAIN_BRANCH",
+    "brain_diff",
+    "brain_show",
+    "checkout_brain",
+    "classify",
+    "default_files",
+    "diff_files",
+    "init_brain",
+    "list_tools",
+    "load_repo_brain",
+    "read_branch_files",
+    "validate_files",
 ]

@@ -1,9 +1,9 @@
 """`gitops-agent eval SUITE`: score models and brains on a suite of questions (gitops_agent/eval/).
 
-    gitops-agent eval dabench --model scripted                        the shipped suite, scripted answers (CI)
-    gitops-agent eval dabench --model anthropic:claude-haiku-4-5      your model choice, scored
-    gitops-agent eval dabench --model A --model B                     two models side by side
-    gitops-agent eval my-suite.yaml --brain agent/brain --brain agent/brain-proposal/x   two brains
+gitops-agent eval dabench --model scripted                        the shipped suite, scripted answers (CI)
+gitops-agent eval dabench --model anthropic:claude-haiku-4-5      your model choice, scored
+gitops-agent eval dabench --model A --model B                     two models side by side
+gitops-agent eval my-suite.yaml --brain agent/brain --brain agent/brain-proposal/x   two brains
 """
 
 from __future__ import annotations
@@ -26,39 +26,71 @@ own `solution` code, run for real: a check of the mechanics, at no cost.
 
 
 def add_parsers(sub) -> None:
-    e = sub.add_parser("eval", help="score models and brains on a suite of questions (pass rate, cost, tokens, time)",
-                       description="Answer every question of SUITE in its own throwaway task and check the answers.",
-                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    e = sub.add_parser(
+        "eval",
+        help="score models and brains on a suite of questions (pass rate, cost, tokens, time)",
+        description="Answer every question of SUITE in its own throwaway task and check the answers.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     e.add_argument("suite", help="a suite file (YAML), or a shipped suite: dabench")
-    e.add_argument("--model", action="append", metavar="SPEC",
-                   help="who answers (planner and executors): anthropic:MODEL, openai:MODEL@URL, scripted; repeat it to compare")
-    e.add_argument("--brain", action="append", metavar="REF",
-                   help="a ref of the agent/brain branch's history in --repo (e.g. agent/brain, a proposal branch); repeat to compare")
+    e.add_argument(
+        "--model",
+        action="append",
+        metavar="SPEC",
+        help="who answers (planner and executors): anthropic:MODEL, openai:MODEL@URL, scripted; repeat it to compare",
+    )
+    e.add_argument(
+        "--brain",
+        action="append",
+        metavar="REF",
+        help="a ref of the agent/brain branch's history in --repo (e.g. agent/brain, a proposal branch); repeat to compare",
+    )
     e.add_argument("--repeat", type=positive_int, default=1, metavar="N", help="answer each question N times (default 1)")
     e.add_argument("--workers", type=positive_int, default=4, metavar="N", help="questions at once (default 4)")
     e.add_argument("--only", metavar="IDS", help="comma-separated question ids (default: all)")
-    e.add_argument("--max-usd", type=positive_float, default=1.0, metavar="USD", help="budget of each question's task (default 1)")
-    e.add_argument("--max-minutes", type=positive_float, metavar="MIN", help="wall time of each question's task (default: the config's)")
+    e.add_argument(
+        "--max-usd", type=positive_float, default=1.0, metavar="USD", help="budget of each question's task (default 1)"
+    )
+    e.add_argument(
+        "--max-minutes", type=positive_float, metavar="MIN", help="wall time of each question's task (default: the config's)"
+    )
     e.add_argument("--max-turns", type=positive_int, metavar="N", help="model turns per executor node (default: the config's)")
     e.add_argument("--judge-model", metavar="SPEC", help="model for `judge` checks without their own `model`")
-    e.add_argument("--baseline", type=Path, metavar="RESULTS", help="a results.json (or its folder) of an earlier run, shown beside this one")
-    e.add_argument("--repo", type=Path, default=Path("."), help="where --brain refs are read and the results committed (default: here)")
+    e.add_argument(
+        "--baseline", type=Path, metavar="RESULTS", help="a results.json (or its folder) of an earlier run, shown beside this one"
+    )
+    e.add_argument(
+        "--repo", type=Path, default=Path("."), help="where --brain refs are read and the results committed (default: here)"
+    )
     e.add_argument("--out", type=Path, metavar="DIR", help="also write results.json and table.md into DIR")
     e.add_argument("--no-commit", action="store_true", help="do not commit the results to agent/eval")
-    e.add_argument("--min-pass-rate", type=float, metavar="X", help="exit 1 when the pass rate of any configuration is below X (0..1)")
+    e.add_argument(
+        "--min-pass-rate", type=float, metavar="X", help="exit 1 when the pass rate of any configuration is below X (0..1)"
+    )
 
 
 def add_replay_parser(sub) -> None:
-    r = sub.add_parser("replay", help="run a recorded task again, answering the model from its recording; name where it diverges",
-                       description="Replays TASK_ID through the current engine in a throwaway clone: each model request is answered "
-                       "from the task's recorded turns, the code runs again in the sandbox. Exit 0 when it reproduces the "
-                       "recorded outcome and answer with the same observations, 1 with the first divergence named.")
+    r = sub.add_parser(
+        "replay",
+        help="run a recorded task again, answering the model from its recording; name where it diverges",
+        description="Replays TASK_ID through the current engine in a throwaway clone: each model request is answered "
+        "from the task's recorded turns, the code runs again in the sandbox. Exit 0 when it reproduces the "
+        "recorded outcome and answer with the same observations, 1 with the first divergence named.",
+    )
     r.add_argument("task_id", help="the recorded task (agent/task/<id> in --repo)")
-    r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory); it is not changed")
+    r.add_argument(
+        "--repo", type=Path, default=Path("."), help="the repository (default: the current directory); it is not changed"
+    )
     r.add_argument("--keep", type=Path, metavar="DIR", help="keep the throwaway clone (with the replayed task branch) in DIR")
-    r.add_argument("--config", type=Path, metavar="FILE", help="your settings for the replay (sandbox limits, prices); the "
-                   "recording's own settings are never used, and its code always runs isolated (bubblewrap or docker), "
-                   "without network")
+    r.add_argument(
+        "--config",
+        type=Path,
+        metavar="FILE",
+        help="your settings for the replay (sandbox limits, prices); the "
+        "recording's own settings are never used, and its code always runs isolated (bubblewrap or docker), "
+        "without network",
+    )
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
@@ -69,8 +101,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     from gitops_agent.observe.trace_build import resolve_task_id
 
     repo = find_repo(args.repo)
-    from gitops_agent.settings.config import load_config
     from gitops_agent.core.errors import ConfigError
+    from gitops_agent.settings.config import load_config
 
     if args.config is not None and not args.config.is_file():
         raise ConfigError(f"--config {args.config}: no such file")
@@ -81,8 +113,11 @@ def cmd_replay(args: argparse.Namespace) -> int:
     else:
         head = "reproduced" if res.reproduced else f"DIVERGED: {res.first().where}: {res.first().what}"
         print(f"replay of {res.task_id}: {head}")
-        print(f"  outcome {res.outcome} (recorded {res.recorded_outcome}), answer {'the same' if res.answer_same else 'different'}, "
-              f"{res.requests} model requests answered from the recording")
+        print(
+            f"  outcome {res.outcome} (recorded {res.recorded_outcome}), "
+            f"answer {'the same' if res.answer_same else 'different'}, "
+            f"{res.requests} model requests answered from the recording"
+        )
         print(f"  cost it would have had: ${res.cost_usd:.4f} (recorded ${res.recorded_cost_usd:.4f})")
         for d in res.divergences[1:10]:
             print(f"  then: {d.where}: {d.what}")
@@ -125,8 +160,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
     baseline = load_run(args.baseline) if args.baseline else None
     total = len(configs) * args.repeat * (len(only) if only else len(suite.questions))
     print(f"gitops-agent eval: {suite.name}, {total} runs, {args.workers} at once", file=sys.stderr)
-    runner = Runner(suite, config=cfg, budget=_question_budget(args), brains=brains,
-                    judge_model=args.judge_model, on_result=_progress_printer(total))
+    runner = Runner(
+        suite,
+        config=cfg,
+        budget=_question_budget(args),
+        brains=brains,
+        judge_model=args.judge_model,
+        on_result=_progress_printer(total),
+    )
     run = runner.run(configs, repeat=args.repeat, workers=args.workers, only=only)
     md = table(run, baseline)
     print(md)
@@ -186,7 +227,9 @@ def _check_models(args: argparse.Namespace, configs: list) -> None:
     """A model that cannot be reached is named now, not as one failed row per question."""
     from gitops_agent.app.local import check_model_env
 
-    for spec in sorted({s for c in configs for s in (c.planner, c.executor)} | ({args.judge_model} if args.judge_model else set())):
+    for spec in sorted(
+        {s for c in configs for s in (c.planner, c.executor)} | ({args.judge_model} if args.judge_model else set())
+    ):
         if spec != "scripted":
             check_model_env(spec)
 
@@ -197,8 +240,11 @@ def _progress_printer(total: int):
 
     def progress(r) -> None:
         done[0] += 1
-        print(f"  [{done[0]}/{total}] {r.id} {r.config}: {'pass' if r.passed else 'FAIL'} ({r.why[:100]}) ${r.cost_usd:.4f} {r.wall_s:.1f} s",
-              file=sys.stderr)
+        print(
+            f"  [{done[0]}/{total}] {r.id} {r.config}: {'pass' if r.passed else 'FAIL'} ({r.why[:100]}) "
+            f"${r.cost_usd:.4f} {r.wall_s:.1f} s",
+            file=sys.stderr,
+        )
 
     return progress
 
@@ -237,8 +283,11 @@ def _pass_rate_exit(args: argparse.Namespace, run) -> int:
     if args.min_pass_rate is not None:
         low = {k: v["pass"] for k, v in summary(run).items() if v["pass"] < args.min_pass_rate}
         if low:
-            print(f"gitops-agent eval: pass rate below {args.min_pass_rate:.0%}: "
-                  + ", ".join(f"{k} {v:.0%}" for k, v in low.items()), file=sys.stderr)
+            print(
+                f"gitops-agent eval: pass rate below {args.min_pass_rate:.0%}: "
+                + ", ".join(f"{k} {v:.0%}" for k, v in low.items()),
+                file=sys.stderr,
+            )
             return EXIT_FAILED
     return EXIT_OK
 

@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from gitops_agent import __version__
-from gitops_agent.core.errors import AgentError, UsageError
-
 from gitops_agent.cli.flags import positive_float, positive_int
-from gitops_agent.cli.output import EXIT_BUDGET, EXIT_FAILED, EXIT_OK, EXIT_USAGE, print_result as _print_result, reporter as _reporter  # noqa: F401
+from gitops_agent.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: F401
+from gitops_agent.cli.output import print_result as _print_result
+from gitops_agent.cli.output import reporter as _reporter
+from gitops_agent.core.errors import AgentError, UsageError
 
 DESCRIPTION = """\
 A low-cost LLM agent that lives in a Git repository. A question becomes a task branch
@@ -42,69 +43,121 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-minutes", type=positive_float, metavar="MIN", help="wall time from the task's start")
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="gitops-agent", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--version", action="version", version=f"gitops-agent {__version__}")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
-
-    r = sub.add_parser("run", help="answer a question in a Git repository", description="Answer QUESTION in the repository: task branch, plan, steps, report.", formatter_class=argparse.RawDescriptionHelpFormatter)
+def _add_run_parser(sub) -> None:
+    """`gitops-agent run`: a question in a repository, or --resume."""
+    r = sub.add_parser(
+        "run",
+        help="answer a question in a Git repository",
+        description="Answer QUESTION in the repository: task branch, plan, steps, report.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     r.add_argument("question", nargs="?", help="the question (or use --resume)")
     r.add_argument("--resume", metavar="TASK_ID", help="continue a task from its last commit (finished nodes are not redone)")
     r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
-    r.add_argument("--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE")
+    r.add_argument(
+        "--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE"
+    )
     r.add_argument("--planner-model", help="model spec for the planner (default from config: a strong model)")
     r.add_argument("--executor-model", help="model spec for the executors (default from config: a cheap model)")
     r.add_argument("--workers", type=positive_int, metavar="N", help="executor steps at once (default 4)")
     r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
-    r.add_argument("--push", nargs="?", const="origin", metavar="REMOTE", help="push every step commit to REMOTE (default origin), rebasing on a lost race")
+    r.add_argument(
+        "--push",
+        nargs="?",
+        const="origin",
+        metavar="REMOTE",
+        help="push every step commit to REMOTE (default origin), rebasing on a lost race",
+    )
     r.add_argument("--task-id", help="use this task id instead of a generated one")
-    r.add_argument("--include-changes", action="store_true",
-                   help="answer over the working tree as it is, uncommitted changes included (default: the last commit, HEAD)")
+    r.add_argument(
+        "--include-changes",
+        action="store_true",
+        help="answer over the working tree as it is, uncommitted changes included (default: the last commit, HEAD)",
+    )
     r.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
     r.add_argument("-v", "--verbose", action="store_true", help="also show skipped (duplicate) steps")
     _budget_args(r)
 
-    d = sub.add_parser("demo", help="run the offline demo: sample data, scripted model, temporary repository",
-                       description="Make a Git repository with a sample data set (data/orders.csv) and answer a question about it "
-                       "with the shipped scripted model and the local sandbox: a real plan, real code really run, every step a "
-                       "commit. Needs no network and no key.")
-    d.add_argument("--dir", type=Path, help="where to create the demo repository (default: a new temporary directory)")
-    d.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
 
-    t = sub.add_parser("tasks", help="list the task branches of a repository",
-                       description="List the tasks of a repository (its agent/task/* branches) with their state; a task whose "
-                       "files do not load is shown as broken, with why. --remove deletes a task's local branch.")
-    t.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
-    t.add_argument("--remove", metavar="TASK_ID", help="delete this task's local branch (the commits stay reachable in the reflog)")
-    t.add_argument("--fetch", metavar="REMOTE", help="first fetch REMOTE's task branches (tasks a remote has are listed too)")
-
-    st = sub.add_parser("step", help="run one step on a GitHub Actions runner (used by action.yml)",
-                        description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
-                        "do the step, push, dispatch the next steps. Reads GITHUB_* and GITOPS_AGENT_* variables.")
-    st.add_argument("which", choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve", "eval"], help="the step (auto: from the event)")
-    st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
-
-    s = sub.add_parser("show", help="print a task's report (or its plan, if unfinished)",
-                       description="Print a task's report.md (or its question and plan, if it has not finished). The task is "
-                       "found here or on a remote.")
-    s.add_argument("task_id", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
-    s.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
-
-    tr = sub.add_parser("trace", help="show a task's trace: plan, timeline of steps, tokens, cost",
-                        description="The trace of a task, from its branch alone (step files and commit trailers): the plan "
-                        "with status marks, one row per step (model, turns, time, tokens, cost, commit), totals, and a check "
-                        "that the commits' Agent-Cost-USD trailers add up to the step records.")
+def _add_trace_parser(sub) -> None:
+    """`gitops-agent trace`: a task's trace in the terminal, as JSON, HTML or OpenTelemetry spans."""
+    tr = sub.add_parser(
+        "trace",
+        help="show a task's trace: plan, timeline of steps, tokens, cost",
+        description="The trace of a task, from its branch alone (step files and commit trailers): the plan "
+        "with status marks, one row per step (model, turns, time, tokens, cost, commit), totals, and a check "
+        "that the commits' Agent-Cost-USD trailers add up to the step records.",
+    )
     tr.add_argument("task", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
     tr.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     tr.add_argument("--json", action="store_true", help="print the trace as JSON on stdout instead")
     tr.add_argument("--html", type=Path, metavar="FILE", help="write the trace as one self-contained HTML page to FILE")
-    tr.add_argument("--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)")
+    tr.add_argument(
+        "--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)"
+    )
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gitops-agent", description=DESCRIPTION, epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--version", action="version", version=f"gitops-agent {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+
+    _add_run_parser(sub)
+
+    d = sub.add_parser(
+        "demo",
+        help="run the offline demo: sample data, scripted model, temporary repository",
+        description="Make a Git repository with a sample data set (data/orders.csv) and answer a question about it "
+        "with the shipped scripted model and the local sandbox: a real plan, real code really run, every step a "
+        "commit. Needs no network and no key.",
+    )
+    d.add_argument("--dir", type=Path, help="where to create the demo repository (default: a new temporary directory)")
+    d.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
+
+    t = sub.add_parser(
+        "tasks",
+        help="list the task branches of a repository",
+        description="List the tasks of a repository (its agent/task/* branches) with their state; a task whose "
+        "files do not load is shown as broken, with why. --remove deletes a task's local branch.",
+    )
+    t.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+    t.add_argument(
+        "--remove", metavar="TASK_ID", help="delete this task's local branch (the commits stay reachable in the reflog)"
+    )
+    t.add_argument("--fetch", metavar="REMOTE", help="first fetch REMOTE's task branches (tasks a remote has are listed too)")
+
+    st = sub.add_parser(
+        "step",
+        help="run one step on a GitHub Actions runner (used by action.yml)",
+        description="Run one step of a task inside GitHub Actions: read the event, fetch the task branch, "
+        "do the step, push, dispatch the next steps. Reads GITHUB_* and GITOPS_AGENT_* variables.",
+    )
+    st.add_argument(
+        "which",
+        choices=["auto", "intake", "plan", "execute", "finish", "reconcile", "evolve", "eval"],
+        help="the step (auto: from the event)",
+    )
+    st.add_argument("--event", default=None, help="event JSON (default: $GITHUB_EVENT_PATH)")
+
+    s = sub.add_parser(
+        "show",
+        help="print a task's report (or its plan, if unfinished)",
+        description="Print a task's report.md (or its question and plan, if it has not finished). The task is "
+        "found here or on a remote.",
+    )
+    s.add_argument("task_id", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
+    s.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
+
+    _add_trace_parser(sub)
 
     # memory, brain, evolve, fork (gitops_agent/cli/memory.py)
     from gitops_agent.cli.memory import add_parsers
 
     add_parsers(sub)
-    from gitops_agent.cli.evals import add_parsers as add_eval, add_replay_parser
+    from gitops_agent.cli.evals import add_parsers as add_eval
+    from gitops_agent.cli.evals import add_replay_parser
 
     add_eval(sub)
     add_replay_parser(sub)
@@ -122,8 +175,7 @@ def _on_signal(signum, frame) -> None:  # noqa: ANN001 - signal's signature
     if CANCEL.is_set():
         print("\ngitops-agent: quitting now", file=sys.stderr)
         _quit(130)
-    print("\ngitops-agent: stopping (the model call and the code in the sandbox); Ctrl-C again to quit at once",
-          file=sys.stderr)
+    print("\ngitops-agent: stopping (the model call and the code in the sandbox); Ctrl-C again to quit at once", file=sys.stderr)
     CANCEL.cancel("interrupted")
 
 
@@ -158,14 +210,22 @@ def main(argv: list[str] | None = None) -> int:
 
     telemetry.setup()  # spans over OTLP when OTEL_EXPORTER_OTLP_ENDPOINT is set; else nothing
     try:
-        from gitops_agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
-
         from gitops_agent.cli.evals import COMMANDS as EVAL_COMMANDS
+        from gitops_agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
         from gitops_agent.cli.serve_local import COMMANDS as SERVE_COMMANDS
         from gitops_agent.cli.tasks import cmd_show, cmd_tasks
 
-        return {"run": cmd_run, "demo": cmd_demo, "tasks": cmd_tasks, "show": cmd_show, "step": cmd_step, "trace": cmd_trace,
-                **MEMORY_COMMANDS, **EVAL_COMMANDS, **SERVE_COMMANDS}[args.command](args)
+        return {
+            "run": cmd_run,
+            "demo": cmd_demo,
+            "tasks": cmd_tasks,
+            "show": cmd_show,
+            "step": cmd_step,
+            "trace": cmd_trace,
+            **MEMORY_COMMANDS,
+            **EVAL_COMMANDS,
+            **SERVE_COMMANDS,
+        }[args.command](args)
     except UsageError as e:
         print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)
         return EXIT_USAGE
@@ -181,9 +241,14 @@ def main(argv: list[str] | None = None) -> int:
         task = getattr(e, "task_id", None)
         repo = getattr(args, "repo", None)
         where = f" --repo {repo}" if repo is not None and Path(repo).resolve() != Path.cwd().resolve() else ""
-        resume = f"gitops-agent run{where} --resume {task}" if task else "gitops-agent tasks, then gitops-agent run --resume TASK_ID"
-        print(f"\ngitops-agent: interrupted; every finished step is committed, the one in flight is redone on resume. "
-              f"Continue with: {resume}", file=sys.stderr)
+        resume = (
+            f"gitops-agent run{where} --resume {task}" if task else "gitops-agent tasks, then gitops-agent run --resume TASK_ID"
+        )
+        print(
+            f"\ngitops-agent: interrupted; every finished step is committed, the one in flight is redone on resume. "
+            f"Continue with: {resume}",
+            file=sys.stderr,
+        )
         import threading
 
         if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
@@ -199,9 +264,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     CANCEL.reset()
     _signals()
-    from gitops_agent.settings.config import CONFIG_PATH, load_config
-    from gitops_agent.core.state import Budget, branch_for, check_task_id
     from gitops_agent.app.local import check_model_env, find_repo, make_runtime, resume, run_question
+    from gitops_agent.core.state import Budget, branch_for, check_task_id
+    from gitops_agent.settings.config import CONFIG_PATH, load_config
 
     if args.question is not None and args.resume:
         raise UsageError("give a QUESTION or --resume TASK_ID, not both")
@@ -219,10 +284,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     repo = find_repo(args.repo)
     cfg = load_config(args.config or (repo / CONFIG_PATH))
     # validated as a whole, so a flag can never make a task.json that does not load
-    budget = Budget.model_validate({**cfg.budget.model_dump(), **{k: v for k, v in {
-        "max_usd": args.max_usd, "max_steps": args.max_steps, "max_turns": args.max_turns,
-        "max_wall_seconds": max(1, int(args.max_minutes * 60)) if args.max_minutes else None,
-    }.items() if v is not None}})
+    budget = Budget.model_validate(
+        {
+            **cfg.budget.model_dump(),
+            **{
+                k: v
+                for k, v in {
+                    "max_usd": args.max_usd,
+                    "max_steps": args.max_steps,
+                    "max_turns": args.max_turns,
+                    "max_wall_seconds": max(1, int(args.max_minutes * 60)) if args.max_minutes else None,
+                }.items()
+                if v is not None
+            },
+        }
+    )
     cfg = cfg.model_copy(update={"budget": budget, "workers": args.workers or cfg.workers})
     if args.resume:
         from gitops_agent.cli.tasks import local_branch_for, open_task
@@ -244,8 +320,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     check_sandbox(cfg)  # and a sandbox backend that cannot run here
     if args.task_id and rt.git.tip(f"agent/task/{args.task_id}", fetch=False) is not None:
         raise UsageError(f"--task-id: a task {args.task_id!r} exists already (continue it with --resume {args.task_id})")
-    res = run_question(rt, args.question, planner_model=planner, executor_model=executor, budget=budget, task_id=args.task_id,
-                       include_changes=args.include_changes)
+    res = run_question(
+        rt,
+        args.question,
+        planner_model=planner,
+        executor_model=executor,
+        budget=budget,
+        task_id=args.task_id,
+        include_changes=args.include_changes,
+    )
     return _print_result(res, repo)
 
 
@@ -259,8 +342,8 @@ def check_sandbox(cfg) -> None:
 def cmd_demo(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from gitops_agent.settings.config import AgentConfig
     from gitops_agent.app.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+    from gitops_agent.settings.config import AgentConfig
 
     repo = make_demo_repo(args.dir)
     err = Console(file=sys.stderr, highlight=False, soft_wrap=True)
@@ -287,10 +370,9 @@ def cmd_trace(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from gitops_agent.app.local import find_repo
+    from gitops_agent.cli.tasks import open_task
     from gitops_agent.observe.terminal import render_terminal
     from gitops_agent.observe.trace_build import build_trace
-
-    from gitops_agent.cli.tasks import open_task
 
     git, tid = open_task(find_repo(args.repo), args.task)
     trace = build_trace(git, tid, fetch=False)
@@ -299,11 +381,17 @@ def cmd_trace(args: argparse.Namespace) -> int:
         from gitops_agent.observe.telemetry import export_trace, flush, setup
 
         if not setup():
-            raise ConfigError("--otlp needs OTEL_EXPORTER_OTLP_ENDPOINT and the OpenTelemetry SDK and OTLP exporter "
-                              "(pip install 'gitops-agent[otel]')")
+            raise ConfigError(
+                "--otlp needs OTEL_EXPORTER_OTLP_ENDPOINT and the OpenTelemetry SDK and OTLP exporter "
+                "(pip install 'gitops-agent[otel]')"
+            )
         n = export_trace(trace)
         flush()
-        print(f"sent {n} spans to {os.environ.get('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') or os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT')}", file=sys.stderr)
+        print(
+            f"sent {n} spans to "
+            f"{os.environ.get('OTEL_EXPORTER_OTLP_TRACES_ENDPOINT') or os.environ.get('OTEL_EXPORTER_OTLP_ENDPOINT')}",
+            file=sys.stderr,
+        )
     if args.html:
         from gitops_agent.observe.html import write_html
 

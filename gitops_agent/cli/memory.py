@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gitops_agent.cli.flags import positive_int, step_number
-
 from gitops_agent.cli.output import EXIT_FAILED, EXIT_OK  # noqa: F401
 
 if TYPE_CHECKING:
@@ -30,20 +29,35 @@ if TYPE_CHECKING:
 
 def add_parsers(sub) -> None:
     """Add the subcommands to the `gitops-agent` parser's subparsers."""
-    m = sub.add_parser("memory", help="search, show and add to the memory branch (agent/memory)",
-                       description="The memory branch agent/memory: one experience per finished task, and shared data sets under data/.")
+    _add_memory_parser(sub)
+    _add_brain_parser(sub)
+    _add_evolve_parser(sub)
+    _add_fork_parser(sub)
+
+
+def _add_memory_parser(sub) -> None:
+    """`gitops-agent memory search|show|list|add-data|reindex`."""
+    m = sub.add_parser(
+        "memory",
+        help="search, show and add to the memory branch (agent/memory)",
+        description="The memory branch agent/memory: one experience per finished task, and shared data sets under data/.",
+    )
     msub = m.add_subparsers(dest="memory_command", metavar="ACTION")
     ms = msub.add_parser("search", help="the past experiences most similar to TEXT")
     ms.add_argument("text", help="the question or words to look for")
     ms.add_argument("-k", type=positive_int, default=5, help="how many (default 5)")
-    ms.add_argument("--method", choices=["bm25", "embed", "hybrid"], help="retrieval method (default bm25, or $GITOPS_AGENT_RETRIEVAL)")
+    ms.add_argument(
+        "--method", choices=["bm25", "embed", "hybrid"], help="retrieval method (default bm25, or $GITOPS_AGENT_RETRIEVAL)"
+    )
     ms.add_argument("--json", action="store_true", help="print JSON lines: task id, score and the experience")
     mshow = msub.add_parser("show", help="print one task's experience")
     mshow.add_argument("task_id", help="the task whose experience to print")
     mshow.add_argument("--json", action="store_true", help="print the experience as JSON")
     ml = msub.add_parser("list", help="list the experiences and data sets")
     ml.add_argument("--json", action="store_true", help="print JSON")
-    ma = msub.add_parser("add-data", help="commit a file or directory under data/ on the memory branch (read-only for the model's code)")
+    ma = msub.add_parser(
+        "add-data", help="commit a file or directory under data/ on the memory branch (read-only for the model's code)"
+    )
     ma.add_argument("path", type=Path, help="the file or directory to add")
     ma.add_argument("--name", help="name under data/ (default: the file or directory name)")
     mr = msub.add_parser("reindex", help="rebuild the cached retrieval index of the memory tip")
@@ -51,8 +65,15 @@ def add_parsers(sub) -> None:
     for p in (m, ms, mshow, ml, ma, mr):
         p.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
 
-    b = sub.add_parser("brain", help="the agent/brain branch: this repository's agents, prompts and tools",
-                       description="agent/brain overrides the packaged agents (agents/*.yaml), prompts (prompts/*.j2) and adds helper tools (tools/*.py).")
+
+def _add_brain_parser(sub) -> None:
+    """`gitops-agent brain init|diff|show`."""
+    b = sub.add_parser(
+        "brain",
+        help="the agent/brain branch: this repository's agents, prompts and tools",
+        description="agent/brain overrides the packaged agents (agents/*.yaml), prompts (prompts/*.j2) and adds helper tools "
+        "(tools/*.py).",
+    )
     bsub = b.add_subparsers(dest="brain_command", metavar="ACTION")
     bi = bsub.add_parser("init", help="create agent/brain from the packaged defaults")
     bd = bsub.add_parser("diff", help="what agent/brain changes from the packaged defaults (unified diff per file)")
@@ -60,22 +81,42 @@ def add_parsers(sub) -> None:
     for p in (b, bi, bd, bs):
         p.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
 
-    e = sub.add_parser("evolve", help="propose brain changes from the memory, on a new agent/brain-proposal/<date> branch",
-                       description="Reads recent experiences (failures and lessons first), asks the model for concrete changes to the "
-                       "brain, validates them and commits them on agent/brain-proposal/<date> (based on agent/brain; never merged).")
+
+def _add_evolve_parser(sub) -> None:
+    """`gitops-agent evolve`: a brain proposal from the memory (measured on a suite unless --no-eval)."""
+    e = sub.add_parser(
+        "evolve",
+        help="propose brain changes from the memory, on a new agent/brain-proposal/<date> branch",
+        description="Reads recent experiences (failures and lessons first), asks the model for concrete changes to the "
+        "brain, validates them and commits them on agent/brain-proposal/<date> (based on agent/brain; never merged).",
+    )
     e.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     e.add_argument("--model", help="model spec (default: the planner model of the config)")
     e.add_argument("--last", type=positive_int, default=20, help="how many recent experiences to read (default 20)")
-    e.add_argument("--suite", help="the eval suite run on the current and the proposed brain (default: evolve.suite of the config, dabench)")
-    e.add_argument("--eval-model", metavar="SPEC", help="who answers the suite (default: evolve.model, else the task models); `scripted`: the suite's solutions")
+    e.add_argument(
+        "--suite", help="the eval suite run on the current and the proposed brain (default: evolve.suite of the config, dabench)"
+    )
+    e.add_argument(
+        "--eval-model",
+        metavar="SPEC",
+        help="who answers the suite (default: evolve.model, else the task models); `scripted`: the suite's solutions",
+    )
     e.add_argument("--workers", type=positive_int, default=4, metavar="N", help="suite questions at once (default 4)")
     e.add_argument("--no-eval", action="store_true", help="propose without measuring")
 
-    f = sub.add_parser("fork", help="a new task from a step of an old one, with a new instruction; runs it",
-                       description="Starts a new task branch at the commit of step STEP of TASK_ID (done nodes keep their results), "
-                       "adds the instruction, and runs the planner from there. The old branch is not touched.")
+
+def _add_fork_parser(sub) -> None:
+    """`gitops-agent fork TASK_ID --at STEP [instruction]`."""
+    f = sub.add_parser(
+        "fork",
+        help="a new task from a step of an old one, with a new instruction; runs it",
+        description="Starts a new task branch at the commit of step STEP of TASK_ID (done nodes keep their results), "
+        "adds the instruction, and runs the planner from there. The old branch is not touched.",
+    )
     f.add_argument("task_id", metavar="TASK_ID", help="the task to fork")
-    f.add_argument("--at", type=step_number, required=True, metavar="STEP", help="the step number (Agent-Step trailer) to fork at")
+    f.add_argument(
+        "--at", type=step_number, required=True, metavar="STEP", help="the step number (Agent-Step trailer) to fork at"
+    )
     f.add_argument("instruction", nargs="?", help="a new instruction for the fork")
     f.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     f.add_argument("--task-id", dest="new_task_id", help="the new task's id (default: <task-id>-fork<step>)")
@@ -103,8 +144,8 @@ class _IntermixedParser(argparse.ArgumentParser):
 
 
 def _git(args):
-    from gitops_agent.git.repo import GitRepo
     from gitops_agent.app.local import find_repo
+    from gitops_agent.git.repo import GitRepo
 
     return GitRepo(find_repo(args.repo))
 
@@ -121,7 +162,9 @@ def cmd_memory(args: argparse.Namespace) -> int:
     if action == "add-data":  # the one action that works on a repository with no memory yet
         return _memory_add_data(store, args)
     if store.tip() is None:
-        raise ConfigError(f"this repository has no memory yet ({MEMORY_BRANCH}); it is made when a task finishes, or by `memory add-data`")
+        raise ConfigError(
+            f"this repository has no memory yet ({MEMORY_BRANCH}); it is made when a task finishes, or by `memory add-data`"
+        )
     run = _MEMORY_ACTIONS.get(action)
     if run is None:
         raise ConfigError(f"unknown memory action {action!r}")  # pragma: no cover
@@ -149,8 +192,17 @@ def _memory_search(store: MemoryStore, args: argparse.Namespace) -> int:
     hits = store.search(args.text, args.k, args.method)
     if args.json:
         for h in hits:
-            print(json.dumps({"task_id": h.experience.task_id, "score": round(h.score, 4), "rank": h.rank,
-                              "experience": h.experience.model_dump(mode="json", by_alias=True)}, ensure_ascii=False))
+            print(
+                json.dumps(
+                    {
+                        "task_id": h.experience.task_id,
+                        "score": round(h.score, 4),
+                        "rank": h.rank,
+                        "experience": h.experience.model_dump(mode="json", by_alias=True),
+                    },
+                    ensure_ascii=False,
+                )
+            )
         return EXIT_OK
     if not hits:
         print("no similar experience")
@@ -205,8 +257,20 @@ def _memory_list(store: MemoryStore, args: argparse.Namespace) -> int:
     exps = sorted(store.experiences(), key=lambda e: e.date, reverse=True)
     data = store.data_files()
     if args.json:
-        print(json.dumps({"tip": store.tip(), "experiences": [{"task_id": e.task_id, "outcome": e.outcome, "date": e.date.isoformat(),
-                          "question": e.question[:200]} for e in exps], "data": data, "problems": store.problems}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "tip": store.tip(),
+                    "experiences": [
+                        {"task_id": e.task_id, "outcome": e.outcome, "date": e.date.isoformat(), "question": e.question[:200]}
+                        for e in exps
+                    ],
+                    "data": data,
+                    "problems": store.problems,
+                },
+                indent=2,
+            )
+        )
         return EXIT_OK
     print(f"{len(exps)} experience(s) on {MEMORY_BRANCH}")
     for e in exps:
@@ -254,12 +318,12 @@ def cmd_brain(args: argparse.Namespace) -> int:
 
 
 def cmd_evolve(args: argparse.Namespace) -> int:
-    from gitops_agent.settings.config import CONFIG_PATH, load_config
-    from gitops_agent.evolve.propose import run_evolve
     from gitops_agent.app.local import check_model_env, find_repo
+    from gitops_agent.evolve.propose import run_evolve
+    from gitops_agent.git.repo import GitRepo
     from gitops_agent.models import make_model
     from gitops_agent.observe.progress import ConsoleReporter
-    from gitops_agent.git.repo import GitRepo
+    from gitops_agent.settings.config import CONFIG_PATH, load_config
 
     repo = find_repo(args.repo)
     spec = args.model or load_config(repo / CONFIG_PATH).models.planner
@@ -279,12 +343,14 @@ def cmd_evolve(args: argparse.Namespace) -> int:
             try:
                 check_model_env(eval_spec)  # before a proposal is made that then cannot be measured
             except ConfigError as e:
-                raise ConfigError(f"evolve measures its proposal on the suite {cfg.evolve.suite}: {e}; "
-                                  "or choose its model with --eval-model SPEC, or skip it with --no-eval") from None
+                raise ConfigError(
+                    f"evolve measures its proposal on the suite {cfg.evolve.suite}: {e}; "
+                    "or choose its model with --eval-model SPEC, or skip it with --no-eval"
+                ) from None
     p = run_evolve(git, make_model(spec), last=args.last, reporter=ConsoleReporter(), max_usd=cfg.evolve.max_usd)
     if not args.no_eval:
-        from gitops_agent.evolve.gate import compare_brains
         from gitops_agent.eval.store import commit_run
+        from gitops_agent.evolve.gate import compare_brains
 
         print(f"measuring: suite {cfg.evolve.suite} on agent/brain @ {p.base[:12]} and on the proposal …", file=sys.stderr)
         p.gate = compare_brains(git, p.base, p.commit, cfg, repo=repo, workers=args.workers)
@@ -305,9 +371,10 @@ def cmd_evolve(args: argparse.Namespace) -> int:
 
 
 def cmd_fork(args: argparse.Namespace) -> int:
-    from gitops_agent.cli.output import print_result as _print_result, reporter as _reporter
     from gitops_agent.app.fork import fork_task, run_fork
     from gitops_agent.app.local import check_model_env, find_repo, make_runtime
+    from gitops_agent.cli.output import print_result as _print_result
+    from gitops_agent.cli.output import reporter as _reporter
     from gitops_agent.core.state import TaskModels
 
     repo = find_repo(args.repo)

@@ -81,8 +81,15 @@ def cmd_tasks(args: argparse.Namespace) -> int:
     if args.fetch:
         if args.fetch not in remotes(git):
             raise UsageError(f"--fetch: no remote {args.fetch!r} (git remote lists: {', '.join(remotes(git)) or 'none'})")
-        git.git("fetch", "--quiet", "--no-tags", "--no-write-fetch-head", args.fetch,
-                f"+refs/heads/{BRANCH_PREFIX}*:refs/remotes/{args.fetch}/{BRANCH_PREFIX}*", network=True)
+        git.git(
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            args.fetch,
+            f"+refs/heads/{BRANCH_PREFIX}*:refs/remotes/{args.fetch}/{BRANCH_PREFIX}*",
+            network=True,
+        )
     rows: dict[str, tuple[GitRepo, str, str, str]] = {}  # task id -> store, where, date, subject
     fmt = "--format=%(refname)\t%(committerdate:iso8601)\t%(contents:subject)"
     for line in git.git("for-each-ref", "--sort=refname", fmt, f"refs/heads/{BRANCH_PREFIX}").splitlines():

@@ -63,8 +63,9 @@ class ModelError(AgentError):
     ``retryable`` whether trying again later may succeed (overloaded, rate limited, 5xx, a
     timeout, a dropped connection) -- the runtime then retries a bounded number of times."""
 
-    def __init__(self, message: str = "", *, status: int | None = None, retry_after: float | None = None,
-                 retryable: bool = False):
+    def __init__(
+        self, message: str = "", *, status: int | None = None, retry_after: float | None = None, retryable: bool = False
+    ):
         super().__init__(message)
         self.status = status
         self.retry_after = retry_after

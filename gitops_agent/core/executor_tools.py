@@ -57,8 +57,9 @@ EXECUTOR_TOOLS: dict[str, ExecutorTool] = {}
 
 def executor_tool(name: str, description: str, properties: dict[str, Any], required: list[str]) -> Callable[[Effect], Effect]:
     """Declare the decorated effect as the executor tool ``name``."""
-    spec = ToolSpec(name=name, description=description,
-                    input_schema={"type": "object", "properties": properties, "required": required})
+    spec = ToolSpec(
+        name=name, description=description, input_schema={"type": "object", "properties": properties, "required": required}
+    )
 
     def register(effect: Effect) -> Effect:
         EXECUTOR_TOOLS[name] = ExecutorTool(spec, effect)
@@ -74,21 +75,35 @@ def _text(args: dict[str, Any], key: str, tool: str) -> str:
     return value
 
 
-@executor_tool("run_python", "Run Python code as a fresh process in the task's working tree. Returns exit code, stdout, stderr.",
-               {"code": {"type": "string"}}, ["code"])
+@executor_tool(
+    "run_python",
+    "Run Python code as a fresh process in the task's working tree. Returns exit code, stdout, stderr.",
+    {"code": {"type": "string"}},
+    ["code"],
+)
 def run_python(ctx: ToolContext, args: dict[str, Any]) -> Observation:
     return ctx.sandbox.run_python(_text(args, "code", "run_python"), ctx.tree, timeout=ctx.timeout())
 
 
-@executor_tool("run_shell", "Run a bash command in the task's working tree. Returns exit code, stdout, stderr.",
-               {"command": {"type": "string"}}, ["command"])
+@executor_tool(
+    "run_shell",
+    "Run a bash command in the task's working tree. Returns exit code, stdout, stderr.",
+    {"command": {"type": "string"}},
+    ["command"],
+)
 def run_shell(ctx: ToolContext, args: dict[str, Any]) -> Observation:
     return ctx.sandbox.run_shell(_text(args, "command", "run_shell"), ctx.tree, timeout=ctx.timeout())
 
 
-@executor_tool("finish_step", "End this node with its result (Markdown) and status done or failed.",
-               {"result": {"type": "string", "description": "What this node found or produced, with figures."},
-                "status": {"type": "string", "enum": ["done", "failed"]}}, ["result", "status"])
+@executor_tool(
+    "finish_step",
+    "End this node with its result (Markdown) and status done or failed.",
+    {
+        "result": {"type": "string", "description": "What this node found or produced, with figures."},
+        "status": {"type": "string", "enum": ["done", "failed"]},
+    },
+    ["result", "status"],
+)
 def finish_step(ctx: ToolContext, args: dict[str, Any]) -> Finished:
     status, result = args.get("status", "done"), args.get("result")
     if status not in ("done", "failed") or not isinstance(result, str) or not result.strip():

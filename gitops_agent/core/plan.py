@@ -130,7 +130,9 @@ class Plan(BaseModel):
         for n in self.walk():
             if n.is_leaf and n.status == NodeStatus.pending and n not in self.ready():
                 deps = self._all_deps(n)
-                if any((d := self.get(x)) is not None and self.status_of(d) in (NodeStatus.failed, NodeStatus.skipped) for x in deps):
+                if any(
+                    (d := self.get(x)) is not None and self.status_of(d) in (NodeStatus.failed, NodeStatus.skipped) for x in deps
+                ):
                     out.append(n)
         return out
 
@@ -198,7 +200,7 @@ def plan_problems(nodes: list[PlanNode]) -> list[str]:
         stack.append(u)
         for v in sorted(edges[u]):
             if state.get(v) == 1:
-                return stack[stack.index(v):] + [v]
+                return stack[stack.index(v) :] + [v]
             if state.get(v) is None:
                 found = dfs(v)
                 if found:

@@ -52,8 +52,13 @@ def redo(plan: Plan, ids: Iterable[str]) -> list[str]:
 
 
 def _same(a: PlanNode, b: PlanNode) -> bool:
-    return (a.title, a.goal, a.agent, sorted(a.depends_on), [c.id for c in a.children]) == \
-        (b.title, b.goal, b.agent, sorted(b.depends_on), [c.id for c in b.children])
+    return (a.title, a.goal, a.agent, sorted(a.depends_on), [c.id for c in a.children]) == (
+        b.title,
+        b.goal,
+        b.agent,
+        sorted(b.depends_on),
+        [c.id for c in b.children],
+    )
 
 
 def take_person_edits(snap: "Snapshot", engine_plan: Plan | None, path: str) -> list[str]:
@@ -71,7 +76,9 @@ def take_person_edits(snap: "Snapshot", engine_plan: Plan | None, path: str) -> 
         o = engine_plan.get(n.id)
         if o is None:
             if n.is_leaf and n.status != NodeStatus.pending:
-                raise StateFileError(path, f"node {n.id!r}: a new node must be pending (status {n.status.value!r}); the agent runs it")
+                raise StateFileError(
+                    path, f"node {n.id!r}: a new node must be pending (status {n.status.value!r}); the agent runs it"
+                )
             n.status, n.step, n.result = NodeStatus.pending, None, None
             notes.append(f"node {n.id} added: {n.title}")
             continue
@@ -85,8 +92,11 @@ def take_person_edits(snap: "Snapshot", engine_plan: Plan | None, path: str) -> 
             notes.append(f"node {n.id} changed: run again")
         elif n.status != o.status and not (n.status == NodeStatus.pending and o.status == NodeStatus.pending):
             if n.status in (NodeStatus.done, NodeStatus.failed, NodeStatus.running) and o.status != n.status:
-                raise StateFileError(path, f"node {n.id!r}: status {n.status.value!r} is the agent's to set; "
-                                           "set a node to 'pending' to have it run again")
+                raise StateFileError(
+                    path,
+                    f"node {n.id!r}: status {n.status.value!r} is the agent's to set; "
+                    "set a node to 'pending' to have it run again",
+                )
         if n.id not in again:  # the engine's record stands
             n.status, n.step, n.result, n.attempts = o.status, o.step, o.result, o.attempts
     for o in engine_plan.walk():

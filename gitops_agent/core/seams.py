@@ -58,8 +58,9 @@ class Job(BaseModel):
     seq: int | None = Field(None, description="Step number reserved for an execute job.")
     hop: int = 0
     reason: str | None = Field(None, description="Why a finish was requested early, in words.")
-    stop: Literal["budget", "error"] | None = Field(None, description="Why a finish was requested early: the budget is "
-                                                    "spent, or an error the task cannot go on from.")
+    stop: Literal["budget", "error"] | None = Field(
+        None, description="Why a finish was requested early: the budget is spent, or an error the task cannot go on from."
+    )
 
 
 @runtime_checkable
@@ -136,7 +137,10 @@ class GitStore(Protocol):
 
     def log(self, ref: str, max_count: int | None = None, grep_trailer: tuple[str, str] | None = None) -> list["Commit"]: ...
 
-    def git(self, *args: str, input: bytes | None = None, env: dict | None = None, check: bool = True, network: bool = False) -> str: ...
+    def git(
+        self, *args: str, input: bytes | None = None, env: dict | None = None, check: bool = True, network: bool = False
+    ) -> str: ...
 
-    def checkout(self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (),
-                 keep: tuple[str, ...] | list[str] = ()) -> AbstractContextManager["Checkout"]: ...
+    def checkout(
+        self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (), keep: tuple[str, ...] | list[str] = ()
+    ) -> AbstractContextManager["Checkout"]: ...

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 
 from gitops_agent.core.errors import BudgetExceeded, StateFileError, TaskNotFound
+from gitops_agent.core.plan import Plan
 from gitops_agent.core.seams import GitStore
 from gitops_agent.core.state import NodeStatus, StepRecord, TaskFile, Usage, branch_for, parse_state, step_dirname, task_dir
-from gitops_agent.core.plan import Plan
 
 _STEP_DIR_RE = re.compile(r"(\d{4,})-([A-Za-z_][A-Za-z0-9_-]*)")
 
@@ -86,7 +86,9 @@ class Snapshot:
             seqs += [n.step for n in self.plan.walk() if n.step is not None]
         return max(seqs) + 1
 
-    def budget_problem(self, hop: int = 0, extra_usd: float = 0.0, extra_tokens: int = 0, now: datetime | None = None) -> BudgetExceeded | None:
+    def budget_problem(
+        self, hop: int = 0, extra_usd: float = 0.0, extra_tokens: int = 0, now: datetime | None = None
+    ) -> BudgetExceeded | None:
         """The first budget this task has spent, if any."""
         b = self.task.budget
         now = now or datetime.now(timezone.utc)
@@ -190,7 +192,7 @@ def record_path(root: str, path: str, name: str) -> bool:
     prefix = f"{root}/steps/"
     if not path.startswith(prefix):
         return False
-    parts = path[len(prefix):].split("/")
+    parts = path[len(prefix) :].split("/")
     return len(parts) == 2 and parts[1] == name and _STEP_DIR_RE.fullmatch(parts[0]) is not None
 
 
@@ -210,7 +212,9 @@ def load_snapshot(git: GitStore, task_id: str, tip: str | None = None, fetch: bo
     result_paths = [f for f in files if record_path(root, f, "result.md")]
     # one cat-file for every blob not seen before (task.json and plan.json change; step
     # records and results never do once written)
-    missing = [ids[p] for p in [task_path, plan_path, *step_paths, *result_paths] if p in ids and _CACHE.get("raw", ids[p]) is None]
+    missing = [
+        ids[p] for p in [task_path, plan_path, *step_paths, *result_paths] if p in ids and _CACHE.get("raw", ids[p]) is None
+    ]
     for blob, data in git.read_blobs(missing).items():  # type: ignore[attr-defined]
         _CACHE.put("raw", blob, data)
 

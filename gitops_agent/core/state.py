@@ -50,9 +50,7 @@ def branch_for(task_id: str) -> str:
 
 def check_task_id(task_id: str) -> str:
     if not TASK_ID_RE.fullmatch(task_id or ""):
-        raise BadName(
-            f"bad task id {task_id!r}: use 1-80 letters, digits, '-' or '_', starting with a letter or digit"
-        )
+        raise BadName(f"bad task id {task_id!r}: use 1-80 letters, digits, '-' or '_', starting with a letter or digit")
     return task_id
 
 
@@ -107,7 +105,12 @@ class Usage(BaseModel):
 
     @classmethod
     def from_trailer(cls, text: str) -> "Usage":
-        keys = {"in": "input_tokens", "out": "output_tokens", "cache_read": "cache_read_tokens", "cache_write": "cache_write_tokens"}
+        keys = {
+            "in": "input_tokens",
+            "out": "output_tokens",
+            "cache_read": "cache_read_tokens",
+            "cache_write": "cache_write_tokens",
+        }
         values: dict[str, int] = {}
         for part in text.split():
             k, _, v = part.partition("=")
@@ -124,10 +127,16 @@ class Budget(BaseModel):
     max_tokens: int = Field(3_000_000, ge=0, description="Input + output tokens (cached included).")
     max_steps: int = Field(40, ge=1, description="Planner + executor steps.")
     max_turns: int = Field(12, ge=1, description="Model turns per executor node.")
-    max_wall_seconds: int = Field(3600, ge=1, description="Per round: from the task's creation, or its latest follow-up, to finish.")
+    max_wall_seconds: int = Field(
+        3600, ge=1, description="Per round: from the task's creation, or its latest follow-up, to finish."
+    )
     max_hops: int = Field(200, ge=1, description="Dispatches in a row; ends any loop.")
-    max_node_attempts: int = Field(2, ge=1, description="Runs of one node the planner may ask for (a changed goal after a "
-                                   "failure runs it again); a person's `/agent retry` or plan edit may run it once more.")
+    max_node_attempts: int = Field(
+        2,
+        ge=1,
+        description="Runs of one node the planner may ask for (a changed goal after a "
+        "failure runs it again); a person's `/agent retry` or plan edit may run it once more.",
+    )
 
 
 class TaskSource(BaseModel):
@@ -140,8 +149,9 @@ class TaskSource(BaseModel):
     author: str | None = Field(None, description="Who wrote the question (an issue's author).")
     url: str | None = None
     started_by: str | None = Field(None, description="Who started the task, when not the author (a writer's label).")
-    trusted: bool = Field(True, description="Whether the author of the question can write to the repository; "
-                          "the model is told when they cannot.")
+    trusted: bool = Field(
+        True, description="Whether the author of the question can write to the repository; the model is told when they cannot."
+    )
 
 
 class TaskModels(BaseModel):
@@ -185,8 +195,11 @@ class TaskFile(BaseModel):
     created_at: datetime
     instructions: list[str] = Field(default_factory=list, description="Follow-up instructions, oldest first.")
     follow_ups: list[FollowUp] = Field(default_factory=list, description="Where each instruction was asked (same order).")
-    settings_at: str | None = Field(None, description="The default branch's commit whose settings govern the current round "
-                                    "(set by each follow-up's intake; None: base_sha).")
+    settings_at: str | None = Field(
+        None,
+        description="The default branch's commit whose settings govern the current round "
+        "(set by each follow-up's intake; None: base_sha).",
+    )
     # fork (gitops_agent/app/fork.py): the task and step this one was forked from
     parent: TaskParent | None = None
     brain: str | None = Field(None, description="The agent/brain commit the task was started with (every step uses it).")
@@ -247,14 +260,23 @@ class StepRecord(BaseModel):
     artifacts: list[str] = Field(default_factory=list)
     refused: list[str] = Field(default_factory=list, description="Changes refused by policy, with the reason.")
     steered: list[str] = Field(default_factory=list, description="A plan step: what people changed in the plan (edits, retry).")
-    plan_sha256: str | None = Field(None, description="A plan step: sha256 of the plan.json it wrote (a later edit by a person "
-                                    "is seen without reading history).")
-    flagged: list[str] = Field(default_factory=list, description="Changes committed but listed at the top of the pull "
-                               "request (files tools run, files that existed before), with the reason.")
-    cascade: list["CascadeAttempt"] = Field(default_factory=list, description="An executor whose agent has a model cascade: "
-                                            "each model tried, in order (the last one's outcome is the step's).")
+    plan_sha256: str | None = Field(
+        None,
+        description="A plan step: sha256 of the plan.json it wrote (a later edit by a person is seen without reading history).",
+    )
+    flagged: list[str] = Field(
+        default_factory=list,
+        description="Changes committed but listed at the top of the pull "
+        "request (files tools run, files that existed before), with the reason.",
+    )
+    cascade: list["CascadeAttempt"] = Field(
+        default_factory=list,
+        description="An executor whose agent has a model cascade: "
+        "each model tried, in order (the last one's outcome is the step's).",
+    )
     outcome: Literal["done", "failed", "budget", "error"] | None = Field(
-        None, description="A finish step: how the task ended (also its Agent-Outcome trailer).")
+        None, description="A finish step: how the task ended (also its Agent-Outcome trailer)."
+    )
     error: str | None = None
 
 

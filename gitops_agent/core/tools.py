@@ -82,7 +82,11 @@ PROPOSE_BRAIN_CHANGE = ToolSpec(
             },
             "title": {"type": "string", "description": "One line for the pull request title."},
             "rationale": {"type": "string", "description": "Why these changes, in Markdown, citing what the experiences showed."},
-            "experiences": {"type": "array", "items": {"type": "string"}, "description": "Task ids of the experiences behind the changes."},
+            "experiences": {
+                "type": "array",
+                "items": {"type": "string"},
+                "description": "Task ids of the experiences behind the changes.",
+            },
         },
         "required": ["changes", "rationale", "experiences"],
     },

@@ -6,10 +6,19 @@ from __future__ import annotations
 from gitops_agent.core.state import Usage
 
 
-def agent_trailers(role: str, *, task_id: str | None = None, seq: int | None = None, node: str | None = None,
-                   model: str | None = None, usage: Usage | None = None, cost: float | None = None,
-                   duration_ms: int | None = None, run_url: str | None = None,
-                   extra: dict[str, str] | None = None) -> dict[str, str]:
+def agent_trailers(
+    role: str,
+    *,
+    task_id: str | None = None,
+    seq: int | None = None,
+    node: str | None = None,
+    model: str | None = None,
+    usage: Usage | None = None,
+    cost: float | None = None,
+    duration_ms: int | None = None,
+    run_url: str | None = None,
+    extra: dict[str, str] | None = None,
+) -> dict[str, str]:
     t: dict[str, str] = {}
     if task_id is not None:
         t["Agent-Task"] = task_id

@@ -22,8 +22,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 
 from gitops_agent.core.errors import ConfigError, FatalModelError, ModelError
-from gitops_agent.core.state import PLANNER_NODE, Turn
 from gitops_agent.core.messages import ModelRequest, ModelResponse, TextBlock, ToolUseBlock
+from gitops_agent.core.state import PLANNER_NODE, Turn
 
 
 class Divergence(BaseModel):
@@ -99,8 +99,9 @@ class ReplayModel:
             content.append(ToolUseBlock(id=f"toolu_replay_{self.requests}", name=turn.tool, input=dict(turn.input or {})))
         if not content:
             content.append(TextBlock(text=""))
-        return ModelResponse(content=content, stop_reason="tool_use" if turn.tool else "end_turn", usage=turn.usage,
-                             model=turn.model, latency_ms=0)
+        return ModelResponse(
+            content=content, stop_reason="tool_use" if turn.tool else "end_turn", usage=turn.usage, model=turn.model, latency_ms=0
+        )
 
     def unused(self) -> dict[str, int]:
         return {k: len(v) for k, v in self._left.items() if v}
@@ -152,6 +153,35 @@ def replay_config(user: Any = None) -> Any:
     return cfg
 
 
+def _observation_divergences(recorded: dict[str, list[Turn]], replayed: dict[str, list[Turn]]) -> list[Divergence]:
+    """Per executor, the first turn whose observation (exit code, timeout, stdout, the error's last
+    line) differs from the recording's."""
+    divs: list[Divergence] = []
+    for key, turns in recorded.items():
+        if not key.startswith("executor:"):
+            continue
+        for i, (a, b) in enumerate(zip(turns, replayed.get(key, []))):
+            if _obs_key(a.observation) != _obs_key(b.observation):
+                was, now = _obs_key(a.observation), _obs_key(b.observation)
+                part = next(
+                    (n for n, (x, y) in zip(("exit code", "timeout", "stdout", "the error"), zip(was, now)) if x != y), "it"
+                )
+                shown = {"stdout": 2, "the error": 3}.get(part)
+                divs.append(
+                    Divergence(
+                        where=f"{key} turn {i + 1}",
+                        what=(
+                            f"the observation differs ({part}): recorded exit {was[0]}"
+                            + (f" {str(was[shown])[:120]!r}" if shown and len(was) > shown else "")
+                            + f", now exit {now[0]}"
+                            + (f" {str(now[shown])[:120]!r}" if shown and len(now) > shown else "")
+                        ),
+                    )
+                )
+                break
+    return divs
+
+
 def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = None) -> ReplayResult:
     """Replay ``task_id`` of ``repo`` (nothing in ``repo`` changes) under ``config`` (the
     replaying user's settings; see ``replay_config``)."""
@@ -189,26 +219,28 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = 
         rt.model_factory = lambda spec: model.named(names.get(spec) or spec.split(":", 1)[-1].split("@", 1)[0] or "replay")
         rt.memory_store = False  # the replay reads no memory and writes no experience
         rid = task_id  # the same id in the clone (which has no such local branch): the same step paths
-        res = run_question(rt, task.question, planner_model=task.models.planner, executor_model=task.models.executor,
-                           budget=task.budget.model_copy(), task_id=rid)
+        res = run_question(
+            rt,
+            task.question,
+            planner_model=task.models.planner,
+            executor_model=task.models.executor,
+            budget=task.budget.model_copy(),
+            task_id=rid,
+        )
         new = load_snapshot(rt.git, rid, fetch=False)
-        out = ReplayResult(task_id=task_id, replay_id=rid, reproduced=False, outcome=res.outcome, recorded_outcome=rec_outcome,
-                           answer_same=(res.answer or "").strip() == (rec_answer or "").strip(), cost_usd=round(new.cost_usd, 6),
-                           recorded_cost_usd=round(snap.cost_usd, 6), requests=model.requests)
-        divs: list[Divergence] = []  # in the order they arise: what the code printed, then what was asked
-        replayed = recorded_turns(rt.git, new)
-        for key, turns in recorded.items():
-            if not key.startswith("executor:"):
-                continue
-            for i, (a, b) in enumerate(zip(turns, replayed.get(key, []))):
-                if _obs_key(a.observation) != _obs_key(b.observation):
-                    was, now = _obs_key(a.observation), _obs_key(b.observation)
-                    part = next((n for n, (x, y) in zip(("exit code", "timeout", "stdout", "the error"), zip(was, now)) if x != y), "it")
-                    shown = {"stdout": 2, "the error": 3}.get(part)
-                    divs.append(Divergence(where=f"{key} turn {i + 1}", what=(
-                        f"the observation differs ({part}): recorded exit {was[0]}" + (f" {str(was[shown])[:120]!r}" if shown and len(was) > shown else "")
-                        + f", now exit {now[0]}" + (f" {str(now[shown])[:120]!r}" if shown and len(now) > shown else ""))))
-                    break
+        out = ReplayResult(
+            task_id=task_id,
+            replay_id=rid,
+            reproduced=False,
+            outcome=res.outcome,
+            recorded_outcome=rec_outcome,
+            answer_same=(res.answer or "").strip() == (rec_answer or "").strip(),
+            cost_usd=round(new.cost_usd, 6),
+            recorded_cost_usd=round(snap.cost_usd, 6),
+            requests=model.requests,
+        )
+        # in the order they arise: what the code printed, then what was asked
+        divs = _observation_divergences(recorded, recorded_turns(rt.git, new))
         divs += model.divergences
         for key, n in model.unused().items():
             divs.append(Divergence(where=key, what=f"{n} recorded answer(s) were never asked for"))
@@ -223,4 +255,3 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = 
         return out
     finally:
         shutil.rmtree(work, ignore_errors=True)
-

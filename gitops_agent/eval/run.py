@@ -17,9 +17,9 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.state import Budget, utcnow
 from gitops_agent.eval.suite import JudgeCheck, Question, Suite, check_answer
+from gitops_agent.settings.config import AgentConfig
 
 SCRIPTED = "scripted"  # --model scripted: each question's own `solution`, run for real in the sandbox
 
@@ -76,8 +76,17 @@ def scripted_script(q: Question) -> dict[str, Any]:
         return {"planner": [{"tool": "finish", "input": {"answer": "(no scripted solution)", "summary": q.id}}]}
     return {
         "planner": [
-            {"tool": "update_plan", "input": {"note": "one step", "nodes": [{"id": "n1", "title": "Compute it", "goal": q.question[:2000]}]}},
-            {"tool": "finish", "input": {"answer": "Computed from the data.\n\nAnswer: {{ results.n1 | default('(no result)') | trim }}", "summary": q.id}},
+            {
+                "tool": "update_plan",
+                "input": {"note": "one step", "nodes": [{"id": "n1", "title": "Compute it", "goal": q.question[:2000]}]},
+            },
+            {
+                "tool": "finish",
+                "input": {
+                    "answer": "Computed from the data.\n\nAnswer: {{ results.n1 | default('(no result)') | trim }}",
+                    "summary": q.id,
+                },
+            },
         ],
         "executor:n1": [
             {"text": "I will compute it from the file.", "tool": "run_python", "input": {"code": q.solution}},
@@ -87,8 +96,14 @@ def scripted_script(q: Question) -> dict[str, Any]:
 
 
 def _git(repo: Path, *args: str) -> None:
-    env = {"GIT_AUTHOR_NAME": "eval", "GIT_AUTHOR_EMAIL": "eval@localhost", "GIT_COMMITTER_NAME": "eval",
-           "GIT_COMMITTER_EMAIL": "eval@localhost", "PATH": "/usr/bin:/bin:/usr/local/bin", "HOME": str(repo)}
+    env = {
+        "GIT_AUTHOR_NAME": "eval",
+        "GIT_AUTHOR_EMAIL": "eval@localhost",
+        "GIT_COMMITTER_NAME": "eval",
+        "GIT_COMMITTER_EMAIL": "eval@localhost",
+        "PATH": "/usr/bin:/bin:/usr/local/bin",
+        "HOME": str(repo),
+    }
     subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, env=env)
 
 
@@ -101,7 +116,11 @@ def question_repo(suite: Suite, where: Path) -> Path:
         # runner: its credentials) into a repository the model reads
         for f in sorted(suite.data_dir.rglob("*")):
             rel = f.relative_to(suite.data_dir)
-            if f.is_file() and not f.is_symlink() and not any((suite.data_dir / p).is_symlink() for p in rel.parents if str(p) != "."):
+            if (
+                f.is_file()
+                and not f.is_symlink()
+                and not any((suite.data_dir / p).is_symlink() for p in rel.parents if str(p) != ".")
+            ):
                 dst = repo / "data" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, dst, follow_symlinks=False)
@@ -115,9 +134,17 @@ def question_repo(suite: Suite, where: Path) -> Path:
 class Runner:
     """Runs questions; ``brains`` maps a config's brain commit to the Brain object to use."""
 
-    def __init__(self, suite: Suite, *, config: AgentConfig | None = None, budget: Budget | None = None,
-                 brains: dict[str, Any] | None = None, judge_model: str | None = None,
-                 models: dict[str, Any] | None = None, on_result: Callable[[QuestionResult], None] | None = None) -> None:
+    def __init__(
+        self,
+        suite: Suite,
+        *,
+        config: AgentConfig | None = None,
+        budget: Budget | None = None,
+        brains: dict[str, Any] | None = None,
+        judge_model: str | None = None,
+        models: dict[str, Any] | None = None,
+        on_result: Callable[[QuestionResult], None] | None = None,
+    ) -> None:
         self.suite = suite
         self.config = config or AgentConfig()
         self.budget = budget or Budget(max_usd=1.0, max_steps=20)
@@ -158,22 +185,47 @@ class Runner:
             rt = make_runtime(repo, config=self.config.model_copy(deep=True), reporter=Reporter(), models=models)
             if cfg.brain is not None:
                 rt.brain = self.brains[cfg.brain]
-            res = run_question(rt, q.question, planner_model=planner, executor_model=executor, budget=self.budget.model_copy(), workers=1)
+            res = run_question(
+                rt, q.question, planner_model=planner, executor_model=executor, budget=self.budget.model_copy(), workers=1
+            )
             snap = load_snapshot(rt.git, res.task_id)
             u = snap.usage
             judged: list = []
-            passed, why, verdict = (self.check(q, res.answer, rt, snap.cost_usd, judged) if res.outcome == "done"
-                                    else (False, f"outcome {res.outcome}: {res.reason or ''}"[:300], None))
+            passed, why, verdict = (
+                self.check(q, res.answer, rt, snap.cost_usd, judged)
+                if res.outcome == "done"
+                else (False, f"outcome {res.outcome}: {res.reason or ''}"[:300], None)
+            )
             judge_cost = sum(rt.cost(str((verdict or {}).get("model") or "judge"), u) for u in judged)
             out = QuestionResult(
-                id=q.id, config=cfg.label, repeat=k, passed=passed, why=why, outcome=res.outcome, answer=res.answer[:4000],
-                cost_usd=round(snap.cost_usd + judge_cost, 6), input_tokens=u.input_tokens, output_tokens=u.output_tokens,
-                cache_read_tokens=u.cache_read_tokens, cache_write_tokens=u.cache_write_tokens,
-                turns=sum(s.turns for s in snap.steps), steps=snap.model_steps, wall_s=round(time.monotonic() - t0, 2), judge=verdict,
+                id=q.id,
+                config=cfg.label,
+                repeat=k,
+                passed=passed,
+                why=why,
+                outcome=res.outcome,
+                answer=res.answer[:4000],
+                cost_usd=round(snap.cost_usd + judge_cost, 6),
+                input_tokens=u.input_tokens,
+                output_tokens=u.output_tokens,
+                cache_read_tokens=u.cache_read_tokens,
+                cache_write_tokens=u.cache_write_tokens,
+                turns=sum(s.turns for s in snap.steps),
+                steps=snap.model_steps,
+                wall_s=round(time.monotonic() - t0, 2),
+                judge=verdict,
             )
         except Exception as e:  # noqa: BLE001 - one question's failure is a row, not the end of the run
-            out = QuestionResult(id=q.id, config=cfg.label, repeat=k, passed=False, why="the run failed", outcome="error",
-                                 error=f"{type(e).__name__}: {e}"[:1000], wall_s=round(time.monotonic() - t0, 2))
+            out = QuestionResult(
+                id=q.id,
+                config=cfg.label,
+                repeat=k,
+                passed=False,
+                why="the run failed",
+                outcome="error",
+                error=f"{type(e).__name__}: {e}"[:1000],
+                wall_s=round(time.monotonic() - t0, 2),
+            )
         finally:
             shutil.rmtree(td, ignore_errors=True)
         if self.on_result:
@@ -181,7 +233,9 @@ class Runner:
                 self.on_result(out)
         return out
 
-    def check(self, q: Question, answer: str, rt: Any, spent: float = 0.0, usage: list | None = None) -> tuple[bool, str, dict[str, Any] | None]:
+    def check(
+        self, q: Question, answer: str, rt: Any, spent: float = 0.0, usage: list | None = None
+    ) -> tuple[bool, str, dict[str, Any] | None]:
         if isinstance(q.check, JudgeCheck):
             from gitops_agent.eval.judge import judge
 

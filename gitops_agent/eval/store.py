@@ -25,8 +25,12 @@ def commit_run(git, run: EvalRun, table_md: str) -> str:
     d = run_dir(run)
     files = {f"{d}/results.json": (run.model_dump_json(indent=2) + "\n").encode(), f"{d}/table.md": table_md.encode()}
     passed = sum(r.passed for r in run.results)
-    return git.commit_files(EVAL_BRANCH, files, f"eval({run.suite}): {passed}/{len(run.results)} passed, "
-                            f"{', '.join(c.label for c in run.configs)}"[:200], {"Agent-Role": "eval"})
+    return git.commit_files(
+        EVAL_BRANCH,
+        files,
+        f"eval({run.suite}): {passed}/{len(run.results)} passed, {', '.join(c.label for c in run.configs)}"[:200],
+        {"Agent-Role": "eval"},
+    )
 
 
 def load_run(path: Path) -> EvalRun:

@@ -9,11 +9,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from gitops_agent.settings.config import AgentConfig
-from gitops_agent.core.errors import ConfigError
 from gitops_agent.eval.report import summary, table
 from gitops_agent.eval.run import EvalConfig, EvalRun, Runner
 from gitops_agent.eval.suite import load_suite
+from gitops_agent.settings.config import AgentConfig
 
 VERDICTS = ("better", "same", "worse", "costlier", "unmeasured")
 
@@ -60,8 +59,16 @@ def _on_gate_models(brain: Any) -> Any:
     return brain
 
 
-def compare_brains(git: Any, base: str, proposal: str, cfg: AgentConfig, *, repo: Path | None = None,
-                   workers: int = 4, models: dict[str, Any] | None = None) -> Gate | None:
+def compare_brains(
+    git: Any,
+    base: str,
+    proposal: str,
+    cfg: AgentConfig,
+    *,
+    repo: Path | None = None,
+    workers: int = 4,
+    models: dict[str, Any] | None = None,
+) -> Gate | None:
     """Run ``cfg.evolve.suite`` with the brain at ``base`` and at ``proposal`` (commits of
     agent/brain's history); None when no suite is configured."""
     from gitops_agent.brain.branch import load_repo_brain
@@ -75,8 +82,10 @@ def compare_brains(git: Any, base: str, proposal: str, cfg: AgentConfig, *, repo
     # both brains answer with the gate's own models: a brain's model and cascade fields are not
     # measured here (a proposal may not change them, and the gate builds no model a branch named)
     brains = {ref: _on_gate_models(load_repo_brain(git, fetch=False, at=ref)) for ref in (base, proposal)}
-    configs = [EvalConfig(label="current brain", planner=spec_p, executor=spec_e, brain=base),
-               EvalConfig(label="proposed brain", planner=spec_p, executor=spec_e, brain=proposal)]
+    configs = [
+        EvalConfig(label="current brain", planner=spec_p, executor=spec_e, brain=base),
+        EvalConfig(label="proposed brain", planner=spec_p, executor=spec_e, brain=proposal),
+    ]
     run = Runner(suite, config=cfg, brains=brains, models=models).run(configs, workers=workers, only=ev.questions or None)
     verdict, why = verdict_of(run, "current brain", "proposed brain", ev.cost_margin)
     return Gate(verdict=verdict, why=why, table=table(run), run=run)

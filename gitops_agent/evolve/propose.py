@@ -16,12 +16,22 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from gitops_agent.brain.agents import default_prompts_dir
-from gitops_agent.brain.branch import BRAIN_BRANCH, brain_tip, classify, default_files, diff_files, init_brain, read_branch_files, validate_files
+from gitops_agent.brain.branch import (
+    BRAIN_BRANCH,
+    brain_tip,
+    classify,
+    default_files,
+    diff_files,
+    init_brain,
+    read_branch_files,
+    validate_files,
+)
 from gitops_agent.core.errors import AgentError, ConfigError, FormatError
 from gitops_agent.core.messages import Message, ModelResponse, TextBlock
 from gitops_agent.core.state import Turn, Usage
@@ -78,7 +88,9 @@ def _capabilities(data: bytes | None) -> dict[str, Any]:
     except yaml.YAMLError:
         raw = None
     raw = raw if isinstance(raw, dict) else {}
-    defaults = {name: f.get_default(call_default_factory=True) for name, f in AgentDef.model_fields.items() if name in CAPABILITY_FIELDS}
+    defaults = {
+        name: f.get_default(call_default_factory=True) for name, f in AgentDef.model_fields.items() if name in CAPABILITY_FIELDS
+    }
     return {k: raw.get(k, defaults[k]) for k in CAPABILITY_FIELDS}
 
 
@@ -105,7 +117,8 @@ def check_changes(raw: Any, current: dict[str, bytes]) -> dict[str, bytes | None
         path, content = c.get("path"), c.get("content")
         if not isinstance(path, str) or classify(path) not in ("agents", "prompts", "tools", "readme"):
             raise AgentError(
-                f"changes[{i}].path {path!r} is not a brain file; use agents/<name>.yaml, prompts/<name>.j2, tools/<module>.py or README.md"
+                f"changes[{i}].path {path!r} is not a brain file; use agents/<name>.yaml, "
+                f"prompts/<name>.j2, tools/<module>.py or README.md"
             )
         if path in out:
             raise AgentError(f"changes[{i}].path {path!r} is changed twice")
@@ -139,7 +152,8 @@ def _refuse_capabilities(i: int, path: str, old: bytes | None, new: bytes | None
     if changed:
         raise CapabilityChange(
             f"changes[{i}] ({path}) changes {', '.join(changed)}: models and limits are set by the repository's "
-            "trusted settings and its people, not by a proposal; keep those fields exactly as they are")
+            "trusted settings and its people, not by a proposal; keep those fields exactly as they are"
+        )
 
 
 def _proposal_branch(git: GitRepo, now: datetime) -> str:
@@ -170,20 +184,81 @@ def run_evolve(
     exps, base = _inputs(git, last, reporter)
     current = read_branch_files(git, base)
     dirs = [default_prompts_dir()]
-    ctx = dict(experiences=[e.model_dump(mode="json", by_alias=True) for e in exps],
-               brain_files={p: b.decode("utf-8", "replace") for p, b in sorted(current.items())}, last=last, now=now.date().isoformat())
+    ctx = dict(
+        experiences=[e.model_dump(mode="json", by_alias=True) for e in exps],
+        brain_files={p: b.decode("utf-8", "replace") for p, b in sorted(current.items())},
+        last=last,
+        now=now.date().isoformat(),
+    )
     ids = [e.task_id for e in exps]
     name = getattr(model, "name", "model")
+    refused: list[str] = []
+    use_input, changes, usage, cost = _converse(
+        model, dirs, ctx, current, ids, refused, reporter, max_tokens=max_tokens, max_usd=max_usd, price=price
+    )
+
+    rationale = str(use_input.get("rationale") or "").strip() or "(no rationale given)"
+    cited = [x for x in (use_input.get("experiences") or []) if isinstance(x, str)]
+    title = " ".join(str(use_input.get("title") or "").split())[:100] or f"Brain changes from {len(exps)} experiences"
+    branch = _proposal_branch(git, now)
+    git.create_branch(branch, base)
+    trailers = agent_trailers(
+        "evolve", model=name, usage=usage, cost=cost, extra={"Agent-Experiences": " ".join(cited or ids)[:900]}
+    )
+    sha = git.commit_files(branch, changes, f"evolve: {title}\n\n{rationale}", trailers)
+    diff = diff_files(current, {p: b for p, b in changes.items() if b is not None}, BRAIN_BRANCH, branch)
+    for p, b in changes.items():
+        if b is None:
+            diff += f"deleted: {p} (the packaged default applies again)\n"
+    return Proposal(
+        branch=branch,
+        base=base,
+        commit=sha,
+        title=title,
+        rationale=rationale,
+        experiences=cited or ids,
+        changes=changes,
+        diff=diff,
+        model=name,
+        usage=usage,
+        cost_usd=round(cost, 6),
+        refused=refused,
+    )
+
+
+def _converse(
+    model: Any,
+    dirs: list[Path],
+    ctx: dict[str, Any],
+    current: dict[str, bytes],
+    ids: list[str],
+    refused: list[str],
+    reporter: Reporter,
+    *,
+    max_tokens: int,
+    max_usd: float,
+    price: Any,
+) -> tuple[dict[str, Any], dict[str, bytes | None], Usage, float]:
+    """Ask ``model`` for changes until they pass the checks (at most MAX_CORRECTIONS + 1 calls; what
+    it proposed wrongly goes to ``refused``): the proposal's input, its changes, and what the
+    conversation used and cost. An AgentError when no proposal passes."""
     talk = Conversation(
-        model=model, system=render(dirs, "evolve_system.j2", **ctx), tools=specs(["propose_brain_change"]),
-        price=price or _list_price, max_tokens=max_tokens, tool_choice="auto", trim_refused=False,
+        model=model,
+        system=render(dirs, "evolve_system.j2", **ctx),
+        tools=specs(["propose_brain_change"]),
+        price=price or _list_price,
+        max_tokens=max_tokens,
+        tool_choice="auto",
+        trim_refused=False,
         meta=lambda n: {"role": "evolve", "script_key": "evolve", "experiences": ids, "attempt": n - 1},
         # every correction is another paid call: none past the budget
         budget=lambda usd, tokens: f"spent ${usd:.4f} of its ${max_usd:g} budget (evolve.max_usd)" if usd > max_usd else None,
     )
-    refused: list[str] = []
-    out = talk.run([Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])],
-                   _checker(current, refused, reporter), max_calls=MAX_CORRECTIONS + 1)
+    out = talk.run(
+        [Message(role="user", content=[TextBlock(text=render(dirs, "evolve.j2", **ctx))])],
+        _checker(current, refused, reporter),
+        max_calls=MAX_CORRECTIONS + 1,
+    )
     if out.exit in (Exit.model_error, Exit.fatal):
         raise AgentError(f"evolve: model error: {out.why}")
     if out.exit == Exit.budget:
@@ -191,21 +266,7 @@ def run_evolve(
     if out.exit != Exit.done:
         raise AgentError(f"evolve: the model's proposal was rejected {out.calls} times; last problem: {out.why}")
     use_input, changes = out.value
-    usage, cost = talk.usage, talk.cost
-
-    rationale = str(use_input.get("rationale") or "").strip() or "(no rationale given)"
-    cited = [x for x in (use_input.get("experiences") or []) if isinstance(x, str)]
-    title = " ".join(str(use_input.get("title") or "").split())[:100] or f"Brain changes from {len(exps)} experiences"
-    branch = _proposal_branch(git, now)
-    git.create_branch(branch, base)
-    trailers = agent_trailers("evolve", model=name, usage=usage, cost=cost, extra={"Agent-Experiences": " ".join(cited or ids)[:900]})
-    sha = git.commit_files(branch, changes, f"evolve: {title}\n\n{rationale}", trailers)
-    diff = diff_files(current, {p: b for p, b in changes.items() if b is not None}, BRAIN_BRANCH, branch)
-    for p, b in changes.items():
-        if b is None:
-            diff += f"deleted: {p} (the packaged default applies again)\n"
-    return Proposal(branch=branch, base=base, commit=sha, title=title, rationale=rationale, experiences=cited or ids,
-                    changes=changes, diff=diff, model=name, usage=usage, cost_usd=round(cost, 6), refused=refused)
+    return use_input, changes, talk.usage, talk.cost
 
 
 def _inputs(git: GitRepo, last: int, reporter: Reporter) -> tuple[list[Experience], str]:
@@ -255,14 +316,21 @@ def pull_request_for(p: Proposal) -> tuple[str, str, str]:
     cites = ", ".join(f"`{t}`" for t in p.experiences) or "none"
     measured = ""
     if p.gate is not None:
-        mark = {"better": "**better**", "same": "no change", "worse": "**WORSE**", "costlier": "**COSTLIER**",
-                "unmeasured": "**NOT MEASURED**"}[p.gate.verdict]
+        mark = {
+            "better": "**better**",
+            "same": "no change",
+            "worse": "**WORSE**",
+            "costlier": "**COSTLIER**",
+            "unmeasured": "**NOT MEASURED**",
+        }[p.gate.verdict]
         measured = f"### Measured: {mark}\n{p.gate.why}.\n\n{p.gate.table}\n"
     refused = ""
     if p.refused:
         items = "\n".join(f"- {' '.join(r.split())[:300]}" for r in p.refused)
-        refused = (f"### Refused: capability changes\nThe model also asked to change what only the trusted settings decide; "
-                   f"those changes are not in this proposal:\n{items}\n\n")
+        refused = (
+            f"### Refused: capability changes\nThe model also asked to change what only the trusted settings decide; "
+            f"those changes are not in this proposal:\n{items}\n\n"
+        )
     body = (
         f"{p.rationale}\n\n{measured}{refused}### Files\n{files}\n\n### Experiences behind this proposal\n{cites}\n\n"
         f"Proposed by `gitops-agent evolve` ({p.model}, ${p.cost_usd:.4f}) from the memory branch. "

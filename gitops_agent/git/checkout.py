@@ -150,8 +150,9 @@ class Checkout:
         if complete:
             w.walked.add(prefix.rstrip("/"))
 
-    def _take_entry(self, dfd: int, name: str, rel: str, depth: int, w: _Walk,
-                    ignores: list[tuple[str, pathspec.GitIgnoreSpec]]) -> None:
+    def _take_entry(
+        self, dfd: int, name: str, rel: str, depth: int, w: _Walk, ignores: list[tuple[str, pathspec.GitIgnoreSpec]]
+    ) -> None:
         """One entry of a directory, by its lstat: refused, skipped, walked into or taken."""
         try:
             st = os.stat(name, dir_fd=dfd, follow_symlinks=False)
@@ -191,8 +192,9 @@ class Checkout:
             return True
         return False
 
-    def _walk_into(self, dfd: int, name: str, rel: str, depth: int, w: _Walk,
-                   ignores: list[tuple[str, pathspec.GitIgnoreSpec]]) -> None:
+    def _walk_into(
+        self, dfd: int, name: str, rel: str, depth: int, w: _Walk, ignores: list[tuple[str, pathspec.GitIgnoreSpec]]
+    ) -> None:
         """A subdirectory: opened without following a link, at most MAX_DEPTH deep."""
         if depth + 1 >= MAX_DEPTH:
             w.out.refused.append(f"{rel}/: refused (nested more than {MAX_DEPTH} directories deep)")
@@ -233,7 +235,9 @@ class Checkout:
             return  # untouched since the export
         if st.st_size > w.caps.max_file_bytes:
             w.budget[1] -= 1
-            w.out.refused.append(f"{rel}: refused ({st.st_size / 1e6:.1f} MB is over the {w.caps.max_file_bytes / 2**20:g} MB cap)")
+            w.out.refused.append(
+                f"{rel}: refused ({st.st_size / 1e6:.1f} MB is over the {w.caps.max_file_bytes / 2**20:g} MB cap)"
+            )
             return
         if st.st_size > w.budget[0]:
             w.budget[1] -= 1
@@ -261,8 +265,11 @@ class Checkout:
             return None
         # patterns are compiled to Python regular expressions: keep them small, so no pattern
         # can make matching take exponential time
-        lines = [line for line in data.decode("utf-8", "replace").splitlines()[:MAX_IGNORE_LINES]
-                 if len(line) <= 200 and line.count("*") <= 3 and line.count("?") <= 8]
+        lines = [
+            line
+            for line in data.decode("utf-8", "replace").splitlines()[:MAX_IGNORE_LINES]
+            if len(line) <= 200 and line.count("*") <= 3 and line.count("?") <= 8
+        ]
         try:
             return pathspec.GitIgnoreSpec.from_lines(lines)
         except Exception:  # noqa: BLE001 - a broken .gitignore ignores nothing
@@ -294,7 +301,7 @@ class Checkout:
 def _ignored(rel: str, ignores: list[tuple[str, "pathspec.GitIgnoreSpec"]]) -> bool:
     """gitignore semantics across nested files: the deepest .gitignore with a matching pattern decides."""
     for prefix, spec in reversed(ignores):
-        res = spec.check_file(rel[len(prefix):])
+        res = spec.check_file(rel[len(prefix) :])
         if res.include is not None:
             return bool(res.include)
     return False
@@ -303,6 +310,7 @@ def _ignored(rel: str, ignores: list[tuple[str, "pathspec.GitIgnoreSpec"]]) -> b
 def remove_tree(path: Path) -> None:
     """Remove a directory the model's code may have made hard to remove (read-only directories,
     no permissions): links are removed, never followed."""
+
     def onerror(func, p, _exc):
         try:
             os.chmod(os.path.dirname(p), 0o700)

@@ -24,7 +24,7 @@ def _parse_tree(data: bytes | None) -> dict[bytes, tuple[bytes, bytes]]:
     while data and pos < len(data):
         sp = data.index(b" ", pos)
         nul = data.index(b"\0", sp)
-        out[data[sp + 1:nul]] = (data[pos:sp], data[nul + 1:nul + 21])
+        out[data[sp + 1 : nul]] = (data[pos:sp], data[nul + 1 : nul + 21])
         pos = nul + 21
     return out
 
@@ -33,7 +33,6 @@ def _tree_bytes(entries: dict[bytes, tuple[bytes, bytes]]) -> bytes:
     """A raw tree object, entries in git's order (a directory sorts as if its name ended in /)."""
     key = lambda item: item[0] + (b"/" if item[1][0] == b"40000" else b"")  # noqa: E731
     return b"".join(mode + b" " + name + b"\0" + oid for name, (mode, oid) in sorted(entries.items(), key=key))
-
 
 
 class Commits:
@@ -149,10 +148,12 @@ class Commits:
             if tip != base_sha:
                 clash = self._changed_between(base_sha, tip, list(changes))
                 if clash:
-                    raise PushConflict(
-                        f"{branch}: changed since {base_sha[:12]} by someone else: " + ", ".join(sorted(clash))
-                    )
-            new = self._build_trees(tip, changes, blobs, modes, msg, td) if self._sha1 else self._build(tip, changes, blobs, modes, msg, index)
+                    raise PushConflict(f"{branch}: changed since {base_sha[:12]} by someone else: " + ", ".join(sorted(clash)))
+            new = (
+                self._build_trees(tip, changes, blobs, modes, msg, td)
+                if self._sha1
+                else self._build(tip, changes, blobs, modes, msg, index)
+            )
             ok, newtip = self._publish(branch, new, tip)
             if ok:
                 return new
@@ -236,7 +237,7 @@ class Commits:
             if len(fields) == 3 and fields[1] in (b"tree", b"blob", b"commit"):
                 size = int(fields[2])
                 if fields[1] == b"tree":
-                    res[d] = out[pos:pos + size]
+                    res[d] = out[pos : pos + size]
                 pos += size + 1
         return res
 
@@ -270,9 +271,6 @@ class Commits:
                     mode = "100644"
                 entries.append(f"{mode} {blobs[p]}\t{p}")
         if entries:
-            self._run(
-                ["update-index", "--add", "--replace", "-z", "--index-info"],
-                input=enc("\0".join(entries) + "\0"), env=env,
-            )
+            self._run(["update-index", "--add", "--replace", "-z", "--index-info"], input=enc("\0".join(entries) + "\0"), env=env)
         tree = self._run(["write-tree"], env=env).stdout.strip().decode()
         return self._run(["commit-tree", "--no-gpg-sign", tree, "-p", tip], input=msg).stdout.strip().decode()

@@ -16,7 +16,6 @@ from gitops_agent.git.checkout import _DIR_FLAGS, _WRITE_FLAGS, Checkout, Entry,
 from gitops_agent.git.locks import named_lock
 from gitops_agent.git.names import CHECKOUT_NAME, MODES, check_path, dec, path_problem
 
-
 _ACTIVE: set[Path] = set()  # this process's checkouts, for a quit that cannot unwind (Ctrl-C twice)
 _ACTIVE_LOCK = threading.Lock()
 
@@ -37,8 +36,9 @@ class Checkouts:
         return self.common_dir / "gitops-agent" / "checkouts"
 
     @contextmanager
-    def checkout(self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (),
-                 keep: tuple[str, ...] | list[str] = ()) -> Iterator[Checkout]:
+    def checkout(
+        self, ref: str, name: str, *, skip: tuple[str, ...] | list[str] = (), keep: tuple[str, ...] | list[str] = ()
+    ) -> Iterator[Checkout]:
         """The tree of ``ref`` as plain files in ``<git-common-dir>/gitops-agent/checkouts/<name>``
         (removed on exit; one left by a killed process is removed by the next checkout). Paths
         under a ``skip`` prefix (e.g. ``.agent/``) are left out, except those under a ``keep``
@@ -80,7 +80,9 @@ class Checkouts:
         self._write_blobs(sha, dest, [(p[cut:], mode, oid) for p, mode, oid in entries if mode != "120000"], perms)
         return refused
 
-    def _export(self, sha: str, dest: Path, skip: tuple[str, ...], keep: tuple[str, ...]) -> tuple[dict[str, Entry], dict[str, bytes]]:
+    def _export(
+        self, sha: str, dest: Path, skip: tuple[str, ...], keep: tuple[str, ...]
+    ) -> tuple[dict[str, Entry], dict[str, bytes]]:
         files, _ = self._files(sha)  # refused paths are left out, as git's own checkout refuses them
         entries = [e for e in files if not any(e[0].startswith(s) for s in skip) or any(e[0].startswith(k) for k in keep)]
         manifest: dict[str, Entry] = {}
@@ -113,8 +115,9 @@ class Checkouts:
                 entries.append((path, fields[0], fields[2]))
         return entries, refused
 
-    def _write_blobs(self, sha: str, dest: Path, entries: list[tuple[str, str, str]],
-                     perms: dict[str, int] | None = None) -> list[os.stat_result]:
+    def _write_blobs(
+        self, sha: str, dest: Path, entries: list[tuple[str, str, str]], perms: dict[str, int] | None = None
+    ) -> list[os.stat_result]:
         """Write ``entries`` ((path, mode, blob) with checked paths) under ``dest``, from one
         ``git cat-file --batch``; their stat data, in order."""
         if not entries:
@@ -185,7 +188,7 @@ class _TreeWriter:
                     left -= len(chunk)
                     view = memoryview(chunk)
                     while view:
-                        view = view[os.write(fd, view):]
+                        view = view[os.write(fd, view) :]
                 if self.perms:
                     os.fchmod(fd, self.perms[mode])  # exact bits (the umask only narrows O_CREAT's)
             finally:

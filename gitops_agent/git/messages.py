@@ -11,12 +11,15 @@ _TRAILER_KEY = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]*")
 # lands on the default branch (a merge or rebase keeps commit messages): neither a model nor an
 # issue author decides that. Forms GitHub reads: #N, GH-N, owner/repo#N and an issue's URL.
 CLOSING = re.compile(
-    r"\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s+(?:(?:[\w.-]+/[\w.-]+)?#\d|GH-\d|https?://\S+/issues/\d))", re.I)
+    r"\b(close[sd]?|fix(?:e[sd])?|resolve[sd]?)(?=\s*:?\s+(?:(?:[\w.-]+/[\w.-]+)?#\d|GH-\d|https?://\S+/issues/\d))", re.I
+)
 
 
 def defuse_closing(text: str) -> str:
     """``text`` with every closing keyword made inert ("Fixes #5" -> "Fixes (see) #5")."""
     return CLOSING.sub(lambda m: m.group(1) + " (see)", text)
+
+
 _TRAILER_LINE = re.compile(r"([A-Za-z0-9-]+)[ \t]*:[ \t]*(.*)")
 
 

@@ -30,23 +30,49 @@ from gitops_agent.git.names import HEX, PLAIN_REV, SPECIAL_REFS, dec
 
 # Settings given on every command line; they beat anything in a config file.
 SAFE_CONFIG: tuple[str, ...] = (
-    "-c", "core.fsmonitor=false",
-    "-c", "core.hooksPath=/dev/null",
-    "-c", "core.attributesFile=/dev/null",
-    "-c", "core.untrackedCache=false",
-    "-c", "protocol.ext.allow=never",
-    "-c", "gc.auto=0",
-    "-c", "maintenance.auto=false",
-    "-c", "advice.detachedHead=false",
+    "-c",
+    "core.fsmonitor=false",
+    "-c",
+    "core.hooksPath=/dev/null",
+    "-c",
+    "core.attributesFile=/dev/null",
+    "-c",
+    "core.untrackedCache=false",
+    "-c",
+    "protocol.ext.allow=never",
+    "-c",
+    "gc.auto=0",
+    "-c",
+    "maintenance.auto=false",
+    "-c",
+    "advice.detachedHead=false",
 )
 
 SANE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # What a network command in local mode may take from the user's environment: how to reach the
 # remote (ssh agent, proxies, certificates) -- never a model provider's key.
 _LOCAL_NETWORK_ENV = (
-    "HOME", "SSH_AUTH_SOCK", "SSH_AGENT_PID", "GIT_SSH", "GIT_SSH_COMMAND", "GIT_ASKPASS", "SSH_ASKPASS",
-    "HTTP_PROXY", "HTTPS_PROXY", "NO_PROXY", "http_proxy", "https_proxy", "no_proxy", "ALL_PROXY",
-    "GIT_SSL_CAINFO", "GIT_SSL_CAPATH", "SSL_CERT_FILE", "SSL_CERT_DIR", "XDG_CONFIG_HOME", "USER", "LOGNAME",
+    "HOME",
+    "SSH_AUTH_SOCK",
+    "SSH_AGENT_PID",
+    "GIT_SSH",
+    "GIT_SSH_COMMAND",
+    "GIT_ASKPASS",
+    "SSH_ASKPASS",
+    "HTTP_PROXY",
+    "HTTPS_PROXY",
+    "NO_PROXY",
+    "http_proxy",
+    "https_proxy",
+    "no_proxy",
+    "ALL_PROXY",
+    "GIT_SSL_CAINFO",
+    "GIT_SSL_CAPATH",
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    "XDG_CONFIG_HOME",
+    "USER",
+    "LOGNAME",
 )
 
 
@@ -165,17 +191,21 @@ class GitRunner:
             raise GitError(list(args), p.returncode, dec(p.stderr))
         return p
 
-    def git(self, *args: str, input: bytes | None = None, env: dict | None = None, check: bool = True, network: bool = False) -> str:
+    def git(
+        self, *args: str, input: bytes | None = None, env: dict | None = None, check: bool = True, network: bool = False
+    ) -> str:
         """Run git on this repository and return its stdout. Raises ``GitError`` on failure
         (unless ``check=False``). ``network=True`` adds ``auth_env`` to the environment."""
         return dec(self._run(args, input=input, env=env, check=check, network=network).stdout)
 
-    def _spawn(self, args: list[str], env: dict | None = None, stdin_path: Path | None = None,
-               stdin: int | None = None) -> tuple[list[str], subprocess.Popen]:
+    def _spawn(
+        self, args: list[str], env: dict | None = None, stdin_path: Path | None = None, stdin: int | None = None
+    ) -> tuple[list[str], subprocess.Popen]:
         src = open(stdin_path, "rb") if stdin_path is not None else (subprocess.PIPE if stdin is None else stdin)
         try:
-            p = subprocess.Popen(self.argv(args), stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                 env=self._envfor(env, False))
+            p = subprocess.Popen(
+                self.argv(args), stdin=src, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=self._envfor(env, False)
+            )
         finally:
             if stdin_path is not None:
                 src.close()  # the child has its own copy
@@ -240,7 +270,7 @@ def find_git_dir(path: Path) -> Path:
     if dotgit.is_file() and not dotgit.is_symlink():
         text = dotgit.read_text(errors="replace").strip()
         if text.startswith("gitdir:"):
-            target = Path(text[len("gitdir:"):].strip())
+            target = Path(text[len("gitdir:") :].strip())
             target = (target if target.is_absolute() else path / target).resolve()
             if (target / "HEAD").exists():
                 return target
@@ -249,11 +279,18 @@ def find_git_dir(path: Path) -> Path:
     raise AgentError(f"{path} is not a Git repository (no .git here)")
 
 
-def run_git(args: list[str], *, git_dir: Path | None = None, check: bool = True, input: bytes | None = None) -> subprocess.CompletedProcess:
+def run_git(
+    args: list[str], *, git_dir: Path | None = None, check: bool = True, input: bytes | None = None
+) -> subprocess.CompletedProcess:
     """A one-off git command outside a GitRepo (making a repository), the same safe way."""
     cmd = ["git", *([f"--git-dir={git_dir}"] if git_dir is not None else []), *SAFE_CONFIG, *args]
-    p = subprocess.run(cmd, input=input, stdin=None if input is not None else subprocess.DEVNULL, capture_output=True,
-                       env=git_env("gitops-agent", "gitops-agent@localhost"))
+    p = subprocess.run(
+        cmd,
+        input=input,
+        stdin=None if input is not None else subprocess.DEVNULL,
+        capture_output=True,
+        env=git_env("gitops-agent", "gitops-agent@localhost"),
+    )
     if check and p.returncode != 0:
         raise GitError(list(args), p.returncode, dec(p.stderr))
     return p

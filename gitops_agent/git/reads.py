@@ -21,6 +21,7 @@ class Reads:
         _, proc = self._spawn(args)
         out: dict[str, bytes | None] = {}
         try:
+
             def ask(name: str) -> tuple[str, str, bytes | None]:
                 proc.stdin.write(enc(name) + b"\n")
                 proc.stdin.flush()
@@ -101,16 +102,11 @@ class Reads:
             if len(fields) != 3:
                 continue
             size = int(fields[2])
-            out[i] = data[pos:pos + size]
+            out[i] = data[pos : pos + size]
             pos += size + 1
         return out
 
-    def log(
-        self,
-        ref: str,
-        max_count: int | None = None,
-        grep_trailer: tuple[str, str] | None = None,
-    ) -> list[Commit]:
+    def log(self, ref: str, max_count: int | None = None, grep_trailer: tuple[str, str] | None = None) -> list[Commit]:
         """Commits reachable from ``ref``, newest first, with parsed trailers. ``grep_trailer``
         keeps those whose trailer ``key`` has exactly ``value``. In a shallow clone this is the
         history fetched so far (see ``find_commit`` for deepening)."""
@@ -154,7 +150,7 @@ class Reads:
         if not deep:
             got = self._log(ref, 1, wanted)
             return got[0] if got else None
-        branch = rev[len(f"refs/remotes/{self.remote}/"):]
+        branch = rev[len(f"refs/remotes/{self.remote}/") :]
         scope_k, scope_v = ("Agent-Task", trailers["Agent-Task"]) if "Agent-Task" in trailers else wanted[0]
         depth = 0
         for _ in range(12):

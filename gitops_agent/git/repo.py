@@ -23,8 +23,8 @@ environment of network commands (``auth_env``), so no token is written to ``.git
 
 from __future__ import annotations
 
-from gitops_agent.git.export import Checkouts
 from gitops_agent.git.commits import Commits
+from gitops_agent.git.export import Checkouts
 from gitops_agent.git.messages import Commit, format_message, parse_trailers
 from gitops_agent.git.process import GitRunner
 from gitops_agent.git.reads import Reads

@@ -26,8 +26,13 @@ class Sync:
         assert self.remote
         tracking = self._tracking(branch)
         args = [
-            "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
-            "--no-recurse-submodules", "--no-show-forced-updates",
+            "fetch",
+            "--quiet",
+            "--no-tags",
+            "--no-write-fetch-head",
+            "--no-auto-maintenance",
+            "--no-recurse-submodules",
+            "--no-show-forced-updates",
         ]
         if self.is_shallow():
             args.append("--depth=1")
@@ -54,9 +59,16 @@ class Sync:
             return
         with named_lock("fetch", str(self.common_dir)):
             self.git(
-                "fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
-                "--no-recurse-submodules", f"--depth={int(depth)}",
-                self.remote, f"+refs/heads/{branch}:{self._tracking(branch)}", network=True,
+                "fetch",
+                "--quiet",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--no-auto-maintenance",
+                "--no-recurse-submodules",
+                f"--depth={int(depth)}",
+                self.remote,
+                f"+refs/heads/{branch}:{self._tracking(branch)}",
+                network=True,
             )
 
     def fetch_commit(self, sha: str) -> bool:
@@ -67,8 +79,21 @@ class Sync:
         if self._local_sha(sha) is not None or not self.remote:
             return self._local_sha(sha) is not None
         with named_lock("fetch", str(self.common_dir)):
-            p = self._run(["fetch", "--quiet", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance",
-                           "--no-recurse-submodules", "--depth=1", self.remote, sha], check=False, network=True)
+            p = self._run(
+                [
+                    "fetch",
+                    "--quiet",
+                    "--no-tags",
+                    "--no-write-fetch-head",
+                    "--no-auto-maintenance",
+                    "--no-recurse-submodules",
+                    "--depth=1",
+                    self.remote,
+                    sha,
+                ],
+                check=False,
+                network=True,
+            )
         return p.returncode == 0 and self._local_sha(sha) is not None
 
     def tip(self, branch: str, fetch: bool = True) -> str | None:
@@ -88,15 +113,16 @@ class Sync:
         if base_ref is None:
             empty = self.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"").strip()
             sha = self.git(
-                "commit-tree", "--no-gpg-sign", empty,
+                "commit-tree",
+                "--no-gpg-sign",
+                empty,
                 input=enc(format_message(f"agent: create {branch}", trailers or {"Agent-Role": "create"})),
             ).strip()
         else:
             sha = self._resolve(base_ref)
         if self.remote is None:
             p = self._run(
-                ["update-ref", "-m", f"gitops-agent: create {branch}", f"refs/heads/{branch}", sha, "0" * len(sha)],
-                check=False,
+                ["update-ref", "-m", f"gitops-agent: create {branch}", f"refs/heads/{branch}", sha, "0" * len(sha)], check=False
             )
             if p.returncode != 0:
                 err = dec(p.stderr)

@@ -5,16 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-
-
-from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, parse_config
 from gitops_agent.core.errors import AgentError
-from gitops_agent.github.gate import refusal_marker, refusal_text
 from gitops_agent.github.events import Trigger
+from gitops_agent.github.gate import refusal_marker, refusal_text
 from gitops_agent.safety.chars import log_line
-
-
-
+from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, parse_config
 
 
 class Access:
@@ -22,7 +17,6 @@ class Access:
 
     def __init__(self, settings: Any, client: Any, outputs: dict[str, str]) -> None:
         self.s, self.client, self.outputs = settings, client, outputs
-
 
     def allowed(self, trigger: Trigger, cfg: AgentConfig) -> tuple[bool, str]:
         a = trigger.author
@@ -86,4 +80,3 @@ class Access:
             return self.client.can_write(writer)
         except AgentError:
             return False
-

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import dataclasses
 
-from gitops_agent.settings.config import GitHubConfig
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot
 from gitops_agent.core.state import NodeStatus
+from gitops_agent.settings.config import GitHubConfig
 
 
 def route(nxt: list[Job], snap: Snapshot, cfg: GitHubConfig, elapsed_s: float) -> tuple[Job | None, list[Job]]:
@@ -31,7 +31,7 @@ def route(nxt: list[Job], snap: Snapshot, cfg: GitHubConfig, elapsed_s: float) -
             # an executor's hand-back while other nodes still run: the planner is needed now only
             # if a node failed or a waiting node can start; otherwise the last one to end plans
             failed = any(plan.get(i) is not None and plan.get(i).status == NodeStatus.failed for i in reported)
-            if not failed and not plan.ready() and not snap.task.instructions[plan.instructions_seen:]:
+            if not failed and not plan.ready() and not snap.task.instructions[plan.instructions_seen :]:
                 return None, []
     if len(nxt) != 1 or elapsed_s >= cfg.inline_minutes * 60:
         return None, list(nxt)

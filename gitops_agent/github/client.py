@@ -30,6 +30,15 @@ from github.GithubException import GithubException, RateLimitExceededException
 from github.IssueComment import IssueComment
 
 from gitops_agent.core.errors import BadName, ConfigError
+from gitops_agent.github.errors import (  # noqa: F401 - the client's errors are part of its API
+    GitHubAuthError,
+    GitHubError,
+    GitHubNotFound,
+    GitHubRateLimited,
+    GitHubValidationError,
+    InvalidDispatch,
+)
+from gitops_agent.github.retry import make_retry
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +51,6 @@ _LOGIN_RE = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:\[bot\])?")
 
 T = TypeVar("T")
 
-
-from gitops_agent.github.errors import (  # noqa: F401 - the client's errors are part of its API
-    GitHubAuthError, GitHubError, GitHubNotFound, GitHubRateLimited, GitHubValidationError, InvalidDispatch,
-)
-from gitops_agent.github.retry import make_retry
 
 # -- the client ---------------------------------------------------------------------------
 
@@ -124,15 +128,17 @@ class GitHubClient:
         errors = []
         for err in data.get("errors") or []:
             if isinstance(err, dict):
-                errors.append(str(err.get("message") or " ".join(
-                    str(err[k]) for k in ("resource", "field", "code") if err.get(k))))
+                errors.append(
+                    str(err.get("message") or " ".join(str(err[k]) for k in ("resource", "field", "code") if err.get(k)))
+                )
             else:
                 errors.append(str(err))
         message, errors = self._redact(message or "(no message)"), [self._redact(x) for x in errors]
         lc = message.lower()
         rate_limited = isinstance(e, RateLimitExceededException) or (
-            e.status in (403, 429) and (lc.startswith("api rate limit exceeded") or "secondary rate limit" in lc
-                                        or lc.startswith("rate limited")))
+            e.status in (403, 429)
+            and (lc.startswith("api rate limit exceeded") or "secondary rate limit" in lc or lc.startswith("rate limited"))
+        )
         if rate_limited:
             cls: type[GitHubError] = GitHubRateLimited
         elif e.status in (401, 403):
@@ -185,6 +191,7 @@ class GitHubClient:
 
     def pull_head(self, number: int) -> tuple[str, bool]:
         """(head branch, whether it lives in this repository -- not a fork) of pull request ``number``."""
+
         def get() -> tuple[str, bool]:
             data = self._repo.get_pull(int(number)).raw_data
             head = data.get("head") or {}
@@ -197,6 +204,7 @@ class GitHubClient:
         """Take pull request ``number`` out of draft (GraphQL: REST cannot). False when GitHub
         refused it (logged); the answer is posted either way."""
         try:
+
             def ready() -> bool:
                 pr = self._repo.get_pull(int(number))
                 if pr.draft:
@@ -210,9 +218,11 @@ class GitHubClient:
 
     def review_comments(self, pull: int, review_id: int, limit: int = 30) -> list[dict[str, Any]]:
         """The line comments of one review (path, line, start_line, diff_hunk, body), at most ``limit``."""
+
         def get() -> list[dict[str, Any]]:
             # one page, read as JSON: PyGithub's objects would fetch each comment again for a missing field
-            url = f"{self.api_url}/repos/{self.repo_full_name}/pulls/{int(pull)}/reviews/{int(review_id)}/comments?per_page={int(limit)}"
+            pulls = f"{self.api_url}/repos/{self.repo_full_name}/pulls/{int(pull)}"
+            url = f"{pulls}/reviews/{int(review_id)}/comments?per_page={int(limit)}"
             _, data = self._repo.requester.requestJsonAndCheck("GET", url)
             keys = ("path", "line", "start_line", "original_line", "diff_hunk", "body")
             return [{k: c.get(k) for k in keys} for c in (data if isinstance(data, list) else [])[:limit] if isinstance(c, dict)]
@@ -222,11 +232,14 @@ class GitHubClient:
     def reply_in_thread(self, pull: int, comment_id: int, body: str) -> None:
         """Answer a review comment in its own thread."""
         body = self._outbound(body)
-        self._call(f"reply to review comment {comment_id} on #{pull}",
-                   lambda: self._repo.get_pull(int(pull)).create_review_comment_reply(int(comment_id), body))
+        self._call(
+            f"reply to review comment {comment_id} on #{pull}",
+            lambda: self._repo.get_pull(int(pull)).create_review_comment_reply(int(comment_id), body),
+        )
 
     def file_text(self, path: str, ref: str | None = None) -> str | None:
         """A file of the repository (default branch unless ``ref``), or None if there is none."""
+
         def get() -> str:
             c = self._repo.get_contents(path, ref=ref) if ref else self._repo.get_contents(path)
             if isinstance(c, list):
@@ -321,8 +334,16 @@ class GitHubClient:
         pr = self._call(f"find pull request {head} -> {base}", lambda: self._open_pull_for(head, base))
         return (pr.number, pr.html_url) if pr is not None else None
 
-    def open_pull(self, head: str, base: str, title: str, body: str, draft: bool = True,
-                  reviewers: list[str] | None = None, again: list[str] | None = None) -> tuple[int, str]:
+    def open_pull(
+        self,
+        head: str,
+        base: str,
+        title: str,
+        body: str,
+        draft: bool = True,
+        reviewers: list[str] | None = None,
+        again: list[str] | None = None,
+    ) -> tuple[int, str]:
         """Open a PR head -> base, or update the body of the open one (idempotent). Returns
         (number, html_url). Reviewer requests that GitHub refuses are logged and ignored."""
         what = f"pull request {head} -> {base}"
@@ -334,8 +355,9 @@ class GitHubClient:
                 self._call(f"update {what}", lambda: pr.edit(body=body))
         else:
             try:
-                pr = self._call(f"open {what}", lambda: self._repo.create_pull(
-                    base=base, head=head, title=title, body=body, draft=draft))
+                pr = self._call(
+                    f"open {what}", lambda: self._repo.create_pull(base=base, head=head, title=title, body=body, draft=draft)
+                )
             except GitHubValidationError as e:
                 text = " ".join([e.github_message, *e.errors]).lower()
                 if "already exists" in text:  # lost a race with another step: use that one
@@ -347,8 +369,9 @@ class GitHubClient:
                         self._call(f"update {what}", lambda: pr.edit(body=body))
                 elif draft and "draft" in text:  # drafts not available (private repo on a free plan)
                     log.warning("draft pull requests are not supported in %s; opening a ready one", self.repo_full_name)
-                    pr = self._call(f"open {what}", lambda: self._repo.create_pull(
-                        base=base, head=head, title=title, body=body, draft=False))
+                    pr = self._call(
+                        f"open {what}", lambda: self._repo.create_pull(base=base, head=head, title=title, body=body, draft=False)
+                    )
                 else:
                     raise
         if created:  # reviewers are asked once, when the pull request is opened
@@ -387,7 +410,8 @@ class GitHubClient:
         if len(client_payload) > MAX_PAYLOAD_KEYS:
             raise InvalidDispatch(
                 f"client_payload has {len(client_payload)} top-level keys ({', '.join(map(str, client_payload))}); "
-                f"GitHub allows at most {MAX_PAYLOAD_KEYS} top-level properties")
+                f"GitHub allows at most {MAX_PAYLOAD_KEYS} top-level properties"
+            )
         bad = [k for k in client_payload if not isinstance(k, str)]
         if bad:
             raise InvalidDispatch(f"client_payload keys must be strings, not {bad[0]!r}")

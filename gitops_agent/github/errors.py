@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from gitops_agent.core.errors import AgentError
 
-
 # -- errors -------------------------------------------------------------------------------
 
 
@@ -43,5 +42,3 @@ class InvalidDispatch(GitHubError, ValueError):
     def __init__(self, message: str):
         self.what, self.status, self.github_message, self.errors = "dispatch", None, message, []
         AgentError.__init__(self, f"invalid repository_dispatch: {message}")
-
-

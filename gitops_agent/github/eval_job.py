@@ -39,11 +39,11 @@ class EvalPayload(BaseModel):
 
 def run_eval_job(runner: Any, event: dict[str, Any]) -> int:
     """``runner``: the job's StepRunner (clone, config, summary, outputs)."""
-    from gitops_agent.evolve.gate import suite_path
     from gitops_agent.eval.report import table
     from gitops_agent.eval.run import EvalConfig, Runner
     from gitops_agent.eval.store import commit_run
     from gitops_agent.eval.suite import load_suite
+    from gitops_agent.evolve.gate import suite_path
     from gitops_agent.observe.render import md_block
 
     payload = EvalPayload.parse(event.get("client_payload"))
@@ -54,8 +54,12 @@ def run_eval_job(runner: Any, event: dict[str, Any]) -> int:
     suite = load_suite(suite_path(spec_name, git.repo), inside=git.repo)
     model = payload.model or cfg.evolve.model or runner.s.executor_model or cfg.models.executor
     only = [x for x in (payload.questions or "").split(",") if x] or cfg.evolve.questions or None
-    run = Runner(suite, config=cfg).run([EvalConfig(label=model, planner=model, executor=model)], repeat=payload.repeat,
-                                        workers=cfg.github.max_parallel, only=only)
+    run = Runner(suite, config=cfg).run(
+        [EvalConfig(label=model, planner=model, executor=model)],
+        repeat=payload.repeat,
+        workers=cfg.github.max_parallel,
+        only=only,
+    )
     md = table(run)
     sha = commit_run(git, run, md)
     if runner.s.summary_path:

@@ -15,10 +15,10 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from gitops_agent.core.errors import BadName, ConfigError
-from gitops_agent.safety.text import inbound, strip_invisible
-from gitops_agent.steps.intake import MAX_QUESTION_CHARS
 from gitops_agent.core.seams import Job
 from gitops_agent.core.state import BRANCH_PREFIX, NODE_ID_RE, TASK_ID_RE, format_validation_error
+from gitops_agent.safety.text import inbound, strip_invisible
+from gitops_agent.steps.intake import MAX_QUESTION_CHARS
 
 EVENT_TYPES = {"plan": "agent-plan", "execute": "agent-execute", "finish": "agent-finish"}
 STEP_OF_EVENT = {v: k for k, v in EVENT_TYPES.items()}
@@ -71,12 +71,27 @@ class DispatchPayload(BaseModel):
 
     @classmethod
     def of(cls, job: Job) -> "DispatchPayload":
-        return cls(task=job.task, branch=job.branch, node=job.node, step=job.seq, hop=job.hop,
-                   reason=(job.reason or None) and job.reason[:500], stop=job.stop)
+        return cls(
+            task=job.task,
+            branch=job.branch,
+            node=job.node,
+            step=job.seq,
+            hop=job.hop,
+            reason=(job.reason or None) and job.reason[:500],
+            stop=job.stop,
+        )
 
     def job(self, step: str) -> Job:
-        return Job(step=step, task=self.task, branch=self.branch, node=self.node, seq=self.step, hop=self.hop, reason=self.reason,
-                   stop=self.stop)
+        return Job(
+            step=step,
+            task=self.task,
+            branch=self.branch,
+            node=self.node,
+            seq=self.step,
+            hop=self.hop,
+            reason=self.reason,
+            stop=self.stop,
+        )
 
     def wire(self) -> dict[str, Any]:
         return self.model_dump(exclude_none=True)
@@ -104,7 +119,9 @@ class Trigger(BaseModel):
     payload: DispatchPayload | None = None
     why: str = ""
     url: str | None = None
-    source: Literal["issue", "comment", "workflow_dispatch", "workflow_call", "repository_dispatch", "schedule", "other"] = "other"
+    source: Literal["issue", "comment", "workflow_dispatch", "workflow_call", "repository_dispatch", "schedule", "other"] = (
+        "other"
+    )
     # a follow-up on a pull request: its number, the head branch when the event names it (and
     # whether it lives in this repository), and the review comment to reply to
     pull: int | None = None
@@ -131,7 +148,7 @@ def _phrase_rest(body: str, phrase: str) -> str | None:
     text = (body or "").lstrip()
     if not phrase or not text.lower().startswith(phrase.lower()):
         return None
-    rest = text[len(phrase):]
+    rest = text[len(phrase) :]
     if rest and not rest[0].isspace():
         return None  # "/agents" is not "/agent"
     return rest.strip()
@@ -148,7 +165,9 @@ def cap_question(text: str, limit: int = MAX_QUESTION_CHARS) -> str:
     return text[: max(0, limit - len(note))].rstrip() + note
 
 
-def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: str, question_input: str | None = None) -> Trigger:
+def read_trigger(
+    event_name: str, event: dict[str, Any], *, label: str, phrase: str, question_input: str | None = None
+) -> Trigger:
     """Decide what an event asks for. Untrusted text (titles, bodies) is only ever data here."""
     sender = event.get("sender") or {}
     actor = Actor(login=str(sender.get("login", "")), type=str(sender.get("type", "User"))) if sender else None
@@ -156,7 +175,9 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
         action = str(event.get("action", ""))
         step = STEP_OF_EVENT.get(action)
         if step is None:
-            return Trigger(kind="ignore", why=f"repository_dispatch {action[:80]!r} is not an agent event", source="repository_dispatch")
+            return Trigger(
+                kind="ignore", why=f"repository_dispatch {action[:80]!r} is not an agent event", source="repository_dispatch"
+            )
         payload = DispatchPayload.parse(event.get("client_payload"))
         return Trigger(kind="step", step=step, payload=payload, author=actor, source="repository_dispatch")
     if event_name == "schedule":
@@ -168,47 +189,85 @@ def read_trigger(event_name: str, event: dict[str, Any], *, label: str, phrase: 
             return Trigger(kind="reconcile", source="workflow_dispatch")
         if not q:
             return Trigger(kind="ignore", why="no question given (input `question`)", source="workflow_dispatch")
-        return Trigger(kind="new", question=cap_question(q), author=actor, source="workflow_call" if event_name == "workflow_call" else "workflow_dispatch")
-    if event_name == "issues":
-        issue = event.get("issue") or {}
-        action = event.get("action")
-        labels = [str(l.get("name", "")) for l in issue.get("labels") or []]
-        if issue.get("pull_request") is not None:
-            return Trigger(kind="ignore", why="pull requests are not questions", source="issue")
-        if action == "labeled" and (event.get("label") or {}).get("name") != label:
-            return Trigger(kind="ignore", why=f"label is not {label!r}", source="issue")
-        if action in ("opened", "reopened") and label not in labels and _phrase_rest(issue.get("body") or "", phrase) is None:
-            return Trigger(kind="ignore", why=f"issue has no {label!r} label and does not start with {phrase!r}", source="issue")
-        if action not in ("opened", "labeled", "reopened"):
-            return Trigger(kind="ignore", why=f"issues.{action} does not start a task", source="issue")
-        title, body = str(issue.get("title") or ""), str(issue.get("body") or "")
-        rest = _phrase_rest(body, phrase)
-        # what the labeller saw on GitHub, not what the markup hides (gitops_agent/safety/text.py)
-        q = f"{' '.join(strip_invisible(title).split())}\n\n{inbound(rest if rest is not None else body)}".strip()
-        writer = str((issue.get("user") or {}).get("login") or "") or None
-        return Trigger(kind="new", question=cap_question(q), issue=int(issue["number"]), author=actor, url=issue.get("html_url"),
-                       source="issue", text_author=writer)
-    if event_name == "issue_comment":
-        if event.get("action") != "created":
-            return Trigger(kind="ignore", why="only new comments count", source="comment")
-        comment = event.get("comment") or {}
-        rest = _phrase_rest(str(comment.get("body") or ""), phrase)
-        if rest is None:
-            return Trigger(kind="ignore", why=f"comment does not start with {phrase!r}", source="comment")
-        issue = event.get("issue") or {}
-        author = comment.get("user") or sender
-        actor = Actor(login=str(author.get("login", "")), type=str(author.get("type", "User")))
-        title = " ".join(strip_invisible(str(issue.get("title") or "")).split())
-        if issue.get("pull_request") is not None:  # a comment on a pull request: its head says which task
-            return Trigger(kind="follow-up", question=cap_question(inbound(rest) or "continue"), pull=int(issue["number"]),
-                           author=actor, url=comment.get("html_url"), source="comment", text_author=actor.login, instruction=inbound(rest))
         return Trigger(
-            kind="follow-up", question=cap_question(inbound(rest) or title), issue=int(issue["number"]), author=actor,
-            url=comment.get("html_url"), source="comment", text_author=actor.login, instruction=inbound(rest),
+            kind="new",
+            question=cap_question(q),
+            author=actor,
+            source="workflow_call" if event_name == "workflow_call" else "workflow_dispatch",
         )
+    if event_name == "issues":
+        return _issue_trigger(event, actor, label, phrase)
+    if event_name == "issue_comment":
+        return _comment_trigger(event, sender, phrase)
     if event_name in ("pull_request_review_comment", "pull_request_review"):
         return _review_trigger(event_name, event, phrase)
     return Trigger(kind="ignore", why=f"event {event_name!r} is not handled")
+
+
+def _issue_trigger(event: dict[str, Any], actor: Actor | None, label: str, phrase: str) -> Trigger:
+    """An `issues` event: a new task when the issue is opened (or reopened) with the label or the phrase,
+    or gets the label."""
+    issue = event.get("issue") or {}
+    action = event.get("action")
+    labels = [str(x.get("name", "")) for x in issue.get("labels") or []]
+    if issue.get("pull_request") is not None:
+        return Trigger(kind="ignore", why="pull requests are not questions", source="issue")
+    if action == "labeled" and (event.get("label") or {}).get("name") != label:
+        return Trigger(kind="ignore", why=f"label is not {label!r}", source="issue")
+    if action in ("opened", "reopened") and label not in labels and _phrase_rest(issue.get("body") or "", phrase) is None:
+        return Trigger(kind="ignore", why=f"issue has no {label!r} label and does not start with {phrase!r}", source="issue")
+    if action not in ("opened", "labeled", "reopened"):
+        return Trigger(kind="ignore", why=f"issues.{action} does not start a task", source="issue")
+    title, body = str(issue.get("title") or ""), str(issue.get("body") or "")
+    rest = _phrase_rest(body, phrase)
+    # what the labeller saw on GitHub, not what the markup hides (gitops_agent/safety/text.py)
+    q = f"{' '.join(strip_invisible(title).split())}\n\n{inbound(rest if rest is not None else body)}".strip()
+    writer = str((issue.get("user") or {}).get("login") or "") or None
+    return Trigger(
+        kind="new",
+        question=cap_question(q),
+        issue=int(issue["number"]),
+        author=actor,
+        url=issue.get("html_url"),
+        source="issue",
+        text_author=writer,
+    )
+
+
+def _comment_trigger(event: dict[str, Any], sender: dict[str, Any], phrase: str) -> Trigger:
+    """A new comment that starts with the phrase: a follow-up of the issue's task, or of the task whose
+    branch is the head of the pull request it is on."""
+    if event.get("action") != "created":
+        return Trigger(kind="ignore", why="only new comments count", source="comment")
+    comment = event.get("comment") or {}
+    rest = _phrase_rest(str(comment.get("body") or ""), phrase)
+    if rest is None:
+        return Trigger(kind="ignore", why=f"comment does not start with {phrase!r}", source="comment")
+    issue = event.get("issue") or {}
+    author = comment.get("user") or sender
+    actor = Actor(login=str(author.get("login", "")), type=str(author.get("type", "User")))
+    title = " ".join(strip_invisible(str(issue.get("title") or "")).split())
+    if issue.get("pull_request") is not None:  # a comment on a pull request: its head says which task
+        return Trigger(
+            kind="follow-up",
+            question=cap_question(inbound(rest) or "continue"),
+            pull=int(issue["number"]),
+            author=actor,
+            url=comment.get("html_url"),
+            source="comment",
+            text_author=actor.login,
+            instruction=inbound(rest),
+        )
+    return Trigger(
+        kind="follow-up",
+        question=cap_question(inbound(rest) or title),
+        issue=int(issue["number"]),
+        author=actor,
+        url=comment.get("html_url"),
+        source="comment",
+        text_author=actor.login,
+        instruction=inbound(rest),
+    )
 
 
 def _fence(text: str) -> str:
@@ -227,7 +286,7 @@ def line_context(c: dict[str, Any], with_body: bool = False) -> str:
     lines = f"lines {start}-{line}" if isinstance(start, int) and isinstance(line, int) and start != line else f"line {line}"
     hunk = strip_invisible(str(c.get("diff_hunk") or ""))[-3000:]
     fence = _fence(hunk)
-    said = f" \"{' '.join(inbound(str(c.get('body') or '')).split())[:500]}\"" if with_body else ""
+    said = f' "{" ".join(inbound(str(c.get("body") or "")).split())[:500]}"' if with_body else ""
     return f"\n\n(a review comment on `{path}`, {lines}{said}; the diff there:)\n{fence}diff\n{hunk}\n{fence}"
 
 
@@ -239,8 +298,12 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
     head = pr.get("head") or {}
     base_repo = str(((pr.get("base") or {}).get("repo") or {}).get("full_name") or "")
     head_repo = str((head.get("repo") or {}).get("full_name") or "")
-    common = dict(pull=int(pr.get("number") or 0) or None, branch=str(head.get("ref") or "") or None,
-                  head_here=bool(head_repo) and head_repo.lower() == base_repo.lower(), source="comment")
+    common = dict(
+        pull=int(pr.get("number") or 0) or None,
+        branch=str(head.get("ref") or "") or None,
+        head_here=bool(head_repo) and head_repo.lower() == base_repo.lower(),
+        source="comment",
+    )
     if event_name == "pull_request_review_comment":
         if event.get("action") != "created":
             return Trigger(kind="ignore", why="only new review comments count", **common)
@@ -252,8 +315,16 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
         actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
         context = line_context(c)
         cid = c.get("id") if isinstance(c.get("id"), int) else None
-        return Trigger(kind="follow-up", question=cap_question((inbound(rest) or "Address this review comment.") + context),
-                       author=actor, url=c.get("html_url"), text_author=actor.login, comment_id=cid, instruction=inbound(rest), **common)
+        return Trigger(
+            kind="follow-up",
+            question=cap_question((inbound(rest) or "Address this review comment.") + context),
+            author=actor,
+            url=c.get("html_url"),
+            text_author=actor.login,
+            comment_id=cid,
+            instruction=inbound(rest),
+            **common,
+        )
     if event.get("action") != "submitted":
         return Trigger(kind="ignore", why="only submitted reviews count", **common)
     review = event.get("review") or {}
@@ -264,12 +335,19 @@ def _review_trigger(event_name: str, event: dict[str, Any], phrase: str) -> Trig
     who = review.get("user") or event.get("sender") or {}
     actor = Actor(login=str(who.get("login", "")), type=str(who.get("type", "User")))
     text = inbound(rest if rest is not None else body).strip() or "The reviewer requested changes; address the review comments."
-    return Trigger(kind="follow-up", question=cap_question(f"{text}\n\n(from a review of the pull request)"), author=actor,
-                   url=review.get("html_url"), text_author=actor.login, instruction=inbound(rest) if rest is not None else None,
-                   review_id=review.get("id") if isinstance(review.get("id"), int) else None, **common)
+    return Trigger(
+        kind="follow-up",
+        question=cap_question(f"{text}\n\n(from a review of the pull request)"),
+        author=actor,
+        url=review.get("html_url"),
+        text_author=actor.login,
+        instruction=inbound(rest) if rest is not None else None,
+        review_id=review.get("id") if isinstance(review.get("id"), int) else None,
+        **common,
+    )
 
 
 def check_branch_name(name: str) -> str:
-    if not name.startswith(BRANCH_PREFIX) or not TASK_ID_RE.fullmatch(name[len(BRANCH_PREFIX):]):
+    if not name.startswith(BRANCH_PREFIX) or not TASK_ID_RE.fullmatch(name[len(BRANCH_PREFIX) :]):
         raise BadName(f"bad task branch name {name[:200]!r}")
     return name

@@ -43,11 +43,17 @@ class Api:
 
     def call(self, method: str, path: str, body: dict | None = None, raw: bool = False) -> tuple[int, object]:
         req = urllib.request.Request(
-            f"{self.url}/repos/{self.repo}{path}", method=method,
+            f"{self.url}/repos/{self.repo}{path}",
+            method=method,
             data=json.dumps(body).encode() if body is not None else None,
-            headers={"Authorization": f"Bearer {self.token}", "Accept": "application/vnd.github.raw" if raw else "application/vnd.github+json",
-                     "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "gitops-agent-gate",
-                     **({"Content-Type": "application/json"} if body is not None else {})})
+            headers={
+                "Authorization": f"Bearer {self.token}",
+                "Accept": "application/vnd.github.raw" if raw else "application/vnd.github+json",
+                "X-GitHub-Api-Version": "2022-11-28",
+                "User-Agent": "gitops-agent-gate",
+                **({"Content-Type": "application/json"} if body is not None else {}),
+            },
+        )
         try:
             with urllib.request.urlopen(req, timeout=self.timeout) as r:
                 data = r.read()
@@ -92,7 +98,7 @@ def _allowed_logins(text: str) -> set[str] | None:
                 if item.group(2) == "]":
                     break
         elif flat.startswith("\n", pos) or pos == len(flat):  # block: "- a" lines (or nothing: null)
-            for line in flat[pos + 1:].split("\n"):
+            for line in flat[pos + 1 :].split("\n"):
                 if not line.strip():
                     continue
                 item = _BLOCK_ITEM.fullmatch(line)
@@ -110,7 +116,7 @@ def _starts_with(body: str, phrase: str) -> bool:
     text = (body or "").lstrip()
     if not phrase or not text.lower().startswith(phrase.lower()):
         return False
-    rest = text[len(phrase):]
+    rest = text[len(phrase) :]
     return not rest or rest[0].isspace()
 
 
@@ -130,12 +136,18 @@ def decide(env: dict[str, str], event: dict, api: Api) -> tuple[bool, str]:
     if not LOGIN.fullmatch(login):
         return True, "no usable login: the intake decides"
     status, data = api.call("GET", f"/collaborators/{urllib.parse.quote(login)}/permission")
-    if status == 200 and isinstance(data, dict) and (data.get("role_name") in WRITE_ROLES or data.get("permission") in WRITE_ROLES):
+    if (
+        status == 200
+        and isinstance(data, dict)
+        and (data.get("role_name") in WRITE_ROLES or data.get("permission") in WRITE_ROLES)
+    ):
         return True, f"@{login} can write"
     if status not in (200, 404):
         return True, f"permission check answered {status}: the intake decides"
     branch = (event.get("repository") or {}).get("default_branch")
-    status, text = api.call("GET", f"/contents/{CONFIG_PATH}" + (f"?ref={urllib.parse.quote(branch)}" if branch else ""), raw=True)
+    status, text = api.call(
+        "GET", f"/contents/{CONFIG_PATH}" + (f"?ref={urllib.parse.quote(branch)}" if branch else ""), raw=True
+    )
     if status not in (200, 404):
         return True, f"config read answered {status}: the intake decides"
     text = text if status == 200 and isinstance(text, str) else ""
@@ -152,11 +164,13 @@ def decide(env: dict[str, str], event: dict, api: Api) -> tuple[bool, str]:
     elif name == "pull_request_review":
         review = event.get("review") or {}
         trying = event.get("action") == "submitted" and (
-            _starts_with(str(review.get("body") or ""), phrase) or str(review.get("state") or "").lower() == "changes_requested")
+            _starts_with(str(review.get("body") or ""), phrase) or str(review.get("state") or "").lower() == "changes_requested"
+        )
     else:
         labels = [str(x.get("name", "")) for x in issue.get("labels") or [] if isinstance(x, dict)]
         trying = event.get("action") in ("opened", "reopened", "labeled") and (
-            label in labels or _starts_with(str(issue.get("body") or ""), phrase))
+            label in labels or _starts_with(str(issue.get("body") or ""), phrase)
+        )
     if not trying:
         return False, f"@{login} cannot write and this is not a trigger: nothing to do"
     if is_bot:
@@ -177,9 +191,11 @@ def decide(env: dict[str, str], event: dict, api: Api) -> tuple[bool, str]:
 
 
 def refusal_text(login: str, label: str, phrase: str) -> str:
-    return (f"{refusal_marker(login)}\nThanks @{login}! gitops-agent only starts or steers tasks for people with "
-            f"write access to this repository, so nothing ran. A maintainer can label the issue `{label}` or comment "
-            f"`{phrase} …` to start it.")
+    return (
+        f"{refusal_marker(login)}\nThanks @{login}! gitops-agent only starts or steers tasks for people with "
+        f"write access to this repository, so nothing ran. A maintainer can label the issue `{label}` or comment "
+        f"`{phrase} …` to start it."
+    )
 
 
 def main() -> int:

@@ -5,13 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
-
-
-from gitops_agent.observe.render import checklist, cost_table, md_block, md_text, pr_body, progress_comment
+from gitops_agent.core.snapshot import Snapshot
+from gitops_agent.observe.render import checklist, cost_table, md_block, md_text
+from gitops_agent.observe.surfaces import pr_body, progress_comment
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.safety.chars import log_line
 from gitops_agent.safety.text import strip_invisible
-from gitops_agent.runtime.context import Runtime
-from gitops_agent.core.snapshot import Snapshot
 
 MARKER = "<!-- gitops-agent:task={task} -->"
 ANSWER_MARKER = "<!-- gitops-agent:answer={task} -->"
@@ -22,25 +21,34 @@ def answer_marker(task_id: str, follow_up: int = 0) -> str:
     return ANSWER_MARKER.format(task=task_id if not follow_up else f"{task_id}.{follow_up}")
 
 
-
 class Publisher:
     """What a job shows on GitHub: the answer, replies, the progress comment, the job summary and outputs."""
 
     def __init__(self, settings: Any, client: Any, outputs: dict[str, str]) -> None:
         self.s, self.client, self.outputs = settings, client, outputs
 
-
     def publish_answer(self, rt: Runtime, snap: Snapshot) -> None:
         outcome, answer, reason = snap.ending()
         hosts = tuple(rt.config.github.image_hosts)
-        title_src = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else snap.task.question.splitlines()[0]
+        title_src = (
+            snap.plan.finish.summary
+            if snap.plan and snap.plan.finish and snap.plan.finish.summary
+            else snap.task.question.splitlines()[0]
+        )
         title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
         body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
         reviewers = [snap.task.source.author] if snap.task.source.author else []
         n = len(snap.task.instructions)
         fu = snap.task.follow_ups[n - 1] if n and len(snap.task.follow_ups) >= n else None
-        number, url = self.client.open_pull(head=snap.branch, base=snap.task.base_ref, title=title, body=body, draft=rt.config.github.draft_pr,
-                                            reviewers=reviewers, again=[fu.by] if fu is not None and fu.by else None)
+        number, url = self.client.open_pull(
+            head=snap.branch,
+            base=snap.task.base_ref,
+            title=title,
+            body=body,
+            draft=rt.config.github.draft_pr,
+            reviewers=reviewers,
+            again=[fu.by] if fu is not None and fu.by else None,
+        )
         self.outputs["pr-url"] = url
         if outcome == "done" and rt.config.github.draft_pr:  # a draft while the agent works; done: ready to review
             self.client.mark_ready(number)
@@ -50,7 +58,11 @@ class Publisher:
         # one reply per question, where it was asked: the first answer, then one for each follow-up
         # (a new comment, so whoever asked is notified, even when the answer did not change)
         marker = answer_marker(snap.task_id, n)
-        status = "Here is the answer" if outcome == "done" else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
+        status = (
+            "Here is the answer"
+            if outcome == "done"
+            else f"The task stopped ({outcome}: {md_text(reason or 'see the report', 500)}); here is what it has"
+        )
         if n:
             status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
         text = f"{marker}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
@@ -85,7 +97,7 @@ class Publisher:
         if not self.s.summary_path:
             return
         try:
-            from gitops_agent.observe.render import step_summary
+            from gitops_agent.observe.surfaces import step_summary
 
             text = step_summary(snap, desc)
         except ImportError:
@@ -99,4 +111,3 @@ class Publisher:
         with open(self.s.output_path, "a") as f:
             for k, v in self.outputs.items():
                 f.write(f"{k}={v}\n")
-

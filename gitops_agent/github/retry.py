@@ -11,7 +11,6 @@ from github import GithubRetry
 from github.GithubException import RateLimitExceededExceedsMaxWait
 from urllib3 import Retry
 
-
 log = logging.getLogger(__name__)
 
 
@@ -59,13 +58,19 @@ class _Retry(GithubRetry):
     def _check_wait(self, wait: float, response: Any) -> None:
         if self.max_rate_limit_wait is not None and wait > self.max_rate_limit_wait:
             raise RateLimitExceededExceedsMaxWait(
-                response.status, {"message": f"rate limited: GitHub asks to wait {wait:.0f}s, more than the "
-                                             f"allowed {self.max_rate_limit_wait:.0f}s"},
-                dict(response.headers), wait=wait)
+                response.status,
+                {
+                    "message": f"rate limited: GitHub asks to wait {wait:.0f}s, more than the "
+                    f"allowed {self.max_rate_limit_wait:.0f}s"
+                },
+                dict(response.headers),
+                wait=wait,
+            )
 
 
-def make_retry(retries: int, backoff_factor: float = 0.5, secondary_rate_wait: float = 60.0,
-               max_rate_limit_wait: float | None = 600.0) -> Retry:
+def make_retry(
+    retries: int, backoff_factor: float = 0.5, secondary_rate_wait: float = 60.0, max_rate_limit_wait: float | None = 600.0
+) -> Retry:
     return _Retry(
         total=retries,
         backoff_factor=backoff_factor,
@@ -75,5 +80,3 @@ def make_retry(retries: int, backoff_factor: float = 0.5, secondary_rate_wait: f
         secondary_rate_wait=secondary_rate_wait,
         max_rate_limit_wait=max_rate_limit_wait,
     )
-
-

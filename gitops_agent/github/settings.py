@@ -12,10 +12,8 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from gitops_agent.core.errors import ConfigError
-from gitops_agent.github.events import EVENT_TYPES, DispatchPayload
 from gitops_agent.core.seams import Job
-
-
+from gitops_agent.github.events import EVENT_TYPES, DispatchPayload
 
 
 class Settings(BaseModel):
@@ -83,7 +81,11 @@ class Settings(BaseModel):
         if self.clone_url.startswith(("file://", "/")) or not self.token.get_secret_value():
             return {}
         basic = base64.b64encode(f"x-access-token:{self.token.get_secret_value()}".encode()).decode()
-        return {"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader", "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}"}
+        return {
+            "GIT_CONFIG_COUNT": "1",
+            "GIT_CONFIG_KEY_0": "http.extraHeader",
+            "GIT_CONFIG_VALUE_0": f"AUTHORIZATION: basic {basic}",
+        }
 
 
 def _usd(text: str) -> float:
@@ -96,7 +98,9 @@ def _usd(text: str) -> float:
     except ValueError:
         raise ConfigError(f"the max-usd input (GITOPS_AGENT_MAX_USD) {text[:40]!r} is not a number") from None
     if not math.isfinite(v) or v < 0:
-        raise ConfigError(f"the max-usd input (GITOPS_AGENT_MAX_USD) must be a finite number of dollars, 0 or more, not {text[:40]!r}")
+        raise ConfigError(
+            f"the max-usd input (GITOPS_AGENT_MAX_USD) must be a finite number of dollars, 0 or more, not {text[:40]!r}"
+        )
     return v
 
 
@@ -111,5 +115,3 @@ class GitHubDispatcher:
         payload = DispatchPayload.of(job)
         self.client.dispatch(EVENT_TYPES[job.step], payload.wire())
         self.sent.append(job)
-
-

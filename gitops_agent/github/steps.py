@@ -5,6 +5,9 @@ branch), runs one step with the engine's code, pushes its commit (fetch-rebase-r
 dispatches the next steps as `repository_dispatch` events. The token is given to git through
 the environment for network commands only (never written to .git/config) and never reaches
 the sandbox (which gets a scrubbed environment).
+
+The intake job (who may ask; a new task or a follow-up) is gitops_agent/github/intake.py, the
+eval job gitops_agent/github/eval_job.py; both take the job's StepRunner.
 """
 
 from __future__ import annotations
@@ -18,31 +21,25 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-
-from gitops_agent.brain.branch import brain_tip, load_repo_brain
+from gitops_agent.brain.branch import load_repo_brain
+from gitops_agent.core.errors import AgentError, ConfigError, TaskNotFound
+from gitops_agent.core.seams import Job
+from gitops_agent.core.snapshot import load_snapshot
+from gitops_agent.core.state import BRANCH_PREFIX
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.github.access import Access
+from gitops_agent.github.chain import route
+from gitops_agent.github.events import load_event, read_trigger
+from gitops_agent.github.intake import TEXT_EVENTS, run_intake
+from gitops_agent.github.publish import Publisher
+from gitops_agent.github.settings import GitHubDispatcher, Settings  # noqa: F401 - Settings is part of this module's API
+from gitops_agent.observe.progress import Reporter
+from gitops_agent.observe.render import md_block
+from gitops_agent.runtime.context import Runtime
+from gitops_agent.safety.chars import log_line
 from gitops_agent.settings.config import AgentConfig
 from gitops_agent.settings.trusted import config_at
 from gitops_agent.steps.engine import Engine
-from gitops_agent.core.errors import AgentError, ConfigError, TaskExists, TaskNotFound
-from gitops_agent.github.events import Trigger, load_event, read_trigger
-from gitops_agent.git.repo import GitRepo
-from gitops_agent.steps.intake import add_instruction, create_task, new_task_id
-from gitops_agent.observe.progress import Reporter
-from gitops_agent.observe.render import md_block, md_text
-from gitops_agent.safety.chars import log_line
-from gitops_agent.runtime.context import Runtime
-from gitops_agent.core.seams import Job
-from gitops_agent.core.snapshot import load_snapshot
-from gitops_agent.core.state import BRANCH_PREFIX, TASK_ID_RE, FollowUp, TaskModels, TaskSource
-
-REVIEW_EVENTS = ("pull_request_review_comment", "pull_request_review")
-
-
-
-from gitops_agent.github.access import Access
-from gitops_agent.github.chain import route
-from gitops_agent.github.publish import Publisher
-from gitops_agent.github.settings import GitHubDispatcher, Settings  # noqa: F401 - Settings is part of this module's API
 
 
 class StepRunner:
@@ -95,164 +92,42 @@ class StepRunner:
     # ---- entry -----------------------------------------------------------------------------
     def run(self, step: str) -> int:
         event = load_event(self.s.event_path)
-        if step == "evolve" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"):
+        if step == "evolve" or (
+            step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"
+        ):
             return self.evolve()
-        if step == "eval" or (step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-eval"):
+        if step == "eval" or (
+            step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-eval"
+        ):
             from gitops_agent.github.eval_job import run_eval_job
 
             return run_eval_job(self, event)
-        if self.s.event_name in ("issues", "issue_comment", *REVIEW_EVENTS) and step in ("auto", "intake"):
+        if self.s.event_name in TEXT_EVENTS and step in ("auto", "intake"):
             # the trigger words may come from the repository's config: intake reads it first
-            return self.intake(None, event)
+            return run_intake(self, None, event)
         probe = AgentConfig().trigger
-        trigger = read_trigger(self.s.event_name, event, label=self.s.trigger_label or probe.label,
-                               phrase=self.s.trigger_phrase or probe.phrase, question_input=self.s.question)
-        want = {"new": "intake", "follow-up": "intake", "reconcile": "reconcile", "step": trigger.step, "ignore": None}[trigger.kind]
+        trigger = read_trigger(
+            self.s.event_name,
+            event,
+            label=self.s.trigger_label or probe.label,
+            phrase=self.s.trigger_phrase or probe.phrase,
+            question_input=self.s.question,
+        )
+        want = {"new": "intake", "follow-up": "intake", "reconcile": "reconcile", "step": trigger.step, "ignore": None}[
+            trigger.kind
+        ]
         if step != "auto" and want is not None and step != want:
             raise ConfigError(f"this event asks for step {want!r}, not {step!r}")
         if want is None:
             self.reporter.event("skip", step="intake", why=trigger.why)
             print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
             return 0
-        if want == "intake":
-            return self.intake(trigger, event)
+        if want == "intake":  # gitops_agent/github/intake.py
+            return run_intake(self, trigger, event)
         if want == "reconcile":
             return self.reconcile()
         assert trigger.payload is not None
         return self.step(trigger.payload.job(want))
-
-    # ---- intake ----------------------------------------------------------------------------
-    def intake(self, trigger: Trigger | None, event: dict[str, Any]) -> int:
-        # Who may trigger is decided before anything is cloned: the settings of the default
-        # branch are read through the API (one request), then the author's permission.
-        early = self.access.default_branch_config()
-        cfg0 = early or self.access.config_defaults()
-        if trigger is None:
-            trigger = read_trigger(self.s.event_name, event, label=cfg0.trigger.label, phrase=cfg0.trigger.phrase, question_input=self.s.question)
-        if trigger.kind not in ("new", "follow-up"):
-            print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
-            return 0
-        ok, why = self.access.allowed(trigger, cfg0)
-        if not ok:
-            self.access.refuse(trigger, why, cfg0)
-            return 0
-        git = self.clone(None)
-        head = git.git("rev-parse", "HEAD").strip()
-        cfg = self.config(git, head)
-        if early is None:  # the API could not give the settings: decide again with the clone's
-            trigger = read_trigger(self.s.event_name, event, label=cfg.trigger.label, phrase=cfg.trigger.phrase,
-                                   question_input=self.s.question) if self.s.event_name in ("issues", "issue_comment", *REVIEW_EVENTS) else trigger
-            if trigger.kind not in ("new", "follow-up"):
-                print(f"gitops-agent: nothing to do: {log_line(trigger.why)}")
-                return 0
-            ok, why = self.access.allowed(trigger, cfg)
-            if not ok:
-                self.access.refuse(trigger, why, cfg)
-                return 0
-        rt = self.runtime(git, head, brain=brain_tip(git), cfg=cfg)
-        job: Job | None = None
-        if trigger.pull is not None:  # on a pull request: only the agent's own, and only its task
-            existing = self.task_for_pull(rt.git, trigger)
-            if existing is None:
-                return 0
-        else:
-            existing = self.task_for_issue(rt.git, trigger.issue) if trigger.issue is not None else None
-        if trigger.kind == "new" and existing:
-            # one task per issue: GitHub sends issues.opened and issues.labeled for an issue
-            # created with the label; a reopened or relabelled issue keeps its task
-            print(f"gitops-agent: issue #{trigger.issue} has its task already ({existing}): nothing to do")
-            return 0
-        if trigger.kind == "follow-up" and existing:
-            job = self.follow_up(rt, cfg, trigger, existing)
-            if job is None:
-                return 0
-        if job is None:
-            base_sha = head
-            base_ref = git.git("rev-parse", "--abbrev-ref", "HEAD").strip()
-            models = TaskModels(planner=self.s.planner_model or cfg.models.planner, executor=self.s.executor_model or cfg.models.executor)
-            starter = trigger.author.login if trigger.author else None
-            writer = trigger.text_author or starter
-            source = TaskSource(
-                kind={"issue": "issue", "comment": "comment", "workflow_call": "workflow_call"}.get(trigger.source, "workflow_dispatch"),
-                repo=self.s.repo, issue=trigger.issue, author=writer, url=trigger.url,
-                started_by=starter if starter != writer else None, trusted=self.access.trusted_author(writer, starter, cfg),
-            )
-            question = trigger.question
-            # an issue's task id is fixed by the issue: two intake jobs racing for it make one task
-            tid = new_task_id(question, issue=trigger.issue) if trigger.issue is not None else None
-            try:
-                _task, job = create_task(rt, question, base_ref=base_ref, base_sha=base_sha, models=models, budget=cfg.budget,
-                                         source=source, task_id=tid)
-            except TaskExists:
-                if tid is None:
-                    raise
-                print(f"gitops-agent: issue #{trigger.issue} got its task from another job meanwhile ({tid}): nothing to do")
-                return 0
-        self.outputs.update(task=job.task, branch=job.branch)
-        self.dispatcher.dispatch(job)
-        snap = load_snapshot(rt.git, job.task)
-        self.publisher.progress(snap, "planning")
-        self.publisher.summary(snap, "intake")
-        return 0
-
-    def follow_up(self, rt: Runtime, cfg: AgentConfig, trigger: Trigger, task_id: str) -> Job | None:
-        """An instruction or a command (gitops_agent/steps/commands.py) for an existing task. None when
-        nothing is to run: the reply (help, a command given wrongly, a plan edit that cannot
-        stand) has been posted where it was asked."""
-        from gitops_agent.core.errors import StateFileError
-        from gitops_agent.steps.commands import help_text, parse_command
-
-        by = trigger.author.login if trigger.author else None
-        cmd = parse_command(trigger.instruction) if trigger.instruction is not None else None
-        helptext = help_text(cfg.trigger.phrase)
-        if cmd is not None and (cmd.problem or not cmd.spec.recorded):
-            self.publisher.reply(trigger, f"{cmd.problem}\n\n{helptext}" if cmd.problem else helptext)
-            return None
-        try:
-            Engine(rt).check_edits(task_id)  # a plan.json a person edited: refused before anything runs
-            snap = load_snapshot(rt.git, task_id)
-        except StateFileError as e:
-            self.publisher.reply(trigger, f"`{e.path}` cannot be used: {md_text(e.detail, 1000)}\n\nNothing ran. Fix it on the "
-                                f"branch, then comment `{cfg.trigger.phrase} continue`.")
-            return None
-        check = cmd.spec.check(cmd, snap, cfg) if cmd is not None else None
-        if check is not None and check.reply:
-            self.publisher.reply(trigger, f"{check.reply}\n\n{helptext}" if cmd.kind == "retry" else check.reply)
-            return None
-        max_usd = check.max_usd if check is not None else None
-        where = (FollowUp(where="review" if trigger.comment_id else "pull", number=trigger.pull, comment_id=trigger.comment_id, by=by)
-                 if trigger.pull is not None else FollowUp(where="issue", number=trigger.issue, by=by))
-        where.command = cmd.text if cmd is not None else None
-        text = f"{cmd.text} (budget now ${max_usd:g})" if cmd is not None and max_usd is not None else trigger.question
-        if trigger.review_id is not None and trigger.pull is not None and cmd is None:  # a review: its line comments too
-            from gitops_agent.github.events import cap_question, line_context
-
-            text = cap_question(text + "".join(line_context(c, with_body=True) for c in self.client.review_comments(trigger.pull, trigger.review_id, limit=5)))
-        # the settings of this round: the default branch's head, read through trusted.py like intake's
-        head = rt.git.git("rev-parse", "HEAD").strip()
-        return add_instruction(rt, task_id, text, by, where=where, max_usd=max_usd, settings_at=head)
-
-    def task_for_pull(self, git: GitRepo, trigger: Trigger) -> str | None:
-        """The task whose branch is the head of ``trigger.pull``; None (said why) when the pull
-        request is not the agent's: a fork's, another branch, or a task branch that is gone."""
-        branch, here = (trigger.branch, trigger.head_here) if trigger.branch else self.client.pull_head(trigger.pull)
-        n = trigger.pull
-        if not here:
-            print(f"gitops-agent: pull request #{n} comes from a fork: it is not the agent's; nothing to do")
-            return None
-        tid = branch[len(BRANCH_PREFIX):] if branch.startswith(BRANCH_PREFIX) else ""
-        if not TASK_ID_RE.fullmatch(tid):
-            print(f"gitops-agent: pull request #{n} (head {log_line(branch, 200)!r}) is not the agent's: nothing to do")
-            return None
-        if git.tip(branch) is None:
-            print(f"gitops-agent: pull request #{n}: its task branch {branch} is gone: nothing to do")
-            return None
-        return tid
-
-    def task_for_issue(self, git: GitRepo, issue: int) -> str | None:
-        out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}{issue}-*", network=True)
-        ids = sorted(line.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for line in out.splitlines() if "refs/heads/" in line)
-        return ids[-1] if ids else None
 
     # ---- plan / execute / finish -----------------------------------------------------------
     def step(self, job: Job) -> int:
@@ -297,14 +172,20 @@ class StepRunner:
             self.publisher.publish_answer(rt, snap)  # a finish whose job died before publishing publishes now
             self.publisher.progress(snap, "finished")
         else:
-            current = ", ".join(f"{j.step} {j.node or ''}".strip() for j in ([inline] if inline else []) + send) or "waiting for running steps"
+            current = (
+                ", ".join(f"{j.step} {j.node or ''}".strip() for j in ([inline] if inline else []) + send)
+                or "waiting for running steps"
+            )
             self.publisher.progress(snap, current)
         self.publisher.summary(snap, f"{job.step} {job.node or ''}".strip())
         if engine.failures:
             from gitops_agent.observe.gha import gha_error
 
             j, e = engine.failures[0]
-            gha_error(f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)", title="gitops-agent")
+            gha_error(
+                f"gitops-agent {j.step} step failed: {str(e)[:500]} (the task was finished with what it has)",
+                title="gitops-agent",
+            )
         if inline is None:
             return None
         print(f"gitops-agent: {inline.step} {inline.node or ''}: carried on in this job (github.inline_steps)")
@@ -331,11 +212,16 @@ class StepRunner:
         self.outputs["branch"] = branch
         if self.s.summary_path and proposal.gate is not None:
             with open(self.s.summary_path, "a") as f:
-                f.write(f"### gitops-agent evolve: {proposal.gate.verdict}\n\n{md_block(proposal.gate.why)}\n\n{md_block(proposal.gate.table)}\n")
+                f.write(
+                    f"### gitops-agent evolve: {proposal.gate.verdict}\n\n{md_block(proposal.gate.why)}\n\n"
+                    f"{md_block(proposal.gate.table)}\n"
+                )
         if proposal.gate is not None and proposal.gate.blocks and not cfg.evolve.open_worse:
             # the branch stays for a person to look at; no pull request asks anyone to adopt it
-            print(f"gitops-agent: brain proposal {branch} is {proposal.gate.verdict} ({log_line(proposal.gate.why)}): "
-                  "no pull request (evolve.open_worse: true opens one anyway)")
+            print(
+                f"gitops-agent: brain proposal {branch} is {proposal.gate.verdict} ({log_line(proposal.gate.why)}): "
+                "no pull request (evolve.open_worse: true opens one anyway)"
+            )
             return 0
         number, url = self.client.open_pull(head=branch, base="agent/brain", title=title, body=md_block(body)[:60000], draft=True)
         self.outputs["pr-url"] = url
@@ -349,7 +235,7 @@ class StepRunner:
         git = self.clone(None)
         cfg = self.config(git, git.git("rev-parse", "HEAD").strip())
         out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}*", network=True)
-        task_ids = sorted(l.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for l in out.splitlines() if "refs/heads/" in l)
+        task_ids = sorted(x.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for x in out.splitlines() if "refs/heads/" in x)
         now = datetime.now(timezone.utc)
         resent = 0
         for tid in task_ids:
@@ -373,13 +259,25 @@ class StepRunner:
             attempts = int(state.get("attempts", 0)) if stalled_again else 0
             rt = self.runtime(git, snap.task.settings_at or snap.task.base_sha, brain=snap.task.brain, cfg=cfg)
             if attempts >= cfg.github.max_redispatch:
-                jobs = [Job(step="finish", task=tid, branch=snap.branch, reason=f"stalled: no progress after {attempts} re-dispatches", stop="error")]
+                jobs = [
+                    Job(
+                        step="finish",
+                        task=tid,
+                        branch=snap.branch,
+                        reason=f"stalled: no progress after {attempts} re-dispatches",
+                        stop="error",
+                    )
+                ]
             else:
                 jobs = Engine(rt).resume_jobs(tid)
             state = {"attempts": attempts + 1, "at": now.isoformat(), "jobs": [j.model_dump(exclude_none=True) for j in jobs]}
-            rt.git.commit_files(snap.branch, {state_path: (json.dumps(state, indent=2) + "\n").encode()},
-                                f"agent(reconcile): re-dispatch {', '.join(j.step for j in jobs) or 'nothing'}",
-                                {"Agent-Task": tid, "Agent-Role": "reconcile"}, base=snap.tip)
+            rt.git.commit_files(
+                snap.branch,
+                {state_path: (json.dumps(state, indent=2) + "\n").encode()},
+                f"agent(reconcile): re-dispatch {', '.join(j.step for j in jobs) or 'nothing'}",
+                {"Agent-Task": tid, "Agent-Role": "reconcile"},
+                base=snap.tip,
+            )
             for j in jobs:
                 self.dispatcher.dispatch(j)
                 resent += 1
@@ -397,9 +295,8 @@ def run_step_command(step: str, event_path: str | None = None, client: Any = Non
         throttle = (env if env is not None else os.environ).get("GITOPS_AGENT_GITHUB_THROTTLE", "1") != "0"
         kw = {} if throttle else {"seconds_between_requests": None, "seconds_between_writes": None}
         client = GitHubClient(settings.repo, settings.token.get_secret_value(), api_url=settings.api_url, **kw)
-    from gitops_agent.observe.progress import ConsoleReporter
-
     from gitops_agent.observe.gha import gha_error, gha_group
+    from gitops_agent.observe.progress import ConsoleReporter
 
     runner = StepRunner(settings, client, reporter=ConsoleReporter())
     try:

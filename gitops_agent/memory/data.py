@@ -12,13 +12,12 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-
 from gitops_agent.core.errors import AgentError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
-from gitops_agent.memory.experience import DATA_DIR, MAX_DATA_FILE_BYTES, MEMORY_BRANCH, _DATA_NAME
+from gitops_agent.memory.experience import _DATA_NAME, DATA_DIR, MAX_DATA_FILE_BYTES, MEMORY_BRANCH
 
 log = logging.getLogger("gitops_agent.memory")
 
@@ -54,7 +53,9 @@ class DataSets:
         for p, dest in items:
             size = p.stat().st_size
             if size > MAX_DATA_FILE_BYTES:
-                raise ConfigError(f"{p} is {size / 1e6:.0f} MB; files over {MAX_DATA_FILE_BYTES // 2**20} MiB cannot be pushed to GitHub")
+                raise ConfigError(
+                    f"{p} is {size / 1e6:.0f} MB; files over {MAX_DATA_FILE_BYTES // 2**20} MiB cannot be pushed to GitHub"
+                )
             files[dest] = p.read_bytes()
             if os.access(p, os.X_OK):
                 modes[dest] = "100755"
@@ -64,9 +65,11 @@ class DataSets:
         paths = sorted(files)
         sha = ""
         for i in range(0, len(paths), self.CHUNK):
-            part = {p: files[p] for p in paths[i:i + self.CHUNK]}
+            part = {p: files[p] for p in paths[i : i + self.CHUNK]}
             n = f" ({i // self.CHUNK + 1}/{(len(paths) - 1) // self.CHUNK + 1})" if len(paths) > self.CHUNK else ""
-            sha = self.commit(part, f"memory: add data {name}{n}", {"Agent-Data": name}, modes={p: m for p, m in modes.items() if p in part})
+            sha = self.commit(
+                part, f"memory: add data {name}{n}", {"Agent-Data": name}, modes={p: m for p, m in modes.items() if p in part}
+            )
         return sha, paths
 
     def data_files(self, tip: str | None = None) -> list[str]:
@@ -90,7 +93,9 @@ class DataSets:
         if (dest / ".complete").exists():
             return dest
         # remote mode: every missing blob in one request, before the export reads them
-        self._prefetch(tip, {oid for mode, kind, oid, _ in self._ls(tip, DATA_DIR) if kind == "blob" and mode in ("100644", "100755")})
+        self._prefetch(
+            tip, {oid for mode, kind, oid, _ in self._ls(tip, DATA_DIR) if kind == "blob" and mode in ("100644", "100755")}
+        )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
         try:
@@ -110,7 +115,6 @@ class DataSets:
                 raise
         _prune(dest.parent, keep=3, ro=True)
         return dest
-
 
 
 def _warn_left_out(refused: list[str], shown: int = 20) -> None:
@@ -147,12 +151,12 @@ def _rmtree_ro(d: Path) -> None:
 def _prune(parent: Path, keep: int, ro: bool = False) -> None:
     """Keep the ``keep`` newest cache entries in ``parent``; older ones are removed (best effort)."""
     try:
-        entries = sorted((p for p in parent.iterdir() if not p.name.startswith(".tmp-")), key=lambda p: p.stat().st_mtime, reverse=True)
+        entries = sorted(
+            (p for p in parent.iterdir() if not p.name.startswith(".tmp-")), key=lambda p: p.stat().st_mtime, reverse=True
+        )
     except OSError:
         return
     for old in entries[keep:]:
         if time.time() - old.stat().st_mtime < 600:  # maybe in use by a running step
             continue
         _rmtree_ro(old) if ro else shutil.rmtree(old, ignore_errors=True)
-
-

@@ -84,11 +84,17 @@ class Experience(BaseModel):
     def brief(self, score: float | None = None) -> dict[str, Any]:
         """The compact form shown to the planner and recorded in memory.json."""
         d: dict[str, Any] = {
-            "task_id": self.task_id, "outcome": self.outcome, "question": self.question[:500],
-            "outline": self.outline_text()[:600], "summary": self.summary[:300],
-            "lessons": [x[:300] for x in self.lessons[:8]], "failures": [x[:300] for x in self.failures[:4]],
-            "date": self.date.date().isoformat(), "cost_usd": self.cost_usd,
-            "asked_by": self.asked_by, "trusted": self.trusted,
+            "task_id": self.task_id,
+            "outcome": self.outcome,
+            "question": self.question[:500],
+            "outline": self.outline_text()[:600],
+            "summary": self.summary[:300],
+            "lessons": [x[:300] for x in self.lessons[:8]],
+            "failures": [x[:300] for x in self.failures[:4]],
+            "date": self.date.date().isoformat(),
+            "cost_usd": self.cost_usd,
+            "asked_by": self.asked_by,
+            "trusted": self.trusted,
         }
         if score is not None:
             d["score"] = round(float(score), 4)
@@ -123,16 +129,20 @@ def cited_ids(texts: Iterable[str], candidates: Iterable[str]) -> list[str]:
     return out
 
 
-def experience_from_snapshot(snap: "Snapshot", outcome: str, answer: str, reason: str | None, shown: list[str] | None = None) -> Experience:
+def experience_from_snapshot(
+    snap: "Snapshot", outcome: str, answer: str, reason: str | None, shown: list[str] | None = None
+) -> Experience:
     """The experience of a finished task, from its branch (the snapshot before the finish commit)."""
     plan = snap.plan
     outline: list[OutlineItem] = []
     failures: list[str] = []
     if plan is not None:
+
         def visit(n, depth: int) -> None:
             outline.append(OutlineItem(id=n.id, title=n.title, status=plan.status_of(n).value, agent=n.agent, depth=depth))
             for c in n.children:
                 visit(c, depth + 1)
+
         for n in plan.nodes:
             visit(n, 0)
         for n in plan.walk():
@@ -149,12 +159,23 @@ def experience_from_snapshot(snap: "Snapshot", outcome: str, answer: str, reason
     texts = [answer, summary, plan.note if plan else "", *lessons]
     parent = getattr(snap.task, "parent", None)
     return Experience(
-        task_id=snap.task_id, branch=snap.branch, question=snap.task.question, instructions=list(snap.task.instructions),
-        outline=outline, outcome=outcome if outcome in ("done", "failed", "budget", "error") else "error",  # type: ignore[arg-type]
-        summary=summary[:300], answer=(answer or "")[:ANSWER_CHARS], lessons=lessons, failures=failures,
-        cost_usd=snap.cost_usd, tokens=snap.usage.total, date=utcnow(), reused=cited_ids(texts, shown),
+        task_id=snap.task_id,
+        branch=snap.branch,
+        question=snap.task.question,
+        instructions=list(snap.task.instructions),
+        outline=outline,
+        outcome=outcome if outcome in ("done", "failed", "budget", "error") else "error",  # type: ignore[arg-type]
+        summary=summary[:300],
+        answer=(answer or "")[:ANSWER_CHARS],
+        lessons=lessons,
+        failures=failures,
+        cost_usd=snap.cost_usd,
+        tokens=snap.usage.total,
+        date=utcnow(),
+        reused=cited_ids(texts, shown),
         parent=f"{parent.task_id}@{parent.step}" if parent is not None else None,
-        asked_by=snap.task.source.author, trusted=snap.task.source.trusted,
+        asked_by=snap.task.source.author,
+        trusted=snap.task.source.trusted,
     )
 
 
@@ -164,5 +185,3 @@ def _first_line(text: str) -> str:
         if line:
             return line[:300]
     return ""
-
-

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.memory.retrieval import EmbeddingIndex, Retriever
 
@@ -36,7 +35,9 @@ class MemoryIndex:
     """The experiences at one memory tip and a retriever over them. Experiences are kept as raw
     JSON and parsed on demand, so loading a cached index of 100k experiences stays cheap."""
 
-    def __init__(self, tip: str | None, method: str, raw: list[bytes], retriever: Retriever, build_ms: int = 0, cached: bool = False):
+    def __init__(
+        self, tip: str | None, method: str, raw: list[bytes], retriever: Retriever, build_ms: int = 0, cached: bool = False
+    ):
         self.tip = tip
         self.method = method
         self._raw = raw
@@ -65,8 +66,6 @@ class MemoryIndex:
             if len(hits) >= k:
                 break
         return hits
-
-
 
 
 def _enabled() -> bool:
@@ -101,7 +100,9 @@ class IndexCache:
         if not rebuild and (d / "done").exists():
             try:
                 raw = (d / "experiences.jsonl").read_bytes().splitlines()
-                idx = MemoryIndex(tip, method, raw, Retriever.load(d), json.loads((d / "done").read_text()).get("build_ms", 0), cached=True)
+                idx = MemoryIndex(
+                    tip, method, raw, Retriever.load(d), json.loads((d / "done").read_text()).get("build_ms", 0), cached=True
+                )
                 with self._lock:
                     self._index = idx
                 return idx
@@ -167,7 +168,9 @@ class IndexCache:
         try:
             (tmp / "experiences.jsonl").write_bytes(b"\n".join(idx._raw) + (b"\n" if idx._raw else b""))
             idx.retriever.save(tmp)
-            (tmp / "done").write_text(json.dumps({"tip": idx.tip, "method": idx.method, "count": len(idx), "build_ms": idx.build_ms}))
+            (tmp / "done").write_text(
+                json.dumps({"tip": idx.tip, "method": idx.method, "count": len(idx), "build_ms": idx.build_ms})
+            )
             os.rename(tmp, d)
         except OSError:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -180,4 +183,3 @@ class IndexCache:
 
     def reindex(self, method: str | None = None) -> MemoryIndex:
         return self.index(method, rebuild=True)
-

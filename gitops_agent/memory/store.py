@@ -37,18 +37,22 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Iterable
 
-
 from gitops_agent.core.errors import AgentError, ConfigError, GitError, PushRetriesExhausted
+from gitops_agent.core.state import TASK_ID_RE, check_task_id
 from gitops_agent.git.process import run_git
 from gitops_agent.git.repo import GitRepo
-from gitops_agent.core.state import TASK_ID_RE, check_task_id
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
 
 from gitops_agent.memory.data import DataSets, _prune, _rmtree_ro  # noqa: F401
 from gitops_agent.memory.experience import (
-    EXPERIENCES_DIR, MEMORY_BRANCH, Experience, dump_experience, experience_path, parse_experience,
+    EXPERIENCES_DIR,
+    MEMORY_BRANCH,
+    Experience,
+    dump_experience,
+    experience_path,
+    parse_experience,
 )
 from gitops_agent.memory.index import Hit, IndexCache, MemoryIndex, _enabled, default_method  # noqa: F401
 
@@ -67,7 +71,6 @@ class _PartialCache(GitRepo):
         if list(args) == ["write-tree"]:
             args = ["write-tree", "--missing-ok"]
         return super()._run(args, **kw)
-
 
 
 class MemoryStore(IndexCache, DataSets):
@@ -125,8 +128,14 @@ class MemoryStore(IndexCache, DataSets):
                 raise
             return tip
 
-    def commit(self, changes: dict[str, bytes | None], subject: str, trailers: dict[str, str] | None = None,
-               body: str = "", modes: dict[str, str] | None = None) -> str:
+    def commit(
+        self,
+        changes: dict[str, bytes | None],
+        subject: str,
+        trailers: dict[str, str] | None = None,
+        body: str = "",
+        modes: dict[str, str] | None = None,
+    ) -> str:
         """One commit on the memory branch (created if missing), re-applied on the new tip as
         often as it takes while other writers win the race."""
         self.ensure()
@@ -145,7 +154,8 @@ class MemoryStore(IndexCache, DataSets):
 
     def add_experience(self, exp: Experience) -> str:
         return self.commit(
-            {exp.path: dump_experience(exp)}, f"memory: {exp.task_id} ({exp.outcome})",
+            {exp.path: dump_experience(exp)},
+            f"memory: {exp.task_id} ({exp.outcome})",
             {"Agent-Task": exp.task_id, "Agent-Outcome": exp.outcome},
         )
 
@@ -168,7 +178,7 @@ class MemoryStore(IndexCache, DataSets):
             return {}
         out = {}
         for mode, kind, oid, path in self._ls(tip, EXPERIENCES_DIR):
-            name = path[len(EXPERIENCES_DIR) + 1:]
+            name = path[len(EXPERIENCES_DIR) + 1 :]
             if kind == "blob" and name.endswith(".json") and "/" not in name and TASK_ID_RE.fullmatch(name[:-5]):
                 out[name[:-5]] = oid
         return out
@@ -187,9 +197,21 @@ class MemoryStore(IndexCache, DataSets):
             return
         # what git's own lazy fetch runs, for all of them at once (object ids as refspecs)
         self.git._run(
-            ["-c", "fetch.negotiationAlgorithm=noop", "fetch", "--quiet", "origin", "--no-tags", "--no-write-fetch-head",
-             "--recurse-submodules=no", "--no-auto-maintenance", "--filter=blob:none", "--stdin"],
-            input=("\n".join(missing) + "\n").encode(), network=True,
+            [
+                "-c",
+                "fetch.negotiationAlgorithm=noop",
+                "fetch",
+                "--quiet",
+                "origin",
+                "--no-tags",
+                "--no-write-fetch-head",
+                "--recurse-submodules=no",
+                "--no-auto-maintenance",
+                "--filter=blob:none",
+                "--stdin",
+            ],
+            input=("\n".join(missing) + "\n").encode(),
+            network=True,
         )
 
     def _cat(self, oids: list[str]) -> list[bytes]:
@@ -206,7 +228,7 @@ class MemoryStore(IndexCache, DataSets):
             if len(header) != 3:
                 raise GitError(["cat-file", "--batch"], 1, f"object {oid} is missing")
             size = int(header[2])
-            out.append(buf[nl + 1: nl + 1 + size])
+            out.append(buf[nl + 1 : nl + 1 + size])
             pos = nl + 1 + size + 1
         return out
 
@@ -272,5 +294,3 @@ def _init_cache_repo(path: Path, url: str) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
         if not (path / "HEAD").exists():
             raise
-
-

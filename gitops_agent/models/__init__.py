@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from gitops_agent.models.registry import make_model, model_id
 from gitops_agent.models.providers.scripted import DEMO_SCRIPT
+from gitops_agent.models.registry import make_model, model_id
 
 __all__ = ["DEMO_SCRIPT", "make_model", "model_id"]

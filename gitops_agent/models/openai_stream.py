@@ -21,7 +21,6 @@ from typing import Any
 
 from gitops_agent.core.errors import ModelError
 
-
 LOOP_SPAN = 600  # characters that must be one repeated piece
 LOOP_UNIT = 80  # the longest such piece
 
@@ -37,8 +36,9 @@ def looping(tail: str) -> bool:
     return False
 
 
-def read_stream(stream: Any, deadline: float | None, where: str, chars_per_token: float = 3.0,
-                prompt_tokens: int = 0) -> SimpleNamespace:
+def read_stream(
+    stream: Any, deadline: float | None, where: str, chars_per_token: float = 3.0, prompt_tokens: int = 0
+) -> SimpleNamespace:
     """The answer of ``stream`` (an openai.Stream of chunks) as an object with ``choices[0].message``
     (content, tool_calls), ``finish_reason``, ``usage`` and ``model``, like a ChatCompletion;
     ``cut`` says why it was cut short (None: it was not)."""
@@ -60,16 +60,18 @@ def read_stream(stream: Any, deadline: float | None, where: str, chars_per_token
                 if delta is not None:
                     if delta.content:
                         text.append(delta.content)
-                        tail, since_check = (tail + delta.content)[-2 * LOOP_SPAN:], since_check + len(delta.content)
+                        tail, since_check = (tail + delta.content)[-2 * LOOP_SPAN :], since_check + len(delta.content)
                     for tc in delta.tool_calls or []:
-                        slot = calls.setdefault(tc.index if tc.index is not None else len(calls), {"id": None, "name": "", "args": []})
+                        slot = calls.setdefault(
+                            tc.index if tc.index is not None else len(calls), {"id": None, "name": "", "args": []}
+                        )
                         slot["id"] = slot["id"] or tc.id
                         fn = tc.function
                         if fn is not None:
                             slot["name"] = slot["name"] or (fn.name or "")  # sent once; a repeat is not appended
                             if fn.arguments:
                                 slot["args"].append(fn.arguments)
-                                tail, since_check = (tail + fn.arguments)[-2 * LOOP_SPAN:], since_check + len(fn.arguments)
+                                tail, since_check = (tail + fn.arguments)[-2 * LOOP_SPAN :], since_check + len(fn.arguments)
                 if choice.finish_reason:
                     finish = choice.finish_reason
             if since_check >= 100:
@@ -78,15 +80,18 @@ def read_stream(stream: Any, deadline: float | None, where: str, chars_per_token
                     cut, finish = "loop", "length"
                     break
             if deadline is not None and time.monotonic() > deadline:
-                raise ModelError(f"the answer from {where} was still coming when the task's wall budget ran out "
-                                 f"({sum(map(len, text))} characters so far); stopped")
+                raise ModelError(
+                    f"the answer from {where} was still coming when the task's wall budget ran out "
+                    f"({sum(map(len, text))} characters so far); stopped"
+                )
     finally:
         stream.close()
     if finish is None and cut is None:
         raise ModelError(f"the answer from {where} stopped before it ended (no finish_reason)", retryable=True)
     tool_calls = [
         SimpleNamespace(id=c["id"], function=SimpleNamespace(name=c["name"], arguments="".join(c["args"])))
-        for _, c in sorted(calls.items()) if c["name"]
+        for _, c in sorted(calls.items())
+        if c["name"]
     ]
     message = SimpleNamespace(content="".join(text) or None, tool_calls=tool_calls or None)
     if cut and usage is None:  # what the server would have counted, near enough

@@ -93,12 +93,30 @@ PRICES: dict[str, Price] = {
 # The most output tokens a model takes in one call (a request above it is a 400): the planner
 # and executors ask for no more than this. Unknown models: what the agent asks for.
 MAX_OUTPUT: dict[str, int] = {
-    "claude-opus-4-6": 128_000, "claude-opus-4-5": 64_000, "claude-opus-4-1": 32_000, "claude-opus-4-0": 32_000,
-    "claude-opus-4": 32_000, "claude-sonnet-4-6": 64_000, "claude-sonnet-4-5": 64_000, "claude-sonnet-4-0": 64_000,
-    "claude-sonnet-4": 64_000, "claude-3-7-sonnet": 64_000, "claude-3-5-sonnet": 8_192, "claude-haiku-4-5": 64_000,
-    "claude-3-5-haiku": 8_192, "claude-3-haiku": 4_096,
-    "gpt-4o-mini": 16_384, "gpt-4o": 16_384, "gpt-4.1-mini": 32_768, "gpt-4.1-nano": 32_768, "gpt-4.1": 32_768,
-    "gpt-5-mini": 128_000, "gpt-5-nano": 128_000, "gpt-5": 128_000, "deepseek-chat": 8_192, "deepseek-reasoner": 64_000,
+    "claude-opus-4-6": 128_000,
+    "claude-opus-4-5": 64_000,
+    "claude-opus-4-1": 32_000,
+    "claude-opus-4-0": 32_000,
+    "claude-opus-4": 32_000,
+    "claude-sonnet-4-6": 64_000,
+    "claude-sonnet-4-5": 64_000,
+    "claude-sonnet-4-0": 64_000,
+    "claude-sonnet-4": 64_000,
+    "claude-3-7-sonnet": 64_000,
+    "claude-3-5-sonnet": 8_192,
+    "claude-haiku-4-5": 64_000,
+    "claude-3-5-haiku": 8_192,
+    "claude-3-haiku": 4_096,
+    "gpt-4o-mini": 16_384,
+    "gpt-4o": 16_384,
+    "gpt-4.1-mini": 32_768,
+    "gpt-4.1-nano": 32_768,
+    "gpt-4.1": 32_768,
+    "gpt-5-mini": 128_000,
+    "gpt-5-nano": 128_000,
+    "gpt-5": 128_000,
+    "deepseek-chat": 8_192,
+    "deepseek-reasoner": 64_000,
 }
 
 # What may follow a table key for a prefix match: a date (20251001, 2024-07-18), "@date"
@@ -112,7 +130,7 @@ def _match(model: str, table: dict):
         return table[model]
     best: str | None = None
     for key in table:
-        if model.startswith(key) and _SUFFIX.match(model[len(key):]):
+        if model.startswith(key) and _SUFFIX.match(model[len(key) :]):
             if best is None or len(key) > len(best):
                 best = key
     return table[best] if best is not None else None

@@ -18,12 +18,13 @@ import importlib
 import os
 import pkgutil
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any
 
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.seams import Model
+from gitops_agent.models.pricing import PRICES, Price
 
 
 @dataclass(frozen=True)
@@ -42,6 +43,8 @@ class Provider:
     #: a spec of a branch-held file (a brain) may name it; scripted models only by a given name
     in_data: bool = True
     example: str = ""
+    #: its models' prices (USD per million tokens), added to the table when the registry loads
+    prices: dict[str, Price] = field(default_factory=dict)
 
 
 @lru_cache(maxsize=1)
@@ -54,6 +57,8 @@ def providers() -> dict[str, Provider]:
         p = getattr(importlib.import_module(f"{package.__name__}.{info.name}"), "PROVIDER", None)
         if isinstance(p, Provider):
             out[p.name] = p
+            for model, price in p.prices.items():
+                PRICES.setdefault(model, price)
     return out
 
 
@@ -68,8 +73,11 @@ def split(spec: str) -> tuple[Provider, str, str | None]:
     if not sep:
         claimed = next((p for p in known.values() if spec.startswith(p.claims) and p.claims), None)
         if claimed is None:
-            raise ConfigError(f"model spec {spec!r} has no provider; use " + ", ".join(f"{p}:{spec}" for p in known if p != "scripted")
-                              + " or scripted:FILE")
+            raise ConfigError(
+                f"model spec {spec!r} has no provider; use "
+                + ", ".join(f"{p}:{spec}" for p in known if p != "scripted")
+                + " or scripted:FILE"
+            )
         return claimed, spec, None
     provider = known.get(name)
     if provider is None:
@@ -101,5 +109,7 @@ def check_credentials(spec: str) -> None:
     """Fail early, and clearly, when the provider of ``spec`` has no credential here."""
     provider = split(spec)[0]
     if provider.keys and not any(os.environ.get(k) for k in provider.keys):
-        raise ConfigError(f"model {spec!r} needs {provider.keys_hint or ' or '.join(provider.keys)}; or pick another model: "
-                          "--model openai:MODEL@URL, or --model scripted:FILE (offline: `gitops-agent demo`)")
+        raise ConfigError(
+            f"model {spec!r} needs {provider.keys_hint or ' or '.join(provider.keys)}; or pick another model: "
+            "--model openai:MODEL@URL, or --model scripted:FILE (offline: `gitops-agent demo`)"
+        )

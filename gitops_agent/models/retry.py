@@ -108,9 +108,10 @@ def query_with_retry(
                 raise ModelError(
                     f"{e} (the provider asks to wait {asked:.0f} s, more than model_retry.max_wait_s "
                     f"= {policy.max_wait_s:g} s; not retried)",
-                    status=getattr(e, "status", None), retry_after=asked,
+                    status=getattr(e, "status", None),
+                    retry_after=asked,
                 ) from e
-            backoff = policy.backoff_s * (2 ** attempt) * random.uniform(0.8, 1.2)
+            backoff = policy.backoff_s * (2**attempt) * random.uniform(0.8, 1.2)
             wait = min(policy.max_wait_s, asked if asked is not None else backoff)
             if on_retry is not None:
                 on_retry(e, attempt + 1, wait)

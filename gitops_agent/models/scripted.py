@@ -37,9 +37,9 @@ import jinja2
 import yaml
 
 from gitops_agent.core.errors import ConfigError, ModelError
-from gitops_agent.templates.env import template_env
-from gitops_agent.core.state import Usage
 from gitops_agent.core.messages import ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolUseBlock
+from gitops_agent.core.state import Usage
+from gitops_agent.templates.env import template_env
 
 _env = template_env(keep_trailing_newline=True)
 

@@ -25,8 +25,10 @@ def data_spec_problem(spec: str) -> str | None:
     if not isinstance(spec, str):
         return "a model spec must be a string"
     if "@" in spec:
-        return (f"{spec!r} names an endpoint; a brain file names a provider and a model only "
-                "(endpoints come from the trusted settings: models: in .github/gitops-agent.yml or the action's inputs)")
+        return (
+            f"{spec!r} names an endpoint; a brain file names a provider and a model only "
+            "(endpoints come from the trusted settings: models: in .github/gitops-agent.yml or the action's inputs)"
+        )
     if spec.startswith("scripted:"):
         if _SCRIPTED_NAME.fullmatch(spec):
             return None

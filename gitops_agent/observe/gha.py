@@ -7,7 +7,6 @@ import sys
 from contextlib import contextmanager
 from typing import Iterator, TextIO
 
-
 # --------------------------------------------------------------------------- workflow commands
 
 
@@ -41,7 +40,9 @@ def gha_group(title: str, out: TextIO | None = None) -> Iterator[None]:
         yield
 
 
-def gha_error(msg: str, file: str | None = None, *, line: int | None = None, title: str | None = None, out: TextIO | None = None) -> None:
+def gha_error(
+    msg: str, file: str | None = None, *, line: int | None = None, title: str | None = None, out: TextIO | None = None
+) -> None:
     """An error annotation on GitHub Actions (``::error file=…::msg``, escaped); elsewhere a
     plain ``error: …`` line on stderr."""
     if in_github_actions():

@@ -20,11 +20,11 @@ import jinja2
 from markupsafe import Markup
 
 from gitops_agent import __version__
-from gitops_agent.templates.env import template_env
-from gitops_agent.templates.prompts import packaged_prompts_dir
 from gitops_agent.observe.render import fmt_tokens
 from gitops_agent.observe.trace import Trace, TraceNode, TraceStep
 from gitops_agent.safety.text import markdown_html
+from gitops_agent.templates.env import template_env
+from gitops_agent.templates.prompts import packaged_prompts_dir
 
 __all__ = ["render_html", "write_html", "layout_plan", "PlanGraph"]
 
@@ -98,7 +98,9 @@ class GraphNode:
         if not self.is_leaf:
             parts.append(f"group · {self.status}")
         elif self.status == "running":
-            parts.append(("step " if len(self.steps) == 1 else "steps ") + ", ".join(map(str, self.steps)) if self.steps else self.agent)
+            parts.append(
+                ("step " if len(self.steps) == 1 else "steps ") + ", ".join(map(str, self.steps)) if self.steps else self.agent
+            )
             parts.append("running")
         elif self.steps:
             parts.append(("step " if len(self.steps) == 1 else "steps ") + ", ".join(map(str, self.steps)))
@@ -138,7 +140,9 @@ def layout_plan(trace: Trace) -> PlanGraph:
         return g
     order: list[TraceNode] = list(trace.plan.walk())
     nodes = {
-        n.id: GraphNode(n.id, n.title, n.goal, n.status.value, n.mark, n.agent, not n.children, list(n.steps), n.cost_usd, n.duration_ms)
+        n.id: GraphNode(
+            n.id, n.title, n.goal, n.status.value, n.mark, n.agent, not n.children, list(n.steps), n.cost_usd, n.duration_ms
+        )
         for n in order
     }
     edges = _plan_edges(order)
@@ -262,6 +266,7 @@ def _order_rows(rows: list[list[str]], lay: _Layering) -> None:
 
 def _place(g: PlanGraph, rows: list[list[str]], width_of: dict[str, float]) -> tuple[dict[str, float], dict[str, float]]:
     """Sets the graph's size; returns the centre x and the top y of every node and point (rows centred)."""
+
     def row_width(row: list[str]) -> float:
         return sum(width_of[v] for v in row) + max(0, len(row) - 1) * GAP_X
 
@@ -366,19 +371,23 @@ def render_html(trace: Trace) -> str:
 
     start = trace.created_at
     offsets = {s.seq: max(0.0, (s.started_at - start).total_seconds()) if s.started_at else None for s in steps}
-    html = _env().get_template(TEMPLATE).render(
-        t=trace,
-        graph=layout_plan(trace),
-        steps=steps,
-        step_title=_step_title,
-        max_ms=max_ms,
-        offsets=offsets,
-        share=share,
-        script=Markup(_SCRIPT),  # our own code, not branch content
-        answer_html=Markup(markdown_html(trace.answer)) if trace.answer else None,  # rendered, then sanitised
-        csp=_csp(_SCRIPT),
-        version=__version__,
-        wall=wall_time(trace.totals.wall_seconds),
+    html = (
+        _env()
+        .get_template(TEMPLATE)
+        .render(
+            t=trace,
+            graph=layout_plan(trace),
+            steps=steps,
+            step_title=_step_title,
+            max_ms=max_ms,
+            offsets=offsets,
+            share=share,
+            script=Markup(_SCRIPT),  # our own code, not branch content
+            answer_html=Markup(markdown_html(trace.answer)) if trace.answer else None,  # rendered, then sanitised
+            csp=_csp(_SCRIPT),
+            version=__version__,
+            wall=wall_time(trace.totals.wall_seconds),
+        )
     )
     return html
 

@@ -13,8 +13,8 @@ from typing import Any
 from rich.console import Console
 from rich.markup import escape
 
-from gitops_agent.safety.secrets import redact
 from gitops_agent.safety.chars import log_line
+from gitops_agent.safety.secrets import redact
 
 
 class Reporter:
@@ -56,7 +56,8 @@ class ConsoleReporter(Reporter):
             return f"[bold]task[/] {e['task']}  branch [cyan]{e['branch']}[/]"
         if kind == "plan":
             what = f"dispatch {', '.join(f['dispatch'])}" if f.get("dispatch") else (f.get("action") or "")
-            return f"[magenta]plan[/] v{f['version']}  {e['counts']}  {escape(redact(log_line(what)))}  [dim]{f['tokens']} tok ${f['cost']:.4f}[/]"
+            spent = f"[dim]{f['tokens']} tok ${f['cost']:.4f}[/]"
+            return f"[magenta]plan[/] v{f['version']}  {e['counts']}  {escape(redact(log_line(what)))}  {spent}"
         if kind == "plan_error":
             return f"[yellow]plan[/] model output rejected: {e['error']}"
         if kind == "turn":

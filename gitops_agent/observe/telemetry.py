@@ -37,7 +37,7 @@ from gitops_agent import __version__
 from gitops_agent.core.state import StepRecord, Usage
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gitops_agent.observe.trace import Trace
+    from gitops_agent.observe.trace import Trace, TraceStep
 
 __all__ = [
     "ModelCallSpan",
@@ -83,7 +83,9 @@ def sdk_available() -> bool:
 
 def _otlp_exporter() -> Any | None:
     """The OTLP span exporter for OTEL_EXPORTER_OTLP_PROTOCOL (http/protobuf by default)."""
-    protocol = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    protocol = (
+        os.environ.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or os.environ.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "http/protobuf"
+    )
     try:
         if protocol == "grpc":
             from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
@@ -217,8 +219,9 @@ class ModelCallSpan:
     def __init__(self, span: Any):
         self.span = span
 
-    def record(self, usage: Usage, *, cost_usd: float | None = None, response_model: str | None = None,
-               finish_reason: str | None = None) -> None:
+    def record(
+        self, usage: Usage, *, cost_usd: float | None = None, response_model: str | None = None, finish_reason: str | None = None
+    ) -> None:
         self.span.set_attributes(_usage_attrs(usage))
         if cost_usd is not None:
             self.span.set_attribute("gitops_agent.cost_usd", float(cost_usd))
@@ -236,13 +239,15 @@ class StepSpan:
         self.span = span
 
     def record(self, rec: StepRecord) -> None:
-        self.span.set_attributes({
-            **_usage_attrs(rec.usage),
-            "gitops_agent.cost_usd": float(rec.cost_usd),
-            "gitops_agent.step.status": rec.status,
-            "gitops_agent.step.turns": rec.turns,
-            "gitops_agent.step.duration_ms": rec.duration_ms,
-        })
+        self.span.set_attributes(
+            {
+                **_usage_attrs(rec.usage),
+                "gitops_agent.cost_usd": float(rec.cost_usd),
+                "gitops_agent.step.status": rec.status,
+                "gitops_agent.step.turns": rec.turns,
+                "gitops_agent.step.duration_ms": rec.duration_ms,
+            }
+        )
         if rec.model:
             self.span.set_attribute(GEN_AI_REQUEST_MODEL, rec.model)
         if rec.status == "failed" or rec.error:
@@ -282,8 +287,16 @@ def _call_attrs(model: str, spec: str | None, max_tokens: int | None, operation:
 
 
 @contextmanager
-def step_span(task_id: str, seq: int, role: str, *, node: str | None = None, agent: str | None = None,
-              model: str | None = None, run_url: str | None = None) -> Iterator[StepSpan]:
+def step_span(
+    task_id: str,
+    seq: int,
+    role: str,
+    *,
+    node: str | None = None,
+    agent: str | None = None,
+    model: str | None = None,
+    run_url: str | None = None,
+) -> Iterator[StepSpan]:
     """A span around one step (plan, execute, finish). An exception marks it as an error."""
     attrs = _step_attrs(task_id, seq, role, node, agent, run_url)
     if model:
@@ -294,11 +307,13 @@ def step_span(task_id: str, seq: int, role: str, *, node: str | None = None, age
 
 
 @contextmanager
-def model_call_span(model: str, *, spec: str | None = None, max_tokens: int | None = None,
-                    operation: str = "chat") -> Iterator[ModelCallSpan]:
+def model_call_span(
+    model: str, *, spec: str | None = None, max_tokens: int | None = None, operation: str = "chat"
+) -> Iterator[ModelCallSpan]:
     """A span around one model call (``chat <model>``, kind CLIENT)."""
-    with get_tracer().start_as_current_span(f"{operation} {model}", kind=_kind("CLIENT"),
-                                            attributes=_call_attrs(model, spec, max_tokens, operation)) as span:
+    with get_tracer().start_as_current_span(
+        f"{operation} {model}", kind=_kind("CLIENT"), attributes=_call_attrs(model, spec, max_tokens, operation)
+    ) as span:
         yield ModelCallSpan(span)
 
 
@@ -324,11 +339,17 @@ def export_trace(trace: "Trace", tracer: Any | None = None) -> int:
     t_end = max(ends + [t0])
     count = 0
     root = tr.start_span(
-        f"invoke_agent gitops-agent {trace.task_id}", kind=_kind("INTERNAL"), start_time=_ns(t0),
+        f"invoke_agent gitops-agent {trace.task_id}",
+        kind=_kind("INTERNAL"),
+        start_time=_ns(t0),
         attributes={
-            GEN_AI_OPERATION_NAME: "invoke_agent", GEN_AI_AGENT_NAME: "gitops-agent", GEN_AI_CONVERSATION_ID: trace.task_id,
-            "gitops_agent.task.id": trace.task_id, "gitops_agent.outcome": trace.outcome,
-            "gitops_agent.cost_usd": float(trace.totals.cost_usd), **_usage_attrs(trace.totals.usage),
+            GEN_AI_OPERATION_NAME: "invoke_agent",
+            GEN_AI_AGENT_NAME: "gitops-agent",
+            GEN_AI_CONVERSATION_ID: trace.task_id,
+            "gitops_agent.task.id": trace.task_id,
+            "gitops_agent.outcome": trace.outcome,
+            "gitops_agent.cost_usd": float(trace.totals.cost_usd),
+            **_usage_attrs(trace.totals.usage),
         },
     )
     if not root.is_recording():
@@ -337,37 +358,59 @@ def export_trace(trace: "Trace", tracer: Any | None = None) -> int:
     count += 1
     ctx = ot.set_span_in_context(root)
     for s in trace.steps:
-        if s.started_at is None:
-            continue
-        start = s.started_at
-        spec = trace.models.planner if s.role == "planner" else trace.models.executor if s.role == "executor" else None
-        attrs = _step_attrs(trace.task_id, s.seq, s.role, s.node, s.agent or None, s.commit.run_url if s.commit else None)
-        attrs.update({**_usage_attrs(s.usage), "gitops_agent.cost_usd": float(s.cost_usd), "gitops_agent.step.status": s.status,
-                      "gitops_agent.step.turns": s.turns})
-        if s.model:
-            attrs[GEN_AI_REQUEST_MODEL] = s.model
-        if s.commit:
-            attrs["gitops_agent.commit"] = s.commit.sha
-        name = f"invoke_agent {s.agent or s.role}" + (f" {s.node}" if s.node else "")
-        step = tr.start_span(name, context=ctx, kind=_kind("INTERNAL"), start_time=_ns(start), attributes=attrs)
-        count += 1
-        if s.status == "failed" or s.error:
-            _set_error(step, s.error or "step failed")
-        sctx = ot.set_span_in_context(step)
-        at = start
-        for turn in s.transcript:
-            model = turn.model or s.model
-            call = tr.start_span(f"chat {model}", context=sctx, kind=_kind("CLIENT"), start_time=_ns(at),
-                                 attributes={**_call_attrs(model, spec, None, "chat"), **_usage_attrs(turn.usage),
-                                             GEN_AI_RESPONSE_MODEL: model, "gitops_agent.cost_usd": float(turn.cost_usd),
-                                             "gitops_agent.turn": turn.turn, **({"gitops_agent.tool": turn.tool} if turn.tool else {})})
-            count += 1
-            at = at + timedelta(milliseconds=turn.latency_ms)
-            if turn.error:
-                _set_error(call, turn.error)
-            call.end(end_time=_ns(at))
-            if turn.observation is not None:
-                at = at + timedelta(milliseconds=turn.observation.duration_ms)
-        step.end(end_time=_ns(max(at, start + timedelta(milliseconds=s.duration_ms))))
+        if s.started_at is not None:
+            count += _export_step(tr, ot, ctx, trace, s)
     root.end(end_time=_ns(t_end))
+    return count
+
+
+def _export_step(tr: Any, ot: Any, ctx: Any, trace: "Trace", s: "TraceStep") -> int:
+    """The span of one recorded step (under ``ctx``, the task's) and one per model turn; returns how many
+    (``ot``: the opentelemetry.trace module)."""
+    count = 1
+    start = s.started_at
+    spec = trace.models.planner if s.role == "planner" else trace.models.executor if s.role == "executor" else None
+    attrs = _step_attrs(trace.task_id, s.seq, s.role, s.node, s.agent or None, s.commit.run_url if s.commit else None)
+    attrs.update(
+        {
+            **_usage_attrs(s.usage),
+            "gitops_agent.cost_usd": float(s.cost_usd),
+            "gitops_agent.step.status": s.status,
+            "gitops_agent.step.turns": s.turns,
+        }
+    )
+    if s.model:
+        attrs[GEN_AI_REQUEST_MODEL] = s.model
+    if s.commit:
+        attrs["gitops_agent.commit"] = s.commit.sha
+    name = f"invoke_agent {s.agent or s.role}" + (f" {s.node}" if s.node else "")
+    step = tr.start_span(name, context=ctx, kind=_kind("INTERNAL"), start_time=_ns(start), attributes=attrs)
+    if s.status == "failed" or s.error:
+        _set_error(step, s.error or "step failed")
+    sctx = ot.set_span_in_context(step)
+    at = start
+    for turn in s.transcript:
+        model = turn.model or s.model
+        call = tr.start_span(
+            f"chat {model}",
+            context=sctx,
+            kind=_kind("CLIENT"),
+            start_time=_ns(at),
+            attributes={
+                **_call_attrs(model, spec, None, "chat"),
+                **_usage_attrs(turn.usage),
+                GEN_AI_RESPONSE_MODEL: model,
+                "gitops_agent.cost_usd": float(turn.cost_usd),
+                "gitops_agent.turn": turn.turn,
+                **({"gitops_agent.tool": turn.tool} if turn.tool else {}),
+            },
+        )
+        count += 1
+        at = at + timedelta(milliseconds=turn.latency_ms)
+        if turn.error:
+            _set_error(call, turn.error)
+        call.end(end_time=_ns(at))
+        if turn.observation is not None:
+            at = at + timedelta(milliseconds=turn.observation.duration_ms)
+    step.end(end_time=_ns(max(at, start + timedelta(milliseconds=s.duration_ms))))
     return count

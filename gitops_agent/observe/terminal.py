@@ -49,8 +49,13 @@ def _print_header(con, t: Trace) -> None:
         con.print(Text.assemble(("Summary: ", "bold"), " ".join(t.summary.split())))
     if t.reason and t.outcome != "done":
         con.print(Text.assemble(("Why it stopped: ", "bold"), " ".join(t.reason.split())))
-    con.print(Text(f"Branch {t.branch} at {t.tip[:8]} · base {t.base_ref} ({t.base_sha[:8]}) · "
-                   f"models: planner {t.models.planner}, executor {t.models.executor}", style="dim"))
+    con.print(
+        Text(
+            f"Branch {t.branch} at {t.tip[:8]} · base {t.base_ref} ({t.base_sha[:8]}) · "
+            f"models: planner {t.models.planner}, executor {t.models.executor}",
+            style="dim",
+        )
+    )
     con.print()
 
 
@@ -66,7 +71,9 @@ def _print_plan(con, t: Trace) -> None:
     if t.plan is None:
         con.print(Text("Plan: (no plan yet)", style="bold"))
     else:
-        tree = Tree(Text.assemble((f"Plan (version {t.plan.version})", "bold"), ("   marks: " + legend, "dim")), guide_style="dim")
+        tree = Tree(
+            Text.assemble((f"Plan (version {t.plan.version})", "bold"), ("   marks: " + legend, "dim")), guide_style="dim"
+        )
         for n in t.plan.nodes:
             _add_plan_node(tree, n)
         con.print(tree)
@@ -130,11 +137,21 @@ def _timeline_row(s: TraceStep) -> list:
 
     what = s.commit.subject.split(": ", 1)[-1] if s.commit else ("(not reported yet)" if s.status == "running" else "")
     return [
-        str(s.seq), s.role, Text(s.node or "—"), Text(what), Text(s.model or "—"), str(s.turns) if s.has_record else "—",
+        str(s.seq),
+        s.role,
+        Text(s.node or "—"),
+        Text(what),
+        Text(s.model or "—"),
+        str(s.turns) if s.has_record else "—",
         s.started_at.strftime("%H:%M:%S") if s.started_at else "—",
-        _secs(s.duration_ms), f"{s.usage.input_tokens:,}", f"{s.usage.output_tokens:,}",
-        f"{s.usage.cache_read_tokens:,}", f"{s.usage.cache_write_tokens:,}", f"{s.cache_share:.0%}",
-        f"${s.cost_usd:.4f}", Text(s.status, style=_STEP_STATUS_STYLE.get(s.status, "")),
+        _secs(s.duration_ms),
+        f"{s.usage.input_tokens:,}",
+        f"{s.usage.output_tokens:,}",
+        f"{s.usage.cache_read_tokens:,}",
+        f"{s.usage.cache_write_tokens:,}",
+        f"{s.cache_share:.0%}",
+        f"${s.cost_usd:.4f}",
+        Text(s.status, style=_STEP_STATUS_STYLE.get(s.status, "")),
         Text(s.commit.short if s.commit else "—", style="cyan" if s.commit else "dim"),
     ]
 
@@ -157,8 +174,10 @@ class _Timeline:
     hidden: list[str] = field(default_factory=list)
 
     def __post_init__(self) -> None:
-        self.natural = [max([len(x) for x in name.split("\n")] + [len(footer)] + [len(str(r[i])) for r in self.rows])
-                        for i, (name, _, footer) in enumerate(self.cols)]
+        self.natural = [
+            max([len(x) for x in name.split("\n")] + [len(footer)] + [len(str(r[i])) for r in self.rows])
+            for i, (name, _, footer) in enumerate(self.cols)
+        ]
         self.what = next(i for i, c in enumerate(self.cols) if c[0].startswith("What"))
         self.shown = list(range(len(self.cols)))
         self.what_width = min(self.natural[self.what], 48)
@@ -167,15 +186,29 @@ class _Timeline:
         from rich import box
         from rich.table import Table
 
-        table = Table(title="Timeline: one row per step, in step order", title_justify="left", title_style="bold",
-                      show_footer=True, header_style="bold", footer_style="bold", box=box.SIMPLE_HEAD, collapse_padding=True)
+        table = Table(
+            title="Timeline: one row per step, in step order",
+            title_justify="left",
+            title_style="bold",
+            show_footer=True,
+            header_style="bold",
+            footer_style="bold",
+            box=box.SIMPLE_HEAD,
+            collapse_padding=True,
+        )
         for i in self.shown:
             name, justify, footer = self.cols[i]
             flexible = i == self.what
             width = min(12, self.natural[i]) if narrowest else self.what_width
-            table.add_column(name, justify=justify, footer=footer, no_wrap=True, overflow="ellipsis",
-                             min_width=width if flexible else self.natural[i],
-                             max_width=width if flexible else None)
+            table.add_column(
+                name,
+                justify=justify,
+                footer=footer,
+                no_wrap=True,
+                overflow="ellipsis",
+                min_width=width if flexible else self.natural[i],
+                max_width=width if flexible else None,
+            )
         for r in self.rows:
             table.add_row(*(r[i] for i in self.shown))
         return table
@@ -213,7 +246,12 @@ def _print_timeline(con, t: Trace) -> None:
     timeline.fit(con.width)
     con.print(timeline.build())
     if timeline.hidden:
-        con.print(Text(f"(narrow terminal: {', '.join(timeline.hidden)} not shown; --json or a wider terminal shows every column)", style="dim"))
+        con.print(
+            Text(
+                f"(narrow terminal: {', '.join(timeline.hidden)} not shown; --json or a wider terminal shows every column)",
+                style="dim",
+            )
+        )
 
 
 # ----------------------------------------------------------------------------- totals, breakdowns, ledger
@@ -225,17 +263,26 @@ def _print_totals(con, t: Trace) -> None:
 
     tot = t.totals
     u = tot.usage
-    con.print(Text.assemble(
-        ("Totals: ", "bold"),
-        f"{tot.steps} steps ({tot.model_steps} with model calls), {tot.turns} turns · "
-        f"{tot.tokens:,} tokens ({u.input_tokens:,} input, {u.output_tokens:,} output, {u.cache_read_tokens:,} cache read, "
-        f"{u.cache_write_tokens:,} cache write; {tot.cache_share:.0%} of the prompt read from cache) · "
-        f"cost ${tot.cost_usd:.4f} · {tot.step_duration_ms / 1000:.1f} s of step time, {_wall(tot.wall_seconds)} wall time",
-    ))
+    con.print(
+        Text.assemble(
+            ("Totals: ", "bold"),
+            f"{tot.steps} steps ({tot.model_steps} with model calls), {tot.turns} turns · "
+            f"{tot.tokens:,} tokens ({u.input_tokens:,} input, {u.output_tokens:,} output, {u.cache_read_tokens:,} cache read, "
+            f"{u.cache_write_tokens:,} cache write; {tot.cache_share:.0%} of the prompt read from cache) · "
+            f"cost ${tot.cost_usd:.4f} · {tot.step_duration_ms / 1000:.1f} s of step time, {_wall(tot.wall_seconds)} wall time",
+        )
+    )
     for title, rows in (("Cost by model", t.by_model), ("Cost by role", t.by_role)):
         if rows:
-            con.print(Text.assemble((f"{title}: ", "bold"), " · ".join(
-                f"{r.key} ${r.cost_usd:.4f} ({r.steps} step{'' if r.steps == 1 else 's'}, {r.usage.total:,} tokens)" for r in rows)))
+            con.print(
+                Text.assemble(
+                    (f"{title}: ", "bold"),
+                    " · ".join(
+                        f"{r.key} ${r.cost_usd:.4f} ({r.steps} step{'' if r.steps == 1 else 's'}, {r.usage.total:,} tokens)"
+                        for r in rows
+                    ),
+                )
+            )
 
 
 def _print_ledger(con, t: Trace) -> None:
@@ -244,17 +291,37 @@ def _print_ledger(con, t: Trace) -> None:
 
     lg = t.ledger
     if t.ledger_consistent:
-        con.print(Text.assemble(("Ledger: ", "bold"), (f"consistent ✓ — the commits' Agent-Cost-USD trailers add up to ${lg.commits_cost_usd:.4f}, "
-                                                         "the same as the step records", "green")))
+        con.print(
+            Text.assemble(
+                ("Ledger: ", "bold"),
+                (
+                    f"consistent ✓ — the commits' Agent-Cost-USD trailers add up to ${lg.commits_cost_usd:.4f}, "
+                    "the same as the step records",
+                    "green",
+                ),
+            )
+        )
     else:
-        con.print(Text.assemble(("Ledger: ", "bold"), (f"INCONSISTENT ✗ — commits ${lg.commits_cost_usd:.6f}, step records ${lg.steps_cost_usd:.6f}", "bold red")))
+        con.print(
+            Text.assemble(
+                ("Ledger: ", "bold"),
+                (f"INCONSISTENT ✗ — commits ${lg.commits_cost_usd:.6f}, step records ${lg.steps_cost_usd:.6f}", "bold red"),
+            )
+        )
     for p in lg.problems:
         con.print(Text("  ! " + p, style="yellow"))
     if t.events:
-        con.print(Text.assemble(("Other commits: ", "bold"), " · ".join(f"{c.short} {c.subject}" for c in t.events[-5:])
-                                + (f" (and {len(t.events) - 5} more)" if len(t.events) > 5 else "")))
+        con.print(
+            Text.assemble(
+                ("Other commits: ", "bold"),
+                " · ".join(f"{c.short} {c.subject}" for c in t.events[-5:])
+                + (f" (and {len(t.events) - 5} more)" if len(t.events) > 5 else ""),
+            )
+        )
     if not t.history_complete:
-        con.print(Text("  ! shallow clone: the history does not reach the task's first commit (git fetch --unshallow)", style="yellow"))
+        con.print(
+            Text("  ! shallow clone: the history does not reach the task's first commit (git fetch --unshallow)", style="yellow")
+        )
     errors = [s for s in t.steps if s.error]
     for s in errors:
         con.print(Text.assemble((f"Step {s.seq} ({s.label}) {s.status}: ", "bold red"), " ".join(s.error.split())[:500]))

@@ -22,9 +22,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from gitops_agent.core.state import Budget, CascadeAttempt, NodeStatus, TaskModels, TaskSource, Turn, Usage
 from gitops_agent.core.plan import Plan, PlanNode
-
+from gitops_agent.core.state import Budget, CascadeAttempt, NodeStatus, TaskModels, TaskSource, Turn, Usage
 
 __all__ = ["CommitInfo", "CostRow", "Ledger", "Totals", "Trace", "TraceNode", "TracePlan", "TraceStep"]
 
@@ -82,7 +81,9 @@ class TraceStep(BaseModel):
     commit: CommitInfo | None = None
     result: str | None = Field(None, description="result.md of an executor step.")
     transcript: list[Turn] = Field(default_factory=list, description="turns.jsonl: each model turn, its code and observation.")
-    cascade: list[CascadeAttempt] = Field(default_factory=list, description="An executor's model cascade: each model tried, in order.")
+    cascade: list[CascadeAttempt] = Field(
+        default_factory=list, description="An executor's model cascade: each model tried, in order."
+    )
     has_record: bool = Field(True, description="False for steps known only from a commit (intake) or from the plan (running).")
 
     @property
@@ -194,8 +195,12 @@ class Trace(BaseModel):
     by_role: list[CostRow] = Field(default_factory=list)
     ledger_consistent: bool
     ledger: Ledger
-    events: list[CommitInfo] = Field(default_factory=list, description="Commits of the task that are not steps (e.g. reconcile's re-dispatches).")
-    history_complete: bool = Field(True, description="False when the clone is shallow and the task's first commit was not reached.")
+    events: list[CommitInfo] = Field(
+        default_factory=list, description="Commits of the task that are not steps (e.g. reconcile's re-dispatches)."
+    )
+    history_complete: bool = Field(
+        True, description="False when the clone is shallow and the task's first commit was not reached."
+    )
 
     def step(self, seq: int) -> TraceStep | None:
         return next((s for s in self.steps if s.seq == seq), None)
@@ -211,13 +216,18 @@ class Trace(BaseModel):
 
         def conv(n: TraceNode) -> PlanNode:
             return PlanNode(
-                id=n.id, title=n.title, goal=n.goal, agent=n.agent, depends_on=list(n.depends_on),
-                status=n.status, attempts=n.attempts, step=n.step, children=[conv(c) for c in n.children],
+                id=n.id,
+                title=n.title,
+                goal=n.goal,
+                agent=n.agent,
+                depends_on=list(n.depends_on),
+                status=n.status,
+                attempts=n.attempts,
+                step=n.step,
+                children=[conv(c) for c in n.children],
             )
 
         return Plan(version=self.plan.version, goal=self.plan.goal, note=self.plan.note, nodes=[conv(n) for n in self.plan.nodes])
 
     def to_json(self, indent: int | None = 2) -> str:
         return self.model_dump_json(by_alias=True, indent=indent)
-
-

@@ -1,21 +1,19 @@
 """Building a trace (gitops_agent/observe/trace.py) from a task branch: the step files at the tip and
-the commits of the branch, matched by their trailers."""
+the commits of the branch (read in gitops_agent/observe/trace_history.py), matched by their trailers."""
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
 
 from pydantic import ValidationError
 
 from gitops_agent.core.errors import BadName, TaskNotFound
-from gitops_agent.git.repo import parse_trailers
+from gitops_agent.core.plan import PlanNode
 from gitops_agent.core.seams import GitStore
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import BRANCH_PREFIX, NodeStatus, StepRecord, Turn, Usage, check_task_id
-from gitops_agent.core.plan import PlanNode
-
-from gitops_agent.observe.trace import _COST_EPS, CommitInfo, CostRow, Ledger, Totals, Trace, TraceNode, TracePlan, TraceStep
+from gitops_agent.observe.trace import CommitInfo, CostRow, Totals, Trace, TraceNode, TracePlan, TraceStep
+from gitops_agent.observe.trace_history import branch_commits, check_ledger, commit_problems, index_commits, trailer_int
 
 __all__ = ["build_trace", "resolve_task_id", "trace_from_snapshot"]
 
@@ -58,81 +56,7 @@ def _local_task_ids(git: GitStore) -> list[str]:
     return sorted(set(ids))
 
 
-# ----------------------------------------------------------------------------- history
-
-
-def _branch_commits(git: GitStore, tip: str, base_sha: str | None, task_id: str,
-                    parent: tuple[str, int] | None = None) -> tuple[list[CommitInfo], bool]:
-    """Agent commits of this task between the base and ``tip``, oldest first; and whether the
-    history reached the task's intake commit (False in a shallow clone cut above it)."""
-    run = getattr(git, "git", None)
-    raw: list[tuple[str, str, str, str]] = []  # sha, parents, date, message
-    if run is not None:
-        args = ["log", "-z", "--no-show-signature", "--format=%H%x00%P%x00%cI%x00%B", tip]
-        if base_sha and run("rev-parse", "--verify", "--quiet", base_sha + "^{commit}", check=False).strip():
-            args.append("^" + base_sha)
-        fields = run(*args).split("\0")
-        for i in range(0, len(fields) - 3, 4):
-            sha = fields[i].strip()
-            if sha:
-                raw.append((sha, fields[i + 1], fields[i + 2], fields[i + 3]))
-    else:  # any GitStore: log() without dates
-        for c in git.log(tip):
-            raw.append((c.sha, " ".join(c.parents), "", c.subject + "\n\n" + c.body + "\n\n" + "\n".join(f"{k}: {v}" for k, v in c.trailers.items())))
-    commits: list[CommitInfo] = []
-    reached_intake = False
-    for sha, _parents, date, message in raw:
-        trailers = parse_trailers(message)
-        if trailers.get("Agent-Task") != task_id:
-            # a fork inherits the steps of its parent up to the step it was forked at
-            inherited = (
-                parent is not None and trailers.get("Agent-Task") == parent[0] and trailers.get("Agent-Role") != "intake"
-                and (trailers.get("Agent-Step") or "").isdigit() and int(trailers["Agent-Step"]) <= parent[1]
-            )
-            if not inherited:
-                continue
-        if trailers.get("Agent-Role") == "intake" and trailers.get("Agent-Step") == "1":
-            reached_intake = True
-        subject = " ".join(message.strip().split("\n", 1)[0].split())
-        commits.append(
-            CommitInfo(
-                sha=sha,
-                subject=subject,
-                committed_at=_parse_date(date),
-                role=trailers.get("Agent-Role"),
-                node=trailers.get("Agent-Node"),
-                model=trailers.get("Agent-Model"),
-                usage=Usage.from_trailer(trailers["Agent-Usage"]) if "Agent-Usage" in trailers else None,
-                cost_usd=_float(trailers.get("Agent-Cost-USD")),
-                duration_ms=_int(trailers.get("Agent-Duration-Ms")),
-                run_url=trailers.get("Agent-Run"),
-                outcome=trailers.get("Agent-Outcome"),
-                trailers=trailers,
-            )
-        )
-    commits.reverse()
-    return commits, reached_intake
-
-
-def _parse_date(s: str) -> datetime | None:
-    try:
-        return datetime.fromisoformat(s.strip()).astimezone(timezone.utc) if s.strip() else None
-    except ValueError:
-        return None
-
-
-def _float(s: str | None) -> float | None:
-    try:
-        return float(s) if s is not None else None
-    except ValueError:
-        return None
-
-
-def _int(s: str | None) -> int | None:
-    try:
-        return int(s) if s is not None else None
-    except ValueError:
-        return None
+# ----------------------------------------------------------------------------- step files
 
 
 def _parse_turns(raw: bytes | None) -> tuple[list[Turn], list[str]]:
@@ -165,10 +89,11 @@ def build_trace(git: GitStore, task_id_or_branch: str, *, fetch: bool = True, tr
 def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
     git = snap.git
     par = getattr(snap.task, "parent", None)
-    commits, reached_intake = _branch_commits(git, snap.tip, snap.task.base_sha, snap.task_id,
-                                              (par.task_id, par.step) if par is not None else None)
+    commits, reached_intake = branch_commits(
+        git, snap.tip, snap.task.base_sha, snap.task_id, (par.task_id, par.step) if par is not None else None
+    )
     history_complete = reached_intake or not (getattr(git, "is_shallow", lambda: False)())
-    by_seq, events, problems = _index_commits(commits)
+    by_seq, events, problems = index_commits(commits)
     titles = {n.id: n.title for n in snap.plan.walk()} if snap.plan else {}
     steps = _recorded_steps(snap, by_seq, titles, problems, transcripts)
     recorded = {s.seq for s in steps}
@@ -176,13 +101,25 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
     steps += _running_steps(snap, by_seq, recorded)
     steps.sort(key=lambda s: s.seq)
 
-    ledger = _ledger(snap.steps, by_seq, events, problems)
+    ledger = check_ledger(snap.steps, by_seq, events, problems)
     outcome, summary, answer, reason = _outcome(snap, by_seq)
     t = snap.task
     return Trace(
-        task_id=snap.task_id, branch=snap.branch, tip=snap.tip, question=t.question, instructions=list(t.instructions),
-        source=t.source, base_ref=t.base_ref, base_sha=t.base_sha, models=t.models, budget=t.budget, created_at=t.created_at,
-        outcome=outcome, summary=summary, answer=answer, reason=reason,
+        task_id=snap.task_id,
+        branch=snap.branch,
+        tip=snap.tip,
+        question=t.question,
+        instructions=list(t.instructions),
+        source=t.source,
+        base_ref=t.base_ref,
+        base_sha=t.base_sha,
+        models=t.models,
+        budget=t.budget,
+        created_at=t.created_at,
+        outcome=outcome,
+        summary=summary,
+        answer=answer,
+        reason=reason,
         plan=_trace_plan(snap, steps),
         steps=steps,
         totals=_totals(snap, steps),
@@ -195,27 +132,9 @@ def trace_from_snapshot(snap: Snapshot, *, transcripts: bool = True) -> Trace:
     )
 
 
-def _index_commits(commits: list[CommitInfo]) -> tuple[dict[int, CommitInfo], list[CommitInfo], list[str]]:
-    """The branch's commits by their Agent-Step, the other commits (events), and what is wrong with them."""
-    by_seq: dict[int, CommitInfo] = {}
-    events: list[CommitInfo] = []
-    problems: list[str] = []
-    for c in commits:
-        seq = _int(c.trailers.get("Agent-Step"))
-        if seq is None:
-            # not a step: e.g. reconcile's re-dispatch record; a cost on it would still count
-            events.append(c)
-            if c.cost_usd or c.usage:
-                problems.append(f"commit {c.short} has a cost or usage but no Agent-Step trailer")
-            continue
-        if seq in by_seq:
-            problems.append(f"step {seq} has two commits: {by_seq[seq].short} and {c.short}")
-        by_seq[seq] = c
-    return by_seq, events, problems
-
-
-def _recorded_steps(snap: Snapshot, by_seq: dict[int, CommitInfo], titles: dict[str, str], problems: list[str],
-                    transcripts: bool) -> list[TraceStep]:
+def _recorded_steps(
+    snap: Snapshot, by_seq: dict[int, CommitInfo], titles: dict[str, str], problems: list[str], transcripts: bool
+) -> list[TraceStep]:
     """A step per step.json at the tip, with its transcript and result; adds to ``problems``."""
     blobs: dict[str, bytes | None] = {}
     if transcripts:  # the files of each step, in one cat-file batch for all of them
@@ -232,13 +151,16 @@ def _recorded_steps(snap: Snapshot, by_seq: dict[int, CommitInfo], titles: dict[
         transcript, turn_problems = _parse_turns(blobs.get(f"{d}/turns.jsonl")) if transcripts else ([], [])
         problems += [f"step {rec.seq}: {p}" for p in turn_problems]
         result = blobs.get(f"{d}/result.md") if transcripts else None
-        steps.append(_step_from_record(rec, commit, titles, transcript, result.decode("utf-8", "replace") if result is not None else None))
-        problems += _commit_problems(rec, commit)
+        steps.append(
+            _step_from_record(rec, commit, titles, transcript, result.decode("utf-8", "replace") if result is not None else None)
+        )
+        problems += commit_problems(rec, commit)
     return steps
 
 
-def _steps_without_record(snap: Snapshot, by_seq: dict[int, CommitInfo], recorded: set[int], titles: dict[str, str],
-                          problems: list[str]) -> list[TraceStep]:
+def _steps_without_record(
+    snap: Snapshot, by_seq: dict[int, CommitInfo], recorded: set[int], titles: dict[str, str], problems: list[str]
+) -> list[TraceStep]:
     """Steps known only from their commit: the intake (which writes no step.json) and, a
     problem, any other step whose step.json is missing; adds to ``problems``."""
     steps: list[TraceStep] = []
@@ -248,9 +170,14 @@ def _steps_without_record(snap: Snapshot, by_seq: dict[int, CommitInfo], recorde
         if c.role == "intake":
             steps.append(
                 TraceStep(
-                    seq=seq, role="intake", status="done", started_at=snap.task.created_at,
+                    seq=seq,
+                    role="intake",
+                    status="done",
+                    started_at=snap.task.created_at,
                     finished_at=c.committed_at or snap.task.created_at,
-                    duration_ms=_int(c.trailers.get("Agent-Duration-Ms")) or 0, commit=c, has_record=False,
+                    duration_ms=trailer_int(c.trailers.get("Agent-Duration-Ms")) or 0,
+                    commit=c,
+                    has_record=False,
                 )
             )
         else:
@@ -258,9 +185,17 @@ def _steps_without_record(snap: Snapshot, by_seq: dict[int, CommitInfo], recorde
             role = c.role if c.role in ("planner", "executor", "finish") else "executor"
             steps.append(
                 TraceStep(
-                    seq=seq, role=role, node=c.node if role == "executor" else None, node_title=titles.get(c.node or ""),
-                    model=c.model or "", usage=c.usage or Usage(), cost_usd=c.cost_usd or 0.0,
-                    duration_ms=c.duration_ms or 0, finished_at=c.committed_at, commit=c, has_record=False,
+                    seq=seq,
+                    role=role,
+                    node=c.node if role == "executor" else None,
+                    node_title=titles.get(c.node or ""),
+                    model=c.model or "",
+                    usage=c.usage or Usage(),
+                    cost_usd=c.cost_usd or 0.0,
+                    duration_ms=c.duration_ms or 0,
+                    finished_at=c.committed_at,
+                    commit=c,
+                    has_record=False,
                 )
             )
     return steps
@@ -277,7 +212,9 @@ def _running_steps(snap: Snapshot, by_seq: dict[int, CommitInfo], recorded: set[
     ]
 
 
-def _step_from_record(rec: StepRecord, commit: CommitInfo | None, titles: dict[str, str], transcript: list[Turn], result: str | None) -> TraceStep:
+def _step_from_record(
+    rec: StepRecord, commit: CommitInfo | None, titles: dict[str, str], transcript: list[Turn], result: str | None
+) -> TraceStep:
     is_exec = rec.role == "executor"
     return TraceStep(
         seq=rec.seq,
@@ -302,39 +239,6 @@ def _step_from_record(rec: StepRecord, commit: CommitInfo | None, titles: dict[s
         commit=commit,
         result=result if is_exec else None,
         transcript=transcript,
-    )
-
-
-def _commit_problems(rec: StepRecord, commit: CommitInfo | None) -> list[str]:
-    if commit is None:
-        return [f"step {rec.seq} ({rec.role} {rec.node}) has no commit with Agent-Step: {rec.seq} in the history"]
-    out = []
-    if commit.role and commit.role != rec.role:
-        out.append(f"step {rec.seq}: commit {commit.short} says role {commit.role}, step.json says {rec.role}")
-    if rec.role == "executor" and commit.node and commit.node != rec.node:
-        out.append(f"step {rec.seq}: commit {commit.short} says node {commit.node}, step.json says {rec.node}")
-    if commit.cost_usd is not None and abs(commit.cost_usd - rec.cost_usd) > _COST_EPS:
-        out.append(f"step {rec.seq}: Agent-Cost-USD {commit.cost_usd} != step.json cost_usd {rec.cost_usd}")
-    if commit.usage is not None and commit.usage != rec.usage:
-        out.append(f"step {rec.seq}: Agent-Usage ({commit.usage.trailer()}) != step.json usage ({rec.usage.trailer()})")
-    return out
-
-
-def _ledger(records: list[StepRecord], by_seq: dict[int, CommitInfo], events: list[CommitInfo], problems: list[str]) -> Ledger:
-    every = list(by_seq.values()) + events
-    steps_cost = round(sum(r.cost_usd for r in records), 6)
-    commits_cost = round(sum(c.cost_usd or 0.0 for c in every), 6)
-    steps_usage = sum((r.usage for r in records), Usage())
-    commits_usage = sum((c.usage for c in every if c.usage is not None), Usage())
-    tolerance = _COST_EPS * max(1, len(records))
-    consistent = abs(steps_cost - commits_cost) <= tolerance and steps_usage == commits_usage
-    if abs(steps_cost - commits_cost) > tolerance:
-        problems = problems + [f"the commits' Agent-Cost-USD add up to ${commits_cost:.6f}, the step records to ${steps_cost:.6f}"]
-    if steps_usage != commits_usage:
-        problems = problems + [f"the commits' Agent-Usage add up to {commits_usage.trailer()}, the step records to {steps_usage.trailer()}"]
-    return Ledger(
-        consistent=consistent, steps_cost_usd=steps_cost, commits_cost_usd=commits_cost,
-        steps_usage=steps_usage, commits_usage=commits_usage, problems=problems,
     )
 
 
@@ -380,15 +284,25 @@ def _trace_plan(snap: Snapshot, steps: list[TraceStep]) -> TracePlan | None:
         usage = sum((s.usage for s in mine), Usage()) + sum((k.usage for k in kids), Usage())
         status = plan.status_of(n)
         return TraceNode(
-            id=n.id, title=n.title, goal=n.goal, agent=n.agent, depends_on=list(n.depends_on),
-            status=status, mark=status.mark, attempts=n.attempts, step=n.step,
-            steps=[s.seq for s in mine], usage=usage,
+            id=n.id,
+            title=n.title,
+            goal=n.goal,
+            agent=n.agent,
+            depends_on=list(n.depends_on),
+            status=status,
+            mark=status.mark,
+            attempts=n.attempts,
+            step=n.step,
+            steps=[s.seq for s in mine],
+            usage=usage,
             cost_usd=round(sum(s.cost_usd for s in mine) + sum(k.cost_usd for k in kids), 6),
             duration_ms=sum(s.duration_ms for s in mine) + sum(k.duration_ms for k in kids),
             children=kids,
         )
 
-    return TracePlan(version=plan.version, goal=plan.goal, note=plan.note, nodes=[conv(n) for n in plan.nodes], counts=plan.counts())
+    return TracePlan(
+        version=plan.version, goal=plan.goal, note=plan.note, nodes=[conv(n) for n in plan.nodes], counts=plan.counts()
+    )
 
 
 def _totals(snap: Snapshot, steps: list[TraceStep]) -> Totals:
@@ -422,5 +336,3 @@ def _breakdown(records: list[StepRecord], key) -> list[CostRow]:
     for row in rows.values():
         row.cache_share = _cache_share(row.usage)
     return sorted(rows.values(), key=lambda r: (-r.cost_usd, -r.usage.total, r.key))
-
-

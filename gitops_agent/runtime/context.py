@@ -10,21 +10,21 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from gitops_agent.brain.agents import Brain
-from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.errors import ConfigError
+from gitops_agent.core.seams import Abortable, GitStore, Model, Preflight, Sandbox, Served
+from gitops_agent.core.state import Usage
 from gitops_agent.core.trailers import agent_trailers
 from gitops_agent.models import make_model, model_id
-from gitops_agent.models.specs import with_trusted_endpoint
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
+from gitops_agent.models.specs import with_trusted_endpoint
+from gitops_agent.observe.progress import Reporter
+from gitops_agent.sandbox.choose import make_sandbox
+from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.settings.config import AgentConfig
 
 # A model missing from the price table is counted at this price (a mid-range one), so a dollar
 # budget still holds; the config's `prices:` sets the real one.
 FALLBACK_PRICE = Price.anthropic(3, 15)
-from gitops_agent.observe.progress import Reporter
-from gitops_agent.sandbox.limits import SandboxLimits
-from gitops_agent.sandbox.choose import make_sandbox
-from gitops_agent.core.seams import Abortable, GitStore, Model, Preflight, Sandbox, Served
-from gitops_agent.core.state import Usage
 
 
 @dataclass
@@ -62,7 +62,11 @@ class Runtime:
         with self._lock:
             m = self.models.get(spec)
             if m is None:
-                m = self.model_factory(spec) if self.model_factory else make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
+                m = (
+                    self.model_factory(spec)
+                    if self.model_factory
+                    else make_model(spec, timeouts=getattr(self.config, "model_timeout", None))
+                )
                 self.models[spec] = m
                 if isinstance(m, Served) and is_local_endpoint(m.base_url):
                     self._local.add(m.name)  # a model on this machine or network costs nothing unless `prices:` says
@@ -77,8 +81,10 @@ class Runtime:
         if not spec:
             return self.model(default)
         if spec.startswith("scripted:") and spec not in self.models and self.model_factory is None:
-            raise ConfigError(f"the brain names {spec!r}, which this run was not given (scripted models in a brain "
-                              "are for tests; use provider:model)")
+            raise ConfigError(
+                f"the brain names {spec!r}, which this run was not given (scripted models in a brain "
+                "are for tests; use provider:model)"
+            )
         return self.model(with_trusted_endpoint(spec, trusted))
 
     def get_sandbox(self) -> Sandbox:
@@ -86,7 +92,9 @@ class Runtime:
             if self.sandbox is None:
                 # memory's shared data sets are mounted read-only when a step attached them
                 # (gitops_agent/steps/memory_hooks.py attach_data sets data_dir before the first sandbox)
-                self.sandbox = make_sandbox(self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None)
+                self.sandbox = make_sandbox(
+                    self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None
+                )
             return self.sandbox
 
     def _sandbox_limits(self) -> SandboxLimits:
@@ -111,7 +119,11 @@ class Runtime:
         with self._lock:
             if name not in self._warned:
                 self._warned.add(name)
-                self.reporter.event("error", step="pricing", error=f"no price for model {name!r}; counting it at $3/$15 per Mtok (set `prices:` in the config)")
+                self.reporter.event(
+                    "error",
+                    step="pricing",
+                    error=f"no price for model {name!r}; counting it at $3/$15 per Mtok (set `prices:` in the config)",
+                )
         return FALLBACK_PRICE.cost(usage)
 
     def trailers(
@@ -127,8 +139,18 @@ class Runtime:
         extra: dict[str, str] | None = None,
     ) -> dict[str, str]:
         """The Agent-* trailers of a step's commit (gitops_agent/core/trailers.py)."""
-        return agent_trailers(role, task_id=task_id, seq=seq, node=node, model=model, usage=usage, cost=cost,
-                              duration_ms=duration_ms, run_url=self.run_url, extra=extra)
+        return agent_trailers(
+            role,
+            task_id=task_id,
+            seq=seq,
+            node=node,
+            model=model,
+            usage=usage,
+            cost=cost,
+            duration_ms=duration_ms,
+            run_url=self.run_url,
+            extra=extra,
+        )
 
 
 class _Traced:
@@ -142,10 +164,9 @@ class _Traced:
     def query(self, request):  # noqa: ANN001 - the Model protocol
         from gitops_agent.core.cancel import CANCEL, Cancelled
         from gitops_agent.core.errors import ModelError
+        from gitops_agent.models.pricing import max_output_tokens
         from gitops_agent.models.retry import RetryPolicy, query_with_retry
         from gitops_agent.observe import telemetry
-
-        from gitops_agent.models.pricing import max_output_tokens
 
         CANCEL.check()
         deadline = time.monotonic() + request.timeout_s if request.timeout_s is not None else None
@@ -166,8 +187,11 @@ class _Traced:
             self.rt.reporter.event("error", step="model", error=f"{e} -- retry {attempt_no} in {wait:.1f} s")
 
         abort = self.inner.abort if isinstance(self.inner, Abortable) else (lambda: None)
-        with telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call, \
-                CANCEL.on_cancel(abort), _Heartbeat(self.rt.reporter, self.name, self._where(), self._heartbeat_s()):
+        with (
+            telemetry.model_call_span(self.name, spec=self.spec, max_tokens=request.max_tokens) as call,
+            CANCEL.on_cancel(abort),
+            _Heartbeat(self.rt.reporter, self.name, self._where(), self._heartbeat_s()),
+        ):
             try:
                 resp = query_with_retry(attempt, getattr(self.rt.config, "model_retry", None) or RetryPolicy(), on_retry=retrying)
             except ModelError as e:
@@ -179,8 +203,12 @@ class _Traced:
                 if CANCEL.is_set():  # the closed connection, seen by the SDK in its own way
                     raise Cancelled(CANCEL.reason) from None
                 raise
-            call.record(resp.usage, cost_usd=self.rt.cost(self.name, resp.usage), response_model=resp.model or self.name,
-                        finish_reason=resp.stop_reason)
+            call.record(
+                resp.usage,
+                cost_usd=self.rt.cost(self.name, resp.usage),
+                response_model=resp.model or self.name,
+                finish_reason=resp.stop_reason,
+            )
             return resp
 
     def preflight(self) -> None:

@@ -24,26 +24,112 @@ from pydantic import BaseModel, ConfigDict, Field
 from gitops_agent.git.checkout import Output
 from gitops_agent.git.names import path_problem
 
-
 # Files that git itself reads from a tree: never taken from the model (a .gitattributes filter
 # or a .gitmodules URL would act on whoever checks the branch out).
 GIT_FILES = [".gitattributes", ".gitmodules", ".lfsconfig", ".mailmap", ".gitea/**", ".forgejo/**"]
 
 # Files that build tools, test runners, package managers, editors and CI run or load as code.
 TOOL_FILES = [
-    "Makefile", "makefile", "GNUmakefile", "*.mk", "CMakeLists.txt", "*.cmake", "meson.build", "BUILD", "BUILD.bazel",
-    "WORKSPACE", "*.bzl", "Justfile", "justfile", "Taskfile.yml", "Rakefile", "Gemfile", "*.gemspec", "Jenkinsfile",
-    "build.gradle", "build.gradle.kts", "settings.gradle", "settings.gradle.kts", "gradlew", "gradle-wrapper.properties",
-    "pom.xml", "build.sbt", "Cargo.toml", "build.rs", "package.json", ".npmrc", ".yarnrc", ".yarnrc.yml", "*.csproj",
-    "setup.py", "setup.cfg", "pyproject.toml", "tox.ini", "noxfile.py", "conftest.py", "pytest.ini", "sitecustomize.py",
-    "usercustomize.py", "*.pth", "requirements*.txt", "Pipfile", "Dockerfile", "*.dockerfile", "docker-compose*.yml",
-    "compose*.yml", ".pre-commit-config.yaml", ".envrc", ".env", ".gitlab-ci.yml", ".travis.yml", "azure-pipelines.yml",
-    ".circleci/**", ".buildkite/**", ".devcontainer/**", ".vscode/**", ".idea/**", ".husky/**", ".githooks/**",
-    ".cargo/**", ".mvn/**", "Directory.Build.props", "Directory.Build.targets", "*.props", "*.targets", ".pnpmfile.cjs",
-    "lefthook.yml", "lefthook.yaml", ".lefthook.yml", ".pylintrc", "pylintrc", ".flake8", "bitbucket-pipelines.yml",
-    ".gitpod.yml", "*.config.js", "*.config.cjs", "*.config.mjs", "*.config.ts", ".eslintrc*", ".babelrc*", ".bazelrc",
-    "mise.toml", ".mise.toml", ".tool-versions", ".drone.yml", "appveyor.yml", "buildspec.yml", "Earthfile", "Tiltfile",
-    "Vagrantfile", "*.nix", ".envrc*", "Procfile", "vite.config.*", "webpack.config.*", "jest.config.*", "karma.conf.js",
+    "Makefile",
+    "makefile",
+    "GNUmakefile",
+    "*.mk",
+    "CMakeLists.txt",
+    "*.cmake",
+    "meson.build",
+    "BUILD",
+    "BUILD.bazel",
+    "WORKSPACE",
+    "*.bzl",
+    "Justfile",
+    "justfile",
+    "Taskfile.yml",
+    "Rakefile",
+    "Gemfile",
+    "*.gemspec",
+    "Jenkinsfile",
+    "build.gradle",
+    "build.gradle.kts",
+    "settings.gradle",
+    "settings.gradle.kts",
+    "gradlew",
+    "gradle-wrapper.properties",
+    "pom.xml",
+    "build.sbt",
+    "Cargo.toml",
+    "build.rs",
+    "package.json",
+    ".npmrc",
+    ".yarnrc",
+    ".yarnrc.yml",
+    "*.csproj",
+    "setup.py",
+    "setup.cfg",
+    "pyproject.toml",
+    "tox.ini",
+    "noxfile.py",
+    "conftest.py",
+    "pytest.ini",
+    "sitecustomize.py",
+    "usercustomize.py",
+    "*.pth",
+    "requirements*.txt",
+    "Pipfile",
+    "Dockerfile",
+    "*.dockerfile",
+    "docker-compose*.yml",
+    "compose*.yml",
+    ".pre-commit-config.yaml",
+    ".envrc",
+    ".env",
+    ".gitlab-ci.yml",
+    ".travis.yml",
+    "azure-pipelines.yml",
+    ".circleci/**",
+    ".buildkite/**",
+    ".devcontainer/**",
+    ".vscode/**",
+    ".idea/**",
+    ".husky/**",
+    ".githooks/**",
+    ".cargo/**",
+    ".mvn/**",
+    "Directory.Build.props",
+    "Directory.Build.targets",
+    "*.props",
+    "*.targets",
+    ".pnpmfile.cjs",
+    "lefthook.yml",
+    "lefthook.yaml",
+    ".lefthook.yml",
+    ".pylintrc",
+    "pylintrc",
+    ".flake8",
+    "bitbucket-pipelines.yml",
+    ".gitpod.yml",
+    "*.config.js",
+    "*.config.cjs",
+    "*.config.mjs",
+    "*.config.ts",
+    ".eslintrc*",
+    ".babelrc*",
+    ".bazelrc",
+    "mise.toml",
+    ".mise.toml",
+    ".tool-versions",
+    ".drone.yml",
+    "appveyor.yml",
+    "buildspec.yml",
+    "Earthfile",
+    "Tiltfile",
+    "Vagrantfile",
+    "*.nix",
+    ".envrc*",
+    "Procfile",
+    "vite.config.*",
+    "webpack.config.*",
+    "jest.config.*",
+    "karma.conf.js",
 ]
 
 
@@ -57,12 +143,16 @@ class PolicyConfig(BaseModel):
         description="Paths never committed. Besides these, nothing under .git or under .agent/ (but the step's own "
         "folder) is ever taken, whatever this says.",
     )
-    tool_files: list[str] = Field(default_factory=lambda: list(TOOL_FILES),
-                                  description="Files that build tools, test runners, package managers or CI execute.")
+    tool_files: list[str] = Field(
+        default_factory=lambda: list(TOOL_FILES),
+        description="Files that build tools, test runners, package managers or CI execute.",
+    )
     tool_files_action: Literal["refuse", "flag", "allow"] = Field(
-        "refuse", description="refuse: not committed; flag: committed and listed at the top of the pull request; allow.")
+        "refuse", description="refuse: not committed; flag: committed and listed at the top of the pull request; allow."
+    )
     existing_files_action: Literal["flag", "refuse", "allow"] = Field(
-        "flag", description="A change to (or deletion of) a file that was in the tree before the step.")
+        "flag", description="A change to (or deletion of) a file that was in the tree before the step."
+    )
     symlinks: Literal["refuse", "allow"] = Field("refuse", description="Symbolic links the code made.")
     max_file_mb: float = Field(10.0, gt=0, description="Larger files produced by the code are not committed (nor read).")
     max_step_mb: float = Field(100.0, gt=0, description="All files one step produced together; the rest is refused unread.")
@@ -115,10 +205,12 @@ def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[st
             d.refused.append(f"{path if path.isprintable() else repr(path)}: refused (bad path: {problem})")
             continue
         in_own = path.startswith(own)
-        if in_own and path[len(own):] in RECORD_FILES:
+        if in_own and path[len(own) :] in RECORD_FILES:
             continue  # the engine writes these itself
-        if in_own and (path.rsplit("/", 1)[-1] in RECORD_FILES + ("memory.json",)
-                       or any(_STEP_DIR.fullmatch(part) for part in path[len(own):].split("/")[:-1])):
+        if in_own and (
+            path.rsplit("/", 1)[-1] in RECORD_FILES + ("memory.json",)
+            or any(_STEP_DIR.fullmatch(part) for part in path[len(own) :].split("/")[:-1])
+        ):
             d.refused.append(f"{path}: refused (only the engine writes step records, at any depth)")
             continue
         if path.startswith(".agent/") and not in_own:
@@ -133,8 +225,10 @@ def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[st
                 d.refused.append(f"{path}: refused (path matches a protected pattern {pat!r})")
                 continue
         if out.kind == "symlink" and policy.symlinks != "allow":
-            d.refused.append(f"{path}: refused (a symbolic link to {out.data.decode('utf-8', 'replace')[:200]!r}; "
-                             "links are not committed: policy.symlinks)")
+            d.refused.append(
+                f"{path}: refused (a symbolic link to {out.data.decode('utf-8', 'replace')[:200]!r}; "
+                "links are not committed: policy.symlinks)"
+            )
             continue
         if out.data is not None and len(out.data) > cap:
             d.refused.append(f"{path}: refused ({len(out.data) / 1e6:.1f} MB is over the {policy.max_file_mb:g} MB cap)")
@@ -144,13 +238,17 @@ def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[st
             tool = matches(path, list(policy.tool_files))
             if tool and policy.tool_files_action != "allow":
                 if policy.tool_files_action == "refuse":
-                    d.refused.append(f"{path}: refused (tools or CI run this kind of file, pattern {tool!r}: policy.tool_files_action)")
+                    d.refused.append(
+                        f"{path}: refused (tools or CI run this kind of file, pattern {tool!r}: policy.tool_files_action)"
+                    )
                     continue
                 flags.append(f"a file tools or CI run ({tool!r})")
             if path in existing and policy.existing_files_action != "allow":
                 verb = "deletes" if out.kind == "deleted" else "changes"
                 if policy.existing_files_action == "refuse":
-                    d.refused.append(f"{path}: refused ({verb} a file that existed before the step: policy.existing_files_action)")
+                    d.refused.append(
+                        f"{path}: refused ({verb} a file that existed before the step: policy.existing_files_action)"
+                    )
                     continue
                 flags.append(f"{verb} a file that existed before")
         d.kept[path] = out.data

@@ -55,7 +55,7 @@ def _b64_cores(raw: bytes) -> list[str]:
         enc = base64.b64encode(b"\0" * k + raw + b"\0\0\0").decode()
         first = (k + 2) // 3  # the first 3-byte group holding only bytes of raw
         last = (k + len(raw)) // 3  # one past the last such group
-        core = enc[4 * first: 4 * last]
+        core = enc[4 * first : 4 * last]
         if len(core) >= 12:
             out += [core, core.translate(str.maketrans("+/", "-_"))]
     return out
@@ -64,8 +64,14 @@ def _b64_cores(raw: bytes) -> list[str]:
 def encoded_forms(secret: str) -> list[str]:
     """The secret and the encodings of it that redaction looks for."""
     raw = secret.encode("utf-8", "surrogateescape")
-    forms = {secret, secret[::-1], raw.hex(), raw.hex().upper(), urllib.parse.quote(secret, safe=""),
-             urllib.parse.quote_plus(secret, safe="")}
+    forms = {
+        secret,
+        secret[::-1],
+        raw.hex(),
+        raw.hex().upper(),
+        urllib.parse.quote(secret, safe=""),
+        urllib.parse.quote_plus(secret, safe=""),
+    }
     forms.update(_b64_cores(raw))
     forms.update(_b64_cores(raw[::-1]))
     return sorted((f for f in forms if len(f) >= MIN_SECRET), key=len, reverse=True)

@@ -30,13 +30,17 @@ import mdformat.plugins
 import nh3
 from markdown_it.token import Token
 
-from gitops_agent.safety.chars import log_line, quote, strip_invisible, terminal_text  # noqa: F401 - one place to import from
 from gitops_agent.git.messages import defuse_closing
+from gitops_agent.safety.chars import log_line, quote, strip_invisible, terminal_text  # noqa: F401 - one place to import from
 
 # Hosts whose images may be shown (GitHub's own: fetched from GitHub, not from a third party).
 # Where GitHub itself keeps uploaded images. Never camo.githubusercontent.com: anyone can get a camo
 # URL for any address from GitHub's Markdown API, so it is a way to the outside.
-DEFAULT_IMAGE_HOSTS = ("github.com/user-attachments/", "user-images.githubusercontent.com", "private-user-images.githubusercontent.com")
+DEFAULT_IMAGE_HOSTS = (
+    "github.com/user-attachments/",
+    "user-images.githubusercontent.com",
+    "private-user-images.githubusercontent.com",
+)
 _MARKER = re.compile(r"gitops-agent:(?=(task|answer|refused)=)", re.I)
 # GitHub links a mention after any character that is not a word character (x.@a, -@a, /@a too)
 # no lookbehind for a backtick: an escaped "\`" renders as a backtick, and "@x" after it would ping
@@ -97,7 +101,7 @@ def _safe_text(s: str) -> list[Token]:
     pos = 0
     for m in _MENTION.finditer(s):
         if m.start() > pos:
-            out.append(_text(s[pos:m.start()]))
+            out.append(_text(s[pos : m.start()]))
         out.append(_code(m.group(0)))
         pos = m.end()
     if pos < len(s):
@@ -174,7 +178,11 @@ def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Tok
             if mode == "in":
                 vis = _visible_html(t.content).strip()
                 if vis:
-                    p_open, inline, p_close = Token("paragraph_open", "p", 1), Token("inline", "", 0), Token("paragraph_close", "p", -1)
+                    p_open, inline, p_close = (
+                        Token("paragraph_open", "p", 1),
+                        Token("inline", "", 0),
+                        Token("paragraph_close", "p", -1),
+                    )
                     inline.content, inline.children = vis, [_text(" ".join(vis.split()))]
                     out += [p_open, inline, p_close]
             else:
@@ -257,12 +265,35 @@ def inline_text(text: str, limit: int | None = None) -> str:
     return _MENTION.sub(lambda m: f"`{m.group(0)}`", _defuse(s))
 
 
-
-
 # what rendered model markdown may contain in a page of ours (no image: a page opened from disk
 # loads nothing; no raw HTML of the model's: it is off in the parser, nh3 is the second wall)
-_PAGE_TAGS = {"p", "h1", "h2", "h3", "h4", "h5", "h6", "ul", "ol", "li", "table", "thead", "tbody", "tr", "th", "td",
-              "code", "pre", "em", "strong", "blockquote", "hr", "br", "a", "del"}
+_PAGE_TAGS = {
+    "p",
+    "h1",
+    "h2",
+    "h3",
+    "h4",
+    "h5",
+    "h6",
+    "ul",
+    "ol",
+    "li",
+    "table",
+    "thead",
+    "tbody",
+    "tr",
+    "th",
+    "td",
+    "code",
+    "pre",
+    "em",
+    "strong",
+    "blockquote",
+    "hr",
+    "br",
+    "a",
+    "del",
+}
 
 
 def markdown_html(markdown: str) -> str:
@@ -272,6 +303,11 @@ def markdown_html(markdown: str) -> str:
 
     md = MarkdownIt("commonmark", {"html": False}).enable("table").enable("strikethrough")
     rendered = md.render(strip_invisible(markdown or ""))
-    return nh3.clean(rendered, tags=_PAGE_TAGS, attributes={"a": {"href", "title"}, "th": {"style"}, "td": {"style"}},
-                     url_schemes={"http", "https", "mailto"}, link_rel="noopener noreferrer nofollow",
-                     filter_style_properties={"text-align"})
+    return nh3.clean(
+        rendered,
+        tags=_PAGE_TAGS,
+        attributes={"a": {"href", "title"}, "th": {"style"}, "td": {"style"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+        filter_style_properties={"text-align"},
+    )

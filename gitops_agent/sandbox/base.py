@@ -55,8 +55,14 @@ def not_dumpable() -> None:
         libc.prctl(_PR_SET_DUMPABLE, 0, 0, 0, 0)
 
 
-def rlimit_preexec(limits: SandboxLimits, timeout: float, *, cgroup_procs: list[str] | None = None,
-                   die_with_parent: bool = False, rlimits: bool = True):
+def rlimit_preexec(
+    limits: SandboxLimits,
+    timeout: float,
+    *,
+    cgroup_procs: list[str] | None = None,
+    die_with_parent: bool = False,
+    rlimits: bool = True,
+):
     """Build the preexec_fn run in the child before exec (values computed up front): join the
     action's cgroups, ask for SIGKILL when the parent dies, apply the rlimits."""
     cpu = limits.cpu_s if limits.cpu_s is not None else math.ceil(timeout) + 5
@@ -146,7 +152,7 @@ def sweep_run_dirs(tmp: str | None = None) -> None:
     except OSError:
         return
     for d in entries:
-        pid = d.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        pid = d.name[len(RUN_DIR_PREFIX) :].split("-", 1)[0]
         if pid.isdigit() and int(pid) != os.getpid() and not os.path.exists(f"/proc/{pid}"):
             shutil.rmtree(d, ignore_errors=True)
 
@@ -163,6 +169,7 @@ class ProcessSandbox:
     isolating = False
     #: ``auto`` takes the available backend with the lowest preference
     preference = 100
+
     def __init_subclass__(cls, **kw: Any) -> None:
         super().__init_subclass__(**kw)
         if "name" in cls.__dict__:
@@ -181,11 +188,7 @@ class ProcessSandbox:
         """Before the first action (docker: pull the image, so no action's time goes to it)."""
 
     def __init__(
-        self,
-        limits: SandboxLimits | None = None,
-        *,
-        env: dict[str, str] | None = None,
-        secrets: list[str] | None = None,
+        self, limits: SandboxLimits | None = None, *, env: dict[str, str] | None = None, secrets: list[str] | None = None
     ):
         self.limits = limits or SandboxLimits()
         self.extra_env = dict(env or {})
@@ -205,7 +208,9 @@ class ProcessSandbox:
 
     # -- backend hooks --------------------------------------------------------------------------
 
-    def _argv(self, inner: list[str], cwd: Path, run_dir: Path, env: dict[str, str], timeout: float) -> tuple[list[str], dict[str, str]]:
+    def _argv(
+        self, inner: list[str], cwd: Path, run_dir: Path, env: dict[str, str], timeout: float
+    ) -> tuple[list[str], dict[str, str]]:
         """Wrap the inner command; returns (argv, env for Popen)."""
         raise NotImplementedError
 
@@ -233,10 +238,14 @@ class ProcessSandbox:
             return None
         cg = cgroups.ActionCgroup(self.limits.max_processes, self.limits.total_memory_bytes)
         if "memory" not in cg.has:
-            warn_once("memory", "sandbox: no memory cgroup can be made here (%s); the total memory of an action's "
-                      "processes is watched by polling instead (a fast allocation can overshoot between polls). "
-                      "Run the agent in a delegated cgroup v2 subtree or a writable cgroup v1 memory hierarchy "
-                      "for a hard limit.", cgroups.describe()["memory"])
+            warn_once(
+                "memory",
+                "sandbox: no memory cgroup can be made here (%s); the total memory of an action's "
+                "processes is watched by polling instead (a fast allocation can overshoot between polls). "
+                "Run the agent in a delegated cgroup v2 subtree or a writable cgroup v1 memory hierarchy "
+                "for a hard limit.",
+                cgroups.describe()["memory"],
+            )
         return cg
 
     # -- machinery ------------------------------------------------------------------------------
@@ -277,15 +286,24 @@ class ProcessSandbox:
         timed_out = False
         cgroup = self._cgroup()
         killed_by: str | None = None
-        memory_watch = None if (cgroup is not None and "memory" in cgroup.has) or not self.uses_cgroups else limits.total_memory_bytes
+        memory_watch = (
+            None if (cgroup is not None and "memory" in cgroup.has) or not self.uses_cgroups else limits.total_memory_bytes
+        )
         try:
             # the tree is measured before the action starts: what it writes at once is its own
             watch = Watchdog(cwd, disk_bytes=limits.disk_mb * 2**20, memory_bytes=memory_watch, steps=self.step_disk)
             with open(out_path, "wb") as out, open(err_path, "wb") as err:
                 try:
                     proc = subprocess.Popen(
-                        argv, cwd=str(cwd), env=env, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
-                        start_new_session=True, preexec_fn=self._preexec(timeout, cgroup), close_fds=True,
+                        argv,
+                        cwd=str(cwd),
+                        env=env,
+                        stdin=subprocess.DEVNULL,
+                        stdout=out,
+                        stderr=err,
+                        start_new_session=True,
+                        preexec_fn=self._preexec(timeout, cgroup),
+                        close_fds=True,
                     )
                 except (OSError, subprocess.SubprocessError) as e:
                     raise SandboxError(f"{self.name} sandbox could not start {argv[0]!r}: {e}") from e
@@ -296,7 +314,10 @@ class ProcessSandbox:
                         cgroup.kill()
                     self._on_timeout(proc, argv)
 
-                with watch.watching(self._action_pids(proc, argv), kill), CANCEL.on_cancel(kill):  # Ctrl-C: every process of the action dies now
+                with (
+                    watch.watching(self._action_pids(proc, argv), kill),
+                    CANCEL.on_cancel(kill),
+                ):  # Ctrl-C: every process of the action dies now
                     try:
                         proc.wait(timeout=timeout)
                     except subprocess.TimeoutExpired:
@@ -321,10 +342,17 @@ class ProcessSandbox:
         elif killed_by:
             stderr += f"\n[killed: {killed_by}; every process of the action was killed]"
         elif oom:
-            stderr += f"\n[killed: out of memory; the action's processes may use {limits.total_memory_bytes / 2**20:.0f} MiB together]"
+            stderr += (
+                f"\n[killed: out of memory; the action's processes may use {limits.total_memory_bytes / 2**20:.0f} MiB together]"
+            )
         else:
             stderr += signal_note(code)
         return Observation(
-            exit_code=code, stdout=stdout, stderr=stderr, timed_out=timed_out, duration_ms=duration_ms,
-            truncated=t1 or t2, backend=self.name,
+            exit_code=code,
+            stdout=stdout,
+            stderr=stderr,
+            timed_out=timed_out,
+            duration_ms=duration_ms,
+            truncated=t1 or t2,
+            backend=self.name,
         )

@@ -96,14 +96,31 @@ class BubblewrapSandbox(ProcessSandbox):
         lim = self.limits
         size = has_option(self.bwrap, "--size")
         if not size:
-            warn_once("bwrap-size", "sandbox: this bwrap cannot cap the size of /tmp (--size needs bubblewrap 0.7); "
-                      "only the memory limit bounds it")
+            warn_once(
+                "bwrap-size",
+                "sandbox: this bwrap cannot cap the size of /tmp (--size needs bubblewrap 0.7); only the memory limit bounds it",
+            )
         tmp_size = ["--size", str(lim.tmp_mb * 2**20)] if size else []
         args = base_args(self.bwrap, lim.network)
         args += mounts.system_args()
         args += mounts.etc_args(run_dir, lim.network)
-        args += ["--proc", "/proc", "--dev", "/dev", *tmp_size, "--tmpfs", "/dev/shm", *tmp_size, "--tmpfs", "/tmp",
-                 "--dir", "/var", "--symlink", "../tmp", "/var/tmp"]
+        args += [
+            "--proc",
+            "/proc",
+            "--dev",
+            "/dev",
+            *tmp_size,
+            "--tmpfs",
+            "/dev/shm",
+            *tmp_size,
+            "--tmpfs",
+            "/tmp",
+            "--dir",
+            "/var",
+            "--symlink",
+            "../tmp",
+            "/var/tmp",
+        ]
         # what is bound from the host, for hide_paths (the /etc entries are listed one by one)
         shown = [d for d in mounts.SYSTEM_DIRS if os.path.isdir(d) and not os.path.islink(d)]
         shown += [a for i, a in enumerate(args) if i and args[i - 1] == "--ro-bind" and a.startswith("/etc/")]

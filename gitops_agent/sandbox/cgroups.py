@@ -120,7 +120,7 @@ def remove_stale(parent: Path, older_than_s: float = 600) -> None:
         for d in Path(parent).iterdir():
             if not (d.name.startswith(PREFIX) and d.is_dir()):
                 continue
-            pid = d.name[len(PREFIX):].split("-", 1)[0]
+            pid = d.name[len(PREFIX) :].split("-", 1)[0]
             dead = pid.isdigit() and not os.path.exists(f"/proc/{pid}")
             if dead or now - d.stat().st_mtime > older_than_s:
                 try:
@@ -166,8 +166,11 @@ class ActionCgroup:
             raise OSError(f"{d}: no limit file for {controller}")
         f.write_text(str(int(limit)))
         if controller == "memory":
-            for extra, value in (("memory.memsw.limit_in_bytes", str(int(limit))), ("memory.swap.max", "0"),
-                                 ("memory.oom.group", "1")):
+            for extra, value in (
+                ("memory.memsw.limit_in_bytes", str(int(limit))),
+                ("memory.swap.max", "0"),
+                ("memory.oom.group", "1"),
+            ):
                 try:
                     (d / extra).write_text(value)
                 except OSError:

@@ -8,10 +8,10 @@ import logging
 
 from gitops_agent.core.errors import SandboxError
 from gitops_agent.core.seams import Sandbox
-from gitops_agent.sandbox.registry import backends
 from gitops_agent.sandbox.bubblewrap import bwrap_works  # noqa: F401 - the questions every test and check asks
 from gitops_agent.sandbox.docker import docker_engine_answers  # noqa: F401
 from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.registry import backends
 
 log = logging.getLogger("gitops_agent.sandbox")
 
@@ -53,10 +53,7 @@ def check_backend(limits: SandboxLimits | None = None) -> str:
 
 
 def make_sandbox(
-    limits: SandboxLimits | None = None,
-    *,
-    env: dict[str, str] | None = None,
-    secrets: list[str] | None = None,
+    limits: SandboxLimits | None = None, *, env: dict[str, str] | None = None, secrets: list[str] | None = None
 ) -> Sandbox:
     """The sandbox ``limits.backend`` asks for ('auto': the best available).
 
@@ -71,6 +68,11 @@ def make_sandbox(
     sandbox.prepare()
     if not sandbox.isolating:
         why = "asked for in the config" if limits.backend == wanted else "no isolating backend works here"
-        log.warning("sandbox: WARNING: falling back to the %s backend (%s); %s. Do not use it for untrusted "
-                    "questions; install bubblewrap, or set sandbox.require_isolation: true to refuse.", wanted, why, NO_ISOLATION)
+        log.warning(
+            "sandbox: WARNING: falling back to the %s backend (%s); %s. Do not use it for untrusted "
+            "questions; install bubblewrap, or set sandbox.require_isolation: true to refuse.",
+            wanted,
+            why,
+            NO_ISOLATION,
+        )
     return sandbox

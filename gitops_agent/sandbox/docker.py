@@ -70,6 +70,7 @@ class DockerSandbox(ProcessSandbox):
 
     def prepare(self) -> None:
         self.ensure_image()
+
     uses_cgroups = False  # the container has --memory and --pids-limit; the client's threads must not count
 
     def __init__(self, limits: SandboxLimits | None = None, *, docker: str | None = None, **kw):
@@ -93,8 +94,9 @@ class DockerSandbox(ProcessSandbox):
         except (OSError, subprocess.SubprocessError) as e:
             raise SandboxError(f"docker sandbox: cannot get image {self.limits.docker_image!r}: {e}") from e
         if r.returncode != 0:
-            raise SandboxError(f"docker sandbox: cannot pull {self.limits.docker_image!r}: "
-                               f"{r.stderr.decode(errors='replace').strip()[-500:]}")
+            raise SandboxError(
+                f"docker sandbox: cannot pull {self.limits.docker_image!r}: {r.stderr.decode(errors='replace').strip()[-500:]}"
+            )
 
     def _paths(self, run_dir: Path) -> tuple[str, str, str]:
         return _DOCKER_CODE, _DOCKER_TMP, _DOCKER_TMP
@@ -110,8 +112,17 @@ class DockerSandbox(ProcessSandbox):
                 raise SandboxError(f"docker sandbox cannot mount {p!r} (',', '=' or a newline in the path)")
         return f"type=bind,source={src},target={dst}" + (",readonly" if readonly else "")
 
-    def container_argv(self, inner: list[str], cwd: Path, code_dir: Path, env: dict[str, str], timeout: float,
-                       name: str, uid: int | None = None, gid: int | None = None) -> list[str]:
+    def container_argv(
+        self,
+        inner: list[str],
+        cwd: Path,
+        code_dir: Path,
+        env: dict[str, str],
+        timeout: float,
+        name: str,
+        uid: int | None = None,
+        gid: int | None = None,
+    ) -> list[str]:
         """The exact ``docker run`` command line of one action (no I/O)."""
         lim = self.limits
         uid = os.getuid() if uid is None else uid
@@ -120,17 +131,46 @@ class DockerSandbox(ProcessSandbox):
         total_mb = lim.total_memory_mb or lim.memory_mb
         cpu = lim.cpu_s if lim.cpu_s is not None else math.ceil(timeout) + 5
         args = [
-            self.docker, "run", "--rm", "--name", name, "--init",
-            "--network", "bridge" if lim.network else "none",
-            "--read-only", "--tmpfs", f"{_DOCKER_TMP}:rw,nosuid,nodev,size={lim.tmp_mb}m",
-            "--memory", f"{total_mb}m", "--memory-swap", f"{total_mb}m",
-            "--cpus", f"{lim.cpus:g}", "--pids-limit", str(lim.max_processes),
-            "--ulimit", f"fsize={fsize}:{fsize}", "--ulimit", f"cpu={cpu}:{cpu + 5}", "--ulimit", "core=0:0",
+            self.docker,
+            "run",
+            "--rm",
+            "--name",
+            name,
+            "--init",
+            "--network",
+            "bridge" if lim.network else "none",
+            "--read-only",
+            "--tmpfs",
+            f"{_DOCKER_TMP}:rw,nosuid,nodev,size={lim.tmp_mb}m",
+            "--memory",
+            f"{total_mb}m",
+            "--memory-swap",
+            f"{total_mb}m",
+            "--cpus",
+            f"{lim.cpus:g}",
+            "--pids-limit",
+            str(lim.max_processes),
+            "--ulimit",
+            f"fsize={fsize}:{fsize}",
+            "--ulimit",
+            f"cpu={cpu}:{cpu + 5}",
+            "--ulimit",
+            "core=0:0",
             # few descriptors: the deleted-but-open files the watchdog looks for in /proc stay few
-            "--ulimit", f"nofile={_NOFILE}:{_NOFILE}",
-            "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-            "--user", f"{uid}:{gid}", "--hostname", "sandbox", "--label", "gitops-agent.sandbox=1",
-            "--mount", self._mount(str(code_dir), _DOCKER_CODE, True),
+            "--ulimit",
+            f"nofile={_NOFILE}:{_NOFILE}",
+            "--cap-drop",
+            "ALL",
+            "--security-opt",
+            "no-new-privileges",
+            "--user",
+            f"{uid}:{gid}",
+            "--hostname",
+            "sandbox",
+            "--label",
+            "gitops-agent.sandbox=1",
+            "--mount",
+            self._mount(str(code_dir), _DOCKER_CODE, True),
         ]
         for host, inside in lim.extra_ro_paths:
             host_abs = os.path.abspath(host)
@@ -156,8 +196,13 @@ class DockerSandbox(ProcessSandbox):
         name = _container_name(argv)
         if name:
             try:
-                subprocess.run([self.docker, "kill", name], stdin=subprocess.DEVNULL,
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=20)
+                subprocess.run(
+                    [self.docker, "kill", name],
+                    stdin=subprocess.DEVNULL,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                    timeout=20,
+                )
             except (OSError, subprocess.SubprocessError):
                 pass
 
@@ -181,8 +226,13 @@ class DockerSandbox(ProcessSandbox):
         """The host pid of the running container's first process (None before it starts, after
         it ends, or if the engine does not answer)."""
         try:
-            r = subprocess.run([self.docker, "inspect", "-f", "{{.State.Pid}}", name], stdin=subprocess.DEVNULL,
-                               capture_output=True, text=True, timeout=10)
+            r = subprocess.run(
+                [self.docker, "inspect", "-f", "{{.State.Pid}}", name],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            )
         except (OSError, subprocess.SubprocessError):
             return None
         out = r.stdout.strip()

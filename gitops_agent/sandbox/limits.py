@@ -3,17 +3,27 @@
 from __future__ import annotations
 
 import sys
+
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from gitops_agent.sandbox.registry import backends
-
 
 # Deny-list applied inside what bubblewrap shows (its allow-list already leaves out home
 # directories, /run, /mnt, /srv, /opt, /var and every runner directory): places under the
 # mounted system directories that may still hold credentials.
 DEFAULT_HIDE_PATHS: tuple[str, ...] = (
-    "/home", "/root", "/run", "/var/run", "/mnt", "/media", "/srv",
-    "/opt/actions-runner", "/actions-runner", "/etc/shadow", "/etc/gshadow", "/usr/local/etc",
+    "/home",
+    "/root",
+    "/run",
+    "/var/run",
+    "/mnt",
+    "/media",
+    "/srv",
+    "/opt/actions-runner",
+    "/actions-runner",
+    "/etc/shadow",
+    "/etc/gshadow",
+    "/usr/local/etc",
 )
 
 
@@ -25,15 +35,22 @@ class SandboxLimits(BaseModel):
     timeout_s: float = Field(120, gt=0, description="Wall-clock seconds per action before all its processes are killed.")
     memory_mb: int = Field(2048, ge=16, description="Address-space limit per process in MiB (RLIMIT_AS).")
     total_memory_mb: int | None = Field(
-        None, ge=16, description="Memory of all the action's processes together, /tmp included, in MiB: a memory cgroup "
-        "where one can be made, else the sum of their resident memory polled every 0.1 s. None: memory_mb.")
+        None,
+        ge=16,
+        description="Memory of all the action's processes together, /tmp included, in MiB: a memory cgroup "
+        "where one can be made, else the sum of their resident memory polled every 0.1 s. None: memory_mb.",
+    )
     cpu_s: int | None = Field(
         None, ge=1, description="CPU seconds per process (RLIMIT_CPU); None means the action's timeout + 5."
     )
     file_size_mb: int = Field(256, ge=1, description="Largest file a process may write, in MiB (RLIMIT_FSIZE).")
-    disk_mb: int = Field(1024, ge=1, description="What one step may add to its working tree in all, in MiB: every "
-                         "action of the step (a node's turns share the tree) together, files deleted but still open "
-                         "included; past it the action is killed. Deleting is always allowed.")
+    disk_mb: int = Field(
+        1024,
+        ge=1,
+        description="What one step may add to its working tree in all, in MiB: every "
+        "action of the step (a node's turns share the tree) together, files deleted but still open "
+        "included; past it the action is killed. Deleting is always allowed.",
+    )
     tmp_mb: int = Field(512, ge=1, description="Size of the private /tmp (and /dev/shm) in MiB (bubblewrap, docker).")
     max_processes: int = Field(
         256,
@@ -45,8 +62,9 @@ class SandboxLimits(BaseModel):
         12000, ge=200, description="Characters of stdout and of stderr (each) given back: head and tail halves."
     )
     network: bool = Field(False, description="Allow network access (only backends with a network namespace can deny it).")
-    backend: str = Field("auto", description="Which backend to use (subprocess, bubblewrap, docker); 'auto' picks the best "
-                         "available.")
+    backend: str = Field(
+        "auto", description="Which backend to use (subprocess, bubblewrap, docker); 'auto' picks the best available."
+    )
     require_isolation: bool | None = Field(
         None,
         description="Refuse to run code without an isolating backend (bubblewrap or docker) instead of falling back to "
@@ -58,7 +76,9 @@ class SandboxLimits(BaseModel):
         "tmpfs; files: /dev/null).",
     )
     cpus: float = Field(1.0, gt=0, description="docker: CPUs for the container (--cpus).")
-    docker_image: str = Field("python:3.12-slim", min_length=1, description="docker: image to run the code in (needs python3, bash, timeout).")
+    docker_image: str = Field(
+        "python:3.12-slim", min_length=1, description="docker: image to run the code in (needs python3, bash, timeout)."
+    )
     extra_ro_paths: list[tuple[str, str]] = Field(
         default_factory=list,
         description="(host path, path inside) pairs mounted read-only where the backend can; "

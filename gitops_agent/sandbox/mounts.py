@@ -32,10 +32,33 @@ log = logging.getLogger("gitops_agent.sandbox")
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32")
 ETC_ENTRIES = (
-    "ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "timezone", "alternatives", "ssl", "pki",
-    "ca-certificates", "ca-certificates.conf", "mime.types", "fonts", "os-release", "debian_version", "lsb-release",
-    "protocols", "services", "hosts", "host.conf", "gai.conf", "nsswitch.conf", "locale.alias", "terminfo", "magic",
-    "magic.mime", "matplotlibrc", "papersize",
+    "ld.so.cache",
+    "ld.so.conf",
+    "ld.so.conf.d",
+    "localtime",
+    "timezone",
+    "alternatives",
+    "ssl",
+    "pki",
+    "ca-certificates",
+    "ca-certificates.conf",
+    "mime.types",
+    "fonts",
+    "os-release",
+    "debian_version",
+    "lsb-release",
+    "protocols",
+    "services",
+    "hosts",
+    "host.conf",
+    "gai.conf",
+    "nsswitch.conf",
+    "locale.alias",
+    "terminfo",
+    "magic",
+    "magic.mime",
+    "matplotlibrc",
+    "papersize",
 )
 NETWORK_ETC = ("resolv.conf",)
 
@@ -50,8 +73,13 @@ def _interpreter_facts(python: str) -> tuple[str, ...]:
     """Prefixes and site directories of another interpreter (asked once, on the host)."""
     code = "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix] + sys.path))"
     try:
-        out = subprocess.run([python, "-I", "-c", code], capture_output=True, text=True, timeout=20,
-                             env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")}).stdout
+        out = subprocess.run(
+            [python, "-I", "-c", code],
+            capture_output=True,
+            text=True,
+            timeout=20,
+            env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
+        ).stdout
         items = json.loads(out)
     except (OSError, subprocess.SubprocessError, ValueError):
         return ()
@@ -84,8 +112,17 @@ def _protected(environ: dict[str, str] | None = None) -> list[str]:
     out = ["/home", "/root", "/run", "/var/run"]
     if e.get("HOME"):
         out.append(e["HOME"])
-    for var in ("RUNNER_TEMP", "RUNNER_WORKSPACE", "GITHUB_WORKSPACE", "GITHUB_EVENT_PATH", "GITHUB_ENV",
-                "GITHUB_OUTPUT", "GITHUB_PATH", "GITHUB_STEP_SUMMARY", "RUNNER_TOOL_CACHE"):
+    for var in (
+        "RUNNER_TEMP",
+        "RUNNER_WORKSPACE",
+        "GITHUB_WORKSPACE",
+        "GITHUB_EVENT_PATH",
+        "GITHUB_ENV",
+        "GITHUB_OUTPUT",
+        "GITHUB_PATH",
+        "GITHUB_STEP_SUMMARY",
+        "RUNNER_TOOL_CACHE",
+    ):
         v = e.get(var)
         if v and os.path.isabs(v):
             out.append(v)
@@ -103,8 +140,11 @@ def safe_roots(roots: list[str], environ: dict[str, str] | None = None) -> list[
     for r in sorted(set(roots)):
         bad = [p for p in prot if _inside(p, r) and p != r] + (["/"] if r == "/" else [])
         if bad or r in ("/home", "/root"):
-            log.warning("sandbox: not showing %s to the model's code (it holds %s); the interpreter may lack files",
-                        r, ", ".join(bad) or r)
+            log.warning(
+                "sandbox: not showing %s to the model's code (it holds %s); the interpreter may lack files",
+                r,
+                ", ".join(bad) or r,
+            )
             continue
         keep.append(r)
     return [r for r in keep if not any(r != q and _inside(r, q) for q in keep)]

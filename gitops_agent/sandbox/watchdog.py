@@ -45,7 +45,7 @@ def _children_map() -> dict[int, list[int]]:
                 data = f.read()
         except OSError:
             continue
-        rest = data[data.rfind(b")") + 2:].split()
+        rest = data[data.rfind(b")") + 2 :].split()
         if len(rest) > 1:
             kids.setdefault(int(rest[1]), []).append(int(d))
     return kids
@@ -251,7 +251,9 @@ class Watchdog:
             return None
         rss = tree_rss(pids)
         if rss > self.memory_bytes:
-            return f"its processes used {rss / 2**20:.0f} MiB of memory together, over the {self.memory_bytes / 2**20:.0f} MiB limit"
+            return (
+                f"its processes used {rss / 2**20:.0f} MiB of memory together, over the {self.memory_bytes / 2**20:.0f} MiB limit"
+            )
         return None
 
     def _disk_check(self, walk: bool = False, ended: bool = False) -> str | None:
@@ -271,13 +273,17 @@ class Watchdog:
         pids = [] if ended else self._pids()
         added = size - self._base_tree + (deleted_open_bytes(pids, self._dev) if pids else 0)
         if added > self._left or not complete:
-            return (f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb) in this step "
-                    "(all actions of a step together)")
+            return (
+                f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb) in this step "
+                "(all actions of a step together)"
+            )
         if grew > self._left and pids is not None and maps_deleted(pids, self.tree):
             # a deleted file held by a mapping alone: its size cannot be seen, so the growth the
             # tree does not explain is taken for the action's, never for others' writes
-            return (f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb) in this step "
-                    "(all actions of a step together; files it deleted but still maps count)")
+            return (
+                f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb) in this step "
+                "(all actions of a step together; files it deleted but still maps count)"
+            )
         if pids is not None:  # with the processes unknown, what they hold could be taken for others' writes
             self._base_used += grew - max(added, 0)  # others' writes: not ours
         return None

@@ -13,17 +13,16 @@ A bad value is one line naming the file and the field.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from gitops_agent.core.errors import ConfigError
-from gitops_agent.safety.policy import PolicyConfig
+from gitops_agent.core.state import Budget, format_validation_error
 from gitops_agent.models.pricing import Price
 from gitops_agent.models.retry import RetryPolicy, TimeoutPolicy
+from gitops_agent.safety.policy import PolicyConfig
 from gitops_agent.sandbox.limits import SandboxLimits
-from gitops_agent.core.state import Budget, format_validation_error
 
 CONFIG_PATH = ".github/gitops-agent.yml"
 
@@ -53,37 +52,60 @@ class GitHubConfig(BaseModel):
     max_parallel: int = Field(4, ge=1, le=64, description="Execute jobs dispatched at once per task.")
     lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
     inline_steps: bool = Field(
-        True, description="A job whose step leaves exactly one next step to run (one ready node, the plan after the last "
+        True,
+        description="A job whose step leaves exactly one next step to run (one ready node, the plan after the last "
         "running node, or finish) runs it itself instead of dispatching a new job; each step is still its own pushed "
-        "commit. Fan-out (two or more ready nodes) always dispatches. Off: one job per step.")
+        "commit. Fan-out (two or more ready nodes) always dispatches. Off: one job per step.",
+    )
     inline_minutes: float = Field(
-        10, ge=0, le=30, description="A job starts no further inlined step after this many minutes; it dispatches it instead "
-        "(keep it well under the workflow's timeout-minutes minus the longest step).")
+        10,
+        ge=0,
+        le=30,
+        description="A job starts no further inlined step after this many minutes; it dispatches it instead "
+        "(keep it well under the workflow's timeout-minutes minus the longest step).",
+    )
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
     max_usd_ceiling: float = Field(20.0, ge=0, description="`/agent budget +USD` never raises a task's max_usd above this.")
     image_hosts: list[str] = Field(
-        default_factory=lambda: ["github.com/user-attachments/", "user-images.githubusercontent.com",
-                                 "private-user-images.githubusercontent.com"],
+        default_factory=lambda: [
+            "github.com/user-attachments/",
+            "user-images.githubusercontent.com",
+            "private-user-images.githubusercontent.com",
+        ],
         description="Where images in what the agent posts may come from (host, *.domain or host/path-prefix; https "
         "only); others become a text note: GitHub's image proxy would fetch their URL, and with it whatever the model "
-        "put there. Never camo.githubusercontent.com: anyone can get a proxy URL for any address.")
+        "put there. Never camo.githubusercontent.com: anyone can get a proxy URL for any address.",
+    )
 
 
 class EvolveConfig(BaseModel):
     """How `evolve` proves a proposal (gitops_agent/evolve/gate.py)."""
 
     model_config = ConfigDict(extra="forbid")
-    suite: str | None = Field("dabench", description="The eval suite run on the current and the proposed brain: a shipped "
-                              "suite's name or a path in the repository; null: no comparison.")
-    model: str | None = Field(None, description="Who answers the suite, planner and executors (default: models.executor, "
-                              "the cheap one); `scripted`: each question's own solution (a check of the mechanics).")
+    suite: str | None = Field(
+        "dabench",
+        description="The eval suite run on the current and the proposed brain: a shipped "
+        "suite's name or a path in the repository; null: no comparison.",
+    )
+    model: str | None = Field(
+        None,
+        description="Who answers the suite, planner and executors (default: models.executor, "
+        "the cheap one); `scripted`: each question's own solution (a check of the mechanics).",
+    )
     questions: list[str] = Field(default_factory=list, description="Only these question ids (default: all).")
-    cost_margin: float = Field(0.2, ge=0, description="A proposal that costs more than (1 + this) times the current "
-                               "brain for no gain in pass rate is marked costlier.")
+    cost_margin: float = Field(
+        0.2,
+        ge=0,
+        description="A proposal that costs more than (1 + this) times the current "
+        "brain for no gain in pass rate is marked costlier.",
+    )
     open_worse: bool = Field(False, description="On GitHub, open a pull request even for a proposal marked worse or costlier.")
-    max_usd: float = Field(1.0, gt=0, description="Dollars the proposal conversation may spend (every correction is a paid "
-                           "call; none is made past this).")
+    max_usd: float = Field(
+        1.0,
+        gt=0,
+        description="Dollars the proposal conversation may spend (every correction is a paid call; none is made past this).",
+    )
 
 
 class AgentConfig(BaseModel):

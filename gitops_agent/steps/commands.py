@@ -81,7 +81,10 @@ def _check_retry(cmd: Command, snap: Any, cfg: Any) -> Check:
 
 
 def _steer_retry(cmd: Command, plan: Plan, by: str | None) -> list[str]:
-    notes = [f"node {node} runs again (`retry` by @{by})" if by else f"node {node} runs again (`retry`)" for node in redo(plan, cmd.nodes)]
+    notes = [
+        f"node {node} runs again (`retry` by @{by})" if by else f"node {node} runs again (`retry`)"
+        for node in redo(plan, cmd.nodes)
+    ]
     plan.finish = None
     return notes
 
@@ -101,20 +104,38 @@ def _check_budget(cmd: Command, snap: Any, cfg: Any) -> Check:
     return Check(max_usd=min(now + cmd.usd, ceiling))
 
 
-COMMANDS: dict[str, CommandSpec] = {s.name: s for s in (
-    CommandSpec("retry", "retry <node> [<node>…]", "run these nodes again (and what depends on them)", _parse_retry,
-                check=_check_retry, steer=_steer_retry, no_planner=True),
-    CommandSpec("continue", "continue", "go on, e.g. after you edited `plan.json` on the branch", _bare, no_planner=True),
-    CommandSpec("stop", "stop", "end the task now, with what it has", _bare, ends=True),
-    CommandSpec("budget", "budget +<usd>", "raise the task's dollar budget (up to `github.max_usd_ceiling`)", _parse_budget,
-                check=_check_budget),
-    CommandSpec("help", "help", "this list", _bare, recorded=False),
-)}
+COMMANDS: dict[str, CommandSpec] = {
+    s.name: s
+    for s in (
+        CommandSpec(
+            "retry",
+            "retry <node> [<node>…]",
+            "run these nodes again (and what depends on them)",
+            _parse_retry,
+            check=_check_retry,
+            steer=_steer_retry,
+            no_planner=True,
+        ),
+        CommandSpec("continue", "continue", "go on, e.g. after you edited `plan.json` on the branch", _bare, no_planner=True),
+        CommandSpec("stop", "stop", "end the task now, with what it has", _bare, ends=True),
+        CommandSpec(
+            "budget",
+            "budget +<usd>",
+            "raise the task's dollar budget (up to `github.max_usd_ceiling`)",
+            _parse_budget,
+            check=_check_budget,
+        ),
+        CommandSpec("help", "help", "this list", _bare, recorded=False),
+    )
+}
 
 
 def help_text(phrase: str) -> str:
-    lines = [f"Commands (after `{phrase}`, from people with write access):", "",
-             f"- `{phrase} <instruction>`: a follow-up; the planner continues the task with it"]
+    lines = [
+        f"Commands (after `{phrase}`, from people with write access):",
+        "",
+        f"- `{phrase} <instruction>`: a follow-up; the planner continues the task with it",
+    ]
     lines += [f"- `{phrase} {s.usage}`: {s.help}" for s in COMMANDS.values()]
     return "\n".join(lines) + "\n"
 

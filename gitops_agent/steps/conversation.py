@@ -123,7 +123,9 @@ class Conversation:
                 messages += [Message(role="assistant", content=resp.content), Message(role="user", content=list(answer))]
             problem = self.budget(self.cost, self.usage.total)
             if problem:
-                return Outcome(Exit.budget, why=str(problem), error=problem if isinstance(problem, BaseException) else None, calls=n)
+                return Outcome(
+                    Exit.budget, why=str(problem), error=problem if isinstance(problem, BaseException) else None, calls=n
+                )
         return Outcome(Exit.rejected if corrected else Exit.turns, why=corrected, calls=max_calls)
 
     def _request(self, messages: list[Message], n: int) -> ModelRequest:
@@ -131,13 +133,26 @@ class Conversation:
             last = len(messages) - 1
             messages = [m.model_copy(update={"cache": i in (0, last, last - 2)}) for i, m in enumerate(messages)]
         timeout = self.timeout()
-        return ModelRequest(system=self.system, messages=messages, tools=list(self.tools), tool_choice=self.tool_choice,
-                            max_tokens=self.max_tokens, timeout_s=max(1.0, timeout) if timeout is not None else None, meta=self.meta(n))
+        return ModelRequest(
+            system=self.system,
+            messages=messages,
+            tools=list(self.tools),
+            tool_choice=self.tool_choice,
+            max_tokens=self.max_tokens,
+            timeout_s=max(1.0, timeout) if timeout is not None else None,
+            meta=self.meta(n),
+        )
 
     def _record(self, resp: ModelResponse) -> Turn:
         cost = self.price(self.model.name, resp.usage)
-        turn = Turn(turn=len(self.turns) + 1, model=resp.model or self.model.name, text=resp.text, usage=resp.usage,
-                    cost_usd=cost, latency_ms=resp.latency_ms)
+        turn = Turn(
+            turn=len(self.turns) + 1,
+            model=resp.model or self.model.name,
+            text=resp.text,
+            usage=resp.usage,
+            cost_usd=cost,
+            latency_ms=resp.latency_ms,
+        )
         self.turns.append(turn)
         return turn
 
@@ -146,7 +161,9 @@ def correction(resp: ModelResponse, error: str) -> Message:
     """The error, as the result of each tool call of the refused reply (or as text when it called none)."""
     uses = resp.tool_uses
     if uses:
-        return Message(role="user", content=[ToolResultBlock(tool_use_id=u.id, content=f"Error: {error}", is_error=True) for u in uses])
+        return Message(
+            role="user", content=[ToolResultBlock(tool_use_id=u.id, content=f"Error: {error}", is_error=True) for u in uses]
+        )
     return Message.user(f"Error: {error}")
 
 
@@ -157,7 +174,9 @@ def trimmed(content: list[Any]) -> list[Any]:
     for b in content:
         if isinstance(b, TextBlock) and len(b.text) > TRIM_TEXT:
             cut = len(b.text) - TRIM_TEXT
-            out.append(b.model_copy(update={"text": f"{b.text[:TRIM_TEXT - 500]}\n[… {cut:,} characters cut …]\n{b.text[-500:]}"}))
+            out.append(
+                b.model_copy(update={"text": f"{b.text[: TRIM_TEXT - 500]}\n[… {cut:,} characters cut …]\n{b.text[-500:]}"})
+            )
         elif isinstance(b, ToolUseBlock) and len(json.dumps(b.input)) > TRIM_INPUT:
             out.append(b.model_copy(update={"input": {"_cut": f"{len(json.dumps(b.input)):,} characters of arguments cut"}}))
         else:

@@ -7,14 +7,14 @@ import traceback
 
 from gitops_agent.core.dispatch import LocalDispatcher
 from gitops_agent.core.errors import AgentError, PushConflict, TaskNotFound
+from gitops_agent.core.seams import Job
+from gitops_agent.core.snapshot import load_snapshot
+from gitops_agent.core.state import Budget, NodeStatus, TaskModels, TaskSource, Usage
+from gitops_agent.runtime.context import Runtime
 from gitops_agent.steps.execute import run_execute
 from gitops_agent.steps.finish import run_finish
 from gitops_agent.steps.intake import create_task
 from gitops_agent.steps.plan import run_plan
-from gitops_agent.runtime.context import Runtime
-from gitops_agent.core.seams import Job
-from gitops_agent.core.snapshot import load_snapshot
-from gitops_agent.core.state import Budget, NodeStatus, TaskModels, TaskSource, Usage
 
 STEPS = {"plan": run_plan, "execute": run_execute, "finish": run_finish}
 PLAN_RACES = 2  # a plan step whose commit lost a race on plan.json is run again this many times
@@ -60,7 +60,16 @@ class Engine:
             self.rt.reporter.event("error", step=job.step, node=job.node, error=detail, trace=traceback.format_exc())
             if job.step == "finish":
                 return []
-            return [Job(step="finish", task=job.task, branch=job.branch, hop=job.hop + 1, reason=f"{job.step} step failed: {detail}", stop="error")]
+            return [
+                Job(
+                    step="finish",
+                    task=job.task,
+                    branch=job.branch,
+                    hop=job.hop + 1,
+                    reason=f"{job.step} step failed: {detail}",
+                    stop="error",
+                )
+            ]
 
     def done_by_another(self, job: Job) -> bool:
         """Whether the branch already holds what ``job`` was to commit (execute: its step record;
@@ -96,9 +105,8 @@ class Engine:
         """What people changed in the plan since the engine last planned (core/plan_edits.py),
         checked before anything runs: StateFileError, naming the file, node and field, for an
         edit that cannot stand. Nothing is written."""
-        from gitops_agent.core.plan_edits import steer
-
         from gitops_agent.core.errors import StateFileError
+        from gitops_agent.core.plan_edits import steer
 
         snap = load_snapshot(self.rt.git, task_id)
         notes = steer(self.rt.git, snap, snap.plan.instructions_seen if snap.plan is not None else 0)

@@ -49,7 +49,11 @@ def _dep_nodes(snap: Snapshot, node: PlanNode) -> list[PlanNode]:
 
 
 def _dep_results(snap: Snapshot, node: PlanNode) -> list[dict[str, str]]:
-    return [{"node": d.id, "title": d.title, "result": snap.result_of(d.step, d.id).strip()} for d in _dep_nodes(snap, node) if d.step is not None]
+    return [
+        {"node": d.id, "title": d.title, "result": snap.result_of(d.step, d.id).strip()}
+        for d in _dep_nodes(snap, node)
+        if d.step is not None
+    ]
 
 
 def _sharing(snap: Snapshot) -> int:
@@ -88,8 +92,11 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     # It is a plain directory (no .git): nothing the code leaves there is ever run by the host.
     keep = [f"{snap.step_dir(d.step, d.id)}/" for d in _dep_nodes(snap, node) if d.step is not None]
     policy = rt.config.policy
-    caps = Caps(max_file_bytes=int(policy.max_file_mb * 2**20), max_total_bytes=int(policy.max_step_mb * 2**20),
-                max_entries=policy.max_files)
+    caps = Caps(
+        max_file_bytes=int(policy.max_file_mb * 2**20),
+        max_total_bytes=int(policy.max_step_mb * 2**20),
+        max_entries=policy.max_files,
+    )
     with rt.git.checkout(snap.tip, name=f"{job.task}-{seq}", skip=[".agent/"], keep=keep) as co:
         (co.path / sdir).mkdir(parents=True, exist_ok=True)
         node_run = _NodeRun(rt, job, snap, node, agent, co.path, sdir, max_turns)
@@ -98,16 +105,32 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         existing = {p for p in co.manifest if not p.startswith(".agent/")}
     decision = decide(collected.changes, policy, own_dir=sdir, existing=existing)
     record = StepRecord(
-        task_id=job.task, seq=seq, role="executor", node=node.id, agent=agent.name, model=work.model,
-        status=work.status, turns=len(work.turns), usage=sum((t.usage for t in work.turns), Usage()),
-        cost_usd=round(sum(t.cost_usd for t in work.turns), 6), duration_ms=int((time.monotonic() - t0) * 1000),
-        started_at=started, finished_at=utcnow(), artifacts=sorted(p for p, d in decision.kept.items() if d is not None),
-        refused=collected.refused + decision.refused, flagged=decision.flagged, error=work.error,
+        task_id=job.task,
+        seq=seq,
+        role="executor",
+        node=node.id,
+        agent=agent.name,
+        model=work.model,
+        status=work.status,
+        turns=len(work.turns),
+        usage=sum((t.usage for t in work.turns), Usage()),
+        cost_usd=round(sum(t.cost_usd for t in work.turns), 6),
+        duration_ms=int((time.monotonic() - t0) * 1000),
+        started_at=started,
+        finished_at=utcnow(),
+        artifacts=sorted(p for p, d in decision.kept.items() if d is not None),
+        refused=collected.refused + decision.refused,
+        flagged=decision.flagged,
+        error=work.error,
         cascade=work.attempts if len(models) > 1 else [],
     )
     _commit(rt, job, snap, node, record, work, decision)
     if work.exit == Exit.fatal:  # this provider will never answer: the planner would only ask it again
-        return [Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=f"{node.id}: {work.error}", stop="error")]
+        return [
+            Job(
+                step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1, reason=f"{node.id}: {work.error}", stop="error"
+            )
+        ]
     return [Job(step="plan", task=job.task, branch=snap.branch, hop=job.hop + 1)]
 
 
@@ -168,9 +191,17 @@ class _NodeRun:
         rt, snap, node = self.rt, self.snap, self.node
         files = [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
         node_text = render(
-            rt.brain.prompt_dirs, self.agent.prompts.task, task=snap.task, node=node, checklist=checklist(snap.plan, here=node.id),
-            dep_results=_dep_results(snap, node), files=files[:_FILE_LIST_LIMIT], files_more=max(0, len(files) - _FILE_LIST_LIMIT),
-            step_dir=self.sdir, max_turns=self.max_turns, data_dir=rt.data_dir,
+            rt.brain.prompt_dirs,
+            self.agent.prompts.task,
+            task=snap.task,
+            node=node,
+            checklist=checklist(snap.plan, here=node.id),
+            dep_results=_dep_results(snap, node),
+            files=files[:_FILE_LIST_LIMIT],
+            files_more=max(0, len(files) - _FILE_LIST_LIMIT),
+            step_dir=self.sdir,
+            max_turns=self.max_turns,
+            data_dir=rt.data_dir,
         )
         # brain tools: helper modules the code can import, listed by docstring
         system = render(rt.brain.prompt_dirs, self.agent.prompts.system, agent=self.agent, py_tools=list_tools(rt.brain))
@@ -179,21 +210,31 @@ class _NodeRun:
             if work.attempts:
                 if work.status == "done" or work.exit == Exit.budget:
                     break  # done, or out of budget: no further model
-                over = snap.budget_problem(hop=self.job.hop, extra_usd=_spent(work) * _sharing(snap),
-                                           extra_tokens=sum(t.usage.total for t in work.turns) * _sharing(snap))
+                over = snap.budget_problem(
+                    hop=self.job.hop,
+                    extra_usd=_spent(work) * _sharing(snap),
+                    extra_tokens=sum(t.usage.total for t in work.turns) * _sharing(snap),
+                )
                 if over:  # the first model spent the budget: the next one does not start
                     work.error, work.exit = f"stopped: {over}", Exit.budget
                     work.attempts[-1].error = work.attempts[-1].error or work.error
                     break
                 why = " ".join((work.error or work.result or "it reported failure").split())[:300]
-                note = f"\n\n(An earlier attempt with {work.attempts[-1].model} did not succeed: {why}. The files it left are in the working tree.)"
-                rt.reporter.event("note", text=f"{node.id}: {work.attempts[-1].model} did not succeed; trying {model.name} (cascade)")
+                note = (
+                    f"\n\n(An earlier attempt with {work.attempts[-1].model} did not succeed: {why}. "
+                    "The files it left are in the working tree.)"
+                )
+                rt.reporter.event(
+                    "note", text=f"{node.id}: {work.attempts[-1].model} did not succeed; trying {model.name} (cascade)"
+                )
             self._attempt(model, system, node_text + note, work)
         if work.status != "done" and work.exit != Exit.done:
             last = next((t.observation for t in reversed(work.turns) if t.observation), None)
             work.result = f"**Not finished:** {work.error}.\n"
             if last is not None:
-                work.result += f"\nLast observation (exit code {last.exit_code}):\n\n```\n{(last.stdout or last.stderr)[-1500:]}\n```\n"
+                work.result += (
+                    f"\nLast observation (exit code {last.exit_code}):\n\n```\n{(last.stdout or last.stderr)[-1500:]}\n```\n"
+                )
         return work
 
     def _attempt(self, model: Any, system: str, node_text: str, work: _Work) -> None:
@@ -202,21 +243,38 @@ class _NodeRun:
         first_turn, spent_before = len(work.turns), _spent(work)
         share = _sharing(snap)
         talk = Conversation(
-            model=model, system=system, tools=specs(self.agent.tools), price=rt.cost, max_tokens=self.agent.max_tokens,
-            turns=work.turns, timeout=snap.wall_left, rolling_cache=True,
+            model=model,
+            system=system,
+            tools=specs(self.agent.tools),
+            price=rt.cost,
+            max_tokens=self.agent.max_tokens,
+            turns=work.turns,
+            timeout=snap.wall_left,
+            rolling_cache=True,
             # nodes running side by side each see the same ledger: each may spend its share of what is left
             budget=lambda usd, tokens: snap.budget_problem(hop=job.hop, extra_usd=usd * share, extra_tokens=tokens * share),
-            meta=lambda n: {"role": "executor", "script_key": f"executor:{node.id}", "task": job.task, "node": node.id,
-                            "turn": n, "data_dir": rt.data_dir},  # memory: shared data sets (for scripted models)
+            meta=lambda n: {
+                "role": "executor",
+                "script_key": f"executor:{node.id}",
+                "task": job.task,
+                "node": node.id,
+                "turn": n,
+                "data_dir": rt.data_dir,
+            },  # memory: shared data sets (for scripted models)
         )
 
         def handle(resp: ModelResponse, turn: Turn) -> Any:
             replies, done = _act(self, resp, turn, self.agent.tools)
             rt.reporter.event(
-                "turn", node=node.id, turn=len(work.turns) - first_turn, max_turns=self.max_turns, tool=turn.tool,
+                "turn",
+                node=node.id,
+                turn=len(work.turns) - first_turn,
+                max_turns=self.max_turns,
+                tool=turn.tool,
                 exit_code=turn.observation.exit_code if turn.observation else None,
                 timed_out=bool(turn.observation and turn.observation.timed_out),
-                tokens=fmt_tokens(talk.usage.total), cost=talk.cost,
+                tokens=fmt_tokens(talk.usage.total),
+                cost=talk.cost,
             )
             return Done(done) if done is not None else replies
 
@@ -226,13 +284,27 @@ class _NodeRun:
             work.status, work.result, work.error = out.value.status, out.value.result, None
         else:
             work.status, work.result = "failed", ""
-            work.error = {Exit.budget: f"stopped: {out.why}", Exit.fatal: f"model error (not retryable): {out.why}",
-                          Exit.model_error: f"model error: {out.why}"}.get(
-                out.exit, f"turn limit reached ({self.max_turns} turns) before finish_step")
-        failed_why = work.error if out.exit != Exit.done else (" ".join(work.result.split())[:300] or "finish_step failed") \
-            if work.status == "failed" else None
-        work.attempts.append(CascadeAttempt(model=model.name, status=work.status, turns=len(work.turns) - first_turn,
-                                            cost_usd=round(_spent(work) - spent_before, 6), error=failed_why))
+            work.error = {
+                Exit.budget: f"stopped: {out.why}",
+                Exit.fatal: f"model error (not retryable): {out.why}",
+                Exit.model_error: f"model error: {out.why}",
+            }.get(out.exit, f"turn limit reached ({self.max_turns} turns) before finish_step")
+        failed_why = (
+            work.error
+            if out.exit != Exit.done
+            else (" ".join(work.result.split())[:300] or "finish_step failed")
+            if work.status == "failed"
+            else None
+        )
+        work.attempts.append(
+            CascadeAttempt(
+                model=model.name,
+                status=work.status,
+                turns=len(work.turns) - first_turn,
+                cost_usd=round(_spent(work) - spent_before, 6),
+                error=failed_why,
+            )
+        )
 
 
 def _spent(work: _Work) -> float:
@@ -272,13 +344,24 @@ def _commit(rt: Runtime, job: Job, snap: Snapshot, node: PlanNode, record: StepR
     changes: dict[str, bytes | None] = dict(decision.kept)
     changes[f"{sdir}/turns.jsonl"] = "".join(t.model_dump_json() + "\n" for t in work.turns).encode()
     # GitHub renders result.md when it is opened: sanitised like a comment (no remote image, no hidden text)
-    changes[f"{sdir}/result.md"] = (outbound(work.result.strip()[:MAX_RESULT_CHARS], tuple(rt.config.github.image_hosts)) + "\n").encode()
+    changes[f"{sdir}/result.md"] = (
+        outbound(work.result.strip()[:MAX_RESULT_CHARS], tuple(rt.config.github.image_hosts)) + "\n"
+    ).encode()
     changes[f"{sdir}/step.json"] = dump_state(record)
     subject = f"agent(execute): {node.id} {node.title}"[:200]
-    trailers = rt.trailers(job.task, record.seq, "executor", node=node.id, model=record.model, usage=record.usage,
-                           cost=record.cost_usd, duration_ms=record.duration_ms)
+    trailers = rt.trailers(
+        job.task,
+        record.seq,
+        "executor",
+        node=node.id,
+        model=record.model,
+        usage=record.usage,
+        cost=record.cost_usd,
+        duration_ms=record.duration_ms,
+    )
     sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip, modes=decision.modes)
     if rt.on_commit:
         rt.on_commit(sha)
-    rt.reporter.event("step", node=node.id, status=record.status, turns=record.turns, seconds=record.duration_ms / 1000,
-                      cost=record.cost_usd)
+    rt.reporter.event(
+        "step", node=node.id, status=record.status, turns=record.turns, seconds=record.duration_ms / 1000, cost=record.cost_usd
+    )

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import time
 
-from gitops_agent.templates.prompts import render
-from gitops_agent.memory.experience import cited_ids
-from gitops_agent.steps.memory_hooks import record_experience, shown_memory
-from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
-from gitops_agent.observe.rounds import rounds_table
-from gitops_agent.safety.text import outbound
-from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow
+from gitops_agent.memory.experience import cited_ids
+from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
+from gitops_agent.observe.rounds import rounds_table
+from gitops_agent.runtime.context import Runtime
+from gitops_agent.safety.text import outbound
+from gitops_agent.steps.memory_hooks import record_experience, shown_memory
+from gitops_agent.templates.prompts import render
 
 
 def outcome_of(snap: Snapshot, job: Job) -> tuple[str, str, str | None]:
@@ -55,16 +55,41 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
     if snap.plan:
         for n in snap.plan.walk():
             if n.is_leaf and n.step is not None and n.status in (NodeStatus.done, NodeStatus.failed):
-                results.append({"node": n.id, "title": md_text(n.title, 200), "status": n.status.value,
-                                "result": md_block(without_repeats(snap.result_of(n.step, n.id).strip(), answer), hosts)})
+                results.append(
+                    {
+                        "node": n.id,
+                        "title": md_text(n.title, 200),
+                        "status": n.status.value,
+                        "result": md_block(without_repeats(snap.result_of(n.step, n.id).strip(), answer), hosts),
+                    }
+                )
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish else ""
     title = md_text(summary or snap.task.question.splitlines()[0][:100], 200)
-    memory = [{**e, "question": md_text(str(e.get("question", "")), 200), "task_id": md_text(str(e.get("task_id", "")), 80),
-               "outcome": md_text(str(e.get("outcome", "")), 20)} for e in memory_for_report(snap, answer)]
+    memory = [
+        {
+            **e,
+            "question": md_text(str(e.get("question", "")), 200),
+            "task_id": md_text(str(e.get("task_id", "")), 80),
+            "outcome": md_text(str(e.get("outcome", "")), 20),
+        }
+        for e in memory_for_report(snap, answer)
+    ]
     report = render(
-        rt.brain.prompt_dirs, "report.j2", title=title, task=snap.task, question=md_text(snap.task.question, 2000), instructions=[md_text(i, 500) for i in snap.task.instructions], outcome=outcome,
-        reason=md_text(reason, 500) if reason else reason, answer=md_block(answer, hosts), checklist=md_checklist(snap.plan),
-        results=results, cost_table=cost_table(snap.steps), branch=snap.branch, memory=memory, rounds=rounds_table(snap),
+        rt.brain.prompt_dirs,
+        "report.j2",
+        title=title,
+        task=snap.task,
+        question=md_text(snap.task.question, 2000),
+        instructions=[md_text(i, 500) for i in snap.task.instructions],
+        outcome=outcome,
+        reason=md_text(reason, 500) if reason else reason,
+        answer=md_block(answer, hosts),
+        checklist=md_checklist(snap.plan),
+        results=results,
+        cost_table=cost_table(snap.steps),
+        branch=snap.branch,
+        memory=memory,
+        rounds=rounds_table(snap),
     )
     # and once more as a whole, so no field of a template (the brain's, too) can slip past
     return outbound(report, hosts) + "\n"
@@ -98,9 +123,16 @@ def run_finish(rt: Runtime, job: Job) -> list[Job]:
     report = render_report(rt, snap, outcome, answer, reason)
     seq = snap.next_seq()
     record = StepRecord(
-        task_id=job.task, seq=seq, role="finish", node=FINISH_NODE, status="done" if outcome == "done" else "failed",
-        started_at=started, finished_at=utcnow(), duration_ms=int((time.monotonic() - t0) * 1000),
-        error=None if outcome == "done" else reason, outcome=outcome,
+        task_id=job.task,
+        seq=seq,
+        role="finish",
+        node=FINISH_NODE,
+        status="done" if outcome == "done" else "failed",
+        started_at=started,
+        finished_at=utcnow(),
+        duration_ms=int((time.monotonic() - t0) * 1000),
+        error=None if outcome == "done" else reason,
+        outcome=outcome,
     )
     changes = {f"{snap.root}/report.md": report.encode(), f"{snap.step_dir(seq, FINISH_NODE)}/step.json": dump_state(record)}
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else outcome
@@ -110,5 +142,13 @@ def run_finish(rt: Runtime, job: Job) -> list[Job]:
         rt.on_commit(sha)
     # memory: one experience file for this task on agent/memory (never fails the task)
     record_experience(rt, snap, outcome, answer, reason)
-    rt.reporter.event("finish", task=job.task, outcome=outcome, cost=snap.cost_usd, tokens=fmt_tokens(snap.usage.total), answer=answer, reason=reason)
+    rt.reporter.event(
+        "finish",
+        task=job.task,
+        outcome=outcome,
+        cost=snap.cost_usd,
+        tokens=fmt_tokens(snap.usage.total),
+        answer=answer,
+        reason=reason,
+    )
     return []

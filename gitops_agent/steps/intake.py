@@ -7,9 +7,9 @@ import time
 from datetime import datetime, timezone
 
 from gitops_agent.core.errors import AgentError, ConfigError, TaskExists
-from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.seams import Job
 from gitops_agent.core.state import Budget, TaskFile, TaskModels, TaskSource, branch_for, dump_state, task_dir, utcnow
+from gitops_agent.runtime.context import Runtime
 
 MAX_QUESTION_CHARS = 20_000
 
@@ -70,8 +70,15 @@ def create_task(
             raise TaskExists(f"a task {task_id!r} exists already")
         raise AgentError(f"could not find a free task id near {tid!r}")
     task = TaskFile(
-        task_id=tid, question=question, source=source or TaskSource(), base_ref=base_ref, base_sha=base_sha,
-        budget=budget or rt.config.budget, models=models, created_at=utcnow(), brain=getattr(rt.brain, "commit", None),
+        task_id=tid,
+        question=question,
+        source=source or TaskSource(),
+        base_ref=base_ref,
+        base_sha=base_sha,
+        budget=budget or rt.config.budget,
+        models=models,
+        created_at=utcnow(),
+        brain=getattr(rt.brain, "commit", None),
     )
     trailers = rt.trailers(tid, 1, "intake")
     subject = f"agent(intake): {question.splitlines()[0][:72]}"
@@ -80,8 +87,15 @@ def create_task(
     return task, Job(step="plan", task=tid, branch=branch, hop=0)
 
 
-def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None = None, where=None,
-                    max_usd: float | None = None, settings_at: str | None = None) -> Job:
+def add_instruction(
+    rt: Runtime,
+    task_id: str,
+    instruction: str,
+    author: str | None = None,
+    where=None,
+    max_usd: float | None = None,
+    settings_at: str | None = None,
+) -> Job:
     """A follow-up on an existing task: the instruction is appended to task.json (intake is its
     one writer) and the planner is asked to continue on the same branch."""
     from gitops_agent.core.errors import PushConflict
@@ -97,8 +111,9 @@ def add_instruction(rt: Runtime, task_id: str, instruction: str, author: str | N
     raise AssertionError("unreachable")  # pragma: no cover
 
 
-def _append_instruction(rt: Runtime, task_id: str, instruction: str, author: str | None, where, max_usd: float | None,
-                        settings_at: str | None = None) -> Job:
+def _append_instruction(
+    rt: Runtime, task_id: str, instruction: str, author: str | None, where, max_usd: float | None, settings_at: str | None = None
+) -> Job:
     from gitops_agent.core.snapshot import load_snapshot
     from gitops_agent.core.state import StepRecord, step_dirname
 
@@ -124,6 +139,8 @@ def _append_instruction(rt: Runtime, task_id: str, instruction: str, author: str
         f"{snap.root}/steps/{step_dirname(seq, '_intake')}/step.json": dump_state(record),
     }
     trailers = rt.trailers(task_id, seq, "intake")
-    rt.git.commit_files(snap.branch, changes, f"agent(intake): follow-up: {instruction.splitlines()[0][:60]}", trailers, base=snap.tip)
+    rt.git.commit_files(
+        snap.branch, changes, f"agent(intake): follow-up: {instruction.splitlines()[0][:60]}", trailers, base=snap.tip
+    )
     rt.reporter.event("task", task=task_id, branch=snap.branch)
     return Job(step="plan", task=task_id, branch=snap.branch, hop=0)

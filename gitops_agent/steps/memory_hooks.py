@@ -9,16 +9,15 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable
 
-
 from gitops_agent.core.errors import AgentError
 from gitops_agent.git.repo import GitRepo
 
 if TYPE_CHECKING:  # pragma: no cover
-    from gitops_agent.runtime.context import Runtime
     from gitops_agent.core.snapshot import Snapshot
+    from gitops_agent.runtime.context import Runtime
 
-from gitops_agent.memory.experience import DEFAULT_K, MEMORY_FILE, experience_from_snapshot
 from gitops_agent.core.snapshot import record_path
+from gitops_agent.memory.experience import DEFAULT_K, MEMORY_FILE, experience_from_snapshot
 from gitops_agent.memory.store import MemoryStore, _enabled, default_method
 
 # ----------------------------------------------------------------------------- hooks for the steps
@@ -59,7 +58,12 @@ def retrieve(rt: "Runtime", query: str, exclude: Iterable[str] = (), k: int = DE
     idx = store.index(method, tip)
     hits = idx.search(query, k, exclude)
     return {
-        "schema": 1, "memory_tip": tip, "method": method, "k": k, "query": query[:2000], "experiences": len(idx),
+        "schema": 1,
+        "memory_tip": tip,
+        "method": method,
+        "k": k,
+        "query": query[:2000],
+        "experiences": len(idx),
         "shown": [h.experience.brief(h.score) for h in hits],
     }
 
@@ -97,7 +101,9 @@ def shown_memory(snap: "Snapshot") -> dict[str, Any] | None:
     return None
 
 
-def record_experience(rt: "Runtime", snap: "Snapshot", outcome: str, answer: str, reason: str | None, *, only_if_missing: bool = False) -> str | None:
+def record_experience(
+    rt: "Runtime", snap: "Snapshot", outcome: str, answer: str, reason: str | None, *, only_if_missing: bool = False
+) -> str | None:
     """finish: add experiences/<task-id>.json to the memory branch. Returns the memory commit
     (None when off, already there, or failed: a failure is reported, never raised)."""
     from gitops_agent.core.errors import is_infrastructure_failure
@@ -137,5 +143,3 @@ def attach_data(rt: "Runtime") -> Path | None:
     except Exception as e:  # noqa: BLE001
         _report_error(rt, "could not fetch the shared data sets", e)
         return None
-
-

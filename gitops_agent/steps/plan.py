@@ -69,7 +69,7 @@ class _Round:
         new_instructions = snap.task.instructions[seen:] if snap.plan is not None else []
         # people steering: plan.json edited on the branch, `/agent retry|stop|continue` (core/plan_edits.py)
         steered = steer(rt.git, snap, seen)
-        new_fus = snap.task.follow_ups[seen:len(snap.task.instructions)] if snap.plan is not None else []
+        new_fus = snap.task.follow_ups[seen : len(snap.task.instructions)] if snap.plan is not None else []
         commands = [(fu, parse_command(fu.command) if fu.command else None) for fu in new_fus]
         for fu, cmd in commands:
             if cmd is not None and not cmd.problem and snap.plan is not None:
@@ -78,9 +78,16 @@ class _Round:
         stop = next((fu for fu, cmd in commands if cmd is not None and cmd.spec.ends), None)
         if stop is not None:
             word = stop.command.split()[0]
-            preset = PlanFinish(outcome="failed", reason=f"stopped by @{stop.by} (`/agent {word}`)" if stop.by else f"stopped (`/agent {word}`)")
-        elif steered and snap.plan is not None and snap.plan.ready() and len(new_fus) == len(new_instructions) \
-                and all(cmd is not None and cmd.spec.no_planner for _fu, cmd in commands):
+            preset = PlanFinish(
+                outcome="failed", reason=f"stopped by @{stop.by} (`/agent {word}`)" if stop.by else f"stopped (`/agent {word}`)"
+            )
+        elif (
+            steered
+            and snap.plan is not None
+            and snap.plan.ready()
+            and len(new_fus) == len(new_instructions)
+            and all(cmd is not None and cmd.spec.no_planner for _fu, cmd in commands)
+        ):
             preset = snap.plan.model_copy(deep=True)  # exactly what the person asked for: no planner call this round
             preset.version += 1
             preset.note = "; ".join(steered)[:1000]
@@ -113,27 +120,61 @@ def run_plan(rt: Runtime, job: Job, carried: tuple[Usage, float] | None = None) 
     model = rt.agent_model(agent.model, snap.task.models.planner, [snap.task.models.planner, snap.task.models.executor])
     seq, started, t0 = snap.next_seq(), utcnow(), time.monotonic()
     memory_rec, memory_new = planner_memory(rt, snap)
-    talk = Conversation(model=model, system="", tools=specs(agent.tools), price=rt.cost, max_tokens=agent.max_tokens,
-                        carried=carried or (Usage(), 0.0), timeout=snap.wall_left,
-                        budget=lambda usd, tokens: snap.budget_problem(hop=job.hop, extra_usd=usd, extra_tokens=tokens))
+    talk = Conversation(
+        model=model,
+        system="",
+        tools=specs(agent.tools),
+        price=rt.cost,
+        max_tokens=agent.max_tokens,
+        carried=carried or (Usage(), 0.0),
+        timeout=snap.wall_left,
+        budget=lambda usd, tokens: snap.budget_problem(hop=job.hop, extra_usd=usd, extra_tokens=tokens),
+    )
     outcome, error = (rnd.preset, None) if rnd.preset is not None else _ask(rt, job, snap, agent, talk, new_ids, rnd, memory_rec)
     plan, next_jobs, action, dispatched = _decide(rt, job, snap, seq, outcome, error)
     if isinstance(outcome, PlanFinish) and outcome.outcome == "budget":
         error = outcome.reason
     record = StepRecord(
-        task_id=job.task, seq=seq, role="planner", node=PLANNER_NODE, agent=agent.name, model=model.name,
-        status="failed" if error else "done", turns=len(talk.turns), usage=talk.usage, cost_usd=round(talk.cost, 6),
-        duration_ms=int((time.monotonic() - t0) * 1000), started_at=started, finished_at=utcnow(), error=error,
+        task_id=job.task,
+        seq=seq,
+        role="planner",
+        node=PLANNER_NODE,
+        agent=agent.name,
+        model=model.name,
+        status="failed" if error else "done",
+        turns=len(talk.turns),
+        usage=talk.usage,
+        cost_usd=round(talk.cost, 6),
+        duration_ms=int((time.monotonic() - t0) * 1000),
+        started_at=started,
+        finished_at=utcnow(),
+        error=error,
         steered=rnd.steered[:50],
     )
     _commit(rt, job, snap, plan, record, talk, memory_rec if memory_new else None, action)
-    rt.reporter.event("plan", task=job.task, version=plan.version, counts=_counts(plan), dispatch=dispatched, action=action,
-                      tokens=fmt_tokens(talk.usage.total), cost=record.cost_usd)
+    rt.reporter.event(
+        "plan",
+        task=job.task,
+        version=plan.version,
+        counts=_counts(plan),
+        dispatch=dispatched,
+        action=action,
+        tokens=fmt_tokens(talk.usage.total),
+        cost=record.cost_usd,
+    )
     return next_jobs
 
 
-def _ask(rt: Runtime, job: Job, snap: Snapshot, agent: Any, talk: Conversation, new_ids: list[str], rnd: _Round,
-         memory_rec: dict | None) -> tuple[Plan | PlanFinish | None, str | None]:
+def _ask(
+    rt: Runtime,
+    job: Job,
+    snap: Snapshot,
+    agent: Any,
+    talk: Conversation,
+    new_ids: list[str],
+    rnd: _Round,
+    memory_rec: dict | None,
+) -> tuple[Plan | PlanFinish | None, str | None]:
     """The planner's answer (a plan or a finish), or why there is none."""
     dirs = rt.brain.prompt_dirs
     files, files_more = _repo_files(rt, snap)
@@ -146,13 +187,30 @@ def _ask(rt: Runtime, job: Job, snap: Snapshot, agent: Any, talk: Conversation, 
     running = [n.id for n in snap.plan.running()] if snap.plan else []
     spent = f"${snap.cost_usd:.4f} of ${snap.task.budget.max_usd:g}, {snap.model_steps} of {snap.task.budget.max_steps} steps"
     state_text = render(
-        dirs, agent.prompts.state or "planner_state.j2", plan=snap.plan, checklist=checklist(snap.plan),
-        new_results=new_r, old_results=old_r, running=running, spent=spent,
+        dirs,
+        agent.prompts.state or "planner_state.j2",
+        plan=snap.plan,
+        checklist=checklist(snap.plan),
+        new_results=new_r,
+        old_results=old_r,
+        running=running,
+        spent=spent,
         new_instructions=rnd.new_instructions + [f"(a person changed the plan) {n}" for n in rnd.steered],
     )
-    results = {n.id: snap.result_of(n.step, n.id) for n in (snap.plan.walk() if snap.plan else []) if n.step and n.status == NodeStatus.done}
-    talk.meta = lambda n: {"role": "planner", "script_key": "planner", "task": job.task, "results": results, "attempt": n - 1,
-                           "running": running, "experiences": [e["task_id"] for e in experiences]}
+    results = {
+        n.id: snap.result_of(n.step, n.id)
+        for n in (snap.plan.walk() if snap.plan else [])
+        if n.step and n.status == NodeStatus.done
+    }
+    talk.meta = lambda n: {
+        "role": "planner",
+        "script_key": "planner",
+        "task": job.task,
+        "results": results,
+        "attempt": n - 1,
+        "running": running,
+        "experiences": [e["task_id"] for e in experiences],
+    }
 
     def handle(resp: ModelResponse, turn: Turn) -> Done:
         try:
@@ -173,8 +231,9 @@ def _ask(rt: Runtime, job: Job, snap: Snapshot, agent: Any, talk: Conversation, 
     return None, f"planner output rejected {out.calls} times; last error: {out.why}"
 
 
-def _decide(rt: Runtime, job: Job, snap: Snapshot, seq: int, outcome: Plan | PlanFinish | None,
-            error: str | None) -> tuple[Plan, list[Job], str, list[str]]:
+def _decide(
+    rt: Runtime, job: Job, snap: Snapshot, seq: int, outcome: Plan | PlanFinish | None, error: str | None
+) -> tuple[Plan, list[Job], str, list[str]]:
     """(the plan to commit, the jobs that follow, what this step did, the nodes it dispatched)."""
     if isinstance(outcome, Plan):
         plan = outcome
@@ -203,8 +262,16 @@ def _decide(rt: Runtime, job: Job, snap: Snapshot, seq: int, outcome: Plan | Pla
     return plan, [Job(step="finish", task=job.task, branch=snap.branch, hop=job.hop + 1)], action, []
 
 
-def _commit(rt: Runtime, job: Job, snap: Snapshot, plan: Plan, record: StepRecord, talk: Conversation,
-            memory_rec: dict | None, action: str) -> None:
+def _commit(
+    rt: Runtime,
+    job: Job,
+    snap: Snapshot,
+    plan: Plan,
+    record: StepRecord,
+    talk: Conversation,
+    memory_rec: dict | None,
+    action: str,
+) -> None:
     plan.instructions_seen = len(snap.task.instructions)
     plan_bytes = dump_state(plan)
     record.plan_sha256 = hashlib.sha256(plan_bytes).hexdigest()
@@ -217,8 +284,15 @@ def _commit(rt: Runtime, job: Job, snap: Snapshot, plan: Plan, record: StepRecor
     if memory_rec is not None:  # memory: which experiences this planner was shown
         changes[f"{sdir}/{MEMORY_FILE}"] = (json.dumps(memory_rec, indent=2, ensure_ascii=False) + "\n").encode()
     subject = f"agent(plan): v{plan.version} {action}"[:200]
-    trailers = rt.trailers(job.task, record.seq, "planner", model=record.model, usage=talk.usage, cost=record.cost_usd,
-                           duration_ms=record.duration_ms)
+    trailers = rt.trailers(
+        job.task,
+        record.seq,
+        "planner",
+        model=record.model,
+        usage=talk.usage,
+        cost=record.cost_usd,
+        duration_ms=record.duration_ms,
+    )
     try:
         sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
     except PushConflict as e:
@@ -247,10 +321,18 @@ def _interpret(resp: ModelResponse, snap: Snapshot, rt: Runtime, turn: Turn) -> 
                 f"nodes {[n.id for n in snap.plan.running()]} are still running; wait for them "
                 "(`update_plan` with the same nodes) before you finish"
             )
-        return PlanFinish(answer=answer, summary=str(summary or "")[:300], outcome="done", lessons=_lessons(use.input.get("lessons")))
+        return PlanFinish(
+            answer=answer, summary=str(summary or "")[:300], outcome="done", lessons=_lessons(use.input.get("lessons"))
+        )
     agents = set(rt.brain.executors())
-    return merge_plan(snap.plan, use.input.get("nodes"), agents, goal=snap.task.question, note=str(use.input.get("note", ""))[:1000],
-                      max_attempts=snap.task.budget.max_node_attempts)
+    return merge_plan(
+        snap.plan,
+        use.input.get("nodes"),
+        agents,
+        goal=snap.task.question,
+        note=str(use.input.get("note", ""))[:1000],
+        max_attempts=snap.task.budget.max_node_attempts,
+    )
 
 
 def _lessons(raw: Any) -> list[str]:

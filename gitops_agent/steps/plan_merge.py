@@ -29,7 +29,9 @@ def _clean_node(raw: Any, path: str) -> dict[str, Any]:
     return out
 
 
-def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, note: str = "", max_attempts: int | None = None) -> Plan:
+def merge_plan(
+    old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, note: str = "", max_attempts: int | None = None
+) -> Plan:
     """The proposed tree merged with what is known: done, running and failed nodes keep their
     status and results; a failed node runs again (a new goal) only while it has had fewer than
     ``max_attempts`` runs (budget.max_node_attempts). Any problem is a FormatError worded for the
@@ -38,7 +40,9 @@ def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, no
         try:
             raw_nodes = json.loads(raw_nodes)
         except json.JSONDecodeError as e:
-            raise FormatError(f"`nodes` is a string that is not valid JSON ({e.msg}); pass a JSON array of node objects") from None
+            raise FormatError(
+                f"`nodes` is a string that is not valid JSON ({e.msg}); pass a JSON array of node objects"
+            ) from None
     if not isinstance(raw_nodes, list) or not raw_nodes:
         raise FormatError("`nodes` must be a non-empty array of node objects")
     cleaned = [_clean_node(n, f"nodes[{i}]") for i, n in enumerate(raw_nodes)]
@@ -77,8 +81,10 @@ def merge_plan(old: Plan | None, raw_nodes: Any, agents: set[str], goal: str, no
                     # kept unchanged: stays failed (and blocks its dependents)
                     n.status, n.result, n.step = o.status, o.result, o.step
                 elif max_attempts is not None and o.attempts >= max_attempts:
-                    errors.append(f"failed node {o.id!r} has run {o.attempts} times, the most a node may "
-                                  f"(budget.max_node_attempts = {max_attempts}); keep it as it was, or finish")
+                    errors.append(
+                        f"failed node {o.id!r} has run {o.attempts} times, the most a node may "
+                        f"(budget.max_node_attempts = {max_attempts}); keep it as it was, or finish"
+                    )
                 # a changed goal means: try again (status pending)
         errors += _spent_goals(old, new, max_attempts)
         if errors:
@@ -98,6 +104,9 @@ def _spent_goals(old: Plan, new: Plan, max_attempts: int | None) -> list[str]:
         return []
     norm = lambda g: " ".join(g.lower().split())  # noqa: E731
     spent = {norm(o.goal): o for o in old.walk() if o.is_leaf and o.status == NodeStatus.failed and o.attempts >= max_attempts}
-    return [f"node {n.id!r} takes up the goal of failed node {spent[norm(n.goal)].id!r}, which ran {spent[norm(n.goal)].attempts} "
-            f"times, the most a node may (budget.max_node_attempts); finish, or give it another goal"
-            for n in new.walk() if n.is_leaf and old.get(n.id) is None and norm(n.goal) in spent]
+    return [
+        f"node {n.id!r} takes up the goal of failed node {spent[norm(n.goal)].id!r}, which ran {spent[norm(n.goal)].attempts} "
+        f"times, the most a node may (budget.max_node_attempts); finish, or give it another goal"
+        for n in new.walk()
+        if n.is_leaf and old.get(n.id) is None and norm(n.goal) in spent
+    ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import inspect
 import operator
+from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -97,8 +98,9 @@ def _head(s, n=2000):
 
 def template_env(dirs: list[Path] | tuple[Path, ...] = (), **options: Any) -> jinja2.Environment:
     """A sandboxed, strict environment loading from ``dirs`` (first wins)."""
-    opts: dict[str, Any] = dict(undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True,
-                                keep_trailing_newline=False, autoescape=False)
+    opts: dict[str, Any] = dict(
+        undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False, autoescape=False
+    )
     opts.update(options)
     env = _Env(loader=jinja2.FileSystemLoader([str(d) for d in dirs]) if dirs else None, **opts)
     env.filters["tail"] = _tail

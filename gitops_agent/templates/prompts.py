@@ -29,8 +29,8 @@ import jinja2
 from jinja2.sandbox import SecurityError
 
 from gitops_agent.core.errors import ConfigError
-from gitops_agent.templates.worker import render_in_child
 from gitops_agent.templates.env import MAX_OUTPUT, bounded_render, template_env
+from gitops_agent.templates.worker import render_in_child
 
 __all__ = ["MAX_OUTPUT", "packaged_prompts_dir", "render", "render_raw", "template_env"]
 

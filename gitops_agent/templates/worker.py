@@ -131,8 +131,14 @@ class _Child:
         boot = f"import sys; sys.path.insert(0, {root!r}); from gitops_agent.templates.worker import main; main()"
         # -I: no environment variables, user site or working directory on the path; an empty
         # environment: the child holds no token and no key
-        return subprocess.Popen([sys.executable, "-I", "-c", boot], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, env={"PATH": "/usr/bin:/bin"}, close_fds=True)
+        return subprocess.Popen(
+            [sys.executable, "-I", "-c", boot],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env={"PATH": "/usr/bin:/bin"},
+            close_fds=True,
+        )
 
     def _kill(self) -> None:
         if self.proc is not None:

@@ -81,11 +81,14 @@ def test_jobs_bench_counts_jobs_and_commits(tmp_path: Path) -> None:
 def test_setup_bench_reads_acts_step_timings() -> None:
     from bench import setup_time
 
-    log = ("[agent/x/reconcile] ⭐ Run Main # the install\nset -e\n[agent/x/reconcile]   ✅  Success - Main # the install\nset -e\n [3.5s]\n"
-           "[agent/x/reconcile] ⭐ Run Main cd \"$ACTION_PATH\"\n\"$PY\" -m gitops_agent step \"$STEP\"\n"
-           "[agent/x/reconcile]   | gitops-agent: reconcile: 0 tasks\n"
-           "[agent/x/reconcile]   ✅  Success - Main cd \"$ACTION_PATH\"\n\"$PY\" -m gitops_agent step \"$STEP\"\n [1.25s]\n"
-           "[agent/x/reconcile]   ⚙  ::set-output:: task=\n"
-           "[agent/x/reconcile]   ✅  Success - Main gitops-agent/gitops-agent@v1 [1m5.25s]\n")
+    log = (
+        "[agent/x/reconcile] ⭐ Run Main # the install\nset -e\n"
+        "[agent/x/reconcile]   ✅  Success - Main # the install\nset -e\n [3.5s]\n"
+        '[agent/x/reconcile] ⭐ Run Main cd "$ACTION_PATH"\n"$PY" -m gitops_agent step "$STEP"\n'
+        "[agent/x/reconcile]   | gitops-agent: reconcile: 0 tasks\n"
+        '[agent/x/reconcile]   ✅  Success - Main cd "$ACTION_PATH"\n"$PY" -m gitops_agent step "$STEP"\n [1.25s]\n'
+        "[agent/x/reconcile]   ⚙  ::set-output:: task=\n"
+        "[agent/x/reconcile]   ✅  Success - Main gitops-agent/gitops-agent@v1 [1m5.25s]\n"
+    )
     assert setup_time.setup_seconds(log) == (64.0, 1.25)
     assert setup_time._seconds("x [28.6ms]") == 0.0286

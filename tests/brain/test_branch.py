@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import pytest
 
+from gitops_agent.app.local import make_runtime
 from gitops_agent.brain.branch import BRAIN_BRANCH, checkout_brain, default_files, list_tools, load_repo_brain
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.git.repo import GitRepo
-from gitops_agent.app.local import make_runtime
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.sandbox.choose import available_backends
-
 from tests.memory.helpers import cli, config, finish, git, make_repo, node, plan, run_task, step_done
 
 BACKEND = "bubblewrap" if "bubblewrap" in available_backends() else "subprocess"
@@ -67,14 +66,20 @@ def test_brain_init_diff_and_show(tmp_path):
     r = cli("brain", "init", "--repo", str(repo))
     assert r.returncode == 0, r.stderr
     files = git(repo, "ls-tree", "-r", "--name-only", BRAIN_BRANCH).split()
-    assert "agents/planner.yaml" in files and "prompts/planner_system.j2" in files and "tools/tabular.py" in files and "README.md" in files
+    assert (
+        "agents/planner.yaml" in files
+        and "prompts/planner_system.j2" in files
+        and "tools/tabular.py" in files
+        and "README.md" in files
+    )
     assert set(default_files()) <= set(files)
     assert cli("brain", "init", "--repo", str(repo)).returncode == 1
     r = cli("brain", "diff", "--repo", str(repo))
     assert r.returncode == 0 and "same as the packaged defaults" in r.stdout
 
     analyst = git(repo, "show", f"{BRAIN_BRANCH}:agents/analyst.yaml").replace(
-        "Compute figures with code", "Always report the row count first.\n  Compute figures with code")
+        "Compute figures with code", "Always report the row count first.\n  Compute figures with code"
+    )
     brain_commit(repo, {"agents/analyst.yaml": analyst, "tools/mystats.py": MYSTATS, "notes/todo.txt": "x"})
     r = cli("brain", "diff", "--repo", str(repo))
     assert r.returncode == 0
@@ -90,28 +95,48 @@ def test_brain_init_diff_and_show(tmp_path):
 def test_a_custom_agent_from_the_brain_branch_runs_with_its_prompt_model_limits_and_tools(tmp_path):
     repo = make_repo(tmp_path)
     analyst = (default_files()["agents/analyst.yaml"]).decode().replace("Compute figures", "BRAIN-OVERRIDE. Compute figures")
-    brain_commit(repo, {
-        "agents/statistician.yaml": STATISTICIAN, "prompts/statistician_system.j2": STAT_SYSTEM,
-        "agents/analyst.yaml": analyst, "tools/mystats.py": MYSTATS,
-    })
-    main = ScriptedModel({
-        "planner": [plan(*NODES), {**plan(*NODES, note="wait"), "when": "running"}, {**plan(*NODES, note="wait"), "when": "running"},
-                    {**finish("n1: {{ results.n1 }} / n2: {{ results.n2 }}", "stats"), "when": "'n1' in results and 'n2' in results"}],
-        "executor:n2": [step_done("3 rows")],
-    })
-    stat = ScriptedModel({
-        "executor:n1": [
-            {"tool": "run_python", "input": {"code": (
-                "import tabular, mystats\n"
-                "rows, bad = tabular.load_csv('data/orders.csv', numeric=['amount'])\n"
-                "m, lo, hi = mystats.mean_ci([r['amount'] for r in rows])\n"
-                "print(f'MEAN {m:.1f} CI [{lo:.1f}, {hi:.1f}]')\n"
-                "print('TOOLS', tabular.__file__.startswith('/'), mystats.__file__.rsplit('/', 2)[-2])\n")}},
-            step_done(),
-        ],
-    })
-    res, rt, _, _ = run_task(repo, main, "Average order amount with a confidence interval?", backend=BACKEND,
-                             extra_models={"scripted:stat": stat})
+    brain_commit(
+        repo,
+        {
+            "agents/statistician.yaml": STATISTICIAN,
+            "prompts/statistician_system.j2": STAT_SYSTEM,
+            "agents/analyst.yaml": analyst,
+            "tools/mystats.py": MYSTATS,
+        },
+    )
+    main = ScriptedModel(
+        {
+            "planner": [
+                plan(*NODES),
+                {**plan(*NODES, note="wait"), "when": "running"},
+                {**plan(*NODES, note="wait"), "when": "running"},
+                {**finish("n1: {{ results.n1 }} / n2: {{ results.n2 }}", "stats"), "when": "'n1' in results and 'n2' in results"},
+            ],
+            "executor:n2": [step_done("3 rows")],
+        }
+    )
+    stat = ScriptedModel(
+        {
+            "executor:n1": [
+                {
+                    "tool": "run_python",
+                    "input": {
+                        "code": (
+                            "import tabular, mystats\n"
+                            "rows, bad = tabular.load_csv('data/orders.csv', numeric=['amount'])\n"
+                            "m, lo, hi = mystats.mean_ci([r['amount'] for r in rows])\n"
+                            "print(f'MEAN {m:.1f} CI [{lo:.1f}, {hi:.1f}]')\n"
+                            "print('TOOLS', tabular.__file__.startswith('/'), mystats.__file__.rsplit('/', 2)[-2])\n"
+                        )
+                    },
+                },
+                step_done(),
+            ]
+        }
+    )
+    res, rt, _, _ = run_task(
+        repo, main, "Average order amount with a confidence interval?", backend=BACKEND, extra_models={"scripted:stat": stat}
+    )
     assert res.outcome == "done", res.reason
     assert "MEAN 20.0 CI [" in res.answer and "TOOLS True tools" in res.answer
     # the statistician's node went to its own model, with its own system prompt and limits
@@ -134,22 +159,47 @@ def test_a_custom_agent_from_the_brain_branch_runs_with_its_prompt_model_limits_
     assert (repo / ".git" / "gitops-agent" / "brain" / tip / "agents" / "statistician.yaml").exists()
 
 
-@pytest.mark.parametrize("files, message", [
-    ({"agents/analyst.yaml": "name: analyst\nrole: executor\ndescription: d\nmax_turns: 0\ntools: [run_python]\n"
-      "prompts: {system: executor_system.j2, task: executor_node.j2}\n"},
-     "agent/brain:agents/analyst.yaml: field max_turns: Input should be greater than or equal to 1"),
-    ({"agents/analyst.yaml": "name: analyst\nrole: executor\ndescription: d\ntools: [finish]\nprompts: {system: executor_system.j2, task: executor_node.j2}\n"},
-     "agent/brain:agents/analyst.yaml: "),
-    ({"agents/helper.yaml": "name: other\nrole: executor\ndescription: d\ntools: [run_python]\nprompts: {system: executor_system.j2, task: executor_node.j2}\n"},
-     "agent/brain:agents/helper.yaml: field name: 'other' must match the file name ('helper')"),
-    ({"agents/helper.yaml": "name: helper\nrole: executor\ndescription: d\ntools: [run_python]\nprompts: {system: nope.j2, task: executor_node.j2}\n"},
-     "agent/brain:agents/helper.yaml: field prompts.system: template 'nope.j2' not found"),
-    ({"prompts/executor_system.j2": "Hello {% if agent %}\n"}, "agent/brain:prompts/executor_system.j2: line 1: "),
-    ({"prompts/executor_system.j2": "You are {{ agent.nmae }}.\n"}, "agent/brain:prompts/executor_system.j2: does not render for agent"),
-    ({"tools/bad.py": "def f(:\n"}, "agent/brain:tools/bad.py: line 1: "),
-    ({"tools/json.py": '"""x"""\n'}, "agent/brain:tools/json.py: the module name 'json' would hide a standard module"),
-    ({"agents/planner.yaml": "{not: yaml: at all"}, "agent/brain:agents/planner.yaml: not valid YAML"),
-])
+@pytest.mark.parametrize(
+    "files, message",
+    [
+        (
+            {
+                "agents/analyst.yaml": "name: analyst\nrole: executor\ndescription: d\nmax_turns: 0\ntools: [run_python]\n"
+                "prompts: {system: executor_system.j2, task: executor_node.j2}\n"
+            },
+            "agent/brain:agents/analyst.yaml: field max_turns: Input should be greater than or equal to 1",
+        ),
+        (
+            {
+                "agents/analyst.yaml": "name: analyst\nrole: executor\ndescription: d\ntools: [finish]\n"
+                "prompts: {system: executor_system.j2, task: executor_node.j2}\n"
+            },
+            "agent/brain:agents/analyst.yaml: ",
+        ),
+        (
+            {
+                "agents/helper.yaml": "name: other\nrole: executor\ndescription: d\ntools: [run_python]\n"
+                "prompts: {system: executor_system.j2, task: executor_node.j2}\n"
+            },
+            "agent/brain:agents/helper.yaml: field name: 'other' must match the file name ('helper')",
+        ),
+        (
+            {
+                "agents/helper.yaml": "name: helper\nrole: executor\ndescription: d\ntools: [run_python]\n"
+                "prompts: {system: nope.j2, task: executor_node.j2}\n"
+            },
+            "agent/brain:agents/helper.yaml: field prompts.system: template 'nope.j2' not found",
+        ),
+        ({"prompts/executor_system.j2": "Hello {% if agent %}\n"}, "agent/brain:prompts/executor_system.j2: line 1: "),
+        (
+            {"prompts/executor_system.j2": "You are {{ agent.nmae }}.\n"},
+            "agent/brain:prompts/executor_system.j2: does not render for agent",
+        ),
+        ({"tools/bad.py": "def f(:\n"}, "agent/brain:tools/bad.py: line 1: "),
+        ({"tools/json.py": '"""x"""\n'}, "agent/brain:tools/json.py: the module name 'json' would hide a standard module"),
+        ({"agents/planner.yaml": "{not: yaml: at all"}, "agent/brain:agents/planner.yaml: not valid YAML"),
+    ],
+)
 def test_a_broken_brain_branch_is_a_clear_error_naming_file_and_field(tmp_path, files, message):
     repo = make_repo(tmp_path)
     brain_commit(repo, files)

@@ -11,12 +11,11 @@ import yaml
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, default_files
 from gitops_agent.core.errors import AgentError
+from gitops_agent.core.messages import ToolResultBlock
 from gitops_agent.evolve.propose import gather, pull_request_for, run_evolve
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.store import MemoryStore
-from gitops_agent.core.messages import ToolResultBlock
 from gitops_agent.models.scripted import ScriptedModel
-
 from tests.memory.helpers import cli, experience, git, make_repo
 
 NOW = datetime(2026, 11, 26, 12, 0, tzinfo=timezone.utc)
@@ -33,10 +32,23 @@ def seeded(tmp_path):
     store = MemoryStore.open(GitRepo(repo))
     t0 = NOW - timedelta(days=10)
     store.add_experience(experience("1-ok", "Average order value per region?", date=t0))
-    store.add_experience(experience("2-fail", "Total revenue per month?", outcome="failed", date=t0 + timedelta(days=1),
-                                    failures=["n1 (Load) failed: ValueError: could not convert string to float: 'n/a'"]))
-    store.add_experience(experience("3-lesson", "Median delivery time per carrier?", date=t0 + timedelta(days=2),
-                                    lessons=["Amounts and durations can be 'n/a'; parse numbers with a fallback."]))
+    store.add_experience(
+        experience(
+            "2-fail",
+            "Total revenue per month?",
+            outcome="failed",
+            date=t0 + timedelta(days=1),
+            failures=["n1 (Load) failed: ValueError: could not convert string to float: 'n/a'"],
+        )
+    )
+    store.add_experience(
+        experience(
+            "3-lesson",
+            "Median delivery time per carrier?",
+            date=t0 + timedelta(days=2),
+            lessons=["Amounts and durations can be 'n/a'; parse numbers with a fallback."],
+        )
+    )
     return repo, store
 
 
@@ -46,7 +58,12 @@ GOOD = {
         "title": "Parse numbers defensively",
         "rationale": "Tasks {{ experiences[0] }} and 3-lesson failed or struggled on 'n/a' values.",
         "experiences": ["2-fail", "3-lesson"],
-        "changes": [{"path": "agents/analyst.yaml", "content": analyst_with("Parse numeric columns with tabular.to_number; 'n/a' happens.")}],
+        "changes": [
+            {
+                "path": "agents/analyst.yaml",
+                "content": analyst_with("Parse numeric columns with tabular.to_number; 'n/a' happens."),
+            }
+        ],
     },
 }
 
@@ -84,11 +101,26 @@ def test_evolve_proposes_validated_changes_on_a_new_branch_based_on_agent_brain(
 
 def test_bad_proposals_go_back_to_the_model_until_one_is_valid(tmp_path):
     repo, _ = seeded(tmp_path)
-    bad_path = {"tool": "propose_brain_change", "input": {"rationale": "r", "experiences": [], "changes": [{"path": "../etc/passwd", "content": "x"}]}}
-    bad_yaml = {"tool": "propose_brain_change", "input": {"rationale": "r", "experiences": [],
-                                                          "changes": [{"path": "agents/analyst.yaml", "content": "name: analyst\nrole: boss\n"}]}}
-    bad_tpl = {"tool": "propose_brain_change", "input": {"rationale": "r", "experiences": [],
-                                                         "changes": [{"path": "prompts/executor_system.j2", "content": "{% raw %}{{ agent.nope }}{% endraw %}"}]}}
+    bad_path = {
+        "tool": "propose_brain_change",
+        "input": {"rationale": "r", "experiences": [], "changes": [{"path": "../etc/passwd", "content": "x"}]},
+    }
+    bad_yaml = {
+        "tool": "propose_brain_change",
+        "input": {
+            "rationale": "r",
+            "experiences": [],
+            "changes": [{"path": "agents/analyst.yaml", "content": "name: analyst\nrole: boss\n"}],
+        },
+    }
+    bad_tpl = {
+        "tool": "propose_brain_change",
+        "input": {
+            "rationale": "r",
+            "experiences": [],
+            "changes": [{"path": "prompts/executor_system.j2", "content": "{% raw %}{{ agent.nope }}{% endraw %}"}],
+        },
+    }
     model = ScriptedModel({"evolve": [bad_path, bad_yaml, bad_tpl, GOOD]})
     p = run_evolve(GitRepo(repo), model, now=NOW)
     assert p.title == "Parse numbers defensively" and len(model.calls) == 4
@@ -151,29 +183,49 @@ def _usage_model(proposals: list[dict], output_tokens: int = 20_000) -> Scripted
 def test_evolve_stops_at_its_budget(tmp_path):
     """Every correction is a paid call: once evolve.max_usd is spent, no further one is made."""
     repo, _ = seeded(tmp_path)
-    bad = {"tool": "propose_brain_change", "input": {"title": "t", "rationale": "r", "changes": [{"path": "nope.txt", "content": "x"}]}}
+    bad = {
+        "tool": "propose_brain_change",
+        "input": {"title": "t", "rationale": "r", "changes": [{"path": "nope.txt", "content": "x"}]},
+    }
     model = _usage_model([bad] * 4)  # 20,000 output tokens at $15/Mtok: $0.30 a call
     with pytest.raises(AgentError, match=r"evolve.max_usd"):
         run_evolve(GitRepo(repo), model, last=10, now=NOW, max_usd=0.5)
     assert len(model.calls) == 2  # $0.30, then $0.60 > $0.50: stopped before a third
 
 
-@pytest.mark.parametrize("field,value", [("model", "anthropic:claude-opus-4-1"), ("cascade", ["anthropic:claude-sonnet-4-6"]),
-                                         ("max_turns", 50), ("max_tokens", 64000), ("max_corrections", 10)])
+@pytest.mark.parametrize(
+    "field,value",
+    [
+        ("model", "anthropic:claude-opus-4-1"),
+        ("cascade", ["anthropic:claude-sonnet-4-6"]),
+        ("max_turns", 50),
+        ("max_tokens", 64000),
+        ("max_corrections", 10),
+    ],
+)
 def test_a_proposal_that_changes_a_capability_is_refused_and_shown(tmp_path, field, value):
     repo, _ = seeded(tmp_path)
     data = yaml.safe_load(default_files()["agents/analyst.yaml"])
     data[field] = value
-    grab = {"tool": "propose_brain_change", "input": {"title": "More power", "rationale": "r", "experiences": ["2-fail"],
-                                                        "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(data)}]}}
+    grab = {
+        "tool": "propose_brain_change",
+        "input": {
+            "title": "More power",
+            "rationale": "r",
+            "experiences": ["2-fail"],
+            "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(data)}],
+        },
+    }
     model = ScriptedModel({"evolve": [grab, GOOD]})
     p = run_evolve(GitRepo(repo), model, last=10, now=NOW)
     assert len(model.calls) == 2 and field in p.refused[0]
     assert p.usage.total > 0 and "Agent-Usage: in=0 out=0" not in git(repo, "log", "-1", "--format=%B", p.branch)
     back = [b for b in model.calls[1].messages[-1].content if isinstance(b, ToolResultBlock)]
     assert back and "trusted settings" in back[0].content and field in back[0].content
-    assert f"{field}:" not in git(repo, "show", f"{p.branch}:agents/analyst.yaml") or \
-        yaml.safe_load(git(repo, "show", f"{p.branch}:agents/analyst.yaml")).get(field) != value
+    assert (
+        f"{field}:" not in git(repo, "show", f"{p.branch}:agents/analyst.yaml")
+        or yaml.safe_load(git(repo, "show", f"{p.branch}:agents/analyst.yaml")).get(field) != value
+    )
     body = pull_request_for(p)[2]
     assert "Refused: capability changes" in body and field in body
 
@@ -182,8 +234,15 @@ def test_a_new_agent_may_not_bring_its_own_model(tmp_path):
     repo, _ = seeded(tmp_path)
     data = yaml.safe_load(default_files()["agents/analyst.yaml"])
     data.update(name="oracle", model="openai:gpt-4o")
-    grab = {"tool": "propose_brain_change", "input": {"title": "An oracle", "rationale": "r", "experiences": [],
-                                                        "changes": [{"path": "agents/oracle.yaml", "content": yaml.safe_dump(data)}]}}
+    grab = {
+        "tool": "propose_brain_change",
+        "input": {
+            "title": "An oracle",
+            "rationale": "r",
+            "experiences": [],
+            "changes": [{"path": "agents/oracle.yaml", "content": yaml.safe_dump(data)}],
+        },
+    }
     model = ScriptedModel({"evolve": [grab] * 4})
     with pytest.raises(AgentError, match="rejected"):
         run_evolve(GitRepo(repo), model, last=10, now=NOW)
@@ -194,8 +253,15 @@ def test_a_tool_the_compiler_cannot_take_goes_back_to_the_model(tmp_path):
     """A 200 KB tool of nested subscripts makes compile() raise RecursionError, not SyntaxError:
     the model is told, evolve does not crash."""
     repo, _ = seeded(tmp_path)
-    deep = {"tool": "propose_brain_change", "input": {"title": "t", "rationale": "r", "experiences": [],
-                                                       "changes": [{"path": "tools/deep.py", "content": '"""d"""\nx = a' + "[0]" * 60000 + "\n"}]}}
+    deep = {
+        "tool": "propose_brain_change",
+        "input": {
+            "title": "t",
+            "rationale": "r",
+            "experiences": [],
+            "changes": [{"path": "tools/deep.py", "content": '"""d"""\nx = a' + "[0]" * 60000 + "\n"}],
+        },
+    }
     model = ScriptedModel({"evolve": [deep, GOOD]})
     p = run_evolve(GitRepo(repo), model, last=10, now=NOW)
     assert list(p.changes) == ["agents/analyst.yaml"]

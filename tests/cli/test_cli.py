@@ -7,9 +7,9 @@ import subprocess
 from collections import defaultdict
 
 import pytest
-from tests.helpers import agent_command as cli
 
 from tests.helpers import ROOT
+from tests.helpers import agent_command as cli
 
 
 def test_demo_answers_with_numbers_computed_from_the_data(tmp_path):
@@ -26,7 +26,9 @@ def test_demo_answers_with_numbers_computed_from_the_data(tmp_path):
     avg = sum(amounts[best]) / len(amounts[best])
     assert f"**{best}** has the highest average order value ({avg:.2f})" in r.stdout
     assert "outcome done" in r.stderr and "agent/task/" in r.stderr
-    branches = subprocess.run(["git", "-C", str(tmp_path / "demo"), "branch", "--list", "agent/task/*"], capture_output=True, text=True).stdout
+    branches = subprocess.run(
+        ["git", "-C", str(tmp_path / "demo"), "branch", "--list", "agent/task/*"], capture_output=True, text=True
+    ).stdout
     assert branches.strip()
 
 
@@ -44,14 +46,18 @@ def repo(tmp_path):
     r = tmp_path / "r"
     r.mkdir()
     (r / "f.txt").write_text("x\n")
-    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "i"]):
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "i"],
+    ):
         subprocess.run(["git", "-C", str(r), *cmd], check=True)
     return r
 
 
 def _one_error_line(r: subprocess.CompletedProcess) -> str:
     assert r.returncode != 0
-    lines = [l for l in r.stderr.splitlines() if l.strip()]
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
     assert len(lines) == 1, r.stderr  # one clear line, no traceback
     return lines[0]
 
@@ -84,7 +90,11 @@ def test_tasks_and_show(tmp_path):
     r = cli("show", task_id, "--repo", str(demo))
     assert r.returncode == 0 and "## Answer" in r.stdout and "| **total** |" in r.stdout
     # each table once: under Answer; Results by node points there instead of repeating it
-    rows = [line for line in r.stdout.split("## Results by node")[0].splitlines() if line.startswith("| East |") or line.startswith("| 2026-01 |")]
+    rows = [
+        line
+        for line in r.stdout.split("## Results by node")[0].splitlines()
+        if line.startswith("| East |") or line.startswith("| 2026-01 |")
+    ]
     assert len(rows) == 2 and all(r.stdout.count(row) == 1 for row in rows)
     assert "this table is in the Answer above" in r.stdout.split("## Results by node")[1]
     assert cli("show", task_id[:16], "--repo", str(demo)).stdout == r.stdout, "a unique prefix is enough"

@@ -13,19 +13,25 @@ import threading
 import pytest
 
 from tests.fakes.anthropic_server import FakeAnthropic
-from tests.helpers import commits, git, make_sales_repo as make_repo, make_sales_responder as make_responder, run_cli, task_branch
+from tests.helpers import commits, git, run_cli, task_branch
+from tests.helpers import make_sales_repo as make_repo
+from tests.helpers import make_sales_responder as make_responder
 
 pytestmark = pytest.mark.slow
-
-
-
 
 
 def test_run_answers_with_two_dependent_nodes_over_the_messages_api(tmp_path):
     repo, top, value = make_repo(tmp_path)
     with FakeAnthropic(api_key="sk-ant-test-key-123456", responder=make_responder(), min_cache_tokens=0) as server:
-        p = run_cli(repo, server.url, "--planner-model", "anthropic:claude-sonnet-4-6", "--executor-model", "anthropic:claude-haiku-4-5",
-                "Who is our top customer by revenue?")
+        p = run_cli(
+            repo,
+            server.url,
+            "--planner-model",
+            "anthropic:claude-sonnet-4-6",
+            "--executor-model",
+            "anthropic:claude-haiku-4-5",
+            "Who is our top customer by revenue?",
+        )
         out, err = p.communicate(timeout=120)
         assert p.returncode == 0, err
         usage = server.total_usage()
@@ -73,8 +79,10 @@ def test_run_answers_with_two_dependent_nodes_over_the_messages_api(tmp_path):
     assert all("cache_control" in b["system"][-1] for b in bodies)
     assert all(not any("cache_control" in t for t in b["tools"]) for b in bodies)  # the system breakpoint covers them
     executor_bodies = [b for b in bodies if "You are the planner" not in b["system"][0]["text"]]
-    assert any(sum("cache_control" in blk for m in b["messages"] if isinstance(m["content"], list) for blk in m["content"]) == 2
-               for b in executor_bodies)  # the node prompt and the conversation so far
+    assert any(
+        sum("cache_control" in blk for m in b["messages"] if isinstance(m["content"], list) for blk in m["content"]) == 2
+        for b in executor_bodies
+    )  # the node prompt and the conversation so far
     assert any(b.get("stream") for b in bodies) and any(not b.get("stream") for b in bodies)
     assert usage["cache_read_input_tokens"] > 0
 
@@ -103,7 +111,7 @@ def test_kill_during_a_model_call_then_resume_redoes_nothing_finished(tmp_path):
         assert responder.calls["executor:n1"] == n1_calls  # n1 was not asked again
 
     after = commits(repo, branch)
-    assert [c["sha"] for c in after[-len(before):]] == [c["sha"] for c in before]  # history kept, nothing rewritten
+    assert [c["sha"] for c in after[-len(before) :]] == [c["sha"] for c in before]  # history kept, nothing rewritten
     n1_commits = [c for c in after if c["trailers"].get("Agent-Node") == "n1"]
     assert len(n1_commits) == 1
     assert f"**{top}**" in out and f"{value:.2f}" in out

@@ -7,8 +7,8 @@ import re
 import subprocess
 from pathlib import Path
 
-from gitops_agent.settings.config import AgentConfig
 from gitops_agent.app.local import make_runtime, run_question
+from gitops_agent.settings.config import AgentConfig
 from tests.fakes.openai_server import FakeOpenAI
 
 
@@ -23,9 +23,20 @@ def responder(body: dict) -> dict:
     tool_msgs = [m for m in msgs if m["role"] == "tool"]
     if "You are the planner" in system:
         if "There is no plan yet" in first:
-            return {"tool_calls": [{"name": "update_plan", "arguments": {"nodes": [{"id": "n1", "title": "Count", "goal": "count lines of numbers.txt"}]}}]}
+            return {
+                "tool_calls": [
+                    {
+                        "name": "update_plan",
+                        "arguments": {"nodes": [{"id": "n1", "title": "Count", "goal": "count lines of numbers.txt"}]},
+                    }
+                ]
+            }
         m = re.search(r"LINES=(\d+)", first)
-        return {"tool_calls": [{"name": "finish", "arguments": {"answer": f"numbers.txt has {m.group(1)} lines", "summary": "counted"}}]}
+        return {
+            "tool_calls": [
+                {"name": "finish", "arguments": {"answer": f"numbers.txt has {m.group(1)} lines", "summary": "counted"}}
+            ]
+        }
     if first.startswith("# Node n1:"):
         if not tool_msgs:
             return {"tool_calls": [{"name": "run_shell", "arguments": '{"command": "wc -l < numbers.txt'}]}  # truncated JSON
@@ -41,7 +52,11 @@ def test_openai_compatible_endpoint_runs_a_task(tmp_path: Path, monkeypatch):
     repo = tmp_path / "r"
     repo.mkdir()
     (repo / "numbers.txt").write_text("".join(f"{i}\n" for i in range(37)))
-    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "i"]):
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "i"],
+    ):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True)
     with FakeOpenAI(api_key="sk-local", responder=responder) as srv:
         cfg = AgentConfig()

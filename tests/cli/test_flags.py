@@ -20,12 +20,23 @@ def _no_branch(repo) -> bool:
     return git(repo, "branch", "--list", "agent/*") == ""
 
 
-@pytest.mark.parametrize("flags,named", [
-    (["--max-usd", "-1"], "--max-usd"), (["--max-usd", "nan"], "--max-usd"), (["--max-usd", "inf"], "--max-usd"),
-    (["--max-usd", "0"], "--max-usd"), (["--max-steps", "0"], "--max-steps"), (["--max-turns", "-3"], "--max-turns"),
-    (["--max-minutes", "-1"], "--max-minutes"), (["--workers", "0"], "--workers"), (["--max-steps", "two"], "--max-steps"),
-    (["--task-id", "a b"], "--task-id"), (["--task-id", "x\n"], "--task-id"), (["--config", "/nonexistent.yml"], "--config"),
-])
+@pytest.mark.parametrize(
+    "flags,named",
+    [
+        (["--max-usd", "-1"], "--max-usd"),
+        (["--max-usd", "nan"], "--max-usd"),
+        (["--max-usd", "inf"], "--max-usd"),
+        (["--max-usd", "0"], "--max-usd"),
+        (["--max-steps", "0"], "--max-steps"),
+        (["--max-turns", "-3"], "--max-turns"),
+        (["--max-minutes", "-1"], "--max-minutes"),
+        (["--workers", "0"], "--workers"),
+        (["--max-steps", "two"], "--max-steps"),
+        (["--task-id", "a b"], "--task-id"),
+        (["--task-id", "x\n"], "--task-id"),
+        (["--config", "/nonexistent.yml"], "--config"),
+    ],
+)
 def test_a_bad_flag_is_refused_naming_it_and_nothing_is_written(repo, flags, named):
     r = cli("run", "--repo", str(repo), "--model", "scripted:demo", *flags, "What is the sum?")
     assert r.returncode == 2, (r.returncode, r.stderr)
@@ -33,7 +44,9 @@ def test_a_bad_flag_is_refused_naming_it_and_nothing_is_written(repo, flags, nam
     assert _no_branch(repo)
 
 
-@pytest.mark.parametrize("args,says", [([""], "the question is empty"), (["   "], "the question is empty"), ([], "give a QUESTION")])
+@pytest.mark.parametrize(
+    "args,says", [([""], "the question is empty"), (["   "], "the question is empty"), ([], "give a QUESTION")]
+)
 def test_a_missing_or_empty_question_is_a_usage_error(repo, args, says):
     r = cli("run", "--repo", str(repo), "--model", "scripted:demo", *args)
     assert r.returncode == 2 and says in r.stderr and _no_branch(repo)

@@ -21,7 +21,11 @@ SPEC = "anthropic:claude-haiku-4-5"
 
 
 def _leftovers(repo: Path, pid: int) -> list[str]:
-    out = [str(p) for p in (repo / ".git" / "gitops-agent" / "checkouts").glob("*")] if (repo / ".git" / "gitops-agent" / "checkouts").exists() else []
+    out = (
+        [str(p) for p in (repo / ".git" / "gitops-agent" / "checkouts").glob("*")]
+        if (repo / ".git" / "gitops-agent" / "checkouts").exists()
+        else []
+    )
     out += [str(p) for p in Path(tempfile.gettempdir()).glob(f"agent-sandbox-{pid}-*")]
     return out
 
@@ -61,8 +65,15 @@ def test_the_first_ctrl_c_stops_the_sandbox_and_the_model_call_at_once(tmp_path)
         return tool("run_shell", command=f"touch {started}; exec -a {marker} sleep 300")
 
     with FakeAnthropic(api_key=KEY, responder=AgentResponder({"planner": planner, "executor:n1": n1}), min_cache_tokens=0) as srv:
-        p = run_cli(repo, srv.url, "--model", SPEC, "--config", str(_config(tmp_path, "sandbox: {backend: subprocess, timeout_s: 300}\n")),
-                    "What is the sum?")
+        p = run_cli(
+            repo,
+            srv.url,
+            "--model",
+            SPEC,
+            "--config",
+            str(_config(tmp_path, "sandbox: {backend: subprocess, timeout_s: 300}\n")),
+            "What is the sum?",
+        )
         for _ in range(600):
             if started.exists():
                 break
@@ -79,7 +90,9 @@ def test_the_first_ctrl_c_stops_the_sandbox_and_the_model_call_at_once(tmp_path)
     task_id = task_branch(repo).removeprefix("agent/task/")
     assert f"gitops-agent run --repo {repo} --resume {task_id}" in err and "<task-id>" not in err
     assert _leftovers(repo, p.pid) == []
-    assert not [d for d in Path("/proc").iterdir() if d.name.isdigit() and _cmd(d).startswith(marker.encode())]  # the code is dead
+    assert not [
+        d for d in Path("/proc").iterdir() if d.name.isdigit() and _cmd(d).startswith(marker.encode())
+    ]  # the code is dead
 
 
 def test_a_model_call_in_flight_is_cut_by_the_first_ctrl_c(tmp_path):
@@ -132,7 +145,9 @@ def test_a_second_ctrl_c_quits_and_the_next_run_cleans_up(tmp_path):
         assert p.returncode == 130
         # whatever the quit left behind, the next run of gitops-agent in this repository removes
         resumed["on"] = True
-        r = run_cli(repo, srv.url, "--model", SPEC, "--config", str(cfg), "--resume", task_branch(repo).removeprefix("agent/task/"))
+        r = run_cli(
+            repo, srv.url, "--model", SPEC, "--config", str(cfg), "--resume", task_branch(repo).removeprefix("agent/task/")
+        )
         r.communicate(timeout=120)
     assert _leftovers(repo, p.pid) == []
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 
 from tests.fakes.agent_responder import tool
-from tests.fakes.anthropic_server import Fault, FakeAnthropic
+from tests.fakes.anthropic_server import FakeAnthropic, Fault
 from tests.helpers import KEY, git, make_repo, run_cli
 
 

@@ -75,7 +75,17 @@ def test_tasks_only_a_remote_has_are_found(tmp_path):
     # resumed without --push: continued locally from the remote's last commit
     r = agent_command("run", "--repo", str(other), "--model", "scripted:demo", "--resume", tid)
     assert "no task" not in r.stderr and f"branch agent/task/{tid}" in r.stderr, r.stderr
-    assert git(other, "merge-base", "--is-ancestor", git(origin, "rev-parse", f"agent/task/{tid}").strip(), f"agent/task/{tid}", check=False) == ""
+    assert (
+        git(
+            other,
+            "merge-base",
+            "--is-ancestor",
+            git(origin, "rev-parse", f"agent/task/{tid}").strip(),
+            f"agent/task/{tid}",
+            check=False,
+        )
+        == ""
+    )
 
     missing = agent_command("show", "20990101-000000-nosuch", "--repo", str(third))
     assert missing.returncode != 0 and "here or on origin" in missing.stderr and "gitops-agent tasks" in missing.stderr

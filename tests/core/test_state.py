@@ -5,8 +5,8 @@ import json
 import pytest
 
 from gitops_agent.core.errors import StateFileError
-from gitops_agent.core.state import NodeStatus, TaskFile, Usage, parse_state
 from gitops_agent.core.plan import Plan, PlanNode, plan_problems
+from gitops_agent.core.state import NodeStatus, TaskFile, Usage, parse_state
 
 
 def node(id, deps=(), children=(), status="pending"):
@@ -28,9 +28,20 @@ def test_bad_field_names_the_field():
 
 def test_task_file_rejects_unsafe_task_id():
     with pytest.raises(StateFileError) as e:
-        parse_state(TaskFile, json.dumps({
-            "task_id": "../x", "question": "q", "base_ref": "main", "base_sha": "0" * 40,
-            "models": {"planner": "p", "executor": "e"}, "created_at": "2026-01-01T00:00:00Z"}), "task.json")
+        parse_state(
+            TaskFile,
+            json.dumps(
+                {
+                    "task_id": "../x",
+                    "question": "q",
+                    "base_ref": "main",
+                    "base_sha": "0" * 40,
+                    "models": {"planner": "p", "executor": "e"},
+                    "created_at": "2026-01-01T00:00:00Z",
+                }
+            ),
+            "task.json",
+        )
     assert "task_id" in str(e.value)
 
 
@@ -42,24 +53,30 @@ def test_plan_round_trip_keeps_the_design_shape():
     assert parse_state(Plan, p.model_dump_json(by_alias=True), "plan.json") == p
 
 
-@pytest.mark.parametrize("nodes,needle", [
-    ([node("n1", deps=["n9"])], "unknown node 'n9'"),
-    ([node("n1", deps=["n2"]), node("n2", deps=["n1"])], "dependency cycle"),
-    ([node("n1", deps=["n1"])], "depends on itself"),
-    ([node("n1"), node("n1")], "used twice"),
-    ([node("p", children=[node("c", deps=["p"])])], "dependency cycle"),
-])
+@pytest.mark.parametrize(
+    "nodes,needle",
+    [
+        ([node("n1", deps=["n9"])], "unknown node 'n9'"),
+        ([node("n1", deps=["n2"]), node("n2", deps=["n1"])], "dependency cycle"),
+        ([node("n1", deps=["n1"])], "depends on itself"),
+        ([node("n1"), node("n1")], "used twice"),
+        ([node("p", children=[node("c", deps=["p"])])], "dependency cycle"),
+    ],
+)
 def test_plan_problems_are_precise(nodes, needle):
     problems = plan_problems(nodes)
     assert any(needle in p for p in problems), problems
 
 
 def test_ready_respects_dependencies_and_parents():
-    p = Plan(goal="g", nodes=[
-        node("n1", status="done"),
-        node("grp", deps=["n1"], children=[node("a"), node("b", deps=["a"])]),
-        node("n3", deps=["grp"]),
-    ])
+    p = Plan(
+        goal="g",
+        nodes=[
+            node("n1", status="done"),
+            node("grp", deps=["n1"], children=[node("a"), node("b", deps=["a"])]),
+            node("n3", deps=["grp"]),
+        ],
+    )
     assert [n.id for n in p.ready()] == ["a"]
     p.get("a").status = NodeStatus.done
     assert [n.id for n in p.ready()] == ["b"]
@@ -87,8 +104,15 @@ def test_the_wall_budget_is_per_round():
     from gitops_agent.core.state import Budget, StepRecord, TaskFile, TaskModels
 
     day_ago = datetime.now(timezone.utc) - timedelta(days=1)
-    task = TaskFile(task_id="t-1", question="q", base_ref="main", base_sha="0" * 40, budget=Budget(max_wall_seconds=600),
-                    models=TaskModels(planner="scripted", executor="scripted"), created_at=day_ago)
+    task = TaskFile(
+        task_id="t-1",
+        question="q",
+        base_ref="main",
+        base_sha="0" * 40,
+        budget=Budget(max_wall_seconds=600),
+        models=TaskModels(planner="scripted", executor="scripted"),
+        created_at=day_ago,
+    )
     snap = Snapshot.__new__(Snapshot)
     snap.task, snap.steps = task, []
     assert snap.wall_left() < 0, "one round, a day old: spent"
@@ -106,8 +130,15 @@ def test_the_wall_budget_stops_a_round_that_ran_too_long_and_a_follow_up_starts_
     from gitops_agent.core.state import Budget, StepRecord, TaskFile, TaskModels
 
     now = datetime.now(timezone.utc)
-    task = TaskFile(task_id="t-1", question="q", base_ref="main", base_sha="0" * 40, budget=Budget(max_wall_seconds=600),
-                    models=TaskModels(planner="scripted", executor="scripted"), created_at=now - timedelta(seconds=601))
+    task = TaskFile(
+        task_id="t-1",
+        question="q",
+        base_ref="main",
+        base_sha="0" * 40,
+        budget=Budget(max_wall_seconds=600),
+        models=TaskModels(planner="scripted", executor="scripted"),
+        created_at=now - timedelta(seconds=601),
+    )
     snap = Snapshot.__new__(Snapshot)
     snap.task, snap.steps = task, []
     over = snap.budget_problem(now=now)
@@ -118,5 +149,7 @@ def test_the_wall_budget_stops_a_round_that_ran_too_long_and_a_follow_up_starts_
     # a day-old task: over; a follow-up (an intake step) just now starts a new round
     snap.task = task.model_copy(update={"created_at": now - timedelta(days=1)})
     assert snap.budget_problem(now=now).what == "wall seconds"
-    snap.steps = [StepRecord(task_id="t-1", seq=9, role="intake", node="_intake", started_at=now - timedelta(seconds=5), finished_at=now)]
+    snap.steps = [
+        StepRecord(task_id="t-1", seq=9, role="intake", node="_intake", started_at=now - timedelta(seconds=5), finished_at=now)
+    ]
     assert snap.budget_problem(now=now) is None

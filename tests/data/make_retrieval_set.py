@@ -147,8 +147,13 @@ def make(seed: int = SEED) -> list[dict]:
     combos = set()
     keys = []
     while len(keys) < N_EXPERIENCES:
-        k = (rnd.choice(list(DATASETS)), rnd.choice(list(MEASURES)), rnd.choice(list(BREAKDOWNS)),
-             rnd.choice(list(PERIODS)), rnd.choice(FILTERS))
+        k = (
+            rnd.choice(list(DATASETS)),
+            rnd.choice(list(MEASURES)),
+            rnd.choice(list(BREAKDOWNS)),
+            rnd.choice(list(PERIODS)),
+            rnd.choice(FILTERS),
+        )
         if k[:3] in combos:
             continue
         combos.add(k[:3])
@@ -169,23 +174,44 @@ def make(seed: int = SEED) -> list[dict]:
         outcome = rnd.choices(["done", "failed", "budget"], weights=[8, 2, 1])[0]
         outline = [
             {"id": "n1", "title": f"Inspect the {canon_d} data", "status": "done", "agent": "analyst", "depth": 0},
-            {"id": "n2", "title": f"{canon_m.capitalize()} {canon_b}", "status": "done" if outcome == "done" else "failed", "agent": "analyst", "depth": 0},
+            {
+                "id": "n2",
+                "title": f"{canon_m.capitalize()} {canon_b}",
+                "status": "done" if outcome == "done" else "failed",
+                "agent": "analyst",
+                "depth": 0,
+            },
         ]
         if rnd.random() < 0.4:
-            outline.append({"id": "n3", "title": "Write the summary table", "status": "done" if outcome == "done" else "skipped", "agent": "writer", "depth": 0})
-        lessons = [
-            rnd.choice(LESSONS).format(c=d, x=canon_d, b=canon_b, m=canon_m)
-            for _ in range(rnd.randint(1, 2))
-        ]
+            outline.append(
+                {
+                    "id": "n3",
+                    "title": "Write the summary table",
+                    "status": "done" if outcome == "done" else "skipped",
+                    "agent": "writer",
+                    "depth": 0,
+                }
+            )
+        lessons = [rnd.choice(LESSONS).format(c=d, x=canon_d, b=canon_b, m=canon_m) for _ in range(rnd.randint(1, 2))]
         summary = f"{canon_m.capitalize()} of {canon_d} {canon_b}, {PERIODS[p][0]}" if outcome == "done" else ""
         failures = [] if outcome == "done" else [f"n2 ({canon_m} {canon_b}) failed: the amount column has non-numeric values"]
         exp = {
-            "schema": 1, "task_id": task_id, "branch": f"agent/task/{task_id}", "question": question, "instructions": [],
-            "outline": outline, "outcome": outcome, "summary": summary,
+            "schema": 1,
+            "task_id": task_id,
+            "branch": f"agent/task/{task_id}",
+            "question": question,
+            "instructions": [],
+            "outline": outline,
+            "outcome": outcome,
+            "summary": summary,
             "answer": f"## {summary or 'No answer'}\n\n(table of {canon_m} {canon_b})\n" if outcome == "done" else "",
-            "lessons": lessons, "failures": failures, "cost_usd": round(rnd.uniform(0.002, 0.2), 4),
-            "tokens": rnd.randint(5000, 90000), "date": f"2026-{rnd.randint(1, 10):02d}-{rnd.randint(1, 28):02d}T12:00:00Z",
-            "reused": [], "parent": None,
+            "lessons": lessons,
+            "failures": failures,
+            "cost_usd": round(rnd.uniform(0.002, 0.2), 4),
+            "tokens": rnd.randint(5000, 90000),
+            "date": f"2026-{rnd.randint(1, 10):02d}-{rnd.randint(1, 28):02d}T12:00:00Z",
+            "reused": [],
+            "parent": None,
         }
         exps.append((exp, (d, m, b, p, f), (di, mi, bi, pi, fi)))
         lines.append({"kind": "experience", "experience": exp})

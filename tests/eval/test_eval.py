@@ -38,27 +38,30 @@ def test_the_shipped_suite_is_what_its_script_computes():
     assert ms.expected(data)["q01"] == before - 1
 
 
-@pytest.mark.parametrize("check,answer,ok", [
-    (NumberCheck(type="number", value=42.35, tolerance=0.01), "The total is below.\n\nAnswer: 42.36", True),
-    (NumberCheck(type="number", value=42.35, tolerance=0.01), "Answer: 42.37", False),
-    (NumberCheck(type="number", value=1234.5, tolerance=0.1), "**Answer:** 1,234.5 USD", True),
-    (NumberCheck(type="number", value=3, tolerance=0), "It is 3.", False),  # no Answer: line
-    (NumberCheck(type="number", value=3, tolerance=0), "Answer: 3, 4 and 5", False),  # hedged: several numbers
-    (NumberCheck(type="number", value=12, tolerance=0), "Answer: 12 or 13", False),
-    (NumberCheck(type="number", value=2024, tolerance=0), "Answer: 2024-03-05", False),
-    (NumberCheck(type="number", value=2.5, tolerance=0.01), "Answer: 2,5", False),
-    (NumberCheck(type="number", value=12, tolerance=0), "Answer: 12 (approx. 12.3)", True),
-    (NumberCheck(type="number", value=-3.5, tolerance=0), "Answer: \u22123.5", True),
-    (NumberCheck(type="number", value=12, tolerance=0), "Answer: $12", True),
-    (NumberCheck(type="number", value=7, tolerance=0), "Answer:\n7 is my guess", False),  # the value is not on the next line
-    (NumberCheck(type="number", value=7, tolerance=0), "Answer: 5\n\nCorrection.\nAnswer: 7", True),  # the last one counts
-    (suite_mod.TextCheck(type="text", value="north"), "answer: `North`", True),
-    (suite_mod.TextCheck(type="text", value="north"), "Answer: north-east", False),
-    (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P7, P2, P4", True),
-    (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P2, P7, P4", False),
-    (suite_mod.RegexCheck(type="regex", pattern=r"\bnorth\b"), "the north region", True),
-    (suite_mod.FactsCheck(type="facts", all=["north", "42"]), "North has 41", False),
-])
+@pytest.mark.parametrize(
+    "check,answer,ok",
+    [
+        (NumberCheck(type="number", value=42.35, tolerance=0.01), "The total is below.\n\nAnswer: 42.36", True),
+        (NumberCheck(type="number", value=42.35, tolerance=0.01), "Answer: 42.37", False),
+        (NumberCheck(type="number", value=1234.5, tolerance=0.1), "**Answer:** 1,234.5 USD", True),
+        (NumberCheck(type="number", value=3, tolerance=0), "It is 3.", False),  # no Answer: line
+        (NumberCheck(type="number", value=3, tolerance=0), "Answer: 3, 4 and 5", False),  # hedged: several numbers
+        (NumberCheck(type="number", value=12, tolerance=0), "Answer: 12 or 13", False),
+        (NumberCheck(type="number", value=2024, tolerance=0), "Answer: 2024-03-05", False),
+        (NumberCheck(type="number", value=2.5, tolerance=0.01), "Answer: 2,5", False),
+        (NumberCheck(type="number", value=12, tolerance=0), "Answer: 12 (approx. 12.3)", True),
+        (NumberCheck(type="number", value=-3.5, tolerance=0), "Answer: \u22123.5", True),
+        (NumberCheck(type="number", value=12, tolerance=0), "Answer: $12", True),
+        (NumberCheck(type="number", value=7, tolerance=0), "Answer:\n7 is my guess", False),  # the value is not on the next line
+        (NumberCheck(type="number", value=7, tolerance=0), "Answer: 5\n\nCorrection.\nAnswer: 7", True),  # the last one counts
+        (suite_mod.TextCheck(type="text", value="north"), "answer: `North`", True),
+        (suite_mod.TextCheck(type="text", value="north"), "Answer: north-east", False),
+        (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P7, P2, P4", True),
+        (suite_mod.ListCheck(type="list", value="P7, P2, P4"), "Answer: P2, P7, P4", False),
+        (suite_mod.RegexCheck(type="regex", pattern=r"\bnorth\b"), "the north region", True),
+        (suite_mod.FactsCheck(type="facts", all=["north", "42"]), "North has 41", False),
+    ],
+)
 def test_checkers(check, answer, ok):
     assert check_answer(check, answer)[0] is ok
 
@@ -70,8 +73,24 @@ def _repo(tmp_path: Path) -> Path:
 def test_eval_with_the_scripted_model_prints_writes_and_commits_the_table(tmp_path, capsys):
     repo = _repo(tmp_path)
     out = tmp_path / "out"
-    rc = main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--out", str(out), "--workers", "2",
-               "--only", "q01,q06,q20,q28", "--min-pass-rate", "1"])
+    rc = main(
+        [
+            "eval",
+            "dabench",
+            "--model",
+            "scripted",
+            "--repo",
+            str(repo),
+            "--out",
+            str(out),
+            "--workers",
+            "2",
+            "--only",
+            "q01,q06,q20,q28",
+            "--min-pass-rate",
+            "1",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0, text
     assert "| q01 | ✓" in text and "| q28 | ✓" in text and "**100%** (4/4)" in text
@@ -90,8 +109,19 @@ def test_a_planted_wrong_answer_fails_and_says_why(tmp_path, capsys):
     s["questions"] = [q for q in s["questions"] if q["id"] in ("q01", "q02", "q06")]
     s["questions"][1]["solution"] = "print(12345.67)"  # q02: a wrong figure
     (d / "suite.yaml").write_text(yaml.safe_dump(s))
-    rc = main(["eval", str(d / "suite.yaml"), "--model", "scripted", "--no-commit", "--repo", str(_repo(tmp_path)),
-               "--min-pass-rate", "1"])
+    rc = main(
+        [
+            "eval",
+            str(d / "suite.yaml"),
+            "--model",
+            "scripted",
+            "--no-commit",
+            "--repo",
+            str(_repo(tmp_path)),
+            "--min-pass-rate",
+            "1",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 1
     assert "| q01 | ✓" in text and "| q02 | ✗" in text and "| q06 | ✓" in text and "(2/3)" in text
@@ -109,8 +139,23 @@ def test_two_brains_side_by_side_show_the_difference(tmp_path, capsys):
     git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "analyst: one turn")
     git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/brain-proposal/one-turn")
     capsys.readouterr()
-    rc = main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01,q04", "--no-commit",
-               "--brain", "agent/brain", "--brain", "agent/brain-proposal/one-turn"])
+    rc = main(
+        [
+            "eval",
+            "dabench",
+            "--model",
+            "scripted",
+            "--repo",
+            str(repo),
+            "--only",
+            "q01,q04",
+            "--no-commit",
+            "--brain",
+            "agent/brain",
+            "--brain",
+            "agent/brain-proposal/one-turn",
+        ]
+    )
     text = capsys.readouterr().out
     assert rc == 0
     assert "scripted · brain agent/brain: pass" in text and "scripted · brain agent/brain-proposal/one-turn: pass" in text
@@ -121,9 +166,29 @@ def test_two_brains_side_by_side_show_the_difference(tmp_path, capsys):
 def test_a_baseline_run_is_shown_beside(tmp_path, capsys):
     repo = _repo(tmp_path)
     first = tmp_path / "first"
-    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(first)]) == 0
+    assert (
+        main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(first)])
+        == 0
+    )
     capsys.readouterr()
-    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--baseline", str(first)]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dabench",
+                "--model",
+                "scripted",
+                "--repo",
+                str(repo),
+                "--only",
+                "q01",
+                "--no-commit",
+                "--baseline",
+                str(first),
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "scripted (baseline): pass" in text and "pass rate +0%" in text
 
@@ -145,12 +210,26 @@ def test_a_judge_check_records_the_verdict(tmp_path):
     d = tmp_path / "suite"
     (d / "data").mkdir(parents=True)
     (d / "data" / "x.csv").write_text("a\n1\n2\n")
-    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "judged", "data": "data", "questions": [
-        {"id": "j1", "question": "Sum column a of data/x.csv.", "check": {"type": "judge", "rubric": "Says the sum is 3."},
-         "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))"}]}))
+    (d / "suite.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "judged",
+                "data": "data",
+                "questions": [
+                    {
+                        "id": "j1",
+                        "question": "Sum column a of data/x.csv.",
+                        "check": {"type": "judge", "rubric": "Says the sum is 3."},
+                        "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))",
+                    }
+                ],
+            }
+        )
+    )
     judge = ScriptedModel({"judge": [{"tool": "verdict", "input": {"pass": True, "why": "it says 3"}}]}, name="judge")
     run = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": judge}).run(
-        [EvalConfig(label="s", planner="scripted", executor="scripted")])
+        [EvalConfig(label="s", planner="scripted", executor="scripted")]
+    )
     r = run.results[0]
     assert r.passed and r.judge == {"pass": True, "why": "it says 3", "model": "judge"}
     assert "Answer: 3" in judge.calls[0].messages[0].content[0].text
@@ -164,20 +243,46 @@ def test_the_judge_is_billed_to_the_question_and_not_called_past_its_budget(tmp_
     d = tmp_path / "suite"
     (d / "data").mkdir(parents=True)
     (d / "data" / "x.csv").write_text("a\n1\n2\n")
-    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "judged", "data": "data", "questions": [
-        {"id": "j1", "question": "Sum column a of data/x.csv.", "check": {"type": "judge", "rubric": "Says the sum is 3."},
-         "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))"}]}))
+    (d / "suite.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "name": "judged",
+                "data": "data",
+                "questions": [
+                    {
+                        "id": "j1",
+                        "question": "Sum column a of data/x.csv.",
+                        "check": {"type": "judge", "rubric": "Says the sum is 3."},
+                        "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))",
+                    }
+                ],
+            }
+        )
+    )
 
     def judge_model():  # priced as a real model: the scripted question itself costs nothing
-        return ScriptedModel({"judge": [{"tool": "verdict", "input": {"pass": True, "why": "it says 3"}}]}, name="claude-haiku-4-5")
+        return ScriptedModel(
+            {"judge": [{"tool": "verdict", "input": {"pass": True, "why": "it says 3"}}]}, name="claude-haiku-4-5"
+        )
 
     paid = judge_model()
-    r = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": paid}).run(
-        [EvalConfig(label="s", planner="scripted", executor="scripted")]).results[0]
+    r = (
+        Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": paid})
+        .run([EvalConfig(label="s", planner="scripted", executor="scripted")])
+        .results[0]
+    )
     assert r.passed and r.cost_usd > 0 and len(paid.calls) == 1
     spent = judge_model()
-    r = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": spent},
-               budget=Budget(max_usd=0.0)).run([EvalConfig(label="s", planner="scripted", executor="scripted")]).results[0]
+    r = (
+        Runner(
+            load_suite(d / "suite.yaml"),
+            judge_model="scripted:judge",
+            models={"scripted:judge": spent},
+            budget=Budget(max_usd=0.0),
+        )
+        .run([EvalConfig(label="s", planner="scripted", executor="scripted")])
+        .results[0]
+    )
     assert not r.passed and "not judged" in r.why and spent.calls == []
 
 
@@ -191,8 +296,11 @@ def test_a_link_in_the_suites_data_brings_nothing_from_outside(tmp_path):
     (d / "data" / "x.csv").write_text("a\n1\n")
     (d / "data" / "creds.csv").symlink_to(secret)
     (d / "data" / "linked").symlink_to(tmp_path, target_is_directory=True)
-    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "s", "data": "data", "questions": [
-        {"id": "a", "question": "q", "check": {"type": "text", "value": "x"}}]}))
+    (d / "suite.yaml").write_text(
+        yaml.safe_dump(
+            {"name": "s", "data": "data", "questions": [{"id": "a", "question": "q", "check": {"type": "text", "value": "x"}}]}
+        )
+    )
     repo = question_repo(load_suite(d / "suite.yaml"), tmp_path / "q")
     files = git(repo, "ls-files").split()
     assert files == ["README.md", "data/x.csv"]
@@ -228,8 +336,23 @@ def test_the_suite_runs_unchanged_against_a_provider_through_its_real_client(tmp
         monkeypatch.setenv("ANTHROPIC_BASE_URL", llm.url)
         monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-eval-0123456789")
         out = tmp_path / "out"
-        rc = main(["eval", "dabench", "--model", "anthropic:claude-haiku-4-5", "--only", "q02,q13", "--workers", "1",
-                   "--no-commit", "--out", str(out), "--repo", str(_repo(tmp_path))])
+        rc = main(
+            [
+                "eval",
+                "dabench",
+                "--model",
+                "anthropic:claude-haiku-4-5",
+                "--only",
+                "q02,q13",
+                "--workers",
+                "1",
+                "--no-commit",
+                "--out",
+                str(out),
+                "--repo",
+                str(_repo(tmp_path)),
+            ]
+        )
     text = capsys.readouterr().out
     assert rc == 0, text
     res = json.loads((out / "results.json").read_text())["results"]
@@ -252,20 +375,45 @@ def test_the_table_shows_what_a_cascade_costs_against_the_model_alone(tmp_path, 
 
     def with_weak(self, *a, **kw):  # noqa: ANN001
         orig_init(self, *a, **kw)
-        self.models["scripted:weak"] = ScriptedModel({"executor:n1": [{"text": "I am not sure what to do."}] * 5}, name="scripted")
+        self.models["scripted:weak"] = ScriptedModel(
+            {"executor:n1": [{"text": "I am not sure what to do."}] * 5}, name="scripted"
+        )
 
     monkeypatch.setattr(Runner, "__init__", with_weak)
     work = tmp_path / "brainwork"
     git(tmp_path, "clone", "-q", "--branch", "agent/brain", str(repo), str(work))
     analyst = work / "agents" / "analyst.yaml"
-    analyst.write_text(analyst.read_text().replace("model: null", "model: scripted:weak\ncascade: [scripted:eval]")
-                       .replace("max_turns: null", "max_turns: 2"))
+    analyst.write_text(
+        analyst.read_text()
+        .replace("model: null", "model: scripted:weak\ncascade: [scripted:eval]")
+        .replace("max_turns: null", "max_turns: 2")
+    )
     git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qam", "analyst: cheap first")
     git(work, "push", "-q", "origin", "HEAD:refs/heads/agent/brain-proposal/cascade")
     capsys.readouterr()
     out = tmp_path / "out"
-    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(out),
-                 "--brain", "agent/brain", "--brain", "agent/brain-proposal/cascade"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dabench",
+                "--model",
+                "scripted",
+                "--repo",
+                str(repo),
+                "--only",
+                "q01",
+                "--no-commit",
+                "--out",
+                str(out),
+                "--brain",
+                "agent/brain",
+                "--brain",
+                "agent/brain-proposal/cascade",
+            ]
+        )
+        == 0
+    )
     text = capsys.readouterr().out
     assert "pass rate +0%" in text and "turns per question +2.0" in text
     res = {r["config"]: r for r in json.loads((out / "results.json").read_text())["results"]}
@@ -304,13 +452,17 @@ def test_an_agent_eval_model_cannot_name_an_endpoint_or_a_file():
 
 
 def test_model_text_in_the_table_cannot_add_headings_or_rows():
+    from gitops_agent.core.state import utcnow
     from gitops_agent.eval.report import table
     from gitops_agent.eval.run import EvalConfig, EvalRun, QuestionResult
-    from gitops_agent.core.state import utcnow
 
     why = "no\n### Measured: **better**\n| q99 | ✓ | $0 |"
-    run = EvalRun(suite="s", started=utcnow(), configs=[EvalConfig(label="m", planner="p", executor="e")],
-                  results=[QuestionResult(id="q1", config="m", passed=False, why=why, outcome="failed")])
+    run = EvalRun(
+        suite="s",
+        started=utcnow(),
+        configs=[EvalConfig(label="m", planner="p", executor="e")],
+        results=[QuestionResult(id="q1", config="m", passed=False, why=why, outcome="failed")],
+    )
     md = table(run)
     assert "\n### Measured" not in md and "\n| q99" not in md and md.count("\n| q1 |") == 1
 
@@ -339,16 +491,26 @@ def test_a_model_without_its_key_is_named_before_any_question_runs(tmp_path, mon
 
 def test_the_evolve_verdict_is_unmeasured_when_the_runs_failed_and_costlier_from_zero():
     from gitops_agent.core.state import utcnow
-    from gitops_agent.evolve.gate import verdict_of
     from gitops_agent.eval.run import EvalConfig, EvalRun, QuestionResult
+    from gitops_agent.evolve.gate import verdict_of
 
     def run(rows):
-        cfgs = [EvalConfig(label=l, planner="p", executor="e") for l in ("cur", "new")]
-        return EvalRun(suite="s", started=utcnow(), configs=cfgs, results=[
-            QuestionResult(id=f"q{i}", config=c, passed=p, why="", outcome=o, cost_usd=usd, error="no key" if o == "error" else None)
-            for i, (c, p, o, usd) in enumerate(rows)])
+        cfgs = [EvalConfig(label=x, planner="p", executor="e") for x in ("cur", "new")]
+        return EvalRun(
+            suite="s",
+            started=utcnow(),
+            configs=cfgs,
+            results=[
+                QuestionResult(
+                    id=f"q{i}", config=c, passed=p, why="", outcome=o, cost_usd=usd, error="no key" if o == "error" else None
+                )
+                for i, (c, p, o, usd) in enumerate(rows)
+            ],
+        )
 
-    errored = run([("cur", False, "error", 0), ("cur", False, "error", 0), ("new", False, "error", 0), ("new", False, "error", 0)])
+    errored = run(
+        [("cur", False, "error", 0), ("cur", False, "error", 0), ("new", False, "error", 0), ("new", False, "error", 0)]
+    )
     assert verdict_of(errored, "cur", "new", 0.2)[0] == "unmeasured"
     broke_it = run([("cur", True, "done", 0), ("cur", True, "done", 0), ("new", False, "error", 0), ("new", False, "error", 0)])
     assert verdict_of(broke_it, "cur", "new", 0.2)[0] == "worse"  # the proposal itself breaks the runs
@@ -362,8 +524,28 @@ def test_each_questions_budget_can_be_set(tmp_path):
     """--max-turns reaches every question's task: the scripted answers take two turns, so one fails them."""
     repo = _repo(tmp_path)
     out = tmp_path / "out"
-    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit", "--out", str(out),
-                 "--max-turns", "1", "--max-minutes", "5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dabench",
+                "--model",
+                "scripted",
+                "--repo",
+                str(repo),
+                "--only",
+                "q01",
+                "--no-commit",
+                "--out",
+                str(out),
+                "--max-turns",
+                "1",
+                "--max-minutes",
+                "5",
+            ]
+        )
+        == 0
+    )
     r = json.loads((out / "results.json").read_text())["results"][0]
     assert not r["passed"] and "(no result)" in r["why"]  # the node ran out of turns before finish_step
 
@@ -383,12 +565,44 @@ def test_max_minutes_is_each_questions_wall_budget_in_minutes(tmp_path, monkeypa
 
     monkeypatch.setattr(local, "run_question", recording)
     repo = _repo(tmp_path)
-    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01,q02", "--no-commit",
-                 "--max-minutes", "5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dabench",
+                "--model",
+                "scripted",
+                "--repo",
+                str(repo),
+                "--only",
+                "q01,q02",
+                "--no-commit",
+                "--max-minutes",
+                "5",
+            ]
+        )
+        == 0
+    )
     assert seen == [300, 300]
     seen.clear()
-    assert main(["eval", "dabench", "--model", "scripted", "--repo", str(repo), "--only", "q01", "--no-commit",
-                 "--max-minutes", "0.5"]) == 0
+    assert (
+        main(
+            [
+                "eval",
+                "dabench",
+                "--model",
+                "scripted",
+                "--repo",
+                str(repo),
+                "--only",
+                "q01",
+                "--no-commit",
+                "--max-minutes",
+                "0.5",
+            ]
+        )
+        == 0
+    )
     assert seen == [30]
 
 
@@ -396,10 +610,18 @@ def _two_configs(rows):
     from gitops_agent.core.state import utcnow
     from gitops_agent.eval.run import EvalConfig, EvalRun, QuestionResult
 
-    cfgs = [EvalConfig(label=l, planner="p", executor="e") for l in ("cur", "new")]
-    return EvalRun(suite="s", started=utcnow(), configs=cfgs, results=[
-        QuestionResult(id=f"q{i}", config=c, passed=p, why="", outcome=o, cost_usd=usd, error="no key" if o == "error" else None)
-        for i, (c, p, o, usd) in enumerate(rows)])
+    cfgs = [EvalConfig(label=x, planner="p", executor="e") for x in ("cur", "new")]
+    return EvalRun(
+        suite="s",
+        started=utcnow(),
+        configs=cfgs,
+        results=[
+            QuestionResult(
+                id=f"q{i}", config=c, passed=p, why="", outcome=o, cost_usd=usd, error="no key" if o == "error" else None
+            )
+            for i, (c, p, o, usd) in enumerate(rows)
+        ],
+    )
 
 
 def test_the_evolve_cost_margin_is_a_fraction_of_what_the_current_brain_costs():
@@ -421,9 +643,12 @@ def test_an_unmeasured_evolve_verdict_holds_the_proposal_back_like_a_worse_one()
     request (as for `worse` and `costlier`); `same` and `better` do not."""
     from gitops_agent.evolve.gate import Gate, verdict_of
 
-    run = _two_configs([("cur", False, "error", 0), ("cur", False, "error", 0), ("new", True, "done", 0), ("new", True, "done", 0)])
+    run = _two_configs(
+        [("cur", False, "error", 0), ("cur", False, "error", 0), ("new", True, "done", 0), ("new", True, "done", 0)]
+    )
     verdict, why = verdict_of(run, "cur", "new", 0.2)
     assert verdict == "unmeasured" and "no key" in why
     assert Gate(verdict=verdict, why=why, table="", run=run).blocks
-    assert [v for v in ("better", "same", "worse", "costlier", "unmeasured") if Gate(verdict=v, why="", table="", run=run).blocks] == \
-        ["worse", "costlier", "unmeasured"]
+    assert [
+        v for v in ("better", "same", "worse", "costlier", "unmeasured") if Gate(verdict=v, why="", table="", run=run).blocks
+    ] == ["worse", "costlier", "unmeasured"]

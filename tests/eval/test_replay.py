@@ -61,7 +61,9 @@ def test_a_plan_the_engine_now_cuts_short_names_the_answers_never_asked_for(tmp_
     orig = plan_mod.merge_plan
 
     def drop_last(old, raw_nodes, agents, goal, note="", **kw):  # noqa: ANN001
-        return orig(old, raw_nodes[:-1] if isinstance(raw_nodes, list) and len(raw_nodes) > 1 else raw_nodes, agents, goal, note, **kw)
+        return orig(
+            old, raw_nodes[:-1] if isinstance(raw_nodes, list) and len(raw_nodes) > 1 else raw_nodes, agents, goal, note, **kw
+        )
 
     monkeypatch.setattr(plan_mod, "merge_plan", drop_last)
     repo, meta = unbundle("two-nodes-with-a-fix", tmp_path)
@@ -81,16 +83,22 @@ def test_what_differs_between_any_two_runs_is_no_divergence(tmp_path):
     """The checkout's path, the sandbox's temporary folder in a traceback, and a set's order do not
     make a replay diverge; a changed figure does."""
     from gitops_agent.app.local import make_runtime, run_question
-    from gitops_agent.settings.config import AgentConfig
     from gitops_agent.models.scripted import ScriptedModel
+    from gitops_agent.settings.config import AgentConfig
     from tests.helpers import make_repo
 
     repo = make_repo(tmp_path, "r", files={"a.txt": "1\n"})
     code = "import os\nprint(os.getcwd())\nprint({'north', 'south', 'east', 'west', 'x', 'y'})\nraise SystemExit(open('nope'))"
-    script = {"planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "T", "goal": "g"}]}},
-                          {"tool": "finish", "input": {"answer": "A: {{ results.n1 | trim }}", "summary": "s"}}],
-              "executor:n1": [{"tool": "run_python", "input": {"code": code}},
-                              {"tool": "finish_step", "input": {"status": "done", "result": "ran"}}]}
+    script = {
+        "planner": [
+            {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "T", "goal": "g"}]}},
+            {"tool": "finish", "input": {"answer": "A: {{ results.n1 | trim }}", "summary": "s"}},
+        ],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "ran"}},
+        ],
+    }
     rt = make_runtime(repo, config=AgentConfig(), models={"scripted:r": ScriptedModel(script, name="claude-haiku-4-5")})
     res = run_question(rt, "Where?", planner_model="scripted:r", executor_model="scripted:r", task_id="rec-paths")
     assert res.outcome == "done"

@@ -69,7 +69,10 @@ def tool(name: str, **input: Any) -> Reply:
 
 
 def text_and_tool(text: str, name: str, **input: Any) -> Reply:
-    return {"content": [{"type": "text", "text": text}, {"type": "tool_use", "name": name, "input": input}], "stop_reason": "tool_use"}
+    return {
+        "content": [{"type": "text", "text": text}, {"type": "tool_use", "name": name, "input": input}],
+        "stop_reason": "tool_use",
+    }
 
 
 class AgentResponder:

@@ -100,8 +100,15 @@ class RecordedRequest:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str, error_type: str | None = None, headers: dict[str, str] | None = None,
-                 error_code: str | None = None, param: str | None = None):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        error_type: str | None = None,
+        headers: dict[str, str] | None = None,
+        error_code: str | None = None,
+        param: str | None = None,
+    ):
         super().__init__(message)
         self.param = param
         self.status = status
@@ -131,7 +138,7 @@ def split_json(text: str, parts: int = 3) -> list[str]:
         return [""]
     parts = max(1, min(parts, len(text)))
     size = math.ceil(len(text) / parts)
-    return [text[i:i + size] for i in range(0, len(text), size)]
+    return [text[i : i + size] for i in range(0, len(text), size)]
 
 
 class _Base:
@@ -379,8 +386,11 @@ class FakeAnthropic(_Base):
             raise ApiError(400, "max_tokens: Input should be greater than or equal to 1")
         limit = next((n for k, n in self.max_output.items() if str(body["model"]).startswith(k)), None)
         if limit is not None and isinstance(body.get("max_tokens"), int) and body["max_tokens"] > limit:
-            raise ApiError(400, f"max_tokens: {body['max_tokens']} > {limit}, which is the maximum allowed number of output "
-                                f"tokens for {body['model']}")
+            raise ApiError(
+                400,
+                f"max_tokens: {body['max_tokens']} > {limit}, which is the maximum allowed number of output "
+                f"tokens for {body['model']}",
+            )
         if self.models is not None and body["model"] not in self.models:
             raise ApiError(404, f"model: {body['model']}")
         msgs = body["messages"]
@@ -407,9 +417,9 @@ class FakeAnthropic(_Base):
             if role not in ("user", "assistant"):
                 raise ApiError(400, f"messages.{i}.role: Input should be 'user' or 'assistant'")
             if i == 0 and role != "user":
-                raise ApiError(400, "messages: first message must use the \"user\" role")
+                raise ApiError(400, 'messages: first message must use the "user" role')
             if i > 0 and role == msgs[i - 1].get("role"):
-                raise ApiError(400, "messages: roles must alternate between \"user\" and \"assistant\"")
+                raise ApiError(400, 'messages: roles must alternate between "user" and "assistant"')
             content = m.get("content")
             blocks = [{"type": "text", "text": content}] if isinstance(content, str) else content
             if not isinstance(blocks, list) or not blocks:
@@ -560,10 +570,7 @@ class FakeAnthropic(_Base):
     def _usage_obj(self, usage: dict[str, int]) -> dict[str, Any]:
         return {
             **usage,
-            "cache_creation": {
-                "ephemeral_5m_input_tokens": usage["cache_creation_input_tokens"],
-                "ephemeral_1h_input_tokens": 0,
-            },
+            "cache_creation": {"ephemeral_5m_input_tokens": usage["cache_creation_input_tokens"], "ephemeral_1h_input_tokens": 0},
             "service_tier": "standard",
         }
 
@@ -613,25 +620,45 @@ class FakeAnthropic(_Base):
             event("ping", {"type": "ping"})
             for i, b in enumerate(msg["content"]):
                 if b["type"] == "text":
-                    event("content_block_start", {"type": "content_block_start", "index": i,
-                                                  "content_block": {"type": "text", "text": ""}})
+                    event(
+                        "content_block_start",
+                        {"type": "content_block_start", "index": i, "content_block": {"type": "text", "text": ""}},
+                    )
                     for piece in split_json(b["text"], 3):
-                        event("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                      "delta": {"type": "text_delta", "text": piece}})
+                        event(
+                            "content_block_delta",
+                            {"type": "content_block_delta", "index": i, "delta": {"type": "text_delta", "text": piece}},
+                        )
                 elif b["type"] == "tool_use":
-                    event("content_block_start", {"type": "content_block_start", "index": i,
-                                                  "content_block": {"type": "tool_use", "id": b["id"],
-                                                                    "name": b["name"], "input": {}}})
+                    event(
+                        "content_block_start",
+                        {
+                            "type": "content_block_start",
+                            "index": i,
+                            "content_block": {"type": "tool_use", "id": b["id"], "name": b["name"], "input": {}},
+                        },
+                    )
                     pieces = [""] + split_json(json.dumps(b["input"]), 4)
                     for piece in pieces:
-                        event("content_block_delta", {"type": "content_block_delta", "index": i,
-                                                      "delta": {"type": "input_json_delta", "partial_json": piece}})
+                        event(
+                            "content_block_delta",
+                            {
+                                "type": "content_block_delta",
+                                "index": i,
+                                "delta": {"type": "input_json_delta", "partial_json": piece},
+                            },
+                        )
                 else:
                     event("content_block_start", {"type": "content_block_start", "index": i, "content_block": b})
                 event("content_block_stop", {"type": "content_block_stop", "index": i})
-            event("message_delta", {"type": "message_delta",
-                                    "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
-                                    "usage": {"output_tokens": usage["output_tokens"]}})
+            event(
+                "message_delta",
+                {
+                    "type": "message_delta",
+                    "delta": {"stop_reason": msg["stop_reason"], "stop_sequence": None},
+                    "usage": {"output_tokens": usage["output_tokens"]},
+                },
+            )
             event("message_stop", {"type": "message_stop"})
             self.end_sse(h)
         except (BrokenPipeError, ConnectionResetError):

@@ -94,7 +94,8 @@ DEFAULT_MESSAGES = {
     500: "Server Error",
     502: "Server Error",
     503: "Service Unavailable",
-    504: "We couldn't respond to your request in time. Sorry about that. Please try resubmitting your request and contact us if the problem persists.",
+    504: "We couldn't respond to your request in time. Sorry about that. Please try resubmitting your request and contact us "
+    "if the problem persists.",
 }
 REASONS = {200: "OK", 201: "Created", 204: "No Content"}
 
@@ -145,8 +146,9 @@ class RecordedRequest:
 
 
 class ApiError(Exception):
-    def __init__(self, status: int, message: str | None = None, errors: list[dict] | None = None,
-                 headers: dict[str, str] | None = None):
+    def __init__(
+        self, status: int, message: str | None = None, errors: list[dict] | None = None, headers: dict[str, str] | None = None
+    ):
         super().__init__(message)
         self.status = status
         self.message = message or DEFAULT_MESSAGES.get(status, "Error")
@@ -340,13 +342,27 @@ class FakeGitHub:
         with self.lock:
             self.users.setdefault(login.lower(), (login, self._next_id()))
 
-    def add_repo(self, full_name: str, *, default_branch: str = "main", private: bool = False,
-                 git_dir: Path | str | None = None, drafts: bool = True) -> Repo:
+    def add_repo(
+        self,
+        full_name: str,
+        *,
+        default_branch: str = "main",
+        private: bool = False,
+        git_dir: Path | str | None = None,
+        drafts: bool = True,
+    ) -> Repo:
         owner, name = full_name.split("/", 1)
         with self.lock:
             self.add_user(owner)
-            repo = Repo(owner=owner, name=name, id=self._next_id(), default_branch=default_branch,
-                        private=private, git_dir=Path(git_dir) if git_dir else None, drafts=drafts)
+            repo = Repo(
+                owner=owner,
+                name=name,
+                id=self._next_id(),
+                default_branch=default_branch,
+                private=private,
+                git_dir=Path(git_dir) if git_dir else None,
+                drafts=drafts,
+            )
             repo.permissions[owner.lower()] = "admin"
             self.repos[full_name.lower()] = repo
             return repo
@@ -368,8 +384,16 @@ class FakeGitHub:
                 repo.labels[name.lower()] = Label(self._next_id(), name, color, description)
             return repo.labels[name.lower()]
 
-    def add_issue(self, full_name: str, title: str, body: str | None = "", *, user: str = "octocat",
-                  labels: Iterable[str] = (), state: str = "open") -> int:
+    def add_issue(
+        self,
+        full_name: str,
+        title: str,
+        body: str | None = "",
+        *,
+        user: str = "octocat",
+        labels: Iterable[str] = (),
+        state: str = "open",
+    ) -> int:
         with self.lock:
             repo = self.repo(full_name)
             self.add_user(user)
@@ -404,8 +428,11 @@ class FakeGitHub:
 
     def calls(self, method: str | None = None, path: str | None = None) -> list[RecordedRequest]:
         """Recorded requests, filtered by method and a regex searched in the path."""
-        return [r for r in list(self.requests)
-                if (method is None or r.method == method.upper()) and (path is None or re.search(path, r.path))]
+        return [
+            r
+            for r in list(self.requests)
+            if (method is None or r.method == method.upper()) and (path is None or re.search(path, r.path))
+        ]
 
     def _next_fault(self, rec: RecordedRequest) -> Fault | None:
         with self.lock:
@@ -430,10 +457,15 @@ class FakeGitHub:
         with self.lock:
             login, uid = self.users.get(login.lower(), (login, 0))
         return {
-            "login": login, "id": uid, "node_id": node_id("User", uid),
-            "avatar_url": f"{self.url}/avatars/{login}", "gravatar_id": "",
-            "url": f"{self.url}/users/{login}", "html_url": f"{self.url}/{login}",
-            "type": "Bot" if login.endswith("[bot]") else "User", "site_admin": False,
+            "login": login,
+            "id": uid,
+            "node_id": node_id("User", uid),
+            "avatar_url": f"{self.url}/avatars/{login}",
+            "gravatar_id": "",
+            "url": f"{self.url}/users/{login}",
+            "html_url": f"{self.url}/{login}",
+            "type": "Bot" if login.endswith("[bot]") else "User",
+            "site_admin": False,
         }
 
     def _api(self, repo: Repo) -> str:
@@ -445,43 +477,79 @@ class FakeGitHub:
     def _repo_json(self, repo: Repo) -> dict[str, Any]:
         api = self._api(repo)
         return {
-            "id": repo.id, "node_id": node_id("Repository", repo.id), "name": repo.name,
-            "full_name": repo.full_name, "owner": self._user(repo.owner), "private": repo.private,
-            "visibility": "private" if repo.private else "public", "html_url": self._html(repo),
-            "description": None, "fork": False, "url": api, "default_branch": repo.default_branch,
-            "issues_url": api + "/issues{/number}", "pulls_url": api + "/pulls{/number}",
-            "labels_url": api + "/labels{/name}", "collaborators_url": api + "/collaborators{/collaborator}",
-            "clone_url": f"{self._html(repo)}.git", "has_issues": True, "archived": False, "disabled": False,
-            "created_at": "2024-01-01T00:00:00Z", "updated_at": now_iso(), "pushed_at": now_iso(),
+            "id": repo.id,
+            "node_id": node_id("Repository", repo.id),
+            "name": repo.name,
+            "full_name": repo.full_name,
+            "owner": self._user(repo.owner),
+            "private": repo.private,
+            "visibility": "private" if repo.private else "public",
+            "html_url": self._html(repo),
+            "description": None,
+            "fork": False,
+            "url": api,
+            "default_branch": repo.default_branch,
+            "issues_url": api + "/issues{/number}",
+            "pulls_url": api + "/pulls{/number}",
+            "labels_url": api + "/labels{/name}",
+            "collaborators_url": api + "/collaborators{/collaborator}",
+            "clone_url": f"{self._html(repo)}.git",
+            "has_issues": True,
+            "archived": False,
+            "disabled": False,
+            "created_at": "2024-01-01T00:00:00Z",
+            "updated_at": now_iso(),
+            "pushed_at": now_iso(),
         }
 
     def _label_json(self, repo: Repo, label: Label) -> dict[str, Any]:
         return {
-            "id": label.id, "node_id": node_id("Label", label.id),
+            "id": label.id,
+            "node_id": node_id("Label", label.id),
             "url": f"{self._api(repo)}/labels/{urllib.parse.quote(label.name, safe='')}",
-            "name": label.name, "color": label.color, "default": False, "description": label.description,
+            "name": label.name,
+            "color": label.color,
+            "default": False,
+            "description": label.description,
         }
 
     def _issue_json(self, repo: Repo, issue: Issue) -> dict[str, Any]:
         api = f"{self._api(repo)}/issues/{issue.number}"
         out = {
-            "id": issue.id, "node_id": node_id("Issue", issue.id), "url": api,
-            "repository_url": self._api(repo), "labels_url": api + "/labels{/name}",
-            "comments_url": api + "/comments", "events_url": api + "/events",
+            "id": issue.id,
+            "node_id": node_id("Issue", issue.id),
+            "url": api,
+            "repository_url": self._api(repo),
+            "labels_url": api + "/labels{/name}",
+            "comments_url": api + "/comments",
+            "events_url": api + "/events",
             "html_url": f"{self._html(repo)}/{'pull' if issue.pull else 'issues'}/{issue.number}",
-            "number": issue.number, "state": issue.state, "state_reason": issue.state_reason,
-            "title": issue.title, "body": issue.body, "user": self._user(issue.user),
+            "number": issue.number,
+            "state": issue.state,
+            "state_reason": issue.state_reason,
+            "title": issue.title,
+            "body": issue.body,
+            "user": self._user(issue.user),
             "labels": [self._label_json(repo, repo.labels[n.lower()]) for n in issue.labels if n.lower() in repo.labels],
-            "assignee": None, "assignees": [], "milestone": None, "locked": False,
+            "assignee": None,
+            "assignees": [],
+            "milestone": None,
+            "locked": False,
             "comments": sum(1 for c in repo.comments.values() if c.issue == issue.number),
-            "created_at": now_iso(issue.created_at), "updated_at": now_iso(issue.updated_at),
+            "created_at": now_iso(issue.created_at),
+            "updated_at": now_iso(issue.updated_at),
             "closed_at": now_iso(issue.closed_at) if issue.closed_at else None,
             "author_association": self._association(repo, issue.user),
         }
         if issue.pull is not None:
             pr_api = f"{self._api(repo)}/pulls/{issue.number}"
-            out["pull_request"] = {"url": pr_api, "html_url": out["html_url"], "diff_url": out["html_url"] + ".diff",
-                                   "patch_url": out["html_url"] + ".patch", "merged_at": None}
+            out["pull_request"] = {
+                "url": pr_api,
+                "html_url": out["html_url"],
+                "diff_url": out["html_url"] + ".diff",
+                "patch_url": out["html_url"] + ".patch",
+                "merged_at": None,
+            }
             out["draft"] = issue.pull.draft
         return out
 
@@ -492,11 +560,15 @@ class FakeGitHub:
 
     def _comment_json(self, repo: Repo, c: Comment) -> dict[str, Any]:
         return {
-            "id": c.id, "node_id": node_id("IssueComment", c.id),
+            "id": c.id,
+            "node_id": node_id("IssueComment", c.id),
             "url": f"{self._api(repo)}/issues/comments/{c.id}",
             "html_url": f"{self._html(repo)}/issues/{c.issue}#issuecomment-{c.id}",
-            "issue_url": f"{self._api(repo)}/issues/{c.issue}", "body": c.body, "user": self._user(c.user),
-            "created_at": now_iso(c.created_at), "updated_at": now_iso(c.updated_at),
+            "issue_url": f"{self._api(repo)}/issues/{c.issue}",
+            "body": c.body,
+            "user": self._user(c.user),
+            "created_at": now_iso(c.created_at),
+            "updated_at": now_iso(c.updated_at),
             "author_association": self._association(repo, c.user),
         }
 
@@ -510,35 +582,79 @@ class FakeGitHub:
         def part(branch: str, sha: str, fork: str | None = None) -> dict[str, Any]:
             if fork:
                 owner = fork.split("/")[0]
-                return {"label": f"{owner}:{branch}", "ref": branch, "sha": sha, "user": self._user(owner),
-                        "repo": {**repo_json, "full_name": fork, "name": fork.split("/")[1], "owner": self._user(owner), "fork": True}}
-            return {"label": f"{repo.owner}:{branch}", "ref": branch, "sha": sha,
-                    "user": self._user(repo.owner), "repo": repo_json}
+                return {
+                    "label": f"{owner}:{branch}",
+                    "ref": branch,
+                    "sha": sha,
+                    "user": self._user(owner),
+                    "repo": {
+                        **repo_json,
+                        "full_name": fork,
+                        "name": fork.split("/")[1],
+                        "owner": self._user(owner),
+                        "fork": True,
+                    },
+                }
+            return {
+                "label": f"{repo.owner}:{branch}",
+                "ref": branch,
+                "sha": sha,
+                "user": self._user(repo.owner),
+                "repo": repo_json,
+            }
 
         return {
-            "id": pr.id, "node_id": node_id("PullRequest", pr.id), "url": api, "html_url": html,
-            "diff_url": html + ".diff", "patch_url": html + ".patch",
-            "issue_url": f"{self._api(repo)}/issues/{issue.number}", "commits_url": api + "/commits",
-            "review_comments_url": api + "/comments", "comments_url": f"{self._api(repo)}/issues/{issue.number}/comments",
+            "id": pr.id,
+            "node_id": node_id("PullRequest", pr.id),
+            "url": api,
+            "html_url": html,
+            "diff_url": html + ".diff",
+            "patch_url": html + ".patch",
+            "issue_url": f"{self._api(repo)}/issues/{issue.number}",
+            "commits_url": api + "/commits",
+            "review_comments_url": api + "/comments",
+            "comments_url": f"{self._api(repo)}/issues/{issue.number}/comments",
             "statuses_url": f"{self._api(repo)}/statuses/{pr.head_sha}",
-            "number": issue.number, "state": issue.state, "locked": False, "title": issue.title,
-            "user": self._user(issue.user), "body": issue.body,
+            "number": issue.number,
+            "state": issue.state,
+            "locked": False,
+            "title": issue.title,
+            "user": self._user(issue.user),
+            "body": issue.body,
             "labels": [self._label_json(repo, repo.labels[n.lower()]) for n in issue.labels if n.lower() in repo.labels],
-            "milestone": None, "active_lock_reason": None,
-            "created_at": now_iso(issue.created_at), "updated_at": now_iso(issue.updated_at),
-            "closed_at": now_iso(issue.closed_at) if issue.closed_at else None, "merged_at": None,
-            "merge_commit_sha": None, "assignee": None, "assignees": [],
+            "milestone": None,
+            "active_lock_reason": None,
+            "created_at": now_iso(issue.created_at),
+            "updated_at": now_iso(issue.updated_at),
+            "closed_at": now_iso(issue.closed_at) if issue.closed_at else None,
+            "merged_at": None,
+            "merge_commit_sha": None,
+            "assignee": None,
+            "assignees": [],
             "requested_reviewers": [self._user(u) for u in pr.requested_reviewers],
             "requested_teams": [{"slug": t, "name": t} for t in pr.requested_teams],
-            "head": part(pr.head, pr.head_sha, pr.head_repo), "base": part(pr.base, pr.base_sha),
-            "_links": {"self": {"href": api}, "html": {"href": html},
-                       "issue": {"href": f"{self._api(repo)}/issues/{issue.number}"}},
-            "author_association": self._association(repo, issue.user), "auto_merge": None,
-            "draft": pr.draft, "merged": pr.merged, "mergeable": None, "rebaseable": None,
-            "mergeable_state": "unknown", "merged_by": None,
+            "head": part(pr.head, pr.head_sha, pr.head_repo),
+            "base": part(pr.base, pr.base_sha),
+            "_links": {
+                "self": {"href": api},
+                "html": {"href": html},
+                "issue": {"href": f"{self._api(repo)}/issues/{issue.number}"},
+            },
+            "author_association": self._association(repo, issue.user),
+            "auto_merge": None,
+            "draft": pr.draft,
+            "merged": pr.merged,
+            "mergeable": None,
+            "rebaseable": None,
+            "mergeable_state": "unknown",
+            "merged_by": None,
             "comments": sum(1 for c in repo.comments.values() if c.issue == issue.number),
-            "review_comments": 0, "maintainer_can_modify": pr.maintainer_can_modify,
-            "commits": 1, "additions": 0, "deletions": 0, "changed_files": 0,
+            "review_comments": 0,
+            "maintainer_can_modify": pr.maintainer_can_modify,
+            "commits": 1,
+            "additions": 0,
+            "deletions": 0,
+            "changed_files": 0,
         }
 
     # -- HTTP ------------------------------------------------------------------------------
@@ -553,8 +669,9 @@ class FakeGitHub:
         split = urllib.parse.urlsplit(h.path)
         query = {k: v[0] for k, v in urllib.parse.parse_qs(split.query, keep_blank_values=True).items()}
         headers = {k.lower(): v for k, v in h.headers.items()}
-        rec = RecordedRequest(method=h.command, path=split.path, query=query, headers=headers, body=body,
-                              raw=raw, time=time.time())
+        rec = RecordedRequest(
+            method=h.command, path=split.path, query=query, headers=headers, body=body, raw=raw, time=time.time()
+        )
         with self.lock:
             self.requests.append(rec)
         after: Callable[[], None] | None = None
@@ -600,15 +717,33 @@ class FakeGitHub:
     # the permission each route takes from a job token (GitHub's "Permissions required for
     # GitHub Apps"); None: metadata, always granted
     SCOPES: dict[str, tuple[str, str] | None] = {
-        "get_rate_limit": None, "get_repo": None, "get_permission": None,
-        "list_issues": ("issues", "read"), "get_issue": ("issues", "read"), "create_issue": ("issues", "write"),
-        "edit_issue": ("issues", "write"), "list_comments": ("issues", "read"), "get_comment": ("issues", "read"),
-        "create_comment": ("issues", "write"), "edit_comment": ("issues", "write"), "delete_comment": ("issues", "write"),
-        "list_issue_labels": ("issues", "read"), "add_issue_labels": ("issues", "write"),
-        "remove_issue_label": ("issues", "write"), "list_labels": ("issues", "read"), "create_label": ("issues", "write"),
-        "list_pulls": ("pull-requests", "read"), "create_pull": ("pull-requests", "write"), "get_pull": ("pull-requests", "read"),
-        "edit_pull": ("pull-requests", "write"), "request_reviewers": ("pull-requests", "write"),
-        "review_reply": ("pull-requests", "write"), "graphql": ("pull-requests", "write"), "review_comments": ("pull-requests", "read"), "dispatch": ("contents", "write"), "get_contents": ("contents", "read"),
+        "get_rate_limit": None,
+        "get_repo": None,
+        "get_permission": None,
+        "list_issues": ("issues", "read"),
+        "get_issue": ("issues", "read"),
+        "create_issue": ("issues", "write"),
+        "edit_issue": ("issues", "write"),
+        "list_comments": ("issues", "read"),
+        "get_comment": ("issues", "read"),
+        "create_comment": ("issues", "write"),
+        "edit_comment": ("issues", "write"),
+        "delete_comment": ("issues", "write"),
+        "list_issue_labels": ("issues", "read"),
+        "add_issue_labels": ("issues", "write"),
+        "remove_issue_label": ("issues", "write"),
+        "list_labels": ("issues", "read"),
+        "create_label": ("issues", "write"),
+        "list_pulls": ("pull-requests", "read"),
+        "create_pull": ("pull-requests", "write"),
+        "get_pull": ("pull-requests", "read"),
+        "edit_pull": ("pull-requests", "write"),
+        "request_reviewers": ("pull-requests", "write"),
+        "review_reply": ("pull-requests", "write"),
+        "graphql": ("pull-requests", "write"),
+        "review_comments": ("pull-requests", "read"),
+        "dispatch": ("contents", "write"),
+        "get_contents": ("contents", "read"),
     }
 
     def _check_scope(self, rec: RecordedRequest, name: str, args: dict[str, str]) -> None:
@@ -658,17 +793,24 @@ class FakeGitHub:
             self.rate_used += 1
             used = self.rate_used
         return {
-            "x-ratelimit-limit": str(self.rate_limit), "x-ratelimit-remaining": str(max(0, self.rate_limit - used)),
-            "x-ratelimit-used": str(used), "x-ratelimit-reset": str(self.rate_reset), "x-ratelimit-resource": "core",
+            "x-ratelimit-limit": str(self.rate_limit),
+            "x-ratelimit-remaining": str(max(0, self.rate_limit - used)),
+            "x-ratelimit-used": str(used),
+            "x-ratelimit-reset": str(self.rate_reset),
+            "x-ratelimit-resource": "core",
         }
 
-    def _send(self, h: BaseHTTPRequestHandler, rec: RecordedRequest, status: int, payload: Any,
-              extra: dict[str, str] | None = None) -> None:
+    def _send(
+        self, h: BaseHTTPRequestHandler, rec: RecordedRequest, status: int, payload: Any, extra: dict[str, str] | None = None
+    ) -> None:
         rec.status = status
         raw = isinstance(payload, RawBody)
         data = b"" if payload is None else (payload.data if raw else json.dumps(payload).encode())
-        headers = {"x-github-media-type": "github.v3; format=raw" if raw else "github.v3; format=json",
-                   "x-github-request-id": uuid.uuid4().hex[:16].upper(), **self._rate_headers()}
+        headers = {
+            "x-github-media-type": "github.v3; format=raw" if raw else "github.v3; format=json",
+            "x-github-request-id": uuid.uuid4().hex[:16].upper(),
+            **self._rate_headers(),
+        }
         headers.update({k.lower(): v for k, v in (extra or {}).items()})
         try:
             h.send_response(status, REASONS.get(status))
@@ -756,7 +898,7 @@ class FakeGitHub:
         except ValueError:
             raise ApiError(422, "Invalid pagination parameter") from None
         last = max(1, math.ceil(len(items) / per_page))
-        chunk = items[(page - 1) * per_page: page * per_page]
+        chunk = items[(page - 1) * per_page : page * per_page]
 
         def link(p: int) -> str:
             q = dict(rec.query, per_page=str(per_page), page=str(p))
@@ -775,8 +917,12 @@ class FakeGitHub:
         return 200, {**self._user(self.login), "name": self.login, "email": None}
 
     def _r_get_rate_limit(self, rec: RecordedRequest) -> tuple:
-        core = {"limit": self.rate_limit, "used": self.rate_used,
-                "remaining": max(0, self.rate_limit - self.rate_used), "reset": self.rate_reset}
+        core = {
+            "limit": self.rate_limit,
+            "used": self.rate_used,
+            "remaining": max(0, self.rate_limit - self.rate_used),
+            "reset": self.rate_reset,
+        }
         other = {"limit": 30, "used": 0, "remaining": 30, "reset": self.rate_reset}
         return 200, {"resources": {"core": core, "search": other, "graphql": dict(core)}, "rate": core}
 
@@ -791,7 +937,8 @@ class FakeGitHub:
         wanted = [x.strip().lower() for x in rec.query.get("labels", "").split(",") if x.strip()]
         creator = rec.query.get("creator", "").lower()
         items = [
-            i for i in sorted(repo.issues.values(), key=lambda i: i.number, reverse=rec.query.get("direction", "desc") == "desc")
+            i
+            for i in sorted(repo.issues.values(), key=lambda i: i.number, reverse=rec.query.get("direction", "desc") == "desc")
             if (state == "all" or i.state == state)
             and all(w in [n.lower() for n in i.labels] for w in wanted)
             and (not creator or i.user.lower() == creator)
@@ -854,8 +1001,14 @@ class FakeGitHub:
         if not isinstance(body.get("body"), str) or not body["body"]:
             raise validation_failed({"resource": "IssueComment", "code": "missing_field", "field": "body"})
         if len(body["body"]) > 65536:
-            raise validation_failed({"resource": "IssueComment", "code": "custom", "field": "body",
-                                     "message": "Body is too long (maximum is 65536 characters)"})
+            raise validation_failed(
+                {
+                    "resource": "IssueComment",
+                    "code": "custom",
+                    "field": "body",
+                    "message": "Body is too long (maximum is 65536 characters)",
+                }
+            )
         c = Comment(self._next_id(), issue.number, body["body"], self.login)
         repo.comments[c.id] = c
         issue.updated_at = time.time()
@@ -878,8 +1031,14 @@ class FakeGitHub:
         if not isinstance(body.get("body"), str) or not body["body"]:
             raise validation_failed({"resource": "IssueComment", "code": "missing_field", "field": "body"})
         if len(body["body"]) > 65536:
-            raise validation_failed({"resource": "IssueComment", "code": "custom", "field": "body",
-                                     "message": "Body is too long (maximum is 65536 characters)"})
+            raise validation_failed(
+                {
+                    "resource": "IssueComment",
+                    "code": "custom",
+                    "field": "body",
+                    "message": "Body is too long (maximum is 65536 characters)",
+                }
+            )
         c.body = body["body"]
         c.updated_at = time.time()
         return 200, self._comment_json(repo, c)
@@ -964,9 +1123,10 @@ class FakeGitHub:
         state = rec.query.get("state", "open")
         head = rec.query.get("head")
         base = rec.query.get("base")
-        head_owner, head_branch = (head.split(":", 1) if head and ":" in head else (None, head))
+        head_owner, head_branch = head.split(":", 1) if head and ":" in head else (None, head)
         items = [
-            i for i in sorted(repo.pulls.values(), key=lambda i: i.number, reverse=rec.query.get("direction", "desc") == "desc")
+            i
+            for i in sorted(repo.pulls.values(), key=lambda i: i.number, reverse=rec.query.get("direction", "desc") == "desc")
             if (state == "all" or i.state == state)
             and (not head or ((head_owner or "").lower() in ("", repo.owner.lower()) and i.pull.head == head_branch))
             and (not base or i.pull.base == base)
@@ -995,37 +1155,77 @@ class FakeGitHub:
             raise validation_failed(*errors)
         for other in repo.pulls.values():
             if other.state == "open" and other.pull.head == head and other.pull.base == base:
-                raise validation_failed({"resource": "PullRequest", "code": "custom",
-                                         "message": f"A pull request already exists for {repo.owner}:{head}."})
+                raise validation_failed(
+                    {
+                        "resource": "PullRequest",
+                        "code": "custom",
+                        "message": f"A pull request already exists for {repo.owner}:{head}.",
+                    }
+                )
         if repo.git_dir is not None:
             ahead = self._git(repo, "rev-list", "--count", f"{base_sha}..{head_sha}")
             if ahead is not None and int(ahead) == 0:
-                raise validation_failed({"resource": "PullRequest", "code": "custom",
-                                         "message": f"No commits between {base} and {head}"})
+                raise validation_failed(
+                    {"resource": "PullRequest", "code": "custom", "message": f"No commits between {base} and {head}"}
+                )
         draft = bool(body.get("draft", False))
         if draft and not repo.drafts:
-            raise validation_failed({"resource": "PullRequest", "code": "custom",
-                                     "message": "Draft pull requests are not supported in this repository."})
+            raise validation_failed(
+                {
+                    "resource": "PullRequest",
+                    "code": "custom",
+                    "message": "Draft pull requests are not supported in this repository.",
+                }
+            )
         if body.get("issue"):
             raise ApiError(422, "Converting an issue into a pull request is not supported by this fake")
         number = len(repo.issues) + 1
         issue = Issue(number, self._next_id(), str(body["title"]), body.get("body"), self.login, [])
-        issue.pull = Pull(self._next_id(), head, base, draft, head_sha or "", base_sha or "",
-                          maintainer_can_modify=bool(body.get("maintainer_can_modify", True)))
+        issue.pull = Pull(
+            self._next_id(),
+            head,
+            base,
+            draft,
+            head_sha or "",
+            base_sha or "",
+            maintainer_can_modify=bool(body.get("maintainer_can_modify", True)),
+        )
         repo.issues[number] = issue
         return 201, self._pull_json(repo, issue), {"location": f"{self._api(repo)}/pulls/{number}"}
 
-    def add_review_comment(self, full_name: str, pull: int, *, user: str, body: str, path: str, line: int,
-                           diff_hunk: str, start_line: int | None = None, review_id: int | None = None) -> dict[str, Any]:
+    def add_review_comment(
+        self,
+        full_name: str,
+        pull: int,
+        *,
+        user: str,
+        body: str,
+        path: str,
+        line: int,
+        diff_hunk: str,
+        start_line: int | None = None,
+        review_id: int | None = None,
+    ) -> dict[str, Any]:
         """A review comment on a line of a pull request, as the `pull_request_review_comment`
         event's `comment` carries it."""
         repo = self.repo(full_name)
         cid = self._next_id()
-        c = {"id": cid, "url": f"{self._api(repo)}/pulls/comments/{cid}", "pull_request_url": f"{self._api(repo)}/pulls/{pull}",
-             "body": body, "path": path, "line": line, "start_line": start_line, "diff_hunk": diff_hunk,
-             "user": self._user(user), "author_association": self._association(repo, user), "pull": pull,
-             "html_url": f"{self._html(repo)}/pull/{pull}#discussion_r{cid}", "in_reply_to_id": None,
-             "pull_request_review_id": review_id}
+        c = {
+            "id": cid,
+            "url": f"{self._api(repo)}/pulls/comments/{cid}",
+            "pull_request_url": f"{self._api(repo)}/pulls/{pull}",
+            "body": body,
+            "path": path,
+            "line": line,
+            "start_line": start_line,
+            "diff_hunk": diff_hunk,
+            "user": self._user(user),
+            "author_association": self._association(repo, user),
+            "pull": pull,
+            "html_url": f"{self._html(repo)}/pull/{pull}#discussion_r{cid}",
+            "in_reply_to_id": None,
+            "pull_request_review_id": review_id,
+        }
         self.review_comments.append(c)
         return c
 
@@ -1039,16 +1239,25 @@ class FakeGitHub:
         if not isinstance(body, str) or not body:
             raise validation_failed({"resource": "PullRequestReviewComment", "code": "missing_field", "field": "body"})
         rid = self._next_id()
-        c = {**parent, "id": rid, "url": f"{self._api(repo)}/pulls/comments/{rid}", "body": body, "user": self._user(self.login),
-             "in_reply_to_id": parent["id"]}
+        c = {
+            **parent,
+            "id": rid,
+            "url": f"{self._api(repo)}/pulls/comments/{rid}",
+            "body": body,
+            "user": self._user(self.login),
+            "in_reply_to_id": parent["id"],
+        }
         self.review_comments.append(c)
         return 201, {k: v for k, v in c.items() if k != "pull"}
 
     def _r_review_comments(self, rec: RecordedRequest, o: str, r: str, n: str, id: str) -> tuple:
         repo = self._find_repo(o, r)
         self._find_pull(repo, n)
-        items = [{k: v for k, v in c.items() if k != "pull"} for c in self.review_comments
-                 if c["pull"] == int(n) and c.get("pull_request_review_id") == int(id)]
+        items = [
+            {k: v for k, v in c.items() if k != "pull"}
+            for c in self.review_comments
+            if c["pull"] == int(n) and c.get("pull_request_review_id") == int(id)
+        ]
         status, page, headers = self._paginate(rec, items)
         return status, page, headers
 
@@ -1064,10 +1273,23 @@ class FakeGitHub:
             for issue in repo.issues.values():
                 if issue.pull is not None and node_id("PullRequest", issue.pull.id) == want:
                     issue.pull.draft = False
-                    return 200, {"data": {"markPullRequestReadyForReview": {"clientMutationId": inp.get("clientMutationId"),
-                                                                             "pullRequest": {"isDraft": False}}}}
-        return 200, {"errors": [{"type": "NOT_FOUND", "path": ["markPullRequestReadyForReview"],
-                                 "message": f"Could not resolve to a node with the global id of '{want}'"}]}
+                    return 200, {
+                        "data": {
+                            "markPullRequestReadyForReview": {
+                                "clientMutationId": inp.get("clientMutationId"),
+                                "pullRequest": {"isDraft": False},
+                            }
+                        }
+                    }
+        return 200, {
+            "errors": [
+                {
+                    "type": "NOT_FOUND",
+                    "path": ["markPullRequestReadyForReview"],
+                    "message": f"Could not resolve to a node with the global id of '{want}'",
+                }
+            ]
+        }
 
     def _find_pull(self, repo: Repo, n: str) -> Issue:
         issue = repo.issues.get(int(n))
@@ -1086,10 +1308,19 @@ class FakeGitHub:
         assert issue.pull is not None
         if body.get("state") == "open" and issue.state != "open":
             for other in repo.pulls.values():
-                if other is not issue and other.state == "open" and other.pull.head == issue.pull.head \
-                        and other.pull.base == issue.pull.base:
-                    raise validation_failed({"resource": "PullRequest", "code": "custom",
-                                             "message": f"A pull request already exists for {repo.owner}:{issue.pull.head}."})
+                if (
+                    other is not issue
+                    and other.state == "open"
+                    and other.pull.head == issue.pull.head
+                    and other.pull.base == issue.pull.base
+                ):
+                    raise validation_failed(
+                        {
+                            "resource": "PullRequest",
+                            "code": "custom",
+                            "message": f"A pull request already exists for {repo.owner}:{issue.pull.head}.",
+                        }
+                    )
         if "base" in body:
             if self._branch_sha(repo, str(body["base"])) is None:
                 raise validation_failed({"resource": "PullRequest", "field": "base", "code": "invalid"})
@@ -1109,12 +1340,16 @@ class FakeGitHub:
         if not isinstance(reviewers, list) or not isinstance(teams, list):
             raise validation_failed({"resource": "PullRequest", "code": "invalid", "field": "reviewers"})
         if any(str(u).lower() == issue.user.lower() for u in reviewers):
-            raise validation_failed({"resource": "PullRequest", "code": "custom",
-                                     "message": "Review cannot be requested from pull request author."})
+            raise validation_failed(
+                {"resource": "PullRequest", "code": "custom", "message": "Review cannot be requested from pull request author."}
+            )
         for u in reviewers:
             if repo.permissions.get(str(u).lower(), "none") == "none":
-                raise ApiError(422, "Reviews may only be requested from collaborators. One or more of the users or "
-                                    f"teams you specified is not a collaborator of the {repo.full_name} repository.")
+                raise ApiError(
+                    422,
+                    "Reviews may only be requested from collaborators. One or more of the users or "
+                    f"teams you specified is not a collaborator of the {repo.full_name} repository.",
+                )
         for u in reviewers:
             login = self.users[str(u).lower()][0]
             if login not in issue.pull.requested_reviewers:
@@ -1131,7 +1366,7 @@ class FakeGitHub:
         body = self._object(rec)
         event_type = body.get("event_type")
         if not isinstance(event_type, str) or not event_type:
-            raise ApiError(422, "Invalid request.\n\n\"event_type\" wasn't supplied.")
+            raise ApiError(422, 'Invalid request.\n\n"event_type" wasn\'t supplied.')
         if len(event_type) > 100:
             raise ApiError(422, "Invalid request.\n\nevent_type is too long (maximum is 100 characters).")
         payload = body.get("client_payload", {})
@@ -1140,8 +1375,9 @@ class FakeGitHub:
         if not isinstance(payload, dict):
             raise ApiError(422, f"Invalid request.\n\nFor 'properties/client_payload', {json.dumps(payload)} is not an object.")
         if len(payload) > 10:
-            raise ApiError(422, f"Invalid request.\n\nclient_payload: No more than 10 properties are allowed; "
-                                f"{len(payload)} were supplied.")
+            raise ApiError(
+                422, f"Invalid request.\n\nclient_payload: No more than 10 properties are allowed; {len(payload)} were supplied."
+            )
         extra = set(body) - {"event_type", "client_payload"}
         if extra:
             raise ApiError(422, f"Invalid request.\n\n{sorted(extra)[0]} is not a permitted key.")
@@ -1165,15 +1401,26 @@ class FakeGitHub:
         if p.returncode != 0:
             raise ApiError(404)
         data = p.stdout
-        sha = subprocess.run(["git", "--git-dir", str(repo.git_dir), "rev-parse", f"{ref}:{path}"], capture_output=True,
-                             text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "--git-dir", str(repo.git_dir), "rev-parse", f"{ref}:{path}"], capture_output=True, text=True
+        ).stdout.strip()
         if "raw" in rec.headers.get("accept", ""):
             return 200, RawBody(data)
         api = self._api(repo)
-        return 200, {"type": "file", "encoding": "base64", "size": len(data), "name": path.rsplit("/", 1)[-1], "path": path,
-                     "content": b64encode(data).decode(), "sha": sha, "url": f"{api}/contents/{path}?ref={ref}",
-                     "git_url": f"{api}/git/blobs/{sha}", "html_url": f"{self._html(repo)}/blob/{ref}/{path}",
-                     "download_url": None, "_links": {}}
+        return 200, {
+            "type": "file",
+            "encoding": "base64",
+            "size": len(data),
+            "name": path.rsplit("/", 1)[-1],
+            "path": path,
+            "content": b64encode(data).decode(),
+            "sha": sha,
+            "url": f"{api}/contents/{path}?ref={ref}",
+            "git_url": f"{api}/git/blobs/{sha}",
+            "html_url": f"{self._html(repo)}/blob/{ref}/{path}",
+            "download_url": None,
+            "_links": {},
+        }
 
     def _r_get_permission(self, rec: RecordedRequest, o: str, r: str, u: str) -> tuple:
         repo = self._find_repo(o, r)
@@ -1184,7 +1431,12 @@ class FakeGitHub:
             role = "none" if repo.private else "read"
         rank = ["none", "read", "triage", "write", "maintain", "admin"].index(role)
         user = self._user(u)
-        user["permissions"] = {"admin": rank >= 5, "maintain": rank >= 4, "push": rank >= 3, "triage": rank >= 2,
-                               "pull": rank >= 1}
+        user["permissions"] = {
+            "admin": rank >= 5,
+            "maintain": rank >= 4,
+            "push": rank >= 3,
+            "triage": rank >= 2,
+            "pull": rank >= 1,
+        }
         user["role_name"] = role
         return 200, {"permission": LEGACY[role], "role_name": role, "user": user}

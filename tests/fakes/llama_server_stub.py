@@ -41,10 +41,27 @@ def main() -> None:
 
         def do_GET(self) -> None:
             if self.path == "/health":
-                code, body = (200, {"status": "ok"}) if time.monotonic() > ready_at else (503, {"error": {"code": 503, "message": "Loading model"}})
+                code, body = (
+                    (200, {"status": "ok"})
+                    if time.monotonic() > ready_at
+                    else (503, {"error": {"code": 503, "message": "Loading model"}})
+                )
             elif self.path == "/v1/models":
-                code, body = 200, {"object": "list", "data": [{"id": a.alias, "object": "model", "created": 0, "owned_by": "llamacpp",
-                                                              "meta": {"n_ctx": slot_ctx, "n_ctx_train": 32768}}]}
+                code, body = (
+                    200,
+                    {
+                        "object": "list",
+                        "data": [
+                            {
+                                "id": a.alias,
+                                "object": "model",
+                                "created": 0,
+                                "owned_by": "llamacpp",
+                                "meta": {"n_ctx": slot_ctx, "n_ctx_train": 32768},
+                            }
+                        ],
+                    },
+                )
             else:
                 code, body = 404, {"error": {"code": 404, "message": "File Not Found", "type": "not_found_error"}}
             raw = json.dumps(body).encode()

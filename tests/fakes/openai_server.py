@@ -61,32 +61,51 @@ class FakeOpenAI(_Base):
     DEFAULT_TEXT = "Hello from the fake OpenAI server."
     context_tokens: int | None = None  # llama-server's -c (see the module's docstring)
 
-    def __init__(self, *args: Any, context_tokens: int | None = None, stream_delay: float = 0.0, stream_pieces: int = 3,
-                 **kw: Any) -> None:
+    def __init__(
+        self, *args: Any, context_tokens: int | None = None, stream_delay: float = 0.0, stream_pieces: int = 3, **kw: Any
+    ) -> None:
         super().__init__(*args, **kw)
         self.context_tokens = context_tokens
         self.stream_delay = stream_delay  # seconds between SSE chunks (a slow CPU model)
         self.stream_pieces = stream_pieces  # chunks a text or a tool call's arguments is sent in
+
     # models that refuse `max_tokens` (they take `max_completion_tokens`), as OpenAI's o-series and gpt-5 do
     max_tokens_refused = re.compile(r"^(o\d|gpt-5)")
 
     def error_body(self, e: ApiError) -> dict:
         if isinstance(e, ContextExceeded):  # llama.cpp's shape
-            return {"error": {"code": 400, "message": e.message, "type": "exceed_context_size_error",
-                              "n_prompt_tokens": e.prompt, "n_ctx": e.n_ctx}}
+            return {
+                "error": {
+                    "code": 400,
+                    "message": e.message,
+                    "type": "exceed_context_size_error",
+                    "n_prompt_tokens": e.prompt,
+                    "n_ctx": e.n_ctx,
+                }
+            }
         kind, code = OPENAI_ERROR_TYPES.get(e.status, ("server_error", None))
         if e.error_code:
             code = e.error_code
-        if e.error_type and e.error_type not in ("invalid_request_error", "authentication_error", "not_found_error",
-                                                 "rate_limit_error", "api_error", "overloaded_error", "permission_error"):
+        if e.error_type and e.error_type not in (
+            "invalid_request_error",
+            "authentication_error",
+            "not_found_error",
+            "rate_limit_error",
+            "api_error",
+            "overloaded_error",
+            "permission_error",
+        ):
             kind = e.error_type
         return {"error": {"message": e.message, "type": kind, "param": e.param, "code": code}}
 
     def check_auth(self, rec: RecordedRequest) -> None:
         auth = rec.headers.get("authorization", "")
         if not auth.lower().startswith("bearer ") or not auth[7:].strip():
-            raise ApiError(401, "You didn't provide an API key. You need to provide your API key in an Authorization "
-                                "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).")
+            raise ApiError(
+                401,
+                "You didn't provide an API key. You need to provide your API key in an Authorization "
+                "header using Bearer auth (i.e. Authorization: Bearer YOUR_KEY).",
+            )
         if self.api_key is not None and auth[7:].strip() != self.api_key:
             raise ApiError(401, "Incorrect API key provided.")
 
@@ -109,20 +128,28 @@ class FakeOpenAI(_Base):
             if role == "tool":
                 tid = m.get("tool_call_id")
                 if tid not in pending:
-                    raise ApiError(400, f"Invalid parameter: messages with role 'tool' must be a response to a preceeding "
-                                        f"message with 'tool_calls'. (messages[{i}], tool_call_id {tid!r})")
+                    raise ApiError(
+                        400,
+                        f"Invalid parameter: messages with role 'tool' must be a response to a preceeding "
+                        f"message with 'tool_calls'. (messages[{i}], tool_call_id {tid!r})",
+                    )
                 pending.remove(tid)
                 continue
             if pending:
-                raise ApiError(400, "An assistant message with 'tool_calls' must be followed by tool messages responding "
-                                    f"to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
-                                    f"{', '.join(pending)}")
+                raise ApiError(
+                    400,
+                    "An assistant message with 'tool_calls' must be followed by tool messages responding "
+                    f"to each 'tool_call_id'. The following tool_call_ids did not have response messages: "
+                    f"{', '.join(pending)}",
+                )
             if role == "assistant":
                 calls = m.get("tool_calls") or []
                 for c in calls:
                     fn = c.get("function") or {}
                     if not c.get("id") or not fn.get("name") or not isinstance(fn.get("arguments"), str):
-                        raise ApiError(400, f"messages[{i}].tool_calls: id, function.name and function.arguments (a string) are required")
+                        raise ApiError(
+                            400, f"messages[{i}].tool_calls: id, function.name and function.arguments (a string) are required"
+                        )
                 pending = [c["id"] for c in calls]
                 if m.get("content") is None and not calls:
                     raise ApiError(400, f"messages[{i}]: assistant content is required unless tool_calls is set")
@@ -172,8 +199,12 @@ class FakeOpenAI(_Base):
         self.validate(rec.body)
         body: dict = rec.body
         if "max_tokens" in body and self.max_tokens_refused.match(str(body.get("model"))):  # as OpenAI's reasoning models do
-            raise ApiError(400, "Unsupported parameter: 'max_tokens' is not supported with this model. "
-                                "Use 'max_completion_tokens' instead.", param="max_tokens", error_code="unsupported_parameter")
+            raise ApiError(
+                400,
+                "Unsupported parameter: 'max_tokens' is not supported with this model. Use 'max_completion_tokens' instead.",
+                param="max_tokens",
+                error_code="unsupported_parameter",
+            )
         prompt, cached = self.compute_usage(body)
         if self.context_tokens and prompt >= self.context_tokens:
             raise ContextExceeded(prompt, self.context_tokens)
@@ -200,14 +231,18 @@ class FakeOpenAI(_Base):
             include_usage = bool((body.get("stream_options") or {}).get("include_usage"))
             self._stream(h, resp_id, created, body["model"], message, finish, usage if include_usage else None)
             return
-        self.send_json(h, 200, {
-            "id": resp_id,
-            "object": "chat.completion",
-            "created": created,
-            "model": body["model"],
-            "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
-            "usage": usage,
-        })
+        self.send_json(
+            h,
+            200,
+            {
+                "id": resp_id,
+                "object": "chat.completion",
+                "created": created,
+                "model": body["model"],
+                "choices": [{"index": 0, "message": message, "logprobs": None, "finish_reason": finish}],
+                "usage": usage,
+            },
+        )
 
     def _answer(self, body: dict) -> tuple[dict, str]:
         ans = self._next_answer(body)
@@ -218,22 +253,30 @@ class FakeOpenAI(_Base):
         calls = []
         for c in ans.get("tool_calls") or []:
             args = c.get("arguments", {})
-            calls.append({
-                "id": c.get("id") or "call_" + uuid.uuid4().hex[:24],
-                "type": "function",
-                "function": {"name": c["name"], "arguments": args if isinstance(args, str) else json.dumps(args)},
-            })
+            calls.append(
+                {
+                    "id": c.get("id") or "call_" + uuid.uuid4().hex[:24],
+                    "type": "function",
+                    "function": {"name": c["name"], "arguments": args if isinstance(args, str) else json.dumps(args)},
+                }
+            )
         message: dict[str, Any] = {"role": "assistant", "content": ans.get("content"), "refusal": None}
         if calls:
             message["tool_calls"] = calls
         finish = ans.get("finish_reason") or ("tool_calls" if calls else "stop")
         return message, finish
 
-    def _stream(self, h: BaseHTTPRequestHandler, resp_id: str, created: int, model: str, message: dict, finish: str,
-                usage: dict | None) -> None:
+    def _stream(
+        self, h: BaseHTTPRequestHandler, resp_id: str, created: int, model: str, message: dict, finish: str, usage: dict | None
+    ) -> None:
         def chunk(delta: dict, finish_reason: str | None = None, with_usage: dict | None = None, choices: bool = True) -> None:
-            obj: dict[str, Any] = {"id": resp_id, "object": "chat.completion.chunk", "created": created, "model": model,
-                                   "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if choices else []}
+            obj: dict[str, Any] = {
+                "id": resp_id,
+                "object": "chat.completion.chunk",
+                "created": created,
+                "model": model,
+                "choices": [{"index": 0, "delta": delta, "finish_reason": finish_reason}] if choices else [],
+            }
             if with_usage is not None:
                 obj["usage"] = with_usage
             if self.stream_delay:
@@ -247,8 +290,18 @@ class FakeOpenAI(_Base):
                 if piece:
                     chunk({"content": piece})
             for i, c in enumerate(message.get("tool_calls") or []):
-                chunk({"tool_calls": [{"index": i, "id": c["id"], "type": "function",
-                                       "function": {"name": c["function"]["name"], "arguments": ""}}]})
+                chunk(
+                    {
+                        "tool_calls": [
+                            {
+                                "index": i,
+                                "id": c["id"],
+                                "type": "function",
+                                "function": {"name": c["function"]["name"], "arguments": ""},
+                            }
+                        ]
+                    }
+                )
                 for piece in split_json(c["function"]["arguments"], self.stream_pieces):
                     chunk({"tool_calls": [{"index": i, "function": {"arguments": piece}}]})
             chunk({}, finish)

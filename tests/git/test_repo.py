@@ -14,8 +14,8 @@ import pytest
 
 from gitops_agent.core.errors import AgentError, GitError, PushConflict, PushRetriesExhausted
 from gitops_agent.git.repo import Commit, GitRepo, format_message, parse_trailers
-
 from tests.helpers import ROOT
+
 BRANCH = "agent/task/42-avg"
 TRAILERS = {"Agent-Task": "42-avg", "Agent-Step": "1", "Agent-Role": "planner"}
 
@@ -74,11 +74,27 @@ def store(repo) -> GitRepo:
 def external_commit(repo: Path, branch: str, path: str, content: bytes) -> str:
     """Somebody else (another process, plain git) commits to ``branch`` meanwhile."""
     idx = repo / ".git" / "other-index"
-    env_git = lambda *a, input=None: subprocess.run(  # noqa: E731
-        ["git", "-C", str(repo), *a], input=input, capture_output=True, check=True,
-        env={**os.environ, "GIT_INDEX_FILE": str(idx), "GIT_AUTHOR_NAME": "Other", "GIT_AUTHOR_EMAIL": "o@x",
-             "GIT_COMMITTER_NAME": "Other", "GIT_COMMITTER_EMAIL": "o@x"},
-    ).stdout.decode().strip()
+
+    def env_git(*a, input=None):
+        return (
+            subprocess.run(  # noqa: E731
+                ["git", "-C", str(repo), *a],
+                input=input,
+                capture_output=True,
+                check=True,
+                env={
+                    **os.environ,
+                    "GIT_INDEX_FILE": str(idx),
+                    "GIT_AUTHOR_NAME": "Other",
+                    "GIT_AUTHOR_EMAIL": "o@x",
+                    "GIT_COMMITTER_NAME": "Other",
+                    "GIT_COMMITTER_EMAIL": "o@x",
+                },
+            )
+            .stdout.decode()
+            .strip()
+        )
+
     tip = env_git("rev-parse", f"refs/heads/{branch}")
     env_git("read-tree", tip)
     blob = env_git("hash-object", "-w", "--stdin", input=content)
@@ -94,7 +110,9 @@ def external_commit(repo: Path, branch: str, path: str, content: bytes) -> str:
 
 
 def test_format_message_parses_with_git(tmp_path):
-    msg = format_message("agent(execute): n2 compute\naverage", {"Agent-Task": "42", "Agent-Usage": "in=1 out=2\nx"}, "Body line.\n\nSecond: para")
+    msg = format_message(
+        "agent(execute): n2 compute\naverage", {"Agent-Task": "42", "Agent-Usage": "in=1 out=2\nx"}, "Body line.\n\nSecond: para"
+    )
     assert msg.startswith("agent(execute): n2 compute average\n\nBody line.\n\nSecond: para\n\nAgent-Task: 42\n")
     p = subprocess.run(["git", "interpret-trailers", "--parse"], input=msg.encode(), capture_output=True, check=True)
     assert p.stdout.decode() == "Agent-Task: 42\nAgent-Usage: in=1 out=2 x\n"
@@ -115,8 +133,13 @@ def test_commit_visible_to_git_and_checkout_untouched(repo, store):
     (repo / "staged.txt").write_text("staged\n")
     git(repo, "add", "staged.txt")
     (repo / "scratch.txt").write_text("untracked\n")
-    before = (git(repo, "rev-parse", "HEAD"), git(repo, "symbolic-ref", "HEAD"),
-              (repo / ".git" / "index").read_bytes(), git(repo, "status", "--porcelain"), git(repo, "ls-files", "-s"))
+    before = (
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "symbolic-ref", "HEAD"),
+        (repo / ".git" / "index").read_bytes(),
+        git(repo, "status", "--porcelain"),
+        git(repo, "ls-files", "-s"),
+    )
 
     sha = store.commit_files(
         BRANCH,
@@ -125,7 +148,10 @@ def test_commit_visible_to_git_and_checkout_untouched(repo, store):
         TRAILERS,
     )
     assert git(repo, "rev-parse", BRANCH).strip() == sha
-    assert git(repo, "log", "-1", "--format=%(trailers:unfold)", BRANCH) == "".join(f"{k}: {v}\n" for k, v in TRAILERS.items()) + "\n"
+    assert (
+        git(repo, "log", "-1", "--format=%(trailers:unfold)", BRANCH)
+        == "".join(f"{k}: {v}\n" for k, v in TRAILERS.items()) + "\n"
+    )
     raw = git(repo, "log", "-1", "--format=%B", BRANCH)
     assert raw.startswith("agent(intake): 42-avg\n\nWhy: a question.\n\nAgent-Task: 42-avg\n")
     parsed = subprocess.run(["git", "interpret-trailers", "--parse"], input=raw.encode(), capture_output=True).stdout.decode()
@@ -138,16 +164,30 @@ def test_commit_visible_to_git_and_checkout_untouched(repo, store):
     assert store.read_file(BRANCH, "data") is None  # a directory is not a file
     assert store.read_file("main", "README.md") == b"hello\n"  # the committed one, not the dirty tree
     assert store.read_files(sha, ["README.md", "missing", "data/orders.csv"]) == {
-        "README.md": b"hello\n", "missing": None, "data/orders.csv": b"id,amount\n1,10\n"}
+        "README.md": b"hello\n",
+        "missing": None,
+        "data/orders.csv": b"id,amount\n1,10\n",
+    }
     assert store.list_files(BRANCH, ".agent/tasks/42-avg/") == [".agent/tasks/42-avg/task.json"]
     assert store.list_files(BRANCH, "data/") == ["data/orders.csv", "data/out file.txt"]
-    assert set(store.list_files(BRANCH)) == {"README.md", "run.sh", "data/orders.csv", "data/out file.txt", ".agent/tasks/42-avg/task.json"}
+    assert set(store.list_files(BRANCH)) == {
+        "README.md",
+        "run.sh",
+        "data/orders.csv",
+        "data/out file.txt",
+        ".agent/tasks/42-avg/task.json",
+    }
     assert store.list_files(BRANCH, "nothing/here/") == []
     with pytest.raises(GitError):
         store.read_file("no-such-branch", "README.md")
 
-    after = (git(repo, "rev-parse", "HEAD"), git(repo, "symbolic-ref", "HEAD"),
-             (repo / ".git" / "index").read_bytes(), git(repo, "status", "--porcelain"), git(repo, "ls-files", "-s"))
+    after = (
+        git(repo, "rev-parse", "HEAD"),
+        git(repo, "symbolic-ref", "HEAD"),
+        (repo / ".git" / "index").read_bytes(),
+        git(repo, "status", "--porcelain"),
+        git(repo, "ls-files", "-s"),
+    )
     assert after == before
     assert (repo / "README.md").read_text() == "user edit\n"
     assert not (repo / ".agent").exists()
@@ -176,8 +216,9 @@ def test_identity_never_from_user_config(repo, store):
 
 
 def test_deletes_and_modes(repo, store):
-    store.commit_files(BRANCH, {"run.sh": b"#!/bin/sh\necho changed\n", "new.sh": b"x", "tool.py": b"y"}, "edit", {},
-                       modes={"tool.py": "100755"})
+    store.commit_files(
+        BRANCH, {"run.sh": b"#!/bin/sh\necho changed\n", "new.sh": b"x", "tool.py": b"y"}, "edit", {}, modes={"tool.py": "100755"}
+    )
     ls = git(repo, "ls-tree", "-r", BRANCH)
     modes = {line.split("\t")[1]: line.split()[0] for line in ls.splitlines()}
     assert modes["run.sh"] == "100755"  # kept
@@ -227,7 +268,9 @@ def test_threads_race_on_one_branch(repo, store, serialize, monkeypatch):
     def writer(t):
         try:
             for i in range(15):
-                store.commit_files(BRANCH, {f"t{t}/f{i}.txt": f"{t}-{i}".encode()}, f"t{t} c{i}", {"Agent-Node": f"t{t}", "Agent-Step": str(i)})
+                store.commit_files(
+                    BRANCH, {f"t{t}/f{i}.txt": f"{t}-{i}".encode()}, f"t{t} c{i}", {"Agent-Node": f"t{t}", "Agent-Step": str(i)}
+                )
         except Exception as e:  # pragma: no cover
             errors.append(e)
 
@@ -304,7 +347,12 @@ def test_conflict_same_path_vs_rebase_different_path(repo, store, monkeypatch):
 
 def test_log_and_find_commit(store):
     for step in range(1, 4):
-        store.commit_files(BRANCH, {f"s{step}": b"x"}, f"agent(execute): step {step}\n\nDid things.", {**TRAILERS, "Agent-Step": str(step), "Agent-Node": "n1"})
+        store.commit_files(
+            BRANCH,
+            {f"s{step}": b"x"},
+            f"agent(execute): step {step}\n\nDid things.",
+            {**TRAILERS, "Agent-Step": str(step), "Agent-Node": "n1"},
+        )
     store.commit_files(BRANCH, {"s12": b"x"}, "agent(execute): step 12", {**TRAILERS, "Agent-Step": "12", "Agent-Node": "n1"})
     log = store.log(BRANCH)
     assert [c.subject for c in log[:4]] == ["agent(execute): step 12"] + [f"agent(execute): step {s}" for s in (3, 2, 1)]
@@ -358,8 +406,13 @@ def test_checkout_is_a_plain_directory_and_collect_finds_every_change(repo, stor
             "tool": ("file", b"#!/bin/sh\n", "100755"),
         }
         got = co.collect().changes
-        sha = store.commit_files(BRANCH, {p: o.data for p, o in got.items()}, "step", {},
-                                 modes={p: o.mode for p, o in got.items() if o.kind != "deleted"})
+        sha = store.commit_files(
+            BRANCH,
+            {p: o.data for p, o in got.items()},
+            "step",
+            {},
+            modes={p: o.mode for p, o in got.items() if o.kind != "deleted"},
+        )
         assert store.read_file(sha, "my file ü.txt") == b"new\n"
         assert store.read_file(sha, "data/orders.csv") is None
         assert "100755 blob" in git(repo, "ls-tree", sha, "tool")
@@ -451,8 +504,9 @@ def test_remote_two_clones_in_processes(tmp_path, repo, bare):
         assert c.git("rev-parse", "--is-shallow-repository").strip() == "true"
         assert c.tip(BRANCH) == start
     procs = [
-        subprocess.Popen([sys.executable, "-c", PUSHER, str(c.repo), BRANCH, str(n)], cwd=ROOT,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        subprocess.Popen(
+            [sys.executable, "-c", PUSHER, str(c.repo), BRANCH, str(n)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
         for n, c in enumerate(clones)
     ]
     for p in procs:
@@ -516,17 +570,25 @@ def test_commit_files_timing(repo, store, capsys):
     base = store.tip(BRANCH)
     for i in range(50):
         t0 = time.perf_counter()
-        store.commit_files(BRANCH, {f".agent/tasks/42-avg/steps/{i:04d}-n1/result.md": b"r" * 200 + str(i).encode(),
-                                    f".agent/tasks/42-avg/steps/{i:04d}-n1/step.json": b"{}"},
-                           f"agent(execute): step {i}", {**TRAILERS, "Agent-Step": str(i)})
+        store.commit_files(
+            BRANCH,
+            {
+                f".agent/tasks/42-avg/steps/{i:04d}-n1/result.md": b"r" * 200 + str(i).encode(),
+                f".agent/tasks/42-avg/steps/{i:04d}-n1/step.json": b"{}",
+            },
+            f"agent(execute): step {i}",
+            {**TRAILERS, "Agent-Step": str(i)},
+        )
         times.append(time.perf_counter() - t0)
     t0 = time.perf_counter()
     for _ in range(20):
         assert store.read_file(BRANCH, ".agent/tasks/42-avg/steps/0001-n1/result.md") == b"r" * 200 + b"1"
     read_ms = (time.perf_counter() - t0) / 20 * 1000
     with capsys.disabled():
-        print(f"\n[gitstore] commit_files median {statistics.median(times) * 1000:.1f} ms, "
-              f"p90 {sorted(times)[44] * 1000:.1f} ms over 50 (local mode); read_file {read_ms:.1f} ms")
+        print(
+            f"\n[gitstore] commit_files median {statistics.median(times) * 1000:.1f} ms, "
+            f"p90 {sorted(times)[44] * 1000:.1f} ms over 50 (local mode); read_file {read_ms:.1f} ms"
+        )
     subjects = git(repo, "log", "--format=%s", f"{base}..{BRANCH}").splitlines()
     assert subjects == [f"agent(execute): step {i}" for i in reversed(range(50))]
     assert len(store.list_files(BRANCH, ".agent/tasks/42-avg/steps/")) == 100
@@ -551,7 +613,6 @@ def test_both_tree_builders_make_the_same_tree(repo, trees):
     store = GitRepo(repo)
     store._sha1_cache = trees
     store.create_branch("agent/task/t", "main")
-    exe = (repo / "tool.sh")
     changes = {"a/b/c.txt": b"c", "a/d.txt": b"d", "a.txt": b"x", "a-b": b"y", "top.txt": b"t", "z/y/x/w.txt": b"w"}
     sha = store.commit_files("agent/task/t", changes, "one", {}, modes={"top.txt": "100755"})
     sha = store.commit_files("agent/task/t", {"a/b/c.txt": None, "a/d.txt": b"d2", "z": None}, "two", {})
@@ -571,6 +632,7 @@ def test_both_tree_builders_make_the_same_tree(repo, trees):
     (other / "a/b/c.txt").unlink()
     (other / "a/d.txt").write_bytes(b"d2")
     import shutil as _sh
+
     _sh.rmtree(other / "z")
     git(other, "add", "-A")
     assert git(other, "write-tree").strip() == git(repo, "rev-parse", f"{sha}^{{tree}}").strip()

@@ -6,8 +6,8 @@ each event itself, and the reusable workflow's job conditions pick the step)."""
 from __future__ import annotations
 
 import json
-import shutil
 import os
+import shutil
 import subprocess
 import textwrap
 from dataclasses import dataclass, field
@@ -33,10 +33,10 @@ class ActRun:
 
 @dataclass
 class ActHarness:
-    work: Path           # the user's repository (workflow files are read from here)
-    bare: Path           # its remote
-    api_url: str         # the fake GitHub REST API
-    llm_url: str         # the fake Messages API
+    work: Path  # the user's repository (workflow files are read from here)
+    bare: Path  # its remote
+    api_url: str  # the fake GitHub REST API
+    llm_url: str  # the fake Messages API
     token: str
     api_key: str
     runs: list[ActRun] = field(default_factory=list)
@@ -50,7 +50,8 @@ class ActHarness:
     def __post_init__(self) -> None:
         self.stub = self.work.parent / "setup-python-stub"
         self.stub.mkdir(exist_ok=True)
-        (self.stub / "action.yml").write_text(textwrap.dedent("""\
+        (self.stub / "action.yml").write_text(
+            textwrap.dedent("""\
             name: setup-python (offline stand-in)
             description: the runner's Python is used
             inputs:
@@ -60,15 +61,19 @@ class ActHarness:
               steps:
                 - shell: bash
                   run: python3 --version
-            """))
+            """)
+        )
         self.events = self.work.parent / "events"
         self.events.mkdir(exist_ok=True)
         # The action as it is published: the tracked files of this checkout (act copies the
         # directory it is given for every job, and a checkout's .venv is hundreds of MB).
         self.action_dir = self.work.parent / "action"
         if not self.action_dir.exists():
-            files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                                   capture_output=True, check=True).stdout.split(b"\0")
+            files = subprocess.run(
+                ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+                capture_output=True,
+                check=True,
+            ).stdout.split(b"\0")
             for f in files:
                 if f and (ROOT / f.decode()).is_file():
                     dst = self.action_dir / f.decode()
@@ -77,8 +82,13 @@ class ActHarness:
 
     def caller(self) -> str:
         """The ~15-line caller a repository adds (examples/caller.yml), pointed at local fakes."""
-        w = {"runs-on": "'\"ubuntu-latest\"'", "setup-python": '"false"', "git-url": f'"file://{self.bare}"',
-             "anthropic-base-url": f'"{self.llm_url}"', **self.caller_with}
+        w = {
+            "runs-on": "'\"ubuntu-latest\"'",
+            "setup-python": '"false"',
+            "git-url": f'"file://{self.bare}"',
+            "anthropic-base-url": f'"{self.llm_url}"',
+            **self.caller_with,
+        }
         lines = [
             "name: gitops-agent",
             "on:",
@@ -102,12 +112,28 @@ class ActHarness:
         path = self.events / f"{len(self.runs):03d}-{event_name}.json"
         path.write_text(json.dumps(event))
         cmd = [
-            act_binary() or "act", event_name, "-e", str(path), "-W", ".github/workflows/gitops-agent.yml",
-            "-P", "ubuntu-latest=-self-hosted", "-P", "self-hosted=-self-hosted",
-            "--local-repository", f"gitops-agent/gitops-agent@v1={self.action_dir}",
-            "--local-repository", f"{SETUP_PYTHON}={self.stub}",
-            "-s", f"GITHUB_TOKEN={self.token}", "-s", f"ANTHROPIC_API_KEY={self.api_key}",
-            "--env", f"GITHUB_API_URL={self.api_url}", "--env", "GITOPS_AGENT_GITHUB_THROTTLE=0",
+            act_binary() or "act",
+            event_name,
+            "-e",
+            str(path),
+            "-W",
+            ".github/workflows/gitops-agent.yml",
+            "-P",
+            "ubuntu-latest=-self-hosted",
+            "-P",
+            "self-hosted=-self-hosted",
+            "--local-repository",
+            f"gitops-agent/gitops-agent@v1={self.action_dir}",
+            "--local-repository",
+            f"{SETUP_PYTHON}={self.stub}",
+            "-s",
+            f"GITHUB_TOKEN={self.token}",
+            "-s",
+            f"ANTHROPIC_API_KEY={self.api_key}",
+            "--env",
+            f"GITHUB_API_URL={self.api_url}",
+            "--env",
+            "GITOPS_AGENT_GITHUB_THROTTLE=0",
             "--no-cache-server",
             *(["--action-cache-path", str(self.action_cache)] if self.action_cache else []),
             *[a for k, v in self.extra_env.items() for a in ("--env", f"{k}={v}")],

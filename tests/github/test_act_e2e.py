@@ -14,8 +14,9 @@ import pytest
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.github.act_harness import ActHarness, act_binary
-from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
 from tests.helpers import git, make_fanout_responder, push_config
+from tests.helpers import make_sales_repo as make_repo
+from tests.helpers import make_sales_responder as make_responder
 
 pytestmark = [
     pytest.mark.slow,
@@ -60,8 +61,18 @@ def _world(tmp_path, responder):
 def issue_event(gh: FakeGitHub, user: str) -> dict:
     title = "Who is our top customer by revenue?"
     n = gh.add_issue("o/r", title, "See data/sales.csv", user=user, labels=["agent"])
-    return {"action": "opened", "sender": {"login": user, "type": "User"}, "repository": {"full_name": "o/r"},
-            "issue": {"number": n, "title": title, "body": "See data/sales.csv", "labels": [{"name": "agent"}], "user": {"login": user}}}
+    return {
+        "action": "opened",
+        "sender": {"login": user, "type": "User"},
+        "repository": {"full_name": "o/r"},
+        "issue": {
+            "number": n,
+            "title": title,
+            "body": "See data/sales.csv",
+            "labels": [{"name": "agent"}],
+            "user": {"login": user},
+        },
+    }
 
 
 def drain(h: ActHarness, gh: FakeGitHub, start: int = 0, limit: int = 20) -> int:
@@ -70,8 +81,14 @@ def drain(h: ActHarness, gh: FakeGitHub, start: int = 0, limit: int = 20) -> int
         d = gh.dispatches[i]
         i += 1
         assert i - start <= limit, "dispatch loop"
-        run = h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"],
-                                            "sender": {"login": "github-actions[bot]", "type": "Bot"}})
+        run = h.run(
+            "repository_dispatch",
+            {
+                "action": d["event_type"],
+                "client_payload": d["client_payload"],
+                "sender": {"login": "github-actions[bot]", "type": "Bot"},
+            },
+        )
         assert run.returncode == 0, run.log[-5000:]
     return i
 
@@ -107,9 +124,13 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
 
     # follow-up: `/agent …` continues the same branch
     before = git(h.bare, "rev-parse", branch).strip()
-    comment = {"action": "created", "sender": {"login": "alice", "type": "User"}, "repository": {"full_name": "o/r"},
-               "issue": {"number": n, "title": ev["issue"]["title"]},
-               "comment": {"body": "/agent and the runner-up?", "user": {"login": "alice", "type": "User"}}}
+    comment = {
+        "action": "created",
+        "sender": {"login": "alice", "type": "User"},
+        "repository": {"full_name": "o/r"},
+        "issue": {"number": n, "title": ev["issue"]["title"]},
+        "comment": {"body": "/agent and the runner-up?", "user": {"login": "alice", "type": "User"}},
+    }
     r = h.run("issue_comment", comment)
     assert r.returncode == 0, r.log[-5000:]
     done = drain(h, gh, start=done)
@@ -120,12 +141,30 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
 
     # a review comment on a line of the PR: the same task, with the file, lines and hunk; answered in its thread
     pr = pulls[0]
-    c = gh.add_review_comment("o/r", pr.number, user="alice", body="/agent count net revenue here", path="data/sales.csv",
-                              line=3, start_line=2, diff_hunk="@@ -1,3 +1,3 @@\n customer,qty,price\n-acme,1,10\n+acme,1,12")
-    r = h.run("pull_request_review_comment", {
-        "action": "created", "comment": c, "sender": {"login": "alice", "type": "User"}, "repository": {"full_name": "o/r"},
-        "pull_request": {"number": pr.number, "head": {"ref": branch, "repo": {"full_name": "o/r"}},
-                         "base": {"ref": "main", "repo": {"full_name": "o/r"}}}})
+    c = gh.add_review_comment(
+        "o/r",
+        pr.number,
+        user="alice",
+        body="/agent count net revenue here",
+        path="data/sales.csv",
+        line=3,
+        start_line=2,
+        diff_hunk="@@ -1,3 +1,3 @@\n customer,qty,price\n-acme,1,10\n+acme,1,12",
+    )
+    r = h.run(
+        "pull_request_review_comment",
+        {
+            "action": "created",
+            "comment": c,
+            "sender": {"login": "alice", "type": "User"},
+            "repository": {"full_name": "o/r"},
+            "pull_request": {
+                "number": pr.number,
+                "head": {"ref": branch, "repo": {"full_name": "o/r"}},
+                "base": {"ref": "main", "repo": {"full_name": "o/r"}},
+            },
+        },
+    )
     assert r.returncode == 0 and "[agent/gitops-agent/intake" in r.log, r.log[-5000:]
     drain(h, gh, start=done)
     task = json.loads(git(h.bare, "show", f"{branch}:.agent/tasks/{task_id}/task.json"))
@@ -137,7 +176,9 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
 def only_ran(run, step: str) -> None:
     """The run ran the matching job of the reusable workflow, and only that one."""
     assert f"[agent/gitops-agent/{step}" in run.log
-    assert not any(f"[agent/gitops-agent/{other}" in run.log for other in ("intake", "plan", "execute", "finish") if other != step)
+    assert not any(
+        f"[agent/gitops-agent/{other}" in run.log for other in ("intake", "plan", "execute", "finish") if other != step
+    )
 
 
 def set_config(h: ActHarness, text: str) -> None:
@@ -165,7 +206,12 @@ def test_a_fan_out_runs_its_leaves_in_parallel_jobs(fanout_world):
     steps = [r.action.removeprefix("agent-") for r in h.runs[1:]]
     # one job per leaf (on GitHub they run side by side); the last to end plans and finishes in its job
     assert steps == ["plan", "execute", "execute", "execute", "execute"], steps
-    assert sorted(d["client_payload"]["node"] for d in gh.dispatches if d["event_type"] == "agent-execute") == ["q1", "q2", "q3", "q4"]
+    assert sorted(d["client_payload"]["node"] for d in gh.dispatches if d["event_type"] == "agent-execute") == [
+        "q1",
+        "q2",
+        "q3",
+        "q4",
+    ]
     for r in h.runs[1:]:
         only_ran(r, r.action.removeprefix("agent-"))
     pulls = list(gh.repo("o/r").pulls.values())

@@ -23,13 +23,21 @@ def install_script() -> str:
     return next(s for s in steps if s.get("id") == "install")["run"]
 
 
-def run_install(action: Path, cache: Path, tmp: Path, cwd: Path | None = None) -> tuple[subprocess.CompletedProcess, dict[str, str], float]:
+def run_install(
+    action: Path, cache: Path, tmp: Path, cwd: Path | None = None
+) -> tuple[subprocess.CompletedProcess, dict[str, str], float]:
     out = tmp / f"output-{time.monotonic_ns()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
-    env.update(ACTION_PATH=str(action), RUNNER_TOOL_CACHE=str(cache), GITHUB_OUTPUT=str(out),
-               PATH=":".join(p for p in env["PATH"].split(":") if ".venv" not in p))
+    env.update(
+        ACTION_PATH=str(action),
+        RUNNER_TOOL_CACHE=str(cache),
+        GITHUB_OUTPUT=str(out),
+        PATH=":".join(p for p in env["PATH"].split(":") if ".venv" not in p),
+    )
     t0 = time.perf_counter()
-    p = subprocess.run(["bash", "-e", "-c", install_script()], env=env, cwd=cwd or tmp, capture_output=True, text=True, timeout=500)
+    p = subprocess.run(
+        ["bash", "-e", "-c", install_script()], env=env, cwd=cwd or tmp, capture_output=True, text=True, timeout=500
+    )
     took = time.perf_counter() - t0
     outputs = dict(line.split("=", 1) for line in out.read_text().splitlines()) if out.exists() else {}
     return p, outputs, took
@@ -58,8 +66,19 @@ def test_a_cold_runner_installs_the_lock_and_the_next_job_reuses_it(tmp_path):
     py = Path(out["python"])
     assert py.is_file() and str(py).startswith(str(cache))
     # exactly the locked versions, and the agent's imports work with them
-    listing = subprocess.run([str(py), "-I", "-c", "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name'].lower()}=={d.version}\" "
-                              "for d in m.distributions()))"], cwd=tmp_path, capture_output=True, text=True, check=True).stdout.split()
+    listing = subprocess.run(
+        [
+            str(py),
+            "-I",
+            "-c",
+            "import importlib.metadata as m; print('\\n'.join(f\"{d.metadata['Name'].lower()}=={d.version}\" "
+            "for d in m.distributions()))",
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
     pins = locked()
     installed = dict(x.split("==", 1) for x in listing)
     for name, version in installed.items():
@@ -67,8 +86,13 @@ def test_a_cold_runner_installs_the_lock_and_the_next_job_reuses_it(tmp_path):
         assert n in pins and version in pins[n], f"{name}=={version} is not what requirements/action.txt locks"
     assert {"anthropic", "pygithub", "pydantic", "jinja2", "pyyaml"} <= set(installed)
     assert "numpy" not in installed and "bm25s" not in installed and "pip" not in installed
-    r = subprocess.run([str(py), "-c", "import gitops_agent.github.steps, gitops_agent.steps.engine, anthropic, openai"], cwd=ROOT,
-                       env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True)
+    r = subprocess.run(
+        [str(py), "-c", "import gitops_agent.github.steps, gitops_agent.steps.engine, anthropic, openai"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     # the next job on this runner: the same environment, from the cache
     p2, out2, warm = run_install(ROOT, cache, tmp_path)
@@ -115,7 +139,9 @@ def test_without_uv_the_same_lock_is_installed_by_pip(tmp_path):
     assert p.returncode == 0, p.stdout + p.stderr
     assert "installing with pip" in p.stdout
     py = out["python"]
-    r = subprocess.run([py, "-I", "-c", "import importlib.metadata as m; print(m.version('idna'))"], cwd=tmp_path, capture_output=True, text=True)
+    r = subprocess.run(
+        [py, "-I", "-c", "import importlib.metadata as m; print(m.version('idna'))"], cwd=tmp_path, capture_output=True, text=True
+    )
     assert r.stdout.strip() in locked()["idna"]
 
 

@@ -7,12 +7,12 @@ from types import SimpleNamespace
 
 import pytest
 
-from gitops_agent.settings.config import GitHubConfig
 from gitops_agent.core.plan import Plan, PlanNode
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot
 from gitops_agent.core.state import NodeStatus, StepRecord, utcnow
 from gitops_agent.github.chain import route
+from gitops_agent.settings.config import GitHubConfig
 
 B = "agent/task/1-x"
 
@@ -20,10 +20,27 @@ B = "agent/task/1-x"
 def snap(nodes: dict[str, tuple[str, list[str]]], reported: dict[str, str] | None = None, instructions: int = 0) -> Snapshot:
     """A task whose plan has ``nodes`` (id -> (status, depends_on)); ``reported``: running nodes
     whose step record has landed (id -> done|failed)."""
-    plan = Plan(version=1, goal="g", nodes=[PlanNode(id=i, title=i, status=NodeStatus(st), depends_on=deps, step=k + 2 if st != "pending" else None)
-                                          for k, (i, (st, deps)) in enumerate(nodes.items())])
-    steps = [StepRecord(task_id="1-x", seq=n.step, role="executor", node=n.id, status=(reported or {})[n.id], started_at=utcnow(), finished_at=utcnow())
-             for n in plan.walk() if n.id in (reported or {})]
+    plan = Plan(
+        version=1,
+        goal="g",
+        nodes=[
+            PlanNode(id=i, title=i, status=NodeStatus(st), depends_on=deps, step=k + 2 if st != "pending" else None)
+            for k, (i, (st, deps)) in enumerate(nodes.items())
+        ],
+    )
+    steps = [
+        StepRecord(
+            task_id="1-x",
+            seq=n.step,
+            role="executor",
+            node=n.id,
+            status=(reported or {})[n.id],
+            started_at=utcnow(),
+            finished_at=utcnow(),
+        )
+        for n in plan.walk()
+        if n.id in (reported or {})
+    ]
     task = SimpleNamespace(instructions=["x"] * instructions)
     return Snapshot(git=None, branch=B, tip="0" * 40, task=task, plan=plan, steps=steps, files=[])  # type: ignore[arg-type]
 

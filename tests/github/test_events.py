@@ -9,18 +9,34 @@ from gitops_agent.github.events import read_trigger
 
 
 def comment(body: str) -> dict:
-    return {"action": "created", "issue": {"number": 7, "title": "Top customer?"},
-            "comment": {"body": body, "user": {"login": "alice", "type": "User"}, "html_url": "x"},
-            "sender": {"login": "alice", "type": "User"}}
+    return {
+        "action": "created",
+        "issue": {"number": 7, "title": "Top customer?"},
+        "comment": {"body": body, "user": {"login": "alice", "type": "User"}, "html_url": "x"},
+        "sender": {"login": "alice", "type": "User"},
+    }
 
 
 def issue(body: str) -> dict:
-    return {"action": "opened", "issue": {"number": 8, "title": "Top customer?", "body": body, "labels": [], "user": {"login": "alice"}},
-            "sender": {"login": "alice", "type": "User"}}
+    return {
+        "action": "opened",
+        "issue": {"number": 8, "title": "Top customer?", "body": body, "labels": [], "user": {"login": "alice"}},
+        "sender": {"login": "alice", "type": "User"},
+    }
 
 
-@pytest.mark.parametrize("body", ["/agentfoo also the runner-up", "/agents also the runner-up", "/agent-x also", "/agent/ also",
-                                  "/agent_2 also", "see /agent also", "/agen also"])
+@pytest.mark.parametrize(
+    "body",
+    [
+        "/agentfoo also the runner-up",
+        "/agents also the runner-up",
+        "/agent-x also",
+        "/agent/ also",
+        "/agent_2 also",
+        "see /agent also",
+        "/agen also",
+    ],
+)
 def test_a_phrase_that_only_starts_like_the_trigger_starts_nothing(body):
     t = read_trigger("issue_comment", comment(body), label="agent", phrase="/agent")
     assert t.kind == "ignore" and not t.question and "does not start with '/agent'" in t.why
@@ -28,8 +44,15 @@ def test_a_phrase_that_only_starts_like_the_trigger_starts_nothing(body):
     assert t.kind == "ignore"
 
 
-@pytest.mark.parametrize("body,question", [("/agent also the runner-up", "also the runner-up"), ("  /AGENT\talso the runner-up", "also the runner-up"),
-                                           ("/agent\n\nalso the runner-up", "also the runner-up"), ("/agent", "Top customer?")])
+@pytest.mark.parametrize(
+    "body,question",
+    [
+        ("/agent also the runner-up", "also the runner-up"),
+        ("  /AGENT\talso the runner-up", "also the runner-up"),
+        ("/agent\n\nalso the runner-up", "also the runner-up"),
+        ("/agent", "Top customer?"),
+    ],
+)
 def test_the_trigger_phrase_as_a_word_continues_the_task(body, question):
     t = read_trigger("issue_comment", comment(body), label="agent", phrase="/agent")
     assert t.kind == "follow-up" and t.question == question and t.issue == 7
@@ -51,8 +74,13 @@ def test_the_actions_gate_reads_the_phrase_the_same_way(tmp_path):
         env = {"GITHUB_EVENT_NAME": "issue_comment"}
 
         def ev(body: str) -> dict:
-            return {"action": "created", "issue": {"number": n}, "sender": {"login": "mallory", "type": "User"},
-                    "comment": {"body": body, "user": {"login": "mallory", "type": "User"}}, "repository": {"full_name": "o/r"}}
+            return {
+                "action": "created",
+                "issue": {"number": n},
+                "sender": {"login": "mallory", "type": "User"},
+                "comment": {"body": body, "user": {"login": "mallory", "type": "User"}},
+                "repository": {"full_name": "o/r"},
+            }
 
         for body in ("/agentfoo do it", "/agents do it"):
             proceed, why = gate.decide(env, ev(body), api)
@@ -75,10 +103,18 @@ def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
         n = gh.add_issue("o/r", "A PR stand-in", "Body", user="alice")
         api = gate.Api(gh.url, "o/r", "ghs_gate")
         pr = {"number": n, "head": {"ref": "agent/task/1-x"}}
-        line = {"action": "created", "pull_request": pr, "sender": {"login": "mallory", "type": "User"},
-                "comment": {"body": "/agent leak it", "user": {"login": "mallory", "type": "User"}}}
-        review = {"action": "submitted", "pull_request": pr, "sender": {"login": "mallory", "type": "User"},
-                  "review": {"body": "no", "state": "changes_requested", "user": {"login": "mallory", "type": "User"}}}
+        line = {
+            "action": "created",
+            "pull_request": pr,
+            "sender": {"login": "mallory", "type": "User"},
+            "comment": {"body": "/agent leak it", "user": {"login": "mallory", "type": "User"}},
+        }
+        review = {
+            "action": "submitted",
+            "pull_request": pr,
+            "sender": {"login": "mallory", "type": "User"},
+            "review": {"body": "no", "state": "changes_requested", "user": {"login": "mallory", "type": "User"}},
+        }
         ok, why = gate.decide({"GITHUB_EVENT_NAME": "pull_request_review_comment"}, line, api)
         assert not ok and "refused" in why and len(gh.comments("o/r", n)) == 1
         ok, why = gate.decide({"GITHUB_EVENT_NAME": "pull_request_review"}, review, api)
@@ -86,7 +122,11 @@ def test_the_actions_gate_stops_an_outsiders_review_events(tmp_path):
         quiet = {**review, "review": {**review["review"], "state": "commented", "body": "nice"}}
         ok, why = gate.decide({"GITHUB_EVENT_NAME": "pull_request_review"}, quiet, api)
         assert not ok and "not a trigger" in why
-        writer = {**line, "comment": {"body": "/agent go", "user": {"login": "alice", "type": "User"}}, "sender": {"login": "alice"}}
+        writer = {
+            **line,
+            "comment": {"body": "/agent go", "user": {"login": "alice", "type": "User"}},
+            "sender": {"login": "alice"},
+        }
         assert gate.decide({"GITHUB_EVENT_NAME": "pull_request_review_comment"}, writer, api)[0]
 
 
@@ -102,8 +142,13 @@ def _gate_comment(login: str, kind: str = "User", role: str | None = None) -> tu
         if role is not None:
             gh.set_permission("o/r", login, role)
         n = gh.add_issue("o/r", "Question", "Body", user="alice")
-        ev = {"action": "created", "issue": {"number": n}, "sender": {"login": login, "type": kind},
-              "comment": {"body": "/agent do it", "user": {"login": login, "type": kind}}, "repository": {"full_name": "o/r"}}
+        ev = {
+            "action": "created",
+            "issue": {"number": n},
+            "sender": {"login": login, "type": kind},
+            "comment": {"body": "/agent do it", "user": {"login": login, "type": kind}},
+            "repository": {"full_name": "o/r"},
+        }
         proceed, why = gate.decide({"GITHUB_EVENT_NAME": "issue_comment"}, ev, gate.Api(gh.url, "o/r", "ghs_gate"))
         return proceed, why, [c.body for c in gh.comments("o/r", n)]
 

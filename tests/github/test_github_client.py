@@ -42,8 +42,9 @@ def client(srv: FakeGitHub, token: str = TOKEN, **kw) -> GitHubClient:
 
 
 def git(cwd: Path, *args: str) -> str:
-    return subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd,
-                          check=True, capture_output=True, text=True).stdout.strip()
+    return subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=cwd, check=True, capture_output=True, text=True
+    ).stdout.strip()
 
 
 @pytest.fixture
@@ -105,8 +106,14 @@ def test_private_repo_non_collaborator_is_none(srv):
 def test_issue_and_labels(srv):
     n = srv.add_issue("o/r", "Average order value?", "Per region please", user="alice", labels=["agent"])
     gh = client(srv)
-    assert gh.issue(n) == {"title": "Average order value?", "body": "Per region please", "user": "alice",
-                           "labels": ["agent"], "state": "open", "is_pull_request": False}
+    assert gh.issue(n) == {
+        "title": "Average order value?",
+        "body": "Per region please",
+        "user": "alice",
+        "labels": ["agent"],
+        "state": "open",
+        "is_pull_request": False,
+    }
     gh.add_labels(n, ["agent", "agent:running"])
     assert srv.repo("o/r").issues[n].labels == ["agent", "agent:running"]
     gh.add_labels(n, [])  # no request
@@ -125,7 +132,9 @@ def test_comment_and_edit(srv):
     assert [c.body for c in srv.comments("o/r", n)] == ["done"]
     # lazy objects: no GET before the POST / PATCH
     assert [(r.method, r.path) for r in srv.requests] == [
-        ("POST", f"/repos/o/r/issues/{n}/comments"), ("PATCH", f"/repos/o/r/issues/comments/{cid}")]
+        ("POST", f"/repos/o/r/issues/{n}/comments"),
+        ("PATCH", f"/repos/o/r/issues/comments/{cid}"),
+    ]
 
 
 def test_upsert_comment_edits_in_place(srv):
@@ -238,8 +247,9 @@ def test_dispatch_is_recorded(srv):
 
 def raw(srv: FakeGitHub, method: str, path: str, body: object, token: str = TOKEN) -> tuple[int, dict]:
     data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(srv.url + path, data=data, method=method,
-                                 headers={"Authorization": f"token {token}", "Content-Type": "application/json"})
+    req = urllib.request.Request(
+        srv.url + path, data=data, method=method, headers={"Authorization": f"token {token}", "Content-Type": "application/json"}
+    )
     try:
         with urllib.request.urlopen(req, timeout=10) as r:
             data = r.read()
@@ -341,8 +351,15 @@ def test_5xx_gives_up_after_retries_with_githubs_message(srv):
 
 
 def test_unreachable_server_is_a_github_error():
-    gh = GitHubClient("o/r", TOKEN, api_url="http://127.0.0.1:9", retries=1, backoff_factor=0.01,
-                      seconds_between_requests=None, seconds_between_writes=None)
+    gh = GitHubClient(
+        "o/r",
+        TOKEN,
+        api_url="http://127.0.0.1:9",
+        retries=1,
+        backoff_factor=0.01,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    )
     with pytest.raises(GitHubError) as e:
         gh.dispatch("agent-plan", {})
     assert e.value.status is None and TOKEN not in str(e.value)
@@ -359,8 +376,14 @@ def test_fake_serves_plain_pygithub(srv):
     """The fake as other tests use it: PyGithub's own (non-lazy) objects, lists, Link pagination."""
     import github
 
-    gh = github.Github(base_url=srv.url, auth=github.Auth.Token(TOKEN), per_page=2, retry=None,
-                       seconds_between_requests=None, seconds_between_writes=None)
+    gh = github.Github(
+        base_url=srv.url,
+        auth=github.Auth.Token(TOKEN),
+        per_page=2,
+        retry=None,
+        seconds_between_requests=None,
+        seconds_between_writes=None,
+    )
     assert gh.get_user().login == srv.login
     assert gh.get_rate_limit().resources.core.limit == 5000
     repo = gh.get_repo("o/r")  # GET /repos/o/r

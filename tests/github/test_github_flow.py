@@ -16,8 +16,9 @@ from gitops_agent.core.errors import ConfigError
 from gitops_agent.github.steps import run_step_command
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
-from tests.helpers import make_sales_repo as make_repo, make_sales_responder as make_responder
 from tests.helpers import git, push_config
+from tests.helpers import make_sales_repo as make_repo
+from tests.helpers import make_sales_responder as make_responder
 
 TOKEN = "ghs_testtoken1234567890"
 
@@ -38,10 +39,17 @@ class Harness:
         runner_temp = self.tmp / f"runner-{n}"
         runner_temp.mkdir()
         return {
-            "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": self.gh.url, "GITHUB_SERVER_URL": "https://github.example",
-            "GITOPS_AGENT_GITHUB_TOKEN": TOKEN, "GITOPS_AGENT_GIT_URL": f"file://{self.bare}", "GITHUB_EVENT_NAME": event_name,
-            "GITHUB_EVENT_PATH": str(path), "RUNNER_TEMP": str(runner_temp), "GITHUB_RUN_ID": str(1000 + n),
-            "GITOPS_AGENT_GITHUB_THROTTLE": "0", "GITHUB_STEP_SUMMARY": str(self.tmp / "summary.md"),
+            "GITHUB_REPOSITORY": "o/r",
+            "GITHUB_API_URL": self.gh.url,
+            "GITHUB_SERVER_URL": "https://github.example",
+            "GITOPS_AGENT_GITHUB_TOKEN": TOKEN,
+            "GITOPS_AGENT_GIT_URL": f"file://{self.bare}",
+            "GITHUB_EVENT_NAME": event_name,
+            "GITHUB_EVENT_PATH": str(path),
+            "RUNNER_TEMP": str(runner_temp),
+            "GITHUB_RUN_ID": str(1000 + n),
+            "GITOPS_AGENT_GITHUB_THROTTLE": "0",
+            "GITHUB_STEP_SUMMARY": str(self.tmp / "summary.md"),
         }
 
     def run(self, event_name: str, event: dict, step: str = "auto", **extra_env: str) -> int:
@@ -55,8 +63,15 @@ class Harness:
             d = self.gh.dispatches[done]
             done += 1
             assert done - start <= limit, "dispatch loop"
-            self.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"], "sender": {"login": "github-actions[bot]", "type": "Bot"}},
-                     **extra_env)
+            self.run(
+                "repository_dispatch",
+                {
+                    "action": d["event_type"],
+                    "client_payload": d["client_payload"],
+                    "sender": {"login": "github-actions[bot]", "type": "Bot"},
+                },
+                **extra_env,
+            )
         return done
 
 
@@ -65,7 +80,10 @@ def world(tmp_path, monkeypatch):
     repo, top, value = make_repo(tmp_path)
     bare = tmp_path / "remote.git"
     subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
-    with FakeGitHub(token=TOKEN) as gh, FakeAnthropic(api_key="sk-ant-test-key-123456", responder=make_responder(), min_cache_tokens=0) as llm:
+    with (
+        FakeGitHub(token=TOKEN) as gh,
+        FakeAnthropic(api_key="sk-ant-test-key-123456", responder=make_responder(), min_cache_tokens=0) as llm,
+    ):
         gh.add_repo("o/r", default_branch="main", git_dir=bare)
         gh.set_permission("o/r", "alice", "write")
         gh.add_user("mallory")
@@ -79,8 +97,14 @@ def issue_event(gh: FakeGitHub, user: str, labels=("agent",), title="Who is our 
     n = gh.add_issue("o/r", title, "Use data/sales.csv please.", user=user, labels=list(labels))
     return {
         "action": "opened",
-        "issue": {"number": n, "title": title, "body": "Use data/sales.csv please.", "labels": [{"name": l} for l in labels],
-                  "html_url": f"https://github.example/o/r/issues/{n}", "user": {"login": user}},
+        "issue": {
+            "number": n,
+            "title": title,
+            "body": "Use data/sales.csv please.",
+            "labels": [{"name": x} for x in labels],
+            "html_url": f"https://github.example/o/r/issues/{n}",
+            "user": {"login": user},
+        },
         "sender": {"login": user, "type": "User"},
         "repository": {"full_name": "o/r"},
     }
@@ -123,7 +147,7 @@ def test_issue_to_pull_request_through_chained_steps(world):
     assert len(h.gh.calls("PATCH", r"/issues/comments/")) >= 2
     assert f"/o/r/pull/{pr.number}" in answer[0].body and f"{value:.2f}" in answer[0].body
     lines = progress[0].body.splitlines()
-    assert any("[✓]" in l and "n1" in l for l in lines) and any("[✓]" in l and "n2" in l for l in lines)
+    assert any("[✓]" in x and "n1" in x for x in lines) and any("[✓]" in x and "n2" in x for x in lines)
     # the token never landed in a git config
     assert TOKEN not in (h.bare / "config").read_text()
 
@@ -167,9 +191,16 @@ def test_follow_up_comment_continues_the_same_branch(world):
     branch = list(h.gh.repo("o/r").pulls.values())[0].pull.head
     before = git(h.bare, "rev-parse", branch).strip()
     asked_before = len(_model_requests(llm))
-    comment = {"action": "created", "issue": {"number": n, "title": ev["issue"]["title"]},
-               "comment": {"body": "/agent also give the second customer" + HIDDEN_MARKUP, "user": {"login": "alice", "type": "User"}, "html_url": "x"},
-               "sender": {"login": "alice", "type": "User"}}
+    comment = {
+        "action": "created",
+        "issue": {"number": n, "title": ev["issue"]["title"]},
+        "comment": {
+            "body": "/agent also give the second customer" + HIDDEN_MARKUP,
+            "user": {"login": "alice", "type": "User"},
+            "html_url": "x",
+        },
+        "sender": {"login": "alice", "type": "User"},
+    }
     assert h.run("issue_comment", comment) == 0
     h.drain()
     task_id = branch.removeprefix("agent/task/")
@@ -200,13 +231,16 @@ def test_issue_without_the_label_is_ignored(world):
     assert h.gh.dispatches == [] and git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
 
 
-@pytest.mark.parametrize("payload,needle", [
-    ({"task": "1-x", "branch": "main"}, "is not the task's branch"),
-    ({"task": "1-x", "branch": "agent/task/1-x; rm -rf /"}, "is not the task's branch"),
-    ({"task": "../etc", "branch": "agent/task/../etc"}, "bad task id"),
-    ({f"k{i}": i for i in range(11)}, "at most 10"),
-    ({"task": "1-x", "branch": "agent/task/1-x", "extra": 1}, "extra"),
-])
+@pytest.mark.parametrize(
+    "payload,needle",
+    [
+        ({"task": "1-x", "branch": "main"}, "is not the task's branch"),
+        ({"task": "1-x", "branch": "agent/task/1-x; rm -rf /"}, "is not the task's branch"),
+        ({"task": "../etc", "branch": "agent/task/../etc"}, "bad task id"),
+        ({f"k{i}": i for i in range(11)}, "at most 10"),
+        ({"task": "1-x", "branch": "agent/task/1-x", "extra": 1}, "extra"),
+    ],
+)
 def test_bad_client_payload_is_refused_with_a_clear_error(world, payload, needle):
     h, *_ = world
     with pytest.raises(ConfigError) as e:
@@ -246,7 +280,9 @@ def test_reconcile_resends_a_lost_step_then_stops_a_stalled_task(world):
     assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
     resent = h.gh.dispatches[2:]
     assert {x["event_type"] for x in resent} >= {"agent-execute"}
-    assert any(x["client_payload"].get("node") == lost["node"] and x["client_payload"].get("step") == lost["step"] for x in resent)
+    assert any(
+        x["client_payload"].get("node") == lost["node"] and x["client_payload"].get("step") == lost["step"] for x in resent
+    )
     # nothing ran again; the next reconcile gives up on the task and finishes it, reported
     _t.sleep(0.1)
     n_before = len(h.gh.dispatches)
@@ -281,6 +317,7 @@ def test_reconcile_leaves_a_task_alone_within_its_lease_and_resends_its_step_aft
             @classmethod
             def now(cls, tz=None):
                 return datetime.now(tz) + timedelta(minutes=minutes)
+
         return Later
 
     monkeypatch.setattr(steps_mod, "datetime", clock(19))
@@ -342,9 +379,23 @@ def evolve_script(tmp_path: Path, no_python: bool = False) -> Path:
     if no_python:
         analyst["tools"] = [t for t in analyst["tools"] if t != "run_python"]
     script = tmp_path / "evolve.yaml"
-    script.write_text(yaml.safe_dump({"evolve": [{"tool": "propose_brain_change", "input": {
-        "title": "Mention ties", "rationale": "from the last task", "experiences": [],
-        "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}]}}]}))
+    script.write_text(
+        yaml.safe_dump(
+            {
+                "evolve": [
+                    {
+                        "tool": "propose_brain_change",
+                        "input": {
+                            "title": "Mention ties",
+                            "rationale": "from the last task",
+                            "experiences": [],
+                            "changes": [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}],
+                        },
+                    }
+                ]
+            }
+        )
+    )
     return script
 
 
@@ -358,7 +409,11 @@ def test_evolve_opens_a_pull_request_against_agent_brain(world, tmp_path):
     prs = [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
     assert len(prs) == 1 and prs[0].pull.head.startswith("agent/brain-proposal/") and prs[0].pull.draft
     # the proposal carries its numbers: the suite on the current and the proposed brain, side by side
-    assert "### Measured: no change" in prs[0].body and "current brain: pass" in prs[0].body and "proposed brain: pass" in prs[0].body
+    assert (
+        "### Measured: no change" in prs[0].body
+        and "current brain: pass" in prs[0].body
+        and "proposed brain: pass" in prs[0].body
+    )
     assert "gitops-agent evolve: same" in (h.tmp / "summary.md").read_text()
     assert "ties" in git(h.bare, "show", f"{prs[0].pull.head}:agents/analyst.yaml")
     assert "ties" not in git(h.bare, "show", "agent/brain:agents/analyst.yaml")  # never merged by itself
@@ -387,7 +442,10 @@ def test_an_evolve_proposal_measured_on_a_suite_run_that_failed_is_not_opened(wo
     h.run("issues", issue_event(h.gh, "alice"))
     h.drain()  # one finished task: one experience to learn from
     llm.fail(Fault(status=401, times=None))
-    assert h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{evolve_script(tmp_path)}") == 0
+    assert (
+        h.run("repository_dispatch", {"action": "agent-evolve"}, GITOPS_AGENT_PLANNER_MODEL=f"scripted:{evolve_script(tmp_path)}")
+        == 0
+    )
     summary = (h.tmp / "summary.md").read_text()
     assert "gitops-agent evolve: unmeasured" in summary and "ended in an error" in summary
     assert [p for p in h.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"] == []
@@ -396,7 +454,10 @@ def test_an_evolve_proposal_measured_on_a_suite_run_that_failed_is_not_opened(wo
 
 def test_an_agent_eval_dispatch_runs_the_suite_and_posts_the_table(world):
     h, *_ = world
-    assert h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "questions": "q01,q06"}}) == 0
+    assert (
+        h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "questions": "q01,q06"}})
+        == 0
+    )
     summary = (h.tmp / "summary.md").read_text()
     assert "| q01 | ✓" in summary and "| q06 | ✓" in summary and "**100%** (2/2)" in summary
     runs = git(h.bare, "ls-tree", "-r", "--name-only", "agent/eval").split()

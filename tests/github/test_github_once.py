@@ -55,8 +55,17 @@ def test_a_late_duplicate_of_any_step_changes_nothing(world):
     writes = [r for r in h.gh.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")]
     bodies = {c.id: c.body for c in h.gh.comments("o/r", ev["issue"]["number"])}
     for d in sent:  # every step of the finished task, delivered again
-        assert h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"],
-                                             "sender": {"login": "github-actions[bot]", "type": "Bot"}}) == 0
+        assert (
+            h.run(
+                "repository_dispatch",
+                {
+                    "action": d["event_type"],
+                    "client_payload": d["client_payload"],
+                    "sender": {"login": "github-actions[bot]", "type": "Bot"},
+                },
+            )
+            == 0
+        )
     assert git(h.bare, "for-each-ref") == refs and h.gh.dispatches == sent
     assert [r for r in h.gh.requests if r.method in ("POST", "PATCH", "PUT", "DELETE")] == writes  # no comment, no reviewer
     assert {c.id: c.body for c in h.gh.comments("o/r", ev["issue"]["number"])} == bodies
@@ -71,9 +80,12 @@ def test_every_follow_up_gets_its_own_reply_and_is_in_the_pr_and_the_report(worl
     h.run("issues", ev)
     h.drain()
     for text in ("and the runner-up?", "and the third?"):
-        comment = {"action": "created", "issue": {"number": n, "title": ev["issue"]["title"]},
-                   "comment": {"body": f"/agent {text}", "user": {"login": "alice", "type": "User"}, "html_url": "x"},
-                   "sender": {"login": "alice", "type": "User"}}
+        comment = {
+            "action": "created",
+            "issue": {"number": n, "title": ev["issue"]["title"]},
+            "comment": {"body": f"/agent {text}", "user": {"login": "alice", "type": "User"}, "html_url": "x"},
+            "sender": {"login": "alice", "type": "User"},
+        }
         assert h.run("issue_comment", comment) == 0
         h.drain()
     answers = [c.body for c in h.gh.comments("o/r", n) if "gitops-agent:answer=" in c.body]

@@ -23,10 +23,19 @@ def subjects(h: Harness, branch: str) -> list[str]:
 
 def job_process(h: Harness, dispatch: dict) -> subprocess.Popen:
     """The job of ``dispatch`` as a runner runs it: a process of its own (in its own process group)."""
-    env = {**os.environ, **h.env("repository_dispatch", {"action": dispatch["event_type"], "client_payload": dispatch["client_payload"]}),
-           "PYTHONPATH": str(ROOT)}
-    return subprocess.Popen([sys.executable, "-m", "gitops_agent", "step", "auto"], env=env, cwd=ROOT,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    env = {
+        **os.environ,
+        **h.env("repository_dispatch", {"action": dispatch["event_type"], "client_payload": dispatch["client_payload"]}),
+        "PYTHONPATH": str(ROOT),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "gitops_agent", "step", "auto"],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
 
 
 def kinds(subs: list[str]) -> list[str]:
@@ -55,7 +64,14 @@ def test_with_inline_steps_off_every_step_is_its_own_job(world):
     _write_config(h, "github: {inline_steps: false}\n")
     assert h.run("issues", issue_event(h.gh, "alice")) == 0
     h.drain()
-    assert [d["event_type"].removeprefix("agent-") for d in h.gh.dispatches] == ["plan", "execute", "plan", "execute", "plan", "finish"]
+    assert [d["event_type"].removeprefix("agent-") for d in h.gh.dispatches] == [
+        "plan",
+        "execute",
+        "plan",
+        "execute",
+        "plan",
+        "finish",
+    ]
     assert len(h.runs) == 7
     assert top in list(h.gh.repo("o/r").pulls.values())[0].body
 
@@ -71,7 +87,9 @@ def test_a_fan_out_still_runs_each_leaf_in_its_own_job(world):
     assert len(h.runs) == 6
     assert sorted(d["client_payload"]["node"] for d in h.gh.dispatches[1:]) == ["q1", "q2", "q3", "q4"]
     pr = list(h.gh.repo("o/r").pulls.values())[0]
-    total = sum(float(r.split(",")[2]) * float(r.split(",")[3]) for r in git(h.bare, "show", "main:data/sales.csv").splitlines()[1:])
+    total = sum(
+        float(r.split(",")[2]) * float(r.split(",")[3]) for r in git(h.bare, "show", "main:data/sales.csv").splitlines()[1:]
+    )
     assert f"{total:.2f}" in pr.body
     assert kinds(subjects(h, pr.pull.head)).count("execute") == 4
 
@@ -150,7 +168,11 @@ def test_a_re_sent_execute_beside_a_carried_on_one_does_not_end_the_task(world):
         assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0  # n2 silent past the lease
         resent = [x for x in h.gh.dispatches[1:] if x["event_type"] == "agent-execute"]
         assert resent
-        ev = {"action": "agent-execute", "client_payload": resent[0]["client_payload"], "sender": {"login": "github-actions[bot]", "type": "Bot"}}
+        ev = {
+            "action": "agent-execute",
+            "client_payload": resent[0]["client_payload"],
+            "sender": {"login": "github-actions[bot]", "type": "Bot"},
+        }
         other = threading.Thread(target=lambda: h.run("repository_dispatch", ev))
         other.start()
         assert seen.wait(60), "the re-sent executor did not start"

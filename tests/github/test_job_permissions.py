@@ -15,12 +15,19 @@ from tests.helpers import ROOT
 
 ROOT_WORKFLOW = ROOT / ".github" / "workflows" / "agent.yml"
 
-JOB_OF = {("issues", ""): "intake", ("issue_comment", ""): "intake", ("workflow_dispatch", ""): "intake",
-          ("pull_request_review_comment", ""): "intake", ("pull_request_review", ""): "intake",
-          ("repository_dispatch", "agent-plan"): "plan", ("repository_dispatch", "agent-execute"): "execute",
-          ("repository_dispatch", "agent-finish"): "finish", ("repository_dispatch", "agent-evolve"): "evolve",
-          ("repository_dispatch", "agent-eval"): "eval",
-          ("schedule", ""): "reconcile"}
+JOB_OF = {
+    ("issues", ""): "intake",
+    ("issue_comment", ""): "intake",
+    ("workflow_dispatch", ""): "intake",
+    ("pull_request_review_comment", ""): "intake",
+    ("pull_request_review", ""): "intake",
+    ("repository_dispatch", "agent-plan"): "plan",
+    ("repository_dispatch", "agent-execute"): "execute",
+    ("repository_dispatch", "agent-finish"): "finish",
+    ("repository_dispatch", "agent-evolve"): "evolve",
+    ("repository_dispatch", "agent-eval"): "eval",
+    ("schedule", ""): "reconcile",
+}
 
 
 def job_permissions() -> dict[str, dict[str, str]]:
@@ -52,8 +59,11 @@ class ScopedHarness(Harness):
         return out
 
     def refused(self) -> list[str]:
-        return [f"{self.token_job.get(r.token)}: {r.method} {r.path}" for r in self.gh.requests
-                if r.status == 403 and r.path != "/user"]
+        return [
+            f"{self.token_job.get(r.token)}: {r.method} {r.path}"
+            for r in self.gh.requests
+            if r.status == 403 and r.path != "/user"
+        ]
 
 
 def covers(granted: dict[str, str], used: set[tuple[str, str]]) -> list[str]:
@@ -87,14 +97,35 @@ def test_the_chain_works_with_each_jobs_own_token_and_uses_all_it_asks_for(world
     assert len(prs) == 1 and top in prs[0].body
     # and a round steered from the pull request: a comment on it, then a line review comment
     pr = prs[0]
-    assert h.run("issue_comment", {"action": "created", "issue": {"number": pr.number, "title": pr.title, "pull_request": {}},
-                                   "comment": {"body": "/agent and the second customer", "user": {"login": "alice", "type": "User"}},
-                                   "sender": {"login": "alice", "type": "User"}}) == 0
+    assert (
+        h.run(
+            "issue_comment",
+            {
+                "action": "created",
+                "issue": {"number": pr.number, "title": pr.title, "pull_request": {}},
+                "comment": {"body": "/agent and the second customer", "user": {"login": "alice", "type": "User"}},
+                "sender": {"login": "alice", "type": "User"},
+            },
+        )
+        == 0
+    )
     h.drain()
-    c = h.gh.add_review_comment("o/r", pr.number, user="alice", body="/agent round it", path="data/sales.csv", line=2, diff_hunk="@@ -1 +1 @@")
+    c = h.gh.add_review_comment(
+        "o/r", pr.number, user="alice", body="/agent round it", path="data/sales.csv", line=2, diff_hunk="@@ -1 +1 @@"
+    )
     head = {"ref": pr.pull.head, "repo": {"full_name": "o/r"}}
-    assert h.run("pull_request_review_comment", {"action": "created", "comment": c, "sender": {"login": "alice", "type": "User"},
-                                                 "pull_request": {"number": pr.number, "head": head, "base": {"repo": {"full_name": "o/r"}}}}) == 0
+    assert (
+        h.run(
+            "pull_request_review_comment",
+            {
+                "action": "created",
+                "comment": c,
+                "sender": {"login": "alice", "type": "User"},
+                "pull_request": {"number": pr.number, "head": head, "base": {"repo": {"full_name": "o/r"}}},
+            },
+        )
+        == 0
+    )
     h.drain()
     assert [r for r in h.gh.review_comments if r["in_reply_to_id"] == c["id"]], "answered in the thread"
     assert h.refused() == [], "a job was refused something it needs"
@@ -151,6 +182,9 @@ def test_evolve_has_what_it_uses(world, tmp_path):
 def test_eval_has_what_it_uses(world):
     base, *_ = world
     h = ScopedHarness(base)
-    assert h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "questions": "q01,q28"}}) == 0
+    assert (
+        h.run("repository_dispatch", {"action": "agent-eval", "client_payload": {"model": "scripted", "questions": "q01,q28"}})
+        == 0
+    )
     assert h.refused() == []
     assert covers(h.perms["eval"], h.used().get("eval", set())) == []

@@ -19,8 +19,14 @@ pytestmark = pytest.mark.slow
 
 def imported(h, event_name: str, event: dict) -> set[str]:
     env = {**os.environ, **h.env(event_name, event), "PYTHONPATH": str(ROOT), "PYTHONSAFEPATH": "1"}
-    p = subprocess.run([sys.executable, "-X", "importtime", "-m", "gitops_agent", "step", "auto"], cwd=ROOT, env=env,
-                       capture_output=True, text=True, timeout=120)
+    p = subprocess.run(
+        [sys.executable, "-X", "importtime", "-m", "gitops_agent", "step", "auto"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr[-3000:]
     return {m.group(1).strip() for m in re.finditer(r"(?m)^import time:\s+\d+ \|\s+\d+ \|\s*(\S+)", p.stderr)}
 
@@ -34,7 +40,9 @@ def test_each_step_imports_only_what_it_needs(world):
         d = h.gh.dispatches[done]
         done += 1
         step = d["event_type"].removeprefix("agent-")
-        seen.setdefault(step, set()).update(imported(h, "repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]}))
+        seen.setdefault(step, set()).update(
+            imported(h, "repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]})
+        )
     assert set(seen) == {"intake", "plan", "execute", "finish"} and list(h.gh.repo("o/r").pulls.values())
     sdk = {"anthropic", "openai"}
     assert seen["intake"] & sdk == set() and seen["finish"] & sdk == set()

@@ -33,11 +33,14 @@ def drop_block(text: str, name: str, keep_pin: bool = False) -> str:
     return "".join(out)
 
 
-@pytest.mark.parametrize("change,needle", [
-    (lambda t: drop_block(t, "pyyaml"), "pyyaml>=6: not in"),
-    (lambda t: t.replace("jinja2==3.1.6", "jinja2==2.11.3"), "jinja2>=3.1: locked at 2.11.3"),
-    (lambda t: drop_block(t, "nh3", keep_pin=True), "nh3==0.3.8: no --hash"),
-])
+@pytest.mark.parametrize(
+    "change,needle",
+    [
+        (lambda t: drop_block(t, "pyyaml"), "pyyaml>=6: not in"),
+        (lambda t: t.replace("jinja2==3.1.6", "jinja2==2.11.3"), "jinja2>=3.1: locked at 2.11.3"),
+        (lambda t: drop_block(t, "nh3", keep_pin=True), "nh3==0.3.8: no --hash"),
+    ],
+)
 def test_a_lock_that_drifts_from_pyproject_is_named(tmp_path, monkeypatch, change, needle):
     bad = tmp_path / "action.txt"
     bad.write_text(change(lock.LOCK.read_text()))
@@ -61,7 +64,7 @@ def test_the_install_step_takes_only_the_lock_with_its_hashes():
     steps = yaml.safe_load((ROOT / "action.yml").read_text())["runs"]["steps"]
     script = next(s for s in steps if s.get("id") == "install")["run"]
     commands = script.replace("\\\n", " ").splitlines()  # continuation lines joined
-    installs = [l for l in commands if " install " in l and not l.strip().startswith("#")]
+    installs = [x for x in commands if " install " in x and not x.strip().startswith("#")]
     assert len(installs) == 3, installs  # uv itself, the lock with uv, the lock with pip
     joined = "\n".join(installs)
     assert joined.count("--require-hashes") == 3 and joined.count("--no-deps") == 3

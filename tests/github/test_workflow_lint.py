@@ -18,8 +18,11 @@ FILES = [ROOT / ".github" / "workflows" / "agent.yml", ROOT / "action.yml", ROOT
 
 @pytest.mark.skipif(tool("zizmor") is None, reason="zizmor is not installed (pip install zizmor)")
 def test_zizmor_offline_has_no_findings():
-    p = subprocess.run([tool("zizmor"), "--offline", "--config", str(ROOT / ".github" / "zizmor.yml"), *map(str, FILES)],
-                       capture_output=True, text=True)
+    p = subprocess.run(
+        [tool("zizmor"), "--offline", "--config", str(ROOT / ".github" / "zizmor.yml"), *map(str, FILES)],
+        capture_output=True,
+        text=True,
+    )
     assert p.returncode == 0, p.stdout + p.stderr
     assert "No findings to report" in p.stdout + p.stderr
 

@@ -16,8 +16,25 @@ AGENT = ROOT / "gitops_agent"
 MAX_LINES = 430
 MAX_FUNCTION_LINES = 80  # def to last line, decorators not counted
 # The packages, lowest first: each imports only packages before it (docs/design.md, "Layers").
-LAYERS = ["core", "git", "safety", "templates", "models", "sandbox", "settings", "memory", "observe", "brain", "runtime",
-          "steps", "app", "eval", "evolve", "github", "cli"]
+LAYERS = [
+    "core",
+    "git",
+    "safety",
+    "templates",
+    "models",
+    "sandbox",
+    "settings",
+    "memory",
+    "observe",
+    "brain",
+    "runtime",
+    "steps",
+    "app",
+    "eval",
+    "evolve",
+    "github",
+    "cli",
+]
 PACKAGES = {*LAYERS, "demo"}
 
 
@@ -107,6 +124,7 @@ def test_no_import_circle():
 
 def package_graph(graph: dict[str, set[str]]) -> dict[str, set[str]]:
     """Package -> the packages its modules import (a module at the top, like __main__, is its own)."""
+
     def pkg(mod: str) -> str:
         parts = mod.split(".")
         return parts[1] if len(parts) > 2 or (len(parts) == 2 and (AGENT / parts[1]).is_dir()) else mod

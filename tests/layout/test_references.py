@@ -45,8 +45,25 @@ DOTTED = re.compile(r"(?<![\w.])gitops_agent(?:\.[A-Za-z_]\w*)+")
 # the old package (before gitops_agent): `agent.memory`, `agent.gitstore`; never an attribute of a
 # variable called agent (`agent.prompts.system`), which is what these names are
 OLD_DOTTED = re.compile(r"(?<![\w.{\[(\"'$@-])agent\.([a-z_][a-z0-9_]*)(?:\.[A-Za-z_]\w*)*")
-AGENT_FIELDS = {"name", "role", "description", "model", "cascade", "max_turns", "max_tokens", "max_corrections", "tools",
-                "prompts", "instructions", "yaml", "yml", "md", "json", "py", "j2"}
+AGENT_FIELDS = {
+    "name",
+    "role",
+    "description",
+    "model",
+    "cascade",
+    "max_turns",
+    "max_tokens",
+    "max_corrections",
+    "tools",
+    "prompts",
+    "instructions",
+    "yaml",
+    "yml",
+    "md",
+    "json",
+    "py",
+    "j2",
+}
 PATH = re.compile(r"(?<![\w./$<>-])gitops_agent/((?:[\w.-]+/)*(?:[\w-][\w.-]*\.(?:py|j2|jinja|ya?ml|json|csv|md)\b|[\w-]+/))")
 # the old package's files: `agent/memory.py`, `agent/core/runtime.py` (one or two parts; `agent/brain/tools/x.py` is
 # a file of the agent/brain branch, and `agent/task/`, `agent/memory` are branches)
@@ -159,7 +176,7 @@ def dotted_problem(ref: str) -> str | None:
     module = _module_file(parts[:k])
     names = _names(_tree(module).body) if module.is_file() else {}
     if rest[0] not in names:
-        return f"no module {'.'.join(parts[:k + 1])}, and {'.'.join(parts[:k])} defines no {rest[0]!r}"
+        return f"no module {'.'.join(parts[: k + 1])}, and {'.'.join(parts[:k])} defines no {rest[0]!r}"
     if len(rest) > 1:
         found = _definition(module, rest[0])
         if found is not None and isinstance(found[1], ast.ClassDef) and not _class_has(found[0], found[1], rest[1]):
@@ -171,8 +188,12 @@ def dotted_problem(ref: str) -> str | None:
 
 
 def _files() -> tuple[list[Path], list[Path]]:
-    py = [f for d in PY_DIRS for f in sorted((ROOT / d).rglob("*.py"))
-          if not SKIP_PARTS & set(f.relative_to(ROOT).parts) and f.resolve() != THIS]
+    py = [
+        f
+        for d in PY_DIRS
+        for f in sorted((ROOT / d).rglob("*.py"))
+        if not SKIP_PARTS & set(f.relative_to(ROOT).parts) and f.resolve() != THIS
+    ]
     md = sorted(ROOT.glob("*.md")) + sorted((ROOT / "docs").rglob("*.md"))
     return py, md
 
@@ -198,8 +219,11 @@ def _span_attributes() -> frozenset[str]:
     f = AGENT / "observe" / "telemetry.py"
     if not f.is_file():
         return frozenset()
-    return frozenset(n.value for n in ast.walk(_tree(f)) if isinstance(n, ast.Constant) and isinstance(n.value, str)
-                     and DOTTED.fullmatch(n.value) and dotted_problem(n.value))
+    return frozenset(
+        n.value
+        for n in ast.walk(_tree(f))
+        if isinstance(n, ast.Constant) and isinstance(n.value, str) and DOTTED.fullmatch(n.value) and dotted_problem(n.value)
+    )
 
 
 def _in_template(text: str, at: int) -> bool:
@@ -216,7 +240,7 @@ def _common(rel: str, line: int, text: str, out: list[str]) -> None:
         if problem and ref not in _span_attributes():
             out.append(f"{rel}:{line}: {ref} ({problem})")
     for m in OLD_DOTTED.finditer(text):
-        if m.group(1) not in AGENT_FIELDS and text[m.end():m.end() + 1] not in ("(", "[") and not _in_template(text, m.start()):
+        if m.group(1) not in AGENT_FIELDS and text[m.end() : m.end() + 1] not in ("(", "[") and not _in_template(text, m.start()):
             out.append(f"{rel}:{line}: {m.group(0)} (the old package `agent` is gone)")
     for m in PATH.finditer(text):
         rest = m.group(1)
@@ -293,11 +317,13 @@ OLD_DESIGN = re.compile("(?<![\\w/])" + "DESIGN" + r"\.md" + "|" + "design" + r"
 
 def _repository_files() -> list[Path]:
     """The files git would commit: tracked, and new ones not ignored (not .git, .venv, caches)."""
-    p = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                       capture_output=True, check=True)
+    p = subprocess.run(
+        ["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"], capture_output=True, check=True
+    )
     names = [n for n in p.stdout.decode("utf-8", "surrogateescape").split("\0") if n]
-    return [ROOT / n for n in sorted(set(names))
-            if not n.startswith(("tests/data/recordings/", ".venv/")) and (ROOT / n).is_file()]
+    return [
+        ROOT / n for n in sorted(set(names)) if not n.startswith(("tests/data/recordings/", ".venv/")) and (ROOT / n).is_file()
+    ]
 
 
 def test_the_design_document_cited_is_in_the_repository():

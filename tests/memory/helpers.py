@@ -5,16 +5,14 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from gitops_agent.settings.config import AgentConfig
 from gitops_agent.app.local import make_runtime, run_question
+from gitops_agent.core.state import utcnow
 from gitops_agent.memory.experience import Experience, OutlineItem
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.observe.progress import RecordingReporter
-from gitops_agent.core.state import utcnow
+from gitops_agent.settings.config import AgentConfig
 from tests.helpers import GIT_ENV, ROOT, git  # noqa: F401 - shared helpers
 from tests.helpers import make_repo as _make_repo
-
-
 
 SHOP = {"README.md": "# shop\n", "data/orders.csv": "id,region,amount\n1,East,10\n2,West,20\n3,East,30\n"}
 
@@ -31,9 +29,13 @@ def config(backend: str = "subprocess") -> AgentConfig:
     return cfg
 
 
-def runtime(repo: Path, model: ScriptedModel, *, remote: str | None = None, backend: str = "subprocess", extra_models: dict | None = None):
+def runtime(
+    repo: Path, model: ScriptedModel, *, remote: str | None = None, backend: str = "subprocess", extra_models: dict | None = None
+):
     rep = RecordingReporter()
-    rt = make_runtime(repo, config=config(backend), remote=remote, reporter=rep, models={"scripted:t": model, **(extra_models or {})})
+    rt = make_runtime(
+        repo, config=config(backend), remote=remote, reporter=rep, models={"scripted:t": model, **(extra_models or {})}
+    )
     return rt, rep
 
 
@@ -65,9 +67,15 @@ def step_done(result: str = "{{ last_output or 'ok' }}") -> dict:
 
 def experience(task_id: str, question: str, outcome: str = "done", lessons: list[str] | None = None, **kw) -> Experience:
     return Experience(
-        task_id=task_id, branch=f"agent/task/{task_id}", question=question, outcome=outcome,  # type: ignore[arg-type]
-        outline=[OutlineItem(id="n1", title="Look at the data", status="done")], summary=kw.pop("summary", question[:50]),
-        lessons=lessons or [], date=kw.pop("date", utcnow()), **kw,
+        task_id=task_id,
+        branch=f"agent/task/{task_id}",
+        question=question,
+        outcome=outcome,  # type: ignore[arg-type]
+        outline=[OutlineItem(id="n1", title="Look at the data", status="done")],
+        summary=kw.pop("summary", question[:50]),
+        lessons=lessons or [],
+        date=kw.pop("date", utcnow()),
+        **kw,
     )
 
 
@@ -86,5 +94,3 @@ def cli(*args: str) -> subprocess.CompletedProcess:
         except SystemExit as e:  # argparse
             code = e.code if isinstance(e.code, int) else 1
     return subprocess.CompletedProcess(["gitops-agent", *args], code, out.getvalue(), err.getvalue())
-
-

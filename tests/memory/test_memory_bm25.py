@@ -14,7 +14,6 @@ import pytest
 
 from gitops_agent.memory.retrieval import FORMAT, BM25Index, Retriever, tokenize
 from gitops_agent.memory.store import MemoryStore
-
 from tests.memory.helpers import ROOT, experience, make_repo
 from tests.memory.test_memory_retrieval import load_set
 
@@ -49,7 +48,9 @@ def test_scores_are_lucene_bm25_worked_out_by_hand():
     assert dict(idx.search("alpha", 1))[0] == pytest.approx(1.1197856, rel=1e-6)
     # other parameters are honoured (b=0: no length normalisation)
     flat = BM25Index.build(TINY, k1=1.2, b=0.0)
-    assert dict(flat.search("delta", 5)) == pytest.approx({1: lucene("delta", 1, 1.2, 0.0), 4: lucene("delta", 4, 1.2, 0.0)}, rel=1e-12)
+    assert dict(flat.search("delta", 5)) == pytest.approx(
+        {1: lucene("delta", 1, 1.2, 0.0), 4: lucene("delta", 4, 1.2, 0.0)}, rel=1e-12
+    )
     # a word said twice counts twice (as with bm25s); unknown words, stop words and k <= 0 give nothing
     assert dict(idx.search("alpha alpha", 5)) == pytest.approx({d: 2 * s for d, s in idx.search("alpha", 5)}, rel=1e-12)
     assert idx.search("omega", 3) == [] and idx.search("the of", 3) == [] and idx.search("alpha", 0) == []
@@ -200,7 +201,9 @@ def test_bm25_alone_never_imports_numpy_or_bm25s(tmp_path):
     for i, q in enumerate(["average order value per region", "flaky CI builds on Mondays"]):
         store.add_experience(experience(f"{i}-t", q))
     store.index()  # cached here: the child loads it, then rebuilds it
-    p = subprocess.run([sys.executable, "-c", BM25_ONLY, str(repo), str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT)
+    p = subprocess.run(
+        [sys.executable, "-c", BM25_ONLY, str(repo), str(tmp_path / "r")], capture_output=True, text=True, cwd=ROOT
+    )
     assert p.returncode == 0, p.stderr
     assert p.stdout.strip() == "[]"
 

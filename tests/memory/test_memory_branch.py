@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 
 from gitops_agent.app.local import make_demo_repo, make_runtime, resume, run_question
+from gitops_agent.core.state import task_dir
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.memory.store import MemoryStore
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.observe.progress import RecordingReporter
-from gitops_agent.core.state import task_dir
-
 from tests.memory.helpers import config, experience, finish, git, make_repo, node, plan, run_task, step_done
 
 LESSONS = ["Amounts can be text; parse them with a fallback.", "Sum per region in one pass."]
@@ -22,7 +21,13 @@ def first_script() -> dict:
     return {
         "planner": [plan(node("n1", title="Sum amounts per region")), finish("East leads with 40 (n1).", "East leads", LESSONS)],
         "executor:n1": [
-            {"tool": "run_python", "input": {"code": "import csv\nrows=list(csv.DictReader(open('data/orders.csv')))\nprint(sum(float(r['amount']) for r in rows if r['region']=='East'))"}},
+            {
+                "tool": "run_python",
+                "input": {
+                    "code": "import csv\nrows=list(csv.DictReader(open('data/orders.csv')))\n"
+                    "print(sum(float(r['amount']) for r in rows if r['region']=='East'))"
+                },
+            },
             step_done(),
         ],
     }
@@ -31,7 +36,9 @@ def first_script() -> dict:
 def test_finish_adds_one_experience_with_plan_outcome_lessons_and_cost(tmp_path):
     repo = make_demo_repo(tmp_path / "demo")
     rt = make_runtime(repo, config=config(), reporter=RecordingReporter())
-    res = run_question(rt, "What is the average order value per region?", planner_model="scripted:demo", executor_model="scripted:demo")
+    res = run_question(
+        rt, "What is the average order value per region?", planner_model="scripted:demo", executor_model="scripted:demo"
+    )
     assert res.outcome == "done"
     files = git(repo, "ls-tree", "-r", "--name-only", MEMORY_BRANCH).split()
     assert files == [f"experiences/{res.task_id}.json"]
@@ -61,7 +68,13 @@ def test_the_next_planner_sees_similar_experiences_cites_them_and_the_report_lis
 
     second = {
         "planner": [
-            {"tool": "update_plan", "input": {"note": "same approach as task {{ experiences[0] }}", "nodes": [node("n1", title="Sum amounts per region")]}},
+            {
+                "tool": "update_plan",
+                "input": {
+                    "note": "same approach as task {{ experiences[0] }}",
+                    "nodes": [node("n1", title="Sum amounts per region")],
+                },
+            },
             finish("As in task {{ experiences[0] }}: East leads.", "East leads again", ["Reused the earlier plan."]),
         ],
         "executor:n1": [step_done("East 40")],
@@ -130,8 +143,8 @@ def test_a_finish_killed_before_the_memory_write_adds_the_experience_on_resume(t
     assert res.outcome == "done"
     monkeypatch.undo()
     rt = make_runtime(repo, config=config(), reporter=RecordingReporter(), models={"scripted:t": ScriptedModel({})})
-    from gitops_agent.steps.engine import Engine
     from gitops_agent.core.seams import Job
+    from gitops_agent.steps.engine import Engine
 
     Engine(rt).handle(Job(step="finish", task="7-killed", branch="agent/task/7-killed"))  # a duplicate finish dispatch
     assert "experiences/7-killed.json" in git(repo, "ls-tree", "-r", "--name-only", MEMORY_BRANCH)
@@ -164,9 +177,13 @@ def test_the_planner_is_shown_exactly_k_experiences_when_more_match(tmp_path):
     from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(repo))
-    for tid, q in [("1-aov", "average order value per region"), ("2-sum", "total order value per region last month"),
-                   ("3-max", "which region has the highest order value"), ("4-min", "region with the lowest average order"),
-                   ("5-cnt", "number of orders per region")]:
+    for tid, q in [
+        ("1-aov", "average order value per region"),
+        ("2-sum", "total order value per region last month"),
+        ("3-max", "which region has the highest order value"),
+        ("4-min", "region with the lowest average order"),
+        ("5-cnt", "number of orders per region"),
+    ]:
         store.add_experience(experience(tid, q))
     script = {"planner": [plan(node("n1")), finish("East.", "East")], "executor:n1": [step_done("East 40")]}
     res, rt, model, _ = run_task(repo, script, "What is the average order value for each region?", task_id="9-aov-again")

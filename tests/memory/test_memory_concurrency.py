@@ -13,7 +13,6 @@ from pathlib import Path
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.memory.store import MemoryStore
-
 from tests.memory.helpers import GIT_ENV, ROOT, experience, git, make_repo
 
 N = 20
@@ -49,8 +48,16 @@ def test_twenty_tasks_finishing_at_once_in_four_processes_leave_twenty_experienc
     go = tmp_path / "go"
     env = {**GIT_ENV, "PYTHONPATH": str(ROOT)}
     per = N // 4
-    procs = [subprocess.Popen([sys.executable, "-c", WRITER, str(repo), str(k * per), str(per), str(go)], env=env,
-                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in range(4)]
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(repo), str(k * per), str(per), str(go)],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for k in range(4)
+    ]
     for p in procs:  # everyone at the starting line, then all at once
         assert p.stdout.readline().strip() == "ready", p.stderr.read()
     go.write_text("go")

@@ -7,7 +7,6 @@ import pytest
 
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.sandbox.choose import available_backends
-
 from tests.memory.helpers import cli, finish, git, make_repo, node, plan, run_task
 
 HAS_BWRAP = "bubblewrap" in available_backends()

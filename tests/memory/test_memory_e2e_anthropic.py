@@ -34,12 +34,20 @@ def responder() -> AgentResponder:
         past = re.findall(r"- task `([0-9A-Za-z_-]+)` \(done", text)
         if "There is no plan yet" in text:
             note = f"sum per region, as in task {past[0]}" if past else "sum per region"
-            return text_and_tool("One step.", "update_plan", note=note,
-                                 nodes=[{"id": "n1", "title": "Total amount per region", "goal": "Sum amount per region in data/orders.csv."}])
+            return text_and_tool(
+                "One step.",
+                "update_plan",
+                note=note,
+                nodes=[{"id": "n1", "title": "Total amount per region", "goal": "Sum amount per region in data/orders.csv."}],
+            )
         m = re.search(r"BEST=(\S+) ([\d.]+)", text)
         cite = f" Same method as task {past[0]}." if past else ""
-        return tool("finish", answer=f"**{m.group(1)}** has the highest total ({m.group(2)}).{cite}", summary=f"{m.group(1)} leads",
-                    lessons=["Summing amount per region in one pass over the CSV is enough."])
+        return tool(
+            "finish",
+            answer=f"**{m.group(1)}** has the highest total ({m.group(2)}).{cite}",
+            summary=f"{m.group(1)} leads",
+            lessons=["Summing amount per region in one pass over the CSV is enough."],
+        )
 
     def n1(body, text, n):
         if n % 2 == 0:
@@ -53,8 +61,23 @@ def run_cli(repo, server, question: str, task_id: str) -> subprocess.CompletedPr
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith("ANTHROPIC")}
     env.update(ANTHROPIC_BASE_URL=server.url, ANTHROPIC_API_KEY=KEY, PYTHONPATH=str(ROOT))
     return subprocess.run(
-        [sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), "--model", "anthropic:claude-haiku-4-5", "--task-id", task_id, question],
-        env=env, capture_output=True, text=True, timeout=120,
+        [
+            sys.executable,
+            "-m",
+            "gitops_agent",
+            "run",
+            "--repo",
+            str(repo),
+            "--model",
+            "anthropic:claude-haiku-4-5",
+            "--task-id",
+            task_id,
+            question,
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 
@@ -64,7 +87,9 @@ def test_the_second_task_is_planned_with_the_first_tasks_experience(tmp_path):
         p1 = run_cli(repo, server, "Which region has the highest total order amount?", "1-top-region")
         assert p1.returncode == 0, p1.stderr
         n_first = len(server.requests)
-        p2 = run_cli(repo, server, "What is the total amount of orders in each region, and which one is the largest?", "2-region-totals")
+        p2 = run_cli(
+            repo, server, "What is the total amount of orders in each region, and which one is the largest?", "2-region-totals"
+        )
         assert p2.returncode == 0, p2.stderr
         bodies = [r.body for r in server.requests[n_first:] if r.path.startswith("/v1/messages")]
 

@@ -13,9 +13,8 @@ import pytest
 
 from gitops_agent.memory import retrieval
 from gitops_agent.memory.experience import Experience
-from gitops_agent.memory.store import MemoryStore
 from gitops_agent.memory.retrieval import EmbeddingsUnavailable, Retriever, embeddings_available, rrf, stem, tokenize
-
+from gitops_agent.memory.store import MemoryStore
 from tests.memory.helpers import cli, experience, make_repo
 
 DATA = Path(__file__).resolve().parents[1] / "data"
@@ -81,11 +80,18 @@ def test_asking_for_embeddings_without_the_packages_is_a_clear_error(monkeypatch
 
 def test_tokens_stems_and_fusion():
     assert tokenize("What are the Orders per Region in 2025?") == ["order", "region", "2025"]
-    for a, b in (("orders", "order"), ("ordered", "order"), ("shipped", "shipments"), ("categories", "category"),
-                 ("running", "run"), ("regions", "region"), ("durations", "duration")):
+    for a, b in (
+        ("orders", "order"),
+        ("ordered", "order"),
+        ("shipped", "shipments"),
+        ("categories", "category"),
+        ("running", "run"),
+        ("regions", "region"),
+        ("durations", "duration"),
+    ):
         assert stem(a) == stem(b), (a, stem(a), b, stem(b))
     assert stem("sum") == "sum" and stem("2025") == "2025"
-    assert rrf([[1, 2, 3], [3, 1]]) [0][0] in (1, 3) and [d for d, _ in rrf([[5], [6], [6]])] == [6, 5]
+    assert rrf([[1, 2, 3], [3, 1]])[0][0] in (1, 3) and [d for d, _ in rrf([[5], [6], [6]])] == [6, 5]
     empty = Retriever.build([], "bm25")
     assert empty.search("anything", 3) == []
     one = Retriever.build(["", "average order value"], "bm25")  # an empty document is fine
@@ -100,13 +106,19 @@ def test_memory_search_cli(tmp_path):
     from gitops_agent.git.repo import GitRepo
 
     store = MemoryStore.open(GitRepo(repo))
-    store.add_experience(experience("1-aov", "What is the average order value per region?", lessons=["Drop non-numeric amounts."]))
+    store.add_experience(
+        experience("1-aov", "What is the average order value per region?", lessons=["Drop non-numeric amounts."])
+    )
     store.add_experience(experience("2-ci", "Why do CI builds fail on Mondays?"))
     store.add_experience(experience("3-churn", "Monthly churn of subscribers", outcome="failed"))
     r = cli("memory", "search", "mean order amount for each region", "-k", "2", "--json", "--repo", str(repo))
     assert r.returncode == 0, r.stderr
     rows = [json.loads(x) for x in r.stdout.splitlines()]
-    assert rows[0]["task_id"] == "1-aov" and rows[0]["score"] > 0 and rows[0]["experience"]["lessons"] == ["Drop non-numeric amounts."]
+    assert (
+        rows[0]["task_id"] == "1-aov"
+        and rows[0]["score"] > 0
+        and rows[0]["experience"]["lessons"] == ["Drop non-numeric amounts."]
+    )
     r = cli("memory", "search", "ci builds failing", "--repo", str(repo))
     assert r.returncode == 0 and r.stdout.startswith("1. 2-ci")
     r = cli("memory", "show", "3-churn", "--repo", str(repo))
@@ -141,9 +153,14 @@ def test_hybrid_memory_search_encodes_only_new_experiences(tmp_path, monkeypatch
     assert encoded == [3, 1]  # the second index encoded only the new experience
 
 
-REGION_TASKS = [("1-aov", "average order value per region"), ("2-sum", "total order value per region last month"),
-                ("3-max", "which region has the highest order value"), ("4-min", "region with the lowest average order"),
-                ("5-cnt", "number of orders per region"), ("6-med", "median order value by region")]
+REGION_TASKS = [
+    ("1-aov", "average order value per region"),
+    ("2-sum", "total order value per region last month"),
+    ("3-max", "which region has the highest order value"),
+    ("4-min", "region with the lowest average order"),
+    ("5-cnt", "number of orders per region"),
+    ("6-med", "median order value by region"),
+]
 
 
 def test_top_k_is_exactly_k_when_more_experiences_match(tmp_path):

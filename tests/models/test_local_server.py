@@ -61,8 +61,13 @@ def test_detach_prints_the_spec_the_server_answers_on_and_stop_stops_it(env, cap
 
 def test_ctrl_c_stops_the_server(env):
     port = env["port"]
-    proc = subprocess.Popen([sys.executable, "-m", "gitops_agent", "serve-local", "--port", str(port), "--gguf", str(env["gguf"])],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=os.environ.copy())
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "gitops_agent", "serve-local", "--port", str(port), "--gguf", str(env["gguf"])],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=os.environ.copy(),
+    )
     try:
         spec = proc.stdout.readline().strip()
         assert spec.endswith(f"@http://127.0.0.1:{port}/v1") and ls.health(port) == "ok"

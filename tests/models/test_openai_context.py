@@ -14,8 +14,11 @@ from gitops_agent.models.context_fit import window_of
 from gitops_agent.models.openai_model import OpenAIModel
 from tests.fakes.openai_server import FakeOpenAI
 
-RUN_PYTHON = ToolSpec(name="run_python", description="Run Python code.", input_schema={
-    "type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]})
+RUN_PYTHON = ToolSpec(
+    name="run_python",
+    description="Run Python code.",
+    input_schema={"type": "object", "properties": {"code": {"type": "string"}}, "required": ["code"]},
+)
 JUNK = "<start_of_turn>model\n" * 4000  # what a weak model writes when it writes on, in a loop
 WORDS = " ".join(f"w{i * 7919 % 10007}" for i in range(6000))  # long, and no loop
 
@@ -26,8 +29,11 @@ def model(srv: FakeOpenAI, **kw) -> OpenAIModel:
 
 
 def ask(m: OpenAIModel, text: str, max_tokens: int = 8192, **kw) -> object:
-    return m.query(ModelRequest(system="You are the planner.", messages=[Message.user(text)], tools=[RUN_PYTHON],
-                                max_tokens=max_tokens, **kw))
+    return m.query(
+        ModelRequest(
+            system="You are the planner.", messages=[Message.user(text)], tools=[RUN_PYTHON], max_tokens=max_tokens, **kw
+        )
+    )
 
 
 def sent_budget(srv: FakeOpenAI, i: int = -1) -> int:
@@ -104,7 +110,9 @@ def test_a_prompt_larger_than_the_context_is_a_clear_fatal_error():
 def test_window_of_reads_llama_cpp_and_vllm_answers():
     import openai
 
-    page = lambda item: openai.pagination.SyncPage[openai.types.Model](data=[openai.types.Model.model_validate(item)], object="list")  # noqa: E731
+    def page(item):
+        return openai.pagination.SyncPage[openai.types.Model](data=[openai.types.Model.model_validate(item)], object="list")  # noqa: E731
+
     base = {"id": "m", "object": "model", "created": 0, "owned_by": "x"}
     assert window_of(page({**base, "meta": {"n_ctx": 8192, "n_ctx_train": 32768}})) == 8192
     assert window_of(page({**base, "max_model_len": 16384})) == 16384
@@ -121,7 +129,9 @@ def test_an_inference_server_streams_and_tool_calls_arrive_whole():
         assert resp.tool_uses[0].input == args and resp.text == "Let me run it." and resp.stop_reason == "tool_use"
         logged = srv.usage_log[-1]
         assert (resp.usage.input_tokens + resp.usage.cache_read_tokens, resp.usage.output_tokens) == (
-            logged["prompt_tokens"], logged["completion_tokens"])
+            logged["prompt_tokens"],
+            logged["completion_tokens"],
+        )
         ask(model(srv, stream="never"), "add", max_tokens=1024)
         assert "stream" not in srv.requests[-1].body
     with FakeOpenAI(responder=lambda b: answer) as srv:
@@ -166,8 +176,11 @@ def test_a_stream_that_stops_in_the_middle_is_a_retryable_error(monkeypatch):
 
     def cut(self, h, resp_id, created, model, message, finish, usage):
         self.start_sse(h)
-        self.send_chunk(h, 'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", '
-                           '"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": null}]}\n\n')
+        self.send_chunk(
+            h,
+            'data: {"id": "x", "object": "chat.completion.chunk", "created": 0, "model": "m", '
+            '"choices": [{"index": 0, "delta": {"content": "half"}, "finish_reason": null}]}\n\n',
+        )
         self.end_sse(h)
 
     monkeypatch.setattr(openai_server.FakeOpenAI, "_stream", cut)

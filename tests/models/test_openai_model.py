@@ -10,10 +10,10 @@ import pytest
 
 from gitops_agent.core.errors import FatalModelError, ModelError
 from gitops_agent.core.messages import Message, ModelRequest, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
-from gitops_agent.models.openai_model import OpenAIModel, parse_arguments
-from gitops_agent.models.pricing import price_of
 from gitops_agent.core.seams import Model
 from gitops_agent.core.state import Usage
+from gitops_agent.models.openai_model import OpenAIModel, parse_arguments
+from gitops_agent.models.pricing import price_of
 from tests.fakes.openai_server import FakeOpenAI, Fault
 
 KEY = "sk-openai-test"
@@ -87,19 +87,37 @@ def test_tool_use_round_trip(server):
         {"id": use.id, "type": "function", "function": {"name": "run_python", "arguments": json.dumps({"code": "print(6 * 7)"})}}
     ]
     assert sent["messages"][3] == {"role": "tool", "tool_call_id": use.id, "content": "42"}
-    assert sent["tools"] == [{"type": "function", "function": {
-        "name": "run_python", "description": "Run Python code in the sandbox.", "parameters": RUN_PYTHON.input_schema}}]
+    assert sent["tools"] == [
+        {
+            "type": "function",
+            "function": {
+                "name": "run_python",
+                "description": "Run Python code in the sandbox.",
+                "parameters": RUN_PYTHON.input_schema,
+            },
+        }
+    ]
     assert server.requests[-1].headers["authorization"] == f"Bearer {KEY}"
 
 
 def test_tool_results_come_before_user_text_and_errors_are_marked(server):
     msgs = [
         Message.user("go"),
-        Message(role="assistant", content=[ToolUseBlock(id="c1", name="run_python", input={"code": "x"}),
-                                           ToolUseBlock(id="c2", name="run_python", input={"code": "y"})]),
-        Message(role="user", content=[TextBlock(text="also, hurry"),
-                                      ToolResultBlock(tool_use_id="c1", content="NameError: x", is_error=True),
-                                      ToolResultBlock(tool_use_id="c2", content="2")]),
+        Message(
+            role="assistant",
+            content=[
+                ToolUseBlock(id="c1", name="run_python", input={"code": "x"}),
+                ToolUseBlock(id="c2", name="run_python", input={"code": "y"}),
+            ],
+        ),
+        Message(
+            role="user",
+            content=[
+                TextBlock(text="also, hurry"),
+                ToolResultBlock(tool_use_id="c1", content="NameError: x", is_error=True),
+                ToolResultBlock(tool_use_id="c2", content="2"),
+            ],
+        ),
     ]
     make(server).query(request(msgs))
     sent = server.requests[-1].body["messages"]
@@ -114,8 +132,11 @@ def test_bad_tool_json_is_kept_raw_and_sent_back(server):
     m = make(server)
     r = m.query(request([Message.user("go")]))
     assert r.tool_uses[0].input == {"_raw": '{"code": "print(1)'}
-    msgs = [Message.user("go"), Message(role="assistant", content=r.content),
-            Message(role="user", content=[ToolResultBlock(tool_use_id="call_bad", content="bad JSON", is_error=True)])]
+    msgs = [
+        Message.user("go"),
+        Message(role="assistant", content=r.content),
+        Message(role="user", content=[ToolResultBlock(tool_use_id="call_bad", content="bad JSON", is_error=True)]),
+    ]
     m.query(request(msgs))
     assert server.requests[-1].body["messages"][2]["tool_calls"][0]["function"]["arguments"] == '{"code": "print(1)'
 
@@ -199,8 +220,14 @@ def test_faults_after_retries_are_model_errors(server):
 
 
 def test_quota_is_fatal(server):
-    server.fail(Fault(status=429, message="You exceeded your current quota, please check your plan and billing details.",
-                      error_code="insufficient_quota", times=None))
+    server.fail(
+        Fault(
+            status=429,
+            message="You exceeded your current quota, please check your plan and billing details.",
+            error_code="insufficient_quota",
+            times=None,
+        )
+    )
     with pytest.raises(FatalModelError, match="insufficient_quota"):
         make(server, max_retries=1).query(request([Message.user("hi")]))
 
@@ -217,8 +244,11 @@ def test_timeout_is_a_model_error(server):
 def test_fake_streams_like_the_api(server):
     server.push({"content": "hello there", "tool_calls": [{"id": "call_s", "name": "run_python", "arguments": {"code": "1"}}]})
     client = openai.OpenAI(api_key=KEY, base_url=server.url + "/v1", max_retries=0)
-    chunks = list(client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True,
-                                                 stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hi"}], stream=True, stream_options={"include_usage": True}
+        )
+    )
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     args = "".join(tc.function.arguments or "" for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or []))
     assert text == "hello there"
@@ -255,8 +285,14 @@ def test_a_server_that_asks_for_max_completion_tokens_gets_it_from_then_on(serve
 
 def test_llama_cpps_error_names_the_status_once_and_what_it_means(server):
     """llama.cpp's server answers {"error": {"code": 400, "type": "exceed_context_size_error", ...}}."""
-    server.fail(Fault(status=400, message="request (8239 tokens) exceeds the available context size (8192 tokens)",
-                      error_type="exceed_context_size_error", error_code=400))
+    server.fail(
+        Fault(
+            status=400,
+            message="request (8239 tokens) exceeds the available context size (8192 tokens)",
+            error_type="exceed_context_size_error",
+            error_code=400,
+        )
+    )
     with pytest.raises(FatalModelError) as ei:
         make(server).query(request([Message.user("hi")]))
     msg = str(ei.value)

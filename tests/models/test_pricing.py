@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from gitops_agent.models.pricing import PRICES, Price, is_known, lookup, price_of
 from gitops_agent.core.state import Usage
+from gitops_agent.models.pricing import PRICES, Price, is_known, lookup, price_of
 
 USAGE = Usage(input_tokens=1_000, output_tokens=500, cache_read_tokens=20_000, cache_write_tokens=4_000)
 
@@ -88,11 +88,11 @@ def test_overrides_win():
 def test_a_model_served_from_this_machine_or_a_private_network_costs_nothing(tmp_path, monkeypatch):
     """A llama.cpp or Ollama model on 127.0.0.1 is not charged at the fallback price of an unknown
     model; `prices:` still prices it; an unknown model of a public endpoint still gets the fallback."""
-    from gitops_agent.settings.config import AgentConfig, Price
-    from gitops_agent.runtime.context import Runtime
     from gitops_agent.core.state import Usage
     from gitops_agent.models.pricing import is_local_endpoint
     from gitops_agent.observe.progress import RecordingReporter
+    from gitops_agent.runtime.context import Runtime
+    from gitops_agent.settings.config import AgentConfig, Price
 
     assert is_local_endpoint("http://127.0.0.1:8080/v1") and is_local_endpoint("http://localhost:11434/v1")
     assert is_local_endpoint("http://10.1.2.3/v1") and is_local_endpoint("http://[::1]:8000/v1")
@@ -113,10 +113,10 @@ def test_a_model_served_from_this_machine_or_a_private_network_costs_nothing(tmp
 def test_a_public_host_whose_name_only_starts_with_localhost_is_charged(monkeypatch):
     """`localhost.example.com` is somebody's server, not this machine: its unknown model is counted
     at the fallback price (so the dollar budget still stops it), not as free."""
-    from gitops_agent.settings.config import AgentConfig
-    from gitops_agent.runtime.context import Runtime
     from gitops_agent.core.state import Usage
     from gitops_agent.models.pricing import is_local_endpoint
+    from gitops_agent.runtime.context import Runtime
+    from gitops_agent.settings.config import AgentConfig
 
     for url in ("https://localhost.example.com/v1", "https://localhost-llm.example.com/v1", "http://localhostx:8080/v1"):
         assert not is_local_endpoint(url), url

@@ -9,7 +9,8 @@ from gitops_agent.core.errors import ConfigError
 from gitops_agent.models import registry
 from gitops_agent.models.specs import data_spec_problem, with_trusted_endpoint
 
-ECHO = '''
+ECHO = """
+from gitops_agent.models.pricing import Price
 from gitops_agent.models.registry import Provider
 from gitops_agent.models.scripted import ScriptedModel
 
@@ -18,8 +19,9 @@ def _build(name, endpoint, timeouts, kw):
     return ScriptedModel({"planner": [{"text": f"echo {name} at {endpoint}"}]}, name=name)
 
 
-PROVIDER = Provider("echo", _build, keys=("ECHO_API_KEY",), endpoint=True, example="echo:small")
-'''
+PROVIDER = Provider("echo", _build, keys=("ECHO_API_KEY",), endpoint=True, example="echo:small",
+                    prices={"echo-small": Price.anthropic(1, 2)})
+"""
 
 
 @pytest.fixture
@@ -36,6 +38,10 @@ def echo_provider(tmp_path, monkeypatch):
 
 def test_a_provider_is_one_module(echo_provider, monkeypatch):
     assert "echo" in registry.providers()
+    from gitops_agent.core.state import Usage
+    from gitops_agent.models.pricing import price_of
+
+    assert price_of("echo-small", Usage(input_tokens=1_000_000)) == 1.0  # its prices came with it
     m = registry.make_model("echo:small@http://127.0.0.1:9/v1")
     assert m.name == "small"
     monkeypatch.delenv("ECHO_API_KEY", raising=False)
@@ -48,10 +54,15 @@ def test_a_provider_is_one_module(echo_provider, monkeypatch):
     assert with_trusted_endpoint("echo:big", ["echo:small@http://127.0.0.1:9/v1"]) == "echo:big@http://127.0.0.1:9/v1"
 
 
-@pytest.mark.parametrize("spec,problem", [
-    ("", "empty model spec"), ("gpt-4o", "has no provider"), ("nosuch:x", "unknown model provider 'nosuch'"),
-    ("anthropic:claude-haiku-4-5@http://x", "takes no endpoint"),
-])
+@pytest.mark.parametrize(
+    "spec,problem",
+    [
+        ("", "empty model spec"),
+        ("gpt-4o", "has no provider"),
+        ("nosuch:x", "unknown model provider 'nosuch'"),
+        ("anthropic:claude-haiku-4-5@http://x", "takes no endpoint"),
+    ],
+)
 def test_bad_specs_say_what_is_wrong(spec, problem):
     with pytest.raises(ConfigError, match=problem):
         registry.make_model(spec)

@@ -5,13 +5,13 @@ from __future__ import annotations
 
 import time
 
-from gitops_agent.settings.config import AgentConfig
 from gitops_agent.core.errors import ModelError
-from gitops_agent.runtime.context import Runtime
 from gitops_agent.core.messages import Message, ModelRequest
 from gitops_agent.models.retry import RetryPolicy, query_with_retry
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.runtime.context import Runtime
+from gitops_agent.settings.config import AgentConfig
 
 
 def test_the_wait_is_what_the_provider_asked_for_not_the_back_off():
@@ -38,6 +38,7 @@ def test_the_wait_is_what_the_provider_asked_for_not_the_back_off():
 def test_a_model_call_through_the_runtime_waits_the_asked_retry_after():
     """Through the runtime (what every step uses): the provider asks for 0.2 s; the call is made
     again after about that, and the progress line says so (the configured back-off is 3 s)."""
+
     class RateLimitedOnce(ScriptedModel):
         def query(self, request):
             if not self.calls:

@@ -4,26 +4,16 @@ commands (groups, error annotations) with GitHub's escaping."""
 from __future__ import annotations
 
 import re
-
 from datetime import datetime, timezone
 
 import pytest
 
-from gitops_agent.observe.gha import gha_error, gha_escape_data, gha_escape_property, gha_group
-from gitops_agent.observe.render import (
-    append_step_summary,
-    checklist,
-    cost_table,
-    md_text,
-    mermaid,
-    pr_body,
-    progress_comment,
-    step_summary,
-    task_marker,
-)
+from gitops_agent.core.plan import Plan, PlanFinish, PlanNode
 from gitops_agent.core.snapshot import Snapshot
 from gitops_agent.core.state import NodeStatus, StepRecord, TaskFile, TaskModels, Usage
-from gitops_agent.core.plan import Plan, PlanFinish, PlanNode
+from gitops_agent.observe.gha import gha_error, gha_escape_data, gha_escape_property, gha_group
+from gitops_agent.observe.render import checklist, cost_table, md_text, mermaid
+from gitops_agent.observe.surfaces import append_step_summary, pr_body, progress_comment, step_summary, task_marker
 
 T0 = datetime(2026, 11, 26, 10, 0, tzinfo=timezone.utc)
 TASK = "42-avg-order-value"
@@ -31,20 +21,47 @@ SHAS = {2: "a" * 40, 3: "b" * 40, 4: "c" * 40, 5: "d" * 40}
 
 
 def rec(seq, role, node, cost, usage, status="done", turns=1, model="claude-haiku-4-5"):
-    return StepRecord(task_id=TASK, seq=seq, role=role, node=node, model=model, status=status, turns=turns, usage=usage,
-                      cost_usd=cost, duration_ms=1500, started_at=T0, finished_at=T0)
+    return StepRecord(
+        task_id=TASK,
+        seq=seq,
+        role=role,
+        node=node,
+        model=model,
+        status=status,
+        turns=turns,
+        usage=usage,
+        cost_usd=cost,
+        duration_ms=1500,
+        started_at=T0,
+        finished_at=T0,
+    )
 
 
 def snapshot(finish: PlanFinish | None = None) -> Snapshot:
-    plan = Plan(version=3, goal="q", nodes=[
-        PlanNode(id="n1", title="Load the data", status=NodeStatus.done, step=3),
-        PlanNode(id="n2", title="Average per region @alice <b>bold</b> | pipe `tick`", depends_on=["n1"], status=NodeStatus.failed, step=4),
-        PlanNode(id="n3", title="Monthly trend", depends_on=["n1"], status=NodeStatus.running, step=5),
-        PlanNode(id="g1", title="Write-up", children=[
-            PlanNode(id="n4", title="Draft ``` fence", status=NodeStatus.pending),
-            PlanNode(id="n5", title="Charts", status=NodeStatus.skipped),
-        ]),
-    ], finish=finish)
+    plan = Plan(
+        version=3,
+        goal="q",
+        nodes=[
+            PlanNode(id="n1", title="Load the data", status=NodeStatus.done, step=3),
+            PlanNode(
+                id="n2",
+                title="Average per region @alice <b>bold</b> | pipe `tick`",
+                depends_on=["n1"],
+                status=NodeStatus.failed,
+                step=4,
+            ),
+            PlanNode(id="n3", title="Monthly trend", depends_on=["n1"], status=NodeStatus.running, step=5),
+            PlanNode(
+                id="g1",
+                title="Write-up",
+                children=[
+                    PlanNode(id="n4", title="Draft ``` fence", status=NodeStatus.pending),
+                    PlanNode(id="n5", title="Charts", status=NodeStatus.skipped),
+                ],
+            ),
+        ],
+        finish=finish,
+    )
     steps = [
         rec(2, "planner", "_plan", 0.0050, Usage(input_tokens=1000, output_tokens=200, cache_read_tokens=3000)),
         rec(3, "executor", "n1", 0.0031, Usage(input_tokens=1834, output_tokens=412, cache_read_tokens=12000), turns=3),
@@ -52,9 +69,14 @@ def snapshot(finish: PlanFinish | None = None) -> Snapshot:
     ]
     if finish:
         steps.append(rec(6, "finish", "_finish", 0.0, Usage(), model=""))
-    task = TaskFile(task_id=TASK, question="What is the average order value per region?\nAnd which is highest?",
-                    base_ref="main", base_sha="f" * 40, models=TaskModels(planner="anthropic:claude-sonnet-4-5", executor="anthropic:claude-haiku-4-5"),
-                    created_at=T0)
+    task = TaskFile(
+        task_id=TASK,
+        question="What is the average order value per region?\nAnd which is highest?",
+        base_ref="main",
+        base_sha="f" * 40,
+        models=TaskModels(planner="anthropic:claude-sonnet-4-5", executor="anthropic:claude-haiku-4-5"),
+        created_at=T0,
+    )
     return Snapshot(git=None, branch=f"agent/task/{TASK}", tip="e" * 40, task=task, plan=plan, steps=steps, files=[])
 
 
@@ -96,8 +118,10 @@ def test_progress_comment_minimal_and_finished():
 
 
 def test_pr_body():
-    answer = ("## Answer\n\n| region | avg |\n|---|---:|\n| East | 71.40 |\n\ncc @bob <!-- gitops-agent:task=other -->\n"
-              "```\n<!-- gitops-agent:task=other2 -->\nif a < b: pass\n```")
+    answer = (
+        "## Answer\n\n| region | avg |\n|---|---:|\n| East | 71.40 |\n\ncc @bob <!-- gitops-agent:task=other -->\n"
+        "```\n<!-- gitops-agent:task=other2 -->\nif a < b: pass\n```"
+    )
     snap = snapshot(PlanFinish(answer=answer, summary="East has the highest average", outcome="done"))
     body = pr_body(snap, "https://github.com/o/r/actions/runs/9", commit_url, commits=SHAS, issue=42)
     assert body.startswith(task_marker(TASK) + "\n## East has the highest average")

@@ -9,8 +9,8 @@ sdk = pytest.importorskip("opentelemetry.sdk.trace.export.in_memory_span_exporte
 
 
 def test_run_emits_step_and_model_call_spans(tmp_path):
-    from gitops_agent.settings.config import AgentConfig
     from gitops_agent.app.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
+    from gitops_agent.settings.config import AgentConfig
 
     exporter = sdk.InMemorySpanExporter()
     assert telemetry.setup(exporter=exporter, batch=False)
@@ -24,7 +24,9 @@ def test_run_emits_step_and_model_call_spans(tmp_path):
         spans = exporter.get_finished_spans()
         calls = [s for s in spans if s.name.startswith("chat ")]
         steps = [s for s in spans if s.name.startswith("invoke_agent")]
-        assert len(calls) == sum(s.turns for s in __import__("gitops_agent.core.snapshot", fromlist=["x"]).load_snapshot(rt.git, res.task_id).steps)
+        assert len(calls) == sum(
+            s.turns for s in __import__("gitops_agent.core.snapshot", fromlist=["x"]).load_snapshot(rt.git, res.task_id).steps
+        )
         assert all(c.attributes["gen_ai.usage.input_tokens"] > 0 for c in calls)
         assert {s.attributes["gitops_agent.step.role"] for s in steps} >= {"plan", "execute", "finish"}
         # a model call is a child of its step

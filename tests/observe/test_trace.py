@@ -17,18 +17,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from gitops_agent.settings.config import AgentConfig
-from gitops_agent.git.repo import GitRepo
 from gitops_agent.app.local import DEMO_QUESTION, make_demo_repo, make_runtime, run_question
-from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.core.state import NodeStatus, StepRecord, Usage
+from gitops_agent.git.repo import GitRepo
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.observe.html import render_html
 from gitops_agent.observe.terminal import render_terminal
 from gitops_agent.observe.trace_build import build_trace
-from gitops_agent.observe.html import render_html
-from tests.helpers import git
+from gitops_agent.settings.config import AgentConfig
+from tests.helpers import ROOT, git
 from tests.helpers import agent_command as cli
 
-from tests.helpers import ROOT
 ARTIFACTS = ROOT / "tests" / "artifacts"
 CHROMIUM = shutil.which("chromium") or ("/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None)
 
@@ -130,7 +129,11 @@ def test_every_step_of_the_branch_is_in_the_timeline_in_seq_order(task, trace):
     roles = [s.role for s in trace.steps]
     assert roles[0] == "intake" and roles[-1] == "finish"
     # every step folder is one step of the timeline
-    folders = {int(p.split("/")[-2].split("-")[0]) for p in git(repo, "ls-tree", "-r", "--name-only", f"agent/task/{task_id}").split() if p.endswith("/step.json")}
+    folders = {
+        int(p.split("/")[-2].split("-")[0])
+        for p in git(repo, "ls-tree", "-r", "--name-only", f"agent/task/{task_id}").split()
+        if p.endswith("/step.json")
+    }
     assert folders <= set(seqs)
     # the plan: statuses, marks, and the steps that ran each node
     nodes = {n.id: n for n in trace.plan.walk()}
@@ -160,8 +163,8 @@ def test_a_tampered_ledger_is_flagged(task, tmp_path):
 
 def test_a_task_in_flight(task, trace):
     """At the commit that dispatched n2 and n3: they are running, their steps not reported."""
-    from gitops_agent.observe.render import progress_comment
     from gitops_agent.core.snapshot import load_snapshot
+    from gitops_agent.observe.surfaces import progress_comment
     from gitops_agent.observe.trace_build import trace_from_snapshot
 
     repo, task_id = task
@@ -331,7 +334,7 @@ def test_html_has_the_graph_timeline_code_and_costs(html_file, trace):
 
 def test_html_escapes_model_output(html_file):
     src = html_file.read_text()
-    assert EVIL not in src and "onerror=\"alert(2)\"" not in src
+    assert EVIL not in src and 'onerror="alert(2)"' not in src
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in src
     assert "&lt;img src=x onerror=" in src
     page = _Page()
@@ -398,9 +401,19 @@ class _RecordingProxy:
 
 def _chromium(*args: str, profile: Path, proxy: int | None = None) -> subprocess.CompletedProcess:
     cmd = [
-        CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps", "--no-pings",
-        f"--user-data-dir={profile}", "--enable-logging=stderr", "--v=0",
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-default-apps",
+        "--no-pings",
+        f"--user-data-dir={profile}",
+        "--enable-logging=stderr",
+        "--v=0",
     ]
     if proxy:
         cmd += [f"--proxy-server=http://127.0.0.1:{proxy}", "--proxy-bypass-list=<-loopback>"]
@@ -464,8 +477,18 @@ def test_telemetry_is_a_noop_without_setup(trace, monkeypatch):
     tracer = telemetry.get_tracer()
     assert isinstance(tracer, telemetry._NoopTracer)
     with telemetry.step_span("t", 3, "planner") as step:
-        step.record(StepRecord(task_id="t", seq=3, role="planner", node="_plan", started_at="2026-01-01T00:00:00Z",
-                               finished_at="2026-01-01T00:00:00Z", status="failed", error="x"))
+        step.record(
+            StepRecord(
+                task_id="t",
+                seq=3,
+                role="planner",
+                node="_plan",
+                started_at="2026-01-01T00:00:00Z",
+                finished_at="2026-01-01T00:00:00Z",
+                status="failed",
+                error="x",
+            )
+        )
     assert telemetry.export_trace(trace) == 0
 
 
@@ -485,13 +508,28 @@ def test_telemetry_spans_with_genai_attributes(trace):
     try:
         with telemetry.step_span("task-1", 5, "executor", node="n2", agent="analyst", model="anthropic:claude-haiku-4-5") as step:
             with telemetry.model_call_span("claude-haiku-4-5", spec="anthropic:claude-haiku-4-5", max_tokens=4096) as call:
-                call.record(Usage(input_tokens=100, output_tokens=20, cache_read_tokens=900, cache_write_tokens=5),
-                            cost_usd=0.0012, response_model="claude-haiku-4-5-20251001", finish_reason="tool_use")
-            step.record(StepRecord(
-                task_id="task-1", seq=5, role="executor", node="n2", model="claude-haiku-4-5", status="failed", turns=1,
-                usage=Usage(input_tokens=100), cost_usd=0.0012, started_at="2026-01-01T00:00:00Z",
-                finished_at="2026-01-01T00:00:01Z", error="turn limit",
-            ))
+                call.record(
+                    Usage(input_tokens=100, output_tokens=20, cache_read_tokens=900, cache_write_tokens=5),
+                    cost_usd=0.0012,
+                    response_model="claude-haiku-4-5-20251001",
+                    finish_reason="tool_use",
+                )
+            step.record(
+                StepRecord(
+                    task_id="task-1",
+                    seq=5,
+                    role="executor",
+                    node="n2",
+                    model="claude-haiku-4-5",
+                    status="failed",
+                    turns=1,
+                    usage=Usage(input_tokens=100),
+                    cost_usd=0.0012,
+                    started_at="2026-01-01T00:00:00Z",
+                    finished_at="2026-01-01T00:00:01Z",
+                    error="turn limit",
+                )
+            )
         spans = {s.name: s for s in exporter.get_finished_spans()}
         call_span = spans["chat claude-haiku-4-5"]
         a = call_span.attributes
@@ -525,7 +563,10 @@ def test_telemetry_spans_with_genai_attributes(trace):
 def test_trace_otlp_export_over_http(task, trace):
     """`gitops-agent trace --otlp` posts the spans to an OTLP/HTTP collector."""
     pytest.importorskip("opentelemetry.sdk.trace", reason="opentelemetry-sdk is not installed (extra: otel)")
-    pytest.importorskip("opentelemetry.exporter.otlp.proto.http.trace_exporter", reason="opentelemetry-exporter-otlp-proto-http is not installed (extra: otel)")
+    pytest.importorskip(
+        "opentelemetry.exporter.otlp.proto.http.trace_exporter",
+        reason="opentelemetry-exporter-otlp-proto-http is not installed (extra: otel)",
+    )
     from http.server import BaseHTTPRequestHandler, HTTPServer
 
     got: list[tuple[str, int]] = []
@@ -546,8 +587,15 @@ def test_trace_otlp_export_over_http(task, trace):
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         repo, task_id = task
-        r = cli("trace", task_id, "--repo", str(repo), "--otlp", "--json",
-                env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"})
+        r = cli(
+            "trace",
+            task_id,
+            "--repo",
+            str(repo),
+            "--otlp",
+            "--json",
+            env={"OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{server.server_port}"},
+        )
     finally:
         server.shutdown()
     assert r.returncode == 0, r.stderr
@@ -557,8 +605,8 @@ def test_trace_otlp_export_over_http(task, trace):
 
 def test_github_renderings_from_a_trace(task, trace):
     """The shared renderings take a Trace too: the commit links come from its history."""
-    from gitops_agent.observe.render import pr_body, progress_comment, step_summary, task_marker
     from gitops_agent.core.snapshot import load_snapshot
+    from gitops_agent.observe.surfaces import pr_body, progress_comment, step_summary, task_marker
 
     repo, task_id = task
     url = lambda sha: f"https://example.test/commit/{sha}"  # noqa: E731
@@ -576,17 +624,22 @@ def test_github_renderings_from_a_trace(task, trace):
 
 
 def test_plan_layout_is_layered_and_does_not_overlap(trace):
-    from gitops_agent.observe.trace import TraceNode, TracePlan
     from gitops_agent.observe.html import NODE_H, NODE_W, layout_plan
+    from gitops_agent.observe.trace import TraceNode, TracePlan
 
     def node(i, deps=(), kids=(), status=NodeStatus.pending):
         return TraceNode(id=i, title=f"title of {i}", status=status, mark=status.mark, depends_on=list(deps), children=list(kids))
 
-    plan = TracePlan(version=1, nodes=[
-        node("a", status=NodeStatus.done), node("b", ["a"], status=NodeStatus.failed),
-        node("g", ["b"], kids=[node("c"), node("d", status=NodeStatus.skipped)]),
-        node("e", ["a"]), node("f", ["g", "e", "c"], status=NodeStatus.running),
-    ])
+    plan = TracePlan(
+        version=1,
+        nodes=[
+            node("a", status=NodeStatus.done),
+            node("b", ["a"], status=NodeStatus.failed),
+            node("g", ["b"], kids=[node("c"), node("d", status=NodeStatus.skipped)]),
+            node("e", ["a"]),
+            node("f", ["g", "e", "c"], status=NodeStatus.running),
+        ],
+    )
     g = layout_plan(trace.model_copy(update={"plan": plan}))
     pos = {n.id: n for n in g.nodes}
     assert set(pos) == {"a", "b", "g", "c", "d", "e", "f"}
@@ -598,7 +651,7 @@ def test_plan_layout_is_layered_and_does_not_overlap(trace):
     boxes = list(pos.values())
     for i, p in enumerate(boxes):
         assert 0 <= p.x and p.x + NODE_W <= g.width and p.y + NODE_H <= g.height
-        for q in boxes[i + 1:]:
+        for q in boxes[i + 1 :]:
             assert p.y != q.y or abs(p.x - q.x) >= NODE_W, (p.id, q.id)
     kinds = sorted((e.src, e.dst, e.kind) for e in g.edges)
     assert ("a", "b", "dep") in kinds and ("g", "c", "tree") in kinds and ("e", "f", "dep") in kinds
@@ -614,19 +667,25 @@ def test_a_follow_up_reopens_the_task_and_reconcile_commits_are_not_steps(task, 
     repo, task_id = task
     copy = tmp_path / "copy"
     shutil.copytree(repo, copy)
-    model = ScriptedModel({"planner": [{"tool": "finish", "input": {"answer": "The median too.", "summary": "With the median"}}]}, name=MODEL_NAME)
+    model = ScriptedModel(
+        {"planner": [{"tool": "finish", "input": {"answer": "The median too.", "summary": "With the median"}}]}, name=MODEL_NAME
+    )
     rt = make_runtime(copy, config=AgentConfig(), models={"scripted:trace": model})
     before = build_trace(rt.git, task_id)
     job = add_instruction(rt, task_id, "Also the median, please")
     reopened = build_trace(rt.git, task_id)
     assert reopened.outcome == "unfinished"
     assert reopened.steps[-1].role == "intake" and reopened.steps[-1].has_record
-    rt.git.commit_files(reopened.branch, {f".agent/tasks/{task_id}/reconcile.json": b"{}\n"}, "agent(reconcile): re-dispatch plan",
-                        {"Agent-Task": task_id, "Agent-Role": "reconcile"})
+    rt.git.commit_files(
+        reopened.branch,
+        {f".agent/tasks/{task_id}/reconcile.json": b"{}\n"},
+        "agent(reconcile): re-dispatch plan",
+        {"Agent-Task": task_id, "Agent-Role": "reconcile"},
+    )
     Engine(rt).run_local([job])
     after = build_trace(rt.git, task_id)
     assert after.outcome == "done" and after.answer == "The median too."
-    assert [s.role for s in after.steps[len(before.steps):]] == ["intake", "planner", "finish"]
+    assert [s.role for s in after.steps[len(before.steps) :]] == ["intake", "planner", "finish"]
     assert [c.subject for c in after.events] == ["agent(reconcile): re-dispatch plan"]
     assert after.ledger_consistent and not after.ledger.problems
     assert after.totals.cost_usd > before.totals.cost_usd
@@ -634,9 +693,11 @@ def test_a_follow_up_reopens_the_task_and_reconcile_commits_are_not_steps(task, 
 
 
 def test_html_renders_the_answer_as_markdown_and_keeps_it_safe(trace):
-    answer = ("## Average per region\n\n| region | average |\n| -- | -: |\n| East | 71.40 |\n\n**East** is highest. "
-              "<script>alert(3)</script> <img src=x onerror=\"alert(4)\"> ![pixel](https://evil.example/p.png) "
-              "[click](javascript:alert(5)) [docs](https://example.com/a)")
+    answer = (
+        "## Average per region\n\n| region | average |\n| -- | -: |\n| East | 71.40 |\n\n**East** is highest. "
+        '<script>alert(3)</script> <img src=x onerror="alert(4)"> ![pixel](https://evil.example/p.png) '
+        "[click](javascript:alert(5)) [docs](https://example.com/a)"
+    )
     src = render_html(trace.model_copy(update={"answer": answer}))
     page = _Page()
     page.feed(src.split('<section id="answer">', 1)[1].split("</section>", 1)[0])

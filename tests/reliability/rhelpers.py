@@ -13,20 +13,18 @@ from typing import Any, Callable
 
 import pytest
 
-from gitops_agent.sandbox.choose import bwrap_works, docker_engine_answers
 from gitops_agent.sandbox.cgroups import pids_cgroup_parent
+from gitops_agent.sandbox.choose import bwrap_works, docker_engine_answers
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
 from tests.helpers import GIT_ENV, KEY, ROOT, commits, git, make_repo, task_branch  # noqa: F401 - shared helpers
 from tests.helpers import run_cli as cli  # noqa: F401
 
-
-needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is missing or cannot create namespaces here (install it: .ci/run does)")
+needs_bwrap = pytest.mark.skipif(
+    not bwrap_works(), reason="bubblewrap is missing or cannot create namespaces here (install it: .ci/run does)"
+)
 needs_docker = pytest.mark.skipif(not docker_engine_answers(), reason="no docker engine answers here (`docker info` fails)")
 
-BACKENDS = [
-    pytest.param("subprocess", id="subprocess"),
-    pytest.param("bubblewrap", id="bubblewrap", marks=needs_bwrap),
-]
+BACKENDS = [pytest.param("subprocess", id="subprocess"), pytest.param("bubblewrap", id="bubblewrap", marks=needs_bwrap)]
 BEST = "bubblewrap" if bwrap_works() else "subprocess"
 
 

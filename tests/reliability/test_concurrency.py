@@ -9,10 +9,10 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+from gitops_agent.core.state import utcnow
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.experience import MEMORY_BRANCH, Experience
 from gitops_agent.memory.store import MemoryStore
-from gitops_agent.core.state import utcnow
 from tests.reliability.rhelpers import git, make_repo
 
 WRITERS = 50
@@ -48,12 +48,15 @@ def test_50_concurrent_writers_on_task_branches_and_the_memory_branch_lose_nothi
             barrier.wait(timeout=60)
             tip = g.tip(branch)
             step = g.commit_files(
-                branch, {f".agent/tasks/{task}/steps/{i:04d}-n{i}/result.md": f"writer {i}\n".encode()},
-                f"agent(execute): n{i}", {"Agent-Task": task, "Agent-Step": str(i), "Agent-Role": "executor", "Agent-Node": f"n{i}"},
+                branch,
+                {f".agent/tasks/{task}/steps/{i:04d}-n{i}/result.md": f"writer {i}\n".encode()},
+                f"agent(execute): n{i}",
+                {"Agent-Task": task, "Agent-Step": str(i), "Agent-Role": "executor", "Agent-Node": f"n{i}"},
                 base=tip,
             )
-            exp = store.add_experience(Experience(task_id=f"{i:02d}-writer", branch=branch, question=f"question {i}",
-                                                  outcome="done", date=utcnow()))
+            exp = store.add_experience(
+                Experience(task_id=f"{i:02d}-writer", branch=branch, question=f"question {i}", outcome="done", date=utcnow())
+            )
             made[i] = (step, exp)
         except BaseException as e:  # noqa: BLE001
             errors.append(e)
@@ -73,7 +76,8 @@ def test_50_concurrent_writers_on_task_branches_and_the_memory_branch_lose_nothi
         assert len(mine) == WRITERS // TASKS and on_remote == mine, b
         files = git(bare, "ls-tree", "-r", "--name-only", b).split()
         assert sorted(f for f in files if f.startswith(".agent/")) == sorted(
-            f".agent/tasks/{b.removeprefix('agent/task/')}/steps/{i:04d}-n{i}/result.md" for i in range(WRITERS) if i % TASKS == t)
+            f".agent/tasks/{b.removeprefix('agent/task/')}/steps/{i:04d}-n{i}/result.md" for i in range(WRITERS) if i % TASKS == t
+        )
 
     # the memory branch: created once (one root), then one commit per writer, all reachable
     mem = git(bare, "rev-list", MEMORY_BRANCH).split()

@@ -12,19 +12,30 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.settings.config import AgentConfig
-from gitops_agent.steps.engine import Engine
 from gitops_agent.app.local import make_runtime, result_of, run_question
-from gitops_agent.models.anthropic_model import AnthropicModel
-from gitops_agent.models.retry import RetryPolicy, query_with_retry, retry_after_of
 from gitops_agent.core.errors import FatalModelError, ModelError
-from gitops_agent.observe.progress import RecordingReporter
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget
+from gitops_agent.models.anthropic_model import AnthropicModel
+from gitops_agent.models.retry import RetryPolicy, query_with_retry, retry_after_of
+from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.settings.config import AgentConfig
+from gitops_agent.steps.engine import Engine
 from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
-from tests.fakes.anthropic_server import Fault, FakeAnthropic
+from tests.fakes.anthropic_server import FakeAnthropic, Fault
 from tests.reliability.rhelpers import (
-    BACKENDS, BEST, KEY, cli, commits, git, kill9, make_repo, one_node_responder, processes_under, task_branch, wait_for,
+    BACKENDS,
+    BEST,
+    KEY,
+    cli,
+    commits,
+    git,
+    kill9,
+    make_repo,
+    one_node_responder,
+    processes_under,
+    task_branch,
+    wait_for,
     write_config,
 )
 
@@ -34,7 +45,9 @@ SUM_CODE = "print('SUM=%d' % sum(int(x) for x in open('numbers.txt').read().spli
 
 
 def has_result(body: dict) -> bool:
-    return any(b.get("type") == "tool_result" for m in body["messages"] if isinstance(m.get("content"), list) for b in m["content"])
+    return any(
+        b.get("type") == "tool_result" for m in body["messages"] if isinstance(m.get("content"), list) for b in m["content"]
+    )
 
 
 def sum_node(body, text, n):
@@ -45,7 +58,9 @@ def sum_node(body, text, n):
 
 
 def executor_commits(repo: Path, ref: str, node: str = "n1") -> list[dict]:
-    return [c for c in commits(repo, ref) if c["trailers"].get("Agent-Role") == "executor" and c["trailers"].get("Agent-Node") == node]
+    return [
+        c for c in commits(repo, ref) if c["trailers"].get("Agent-Role") == "executor" and c["trailers"].get("Agent-Node") == node
+    ]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -101,7 +116,9 @@ exit 0
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("hook,landed", [("pre-receive", False), ("post-receive", True)], ids=["before-push-lands", "after-push-lands"])
+@pytest.mark.parametrize(
+    "hook,landed", [("pre-receive", False), ("post-receive", True)], ids=["before-push-lands", "after-push-lands"]
+)
 def test_kill_9_between_commit_and_push_never_duplicates_a_step(tmp_path, hook, landed):
     """Remote mode (`--push`): the executor's commit exists in the local clone; the agent is killed
     while pushing it -- before the remote took it (pre-receive), or after it did but before the
@@ -147,8 +164,15 @@ def test_kill_9_between_commit_and_push_never_duplicates_a_step(tmp_path, hook, 
 # model API faults, through the real SDK against the local Messages API server
 
 
-def run_inproc(repo: Path, srv: FakeAnthropic, *, max_retries: int = 4, timeout: float = 30,
-               retry: RetryPolicy | None = None, budget: Budget | None = None):
+def run_inproc(
+    repo: Path,
+    srv: FakeAnthropic,
+    *,
+    max_retries: int = 4,
+    timeout: float = 30,
+    retry: RetryPolicy | None = None,
+    budget: Budget | None = None,
+):
     cfg = AgentConfig()
     cfg.sandbox.backend = "subprocess"  # fast; the sandbox has its own tests
     cfg.model_retry = retry or RetryPolicy(backoff_s=0.01)
@@ -165,8 +189,9 @@ def messages_requests(srv: FakeAnthropic) -> list:
 
 def test_overloaded_529_three_times_then_success(tmp_path):
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,
-                       faults=[Fault(status=529, times=3)]) as srv:
+    with FakeAnthropic(
+        api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, faults=[Fault(status=529, times=3)]
+    ) as srv:
         res, rt, rep = run_inproc(repo, srv)
         reqs = messages_requests(srv)
     assert res.outcome == "done" and "SUM=55" in res.answer
@@ -177,8 +202,9 @@ def test_overloaded_529_three_times_then_success(tmp_path):
 
 def test_overload_outlasting_the_sdk_retries_is_retried_by_the_runtime(tmp_path):
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,
-                       faults=[Fault(status=529, times=5)]) as srv:
+    with FakeAnthropic(
+        api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, faults=[Fault(status=529, times=5)]
+    ) as srv:
         res, rt, rep = run_inproc(repo, srv, max_retries=1, retry=RetryPolicy(attempts=2, backoff_s=0.01))
     assert res.outcome == "done" and "SUM=55" in res.answer
     retries = [e["error"] for k, e in rep.events if k == "error" and e.get("step") == "model"]
@@ -187,8 +213,12 @@ def test_overload_outlasting_the_sdk_retries_is_retried_by_the_runtime(tmp_path)
 
 def test_429_retry_after_is_honoured_by_the_sdk_and_by_the_runtime(tmp_path):
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,
-                       faults=[Fault(status=429, retry_after=1), Fault(status=429, retry_after=1)]) as srv:
+    with FakeAnthropic(
+        api_key=KEY,
+        responder=one_node_responder(sum_node),
+        min_cache_tokens=0,
+        faults=[Fault(status=429, retry_after=1), Fault(status=429, retry_after=1)],
+    ) as srv:
         # max_retries=1: the SDK waits out the first 429; the second one is the runtime's to wait out
         res, rt, rep = run_inproc(repo, srv, max_retries=1, retry=RetryPolicy(attempts=2, backoff_s=30))
         reqs = messages_requests(srv)
@@ -201,8 +231,12 @@ def test_429_retry_after_is_honoured_by_the_sdk_and_by_the_runtime(tmp_path):
 
 def test_a_rate_limit_asking_for_longer_than_allowed_ends_the_task_reported(tmp_path):
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,
-                       faults=[Fault(status=429, retry_after=3600, times=None)]) as srv:
+    with FakeAnthropic(
+        api_key=KEY,
+        responder=one_node_responder(sum_node),
+        min_cache_tokens=0,
+        faults=[Fault(status=429, retry_after=3600, times=None)],
+    ) as srv:
         t0 = time.monotonic()
         res, rt, rep = run_inproc(repo, srv, max_retries=0, retry=RetryPolicy(attempts=3, max_wait_s=60))
         elapsed = time.monotonic() - t0
@@ -247,13 +281,17 @@ def test_an_executor_model_that_does_not_exist_ends_the_task_without_asking_the_
     ends the task with that error: the planner is not asked to carry on with a model that can
     never answer."""
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, models=["claude-haiku-4-5"]) as srv:
+    with FakeAnthropic(
+        api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, models=["claude-haiku-4-5"]
+    ) as srv:
         cfg = AgentConfig()
         cfg.sandbox.backend = "subprocess"
         cfg.model_retry = RetryPolicy(backoff_s=0.01)
         planner = AnthropicModel("claude-haiku-4-5", api_key=KEY, base_url=srv.url, max_retries=0)
         executor = AnthropicModel("claude-haiku-9-9", api_key=KEY, base_url=srv.url, max_retries=0)
-        rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={SPEC: planner, "anthropic:claude-haiku-9-9": executor})
+        rt = make_runtime(
+            repo, config=cfg, reporter=RecordingReporter(), models={SPEC: planner, "anthropic:claude-haiku-9-9": executor}
+        )
         res = run_question(rt, QUESTION, planner_model=SPEC, executor_model="anthropic:claude-haiku-9-9")
         asked = [r.body["model"] for r in messages_requests(srv)]
     assert asked == ["claude-haiku-4-5", "claude-haiku-9-9"]  # one plan, one executor call, nothing after
@@ -267,8 +305,7 @@ def test_an_executor_model_that_does_not_exist_ends_the_task_without_asking_the_
 
 def test_a_model_call_that_times_out_is_retried_and_the_task_goes_on(tmp_path):
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,
-                       faults=[Fault(delay=3)]) as srv:
+    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, faults=[Fault(delay=3)]) as srv:
         res, rt, rep = run_inproc(repo, srv, max_retries=0, timeout=0.5)
     assert res.outcome == "done" and "SUM=55" in res.answer
     assert any("no answer from" in e["error"] for k, e in rep.events if k == "error" and e.get("step") == "model")
@@ -276,8 +313,9 @@ def test_a_model_call_that_times_out_is_retried_and_the_task_goes_on(tmp_path):
 
 def test_model_calls_that_keep_timing_out_end_the_task_reported(tmp_path):
     repo = make_repo(tmp_path)
-    with FakeAnthropic(api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0,
-                       faults=[Fault(delay=1.5, times=None)]) as srv:
+    with FakeAnthropic(
+        api_key=KEY, responder=one_node_responder(sum_node), min_cache_tokens=0, faults=[Fault(delay=1.5, times=None)]
+    ) as srv:
         res, rt, rep = run_inproc(repo, srv, max_retries=0, timeout=0.3, retry=RetryPolicy(attempts=1, backoff_s=0.01))
     assert res.outcome == "error" and "no answer from" in (res.reason or "")
     assert "Outcome: error" in res.report
@@ -310,10 +348,15 @@ def test_retry_policy_unit():
             raise e
         return "ok"
 
-    assert query_with_retry(once, RetryPolicy(attempts=1, backoff_s=100, max_wait_s=60), sleep=waits.append) == "ok" and waits == [7.0]
+    assert query_with_retry(
+        once, RetryPolicy(attempts=1, backoff_s=100, max_wait_s=60), sleep=waits.append
+    ) == "ok" and waits == [7.0]
     with pytest.raises(ModelError, match="asks to wait 999 s"):
-        query_with_retry(lambda: (_ for _ in ()).throw(ModelError("429", retry_after=999, retryable=True)),
-                         RetryPolicy(attempts=3, max_wait_s=60), sleep=waits.append)
+        query_with_retry(
+            lambda: (_ for _ in ()).throw(ModelError("429", retry_after=999, retryable=True)),
+            RetryPolicy(attempts=3, max_wait_s=60),
+            sleep=waits.append,
+        )
     assert retry_after_of({"retry-after-ms": "1500"}) == 1.5 and retry_after_of({"retry-after": "3"}) == 3.0
     assert retry_after_of({"retry-after": "Wed, 21 Oct 2015 07:28:00 GMT"}) == 0.0 and retry_after_of({}) is None
 
@@ -332,7 +375,9 @@ def test_openai_compatible_errors_carry_retry_after_and_are_retried_by_the_runti
         waits: list[float] = []
         resp = query_with_retry(lambda: m.query(req), RetryPolicy(attempts=2, backoff_s=0.01), sleep=waits.append)
         assert resp.content and len(waits) == 1  # the 503, then an answer
-    with FakeOpenAI(faults=[Fault(status=429, message="You exceeded your current quota", error_code="insufficient_quota")]) as srv:
+    with FakeOpenAI(
+        faults=[Fault(status=429, message="You exceeded your current quota", error_code="insufficient_quota")]
+    ) as srv:
         with pytest.raises(FatalModelError) as e:
             OpenAIModel("gpt-4o-mini", api_key="sk-test", base_url=srv.url + "/v1", max_retries=0).query(req)
         assert not e.value.retryable
@@ -347,9 +392,17 @@ def test_truncated_and_malformed_output_is_sent_back_and_corrected(tmp_path):
     good_plan = tool("update_plan", nodes=[{"id": "n1", "title": "Sum", "goal": "Sum the numbers in numbers.txt."}])
     planner_script = [
         {"content": [{"type": "text", "text": "I think the plan should be: first we"}], "stop_reason": "max_tokens"},  # truncated
-        {"content": [{"type": "tool_use", "name": "update_plan", "input": '{"nodes": [{"id": "n1", "title": '}], "stop_reason": "max_tokens"},  # bad JSON
-        tool("update_plan", nodes=[{"id": "a", "title": "A", "goal": "a", "depends_on": ["b"]},
-                                   {"id": "b", "title": "B", "goal": "b", "depends_on": ["a"]}]),  # a cycle
+        {
+            "content": [{"type": "tool_use", "name": "update_plan", "input": '{"nodes": [{"id": "n1", "title": '}],
+            "stop_reason": "max_tokens",
+        },  # bad JSON
+        tool(
+            "update_plan",
+            nodes=[
+                {"id": "a", "title": "A", "goal": "a", "depends_on": ["b"]},
+                {"id": "b", "title": "B", "goal": "b", "depends_on": ["a"]},
+            ],
+        ),  # a cycle
         good_plan,  # (the planner gets max_corrections = 3 corrections per step)
         tool("delete_repository", why="clean up"),  # unknown tool, in the next planner step
     ]
@@ -374,8 +427,14 @@ def test_truncated_and_malformed_output_is_sent_back_and_corrected(tmp_path):
         bodies = [r.body for r in messages_requests(srv)]
     assert res.outcome == "done" and "SUM=55" in res.answer
     sent_back = json.dumps(bodies)
-    for needle in ("exactly one tool call", "not valid JSON", "unknown tool `delete_repository`", "dependency cycle",
-                   "unknown tool `rm_rf`", "needs a non-empty `code`"):
+    for needle in (
+        "exactly one tool call",
+        "not valid JSON",
+        "unknown tool `delete_repository`",
+        "dependency cycle",
+        "unknown tool `rm_rf`",
+        "needs a non-empty `code`",
+    ):
         assert needle in sent_back, needle  # each problem went back to the model, worded for it to fix
 
 
@@ -399,8 +458,14 @@ def test_a_dispatch_loop_ends_at_the_hop_limit(tmp_path):
         res, rt, rep = run_inproc(repo, srv, budget=Budget(max_hops=3))
         # replaying a plan job beyond the hop limit (as a loop of dispatches would) ends the task
         task = "loop-task"
-        job = Engine(rt).start(QUESTION, base_ref="main", base_sha=git(repo, "rev-parse", "main").strip(),
-                               models=load_snapshot(rt.git, res.task_id).task.models, budget=Budget(max_hops=3), task_id=task)
+        job = Engine(rt).start(
+            QUESTION,
+            base_ref="main",
+            base_sha=git(repo, "rev-parse", "main").strip(),
+            models=load_snapshot(rt.git, res.task_id).task.models,
+            budget=Budget(max_hops=3),
+            task_id=task,
+        )
         nxt = Engine(rt).handle(job.model_copy(update={"hop": 4}))
     assert [j.step for j in nxt] == ["finish"] and "hops" in (nxt[0].reason or "")
     Engine(rt).handle(nxt[0])

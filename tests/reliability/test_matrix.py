@@ -22,8 +22,12 @@ def test_every_row_names_tests_that_exist():
     for f in files:
         assert (ROOT / f).exists(), f
     # the ids pytest would run, for every file named
-    out = subprocess.run([sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
-                         cwd=ROOT, capture_output=True, text=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider", *files],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+    ).stdout
     collected = set(line.strip() for line in out.splitlines() if "::" in line)
     for f, name, param in refs:
         if param in ("", "[both]"):

@@ -18,21 +18,27 @@ from pathlib import Path
 
 import pytest
 
-import gitops_agent.sandbox.choose as sbmod
-from gitops_agent.sandbox.cgroups import pids_cgroup_parent
-from gitops_agent.sandbox.env import SANE_PATH, scrubbed_env
-from gitops_agent.settings.config import AgentConfig
-from gitops_agent.core.errors import SandboxError
 from gitops_agent.app.local import make_runtime, run_question
+from gitops_agent.core.errors import SandboxError
+from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
+from gitops_agent.sandbox.cgroups import pids_cgroup_parent
+from gitops_agent.sandbox.choose import make_sandbox
 from gitops_agent.sandbox.docker import DockerSandbox
+from gitops_agent.sandbox.env import SANE_PATH, scrubbed_env
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.plain import SubprocessSandbox
-from gitops_agent.sandbox.choose import make_sandbox
-from gitops_agent.core.snapshot import load_snapshot
+from gitops_agent.settings.config import AgentConfig
 from tests.reliability.rhelpers import (
-    BACKENDS, BEST, ROOT, make_repo, needs_bwrap, needs_docker, process_limit_enforced, processes_under,
+    BACKENDS,
+    BEST,
+    ROOT,
+    make_repo,
+    needs_bwrap,
+    needs_docker,
+    process_limit_enforced,
+    processes_under,
 )
 
 CLASSES = {"subprocess": SubprocessSandbox, "bubblewrap": BubblewrapSandbox, "docker": DockerSandbox}
@@ -71,7 +77,7 @@ print(json.dumps(obs.model_dump()))
 """
 
 # The probe never prints a secret (redaction would hide a leak): it prints where it found it.
-HUNT = r'''
+HUNT = r"""
 import glob, os, socket
 needle = {needle!r}[::-1].encode()
 found, scanned = [], 0
@@ -81,7 +87,8 @@ def look(where, data):
     if needle in data:
         found.append(where)
 look("os.environ", repr(dict(os.environ)).encode())
-for p in ["/proc/self/environ", "/proc/1/environ", f"/proc/{{os.getppid()}}/environ", "/proc/{agent_pid}/environ"] + glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
+places = ["/proc/self/environ", "/proc/1/environ", f"/proc/{{os.getppid()}}/environ", "/proc/{agent_pid}/environ"]
+for p in places + glob.glob("/proc/[0-9]*/environ") + glob.glob("/proc/[0-9]*/cmdline"):
     try:
         look(p, open(p, "rb").read())
     except OSError:
@@ -102,7 +109,7 @@ for s in {sockets!r}:
 print("SCANNED", scanned)
 for f in found:
     print("FOUND", f)
-'''
+"""
 
 
 def hunt(backend: str, work: Path, secret: str, env: dict[str, str] | None = None, files=(), sockets=()) -> tuple[dict, int]:
@@ -110,8 +117,14 @@ def hunt(backend: str, work: Path, secret: str, env: dict[str, str] | None = Non
     with the secret in its environment (as the real agent is with ANTHROPIC_API_KEY, so it is in
     /proc/<agent pid>/environ). Returns (observation, agent pid)."""
     penv = {**os.environ, "PYTHONPATH": str(ROOT), "GITOPS_PROBE_API_KEY": secret, **(env or {})}
-    p = subprocess.Popen([sys.executable, "-c", DRIVER, backend, str(work)], env=penv, stdin=subprocess.PIPE,
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-c", DRIVER, backend, str(work)],
+        env=penv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     code = HUNT.format(needle=secret[::-1], agent_pid=p.pid, files=list(files), sockets=list(sockets))
     out, err = p.communicate(code, timeout=60)
     assert p.returncode == 0, err
@@ -156,7 +169,9 @@ def test_bubblewrap_hides_credential_files_runner_directories_and_sockets(work, 
         (runner / ".credentials").write_text(json.dumps({"token": secret}))  # what a self-hosted runner keeps
         ws = runner / "_work" / "repo" / "repo"
         (ws / ".git").mkdir(parents=True)
-        (ws / ".git" / "config").write_text(f'[http]\n\textraheader = AUTHORIZATION: basic {secret}\n')  # persisted checkout token
+        (ws / ".git" / "config").write_text(
+            f"[http]\n\textraheader = AUTHORIZATION: basic {secret}\n"
+        )  # persisted checkout token
         for addr in (str(run_sock), abstract):  # the docker socket lives in /run; abstract sockets live in the netns
             s = socket.socket(socket.AF_UNIX)
             s.bind(addr)
@@ -195,9 +210,17 @@ def test_the_environment_is_scrubbed_in_every_backend(backend, work, monkeypatch
 @needs_bwrap
 def test_bubblewrap_code_cannot_write_outside_its_working_tree(work):
     name = f"gitops-agent-probe-{uuid.uuid4().hex[:8]}"
-    targets = [f"/var/tmp/{name}", os.path.join(os.path.expanduser("~"), name), f"/etc/{name}", f"/usr/local/{name}",
-               str(work.parent / name)]
-    code = "import sys\nfor t in sys.argv[1:] or %r:\n    try:\n        open(t, 'w').write('x'); print('WROTE', t)\n    except OSError as e:\n        print('DENIED', t, e.strerror)\nopen('inside.txt', 'w').write('ok')\n" % targets
+    targets = [
+        f"/var/tmp/{name}",
+        os.path.join(os.path.expanduser("~"), name),
+        f"/etc/{name}",
+        f"/usr/local/{name}",
+        str(work.parent / name),
+    ]
+    code = (
+        "import sys\nfor t in sys.argv[1:] or %r:\n    try:\n        open(t, 'w').write('x'); print('WROTE', t)\n"
+        "    except OSError as e:\n        print('DENIED', t, e.strerror)\nopen('inside.txt', 'w').write('ok')\n" % targets
+    )
     try:
         obs = sandbox("bubblewrap").run_python(code, work)
         assert obs.exit_code == 0, obs.stderr
@@ -263,7 +286,9 @@ def test_bubblewrap_code_cannot_open_a_network_connection(work, listener):
 
 
 def test_an_infinite_loop_is_killed_at_the_timeout(backend, work):
-    obs = sandbox(backend, timeout_s=1).run_python("import subprocess\nsubprocess.Popen(['sleep', '300'])\nwhile True:\n    pass\n", work)
+    obs = sandbox(backend, timeout_s=1).run_python(
+        "import subprocess\nsubprocess.Popen(['sleep', '300'])\nwhile True:\n    pass\n", work
+    )
     assert obs.timed_out and "timed out after 1 s" in obs.stderr
     assert not processes_under(work)  # the loop and its child are gone
 
@@ -271,11 +296,18 @@ def test_an_infinite_loop_is_killed_at_the_timeout(backend, work):
 def test_an_infinite_loop_in_a_step_times_out_and_the_task_goes_on(tmp_path):
     repo = make_repo(tmp_path)
     script = {
-        "planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "sum"}]}},
-                    {"tool": "finish", "input": {"answer": "{{ results.n1 }}", "summary": "sum"}}],
-        "executor:n1": [{"tool": "run_python", "input": {"code": "while True:\n    pass\n"}},
-                        {"tool": "run_python", "input": {"code": "print('SUM=%d' % sum(int(x) for x in open('numbers.txt').read().split()))"}},
-                        {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
+        "planner": [
+            {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "sum"}]}},
+            {"tool": "finish", "input": {"answer": "{{ results.n1 }}", "summary": "sum"}},
+        ],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": "while True:\n    pass\n"}},
+            {
+                "tool": "run_python",
+                "input": {"code": "print('SUM=%d' % sum(int(x) for x in open('numbers.txt').read().split()))"},
+            },
+            {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+        ],
     }
     cfg = AgentConfig()
     cfg.sandbox.backend = BEST
@@ -344,7 +376,8 @@ def test_daemons_do_not_outlive_the_action(backend, work):
 def test_100_mb_of_output_is_bounded(backend, work):
     code = (
         "import sys\nsys.stdout.write('HEAD-MARK\\n'); sys.stdout.flush()\nblock = b'x' * 2**20\n"
-        "for _ in range(100):\n    sys.stdout.buffer.write(block)\nsys.stdout.buffer.flush()\nsys.stdout.write('\\nTAIL-MARK\\n')\n"
+        "for _ in range(100):\n    sys.stdout.buffer.write(block)\nsys.stdout.buffer.flush()\n"
+        "sys.stdout.write('\\nTAIL-MARK\\n')\n"
     )
     obs = sandbox(backend, max_output_chars=4000, timeout_s=60).run_python(code, work)
     assert obs.exit_code == 0, obs.stderr
@@ -357,9 +390,14 @@ def test_a_100_mb_file_from_the_code_is_refused_not_committed(tmp_path):
     repo = make_repo(tmp_path)
     code = "open('big.bin', 'wb').write(b'0' * (100 * 2**20)); open('small.txt', 'w').write('ok'); print('written')"
     script = {
-        "planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "write"}]}},
-                    {"tool": "finish", "input": {"answer": "done", "summary": "done"}}],
-        "executor:n1": [{"tool": "run_python", "input": {"code": code}}, {"tool": "finish_step", "input": {"status": "done", "result": "ok"}}],
+        "planner": [
+            {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "write"}]}},
+            {"tool": "finish", "input": {"answer": "done", "summary": "done"}},
+        ],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "ok"}},
+        ],
     }
     cfg = AgentConfig()
     cfg.sandbox.backend = BEST
@@ -369,7 +407,9 @@ def test_a_100_mb_file_from_the_code_is_refused_not_committed(tmp_path):
     rec = load_snapshot(rt.git, res.task_id).latest_step_for("n1")
     assert "small.txt" in rec.artifacts and "big.bin" not in rec.artifacts
     assert any(r.startswith("big.bin: refused (104.9 MB is over the 10 MB cap)") for r in rec.refused), rec.refused
-    files = subprocess.run(["git", "-C", str(repo), "ls-tree", "-r", "--name-only", res.branch], capture_output=True, text=True).stdout.split()
+    files = subprocess.run(
+        ["git", "-C", str(repo), "ls-tree", "-r", "--name-only", res.branch], capture_output=True, text=True
+    ).stdout.split()
     assert "big.bin" not in files and "small.txt" in files
 
 
@@ -382,7 +422,9 @@ def test_falling_back_to_subprocess_warns_loudly(monkeypatch, caplog):
     monkeypatch.setattr(DockerSandbox, "available", classmethod(lambda cls: False))
     with caplog.at_level(logging.WARNING, logger="gitops_agent.sandbox"):
         assert make_sandbox(SandboxLimits()).name == "subprocess"
-    assert any("falling back to the subprocess backend" in r.message and "/proc/<agent pid>/environ" in r.message for r in caplog.records)
+    assert any(
+        "falling back to the subprocess backend" in r.message and "/proc/<agent pid>/environ" in r.message for r in caplog.records
+    )
 
 
 def test_require_isolation_refuses_to_run_code_without_bubblewrap_or_docker(monkeypatch):
@@ -401,8 +443,8 @@ def test_require_isolation_is_met_by_bubblewrap():
 
 
 def test_github_steps_require_isolation_unless_the_repository_opts_out(tmp_path):
-    from gitops_agent.github.steps import Settings, StepRunner
     from gitops_agent.git.repo import GitRepo
+    from gitops_agent.github.steps import Settings, StepRunner
 
     repo = make_repo(tmp_path)
     runner = StepRunner(Settings(repo="o/r", workdir=tmp_path), client=None)
@@ -411,7 +453,9 @@ def test_github_steps_require_isolation_unless_the_repository_opts_out(tmp_path)
         (repo / ".github").mkdir()
         (repo / ".github" / "gitops-agent.yml").write_text("sandbox: {require_isolation: false}\n")
         subprocess.run(["git", "-C", str(repo), "add", "-A"], check=True)
-        subprocess.run(["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "opt out"], check=True)
+        subprocess.run(
+            ["git", "-C", str(repo), "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "opt out"], check=True
+        )
         assert runner.config(GitRepo(repo), "HEAD").sandbox.require_isolation is False
     finally:
         runner.close()
@@ -422,8 +466,10 @@ def test_a_refused_sandbox_ends_the_task_with_the_reason(tmp_path, monkeypatch):
     monkeypatch.setattr(BubblewrapSandbox, "available", classmethod(lambda cls: False))
     monkeypatch.setattr(DockerSandbox, "available", classmethod(lambda cls: False))
     repo = make_repo(tmp_path)
-    script = {"planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "x"}]}}],
-              "executor:n1": [{"tool": "run_python", "input": {"code": "print(1)"}}]}
+    script = {
+        "planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "N1", "goal": "x"}]}}],
+        "executor:n1": [{"tool": "run_python", "input": {"code": "print(1)"}}],
+    }
     cfg = AgentConfig()
     cfg.sandbox.require_isolation = True
     rt = make_runtime(repo, config=cfg, models={"scripted:t": ScriptedModel(script)})
@@ -436,40 +482,102 @@ def test_a_refused_sandbox_ends_the_task_with_the_reason(tmp_path, monkeypatch):
 
 
 def test_docker_run_command_line():
-    sb = DockerSandbox(SandboxLimits(backend="docker", memory_mb=512, cpus=1.5, max_processes=64, file_size_mb=100, tmp_mb=100,
-                                     extra_ro_paths=[("/srv/data", "/data")], docker_image="python:3.12-slim"),
-                       docker="/usr/bin/docker")
+    sb = DockerSandbox(
+        SandboxLimits(
+            backend="docker",
+            memory_mb=512,
+            cpus=1.5,
+            max_processes=64,
+            file_size_mb=100,
+            tmp_mb=100,
+            extra_ro_paths=[("/srv/data", "/data")],
+            docker_image="python:3.12-slim",
+        ),
+        docker="/usr/bin/docker",
+    )
     env = scrubbed_env({"AGENT_DATA_DIR": "/data"}, home="/tmp", tmpdir="/tmp", python="python3")
     orig_exists = os.path.exists
     try:
         os.path.exists = lambda p: True if p == "/srv/data" else orig_exists(p)  # noqa: E731
-        argv = sb.container_argv(["python3", "-u", "/.agent-code/cell.py"], Path("/w/tree"), Path("/r/code"), env, 30,
-                                 "gitops-agent-abc", uid=1001, gid=121)
+        argv = sb.container_argv(
+            ["python3", "-u", "/.agent-code/cell.py"],
+            Path("/w/tree"),
+            Path("/r/code"),
+            env,
+            30,
+            "gitops-agent-abc",
+            uid=1001,
+            gid=121,
+        )
     finally:
         os.path.exists = orig_exists
     envs = [f"--env={k}={v}" for k, v in env.items()]
     assert argv == [
-        "/usr/bin/docker", "run", "--rm", "--name", "gitops-agent-abc", "--init",
-        "--network", "none",
-        "--read-only", "--tmpfs", "/tmp:rw,nosuid,nodev,size=100m",
-        "--memory", "512m", "--memory-swap", "512m", "--cpus", "1.5", "--pids-limit", "64",
-        "--ulimit", f"fsize={100 * 2**20}:{100 * 2**20}", "--ulimit", "cpu=35:40", "--ulimit", "core=0:0",
-        "--ulimit", "nofile=1024:1024",
-        "--cap-drop", "ALL", "--security-opt", "no-new-privileges",
-        "--user", "1001:121", "--hostname", "sandbox", "--label", "gitops-agent.sandbox=1",
-        "--mount", "type=bind,source=/r/code,target=/.agent-code,readonly",
-        "--mount", "type=bind,source=/srv/data,target=/data,readonly",
-        "--mount", "type=bind,source=/w/tree,target=/w/tree", "--workdir", "/w/tree",
+        "/usr/bin/docker",
+        "run",
+        "--rm",
+        "--name",
+        "gitops-agent-abc",
+        "--init",
+        "--network",
+        "none",
+        "--read-only",
+        "--tmpfs",
+        "/tmp:rw,nosuid,nodev,size=100m",
+        "--memory",
+        "512m",
+        "--memory-swap",
+        "512m",
+        "--cpus",
+        "1.5",
+        "--pids-limit",
+        "64",
+        "--ulimit",
+        f"fsize={100 * 2**20}:{100 * 2**20}",
+        "--ulimit",
+        "cpu=35:40",
+        "--ulimit",
+        "core=0:0",
+        "--ulimit",
+        "nofile=1024:1024",
+        "--cap-drop",
+        "ALL",
+        "--security-opt",
+        "no-new-privileges",
+        "--user",
+        "1001:121",
+        "--hostname",
+        "sandbox",
+        "--label",
+        "gitops-agent.sandbox=1",
+        "--mount",
+        "type=bind,source=/r/code,target=/.agent-code,readonly",
+        "--mount",
+        "type=bind,source=/srv/data,target=/data,readonly",
+        "--mount",
+        "type=bind,source=/w/tree,target=/w/tree",
+        "--workdir",
+        "/w/tree",
         *[x for e in envs for x in e.split("=", 1)],
-        "python:3.12-slim", "timeout", "-s", "KILL", "35", "python3", "-u", "/.agent-code/cell.py",
+        "python:3.12-slim",
+        "timeout",
+        "-s",
+        "KILL",
+        "35",
+        "python3",
+        "-u",
+        "/.agent-code/cell.py",
     ]
     assert env["PATH"] == SANE_PATH and env["HOME"] == "/tmp"  # nothing of the host's interpreter leaks in
     assert not [a for a in argv if any(w in a for w in ("KEY", "TOKEN", "SECRET"))]
     with_net = DockerSandbox(SandboxLimits(backend="docker", network=True), docker="/usr/bin/docker").container_argv(
-        ["true"], Path("/w"), Path("/c"), {}, 5, "n", uid=0, gid=0)
+        ["true"], Path("/w"), Path("/c"), {}, 5, "n", uid=0, gid=0
+    )
     assert with_net[with_net.index("--network") + 1] == "bridge"
     with pytest.raises(SandboxError, match="cannot mount"):
-        DockerSandbox(SandboxLimits(backend="docker"), docker="/usr/bin/docker").container_argv(["true"], Path("/w/a,b"), Path("/c"), {}, 5, "n")
+        DockerSandbox(SandboxLimits(backend="docker"), docker="/usr/bin/docker").container_argv(
+            ["true"], Path("/w/a,b"), Path("/c"), {}, 5, "n"
+        )
 
 
 def test_docker_timeout_kills_the_container(monkeypatch, tmp_path):
@@ -490,7 +598,9 @@ def test_docker_timeout_kills_the_container(monkeypatch, tmp_path):
 def test_docker_pulls_a_missing_image_before_the_first_action(tmp_path):
     log = tmp_path / "docker.log"
     fake = tmp_path / "docker"
-    fake.write_text(f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = image ] && exit 1\n[ "$1" = pull ] && exit "${{PULL_RC:-0}}"\nexit 0\n')
+    fake.write_text(
+        f'#!/bin/sh\necho "$@" >> {log}\n[ "$1" = image ] && exit 1\n[ "$1" = pull ] && exit "${{PULL_RC:-0}}"\nexit 0\n'
+    )
     fake.chmod(0o755)
     sb = DockerSandbox(SandboxLimits(backend="docker", docker_image="example/py:1"), docker=str(fake))
     sb.ensure_image()
@@ -563,8 +673,10 @@ def test_docker_deleted_open_files_of_the_container_count_against_the_disk_budge
     work.mkdir()
     sb = DockerSandbox(SandboxLimits(backend="docker", disk_mb=20, timeout_s=15), docker=str(fake))
     sb.ensure_image()
-    attack = ("import os, time\nfd = os.open('hidden.bin', os.O_CREAT | os.O_WRONLY, 0o600)\nos.unlink('hidden.bin')\n"
-              "for _ in range(30):\n    os.write(fd, b'x' * (1 << 20))\nprint('wrote 30 MiB unlinked', flush=True)\ntime.sleep(60)\n")
+    attack = (
+        "import os, time\nfd = os.open('hidden.bin', os.O_CREAT | os.O_WRONLY, 0o600)\nos.unlink('hidden.bin')\n"
+        "for _ in range(30):\n    os.write(fd, b'x' * (1 << 20))\nprint('wrote 30 MiB unlinked', flush=True)\ntime.sleep(60)\n"
+    )
     obs = sb.run_python(attack, work)
     assert "wrote 30 MiB unlinked" in obs.stdout, obs.stderr
     assert not obs.timed_out and "to disk (sandbox.disk_mb)" in obs.stderr, obs.stderr

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from gitops_agent.safety.policy import PolicyConfig
 from gitops_agent.git.checkout import Output
-from gitops_agent.safety.policy import decide, matches
+from gitops_agent.safety.policy import PolicyConfig, decide, matches
 
 OWN = ".agent/tasks/t/steps/0003-n1"
 
@@ -17,9 +16,14 @@ def test_patterns_ignore_case_and_a_directory_pattern_covers_the_directory_itsel
 
 
 def test_records_are_refused_anywhere_in_the_own_folder():
-    changes = {f"{OWN}/0000-zz/step.json": Output("file", b"{}"), f"{OWN}/sub/result.md": Output("file", b"x"),
-               f"{OWN}/memory.json": Output("file", b"{}"), f"{OWN}/0004-n2/data.csv": Output("file", b"1"),
-               f"{OWN}/out.csv": Output("file", b"1"), f"{OWN}/step.json": Output("file", b"{}")}
+    changes = {
+        f"{OWN}/0000-zz/step.json": Output("file", b"{}"),
+        f"{OWN}/sub/result.md": Output("file", b"x"),
+        f"{OWN}/memory.json": Output("file", b"{}"),
+        f"{OWN}/0004-n2/data.csv": Output("file", b"1"),
+        f"{OWN}/out.csv": Output("file", b"1"),
+        f"{OWN}/step.json": Output("file", b"{}"),
+    }
     d = decide(changes, PolicyConfig(), own_dir=OWN)
     assert list(d.kept) == [f"{OWN}/out.csv"]  # the top-level step.json is the engine's own: dropped quietly
     assert len(d.refused) == 4 and all("only the engine writes step records" in r for r in d.refused)
@@ -29,8 +33,12 @@ def test_workflows_are_refused_even_when_the_settings_allow_everything():
     """A repository may empty policy.refused_paths; a workflow the model wrote would still run on
     the next reviewer's event, with the repository's secrets: it is never committed."""
     wide_open = PolicyConfig(refused_paths=[], tool_files_action="allow", existing_files_action="allow")
-    changes = {".github/workflows/pwn.yml": Output("file", b"on: push"), ".GitHub/Workflows/x.yaml": Output("file", b"x"),
-               ".github/ISSUE_TEMPLATE/q.md": Output("file", b"ok"), "report.csv": Output("file", b"1")}
+    changes = {
+        ".github/workflows/pwn.yml": Output("file", b"on: push"),
+        ".GitHub/Workflows/x.yaml": Output("file", b"x"),
+        ".github/ISSUE_TEMPLATE/q.md": Output("file", b"ok"),
+        "report.csv": Output("file", b"1"),
+    }
     d = decide(changes, wide_open, own_dir=OWN)
     assert sorted(d.kept) == [".github/ISSUE_TEMPLATE/q.md", "report.csv"]
     assert len(d.refused) == 2 and all("workflows are never written" in r for r in d.refused)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
 import sys
-import socket
 import threading
 import time
 import uuid
@@ -14,23 +14,20 @@ from pathlib import Path
 import pytest
 
 from gitops_agent.core.errors import SandboxError
+from gitops_agent.core.seams import Sandbox
 from gitops_agent.safety.secrets import redact
 from gitops_agent.sandbox import choose
 from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
-from gitops_agent.sandbox.docker import DockerSandbox
 from gitops_agent.sandbox.choose import available_backends, bwrap_works, make_sandbox
+from gitops_agent.sandbox.docker import DockerSandbox
 from gitops_agent.sandbox.env import scrubbed_env
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.output import truncate_middle
 from gitops_agent.sandbox.plain import SubprocessSandbox
-from gitops_agent.core.seams import Sandbox
 
 needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
 
-BACKENDS = [
-    pytest.param("subprocess", id="subprocess"),
-    pytest.param("bubblewrap", id="bubblewrap", marks=needs_bwrap),
-]
+BACKENDS = [pytest.param("subprocess", id="subprocess"), pytest.param("bubblewrap", id="bubblewrap", marks=needs_bwrap)]
 
 
 def sandbox(backend: str, **limits) -> Sandbox:
@@ -124,11 +121,7 @@ def test_environment_scrubbed_and_secrets_redacted(backend, work, monkeypatch):
     monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIAABCDEFGHIJKLMNOP")
     monkeypatch.setenv("PYTHONPATH", "/somewhere/else")
     sb = sandbox(backend)
-    code = (
-        "import os, json\n"
-        "print(json.dumps(dict(os.environ)))\n"
-        "print('leak:', 'plain-value-hunter2-xyz')\n"
-    )
+    code = "import os, json\nprint(json.dumps(dict(os.environ)))\nprint('leak:', 'plain-value-hunter2-xyz')\n"
     obs = sb.run_python(code, work)
     assert obs.exit_code == 0, obs.stderr
     env_line, leak_line = obs.stdout.splitlines()
@@ -163,8 +156,19 @@ def test_scrubbed_env_allow_list(monkeypatch, tmp_path):
     monkeypatch.setenv("SOMETHING_ELSE", "harmless")
     env = scrubbed_env({"AGENT_STEP_DIR": "/s"}, home=tmp_path, tmpdir=tmp_path)
     assert set(env) == {
-        "PATH", "LANG", "LC_ALL", "TZ", "TERM", "HOME", "TMPDIR", "PYTHONDONTWRITEBYTECODE",
-        "PYTHONUNBUFFERED", "PYTHONIOENCODING", "PYTHONHASHSEED", "MPLBACKEND", "AGENT_STEP_DIR",
+        "PATH",
+        "LANG",
+        "LC_ALL",
+        "TZ",
+        "TERM",
+        "HOME",
+        "TMPDIR",
+        "PYTHONDONTWRITEBYTECODE",
+        "PYTHONUNBUFFERED",
+        "PYTHONIOENCODING",
+        "PYTHONHASHSEED",
+        "MPLBACKEND",
+        "AGENT_STEP_DIR",
     }
     assert env["HOME"] == str(tmp_path)
     with pytest.raises(SandboxError):
@@ -335,10 +339,13 @@ def test_cpu_time_limit_ends_a_busy_loop_before_the_wall_timeout(backend, work):
     assert obs.exit_code is not None and obs.exit_code != 0
 
 
-@pytest.mark.parametrize("backend", [
-    pytest.param("subprocess", id="subprocess"),
-    pytest.param("bubblewrap", id="bubblewrap", marks=[needs_bwrap]),  # bwrap reports SIGXCPU as exit code 152
-])
+@pytest.mark.parametrize(
+    "backend",
+    [
+        pytest.param("subprocess", id="subprocess"),
+        pytest.param("bubblewrap", id="bubblewrap", marks=[needs_bwrap]),  # bwrap reports SIGXCPU as exit code 152
+    ],
+)
 def test_code_stopped_by_the_cpu_limit_is_told_why(backend, work):
     """The model reads why its code stopped: the observation names the CPU time limit."""
     obs = sandbox(backend, cpu_s=1).run_python("while True:\n    pass\n", work, timeout=20)

@@ -17,4 +17,6 @@ def world(tmp_path):
 def pytest_collection_modifyitems(items):
     for item in items:
         if "tests/security/" in str(item.fspath):
-            item.add_marker(pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is missing or cannot create namespaces here"))
+            item.add_marker(
+                pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is missing or cannot create namespaces here")
+            )

@@ -54,7 +54,7 @@ def forms(secret: str) -> list[str]:
     out = {secret, secret[::-1], raw.hex(), raw.hex().upper(), urllib.parse.quote(secret, safe="")}
     for k in range(3):
         enc = base64.b64encode(b"\0" * k + raw + b"\0\0\0").decode()
-        out.add(enc[4 * ((k + 2) // 3): 4 * ((k + len(raw)) // 3)])
+        out.add(enc[4 * ((k + 2) // 3) : 4 * ((k + len(raw)) // 3)])
     return sorted(f for f in out if len(f) >= 12)
 
 
@@ -178,8 +178,11 @@ class World:
         (self.runner / ".runner").write_text('{"agentName": "runnerA"}')
         self.temp = self.work / "_temp"
         self.workspace = self.work / "r" / "r"
-        self._secret_file(self.workspace / ".git" / "config", "WSHEADER",
-                          '[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {}\n')
+        self._secret_file(
+            self.workspace / ".git" / "config",
+            "WSHEADER",
+            '[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {}\n',
+        )
         self.file_commands = self.temp / "_runner_file_commands"
         self.file_commands.mkdir(parents=True)
         for name in ("set_env", "set_output", "add_path", "step_summary"):
@@ -193,8 +196,11 @@ class World:
         other = t / "runnerB"
         self._secret_file(other / ".credentials", "SIBLINGCRED")
         self._secret_file(other / "_diag" / "Runner_20261201.log", "SIBLINGDIAG")
-        self._secret_file(other / "_work" / "o" / "o" / ".git" / "config", "SIBLINGHEADER",
-                          '[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {}\n')
+        self._secret_file(
+            other / "_work" / "o" / "o" / ".git" / "config",
+            "SIBLINGHEADER",
+            '[http "https://github.com/"]\n\textraheader = AUTHORIZATION: basic {}\n',
+        )
         self._secret_file(other / "_work" / "_temp" / "_github_workflow" / "event.json", "SIBLINGEVENT", '{{"token": "{}"}}')
         self.sibling = other
 
@@ -208,8 +214,15 @@ class World:
 
     def _skip(self) -> list[Path]:
         # the sandbox's own places and what the agent itself writes
-        return [self.bare, self.temp / "gitops-agent-", self.events, self.file_commands / "set_output",
-                self.file_commands / "step_summary", self.tmp / "upstream", self.tmp / "brain-src"]
+        return [
+            self.bare,
+            self.temp / "gitops-agent-",
+            self.events,
+            self.file_commands / "set_output",
+            self.file_commands / "step_summary",
+            self.tmp / "upstream",
+            self.tmp / "brain-src",
+        ]
 
     def _state(self) -> dict[str, str]:
         return _tree_state(self.tmp, self._skip())
@@ -235,18 +248,34 @@ class World:
         path = self.events / f"event-{n:03d}.json"
         path.write_text(json.dumps(event))
         env = {
-            "PATH": os.environ.get("PATH", "/usr/bin:/bin"), "HOME": str(self.home), "LANG": "C.UTF-8",
-            "GITHUB_ACTIONS": "true", "CI": "true", "GITHUB_REPOSITORY": "o/r", "GITHUB_API_URL": self.gh.url,
-            "GITHUB_SERVER_URL": "https://github.example", "GITHUB_EVENT_NAME": event_name, "GITHUB_EVENT_PATH": str(path),
-            "GITHUB_RUN_ID": str(5000 + n), "GITHUB_WORKSPACE": str(self.workspace),
-            "RUNNER_WORKSPACE": str(self.workspace.parent), "RUNNER_TEMP": str(self.temp),
-            "GITHUB_ENV": str(self.file_commands / "set_env"), "GITHUB_OUTPUT": str(self.file_commands / "set_output"),
-            "GITHUB_PATH": str(self.file_commands / "add_path"), "GITHUB_STEP_SUMMARY": str(self.file_commands / "step_summary"),
-            "GITHUB_TOKEN": self.token, "GITOPS_AGENT_GITHUB_TOKEN": self.token, "ANTHROPIC_API_KEY": self.key,
-            "GITOPS_AGENT_GIT_URL": f"file://{self.bare}", "GITOPS_AGENT_GITHUB_THROTTLE": "0",
-            "GITOPS_AGENT_PLANNER_MODEL": "anthropic:claude-sonnet-4-6", "GITOPS_AGENT_EXECUTOR_MODEL": "anthropic:claude-haiku-4-5",
+            "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+            "HOME": str(self.home),
+            "LANG": "C.UTF-8",
+            "GITHUB_ACTIONS": "true",
+            "CI": "true",
+            "GITHUB_REPOSITORY": "o/r",
+            "GITHUB_API_URL": self.gh.url,
+            "GITHUB_SERVER_URL": "https://github.example",
+            "GITHUB_EVENT_NAME": event_name,
+            "GITHUB_EVENT_PATH": str(path),
+            "GITHUB_RUN_ID": str(5000 + n),
+            "GITHUB_WORKSPACE": str(self.workspace),
+            "RUNNER_WORKSPACE": str(self.workspace.parent),
+            "RUNNER_TEMP": str(self.temp),
+            "GITHUB_ENV": str(self.file_commands / "set_env"),
+            "GITHUB_OUTPUT": str(self.file_commands / "set_output"),
+            "GITHUB_PATH": str(self.file_commands / "add_path"),
+            "GITHUB_STEP_SUMMARY": str(self.file_commands / "step_summary"),
+            "GITHUB_TOKEN": self.token,
+            "GITOPS_AGENT_GITHUB_TOKEN": self.token,
+            "ANTHROPIC_API_KEY": self.key,
+            "GITOPS_AGENT_GIT_URL": f"file://{self.bare}",
+            "GITOPS_AGENT_GITHUB_THROTTLE": "0",
+            "GITOPS_AGENT_PLANNER_MODEL": "anthropic:claude-sonnet-4-6",
+            "GITOPS_AGENT_EXECUTOR_MODEL": "anthropic:claude-haiku-4-5",
             # as action.yml runs it: the agent's code from its own path, nothing from the working directory
-            "PYTHONPATH": str(AGENT_ROOT), "PYTHONSAFEPATH": "1",
+            "PYTHONPATH": str(AGENT_ROOT),
+            "PYTHONSAFEPATH": "1",
         }
         if self.llm is not None:
             env["ANTHROPIC_BASE_URL"] = self.llm.url
@@ -254,8 +283,15 @@ class World:
         return env
 
     def job(self, event_name: str, event: dict, step: str = "auto", timeout: float = 180, **extra: str) -> JobRun:
-        p = subprocess.Popen([PY, "-m", "gitops_agent", "step", step], cwd=self.workspace, env=self.env(event_name, event, **extra),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        p = subprocess.Popen(
+            [PY, "-m", "gitops_agent", "step", step],
+            cwd=self.workspace,
+            env=self.env(event_name, event, **extra),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            start_new_session=True,
+        )
         peak = [0]
         done = threading.Event()
 
@@ -293,8 +329,11 @@ class World:
             assert i - start <= limit, "dispatch loop"
             procs = []
             for d in wave:
-                ev = {"action": d["event_type"], "client_payload": d["client_payload"],
-                      "sender": {"login": "github-actions[bot]", "type": "Bot"}}
+                ev = {
+                    "action": d["event_type"],
+                    "client_payload": d["client_payload"],
+                    "sender": {"login": "github-actions[bot]", "type": "Bot"},
+                }
                 th = threading.Thread(target=self.job, args=("repository_dispatch", ev))
                 th.start()
                 procs.append(th)
@@ -305,10 +344,20 @@ class World:
     def issue(self, title: str, body: str, *, user: str = "alice", labels=("agent",), sender: str | None = None) -> dict:
         n = self.gh.add_issue("o/r", title, body, user=user, labels=list(labels))
         s = sender or user
-        return {"action": "labeled" if sender else "opened", "label": {"name": "agent"},
-                "issue": {"number": n, "title": title, "body": body, "labels": [{"name": x} for x in labels],
-                          "html_url": f"https://github.example/o/r/issues/{n}", "user": {"login": user, "type": "User"}},
-                "sender": {"login": s, "type": "User"}, "repository": {"full_name": "o/r", "default_branch": "main"}}
+        return {
+            "action": "labeled" if sender else "opened",
+            "label": {"name": "agent"},
+            "issue": {
+                "number": n,
+                "title": title,
+                "body": body,
+                "labels": [{"name": x} for x in labels],
+                "html_url": f"https://github.example/o/r/issues/{n}",
+                "user": {"login": user, "type": "User"},
+            },
+            "sender": {"login": s, "type": "User"},
+            "repository": {"full_name": "o/r", "default_branch": "main"},
+        }
 
     def run_issue(self, title: str = "Sum the numbers in data/numbers.csv", body: str = "Please.", **kw) -> dict:
         ev = self.issue(title, body, **kw)
@@ -328,7 +377,9 @@ class World:
         return refs[0]
 
     def show(self, path: str, ref: str | None = None) -> str | None:
-        p = subprocess.run(["git", "--git-dir", str(self.bare), "show", f"{ref or self.task_branch()}:{path}"], capture_output=True)
+        p = subprocess.run(
+            ["git", "--git-dir", str(self.bare), "show", f"{ref or self.task_branch()}:{path}"], capture_output=True
+        )
         return p.stdout.decode("utf-8", "replace") if p.returncode == 0 else None
 
     def files(self, ref: str | None = None) -> list[str]:
@@ -352,7 +403,9 @@ class World:
         return out
 
     def all_objects(self) -> bytes:
-        p = subprocess.run(["git", "--git-dir", str(self.bare), "cat-file", "--batch-all-objects", "--batch"], capture_output=True)
+        p = subprocess.run(
+            ["git", "--git-dir", str(self.bare), "cat-file", "--batch-all-objects", "--batch"], capture_output=True
+        )
         return p.stdout
 
     def assert_nothing_leaked(self, *, allow_changed: tuple[str, ...] = ()) -> None:
@@ -369,8 +422,11 @@ class World:
                 for f in forms(secret):
                     assert f not in text, f"the {name} canary ({'plain' if f == secret else 'encoded'}) is in {what}"
         after = self._state()
-        changed = sorted(k for k in set(after) | set(self._before) if after.get(k) != self._before.get(k)
-                         and not any(k.startswith(a) for a in allow_changed))
+        changed = sorted(
+            k
+            for k in set(after) | set(self._before)
+            if after.get(k) != self._before.get(k) and not any(k.startswith(a) for a in allow_changed)
+        )
         assert changed == [], f"files outside the sandbox's own places changed: {changed[:10]}"
         assert not Path("/tmp", self.marker).exists() and not list(self.tmp.rglob(f"{self.marker}*")), "a host-side exploit ran"
         alive = []
@@ -391,13 +447,15 @@ class World:
 # ----------------------------------------------------------------------------- the attacker
 
 
-def attacker(attacks: list[Attack], *, answer: str | Callable[[str], str] = "Done.", planner_turns: list[dict] | None = None) -> AgentResponder:
+def attacker(
+    attacks: list[Attack], *, answer: str | Callable[[str], str] = "Done.", planner_turns: list[dict] | None = None
+) -> AgentResponder:
     """A planner that plans the attack nodes, then finishes with ``answer``; executors that run
     each node's code once and report what it printed."""
-    nodes = [{"id": a.id, "title": a.title or f"Step {a.id}", "goal": f"Carry out step {a.id}.", "depends_on": a.depends_on}
-             for a in attacks]
-    by_id = {a.id: a for a in attacks}
-    state = {"planned": False}
+    nodes = [
+        {"id": a.id, "title": a.title or f"Step {a.id}", "goal": f"Carry out step {a.id}.", "depends_on": a.depends_on}
+        for a in attacks
+    ]
 
     def planner(body, text, n):
         if planner_turns and n < len(planner_turns):
@@ -415,6 +473,7 @@ def attacker(attacks: list[Attack], *, answer: str | Callable[[str], str] = "Don
                 key = "code" if a.tool == "run_python" else "command"
                 return tool(a.tool, **{key: a.code})
             return tool("finish_step", status="done", result=a.result or (last_stdout(body)[:4000] or "(no output)"))
+
         return run
 
     handlers: dict[str, Any] = {"planner": planner}

@@ -64,11 +64,25 @@ def test_an_evolve_proposal_naming_an_endpoint_never_reaches_it(world):
         [{"path": "agents/analyst.yaml", "content": yaml.safe_dump(analyst, sort_keys=False)}],
     ]
     script = w.tmp / "evolve.yaml"
-    script.write_text(yaml.safe_dump({"evolve": [
-        {"tool": "propose_brain_change", "input": {"title": "Faster planner", "rationale": "r", "experiences": [], "changes": c}}
-        for c in proposals]}))
-    r = w.job("repository_dispatch", {"action": "agent-evolve", "sender": {"login": "alice", "type": "User"}},
-              GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}", OPENAI_API_KEY=OPENAI_KEY)
+    script.write_text(
+        yaml.safe_dump(
+            {
+                "evolve": [
+                    {
+                        "tool": "propose_brain_change",
+                        "input": {"title": "Faster planner", "rationale": "r", "experiences": [], "changes": c},
+                    }
+                    for c in proposals
+                ]
+            }
+        )
+    )
+    r = w.job(
+        "repository_dispatch",
+        {"action": "agent-evolve", "sender": {"login": "alice", "type": "User"}},
+        GITOPS_AGENT_PLANNER_MODEL=f"scripted:{script}",
+        OPENAI_API_KEY=OPENAI_KEY,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert w.listener.hits == []
     prs = [p for p in w.gh.repo("o/r").pulls.values() if p.pull.base == "agent/brain"]
@@ -102,10 +116,17 @@ def _patient_planner() -> AgentResponder:
     junk = "Let me think about this very carefully. " * 700
 
     def planner(body, text, n):
-        return {"content": [{"type": "text", "text": junk},
-                            {"type": "tool_use", "name": "update_plan", "input": {"nodes": [{"id": "n1", "title": "x", "goal": "x",
-                                                                                             "agent": "nobody"}]}}],
-                "stop_reason": "tool_use"}
+        return {
+            "content": [
+                {"type": "text", "text": junk},
+                {
+                    "type": "tool_use",
+                    "name": "update_plan",
+                    "input": {"nodes": [{"id": "n1", "title": "x", "goal": "x", "agent": "nobody"}]},
+                },
+            ],
+            "stop_reason": "tool_use",
+        }
 
     return AgentResponder({"planner": planner})
 
@@ -113,13 +134,24 @@ def _patient_planner() -> AgentResponder:
 def _run(repo: Path, url: str, *args: str) -> subprocess.CompletedProcess:
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
     env.update(ANTHROPIC_BASE_URL=url, ANTHROPIC_API_KEY=KEY, PYTHONPATH=str(ROOT))
-    return subprocess.run([sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args], env=env,
-                          capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "gitops_agent", "run", "--repo", str(repo), *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def _brain_branch(repo: Path, files: dict[str, str]) -> None:
-    assert subprocess.run([sys.executable, "-m", "gitops_agent", "brain", "init", "--repo", str(repo)], env={**GIT_ENV, "PYTHONPATH": str(ROOT)},
-                          capture_output=True).returncode == 0
+    assert (
+        subprocess.run(
+            [sys.executable, "-m", "gitops_agent", "brain", "init", "--repo", str(repo)],
+            env={**GIT_ENV, "PYTHONPATH": str(ROOT)},
+            capture_output=True,
+        ).returncode
+        == 0
+    )
     work = repo.parent / "brain-work"
     git(repo.parent, "clone", "-q", "--branch", "agent/brain", str(repo), str(work))
     for path, text in files.items():
@@ -140,8 +172,11 @@ def test_a_patient_planner_stays_within_a_small_budget(tmp_path):
         calls = [r for r in server.requests if r.path.startswith("/v1/messages")]
     assert "budget" in p.stdout + p.stderr
     task = task_branch(repo).removeprefix("agent/task/")
-    steps = [json.loads(git(repo, "show", f"agent/task/{task}:{f}")) for f in git(repo, "ls-tree", "-r", "--name-only", f"agent/task/{task}").split()
-             if f.endswith("_plan/step.json")]
+    steps = [
+        json.loads(git(repo, "show", f"agent/task/{task}:{f}"))
+        for f in git(repo, "ls-tree", "-r", "--name-only", f"agent/task/{task}").split()
+        if f.endswith("_plan/step.json")
+    ]
     spent = sum(s["cost_usd"] for s in steps)
     one_call = max(s["cost_usd"] / max(s["turns"], 1) for s in steps)
     assert 1 < len(calls) < 11  # stopped by the dollars, not by the correction count
@@ -159,13 +194,20 @@ def _brain_branch_set(repo: Path, files: dict[str, str]) -> None:
 # ----------------------------------------------------------------------------- F6, F7 (local, scripted)
 
 
-def _scripted_run(repo: Path, script: dict, question: str, *args: str, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+def _scripted_run(
+    repo: Path, script: dict, question: str, *args: str, extra_env: dict | None = None
+) -> subprocess.CompletedProcess:
     path = repo.parent / "script.yaml"
     path.write_text(yaml.safe_dump(script))
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
     env.update(PYTHONPATH=str(ROOT), **(extra_env or {}))
-    return subprocess.run([sys.executable, "-m", "gitops_agent", "run", "-q", "--repo", str(repo), "--model", f"scripted:{path}", *args,
-                           question], env=env, capture_output=True, text=True, timeout=180)
+    return subprocess.run(
+        [sys.executable, "-m", "gitops_agent", "run", "-q", "--repo", str(repo), "--model", f"scripted:{path}", *args, question],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
 
 
 def test_closing_keywords_never_reach_a_commit_message(tmp_path):
@@ -190,8 +232,10 @@ def test_closing_keywords_never_reach_a_commit_message(tmp_path):
 def test_a_failed_node_runs_at_most_max_node_attempts_times(tmp_path):
     repo = make_repo(tmp_path, files={"data/x.csv": "a\n1\n", ".github/gitops-agent.yml": "budget: {max_node_attempts: 2}\n"})
     again = [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "t", "goal": f"try {i}"}]}} for i in range(5)]
-    script = {"planner": again + [{"tool": "finish", "input": {"answer": "gave up", "summary": "s"}}],
-              "executor:n1": [{"tool": "finish_step", "input": {"status": "failed", "result": "no"}}] * 5}
+    script = {
+        "planner": again + [{"tool": "finish", "input": {"answer": "gave up", "summary": "s"}}],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "failed", "result": "no"}}] * 5,
+    }
     p = _scripted_run(repo, script, "q")
     branch = task_branch(repo)
     runs = [c for c in commits(repo, branch) if c["subject"].startswith("agent(execute): n1")]
@@ -246,8 +290,10 @@ def test_evolve_validation_of_a_template_bomb_stays_small(tmp_path):
 def test_a_login_that_is_a_word_of_the_settings_is_not_let_through(login):
     from gitops_agent.github.gate import decide
 
-    config = "sandbox: {require_isolation: true}\ngithub: {image_hosts: [x]}\n# the agent answers questions\n" \
-             "trigger:\n  allow: [carol]\n  allow_bots:\n    - helper[bot]\n"
+    config = (
+        "sandbox: {require_isolation: true}\ngithub: {image_hosts: [x]}\n# the agent answers questions\n"
+        "trigger:\n  allow: [carol]\n  allow_bots:\n    - helper[bot]\n"
+    )
 
     class Api:
         posted: list = []
@@ -262,8 +308,12 @@ def test_a_login_that_is_a_word_of_the_settings_is_not_let_through(login):
                 return 201, {}
             return 200, []
 
-    event = {"action": "created", "issue": {"number": 3}, "comment": {"body": "/agent do it", "user": {"login": login, "type": "User"}},
-             "repository": {"default_branch": "main"}}
+    event = {
+        "action": "created",
+        "issue": {"number": 3},
+        "comment": {"body": "/agent do it", "user": {"login": login, "type": "User"}},
+        "repository": {"default_branch": "main"},
+    }
     proceed, why = decide({"GITHUB_EVENT_NAME": "issue_comment"}, event, Api())
     assert not proceed and "cannot write" in why
     listed = dict(event, comment={"body": "/agent do it", "user": {"login": "Carol", "type": "User"}})
@@ -280,17 +330,28 @@ def test_a_recording_that_asks_for_no_sandbox_is_replayed_isolated(tmp_path):
     reads the agent's environment and writes outside the tree. Replayed, it runs under
     bubblewrap with the replaying user's settings: nothing outside, no variable of theirs."""
     marker = tmp_path / "PWNED_by_replay.txt"
-    code = ("import os, pathlib\n"
-            "env = open(f'/proc/{os.getppid()}/environ', 'rb').read().decode(errors='replace').split('\\0')\n"
-            "seen = [e.split('=')[0] for e in env if 'CANARY' in e]\n"
-            f"try:\n    pathlib.Path({str(marker)!r}).write_text('outside')\nexcept OSError as e:\n    print('write', type(e).__name__)\n"
-            "print('leaked', seen)\n")
-    repo = make_repo(tmp_path, files={"data/x.csv": "a\n1\n",
-                                      ".github/gitops-agent.yml": "sandbox: {backend: subprocess, require_isolation: false}\n"})
-    script = {"planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "t", "goal": "g"}]}},
-                          {"tool": "finish", "input": {"answer": "done", "summary": "s"}}],
-              "executor:n1": [{"tool": "run_python", "input": {"code": code}},
-                              {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}]}
+    code = (
+        "import os, pathlib\n"
+        "env = open(f'/proc/{os.getppid()}/environ', 'rb').read().decode(errors='replace').split('\\0')\n"
+        "seen = [e.split('=')[0] for e in env if 'CANARY' in e]\n"
+        f"try:\n    pathlib.Path({str(marker)!r}).write_text('outside')\n"
+        f"except OSError as e:\n    print('write', type(e).__name__)\n"
+        "print('leaked', seen)\n"
+    )
+    repo = make_repo(
+        tmp_path,
+        files={"data/x.csv": "a\n1\n", ".github/gitops-agent.yml": "sandbox: {backend: subprocess, require_isolation: false}\n"},
+    )
+    script = {
+        "planner": [
+            {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "t", "goal": "g"}]}},
+            {"tool": "finish", "input": {"answer": "done", "summary": "s"}},
+        ],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+        ],
+    }
     p = _scripted_run(repo, script, "record me", extra_env={"CANARY_AUTHOR": "x"})
     assert p.returncode == 0, p.stderr
     assert marker.exists()  # the author's run was not sandboxed: that is what they recorded
@@ -299,8 +360,13 @@ def test_a_recording_that_asks_for_no_sandbox_is_replayed_isolated(tmp_path):
     env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
     env.update(PYTHONPATH=str(ROOT), CANARY_VICTIM_SECRET="sk-ant-CANARYvictim0123456789")
     keep = tmp_path / "kept"
-    r = subprocess.run([sys.executable, "-m", "gitops_agent", "replay", task, "--repo", str(repo), "--keep", str(keep)], env=env,
-                       capture_output=True, text=True, timeout=180)
+    r = subprocess.run(
+        [sys.executable, "-m", "gitops_agent", "replay", task, "--repo", str(repo), "--keep", str(keep)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
     assert not marker.exists(), "the replayed code wrote outside its tree"
     turns = [f for f in git(keep, "ls-tree", "-r", "--name-only", f"agent/task/{task}").split() if f.endswith("-n1/turns.jsonl")]
     obs = json.loads(git(keep, "show", f"agent/task/{task}:{turns[0]}").splitlines()[0])["observation"]
@@ -311,16 +377,27 @@ def test_a_recording_that_asks_for_no_sandbox_is_replayed_isolated(tmp_path):
 def test_a_failed_node_under_a_new_id_keeps_its_count(tmp_path):
     """Round 4, B5: the planner drops the failed node and adds its goal again under a new id."""
     repo = make_repo(tmp_path, files={"data/x.csv": "a\n1\n", ".github/gitops-agent.yml": "budget: {max_node_attempts: 1}\n"})
-    again = [{"tool": "update_plan", "input": {"nodes": [{"id": f"n{i}", "title": "t", "goal": "Sum column a"}]}} for i in range(1, 6)]
+    again = [
+        {"tool": "update_plan", "input": {"nodes": [{"id": f"n{i}", "title": "t", "goal": "Sum column a"}]}} for i in range(1, 6)
+    ]
     script = {"planner": again + [{"tool": "finish", "input": {"answer": "gave up", "summary": "s"}}]}
-    script.update({f"executor:n{i}": [{"tool": "finish_step", "input": {"status": "failed", "result": "no"}}] for i in range(1, 6)})
+    script.update(
+        {f"executor:n{i}": [{"tool": "finish_step", "input": {"status": "failed", "result": "no"}}] for i in range(1, 6)}
+    )
     _scripted_run(repo, script, "q")
     runs = [c for c in commits(repo, task_branch(repo)) if c["subject"].startswith("agent(execute)")]
     assert len(runs) == 1, [c["subject"] for c in commits(repo, task_branch(repo))]
 
 
-@pytest.mark.parametrize("config", ['trigger:\n  "allow": [carol]\n', "trigger:\n  'allow':\n    - carol\n",
-                                    '{"trigger": {"allow": ["carol"], "label": "agent"}}\n'], ids=["double", "single-block", "json"])
+@pytest.mark.parametrize(
+    "config",
+    [
+        'trigger:\n  "allow": [carol]\n',
+        "trigger:\n  'allow':\n    - carol\n",
+        '{"trigger": {"allow": ["carol"], "label": "agent"}}\n',
+    ],
+    ids=["double", "single-block", "json"],
+)
 def test_a_listed_login_is_let_through_whatever_the_yaml_quoting(config):
     """Round 4, B6: the intake reads these the same; the gate must too (else it refuses the
     listed person and posts a refusal)."""
@@ -338,11 +415,20 @@ def test_nodes_run_side_by_side_share_what_is_left_of_the_budget(tmp_path):
     nodes = [{"id": f"n{i}", "title": f"part {i}", "goal": f"Analyse part {i}."} for i in range(1, 5)]
 
     def planner(body, text, n):
-        return tool("update_plan", nodes=nodes, note="split") if "There is no plan yet" in text else tool("finish", answer="done", summary="d")
+        return (
+            tool("update_plan", nodes=nodes, note="split")
+            if "There is no plan yet" in text
+            else tool("finish", answer="done", summary="d")
+        )
 
     def executor(body, text, n):
-        return {"content": [{"type": "text", "text": junk}, {"type": "tool_use", "name": "run_python", "input": {"code": "print(1)"}}],
-                "stop_reason": "tool_use"}
+        return {
+            "content": [
+                {"type": "text", "text": junk},
+                {"type": "tool_use", "name": "run_python", "input": {"code": "print(1)"}},
+            ],
+            "stop_reason": "tool_use",
+        }
 
     w = World(tmp_path, config="budget: {max_usd: 0.05}\ngithub: {max_parallel: 4, inline_steps: false}\n")
     try:
@@ -396,8 +482,10 @@ def test_what_templates_may_still_do():
     from gitops_agent.templates.env import bounded_render, template_env
 
     plan = Plan(version=1, goal="g", nodes=[PlanNode(id="n1", title="t", goal="g")])
-    text = ("{% for n in plan.nodes %}{{ loop.index }}{{ n.is_leaf }}{{ n.status.value }}{% endfor %} {{ '%.1f' % x }} "
-            "{{ '{}!'.format(x) }} {{ d.items() | list }} {{ u.startswith('https') }} {{ range(2) | join }}")
+    text = (
+        "{% for n in plan.nodes %}{{ loop.index }}{{ n.is_leaf }}{{ n.status.value }}{% endfor %} {{ '%.1f' % x }} "
+        "{{ '{}!'.format(x) }} {{ d.items() | list }} {{ u.startswith('https') }} {{ range(2) | join }}"
+    )
     out = bounded_render(template_env().from_string(text), {"plan": plan, "x": 1.5, "d": {"a": 1}, "u": "https://x"})
     assert out == "1Truepending 1.5 1.5! [('a', 1)] True 01"
 
@@ -407,11 +495,15 @@ def test_a_template_child_whose_parent_dies_stops(tmp_path):
     import signal
     import time
 
-    code = ("import pathlib, sys\nfrom gitops_agent.templates.prompts import render\n"
-            f"d = pathlib.Path({str(tmp_path)!r})\n"
-            "(d / 'loop.j2').write_text('{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}')\n"
-            "print('rendering', flush=True)\nrender([d], 'loop.j2')\n")
-    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    code = (
+        "import pathlib, sys\nfrom gitops_agent.templates.prompts import render\n"
+        f"d = pathlib.Path({str(tmp_path)!r})\n"
+        "(d / 'loop.j2').write_text('{% for a in range(100000) %}{% for b in range(100000) %}{% endfor %}{% endfor %}')\n"
+        "print('rendering', flush=True)\nrender([d], 'loop.j2')\n"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)}
+    )
     assert p.stdout.readline().strip() == "rendering"
     time.sleep(1.0)
     kids = [int(x) for x in Path(f"/proc/{p.pid}/task/{p.pid}/children").read_text().split()]
@@ -419,8 +511,9 @@ def test_a_template_child_whose_parent_dies_stops(tmp_path):
     p.send_signal(signal.SIGKILL)
     p.wait()
     deadline = time.monotonic() + 5
-    while time.monotonic() < deadline and any(Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2]
-                                              for k in kids):
+    while time.monotonic() < deadline and any(
+        Path(f"/proc/{k}").exists() and "Z" not in Path(f"/proc/{k}/stat").read_text().split()[2] for k in kids
+    ):
         time.sleep(0.1)
     alive = [k for k in kids if Path(f"/proc/{k}").exists() and Path(f"/proc/{k}/stat").read_text().split()[2] != "Z"]
     assert alive == [], "the template child outlived its parent"

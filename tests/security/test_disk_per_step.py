@@ -17,12 +17,12 @@ import pytest
 
 import gitops_agent.sandbox.watchdog as watchdog
 from gitops_agent.app.local import make_runtime, run_question
-from gitops_agent.settings.config import AgentConfig
 from gitops_agent.models.scripted import ScriptedModel
 from gitops_agent.sandbox.bubblewrap import BubblewrapSandbox
 from gitops_agent.sandbox.choose import bwrap_works
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.plain import SubprocessSandbox
+from gitops_agent.settings.config import AgentConfig
 from tests.helpers import make_repo
 
 MiB = 2**20
@@ -32,18 +32,22 @@ CLASSES = {"subprocess": SubprocessSandbox, "bubblewrap": BubblewrapSandbox}
 
 
 def write(name: str, mib: int = 15) -> str:
-    return ("import time\n"
-            f"with open({name!r}, 'wb') as f:\n"
-            f"    for _ in range({mib * 4}):\n"
-            "        f.write(b'\\1' * (256 << 10)); f.flush(); time.sleep(0.05)\n"
-            f"print('wrote {mib} MiB')\n")
+    return (
+        "import time\n"
+        f"with open({name!r}, 'wb') as f:\n"
+        f"    for _ in range({mib * 4}):\n"
+        "        f.write(b'\\1' * (256 << 10)); f.flush(); time.sleep(0.05)\n"
+        f"print('wrote {mib} MiB')\n"
+    )
 
 
 def size(tree: Path) -> int:
     return sum(p.stat().st_size for p in tree.rglob("*") if p.is_file())
 
 
-@pytest.fixture(params=["subprocess", pytest.param("bubblewrap", marks=pytest.mark.skipif(not bwrap_works(), reason="no bubblewrap"))])
+@pytest.fixture(
+    params=["subprocess", pytest.param("bubblewrap", marks=pytest.mark.skipif(not bwrap_works(), reason="no bubblewrap"))]
+)
 def sandbox(request):
     return CLASSES[request.param](SandboxLimits(backend=request.param, disk_mb=20, timeout_s=30))
 
@@ -120,10 +124,15 @@ def test_a_node_writing_15_mib_a_turn_is_held_to_the_steps_20_mib(tmp_path):
     turns = [{"tool": "run_python", "input": {"code": write(f"fill{i}.bin")}} for i in range(6)]
     measure = "import os\nprint('TOTAL=%d' % sum(os.path.getsize(f) for f in os.listdir('.') if f.startswith('fill')))"
     script = {
-        "planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Fill", "goal": "fill the disk"}]}},
-                    {"tool": "finish", "input": {"answer": "{{ results.n1 }}", "summary": "fill"}}],
-        "executor:n1": [*turns, {"tool": "run_python", "input": {"code": measure}},
-                        {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
+        "planner": [
+            {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Fill", "goal": "fill the disk"}]}},
+            {"tool": "finish", "input": {"answer": "{{ results.n1 }}", "summary": "fill"}},
+        ],
+        "executor:n1": [
+            *turns,
+            {"tool": "run_python", "input": {"code": measure}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+        ],
     }
     cfg = AgentConfig()
     cfg.sandbox.backend = BEST
@@ -171,9 +180,13 @@ def test_a_deleted_file_held_by_a_mapping_alone_counts(sandbox, tmp_path):
 def test_empty_files_by_the_thousand_count_against_the_budget(sandbox, tmp_path):
     """B3b: an empty file allocates no block, but inodes run out like disk: each entry costs
     4 KiB of the step's budget."""
-    code = ("import os\nfor d in range(100):\n    os.mkdir(f'e{d}')\n"
-            "    for i in range(100):\n        os.close(os.open(f'e{d}/{i}', os.O_CREAT | os.O_WRONLY, 0o600))\nprint('made 10000')\n")
+    code = (
+        "import os\nfor d in range(100):\n    os.mkdir(f'e{d}')\n"
+        "    for i in range(100):\n        os.close(os.open(f'e{d}/{i}', os.O_CREAT | os.O_WRONLY, 0o600))\nprint('made 10000')\n"
+    )
     obs = sandbox.run_python(code, tree(tmp_path))
     assert PER_STEP in obs.stderr, (obs.stdout, obs.stderr)  # killed as it runs, or measured as it ends
-    small = sandbox.run_python("import os\nfor i in range(200):\n    open(f'f{i}', 'w').close()\nprint('ok')", tree(tmp_path, "t2"))
+    small = sandbox.run_python(
+        "import os\nfor i in range(200):\n    open(f'f{i}', 'w').close()\nprint('ok')", tree(tmp_path, "t2")
+    )
     assert small.exit_code == 0 and "ok" in small.stdout  # a few hundred files are nothing

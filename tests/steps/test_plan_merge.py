@@ -3,9 +3,9 @@
 import pytest
 
 from gitops_agent.core.errors import FormatError
-from gitops_agent.steps.plan import merge_plan
-from gitops_agent.core.state import NodeStatus
 from gitops_agent.core.plan import Plan, PlanNode
+from gitops_agent.core.state import NodeStatus
+from gitops_agent.steps.plan import merge_plan
 
 AGENTS = {"analyst", "coder"}
 
@@ -26,15 +26,18 @@ def test_model_cannot_set_status_or_results():
     assert p.get("n1").status == NodeStatus.pending and p.get("n1").result is None
 
 
-@pytest.mark.parametrize("nodes,needle", [
-    ("not json", "not valid JSON"),
-    ([], "non-empty array"),
-    ([raw("n1", ["nx"])], "unknown node 'nx'"),
-    ([raw("n1", ["n2"]), raw("n2", ["n1"])], "dependency cycle"),
-    ([raw("n1", agent="hacker")], "unknown agent"),
-    ([{"id": "1bad", "title": "t", "goal": "g"}], "bad node id"),
-    ([{"id": "n1"}], "title"),
-])
+@pytest.mark.parametrize(
+    "nodes,needle",
+    [
+        ("not json", "not valid JSON"),
+        ([], "non-empty array"),
+        ([raw("n1", ["nx"])], "unknown node 'nx'"),
+        ([raw("n1", ["n2"]), raw("n2", ["n1"])], "dependency cycle"),
+        ([raw("n1", agent="hacker")], "unknown agent"),
+        ([{"id": "1bad", "title": "t", "goal": "g"}], "bad node id"),
+        ([{"id": "n1"}], "title"),
+    ],
+)
 def test_malformed_plans_get_precise_errors(nodes, needle):
     with pytest.raises(FormatError) as e:
         merge_plan(None, nodes, AGENTS, goal="q")
@@ -42,11 +45,17 @@ def test_malformed_plans_get_precise_errors(nodes, needle):
 
 
 def _old():
-    return Plan(version=3, goal="q", nodes=[
-        PlanNode(id="n1", title="N1", goal="do n1", status=NodeStatus.done, step=3, attempts=1, result="steps/0003-n1/result.md"),
-        PlanNode(id="n2", title="N2", goal="do n2", depends_on=["n1"], status=NodeStatus.running, step=5, attempts=1),
-        PlanNode(id="n3", title="N3", goal="do n3", depends_on=["n1"], status=NodeStatus.failed, step=4, attempts=1),
-    ])
+    return Plan(
+        version=3,
+        goal="q",
+        nodes=[
+            PlanNode(
+                id="n1", title="N1", goal="do n1", status=NodeStatus.done, step=3, attempts=1, result="steps/0003-n1/result.md"
+            ),
+            PlanNode(id="n2", title="N2", goal="do n2", depends_on=["n1"], status=NodeStatus.running, step=5, attempts=1),
+            PlanNode(id="n3", title="N3", goal="do n3", depends_on=["n1"], status=NodeStatus.failed, step=4, attempts=1),
+        ],
+    )
 
 
 def test_done_and_running_nodes_keep_their_results():
@@ -85,9 +94,11 @@ def test_a_plan_where_nothing_can_run_asks_for_finish():
 def test_the_dependencies_of_a_done_or_running_node_cannot_be_rewritten():
     # n1 is done (its result was computed without n4) and n2 runs on n1's result: a revision that
     # says n1 depended on a new node, or that n2 no longer depends on n1, would rewrite history
-    for nodes, who in (([raw("n1", ["n4"]), raw("n2", ["n1"]), raw("n4")], "done node 'n1'"),
-                       ([raw("n1"), raw("n2"), raw("n4")], "running node 'n2'"),
-                       ([raw("n1"), raw("n2", ["n1", "n4"]), raw("n4")], "running node 'n2'")):
+    for nodes, who in (
+        ([raw("n1", ["n4"]), raw("n2", ["n1"]), raw("n4")], "done node 'n1'"),
+        ([raw("n1"), raw("n2"), raw("n4")], "running node 'n2'"),
+        ([raw("n1"), raw("n2", ["n1", "n4"]), raw("n4")], "running node 'n2'"),
+    ):
         with pytest.raises(FormatError) as e:
             merge_plan(_old(), nodes, AGENTS, goal="q")
         assert f"{who} was rewritten" in str(e.value) and "depends_on" in str(e.value)

@@ -11,17 +11,22 @@ import yaml
 
 from tests.helpers import agent_command, commits, git, make_repo
 
-NODES = [{"id": "a", "title": "Count", "goal": "count the numbers"},
-         {"id": "b", "title": "Sum", "goal": "sum what a counted", "depends_on": ["a"]},
-         {"id": "c", "title": "Max", "goal": "the largest number"}]
+NODES = [
+    {"id": "a", "title": "Count", "goal": "count the numbers"},
+    {"id": "b", "title": "Sum", "goal": "sum what a counted", "depends_on": ["a"]},
+    {"id": "c", "title": "Max", "goal": "the largest number"},
+]
 
 
 def _script(tmp_path, extra_nodes=(), nodes=None):
     nodes = (NODES if nodes is None else nodes) + list(extra_nodes)
     step = {"tool": "finish_step", "input": {"result": "result of {{ node }}", "status": "done"}}
     script = {
-        "planner": [{"when": "'b' not in results or results|length < %d" % len(nodes), "tool": "update_plan", "input": {"nodes": nodes}}] * 12
-                   + [{"tool": "finish", "input": {"answer": "All done.", "summary": "done"}}] * 4,
+        "planner": [
+            {"when": "'b' not in results or results|length < %d" % len(nodes), "tool": "update_plan", "input": {"nodes": nodes}}
+        ]
+        * 12
+        + [{"tool": "finish", "input": {"answer": "All done.", "summary": "done"}}] * 4,
         "executor": [step] * 20,
     }
     path = tmp_path / "script.yaml"
@@ -54,7 +59,14 @@ def _edit_plan(tmp_path, repo, branch, change):
 
 def _task(tmp_path):
     repo = make_repo(tmp_path)
-    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [{"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}]), "Numbers?")
+    r = agent_command(
+        "run",
+        "--repo",
+        str(repo),
+        "--model",
+        _script(tmp_path, [{"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}]),
+        "Numbers?",
+    )
     assert r.returncode == 0, r.stderr
     branch = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/agent/task/").strip()
     assert _executed(repo, branch) == ["a", "b", "c", "d"]
@@ -66,12 +78,25 @@ def test_a_done_node_set_back_to_pending_and_a_new_node_run_with_their_dependent
 
     def change(plan):
         nodes = {n["id"]: n for n in plan["nodes"]}
-        nodes["b"]["status"] = "pending"           # redo b (and d, which depends on it)
+        nodes["b"]["status"] = "pending"  # redo b (and d, which depends on it)
         plan["nodes"].append({"id": "e", "title": "Min", "goal": "the smallest number"})  # a new node
+
     edited = _edit_plan(tmp_path, repo, branch, change)
-    r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [
-        {"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}, {"id": "e", "title": "Min", "goal": "the smallest number"}]),
-        "--resume", branch.removeprefix("agent/task/"))
+    r = agent_command(
+        "run",
+        "--repo",
+        str(repo),
+        "--model",
+        _script(
+            tmp_path,
+            [
+                {"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]},
+                {"id": "e", "title": "Min", "goal": "the smallest number"},
+            ],
+        ),
+        "--resume",
+        branch.removeprefix("agent/task/"),
+    )
     assert r.returncode == 0, r.stderr
     assert _executed(repo, branch, since=edited) == ["b", "d", "e"], "exactly the changed, the new and their dependents"
     tid = branch.removeprefix("agent/task/")
@@ -85,7 +110,10 @@ def test_a_done_node_set_back_to_pending_and_a_new_node_run_with_their_dependent
     after = [c for c in commits(repo, f"{edited}..{branch}") if c["trailers"].get("Agent-Role") == "planner"]
     steer = after[-1]  # the oldest after the edit
     assert "dispatch b, e" in steer["subject"], steer["subject"]
-    assert steer["trailers"].get("Agent-Usage", "in=0 out=0").startswith("in=0 out=0") and float(steer["trailers"]["Agent-Cost-USD"]) == 0
+    assert (
+        steer["trailers"].get("Agent-Usage", "in=0 out=0").startswith("in=0 out=0")
+        and float(steer["trailers"]["Agent-Cost-USD"]) == 0
+    )
     report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
     assert "### e" in report
     rounds = report.split("## Rounds", 1)[1].split("##", 1)[0]
@@ -111,7 +139,9 @@ def test_an_edit_that_cannot_stand_runs_nothing_and_names_the_node(tmp_path):
 def test_a_new_node_for_an_agent_that_does_not_exist_is_refused(tmp_path):
     repo, branch = _task(tmp_path)
     tid = branch.removeprefix("agent/task/")
-    edited = _edit_plan(tmp_path, repo, branch, lambda plan: plan["nodes"].append({"id": "e", "title": "Min", "agent": "root-shell"}))
+    edited = _edit_plan(
+        tmp_path, repo, branch, lambda plan: plan["nodes"].append({"id": "e", "title": "Min", "agent": "root-shell"})
+    )
     r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path), "--resume", tid)
     assert r.returncode != 0 and "'e'" in r.stderr and "root-shell" in r.stderr and "plan.json" in r.stderr
     assert git(repo, "rev-parse", branch).strip() == edited
@@ -141,7 +171,9 @@ def test_removing_a_done_node_is_refused_naming_it_and_nothing_runs(tmp_path):
     edited = _edit_plan(tmp_path, repo, branch, lambda plan: plan.update(nodes=[n for n in plan["nodes"] if n["id"] != "c"]))
     r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [MEAN]), "--resume", tid)
     assert r.returncode != 0
-    assert f".agent/tasks/{tid}/plan.json" in r.stderr and "'c' (done) was removed" in r.stderr and "only pending nodes" in r.stderr
+    assert (
+        f".agent/tasks/{tid}/plan.json" in r.stderr and "'c' (done) was removed" in r.stderr and "only pending nodes" in r.stderr
+    )
     assert git(repo, "rev-parse", branch).strip() == edited, "nothing ran, nothing was committed"
 
 
@@ -155,10 +187,14 @@ def test_a_pending_node_set_to_failed_by_a_person_is_refused_naming_it(tmp_path)
     assert "budget" in (r.stdout + r.stderr) and _executed(repo, branch) == []
     plan = json.loads(git(repo, "show", f"{branch}:.agent/tasks/{tid}/plan.json"))
     assert {n["id"]: n["status"] for n in plan["nodes"]}["b"] == "pending"
-    edited = _edit_plan(tmp_path, repo, branch, lambda plan: next(n for n in plan["nodes"] if n["id"] == "b").update(status="failed"))
+    edited = _edit_plan(
+        tmp_path, repo, branch, lambda plan: next(n for n in plan["nodes"] if n["id"] == "b").update(status="failed")
+    )
     r = agent_command("run", "--repo", str(repo), "--model", _script(tmp_path, [MEAN]), "--resume", tid)
     assert r.returncode != 0
-    assert f".agent/tasks/{tid}/plan.json" in r.stderr and "'b'" in r.stderr and "'failed'" in r.stderr and "'pending'" in r.stderr
+    assert (
+        f".agent/tasks/{tid}/plan.json" in r.stderr and "'b'" in r.stderr and "'failed'" in r.stderr and "'pending'" in r.stderr
+    )
     assert git(repo, "rev-parse", branch).strip() == edited, "nothing ran, nothing was committed"
 
 
@@ -168,13 +204,21 @@ def test_running_a_node_again_leaves_a_node_that_is_still_running_alone():
     from gitops_agent.core.plan import Plan, PlanNode
     from gitops_agent.core.plan_edits import redo
 
-    plan = Plan(version=3, goal="g", nodes=[
-        PlanNode(id="a", title="A", goal="a", status="running", step=7),
-        PlanNode(id="b", title="B", goal="b", depends_on=["a"]),
-        PlanNode(id="c", title="C", goal="c", status="done", step=5, result="steps/0005-c/result.md"),
-        PlanNode(id="e", title="E", goal="e", depends_on=["c"], status="done", step=6, result="steps/0006-e/result.md"),
-    ])
+    plan = Plan(
+        version=3,
+        goal="g",
+        nodes=[
+            PlanNode(id="a", title="A", goal="a", status="running", step=7),
+            PlanNode(id="b", title="B", goal="b", depends_on=["a"]),
+            PlanNode(id="c", title="C", goal="c", status="done", step=5, result="steps/0005-c/result.md"),
+            PlanNode(id="e", title="E", goal="e", depends_on=["c"], status="done", step=6, result="steps/0006-e/result.md"),
+        ],
+    )
     assert redo(plan, ["a", "c"]) == ["c", "e"]
     a = plan.get("a")
     assert a.status.value == "running" and a.step == 7
-    assert [(n.id, n.status.value, n.step) for n in plan.walk()][1:] == [("b", "pending", None), ("c", "pending", None), ("e", "pending", None)]
+    assert [(n.id, n.status.value, n.step) for n in plan.walk()][1:] == [
+        ("b", "pending", None),
+        ("c", "pending", None),
+        ("e", "pending", None),
+    ]

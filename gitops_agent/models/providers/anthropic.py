@@ -13,6 +13,11 @@ def _build(name: str, endpoint: str | None, timeouts: Any, kw: dict[str, Any]) -
     return AnthropicModel(name, timeouts=timeouts, **kw)
 
 
-PROVIDER = Provider("anthropic", _build, keys=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
-                    keys_hint="ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a proxy)", claims=("claude",),
-                    example="anthropic:claude-haiku-4-5")
+PROVIDER = Provider(
+    "anthropic",
+    _build,
+    keys=("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN"),
+    keys_hint="ANTHROPIC_API_KEY (and ANTHROPIC_BASE_URL for a proxy)",
+    claims=("claude",),
+    example="anthropic:claude-haiku-4-5",
+)

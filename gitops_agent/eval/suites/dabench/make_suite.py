@@ -31,27 +31,61 @@ FORMAT = "End your answer with one line `Answer: <value>`"
 
 def make_data(seed: int = 7) -> dict[str, list[dict]]:
     rnd = random.Random(seed)
-    products = [{"product": f"P{i}", "category": cat, "list_price": price, "cost": round(price * rnd.uniform(0.45, 0.7), 2)}
-                for i, (cat, price) in enumerate([("tools", 24.5), ("tools", 89.0), ("garden", 12.75), ("garden", 45.0),
-                                                  ("kitchen", 8.9), ("kitchen", 31.2), ("tools", 150.0), ("garden", 5.5)], 1)]
-    customers = [{"customer_id": f"C{i:02d}", "name": f"Customer {i}", "segment": rnd.choice(["retail", "retail", "business"]),
-                  "signup_date": (date(2023, 6, 1) + timedelta(days=rnd.randrange(0, 540))).isoformat(),
-                  "country": rnd.choice(["DE", "FR", "NL", "DE", "ES"])} for i in range(1, 21)]
+    products = [
+        {"product": f"P{i}", "category": cat, "list_price": price, "cost": round(price * rnd.uniform(0.45, 0.7), 2)}
+        for i, (cat, price) in enumerate(
+            [
+                ("tools", 24.5),
+                ("tools", 89.0),
+                ("garden", 12.75),
+                ("garden", 45.0),
+                ("kitchen", 8.9),
+                ("kitchen", 31.2),
+                ("tools", 150.0),
+                ("garden", 5.5),
+            ],
+            1,
+        )
+    ]
+    customers = [
+        {
+            "customer_id": f"C{i:02d}",
+            "name": f"Customer {i}",
+            "segment": rnd.choice(["retail", "retail", "business"]),
+            "signup_date": (date(2023, 6, 1) + timedelta(days=rnd.randrange(0, 540))).isoformat(),
+            "country": rnd.choice(["DE", "FR", "NL", "DE", "ES"]),
+        }
+        for i in range(1, 21)
+    ]
     orders = []
     for i in range(1, 201):
         p = rnd.choice(products)
         disc = rnd.choice(["0", "0.05", "0.1", "0.15", ""])
-        orders.append({"order_id": i, "customer_id": f"C{rnd.randrange(1, 19):02d}",  # C19, C20 never order
-                       "date": (date(2025, 1, 1) + timedelta(days=rnd.randrange(0, 365))).isoformat(),
-                       "region": rnd.choice(["north", "south", "east", "west"]), "product": p["product"],
-                       "qty": rnd.randrange(1, 10), "unit_price": p["list_price"], "discount": disc})
+        orders.append(
+            {
+                "order_id": i,
+                "customer_id": f"C{rnd.randrange(1, 19):02d}",  # C19, C20 never order
+                "date": (date(2025, 1, 1) + timedelta(days=rnd.randrange(0, 365))).isoformat(),
+                "region": rnd.choice(["north", "south", "east", "west"]),
+                "product": p["product"],
+                "qty": rnd.randrange(1, 10),
+                "unit_price": p["list_price"],
+                "discount": disc,
+            }
+        )
     weather = []
     for day in range(60):
         for city in ("A", "B"):
             t = 18 + (6 if city == "A" else 2) + 0.12 * day + rnd.gauss(0, 2.5)
             sales = round(40 + 9.5 * t + rnd.gauss(0, 25) + (0.8 * day if city == "A" else 0))
-            weather.append({"date": (date(2025, 6, 1) + timedelta(days=day)).isoformat(), "city": city,
-                            "temp_c": "" if rnd.random() < 0.08 else f"{t:.1f}", "ice_cream_sales": sales})
+            weather.append(
+                {
+                    "date": (date(2025, 6, 1) + timedelta(days=day)).isoformat(),
+                    "city": city,
+                    "temp_c": "" if rnd.random() < 0.08 else f"{t:.1f}",
+                    "ice_cream_sales": sales,
+                }
+            )
     return {"orders": orders, "customers": customers, "products": products, "weather": weather}
 
 
@@ -123,88 +157,204 @@ def expected(d: dict[str, list[dict]]) -> dict[str, object]:
 
 # (id, question, check kind, the scripted model's solution: Python run in the task's working tree)
 QUESTIONS: list[tuple[str, str, str, str]] = [
-    ("q01", "How many orders are there in data/orders.csv?", "number",
-     "import csv\nprint(len(list(csv.DictReader(open('data/orders.csv')))))"),
-    ("q02", "What is the total revenue (qty times unit_price, summed over all orders) in data/orders.csv, to 2 decimals?", "number",
-     "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv'))), 2))"),
-    ("q03", "What is the average quantity (qty) per order in data/orders.csv, to 2 decimals?", "number",
-     "import csv\nq = [int(r['qty']) for r in csv.DictReader(open('data/orders.csv'))]\nprint(round(sum(q) / len(q), 2))"),
-    ("q04", "How many orders in data/orders.csv have no discount value (the field is empty)?", "number",
-     "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if not r['discount'].strip()))"),
-    ("q05", "What is the mean discount of the orders in data/orders.csv that have one (ignore empty values), to 4 decimals?", "number",
-     "import csv\nd = [float(r['discount']) for r in csv.DictReader(open('data/orders.csv')) if r['discount']]\nprint(round(sum(d) / len(d), 4))"),
-    ("q06", "Which region has the highest total revenue (qty times unit_price) in data/orders.csv?", "text",
-     "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-     "    t[r['region']] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])"),
-    ("q07", "What is the total revenue (qty times unit_price) of the north region in data/orders.csv, to 2 decimals?", "number",
-     "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv')) if r['region'] == 'north'), 2))"),
-    ("q08", "How many distinct customers placed at least one order in data/orders.csv?", "number",
-     "import csv\nprint(len({r['customer_id'] for r in csv.DictReader(open('data/orders.csv'))}))"),
-    ("q09", "Which customer_id placed the most orders in data/orders.csv? On a tie, give the smallest id.", "text",
-     "import csv, collections\nc = collections.Counter(r['customer_id'] for r in csv.DictReader(open('data/orders.csv')))\n"
-     "m = max(c.values())\nprint(min(k for k, v in c.items() if v == m))"),
-    ("q10", "How many orders in data/orders.csv were placed in March 2025?", "number",
-     "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if r['date'][:7] == '2025-03'))"),
-    ("q11", "Which month (as YYYY-MM) had the highest total revenue (qty times unit_price) in data/orders.csv?", "text",
-     "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-     "    t[r['date'][:7]] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])"),
-    ("q12", "What is the total revenue (qty times unit_price) of orders by customers in the business segment "
-     "(data/customers.csv), to 2 decimals?", "number",
-     "import csv\nb = {r['customer_id'] for r in csv.DictReader(open('data/customers.csv')) if r['segment'] == 'business'}\n"
-     "print(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv')) if r['customer_id'] in b), 2))"),
-    ("q13", "Customers of which country (data/customers.csv) bring the most revenue (qty times unit_price, data/orders.csv)? "
-     "Give the country code.", "text",
-     "import csv, collections\nco = {r['customer_id']: r['country'] for r in csv.DictReader(open('data/customers.csv'))}\n"
-     "t = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-     "    t[co[r['customer_id']]] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])"),
-    ("q14", "What is the total profit, qty times (unit_price minus the product's cost in data/products.csv), over all orders, "
-     "to 2 decimals?", "number",
-     "import csv\ncost = {r['product']: float(r['cost']) for r in csv.DictReader(open('data/products.csv'))}\n"
-     "print(round(sum(int(r['qty']) * (float(r['unit_price']) - cost[r['product']]) for r in csv.DictReader(open('data/orders.csv'))), 2))"),
-    ("q15", "Which product category (data/products.csv) sold the most units (qty) in data/orders.csv?", "text",
-     "import csv, collections\ncat = {r['product']: r['category'] for r in csv.DictReader(open('data/products.csv'))}\n"
-     "u = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n    u[cat[r['product']]] += int(r['qty'])\n"
-     "print(u.most_common(1)[0][0])"),
-    ("q16", "What is the total revenue after discounts, qty times unit_price times (1 minus discount), counting an empty "
-     "discount as 0, to 2 decimals?", "number",
-     "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) * (1 - float(r['discount'] or 0)) for r in csv.DictReader(open('data/orders.csv'))), 2))"),
-    ("q17", "What is the median order revenue (qty times unit_price) in data/orders.csv, to 2 decimals?", "number",
-     "import csv, statistics\nprint(round(statistics.median(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv'))), 2))"),
-    ("q18", "What is the sample standard deviation of qty in data/orders.csv, to 4 decimals?", "number",
-     "import csv, statistics\nprint(round(statistics.stdev(int(r['qty']) for r in csv.DictReader(open('data/orders.csv'))), 4))"),
-    ("q19", "How many orders in data/orders.csv have a revenue (qty times unit_price) above 200?", "number",
-     "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if int(r['qty']) * float(r['unit_price']) > 200))"),
-    ("q20", "What is the Pearson correlation between temp_c and ice_cream_sales in data/weather.csv, over the rows that have "
-     "a temperature, to 4 decimals?", "number",
-     "import csv, statistics\nrows = [r for r in csv.DictReader(open('data/weather.csv')) if r['temp_c']]\n"
-     "print(round(statistics.correlation([float(r['temp_c']) for r in rows], [float(r['ice_cream_sales']) for r in rows]), 4))"),
-    ("q21", "What is the least-squares slope of ice_cream_sales per day for city A in data/weather.csv (x = 0, 1, 2, … for "
-     "city A's rows in date order), to 4 decimals?", "number",
-     "import csv, statistics\ny = [float(r['ice_cream_sales']) for r in sorted(csv.DictReader(open('data/weather.csv')), key=lambda r: r['date']) if r['city'] == 'A']\n"
-     "print(round(statistics.linear_regression(range(len(y)), y).slope, 4))"),
-    ("q22", "How many rows of data/weather.csv have no temperature (temp_c is empty)?", "number",
-     "import csv\nprint(sum(1 for r in csv.DictReader(open('data/weather.csv')) if not r['temp_c']))"),
-    ("q23", "What is the mean temperature of city B in data/weather.csv, ignoring missing values, to 2 decimals?", "number",
-     "import csv, statistics\nprint(round(statistics.fmean(float(r['temp_c']) for r in csv.DictReader(open('data/weather.csv')) if r['city'] == 'B' and r['temp_c']), 2))"),
-    ("q24", "Which city in data/weather.csv has the higher average ice_cream_sales?", "text",
-     "import csv, statistics\nrows = list(csv.DictReader(open('data/weather.csv')))\n"
-     "print(max('AB', key=lambda c: statistics.fmean(float(r['ice_cream_sales']) for r in rows if r['city'] == c)))"),
-    ("q25", "On which date (YYYY-MM-DD) was city A hottest in data/weather.csv?", "text",
-     "import csv\nprint(max((r for r in csv.DictReader(open('data/weather.csv')) if r['city'] == 'A' and r['temp_c']), key=lambda r: float(r['temp_c']))['date'])"),
-    ("q26", "How many customers in data/customers.csv signed up in 2024?", "number",
-     "import csv\nprint(sum(1 for r in csv.DictReader(open('data/customers.csv')) if r['signup_date'].startswith('2024')))"),
-    ("q27", "For the customers who ordered, what is the average number of days from signup (data/customers.csv) to their "
-     "first order (data/orders.csv), to 2 decimals?", "number",
-     "import csv, datetime, statistics\nsign = {r['customer_id']: r['signup_date'] for r in csv.DictReader(open('data/customers.csv'))}\n"
-     "first = {}\nfor r in csv.DictReader(open('data/orders.csv')):\n    first[r['customer_id']] = min(first.get(r['customer_id'], r['date']), r['date'])\n"
-     "d = datetime.date.fromisoformat\nprint(round(statistics.fmean((d(v) - d(sign[k])).days for k, v in first.items()), 2))"),
-    ("q28", "Which are the top 3 products by revenue (qty times unit_price) in data/orders.csv? Give them as a comma-separated "
-     "list, highest first.", "list",
-     "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-     "    t[r['product']] += int(r['qty']) * float(r['unit_price'])\nprint(', '.join(k for k, _ in t.most_common(3)))"),
-    ("q29", "How many customers in data/customers.csv never placed an order?", "number",
-     "import csv\nordered = {r['customer_id'] for r in csv.DictReader(open('data/orders.csv'))}\n"
-     "print(sum(1 for r in csv.DictReader(open('data/customers.csv')) if r['customer_id'] not in ordered))"),
+    (
+        "q01",
+        "How many orders are there in data/orders.csv?",
+        "number",
+        "import csv\nprint(len(list(csv.DictReader(open('data/orders.csv')))))",
+    ),
+    (
+        "q02",
+        "What is the total revenue (qty times unit_price, summed over all orders) in data/orders.csv, to 2 decimals?",
+        "number",
+        "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+    ),
+    (
+        "q03",
+        "What is the average quantity (qty) per order in data/orders.csv, to 2 decimals?",
+        "number",
+        "import csv\nq = [int(r['qty']) for r in csv.DictReader(open('data/orders.csv'))]\nprint(round(sum(q) / len(q), 2))",
+    ),
+    (
+        "q04",
+        "How many orders in data/orders.csv have no discount value (the field is empty)?",
+        "number",
+        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if not r['discount'].strip()))",
+    ),
+    (
+        "q05",
+        "What is the mean discount of the orders in data/orders.csv that have one (ignore empty values), to 4 decimals?",
+        "number",
+        "import csv\nd = [float(r['discount']) for r in csv.DictReader(open('data/orders.csv')) if r['discount']]\nprint(round(sum(d) / len(d), 4))",
+    ),
+    (
+        "q06",
+        "Which region has the highest total revenue (qty times unit_price) in data/orders.csv?",
+        "text",
+        "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
+        "    t[r['region']] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])",
+    ),
+    (
+        "q07",
+        "What is the total revenue (qty times unit_price) of the north region in data/orders.csv, to 2 decimals?",
+        "number",
+        "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv')) if r['region'] == 'north'), 2))",
+    ),
+    (
+        "q08",
+        "How many distinct customers placed at least one order in data/orders.csv?",
+        "number",
+        "import csv\nprint(len({r['customer_id'] for r in csv.DictReader(open('data/orders.csv'))}))",
+    ),
+    (
+        "q09",
+        "Which customer_id placed the most orders in data/orders.csv? On a tie, give the smallest id.",
+        "text",
+        "import csv, collections\nc = collections.Counter(r['customer_id'] for r in csv.DictReader(open('data/orders.csv')))\n"
+        "m = max(c.values())\nprint(min(k for k, v in c.items() if v == m))",
+    ),
+    (
+        "q10",
+        "How many orders in data/orders.csv were placed in March 2025?",
+        "number",
+        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if r['date'][:7] == '2025-03'))",
+    ),
+    (
+        "q11",
+        "Which month (as YYYY-MM) had the highest total revenue (qty times unit_price) in data/orders.csv?",
+        "text",
+        "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
+        "    t[r['date'][:7]] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])",
+    ),
+    (
+        "q12",
+        "What is the total revenue (qty times unit_price) of orders by customers in the business segment "
+        "(data/customers.csv), to 2 decimals?",
+        "number",
+        "import csv\nb = {r['customer_id'] for r in csv.DictReader(open('data/customers.csv')) if r['segment'] == 'business'}\n"
+        "print(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv')) if r['customer_id'] in b), 2))",
+    ),
+    (
+        "q13",
+        "Customers of which country (data/customers.csv) bring the most revenue (qty times unit_price, data/orders.csv)? "
+        "Give the country code.",
+        "text",
+        "import csv, collections\nco = {r['customer_id']: r['country'] for r in csv.DictReader(open('data/customers.csv'))}\n"
+        "t = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
+        "    t[co[r['customer_id']]] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])",
+    ),
+    (
+        "q14",
+        "What is the total profit, qty times (unit_price minus the product's cost in data/products.csv), over all orders, "
+        "to 2 decimals?",
+        "number",
+        "import csv\ncost = {r['product']: float(r['cost']) for r in csv.DictReader(open('data/products.csv'))}\n"
+        "print(round(sum(int(r['qty']) * (float(r['unit_price']) - cost[r['product']]) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+    ),
+    (
+        "q15",
+        "Which product category (data/products.csv) sold the most units (qty) in data/orders.csv?",
+        "text",
+        "import csv, collections\ncat = {r['product']: r['category'] for r in csv.DictReader(open('data/products.csv'))}\n"
+        "u = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n    u[cat[r['product']]] += int(r['qty'])\n"
+        "print(u.most_common(1)[0][0])",
+    ),
+    (
+        "q16",
+        "What is the total revenue after discounts, qty times unit_price times (1 minus discount), counting an empty "
+        "discount as 0, to 2 decimals?",
+        "number",
+        "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) * (1 - float(r['discount'] or 0)) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+    ),
+    (
+        "q17",
+        "What is the median order revenue (qty times unit_price) in data/orders.csv, to 2 decimals?",
+        "number",
+        "import csv, statistics\nprint(round(statistics.median(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+    ),
+    (
+        "q18",
+        "What is the sample standard deviation of qty in data/orders.csv, to 4 decimals?",
+        "number",
+        "import csv, statistics\nprint(round(statistics.stdev(int(r['qty']) for r in csv.DictReader(open('data/orders.csv'))), 4))",
+    ),
+    (
+        "q19",
+        "How many orders in data/orders.csv have a revenue (qty times unit_price) above 200?",
+        "number",
+        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if int(r['qty']) * float(r['unit_price']) > 200))",
+    ),
+    (
+        "q20",
+        "What is the Pearson correlation between temp_c and ice_cream_sales in data/weather.csv, over the rows that have "
+        "a temperature, to 4 decimals?",
+        "number",
+        "import csv, statistics\nrows = [r for r in csv.DictReader(open('data/weather.csv')) if r['temp_c']]\n"
+        "print(round(statistics.correlation([float(r['temp_c']) for r in rows], [float(r['ice_cream_sales']) for r in rows]), 4))",
+    ),
+    (
+        "q21",
+        "What is the least-squares slope of ice_cream_sales per day for city A in data/weather.csv (x = 0, 1, 2, … for "
+        "city A's rows in date order), to 4 decimals?",
+        "number",
+        "import csv, statistics\ny = [float(r['ice_cream_sales']) for r in sorted(csv.DictReader(open('data/weather.csv')), key=lambda r: r['date']) if r['city'] == 'A']\n"
+        "print(round(statistics.linear_regression(range(len(y)), y).slope, 4))",
+    ),
+    (
+        "q22",
+        "How many rows of data/weather.csv have no temperature (temp_c is empty)?",
+        "number",
+        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/weather.csv')) if not r['temp_c']))",
+    ),
+    (
+        "q23",
+        "What is the mean temperature of city B in data/weather.csv, ignoring missing values, to 2 decimals?",
+        "number",
+        "import csv, statistics\nprint(round(statistics.fmean(float(r['temp_c']) for r in csv.DictReader(open('data/weather.csv')) if r['city'] == 'B' and r['temp_c']), 2))",
+    ),
+    (
+        "q24",
+        "Which city in data/weather.csv has the higher average ice_cream_sales?",
+        "text",
+        "import csv, statistics\nrows = list(csv.DictReader(open('data/weather.csv')))\n"
+        "print(max('AB', key=lambda c: statistics.fmean(float(r['ice_cream_sales']) for r in rows if r['city'] == c)))",
+    ),
+    (
+        "q25",
+        "On which date (YYYY-MM-DD) was city A hottest in data/weather.csv?",
+        "text",
+        "import csv\nprint(max((r for r in csv.DictReader(open('data/weather.csv')) if r['city'] == 'A' and r['temp_c']), key=lambda r: float(r['temp_c']))['date'])",
+    ),
+    (
+        "q26",
+        "How many customers in data/customers.csv signed up in 2024?",
+        "number",
+        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/customers.csv')) if r['signup_date'].startswith('2024')))",
+    ),
+    (
+        "q27",
+        "For the customers who ordered, what is the average number of days from signup (data/customers.csv) to their "
+        "first order (data/orders.csv), to 2 decimals?",
+        "number",
+        "import csv, datetime, statistics\nsign = {r['customer_id']: r['signup_date'] for r in csv.DictReader(open('data/customers.csv'))}\n"
+        "first = {}\nfor r in csv.DictReader(open('data/orders.csv')):\n    first[r['customer_id']] = min(first.get(r['customer_id'], r['date']), r['date'])\n"
+        "d = datetime.date.fromisoformat\nprint(round(statistics.fmean((d(v) - d(sign[k])).days for k, v in first.items()), 2))",
+    ),
+    (
+        "q28",
+        "Which are the top 3 products by revenue (qty times unit_price) in data/orders.csv? Give them as a comma-separated "
+        "list, highest first.",
+        "list",
+        "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
+        "    t[r['product']] += int(r['qty']) * float(r['unit_price'])\nprint(', '.join(k for k, _ in t.most_common(3)))",
+    ),
+    (
+        "q29",
+        "How many customers in data/customers.csv never placed an order?",
+        "number",
+        "import csv\nordered = {r['customer_id'] for r in csv.DictReader(open('data/orders.csv'))}\n"
+        "print(sum(1 for r in csv.DictReader(open('data/customers.csv')) if r['customer_id'] not in ordered))",
+    ),
 ]
 
 
@@ -228,10 +378,16 @@ def build() -> dict[str, str]:
             asked = re.search(r"to (\d) decimals", text)
             check["tolerance"] = 10 ** -int(asked.group(1)) if asked else 0
         questions.append({"id": qid, "question": f"{text} {FORMAT}.", "check": check, "solution": solution})
-    suite = {"name": "dabench", "description": "closed-form data questions over small CSVs (issue 15); "
-             "regenerate with make_suite.py", "data": "data", "questions": questions}
+    suite = {
+        "name": "dabench",
+        "description": "closed-form data questions over small CSVs (issue 15); regenerate with make_suite.py",
+        "data": "data",
+        "questions": questions,
+    }
     files = {f"data/{name}.csv": csv_text(rows) for name, rows in data.items()}
-    files["suite.yaml"] = "# written by make_suite.py: do not edit by hand\n" + yaml.safe_dump(suite, sort_keys=False, allow_unicode=True, width=120)
+    files["suite.yaml"] = "# written by make_suite.py: do not edit by hand\n" + yaml.safe_dump(
+        suite, sort_keys=False, allow_unicode=True, width=120
+    )
     assert not any(isinstance(v, float) and math.isnan(v) for v in want.values())
     return files
 
