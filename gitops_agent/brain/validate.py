@@ -9,6 +9,8 @@ one) and know nothing of Git.
 
 from __future__ import annotations
 
+import json
+import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -121,6 +123,32 @@ def _render_check(dirs: list[Path], name: str, ctx: dict[str, Any]) -> str | Non
         return f"{type(e).__name__}: {e}"
 
 
+_COMPILE = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, (1 << 30, 1 << 30))
+try:
+    compile(sys.stdin.buffer.read(), "tool", "exec")
+    print(json.dumps(None))
+except SyntaxError as e:
+    print(json.dumps(f"line {e.lineno}: {e.msg}"))
+except (RecursionError, MemoryError, ValueError, SystemError) as e:
+    print(json.dumps(f"cannot be compiled ({type(e).__name__})"))
+"""
+
+
+def compile_problem(source: bytes) -> str | None:
+    """Why a tool module does not compile, or None. In a child process: a module nested past what
+    the compiler takes leaves CPython's own recursion bookkeeping broken for the process that
+    tried (later compiles fail with 'AST constructor recursion depth mismatch')."""
+    try:
+        p = subprocess.run([sys.executable, "-I", "-c", _COMPILE], input=source, capture_output=True, timeout=30)
+    except subprocess.TimeoutExpired:
+        return "cannot be compiled (it took too long)"
+    if p.returncode != 0 or not p.stdout.strip():
+        return "cannot be compiled (the compiler gave up)"
+    return json.loads(p.stdout)
+
+
 def validate_dir(d: Path, where: str) -> Brain:
     """Load and check a brain override directory; every problem is a ConfigError naming
     ``<where>:<file>`` (``where``: the branch, e.g. agent/brain) and the field or line."""
@@ -148,12 +176,9 @@ def validate_dir(d: Path, where: str) -> Brain:
             raise ConfigError(f"{where}:tools/{f.name}: the module name {f.stem!r} is not a Python identifier")
         if f.stem in sys.stdlib_module_names or f.stem in ("agent", "gitops_agent", "brain"):
             raise ConfigError(f"{where}:tools/{f.name}: the module name {f.stem!r} would hide a standard module; rename it")
-        try:
-            compile(f.read_bytes(), f"{where}:tools/{f.name}", "exec")
-        except SyntaxError as e:
-            raise ConfigError(f"{where}:tools/{f.name}: line {e.lineno}: {e.msg}") from None
-        except (RecursionError, MemoryError, ValueError) as e:  # nested past what the compiler takes, a NUL byte
-            raise ConfigError(f"{where}:tools/{f.name}: cannot be compiled ({type(e).__name__})") from None
+        problem = compile_problem(f.read_bytes())
+        if problem:
+            raise ConfigError(f"{where}:tools/{f.name}: {problem}")
     # the whole brain
     try:
         brain = load_brain(d)

@@ -9,12 +9,15 @@ import random
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING
 
 from gitops_agent.core.errors import AgentError, GitError, PolicyViolation, PushConflict, PushRetriesExhausted
 from gitops_agent.git.locks import named_lock
 from gitops_agent.git.messages import format_message
 from gitops_agent.git.names import MODES, check_branch, check_path, dec, enc
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gitops_agent.git.repo import GitRepo
 
 
 def _parse_tree(data: bytes | None) -> dict[bytes, tuple[bytes, bytes]]:
@@ -36,20 +39,17 @@ def _tree_bytes(entries: dict[bytes, tuple[bytes, bytes]]) -> bytes:
 
 
 class Commits:
-    """Mixin of ``GitRepo``: commits."""
+    """Part of ``GitRepo``: commits. It reaches the repository's runner and the other
+    parts through ``self.g``, the GitRepo it belongs to."""
 
-    #: serialise commit_files on the same branch between threads of this process (the
-    #: compare-and-swap still guards against other processes); tests turn it off to race.
-    serialize_threads: bool = True
-    #: applied to every file content a commit writes, (path, bytes) -> bytes; the Runtime sets
-    #: it to the redaction of gitops_agent.safety, so no secret the process knows is ever committed
-    redact: "Callable[[str, bytes], bytes] | None" = None
+    def __init__(self, g: "GitRepo") -> None:
+        self.g = g
 
     def _checked_out(self, branch: str) -> bool:
         """Is refs/heads/<branch> the HEAD of one of the repository's worktrees?"""
         want = f"ref: refs/heads/{branch}"
-        heads = [self.common_dir / "HEAD"]
-        wt = self.common_dir / "worktrees"
+        heads = [self.g.common_dir / "HEAD"]
+        wt = self.g.common_dir / "worktrees"
         if wt.is_dir():
             heads += [d / "HEAD" for d in wt.iterdir()]
         for h in heads:
@@ -80,8 +80,8 @@ class Commits:
         existing mode, 100644 for new files)."""
         check_branch(branch)
         changes = dict(changes)
-        if self.redact is not None:
-            changes = {p: (self.redact(p, v) if v is not None else None) for p, v in changes.items()}
+        if self.g.redact is not None:
+            changes = {p: (self.g.redact(p, v) if v is not None else None) for p, v in changes.items()}
         for p in changes:
             check_path(p)
         modes = dict(modes or {})
@@ -90,12 +90,12 @@ class Commits:
                 raise PolicyViolation(f"bad mode {m!r} for {p!r}: use one of {sorted(MODES)}")
         subject, _, body = message.strip("\n").partition("\n\n")
         msg = enc(format_message(subject, trailers, body))
-        if self.remote is None and self._checked_out(branch):
+        if self.g.remote is None and self._checked_out(branch):
             raise AgentError(
-                f"branch {branch!r} is checked out in a worktree of {self.repo}; "
+                f"branch {branch!r} is checked out in a worktree of {self.g.repo}; "
                 "switch away from it so the agent can commit to it"
             )
-        lock = named_lock("commit", str(self.common_dir), self.remote, branch) if self.serialize_threads else None
+        lock = named_lock("commit", str(self.g.common_dir), self.g.remote, branch) if self.g.serialize_threads else None
         if lock:
             lock.acquire()
         try:
@@ -119,11 +119,11 @@ class Commits:
             # other pipe would deadlock past a few thousand files
             listing = td / "paths"
             listing.write_bytes(enc("\n".join(lines) + "\n"))
-            hash_job = self._spawn(["hash-object", "-w", "--no-filters", "--stdin-paths"], stdin_path=listing)
+            hash_job = self.g._spawn(["hash-object", "-w", "--no-filters", "--stdin-paths"], stdin_path=listing)
         try:
-            if self.remote is not None and base is not None:
+            if self.g.remote is not None and base is not None:
                 # the caller just fetched: push on top of what it saw; a rejection fetches
-                tip = self._resolve(base)
+                tip = self.g._resolve(base)
             else:
                 tip = self._current_tip(branch)
         except BaseException:
@@ -142,38 +142,38 @@ class Commits:
             blobs = dict(zip(writes, dec(out).split()))
         if tip is None:
             raise AgentError(f"branch {branch!r} does not exist (create it with create_branch)")
-        base_sha = tip if base is None else self._resolve(base)
+        base_sha = tip if base is None else self.g._resolve(base)
         index = td / "index"
-        for attempt in range(self.push_retries + 1):
+        for attempt in range(self.g.push_retries + 1):
             if tip != base_sha:
                 clash = self._changed_between(base_sha, tip, list(changes))
                 if clash:
                     raise PushConflict(f"{branch}: changed since {base_sha[:12]} by someone else: " + ", ".join(sorted(clash)))
             new = (
                 self._build_trees(tip, changes, blobs, modes, msg, td)
-                if self._sha1
+                if self.g._sha1
                 else self._build(tip, changes, blobs, modes, msg, index)
             )
-            ok, newtip = self._publish(branch, new, tip)
+            ok, newtip = self.g.sync._publish(branch, new, tip)
             if ok:
                 return new
-            if attempt < self.push_retries:
+            if attempt < self.g.push_retries:
                 time.sleep(min(1.0, 0.02 * (2**attempt)) * random.uniform(0.5, 1.5))
                 if newtip is None:
                     newtip = self._current_tip(branch)
                 if newtip is None:
                     raise AgentError(f"branch {branch!r} was deleted while committing")
                 tip = newtip
-        raise PushRetriesExhausted(f"{branch}: lost the race {self.push_retries + 1} times; giving up")
+        raise PushRetriesExhausted(f"{branch}: lost the race {self.g.push_retries + 1} times; giving up")
 
     def _current_tip(self, branch: str) -> str | None:
-        if self.remote is None:
-            return self._local_sha(f"refs/heads/{branch}")
-        return self._fetch(branch)
+        if self.g.remote is None:
+            return self.g._local_sha(f"refs/heads/{branch}")
+        return self.g.sync._fetch(branch)
 
     def _changed_between(self, a: str, b: str, paths: list[str]) -> set[str]:
         """Which of ``paths`` (files, or directories: anything under them) differ a..b."""
-        out = self._run(["diff-tree", "-r", "-z", "--name-only", "--no-renames", a, b]).stdout
+        out = self.g._run(["diff-tree", "-r", "-z", "--name-only", "--no-renames", a, b]).stdout
         changed = {dec(n) for n in out.split(b"\0") if n}
         hits = set()
         for p in paths:
@@ -221,13 +221,13 @@ class Commits:
             f = td / f"tree{i}"
             f.write_bytes(data)
             paths.append(str(f))
-        self._run(["hash-object", "-t", "tree", "-w", "--stdin-paths"], input=enc("\n".join(paths) + "\n"))
-        return self._run(["commit-tree", "--no-gpg-sign", root, "-p", tip], input=msg).stdout.strip().decode()
+        self.g._run(["hash-object", "-t", "tree", "-w", "--stdin-paths"], input=enc("\n".join(paths) + "\n"))
+        return self.g._run(["commit-tree", "--no-gpg-sign", root, "-p", tip], input=msg).stdout.strip().decode()
 
     def _read_trees(self, tip: str, dirs: list[str]) -> dict[str, bytes]:
         """Raw tree objects of ``dirs`` at ``tip`` (missing or non-tree: absent), one cat-file."""
         names = [f"{tip}^{{tree}}" if d == "" else f"{tip}:{d}" for d in dirs]
-        out = self._run(["cat-file", "--batch"], input=enc("\n".join(names) + "\n")).stdout
+        out = self.g._run(["cat-file", "--batch"], input=enc("\n".join(names) + "\n")).stdout
         res: dict[str, bytes] = {}
         pos = 0
         for d in dirs:
@@ -246,17 +246,17 @@ class Commits:
         env = {"GIT_INDEX_FILE": str(index)}
         if index.exists():
             index.unlink()
-        read_job = self._spawn(["read-tree", tip], env)
+        read_job = self.g._spawn(["read-tree", tip], env)
         ls_job = None
         if changes:
-            ls_job = self._spawn(["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", tip, "--", *changes])
+            ls_job = self.g._spawn(["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", tip, "--", *changes])
         existing: dict[str, str] = {}
         if ls_job:
-            for rec in self._finish(ls_job).split(b"\0"):
+            for rec in self.g._finish(ls_job).split(b"\0"):
                 if rec:
                     meta, _, name = rec.partition(b"\t")
                     existing[dec(name)] = dec(meta.split()[0])
-        self._finish(read_job)
+        self.g._finish(read_job)
         null = "0" * len(tip)
         entries = []
         for p, v in changes.items():
@@ -271,6 +271,8 @@ class Commits:
                     mode = "100644"
                 entries.append(f"{mode} {blobs[p]}\t{p}")
         if entries:
-            self._run(["update-index", "--add", "--replace", "-z", "--index-info"], input=enc("\0".join(entries) + "\0"), env=env)
-        tree = self._run(["write-tree"], env=env).stdout.strip().decode()
-        return self._run(["commit-tree", "--no-gpg-sign", tree, "-p", tip], input=msg).stdout.strip().decode()
+            self.g._run(
+                ["update-index", "--add", "--replace", "-z", "--index-info"], input=enc("\0".join(entries) + "\0"), env=env
+            )
+        tree = self.g._run(["write-tree"], env=env).stdout.strip().decode()
+        return self.g._run(["commit-tree", "--no-gpg-sign", tree, "-p", tip], input=msg).stdout.strip().decode()

@@ -9,12 +9,15 @@ import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 from gitops_agent.core.errors import AgentError
 from gitops_agent.git.checkout import _DIR_FLAGS, _WRITE_FLAGS, Checkout, Entry, _stat_key, remove_tree
 from gitops_agent.git.locks import named_lock
 from gitops_agent.git.names import CHECKOUT_NAME, MODES, check_path, dec, path_problem
+
+if TYPE_CHECKING:  # pragma: no cover
+    from gitops_agent.git.repo import GitRepo
 
 _ACTIVE: set[Path] = set()  # this process's checkouts, for a quit that cannot unwind (Ctrl-C twice)
 _ACTIVE_LOCK = threading.Lock()
@@ -30,10 +33,14 @@ def remove_active() -> None:
 
 
 class Checkouts:
-    """Mixin of ``GitRepo``: throwaway working trees, exported from the object store."""
+    """Part of ``GitRepo``: throwaway working trees, exported from the object store. It reaches
+    the repository's runner and the other parts through ``self.g``, the GitRepo it belongs to."""
+
+    def __init__(self, g: "GitRepo") -> None:
+        self.g = g
 
     def checkouts_dir(self) -> Path:
-        return self.common_dir / "gitops-agent" / "checkouts"
+        return self.g.common_dir / "gitops-agent" / "checkouts"
 
     @contextmanager
     def checkout(
@@ -45,10 +52,10 @@ class Checkouts:
         prefix (a dependency's step folder), so the checkout does not grow with the task."""
         if not CHECKOUT_NAME.fullmatch(name or ""):
             raise AgentError(f"bad checkout name {name!r}")
-        sha = self._resolve(ref)
+        sha = self.g._resolve(ref)
         base = self.checkouts_dir()
         path = base / name
-        with named_lock("checkout", str(self.common_dir)):
+        with named_lock("checkout", str(self.g.common_dir)):
             base.mkdir(parents=True, exist_ok=True)
             sweep_stale(base)
             (base / f"{name}.pid").write_text(str(os.getpid()))  # before the directory: see sweep_stale
@@ -59,9 +66,9 @@ class Checkouts:
             _ACTIVE.add(path)
         try:
             manifest, ignores = self._export(sha, path, tuple(skip), tuple(keep))
-            yield Checkout(path, manifest, self._sha1, ignores)
+            yield Checkout(path, manifest, self.g._sha1, ignores)
         finally:
-            with named_lock("checkout", str(self.common_dir)):
+            with named_lock("checkout", str(self.g.common_dir)):
                 remove_tree(path)
                 (base / f"{name}.pid").unlink(missing_ok=True)
             with _ACTIVE_LOCK:
@@ -74,7 +81,7 @@ class Checkouts:
         git's, less the umask). Symbolic links and submodules are left out; so is every entry
         whose path ``path_problem`` refuses, and those are returned as "'path': why"."""
         check_path(prefix, "prefix")
-        sha = self._resolve(ref)
+        sha = self.g._resolve(ref)
         entries, refused = self._files(sha, prefix)
         cut = len(prefix) + 1
         self._write_blobs(sha, dest, [(p[cut:], mode, oid) for p, mode, oid in entries if mode != "120000"], perms)
@@ -101,7 +108,7 @@ class Checkouts:
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", sha, *(["--", prefix] if prefix else [])]
         entries: list[tuple[str, str, str]] = []
         refused: list[str] = []
-        for rec in self._run(args).stdout.split(b"\0"):
+        for rec in self.g._run(args).stdout.split(b"\0"):
             meta, _, name = rec.partition(b"\t")
             fields, path = dec(meta).split(), dec(name)
             if len(fields) != 3 or fields[1] != "blob" or fields[0] not in MODES:
@@ -126,7 +133,7 @@ class Checkouts:
         with tempfile.TemporaryDirectory(prefix="gitops-agent-export-") as td:
             ids = Path(td) / "ids"
             ids.write_text("".join(oid + "\n" for _, _, oid in entries))
-            _, proc = self._spawn(["cat-file", "--batch"], stdin_path=ids)
+            _, proc = self.g._spawn(["cat-file", "--batch"], stdin_path=ids)
             writer = _TreeWriter(dest, perms)
             try:
                 for path, mode, oid in entries:

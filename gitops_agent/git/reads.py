@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gitops_agent.core.errors import GitError
 from gitops_agent.git.messages import Commit, one_line, split_message
 from gitops_agent.git.names import check_path, dec, enc
 
+if TYPE_CHECKING:  # pragma: no cover
+    from gitops_agent.git.repo import GitRepo
+
 
 class Reads:
-    """Mixin of ``GitRepo``: everything that reads."""
+    """Part of ``GitRepo``: everything that reads. It reaches the repository's runner and the other
+    parts through ``self.g``, the GitRepo it belongs to."""
+
+    def __init__(self, g: "GitRepo") -> None:
+        self.g = g
 
     def read_files(self, ref: str, paths: list[str]) -> dict[str, bytes | None]:
         """Contents of ``paths`` at ``ref`` (None for a missing path or a non-file), read with
@@ -16,9 +25,9 @@ class Reads:
         paths = list(paths)
         for p in paths:
             check_path(p)
-        rev = self._rev(ref)
+        rev = self.g._rev(ref)
         args = ["cat-file", "--batch"]
-        _, proc = self._spawn(args)
+        _, proc = self.g._spawn(args)
         out: dict[str, bytes | None] = {}
         try:
 
@@ -60,12 +69,12 @@ class Reads:
         repository root, sorted."""
         if prefix:
             check_path(prefix.rstrip("/"), "prefix")
-        rev = self._rev(ref)
+        rev = self.g._rev(ref)
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--name-only", "--full-tree", rev + "^{tree}"]
         d = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         if d:
             args += ["--", d]
-        out = self._run(args).stdout
+        out = self.g._run(args).stdout
         names = [dec(n) for n in out.split(b"\0") if n]
         return sorted(n for n in names if n.startswith(prefix))
 
@@ -73,13 +82,13 @@ class Reads:
         """{path: blob id} of the files at ``ref`` under ``prefix`` (one ls-tree)."""
         if prefix:
             check_path(prefix.rstrip("/"), "prefix")
-        rev = self._rev(ref)
+        rev = self.g._rev(ref)
         args = ["--literal-pathspecs", "ls-tree", "-r", "-z", "--full-tree", rev + "^{tree}"]
         d = prefix.rsplit("/", 1)[0] if "/" in prefix else ""
         if d:
             args += ["--", d]
         out: dict[str, str] = {}
-        for rec in self._run(args).stdout.split(b"\0"):
+        for rec in self.g._run(args).stdout.split(b"\0"):
             if rec:
                 meta, _, name = rec.partition(b"\t")
                 parts = meta.split()
@@ -93,7 +102,7 @@ class Reads:
         ids = list(dict.fromkeys(ids))
         if not ids:
             return {}
-        p = self._run(["cat-file", "--batch"], input=enc("\n".join(ids) + "\n"))
+        p = self.g._run(["cat-file", "--batch"], input=enc("\n".join(ids) + "\n"))
         data, out, pos = p.stdout, {}, 0
         for i in ids:
             nl = data.index(b"\n", pos)
@@ -118,8 +127,8 @@ class Reads:
             args.append(f"--max-count={int(max_count)}")
         if wanted:
             args += ["--fixed-strings", "--all-match"] + [f"--grep={k}: {one_line(v)}" for k, v in wanted]
-        args.append(self._rev(ref))
-        out = self._run(args).stdout
+        args.append(self.g._rev(ref))
+        out = self.g._run(args).stdout
         fields = out.split(b"\0")
         commits: list[Commit] = []
         for i in range(0, len(fields) - 2, 3):
@@ -145,12 +154,12 @@ class Reads:
         if not wanted:
             got = self._log(ref, 1, [])
             return got[0] if got else None
-        rev = self._rev(ref)
-        deep = self.remote and rev.startswith(f"refs/remotes/{self.remote}/") and self.is_shallow()
+        rev = self.g._rev(ref)
+        deep = self.g.remote and rev.startswith(f"refs/remotes/{self.g.remote}/") and self.g.is_shallow()
         if not deep:
             got = self._log(ref, 1, wanted)
             return got[0] if got else None
-        branch = rev[len(f"refs/remotes/{self.remote}/") :]
+        branch = rev[len(f"refs/remotes/{self.g.remote}/") :]
         scope_k, scope_v = ("Agent-Task", trailers["Agent-Task"]) if "Agent-Task" in trailers else wanted[0]
         depth = 0
         for _ in range(12):
@@ -161,9 +170,9 @@ class Reads:
             if not history:
                 return None
             oldest = history[-1]
-            shallow = set((self.common_dir / "shallow").read_text().split()) if self.is_shallow() else set()
+            shallow = set((self.g.common_dir / "shallow").read_text().split()) if self.g.is_shallow() else set()
             if oldest.sha not in shallow or oldest.trailers.get(scope_k) != one_line(scope_v):
                 return None
             depth = max(depth * 4, len(history) + 32)
-            self.fetch_deeper(branch, depth)
+            self.g.fetch_deeper(branch, depth)
         return None

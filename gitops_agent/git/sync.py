@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import random
 import time
-from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
 
 from gitops_agent.core.errors import AgentError, GitError
 from gitops_agent.git.locks import named_lock
@@ -19,12 +17,16 @@ if TYPE_CHECKING:  # pragma: no cover
 
 
 class Sync:
-    """Mixin of ``GitRepo``: branches, fetch and push."""
+    """Part of ``GitRepo``: branches, fetch and push. It reaches the repository's runner and the other
+    parts through ``self.g``, the GitRepo it belongs to."""
+
+    def __init__(self, g: "GitRepo") -> None:
+        self.g = g
 
     def _fetch(self, branch: str) -> str | None:
         """Fetch exactly ``branch`` from the remote into its tracking ref; its sha or None."""
-        assert self.remote
-        tracking = self._tracking(branch)
+        assert self.g.remote
+        tracking = self.g._tracking(branch)
         args = [
             "fetch",
             "--quiet",
@@ -34,17 +36,17 @@ class Sync:
             "--no-recurse-submodules",
             "--no-show-forced-updates",
         ]
-        if self.is_shallow():
+        if self.g.is_shallow():
             args.append("--depth=1")
-        args += [self.remote, f"+refs/heads/{branch}:{tracking}"]
-        with named_lock("fetch", str(self.common_dir)):
+        args += [self.g.remote, f"+refs/heads/{branch}:{tracking}"]
+        with named_lock("fetch", str(self.g.common_dir)):
             for attempt in range(6):
-                p = self._run(args, check=False, network=True)
+                p = self.g._run(args, check=False, network=True)
                 if p.returncode == 0:
-                    return self._local_sha(tracking)
+                    return self.g._local_sha(tracking)
                 err = dec(p.stderr)
                 if "couldn't find remote ref" in err or "could not find remote ref" in err:
-                    self._run(["update-ref", "-d", tracking], check=False)
+                    self.g._run(["update-ref", "-d", tracking], check=False)
                     return None
                 if ".lock" in err and attempt < 5:  # another process fetching into this clone
                     time.sleep(0.02 * (attempt + 1) * random.uniform(0.5, 1.5))
@@ -55,10 +57,10 @@ class Sync:
     def fetch_deeper(self, branch: str, depth: int) -> None:
         """Remote mode: fetch ``branch`` with ``depth`` commits of history from its tip
         (only that branch's history gets deeper, unlike ``--deepen``)."""
-        if not self.remote:
+        if not self.g.remote:
             return
-        with named_lock("fetch", str(self.common_dir)):
-            self.git(
+        with named_lock("fetch", str(self.g.common_dir)):
+            self.g.git(
                 "fetch",
                 "--quiet",
                 "--no-tags",
@@ -66,8 +68,8 @@ class Sync:
                 "--no-auto-maintenance",
                 "--no-recurse-submodules",
                 f"--depth={int(depth)}",
-                self.remote,
-                f"+refs/heads/{branch}:{self._tracking(branch)}",
+                self.g.remote,
+                f"+refs/heads/{branch}:{self.g._tracking(branch)}",
                 network=True,
             )
 
@@ -76,10 +78,10 @@ class Sync:
         False if the remote does not have it."""
         if not HEX.fullmatch(sha or ""):
             raise AgentError(f"bad commit id {sha!r}")
-        if self._local_sha(sha) is not None or not self.remote:
-            return self._local_sha(sha) is not None
-        with named_lock("fetch", str(self.common_dir)):
-            p = self._run(
+        if self.g._local_sha(sha) is not None or not self.g.remote:
+            return self.g._local_sha(sha) is not None
+        with named_lock("fetch", str(self.g.common_dir)):
+            p = self.g._run(
                 [
                     "fetch",
                     "--quiet",
@@ -88,40 +90,40 @@ class Sync:
                     "--no-auto-maintenance",
                     "--no-recurse-submodules",
                     "--depth=1",
-                    self.remote,
+                    self.g.remote,
                     sha,
                 ],
                 check=False,
                 network=True,
             )
-        return p.returncode == 0 and self._local_sha(sha) is not None
+        return p.returncode == 0 and self.g._local_sha(sha) is not None
 
     def tip(self, branch: str, fetch: bool = True) -> str | None:
         """The commit ``branch`` points at, or None if there is no such branch. Remote mode
         with ``fetch``: fetches that one branch first (``--depth=1`` in a shallow clone)."""
         check_branch(branch)
-        if self.remote is None:
-            return self._local_sha(f"refs/heads/{branch}")
+        if self.g.remote is None:
+            return self.g._local_sha(f"refs/heads/{branch}")
         if fetch:
             return self._fetch(branch)
-        return self._local_sha(self._tracking(branch))
+        return self.g._local_sha(self.g._tracking(branch))
 
     def create_branch(self, branch: str, base_ref: str | None, trailers: dict[str, str] | None = None) -> str:
         """Create ``branch`` at ``base_ref`` (a root commit with an empty tree if None); fails
         with AgentError if the branch exists. Returns the branch's sha."""
         check_branch(branch)
         if base_ref is None:
-            empty = self.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"").strip()
-            sha = self.git(
+            empty = self.g.git("hash-object", "-t", "tree", "-w", "--stdin", input=b"").strip()
+            sha = self.g.git(
                 "commit-tree",
                 "--no-gpg-sign",
                 empty,
                 input=enc(format_message(f"agent: create {branch}", trailers or {"Agent-Role": "create"})),
             ).strip()
         else:
-            sha = self._resolve(base_ref)
-        if self.remote is None:
-            p = self._run(
+            sha = self.g._resolve(base_ref)
+        if self.g.remote is None:
+            p = self.g._run(
                 ["update-ref", "-m", f"gitops-agent: create {branch}", f"refs/heads/{branch}", sha, "0" * len(sha)], check=False
             )
             if p.returncode != 0:
@@ -132,32 +134,32 @@ class Sync:
             return sha
         ok, reason = self._push(sha, branch, lease_absent=True)
         if ok and reason != "*":  # "=": the remote branch already points there
-            raise AgentError(f"branch {branch!r} already exists on {self.remote}")
+            raise AgentError(f"branch {branch!r} already exists on {self.g.remote}")
         if not ok:
             if any(s in reason for s in ("stale info", "already exists", "fetch first", "non-fast-forward")):
-                raise AgentError(f"branch {branch!r} already exists on {self.remote}")
-            raise GitError(["push", self.remote, f"{sha}:refs/heads/{branch}"], 1, reason)
-        self._run(["update-ref", self._tracking(branch), sha], check=False)
+                raise AgentError(f"branch {branch!r} already exists on {self.g.remote}")
+            raise GitError(["push", self.g.remote, f"{sha}:refs/heads/{branch}"], 1, reason)
+        self.g._run(["update-ref", self.g._tracking(branch), sha], check=False)
         self._mirror(branch, sha)
         return sha
 
     def _mirror(self, branch: str, sha: str) -> None:
         """With ``mirror_local``: move the local agent/* branch to ``sha`` when that is a
         fast-forward (a local branch that went its own way is left alone)."""
-        if not self.mirror_local or not branch.startswith("agent/"):
+        if not self.g.mirror_local or not branch.startswith("agent/"):
             return
         ref = f"refs/heads/{branch}"
-        old = self._local_sha(ref)
+        old = self.g._local_sha(ref)
         if old == sha:
             return
-        if old is None or self._run(["merge-base", "--is-ancestor", old, sha], check=False).returncode == 0:
-            self._run(["update-ref", "-m", "gitops-agent: mirror", ref, sha, old or "0" * len(sha)], check=False)
+        if old is None or self.g._run(["merge-base", "--is-ancestor", old, sha], check=False).returncode == 0:
+            self.g._run(["update-ref", "-m", "gitops-agent: mirror", ref, sha, old or "0" * len(sha)], check=False)
 
     def share_branch(self, branch: str) -> str:
         """Remote mode, before a run: make the remote's ``branch`` include the local one, so a
         run never starts a second history of a branch that exists here (agent/memory,
         agent/brain). Returns what happened: "same", "pushed", "pulled", "absent", "diverged"."""
-        local = self._local_sha(f"refs/heads/{branch}")
+        local = self.g._local_sha(f"refs/heads/{branch}")
         remote = self.tip(branch)
         if local is None:
             if remote is not None:
@@ -166,13 +168,13 @@ class Sync:
             return "absent"
         if remote == local:
             return "same"
-        if remote is not None and self._run(["merge-base", "--is-ancestor", local, remote], check=False).returncode == 0:
+        if remote is not None and self.g._run(["merge-base", "--is-ancestor", local, remote], check=False).returncode == 0:
             self._mirror(branch, remote)
             return "pulled"
-        if remote is None or self._run(["merge-base", "--is-ancestor", remote, local], check=False).returncode == 0:
+        if remote is None or self.g._run(["merge-base", "--is-ancestor", remote, local], check=False).returncode == 0:
             ok, reason = self._push(local, branch, lease_absent=remote is None)
             if ok:
-                self._run(["update-ref", self._tracking(branch), local], check=False)
+                self.g._run(["update-ref", self.g._tracking(branch), local], check=False)
                 return "pushed"
         return "diverged"
 
@@ -184,8 +186,8 @@ class Sync:
         args = ["push", "--porcelain", "--no-verify", "--no-recurse-submodules"]
         if lease_absent:
             args.append(f"--force-with-lease={dst}:")
-        args += [self.remote, f"{sha}:{dst}"]
-        p = self._run(args, check=False, network=True)
+        args += [self.g.remote, f"{sha}:{dst}"]
+        p = self.g._run(args, check=False, network=True)
         out = dec(p.stdout)
         for line in out.splitlines():
             parts = line.split("\t")
@@ -200,57 +202,22 @@ class Sync:
 
     def _publish(self, branch: str, new: str, old: str) -> tuple[bool, str | None]:
         """(True, None) if the branch now points at ``new``; (False, tip-or-None) if we lost."""
-        if self.remote is None:
+        if self.g.remote is None:
             ref = f"refs/heads/{branch}"
-            p = self._run(["update-ref", "-m", "gitops-agent: commit", ref, new, old], check=False)
+            p = self.g._run(["update-ref", "-m", "gitops-agent: commit", ref, new, old], check=False)
             if p.returncode == 0:
                 return True, None
             err = dec(p.stderr)
-            now = self._local_sha(ref)
+            now = self.g._local_sha(ref)
             if now != old or "lock" in err:
                 return False, now
             raise GitError(["update-ref", ref, new, old], p.returncode, err)
         ok, reason = self._push(new, branch)
         if ok:
-            self._run(["update-ref", self._tracking(branch), new], check=False)
+            self.g._run(["update-ref", self.g._tracking(branch), new], check=False)
             self._mirror(branch, new)
             return True, None
         now = self._fetch(branch)
         if now != old or "lock" in reason or "failed to update ref" in reason:
             return False, now
-        raise GitError(["push", self.remote, f"{new}:refs/heads/{branch}"], 1, reason)
-
-    @classmethod
-    def clone(
-        cls,
-        url: str,
-        dest: Path | str,
-        branch: str | None = None,
-        *,
-        depth: int | None = 1,
-        auth_env: dict[str, str] | None = None,
-        filter: str | None = None,
-        checkout: bool = False,
-        **kw,
-    ) -> "GitRepo":
-        """Shallow (``depth``) single-branch clone of ``url`` into ``dest``, as a remote-mode
-        GitRepo with remote "origin". Credentials go in ``auth_env``, never in the URL. No
-        working tree is checked out unless ``checkout`` (the agent reads the object store only)."""
-        parts = urlsplit(url)
-        if parts.password:
-            raise AgentError("the clone URL carries a password; pass credentials in auth_env instead")
-        dest = Path(dest)
-        args = ["clone", "--quiet", "--single-branch", "--no-tags"]
-        if depth:
-            args.append(f"--depth={int(depth)}")
-        if branch:
-            args += ["--branch", branch]
-        if filter:
-            args.append(f"--filter={filter}")
-        if not checkout:
-            args.append("--no-checkout")
-        args += ["--", url, str(dest)]
-        repo = cls(dest, remote="origin", auth_env=auth_env, **kw)
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        repo._run(args, network=True, cwd=dest.parent)
-        return repo
+        raise GitError(["push", self.g.remote, f"{new}:refs/heads/{branch}"], 1, reason)

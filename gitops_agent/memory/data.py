@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from gitops_agent.core.errors import AgentError, ConfigError
 
 if TYPE_CHECKING:  # pragma: no cover
-    pass
+    from gitops_agent.memory.store import MemoryStore
 
 from gitops_agent.memory.experience import _DATA_NAME, DATA_DIR, MAX_DATA_FILE_BYTES, MEMORY_BRANCH
 
@@ -23,7 +23,10 @@ log = logging.getLogger("gitops_agent.memory")
 
 
 class DataSets:
-    """Mixin of ``MemoryStore``: data sets."""
+    """Part of ``MemoryStore`` (``self.m``): data sets."""
+
+    def __init__(self, m: "MemoryStore") -> None:
+        self.m = m
 
     # ------------------------------------------------------------- data sets
 
@@ -64,44 +67,44 @@ class DataSets:
         # somewhere past a few thousand files.
         paths = sorted(files)
         sha = ""
-        for i in range(0, len(paths), self.CHUNK):
-            part = {p: files[p] for p in paths[i : i + self.CHUNK]}
-            n = f" ({i // self.CHUNK + 1}/{(len(paths) - 1) // self.CHUNK + 1})" if len(paths) > self.CHUNK else ""
-            sha = self.commit(
+        for i in range(0, len(paths), self.m.CHUNK):
+            part = {p: files[p] for p in paths[i : i + self.m.CHUNK]}
+            n = f" ({i // self.m.CHUNK + 1}/{(len(paths) - 1) // self.m.CHUNK + 1})" if len(paths) > self.m.CHUNK else ""
+            sha = self.m.commit(
                 part, f"memory: add data {name}{n}", {"Agent-Data": name}, modes={p: m for p, m in modes.items() if p in part}
             )
         return sha, paths
 
     def data_files(self, tip: str | None = None) -> list[str]:
-        tip = tip or self.tip()
+        tip = tip or self.m.tip()
         if tip is None:
             return []
-        return [path for mode, kind, oid, path in self._ls(tip, DATA_DIR) if kind == "blob"]
+        return [path for mode, kind, oid, path in self.m._ls(tip, DATA_DIR) if kind == "blob"]
 
     def materialize_data(self) -> Path | None:
         """The data/ folder of the memory tip as plain read-only files in a local cache directory
         (keyed by the data tree, so new experiences do not copy the data again); None if
         the memory branch has no data."""
-        tip = self.tip()
+        tip = self.m.tip()
         if tip is None:
             return None
-        p = self.git._run(["rev-parse", "--verify", "--quiet", f"{tip}:{DATA_DIR}"], check=False)
+        p = self.m.git._run(["rev-parse", "--verify", "--quiet", f"{tip}:{DATA_DIR}"], check=False)
         tree = p.stdout.decode().strip()
         if p.returncode != 0 or not tree:
             return None
-        dest = self.cache_dir / "memory-data" / tree
+        dest = self.m.cache_dir / "memory-data" / tree
         if (dest / ".complete").exists():
             return dest
         # remote mode: every missing blob in one request, before the export reads them
-        self._prefetch(
-            tip, {oid for mode, kind, oid, _ in self._ls(tip, DATA_DIR) if kind == "blob" and mode in ("100644", "100755")}
+        self.m._prefetch(
+            tip, {oid for mode, kind, oid, _ in self.m._ls(tip, DATA_DIR) if kind == "blob" and mode in ("100644", "100755")}
         )
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=".tmp-", dir=dest.parent))
         try:
             # the safe export: a crafted data/ tree (entries named "..", ".git", "/x") must not
             # write outside tmp; such entries are left out and named, links are never written
-            _warn_left_out(self.git.export_files(tip, DATA_DIR, tmp, perms={"100644": 0o444, "100755": 0o555}))
+            _warn_left_out(self.m.git.export_files(tip, DATA_DIR, tmp, perms={"100644": 0o444, "100755": 0o555}))
             (tmp / ".complete").write_text(tip + "\n")
             (tmp / ".complete").chmod(0o444)
             for root, dirs, _ in os.walk(tmp):

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Iterable
 
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.memory.retrieval import EmbeddingIndex, Retriever
+    from gitops_agent.memory.store import MemoryStore
 
 # gitops_agent.memory.retrieval (tokenizer, BM25, embeddings) is imported where a search or an index
 # build needs it: the execute and finish steps, which only read and write experiences, never load it
@@ -79,8 +80,11 @@ def default_method() -> str:
 
 
 class IndexCache:
-    """Mixin of ``MemoryStore``: the retrieval index of its tip, built once and cached under
+    """Part of ``MemoryStore`` (``self.m``): the retrieval index of its tip, built once and cached under
     ``<git-common-dir>/gitops-agent/memory-index/<memory tip>-<method>``."""
+
+    def __init__(self, m: "MemoryStore") -> None:
+        self.m = m
 
     # ------------------------------------------------------------- the index
 
@@ -90,27 +94,27 @@ class IndexCache:
         from gitops_agent.memory.retrieval import BM25Index, Retriever
 
         method = Retriever.check_method(method or default_method())
-        tip = tip or self.tip()
+        tip = tip or self.m.tip()
         if tip is None:
             return MemoryIndex(None, method, [], Retriever.build([], "bm25"))
-        with self._lock:
-            if not rebuild and self._index is not None and self._index.tip == tip and self._index.method == method:
-                return self._index
-        d = self.cache_dir / "memory-index" / f"{tip}-{method}"
+        with self.m._lock:
+            if not rebuild and self.m._index is not None and self.m._index.tip == tip and self.m._index.method == method:
+                return self.m._index
+        d = self.m.cache_dir / "memory-index" / f"{tip}-{method}"
         if not rebuild and (d / "done").exists():
             try:
                 raw = (d / "experiences.jsonl").read_bytes().splitlines()
                 idx = MemoryIndex(
                     tip, method, raw, Retriever.load(d), json.loads((d / "done").read_text()).get("build_ms", 0), cached=True
                 )
-                with self._lock:
-                    self._index = idx
+                with self.m._lock:
+                    self.m._index = idx
                 return idx
             except Exception:  # noqa: BLE001 - a damaged cache, or one of another format (an older
                 # version's bm25s files: Retriever.load checks the version), is rebuilt
                 shutil.rmtree(d, ignore_errors=True)
         t0 = time.monotonic()
-        pairs = self.experiences(tip, with_blobs=True)
+        pairs = self.m.experiences(tip, with_blobs=True)
         exps = [e for e, _ in pairs]
         texts = [e.doc_text() for e in exps]
         if method == "bm25":
@@ -125,8 +129,8 @@ class IndexCache:
             self._save_index(d, idx)
         except OSError:
             pass  # a cache is a cache
-        with self._lock:
-            self._index = idx
+        with self.m._lock:
+            self.m._index = idx
         return idx
 
     def _embeddings(self, keys: list[str], texts: list[str]) -> EmbeddingIndex:
@@ -138,7 +142,7 @@ class IndexCache:
         from gitops_agent.memory.retrieval import EmbeddingIndex, embed, embed_model_path
 
         model = embed_model_path()
-        path = self.cache_dir / "memory-embeddings.npz"
+        path = self.m.cache_dir / "memory-embeddings.npz"
         known: dict[str, np.ndarray] = {}
         try:
             with np.load(path, allow_pickle=False) as z:
@@ -152,7 +156,7 @@ class IndexCache:
                 known[keys[i]] = v
         vectors = np.stack([known[k] for k in keys]).astype(np.float32) if keys else np.zeros((0, 384), np.float32)
         try:
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
+            self.m.cache_dir.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".tmp-{os.getpid()}-{threading.get_ident()}.npz")
             np.savez(tmp, model=np.array(model), keys=np.array(keys), vectors=vectors)
             os.replace(tmp, path)

@@ -47,6 +47,7 @@ if TYPE_CHECKING:  # pragma: no cover
 
 from gitops_agent.memory.data import DataSets, _prune, _rmtree_ro  # noqa: F401
 from gitops_agent.memory.experience import (
+    DEFAULT_K,
     EXPERIENCES_DIR,
     MEMORY_BRANCH,
     Experience,
@@ -73,7 +74,7 @@ class _PartialCache(GitRepo):
         return super()._run(args, **kw)
 
 
-class MemoryStore(IndexCache, DataSets):
+class MemoryStore:
     """The memory branch of one repository (local mode) or of its remote (remote mode)."""
 
     #: Memory writes never clash on paths, so losing a race only means that other tasks
@@ -91,6 +92,27 @@ class MemoryStore(IndexCache, DataSets):
         self.problems: list[str] = []  # experience files that did not validate (last load)
         self._lock = threading.Lock()
         self._index: MemoryIndex | None = None
+        self.datasets, self.indexes = DataSets(self), IndexCache(self)
+
+    # -- the shared data sets (gitops_agent/memory/data.py)
+    def add_data(self, src: Path | str, name: str | None = None) -> tuple[str, list[str]]:
+        return self.datasets.add_data(src, name)
+
+    def data_files(self, tip: str | None = None) -> list[str]:
+        return self.datasets.data_files(tip)
+
+    def materialize_data(self) -> Path | None:
+        return self.datasets.materialize_data()
+
+    # -- the retrieval index (gitops_agent/memory/index.py)
+    def index(self, method: str | None = None, tip: str | None = None, rebuild: bool = False) -> MemoryIndex:
+        return self.indexes.index(method, tip, rebuild)
+
+    def search(self, query: str, k: int = DEFAULT_K, method: str | None = None, exclude: Iterable[str] = ()) -> list[Hit]:
+        return self.indexes.search(query, k, method, exclude)
+
+    def reindex(self, method: str | None = None) -> MemoryIndex:
+        return self.indexes.reindex(method)
 
     @classmethod
     def open(cls, git: GitRepo) -> "MemoryStore":

@@ -266,3 +266,6 @@ def test_a_tool_the_compiler_cannot_take_goes_back_to_the_model(tmp_path):
     p = run_evolve(GitRepo(repo), model, last=10, now=NOW)
     assert list(p.changes) == ["agents/analyst.yaml"]
     assert "cannot be compiled" in model.calls[1].messages[-1].content[0].content
+    # and this process compiles as before (a RecursionError inside compile() once broke it: the
+    # next compile failed with "AST constructor recursion depth mismatch")
+    compile("x = " + "(" * 30 + "1" + ")" * 30 + "\n" + "def f(a):\n    return [a[0] for _ in a]\n", "after", "exec")

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from gitops_agent.core.errors import AgentError, GitError, PushConflict, PushRetriesExhausted
+from gitops_agent.git.commits import Commits
 from gitops_agent.git.repo import Commit, GitRepo, format_message, parse_trailers
 from tests.helpers import ROOT
 
@@ -315,7 +316,7 @@ def test_conflict_same_path_vs_rebase_different_path(repo, store, monkeypatch):
     assert store.read_file(BRANCH, "steps/0002-n1/result.md") == b"r"
 
     # a race lost at publish time (someone commits between our read of the tip and the CAS)
-    real_build = GitRepo._build_trees
+    real_build = Commits._build_trees
     hits = {"n": 0}
 
     def racing_build(self, *a, **k):
@@ -325,7 +326,7 @@ def test_conflict_same_path_vs_rebase_different_path(repo, store, monkeypatch):
             external_commit(repo, BRANCH, "plan.json" if race_same else "other.txt", b"meanwhile")
         return out
 
-    monkeypatch.setattr(GitRepo, "_build_trees", racing_build)
+    monkeypatch.setattr(Commits, "_build_trees", racing_build)
     race_same = False
     before = store.tip(BRANCH)
     sha = store.commit_files(BRANCH, {"notes.md": b"n2"}, "notes", {})
