@@ -55,7 +55,7 @@ def setup_seconds(log: str) -> tuple[float, float]:
         took = next((t for t in map(_seconds, b.splitlines()) if t is not None), None)
         if "Success - Main gitops-agent/gitops-agent@" in b:
             action = took
-        elif "-m gitops_agent step" in b:
+        elif re.search(r"-m (gitops_)?agent step", b):  # the package is gitops_agent since issue 22; the "before" ref's was agent
             agent = took
     if action is None or agent is None:
         raise RuntimeError("act's log has no step timings for the action: " + log[-1500:])
