@@ -12,7 +12,7 @@ from typing import Any, Callable
 from gitops_agent.brain.agents import Brain
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.seams import Abortable, GitStore, Model, Preflight, Sandbox, Served
-from gitops_agent.core.state import Usage
+from gitops_agent.core.state import StepRecord, Usage
 from gitops_agent.core.trailers import agent_trailers
 from gitops_agent.models import make_model, model_id
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
@@ -125,6 +125,21 @@ class Runtime:
                     error=f"no price for model {name!r}; counting it at $3/$15 per Mtok (set `prices:` in the config)",
                 )
         return FALLBACK_PRICE.cost(usage)
+
+    def step_trailers(self, record: StepRecord, extra: dict[str, str] | None = None) -> dict[str, str]:
+        """The trailers of a step's commit, from its record (who, what it used and cost, how long)."""
+        node = record.node if record.role == "executor" else None
+        return self.trailers(
+            record.task_id,
+            record.seq,
+            record.role,
+            node=node,
+            model=record.model or None,
+            usage=record.usage,
+            cost=record.cost_usd,
+            duration_ms=record.duration_ms,
+            extra=extra,
+        )
 
     def trailers(
         self,

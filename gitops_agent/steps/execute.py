@@ -349,16 +349,7 @@ def _commit(rt: Runtime, job: Job, snap: Snapshot, node: PlanNode, record: StepR
     ).encode()
     changes[f"{sdir}/step.json"] = dump_state(record)
     subject = f"agent(execute): {node.id} {node.title}"[:200]
-    trailers = rt.trailers(
-        job.task,
-        record.seq,
-        "executor",
-        node=node.id,
-        model=record.model,
-        usage=record.usage,
-        cost=record.cost_usd,
-        duration_ms=record.duration_ms,
-    )
+    trailers = rt.step_trailers(record)
     sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip, modes=decision.modes)
     if rt.on_commit:
         rt.on_commit(sha)

@@ -284,15 +284,7 @@ def _commit(
     if memory_rec is not None:  # memory: which experiences this planner was shown
         changes[f"{sdir}/{MEMORY_FILE}"] = (json.dumps(memory_rec, indent=2, ensure_ascii=False) + "\n").encode()
     subject = f"agent(plan): v{plan.version} {action}"[:200]
-    trailers = rt.trailers(
-        job.task,
-        record.seq,
-        "planner",
-        model=record.model,
-        usage=talk.usage,
-        cost=record.cost_usd,
-        duration_ms=record.duration_ms,
-    )
+    trailers = rt.step_trailers(record)
     try:
         sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)
     except PushConflict as e:

@@ -203,29 +203,26 @@ def test_bad_input_is_named(tmp_path, capsys):
     assert main(["eval", "dabench", "--model", "scripted", "--only", "q99", "--no-commit"]) == 2
 
 
+def _judged_suite(tmp_path):
+    """A one-question suite whose check is a judge's (the scripted solution prints 3)."""
+    d = tmp_path / "suite"
+    (d / "data").mkdir(parents=True)
+    (d / "data" / "x.csv").write_text("a\n1\n2\n")
+    question = {
+        "id": "j1",
+        "question": "Sum column a of data/x.csv.",
+        "check": {"type": "judge", "rubric": "Says the sum is 3."},
+        "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))",
+    }
+    (d / "suite.yaml").write_text(yaml.safe_dump({"name": "judged", "data": "data", "questions": [question]}))
+    return d
+
+
 def test_a_judge_check_records_the_verdict(tmp_path):
     from gitops_agent.eval.run import EvalConfig, Runner
     from gitops_agent.models.scripted import ScriptedModel
 
-    d = tmp_path / "suite"
-    (d / "data").mkdir(parents=True)
-    (d / "data" / "x.csv").write_text("a\n1\n2\n")
-    (d / "suite.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "judged",
-                "data": "data",
-                "questions": [
-                    {
-                        "id": "j1",
-                        "question": "Sum column a of data/x.csv.",
-                        "check": {"type": "judge", "rubric": "Says the sum is 3."},
-                        "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))",
-                    }
-                ],
-            }
-        )
-    )
+    d = _judged_suite(tmp_path)
     judge = ScriptedModel({"judge": [{"tool": "verdict", "input": {"pass": True, "why": "it says 3"}}]}, name="judge")
     run = Runner(load_suite(d / "suite.yaml"), judge_model="scripted:judge", models={"scripted:judge": judge}).run(
         [EvalConfig(label="s", planner="scripted", executor="scripted")]
@@ -240,25 +237,7 @@ def test_the_judge_is_billed_to_the_question_and_not_called_past_its_budget(tmp_
     from gitops_agent.eval.run import EvalConfig, Runner
     from gitops_agent.models.scripted import ScriptedModel
 
-    d = tmp_path / "suite"
-    (d / "data").mkdir(parents=True)
-    (d / "data" / "x.csv").write_text("a\n1\n2\n")
-    (d / "suite.yaml").write_text(
-        yaml.safe_dump(
-            {
-                "name": "judged",
-                "data": "data",
-                "questions": [
-                    {
-                        "id": "j1",
-                        "question": "Sum column a of data/x.csv.",
-                        "check": {"type": "judge", "rubric": "Says the sum is 3."},
-                        "solution": "import csv; print(sum(int(r['a']) for r in csv.DictReader(open('data/x.csv'))))",
-                    }
-                ],
-            }
-        )
-    )
+    d = _judged_suite(tmp_path)
 
     def judge_model():  # priced as a real model: the scripted question itself costs nothing
         return ScriptedModel(
