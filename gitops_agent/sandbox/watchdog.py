@@ -29,9 +29,10 @@ Pids = Callable[[], list[int] | None]
 _O_HOLD = getattr(os, "O_PATH", os.O_RDONLY) | os.O_DIRECTORY
 
 TICK_S = 0.1
-# The tree is walked when the file system grew past what the action may add, and at least this
-# often: others deleting files on the same file system can hide its growth from statvfs.
-WALK_EVERY_S = 2.0
+# The tree is walked when the file system grew past what the action may add, and besides every
+# ten times as long as a walk takes (between these bounds): others deleting files on the same file
+# system can hide its growth from statvfs, and a small tree is cheap to walk often.
+WALK_EVERY_S = (0.2, 2.0)
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -203,6 +204,7 @@ class Watchdog:
         self._kill: Callable[[], None] = lambda: None
         self._stop = threading.Event()
         self._walked = time.monotonic()
+        self._walk_every = WALK_EVERY_S[0]
         try:
             self._base_used = _used(self.tree)
             self._base_tree, complete = tree_bytes(self.tree, 1 << 62)
@@ -266,10 +268,12 @@ class Watchdog:
         except OSError:
             grew = 0
         now = time.monotonic()
-        if grew <= self._left and not walk and now - self._walked < WALK_EVERY_S:
+        if grew <= self._left and not walk and now - self._walked < self._walk_every:
             return None
         self._walked = now
         size, complete = tree_bytes(self.tree, self._base_tree + self._left + 1)
+        lo, hi = WALK_EVERY_S
+        self._walk_every = min(hi, max(lo, 10 * (time.monotonic() - now)))
         pids = [] if ended else self._pids()
         added = size - self._base_tree + (deleted_open_bytes(pids, self._dev) if pids else 0)
         if added > self._left or not complete:
@@ -277,13 +281,14 @@ class Watchdog:
                 f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb) in this step "
                 "(all actions of a step together)"
             )
-        if grew > self._left and pids is not None and maps_deleted(pids, self.tree):
-            # a deleted file held by a mapping alone: its size cannot be seen, so the growth the
-            # tree does not explain is taken for the action's, never for others' writes
+        # a deleted file held by a mapping alone: its size cannot be seen, so growth the tree does
+        # not explain is taken for the action's, never for others' writes
+        hidden = pids is not None and maps_deleted(pids, self.tree)
+        if hidden and grew > self._left:
             return (
                 f"it wrote more than {self.disk_bytes / 2**20:.0f} MiB to disk (sandbox.disk_mb) in this step "
                 "(all actions of a step together; files it deleted but still maps count)"
             )
-        if pids is not None:  # with the processes unknown, what they hold could be taken for others' writes
+        if pids is not None and not hidden:  # with the processes unknown, what they hold could be taken for others' writes
             self._base_used += grew - max(added, 0)  # others' writes: not ours
         return None
