@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from gitops_agent.core.snapshot import Snapshot
+from gitops_agent.github.errors import GitHubError, GitHubRateLimited
 from gitops_agent.observe.render import checklist, cost_table, md_block, md_text
 from gitops_agent.observe.surfaces import pr_body, progress_comment
 from gitops_agent.runtime.context import Runtime
@@ -40,19 +41,27 @@ class Publisher:
         reviewers = [snap.task.source.author] if snap.task.source.author else []
         n = len(snap.task.instructions)
         fu = snap.task.follow_ups[n - 1] if n and len(snap.task.follow_ups) >= n else None
-        number, url = self.client.open_pull(
-            head=snap.branch,
-            base=snap.task.base_ref,
-            title=title,
-            body=body,
-            draft=rt.config.github.draft_pr,
-            reviewers=reviewers,
-            again=[fu.by] if fu is not None and fu.by else None,
-        )
+        refused: GitHubError | None = None
+        try:
+            number, url = self.client.open_pull(
+                head=snap.branch,
+                base=snap.task.base_ref,
+                title=title,
+                body=body,
+                draft=rt.config.github.draft_pr,
+                reviewers=reviewers,
+                again=[fu.by] if fu is not None and fu.by else None,
+            )
+        except GitHubError as e:
+            if isinstance(e, GitHubRateLimited) or e.status is None or not 400 <= e.status < 500:
+                raise  # a passing fault: the job fails and the finish is sent again
+            refused, number, url = e, 0, ""  # the setting, a protected branch, a token's scope: the answer goes on
         self.outputs["pr-url"] = url
-        if outcome == "done" and rt.config.github.draft_pr:  # a draft while the agent works; done: ready to review
+        if refused is None and outcome == "done" and rt.config.github.draft_pr:  # a draft while the agent works
             self.client.mark_ready(number)
         where = fu.number if fu is not None and fu.number is not None else snap.task.source.issue
+        if refused is not None:
+            self._without_pull(snap, refused, where)
         if where is None:
             return
         # one reply per question, where it was asked: the first answer, then one for each follow-up
@@ -65,11 +74,49 @@ class Publisher:
         )
         if n:
             status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
-        text = f"{marker}\n{status} — pull request: {url}\n\n{md_block(answer, hosts) if answer else ''}\n"
+        link = f"pull request: {url}" if refused is None else self._branch_links(snap)
+        text = f"{marker}\n{status} — {link}\n\n{md_block(answer, hosts) if answer else ''}\n"
+        if refused is not None:
+            text += "\n" + self._why_no_pull(refused) + "\n"
         if fu is not None and fu.where == "review" and fu.comment_id is not None:
             self.client.reply_in_thread(where, fu.comment_id, text[:60000])
         else:
             self.client.upsert_comment(where, marker, text[:60000])
+
+    # -- when no pull request can be opened
+    def _branch_links(self, snap: Snapshot) -> str:
+        server, repo = self.s.server_url.rstrip("/"), self.s.repo
+        branch, base = snap.branch, snap.task.base_ref
+        self.outputs["branch-url"] = f"{server}/{repo}/tree/{branch}"
+        self.outputs["compare-url"] = f"{server}/{repo}/compare/{base}...{branch}?expand=1"
+        return (
+            f"the answer is on the branch [`{branch}`]({self.outputs['branch-url']}) "
+            f"([open a pull request from it]({self.outputs['compare-url']}))"
+        )
+
+    @staticmethod
+    def _why_no_pull(e: GitHubError) -> str:
+        """One sentence on what to change, naming the setting when GitHub named it."""
+        said = md_text(f"{e.status} {e.github_message}", 300)
+        if "not permitted to create or approve pull requests" in e.github_message:
+            return (
+                "The pull request could not be opened: GitHub Actions may not open pull requests in this repository "
+                f"({said}). A maintainer can turn on **Allow GitHub Actions to create and approve pull requests** "
+                "(Settings → Actions → General → Workflow permissions; for an organisation, also in its settings), "
+                "or open it from the link above."
+            )
+        return (
+            f"The pull request could not be opened ({said}); the branch is pushed: open it from the link above, or "
+            "check the token's permissions and the branch rules."
+        )
+
+    def _without_pull(self, snap: Snapshot, e: GitHubError, where: int | None) -> None:
+        print(f"gitops-agent: no pull request for {snap.branch}: {log_line(str(e), 300)}; the answer goes on the issue")
+        if where is None:  # no issue to answer on (a workflow's input): the job's log and summary say it
+            print(f"gitops-agent: {log_line(self._why_no_pull(e), 500)}")
+        if self.s.summary_path:
+            with open(self.s.summary_path, "a") as f:
+                f.write(f"\n**No pull request.** {self._why_no_pull(e)} Branch: `{snap.branch}`.\n")
 
     def reply(self, trigger, text: str) -> None:
         """A short answer where a trigger was asked: its issue, or its PR's conversation (intake

@@ -24,7 +24,8 @@ completion works):
   field, a head/base branch that does not exist (checked only when the repo has a `git_dir`, a
   bare repository), "No commits between B and H" (git_dir only), "A pull request already exists
   for o:H." (an open PR with the same head and base), "Draft pull requests are not supported in
-  this repository." (`add_repo(..., drafts=False)`)
+  this repository." (`add_repo(..., drafts=False)`); 403 "GitHub Actions is not permitted to create or
+  approve pull requests." when the repository's setting is off (`add_repo(..., actions_may_open_prs=False)`)
 - GET /repos/{o}/{r}/pulls (state, head=`owner:branch`, base), GET/PATCH /repos/{o}/{r}/pulls/{n}
 - POST /repos/{o}/{r}/pulls/{n}/requested_reviewers: 422 for the PR's author ("Review cannot be
   requested from pull request author.") and for non-collaborators
@@ -226,6 +227,9 @@ class Repo:
     private: bool = False
     git_dir: Path | None = None
     drafts: bool = True
+    #: Settings -> Actions -> "Allow GitHub Actions to create and approve pull requests" (off by
+    #: default for new organisations): off, an Actions token's POST /pulls is refused with 403
+    actions_may_open_prs: bool = True
     permissions: dict[str, str] = field(default_factory=dict)  # login (lower) -> role
     issues: dict[int, Issue] = field(default_factory=dict)
     comments: dict[int, Comment] = field(default_factory=dict)
@@ -350,6 +354,7 @@ class FakeGitHub:
         private: bool = False,
         git_dir: Path | str | None = None,
         drafts: bool = True,
+        actions_may_open_prs: bool = True,
     ) -> Repo:
         owner, name = full_name.split("/", 1)
         with self.lock:
@@ -362,6 +367,7 @@ class FakeGitHub:
                 private=private,
                 git_dir=Path(git_dir) if git_dir else None,
                 drafts=drafts,
+                actions_may_open_prs=actions_may_open_prs,
             )
             repo.permissions[owner.lower()] = "admin"
             self.repos[full_name.lower()] = repo
@@ -1136,6 +1142,8 @@ class FakeGitHub:
 
     def _r_create_pull(self, rec: RecordedRequest, o: str, r: str) -> tuple:
         repo = self._find_repo(o, r)
+        if not repo.actions_may_open_prs:  # the tokens of this server are the workflow's GITHUB_TOKEN
+            raise ApiError(403, "GitHub Actions is not permitted to create or approve pull requests.")
         body = self._object(rec)
         missing = [f for f in ("head", "base") if not isinstance(body.get(f), str) or not body[f]]
         if not body.get("title") and not body.get("issue"):

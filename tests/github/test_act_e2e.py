@@ -223,3 +223,23 @@ def test_untrusted_author_starts_nothing(world):
     r = h.run("issues", issue_event(gh, "mallory"))
     assert r.returncode == 0, r.log[-3000:]
     assert gh.dispatches == [] and git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
+
+
+def test_with_the_pull_request_setting_off_the_answer_reaches_the_issue(world):
+    """The real action under act, the repository's "Allow GitHub Actions to create and approve pull
+    requests" off: GitHub refuses the pull request; every job still succeeds, the branch is pushed,
+    and the issue gets the answer, the branch, a compare link and the setting's name."""
+    h, gh, top, value = world
+    gh.repo("o/r").actions_may_open_prs = False
+    ev = issue_event(gh, "alice")
+    assert h.run("issues", ev).returncode == 0
+    drain(h, gh)
+    assert list(gh.repo("o/r").pulls.values()) == [] and gh.calls("POST", r"/pulls$")
+    answer = [c for c in gh.comments("o/r", ev["issue"]["number"]) if "gitops-agent:answer=" in c.body]
+    assert len(answer) == 1 and f"{value:.2f}" in answer[0].body
+    branch = next(b for b in git(h.bare, "for-each-ref", "--format=%(refname:short)").split() if b.startswith("agent/task/"))
+    assert (
+        f"/compare/main...{branch}" in answer[0].body
+        and "Allow GitHub Actions to create and approve pull requests" in answer[0].body
+    )
+    assert top in git(h.bare, "show", f"{branch}:.agent/tasks/{branch.removeprefix('agent/task/')}/report.md")

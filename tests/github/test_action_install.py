@@ -24,10 +24,11 @@ def install_script() -> str:
 
 
 def run_install(
-    action: Path, cache: Path, tmp: Path, cwd: Path | None = None
+    action: Path, cache: Path, tmp: Path, cwd: Path | None = None, extra_env: dict[str, str] | None = None
 ) -> tuple[subprocess.CompletedProcess, dict[str, str], float]:
     out = tmp / f"output-{time.monotonic_ns()}"
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "UV_"))}
+    env.update(extra_env or {})
     env.update(
         ACTION_PATH=str(action),
         RUNNER_TOOL_CACHE=str(cache),
@@ -141,6 +142,26 @@ def test_without_uv_the_same_lock_is_installed_by_pip(tmp_path):
     py = out["python"]
     r = subprocess.run(
         [py, "-I", "-c", "import importlib.metadata as m; print(m.version('idna'))"], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert r.stdout.strip() in locked()["idna"]
+
+
+def test_when_uv_cannot_reach_its_index_pip_installs_the_same_lock_and_says_what_was_tried(tmp_path):
+    """Behind a proxy uv may fail where pip works (its own roots, no pip.conf): the job goes on
+    with pip, the same lock and hashes, and the warning names the index and the trust uv used."""
+    action = action_copy(tmp_path)
+    lock = action / "requirements" / "action.txt"
+    lock.write_text(one_pin_lock(lock.read_text(), "idna"))
+    cache = tmp_path / "toolcache"
+    p, out, _ = run_install(action, cache, tmp_path, extra_env={"UV_INDEX_URL": "http://127.0.0.1:9/simple"})
+    assert p.returncode == 0, p.stdout + p.stderr
+    assert "installing with pip" in p.stdout and "index http://127.0.0.1:9/simple" in p.stdout
+    assert "system trust store" in p.stdout
+    r = subprocess.run(
+        [out["python"], "-I", "-c", "import importlib.metadata as m; print(m.version('idna'))"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
     )
     assert r.stdout.strip() in locked()["idna"]
 

@@ -152,6 +152,32 @@ def test_issue_to_pull_request_through_chained_steps(world):
     assert TOKEN not in (h.bare / "config").read_text()
 
 
+def test_without_the_pull_request_setting_the_answer_still_reaches_the_issue(world):
+    """Settings -> Actions: "Allow GitHub Actions to create and approve pull requests" is off (the
+    default of new organisations): GitHub refuses the PR with 403. The branch is pushed and the issue
+    gets the answer, the branch and a compare link, and the setting's name; the job ends well."""
+    h, top, value, llm = world
+    h.gh.repo("o/r").actions_may_open_prs = False
+    ev = issue_event(h.gh, "alice")
+    n = ev["issue"]["number"]
+    assert h.run("issues", ev) == 0
+    h.drain()
+    assert list(h.gh.repo("o/r").pulls.values()) == []
+    assert h.gh.calls("POST", r"/pulls$")  # it was asked, and refused
+    branch = next(b for b in git(h.bare, "for-each-ref", "--format=%(refname:short)").split() if b.startswith("agent/task/"))
+    task_root = f".agent/tasks/{branch.removeprefix('agent/task/')}"
+    assert f"{value:.2f}" in git(h.bare, "show", f"{branch}:{task_root}/report.md")  # the branch is pushed
+    comments = h.gh.comments("o/r", n)
+    answer = [c for c in comments if "gitops-agent:answer=" in c.body]
+    assert len(answer) == 1 and f"{value:.2f}" in answer[0].body
+    body = answer[0].body
+    assert f"/o/r/tree/{branch}" in body and f"/o/r/compare/main...{branch}" in body
+    assert "Allow GitHub Actions to create and approve pull requests" in body
+    progress = [c for c in comments if "gitops-agent:task=" in c.body]
+    assert progress and "Now: finish" not in progress[0].body
+    assert "No pull request." in (h.tmp / "summary.md").read_text()
+
+
 def _strings(obj) -> str:
     """Every string of a request body, decoded (what the model reads, escapes undone)."""
     if isinstance(obj, str):
