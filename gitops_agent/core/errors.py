@@ -100,6 +100,24 @@ class BudgetExceeded(AgentError):
         super().__init__(f"budget exceeded: {what} {used:g} of {limit:g}")
 
 
+class SpendCapReached(BudgetExceeded):
+    """The repository's daily or monthly spending cap (settings ``spending``) is reached: no
+    task of the repository may make another paid call until it resets."""
+
+    def __init__(self, period: str, used: float, limit: float, why: str = ""):
+        self.what, self.used, self.limit, self.period = f"{period} spending", used, limit, period
+        setting = "spending.daily_usd" if period == "daily" else "spending.monthly_usd"
+        resets = "at 00:00 UTC" if period == "daily" else "on the 1st of the month (UTC)"
+        AgentError.__init__(
+            self,
+            why
+            or (
+                f"the repository's {period} spending cap is reached: ${used:.4f} of ${limit:.2f} spent by all its tasks "
+                f"({setting} in .github/gitops-agent.yml; it resets {resets})"
+            ),
+        )
+
+
 class TurnLimit(AgentError):
     """An executor reached its turn limit without finishing its node."""
 

@@ -97,6 +97,9 @@ class GitRepo(GitRunner):
     def tip(self, branch: str, fetch: bool = True) -> str | None:
         return self.sync.tip(branch, fetch)
 
+    def fetch_branches(self, prefix: str) -> dict[str, str]:
+        return self.sync.fetch_branches(prefix)
+
     def fetch_deeper(self, branch: str, depth: int) -> None:
         self.sync.fetch_deeper(branch, depth)
 

@@ -54,6 +54,28 @@ class Sync:
                 raise GitError(args, p.returncode, err)
         return None  # pragma: no cover
 
+    def fetch_branches(self, prefix: str) -> dict[str, str]:
+        """Remote mode: the tips of every branch under ``prefix`` (e.g. ``agent/task/``) in one
+        fetch (``--depth=1`` in a shallow clone; tracking refs of branches gone from the remote
+        are pruned). {branch: sha}. Local mode: the local branches under ``prefix``."""
+        check_branch(prefix.rstrip("/") + "/x")
+        if self.g.remote:
+            dest = self.g._tracking(prefix)
+            args = ["fetch", "--quiet", "--prune", "--no-tags", "--no-write-fetch-head", "--no-auto-maintenance"]
+            args += ["--no-recurse-submodules", "--no-show-forced-updates"]
+            if self.g.is_shallow():
+                args.append("--depth=1")
+            with named_lock("fetch", str(self.g.common_dir)):
+                self.g.git(*args, self.g.remote, f"+refs/heads/{prefix}*:{dest}*", network=True)
+        else:
+            dest = f"refs/heads/{prefix}"
+        out = self.g.git("for-each-ref", "--format=%(objectname) %(refname)", dest)
+        tips = {}
+        for line in out.splitlines():
+            sha, _, ref = line.partition(" ")
+            tips[prefix + ref[len(dest) :]] = sha
+        return tips
+
     def fetch_deeper(self, branch: str, depth: int) -> None:
         """Remote mode: fetch ``branch`` with ``depth`` commits of history from its tip
         (only that branch's history gets deeper, unlike ``--deepen``)."""

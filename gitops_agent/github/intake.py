@@ -86,6 +86,12 @@ def _admit(runner: StepRunner, trigger: Trigger, cfg: AgentConfig) -> Trigger | 
 def _job_for(runner: StepRunner, rt: Runtime, cfg: AgentConfig, trigger: Trigger, head: str) -> Job | None:
     """The job intake dispatches: the next one of the task the issue or pull request has (a
     follow-up), or the first of a new task; None when nothing is to run (said why)."""
+    over = rt.spend.problem() if rt.spend is not None else None
+    if over is not None:  # the repository's spending cap: nothing starts until it resets
+        print(f"gitops-agent: not started: {over}")
+        runner.publisher.reply(trigger, f"Not started: {over}. Nothing ran and nothing was spent.")
+        runner.outputs["refused"] = "spending-cap"
+        return None
     if trigger.pull is not None:  # on a pull request: only the agent's own, and only its task
         existing = task_for_pull(runner.client, rt.git, trigger)
         if existing is None:

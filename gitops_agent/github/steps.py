@@ -12,12 +12,10 @@ eval job gitops_agent/github/eval_job.py; both take the job's StepRunner.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import tempfile
 import time
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +23,6 @@ from gitops_agent.brain.branch import load_repo_brain
 from gitops_agent.core.errors import AgentError, ConfigError, TaskNotFound
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import load_snapshot
-from gitops_agent.core.state import BRANCH_PREFIX
 from gitops_agent.git.repo import GitRepo
 from gitops_agent.github.access import Access
 from gitops_agent.github.chain import route
@@ -36,6 +33,7 @@ from gitops_agent.github.settings import GitHubDispatcher, Settings  # noqa: F40
 from gitops_agent.observe.progress import Reporter
 from gitops_agent.observe.render import md_block
 from gitops_agent.runtime.context import Runtime
+from gitops_agent.runtime.spending import SpendGate
 from gitops_agent.safety.chars import log_line
 from gitops_agent.settings.config import AgentConfig
 from gitops_agent.settings.trusted import config_at
@@ -60,20 +58,32 @@ class StepRunner:
         shutil.rmtree(self._tmp, ignore_errors=True)
 
     # ---- workspace -------------------------------------------------------------------------
-    def clone(self, branch: str | None) -> GitRepo:
+    def clone(self, branch: str | None, dest: str = "repo") -> GitRepo:
         """A shallow clone of one branch (the default one for None), in remote mode: every
         commit is pushed to origin, credentials only in the environment of network commands."""
-        dest = self._tmp / "repo"
-        if dest.exists():
-            shutil.rmtree(dest)
-        return GitRepo.clone(self.s.clone_url, dest, branch, depth=1, auth_env=self.s.git_auth_env())
+        path = self._tmp / dest
+        if path.exists():
+            shutil.rmtree(path)
+        return GitRepo.clone(self.s.clone_url, path, branch, depth=1, auth_env=self.s.git_auth_env())
 
     def runtime(self, git: GitRepo, commit: str, brain: str | None = None, cfg: AgentConfig | None = None) -> Runtime:
         """The runtime of a step: settings read at ``commit`` (the task's base, or the default
         branch's head; gitops_agent/settings/trusted.py) and the brain at ``brain`` (pinned at intake)."""
         cfg = cfg or self.config(git, commit)
         # brain: the packaged brain with the repository's agent/brain branch on top (gitops_agent/brain/branch.py)
-        return Runtime(git=git, config=cfg, brain=load_repo_brain(git, at=brain), reporter=self.reporter, run_url=self.s.run_url)
+        return Runtime(
+            git=git,
+            config=cfg,
+            brain=load_repo_brain(git, at=brain),
+            reporter=self.reporter,
+            run_url=self.s.run_url,
+            spend=self.spend_gate(git, cfg),
+        )
+
+    def spend_gate(self, git: GitRepo, cfg: AgentConfig, task: str = "") -> SpendGate:
+        """The repository's spending cap, kept on its agent/spend branch (gitops_agent/runtime/spending.py)."""
+        c = cfg.spending
+        return SpendGate(git, c.daily_usd, c.monthly_usd, wait_s=c.wait_minutes * 60, task=task)
 
     def config(self, git: GitRepo, commit: str) -> AgentConfig:
         cfg = config_at(git, commit)
@@ -91,6 +101,12 @@ class StepRunner:
 
     # ---- entry -----------------------------------------------------------------------------
     def run(self, step: str) -> int:
+        rc = self._run(step)
+        if rc == 0 and self.s.event_name != "schedule" and step not in ("reconcile", "eval", "evolve"):
+            self.sweep()
+        return rc
+
+    def _run(self, step: str) -> int:
         event = load_event(self.s.event_path)
         if step == "evolve" or (
             step == "auto" and self.s.event_name == "repository_dispatch" and event.get("action") == "agent-evolve"
@@ -228,61 +244,31 @@ class StepRunner:
         print(f"gitops-agent: brain proposal {branch}: {url}")
         return 0
 
-    # ---- reconcile -------------------------------------------------------------------------
+    # ---- reconcile (gitops_agent/github/reconcile.py) -----------------------------------------
     def reconcile(self) -> int:
-        """Re-send the step of every unfinished task that has been silent for longer than the
-        lease; stop a task that stalls after max_redispatch tries."""
+        """The scheduled look for stalled tasks."""
+        from gitops_agent.github.reconcile import reconcile
+
         git = self.clone(None)
-        cfg = self.config(git, git.git("rev-parse", "HEAD").strip())
-        out = git.git("ls-remote", "--heads", "origin", f"refs/heads/{BRANCH_PREFIX}*", network=True)
-        task_ids = sorted(x.split("refs/heads/" + BRANCH_PREFIX, 1)[1] for x in out.splitlines() if "refs/heads/" in x)
-        now = datetime.now(timezone.utc)
-        resent = 0
-        for tid in task_ids:
-            try:
-                snap = load_snapshot(git, tid)
-            except (TaskNotFound, AgentError) as e:
-                print(f"gitops-agent: reconcile: skip {tid}: {log_line(str(e), 500)}")
-                continue
-            head = git.log(snap.tip, max_count=1)
-            if head and head[0].trailers.get("Agent-Role") == "finish":
-                continue
-            age = now.timestamp() - int(git.git("log", "-1", "--format=%ct", snap.tip).strip())
-            if age < cfg.github.lease_minutes * 60:
-                continue
-            # reconcile.json has one writer (reconcile); its commit restarts the lease, and a tip that
-            # is still our own commit means nothing happened since the last re-dispatch
-            state_path = f"{snap.root}/reconcile.json"
-            raw = git.read_file(snap.tip, state_path)
-            state = json.loads(raw) if raw else {}
-            stalled_again = bool(head and head[0].trailers.get("Agent-Role") == "reconcile")
-            attempts = int(state.get("attempts", 0)) if stalled_again else 0
-            rt = self.runtime(git, snap.task.settings_at or snap.task.base_sha, brain=snap.task.brain, cfg=cfg)
-            if attempts >= cfg.github.max_redispatch:
-                jobs = [
-                    Job(
-                        step="finish",
-                        task=tid,
-                        branch=snap.branch,
-                        reason=f"stalled: no progress after {attempts} re-dispatches",
-                        stop="error",
-                    )
-                ]
-            else:
-                jobs = Engine(rt).resume_jobs(tid)
-            state = {"attempts": attempts + 1, "at": now.isoformat(), "jobs": [j.model_dump(exclude_none=True) for j in jobs]}
-            rt.git.commit_files(
-                snap.branch,
-                {state_path: (json.dumps(state, indent=2) + "\n").encode()},
-                f"agent(reconcile): re-dispatch {', '.join(j.step for j in jobs) or 'nothing'}",
-                {"Agent-Task": tid, "Agent-Role": "reconcile"},
-                base=snap.tip,
-            )
-            for j in jobs:
-                self.dispatcher.dispatch(j)
-                resent += 1
-        print(f"gitops-agent: reconcile: {len(task_ids)} tasks, {resent} steps re-dispatched")
+        done = reconcile(self, git, self.config(git, git.git("rev-parse", "HEAD").strip()))
+        print(f"gitops-agent: reconcile: {done.line()}")
         return 0
+
+    def sweep(self) -> None:
+        """The same look at the end of a job that ran for something else (``github.sweep``). Its
+        own work is pushed by then, so nothing here may fail the job: a problem is one line."""
+        from gitops_agent.github.reconcile import reconcile
+
+        try:
+            git = self.clone(None, dest="sweep")
+            cfg = self.config(git, git.git("rev-parse", "HEAD").strip())
+            if not cfg.github.sweep:
+                return
+            done = reconcile(self, git, cfg)
+            if done.resent:
+                print(f"gitops-agent: reconcile (end of job): {done.line()}")
+        except Exception as e:  # noqa: BLE001 - see the docstring
+            print(f"gitops-agent: warning: the look for stalled tasks failed: {log_line(str(e), 500)}")
 
 
 def run_step_command(step: str, event_path: str | None = None, client: Any = None, env: dict[str, str] | None = None) -> int:

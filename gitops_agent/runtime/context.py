@@ -18,6 +18,7 @@ from gitops_agent.models import make_model, model_id
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
 from gitops_agent.models.specs import with_trusted_endpoint
 from gitops_agent.observe.progress import Reporter
+from gitops_agent.runtime.spending import SpendGate
 from gitops_agent.sandbox.choose import make_sandbox
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.settings.config import AgentConfig
@@ -45,6 +46,8 @@ class Runtime:
     # Builds a model from a spec instead of the providers (replay: every spec answers from the
     # recording, so no spec a recording names ever reaches a provider with a key).
     model_factory: Callable[[str], Model] | None = None
+    # the repository's spending cap, on GitHub (gitops_agent/github/steps.py sets it)
+    spend: SpendGate | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _warned: set = field(default_factory=set)
     _local: set = field(default_factory=set)  # names of models served from this machine or a private network
@@ -177,6 +180,27 @@ class _Traced:
         self.name = inner.name
 
     def query(self, request):  # noqa: ANN001 - the Model protocol
+        gate = self.rt.spend
+        if gate is None:
+            return self._query(request)
+        # the repository's cap (gitops_agent/runtime/spending.py): hold the most this call can cost,
+        # then book what it did cost (nothing for a call that failed: providers bill answers)
+        hid = gate.reserve(self._most(request))
+        usd = 0.0
+        try:
+            resp = self._query(request)
+            usd = self.rt.cost(self.name, resp.usage)
+            return resp
+        finally:
+            gate.settle(hid, usd)
+
+    def _most(self, request) -> float:  # noqa: ANN001
+        """The most ``request`` can cost: its text as tokens at 3 bytes each (English and code
+        run 3.5 to 4.5), all written to the cache, and every output token it allows."""
+        size = len(request.model_dump_json(include={"system", "messages", "tools"}).encode())
+        return self.rt.cost(self.name, Usage(cache_write_tokens=size // 3 + 1, output_tokens=request.max_tokens))
+
+    def _query(self, request):  # noqa: ANN001
         from gitops_agent.core.cancel import CANCEL, Cancelled
         from gitops_agent.core.errors import ModelError
         from gitops_agent.models.pricing import max_output_tokens

@@ -50,7 +50,9 @@ class GitHubConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     max_parallel: int = Field(4, ge=1, le=64, description="Execute jobs dispatched at once per task.")
-    lease_minutes: float = Field(20, gt=0, description="A step silent for longer is dispatched again by reconcile.")
+    lease_minutes: float = Field(
+        20, gt=0, description="A step silent for longer is dispatched again (gitops_agent/github/reconcile.py)."
+    )
     inline_steps: bool = Field(
         True,
         description="A job whose step leaves exactly one next step to run (one ready node, the plan after the last "
@@ -65,6 +67,12 @@ class GitHubConfig(BaseModel):
         "(keep it well under the workflow's timeout-minutes minus the longest step).",
     )
     max_redispatch: int = Field(2, ge=0, description="Times reconcile re-sends a stalled step before the task is stopped.")
+    sweep: bool = Field(
+        True,
+        description="Every job, when its own work is done, looks for steps of other tasks silent for longer than "
+        "lease_minutes and re-sends them (one fetch): stalls are noticed between the caller's rare scheduled "
+        "reconcile runs.",
+    )
     draft_pr: bool = Field(True, description="Open the answer's pull request as a draft.")
     max_usd_ceiling: float = Field(20.0, ge=0, description="`/agent budget +USD` never raises a task's max_usd above this.")
     image_hosts: list[str] = Field(
@@ -76,6 +84,27 @@ class GitHubConfig(BaseModel):
         description="Where images in what the agent posts may come from (host, *.domain or host/path-prefix; https "
         "only); others become a text note: GitHub's image proxy would fetch their URL, and with it whatever the model "
         "put there. Never camo.githubusercontent.com: anyone can get a proxy URL for any address.",
+    )
+
+
+class SpendingConfig(BaseModel):
+    """A cap on what all of a repository's tasks spend together, beside each task's own budget
+    (gitops_agent/runtime/spending.py). Its running total is kept on the agent/spend branch, so
+    jobs on different runners agree. On GitHub only: a local run spends the user's own key."""
+
+    model_config = ConfigDict(extra="forbid")
+    daily_usd: float | None = Field(
+        10.0, ge=0, description="Dollars all tasks together may spend per UTC day (null: no daily cap)."
+    )
+    monthly_usd: float | None = Field(
+        100.0, ge=0, description="Dollars all tasks together may spend per UTC calendar month (null: no monthly cap)."
+    )
+    wait_minutes: float = Field(
+        10,
+        ge=0,
+        le=60,
+        description="A call that would fit only once other jobs' calls in flight are settled waits this long for them, "
+        "then stops its task.",
     )
 
 
@@ -120,6 +149,7 @@ class AgentConfig(BaseModel):
     trigger: TriggerConfig = TriggerConfig()
     github: GitHubConfig = GitHubConfig()
     evolve: EvolveConfig = EvolveConfig()
+    spending: SpendingConfig = SpendingConfig()
     prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
     model_retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a model call after the SDK's own.")
     model_timeout: TimeoutPolicy = Field(default_factory=TimeoutPolicy, description="How long a model call may wait.")

@@ -24,7 +24,7 @@ from enum import Enum
 from typing import Any
 
 from gitops_agent.core.cancel import CANCEL
-from gitops_agent.core.errors import FatalModelError, FormatError, ModelError
+from gitops_agent.core.errors import BudgetExceeded, FatalModelError, FormatError, ModelError
 from gitops_agent.core.messages import Message, ModelRequest, ModelResponse, TextBlock, ToolResultBlock, ToolSpec, ToolUseBlock
 from gitops_agent.core.seams import Model
 from gitops_agent.core.state import Turn, Usage
@@ -103,6 +103,8 @@ class Conversation:
             CANCEL.check()
             try:
                 resp = self.model.query(self._request(messages, n))
+            except BudgetExceeded as e:  # the repository's spending cap (gitops_agent/runtime/spending.py)
+                return Outcome(Exit.budget, why=str(e), error=e, calls=n - 1)
             except ModelError as e:  # FatalModelError included
                 said = "model error (not retryable)" if isinstance(e, FatalModelError) else "model error"
                 self.turns.append(Turn(turn=len(self.turns) + 1, model=self.model.name, error=f"{said}: {e}"))

@@ -225,7 +225,8 @@ def _ask(
         return out.value, None
     if out.exit == Exit.budget:  # every correction is another paid call: none once the task's budget is spent
         rt.reporter.event("budget", why=str(out.why))
-        return PlanFinish(outcome="budget", reason=f"{out.why} (the planner's answers were rejected)"[:1000]), None
+        why = f"{out.why} (the planner's answers were rejected)" if out.calls > 1 else str(out.why)
+        return PlanFinish(outcome="budget", reason=why[:1000]), None
     if out.exit in (Exit.model_error, Exit.fatal):
         return None, f"planner model error: {out.why}"
     return None, f"planner output rejected {out.calls} times; last error: {out.why}"

@@ -551,7 +551,7 @@ class FakeAnthropic(_Base):
         usage = self.compute_usage(body)
         usage["output_tokens"] = approx_tokens(content)
         with self.lock:
-            self.usage_log.append(dict(usage))
+            self.usage_log.append({**usage, "model": body.get("model")})
         msg = {
             "id": "msg_" + uuid.uuid4().hex[:24],
             "type": "message",

@@ -292,7 +292,7 @@ def test_workflow_dispatch_question_gets_a_pull_request_and_no_issue_comment(wor
 
 def test_reconcile_resends_a_lost_step_then_stops_a_stalled_task(world):
     h, top, value, llm = world
-    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1, inline_steps: false}\n")
+    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1, inline_steps: false, sweep: false}\n")
     ev = issue_event(h.gh, "alice")
     h.run("issues", ev)
     # run the plan step; drop the execute dispatch it sends (a runner died / an event was lost)
@@ -327,7 +327,7 @@ def test_reconcile_leaves_a_task_alone_within_its_lease_and_resends_its_step_aft
     sent again."""
     from datetime import datetime, timedelta
 
-    import gitops_agent.github.steps as steps_mod
+    import gitops_agent.github.reconcile as reconcile_mod
 
     h, *_ = world
     _write_config(h, "github: {inline_steps: false}\n")
@@ -346,10 +346,10 @@ def test_reconcile_leaves_a_task_alone_within_its_lease_and_resends_its_step_aft
 
         return Later
 
-    monkeypatch.setattr(steps_mod, "datetime", clock(19))
+    monkeypatch.setattr(reconcile_mod, "datetime", clock(19))
     assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
     assert len(h.gh.dispatches) == 2 and git(h.bare, "rev-parse", branch) == tip, "within the lease: left alone"
-    monkeypatch.setattr(steps_mod, "datetime", clock(21))
+    monkeypatch.setattr(reconcile_mod, "datetime", clock(21))
     assert h.run("schedule", {"schedule": "*/20 * * * *"}) == 0
     resent = h.gh.dispatches[2:]
     assert any(x["event_type"] == "agent-execute" and x["client_payload"].get("node") == lost["node"] for x in resent)

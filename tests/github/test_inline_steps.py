@@ -104,7 +104,7 @@ def test_a_time_budget_of_zero_dispatches_every_step(world):
 
 def test_a_job_killed_mid_chain_loses_only_the_step_in_flight_and_reconcile_resends_it(world):
     h, top, value, llm = world
-    _write_config(h, "github: {lease_minutes: 0.0001}\n")
+    _write_config(h, "github: {lease_minutes: 0.0001, sweep: false}\n")
     hold, seen = threading.Event(), threading.Event()
     llm.responder = responder = make_sales_responder(hold_n2=hold, n2_seen=seen)
     ev = issue_event(h.gh, "alice")
@@ -145,7 +145,7 @@ def test_a_re_sent_execute_beside_a_carried_on_one_does_not_end_the_task(world):
     from tests.helpers import N2_CODE
 
     h, top, value, llm = world
-    _write_config(h, "github: {lease_minutes: 0.0001}\n")
+    _write_config(h, "github: {lease_minutes: 0.0001, sweep: false}\n")
     hold, seen = threading.Event(), threading.Event()
     responder = make_sales_responder()
 

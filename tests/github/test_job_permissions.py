@@ -155,7 +155,7 @@ def test_the_chain_works_with_each_jobs_own_token_and_uses_all_it_asks_for(world
 def test_reconcile_has_what_it_uses(world):
     base, *_ = world
     h = ScopedHarness(base)
-    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1, inline_steps: false}\n")
+    _write_config(h, "github: {lease_minutes: 0.0001, max_redispatch: 1, inline_steps: false, sweep: false}\n")
     h.run("issues", issue_event(h.gh, "alice"))
     d = h.gh.dispatches[0]
     h.run("repository_dispatch", {"action": d["event_type"], "client_payload": d["client_payload"]})
