@@ -19,6 +19,8 @@ row saying what broke (with the traceback on stderr).
   Scale  50 tasks at once on one remote, 4 workers (bench/scale.py)
   P7, P8 jobs per task, a job's setup through act (bench/jobs.py, bench/setup_time.py)
   P9     dabench on Gemma 3 270M through llama-server vs scripted (bench/local_model.py; the 'local' extra)
+  P10    what a question costs with the default models, an estimate (bench/question_cost.py)
+  P11    runner minutes per idle day and per stalled-task recovery, before and after (bench/idle.py)
 
 bench/README.md says what each row means.
 """
@@ -194,6 +196,8 @@ MEASUREMENTS: dict[str, tuple[str, Callable[[bool], Section]]] = {
     "P8": ("job setup through act", lambda quick: __import__("bench.setup_time", fromlist=["measure"]).measure(quick)),
     "P7": ("jobs per task", lambda quick: _p7(quick)),
     "P9": ("a real model on the CPU", lambda quick: __import__("bench.local_model", fromlist=["measure"]).measure(quick)),
+    "P10": ("cost of a question", lambda quick: __import__("bench.question_cost", fromlist=["measure"]).measure(quick)),
+    "P11": ("idle and recovery", lambda quick: __import__("bench.idle", fromlist=["measure"]).measure(quick)),
 }
 
 

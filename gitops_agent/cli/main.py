@@ -36,11 +36,34 @@ examples:
 
 
 def _budget_args(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("budget (defaults from .github/gitops-agent.yml, else built in)")
-    g.add_argument("--max-usd", type=positive_float, metavar="USD", help="dollars for all model calls of the task")
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help="planner + executor steps")
-    g.add_argument("--max-turns", type=positive_int, metavar="N", help="model turns per executor node")
-    g.add_argument("--max-minutes", type=positive_float, metavar="MIN", help="wall time from the task's start")
+    from gitops_agent.app.costs import QUESTION_USD
+    from gitops_agent.core.state import Budget
+    from gitops_agent.settings.config import ModelsConfig
+
+    b, m = Budget(), ModelsConfig()
+    import textwrap
+
+    g = p.add_argument_group(
+        "budget (defaults from .github/gitops-agent.yml, else built in)",
+        textwrap.fill(  # a spec is one word: never cut at its hyphens
+            f"A question costs about ${QUESTION_USD:.2f} with the default models ({m.planner} plans, {m.executor} "
+            "runs the code) when answered at the first try; more with retries (an estimate: bench/question_cost.py). "
+            "A task stops when it reaches any of these.",
+            78,
+            break_on_hyphens=False,
+        ),
+    )
+    g.add_argument(
+        "--max-usd", type=positive_float, metavar="USD", help=f"dollars for all model calls of the task (default {b.max_usd:.2f})"
+    )
+    g.add_argument("--max-steps", type=positive_int, metavar="N", help=f"planner + executor steps (default {b.max_steps})")
+    g.add_argument("--max-turns", type=positive_int, metavar="N", help=f"model turns per executor node (default {b.max_turns})")
+    g.add_argument(
+        "--max-minutes",
+        type=positive_float,
+        metavar="MIN",
+        help=f"wall time from the task's start (default {b.max_wall_seconds // 60})",
+    )
 
 
 def _add_run_parser(sub) -> None:
@@ -57,8 +80,8 @@ def _add_run_parser(sub) -> None:
     r.add_argument(
         "--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE"
     )
-    r.add_argument("--planner-model", help="model spec for the planner (default from config: a strong model)")
-    r.add_argument("--executor-model", help="model spec for the executors (default from config: a cheap model)")
+    r.add_argument("--planner-model", help="model spec for the planner (default from config, else anthropic:claude-sonnet-4-6)")
+    r.add_argument("--executor-model", help="model spec for the executors (default from config, else anthropic:claude-haiku-4-5)")
     r.add_argument("--workers", type=positive_int, metavar="N", help="executor steps at once (default 4)")
     r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
     r.add_argument(
@@ -164,6 +187,9 @@ def _parser() -> argparse.ArgumentParser:
     from gitops_agent.cli.serve_local import add_parser as add_serve_local
 
     add_serve_local(sub)
+    from gitops_agent.cli.setup import add_parsers as add_setup
+
+    add_setup(sub)  # init, doctor
     return p
 
 
@@ -213,6 +239,7 @@ def main(argv: list[str] | None = None) -> int:
         from gitops_agent.cli.evals import COMMANDS as EVAL_COMMANDS
         from gitops_agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
         from gitops_agent.cli.serve_local import COMMANDS as SERVE_COMMANDS
+        from gitops_agent.cli.setup import COMMANDS as SETUP_COMMANDS
         from gitops_agent.cli.tasks import cmd_show, cmd_tasks
 
         return {
@@ -225,6 +252,7 @@ def main(argv: list[str] | None = None) -> int:
             **MEMORY_COMMANDS,
             **EVAL_COMMANDS,
             **SERVE_COMMANDS,
+            **SETUP_COMMANDS,
         }[args.command](args)
     except UsageError as e:
         print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)

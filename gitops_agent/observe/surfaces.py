@@ -66,6 +66,7 @@ class _View:
     finished: bool
     runs: list[str] = field(default_factory=list)
     instructions: list[str] = field(default_factory=list)
+    max_usd: float | None = None  # the task's budget in dollars (it may have been raised: `/agent budget`)
 
 
 def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
@@ -107,6 +108,7 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
             t.outcome != "unfinished",
             runs,
             list(getattr(t, "instructions", [])),
+            t.budget.max_usd,
         )
     snap: Any = task
     rows = [
@@ -141,6 +143,7 @@ def _view(task: "TaskView", commits: Mapping[int, str] | None = None) -> _View:
         reason if finished else None,
         finished,
         instructions=list(snap.task.instructions),
+        max_usd=snap.task.budget.max_usd,
     )
 
 
@@ -164,8 +167,14 @@ def _spent_line(v: _View) -> str:
     model_steps = sum(1 for r in v.rows if r.role in ("planner", "executor") and r.status != "running")
     return (
         f"{fmt_tokens(u.total)} tokens ({fmt_tokens(u.total_input)} input, {fmt_tokens(u.output_tokens)} output, "
-        f"{cache_share(u):.0%} read from cache) · **${v.cost_usd:.4f}** · {model_steps} model steps"
+        f"{cache_share(u):.0%} read from cache) · **${v.cost_usd:.4f}**{_of_budget(v)} · {model_steps} model steps"
     )
+
+
+def _of_budget(v: _View) -> str:
+    if not v.max_usd:
+        return ""
+    return f" of the task's ${v.max_usd:.2f} budget ({v.cost_usd / v.max_usd:.0%})"
 
 
 def _md_cost_table(v: _View, commit_url: Callable[[str], str] | None) -> str:

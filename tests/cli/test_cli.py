@@ -41,6 +41,17 @@ def test_help_explains_the_commands():
     assert "--resume" in r.stdout and "--max-usd" in r.stdout and "--planner-model" in r.stdout
 
 
+def test_run_help_states_the_built_in_budget_and_what_a_question_costs():
+    from gitops_agent.app.costs import QUESTION_USD
+    from gitops_agent.core.state import Budget
+
+    out = " ".join(cli("run", "--help", env={"COLUMNS": "100"}).stdout.split())
+    b = Budget()
+    assert f"(default {b.max_usd:.2f})" in out and f"(default {b.max_steps})" in out
+    assert f"(default {b.max_turns})" in out and f"(default {b.max_wall_seconds // 60})" in out
+    assert f"about ${QUESTION_USD:.2f} with the default models" in out and "anthropic:claude-sonnet-4-6 plans" in out
+
+
 @pytest.fixture
 def repo(tmp_path):
     r = tmp_path / "r"

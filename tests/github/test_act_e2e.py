@@ -100,6 +100,8 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     first = h.run("issues", ev)
     assert first.returncode == 0, first.log[-5000:]
     assert "Job succeeded" in first.log and "[agent/gitops-agent/intake" in first.log
+    # the action's doctor step says what the runner can do, in the log (and the job summary)
+    assert "✓ git" in first.log and " sandbox " in first.log, first.log[-5000:]
     done = drain(h, gh)
     # github.inline_steps (the default): intake, then ONE job that plans, runs n1, plans, runs n2,
     # plans and finishes, each step its own pushed commit

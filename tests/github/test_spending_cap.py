@@ -100,3 +100,17 @@ def test_without_a_cap_nothing_is_written_to_agent_spend(world):
     h.drain()
     assert any(top in p.body for p in h.gh.repo("o/r").pulls.values())
     assert git(h.bare, "branch", "--list", "agent/spend").strip() == ""
+
+
+def test_the_pull_request_and_the_job_summary_show_the_cost_against_the_budget(world):
+    import re
+
+    h, top, value, llm = world
+    _write_config(h, "budget: {max_usd: 1.5}\n")
+    h.run("issues", issue_event(h.gh, "alice"))
+    h.drain()
+    pr = next(p for p in h.gh.repo("o/r").pulls.values() if top in p.body)
+    m = re.search(r"\*\*\$([0-9.]+)\*\* of the task's \$1\.50 budget \((\d+)%\)", pr.body)
+    assert m, pr.body[-800:]
+    assert abs(float(m.group(1)) - sum(served_cost(llm))) < 1e-3, "the figure is what the model server served"
+    assert "of the task's $1.50 budget" in (h.tmp / "summary.md").read_text()
