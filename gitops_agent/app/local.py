@@ -12,7 +12,7 @@ from pathlib import Path
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, load_repo_brain
 from gitops_agent.core.cancel import CANCEL, Cancelled
-from gitops_agent.core.errors import ConfigError
+from gitops_agent.core.errors import AgentError, ConfigError
 from gitops_agent.core.seams import Model
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, TaskModels, branch_for, task_dir
@@ -203,7 +203,20 @@ def run_question(
     return result_of(rt, job.task, engine.failures)
 
 
+def check_resumable(repo: Path, task_id: str) -> None:
+    """A resume commits to the task branch (here, and with --push mirrored here): refuse, before
+    anything runs, while a worktree of this repository has it checked out, as after editing
+    plan.json on it. Moving the branch would change that checkout under its user."""
+    branch = branch_for(task_id)
+    if GitRepo(repo).checked_out(branch):
+        raise ConfigError(
+            f"the task branch {branch} is checked out in {repo}; a resume commits to it. "
+            "Switch away from it first (e.g. `git switch -`; your commits on it are kept), then resume again"
+        )
+
+
 def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
+    check_resumable(rt.git.repo, task_id)
     engine = Engine(rt)
     for note in engine.check_edits(task_id):  # a plan edited on the branch: refused before anything runs if it cannot stand
         rt.reporter.event("note", text=f"plan.json was edited: {note}")
@@ -213,6 +226,11 @@ def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
     _after_push(rt)
     if CANCEL.is_set():
         raise Cancelled(CANCEL.reason, task_id=task_id)
+    unfinished = [e for j, e in engine.failures if j.step == "finish"]
+    if unfinished:  # the ending on the branch is an earlier round's: never report it as this one's
+        raise AgentError(
+            f"the task could not be finished: {unfinished[0]} (what was committed before stays on {branch_for(task_id)})"
+        )
     return result_of(rt, task_id, engine.failures)
 
 

@@ -264,7 +264,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     CANCEL.reset()
     _signals()
-    from gitops_agent.app.local import check_model_env, find_repo, make_runtime, resume, run_question
+    from gitops_agent.app.local import check_model_env, check_resumable, find_repo, make_runtime, resume, run_question
     from gitops_agent.core.state import Budget, branch_for, check_task_id
     from gitops_agent.settings.config import CONFIG_PATH, load_config
 
@@ -305,6 +305,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
         # a prefix or branch name is fine; without --push, a task only a remote has is continued here
         task = open_task(repo, args.resume)[1] if args.push else local_branch_for(repo, args.resume)
+        check_resumable(repo, task)  # before anything is shared or runs
     rt = make_runtime(repo, config=cfg, remote=args.push, reporter=_reporter(args))
     if args.resume:
         if args.push:

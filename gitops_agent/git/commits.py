@@ -45,7 +45,7 @@ class Commits:
     def __init__(self, g: "GitRepo") -> None:
         self.g = g
 
-    def _checked_out(self, branch: str) -> bool:
+    def checked_out(self, branch: str) -> bool:
         """Is refs/heads/<branch> the HEAD of one of the repository's worktrees?"""
         want = f"ref: refs/heads/{branch}"
         heads = [self.g.common_dir / "HEAD"]
@@ -90,7 +90,7 @@ class Commits:
                 raise PolicyViolation(f"bad mode {m!r} for {p!r}: use one of {sorted(MODES)}")
         subject, _, body = message.strip("\n").partition("\n\n")
         msg = enc(format_message(subject, trailers, body))
-        if self.g.remote is None and self._checked_out(branch):
+        if self.g.remote is None and self.checked_out(branch):
             raise AgentError(
                 f"branch {branch!r} is checked out in a worktree of {self.g.repo}; "
                 "switch away from it so the agent can commit to it"
