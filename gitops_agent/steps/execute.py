@@ -20,6 +20,7 @@ from gitops_agent.core.tools import specs
 from gitops_agent.git.checkout import Caps
 from gitops_agent.observe.render import checklist, fmt_tokens
 from gitops_agent.runtime.context import Runtime
+from gitops_agent.safety.fences import fenced
 from gitops_agent.safety.policy import decide
 from gitops_agent.safety.text import outbound
 from gitops_agent.steps.conversation import Conversation, Done, Exit
@@ -233,7 +234,7 @@ class _NodeRun:
             work.result = f"**Not finished:** {work.error}.\n"
             if last is not None:
                 work.result += (
-                    f"\nLast observation (exit code {last.exit_code}):\n\n```\n{(last.stdout or last.stderr)[-1500:]}\n```\n"
+                    f"\nLast observation (exit code {last.exit_code}):\n\n{fenced((last.stdout or last.stderr)[-1500:])}\n"
                 )
         return work
 
