@@ -202,6 +202,19 @@ def _signals() -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The command; a reader that goes away (`gitops-agent tasks | head -1`) ends it quietly."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could only be reported
+        return code
+    except BrokenPipeError:
+        # as the Python documentation advises: what is still buffered goes nowhere, no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _main(argv: list[str] | None) -> int:
     args = _parser().parse_args(argv)
     if args.command is None:
         _parser().print_help()

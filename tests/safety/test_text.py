@@ -88,7 +88,10 @@ def test_a_mention_after_a_backtick_does_not_ping():
 
 
 def test_output_of_code_is_quoted_as_printed_and_code_is_left_alone():
-    tb = 'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n    x = 2**3 / 0\nZeroDivisionError: division by zero'
+    tb = (
+        'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n'
+        "    x = 2**3 / 0\nZeroDivisionError: division by zero"
+    )
     out = outbound(f"It failed:\n{tb}\n\nSo **no** result.")
     assert f"```text\n{tb}\n```" in out and out.endswith("So **no** result.")
     already = f"```\n<stderr>\n{tb}\n</stderr>\n```"
