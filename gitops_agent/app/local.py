@@ -180,9 +180,9 @@ def run_question(
     if changed and include_changes:
         base_name, base_sha = f"{base_name}+changes", snapshot_worktree(rt.git.repo)
         rt.reporter.event("note", text=f"including {len(changed)} uncommitted change(s) of the working tree")
-    elif changed:
+    elif changed:  # shown under -q too: it changes what the answer means
         rt.reporter.event(
-            "note",
+            "warning",
             text=f"{len(changed)} uncommitted change(s) in the working tree ({', '.join(changed[:3])}"
             f"{', …' if len(changed) > 3 else ''}) are not part of this task: it reads the last commit. "
             "Commit them, or run with --include-changes",
