@@ -17,6 +17,7 @@ from gitops_agent.core.seams import Model
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, TaskModels, branch_for, task_dir
 from gitops_agent.git.repo import GitRepo
+from gitops_agent.git.scratch import in_repo
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.models.registry import check_credentials
 from gitops_agent.observe.progress import Reporter
@@ -77,8 +78,8 @@ def snapshot_worktree(repo: Path) -> str:
     """A commit of the working tree as it is (HEAD plus every uncommitted change, .gitignore
     honoured), on no branch; the user's index and checkout are not touched."""
     head = base_of(repo)[1]
-    with tempfile.TemporaryDirectory(prefix="gitops-agent-index-") as tmp:
-        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+    with in_repo(GitRepo(repo).common_dir) as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(tmp / "index")}
 
         def g(*args: str, input: bytes | None = None) -> str:
             p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env=env, input=input)

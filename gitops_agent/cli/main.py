@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from gitops_agent import __version__
-from gitops_agent.cli.interrupts import quit_now
+from gitops_agent.cli.interrupts import interrupted_message, quit_now
 from gitops_agent.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: F401
 from gitops_agent.cli.output import print_result as _print_result
 from gitops_agent.cli.output import reporter as _reporter
@@ -175,17 +175,7 @@ def _main(argv: list[str] | None) -> int:
         print(f"gitops-agent: error: {msg}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as e:
-        task = getattr(e, "task_id", None)
-        repo = getattr(args, "repo", None)
-        where = f" --repo {repo}" if repo is not None and Path(repo).resolve() != Path.cwd().resolve() else ""
-        resume = (
-            f"gitops-agent run{where} --resume {task}" if task else "gitops-agent tasks, then gitops-agent run --resume TASK_ID"
-        )
-        print(
-            f"\ngitops-agent: interrupted; every finished step is committed, the one in flight is redone on resume. "
-            f"Continue with: {resume}",
-            file=sys.stderr,
-        )
+        print(interrupted_message(args, e), file=sys.stderr)
         import threading
 
         if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):

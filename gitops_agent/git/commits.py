@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from gitops_agent.core.errors import AgentError, GitError, PolicyViolation, Push
 from gitops_agent.git.locks import named_lock
 from gitops_agent.git.messages import format_message
 from gitops_agent.git.names import MODES, check_branch, check_path, dec, enc
+from gitops_agent.git.scratch import in_repo
 
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.git.repo import GitRepo
@@ -99,8 +99,8 @@ class Commits:
         if lock:
             lock.acquire()
         try:
-            with tempfile.TemporaryDirectory(prefix="gitops-agent-") as td:
-                return self._commit_loop(branch, changes, msg, base, modes, Path(td))
+            with in_repo(self.g.common_dir) as td:  # not the system temp dir: a kill -9 leaves it to the next commit
+                return self._commit_loop(branch, changes, msg, base, modes, td)
         finally:
             if lock:
                 lock.release()
