@@ -39,6 +39,10 @@ class RunResult:
 
 
 def find_repo(path: Path) -> Path:
+    if not Path(path).exists():
+        raise ConfigError(f"{path} does not exist")
+    if not Path(path).is_dir():
+        raise ConfigError(f"{path} is not a directory")
     try:
         out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
     except FileNotFoundError:

@@ -137,8 +137,28 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_FAILED
 
 
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is reported with the usage of the command it was given to
+    (`run --bogus`: run's usage, not the top level's)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` ran: `memory list` is memory's list parser."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = next((a.choices[getattr(args, a.dest)] for a in subs if getattr(args, a.dest, None) in a.choices), None)
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
 def _main(argv: list[str] | None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
     if args.command is None:
         _parser().print_help()
         return EXIT_USAGE

@@ -31,7 +31,7 @@ def fenced(text: str, info: str = "") -> str:
     return f"{fence}{info}\n{body}{fence}"
 
 
-def _code_lines(md: str) -> set[int]:
+def code_lines(md: str) -> set[int]:
     """The lines of ``md`` that are code already (fenced or indented code blocks)."""
     lines: set[int] = set()
     for t in MarkdownIt("commonmark").parse(md):
@@ -83,7 +83,7 @@ def output_as_code(md: str) -> str:
     done: list[str] = []
     lines = md.split("\n")
     while True:  # one block at a time: what was code is found again on the rest
-        found = _first_output(lines, _code_lines("\n".join(lines)))
+        found = _first_output(lines, code_lines("\n".join(lines)))
         if found is None:
             return "\n".join(done + lines)
         start, end, info, body = found
