@@ -42,6 +42,7 @@ from gitops_agent.core.state import (
     task_dir,
     utcnow,
 )
+from gitops_agent.git.messages import shorten
 from gitops_agent.runtime.context import Runtime
 
 MAX_INSTRUCTION_CHARS = 5000
@@ -116,7 +117,7 @@ def fork_task(
     )
     changes[f"{new_root}/task.json"] = dump_state(task)
     trailers = rt.trailers(new_id, 1, "intake", extra={"Agent-Fork": f"{task_id}@{step}"})
-    subject = f"agent(fork): {task_id} at step {step}" + (f": {instruction.splitlines()[0][:60]}" if instruction else "")
+    subject = f"agent(fork): {task_id} at step {step}" + (f": {shorten(instruction.splitlines()[0], 60)}" if instruction else "")
     rt.git.commit_files(branch_for(new_id), changes, subject, trailers)
     rt.reporter.event("task", task=new_id, branch=branch_for(new_id))
     return task

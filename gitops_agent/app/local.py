@@ -12,11 +12,12 @@ from pathlib import Path
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, load_repo_brain
 from gitops_agent.core.cancel import CANCEL, Cancelled
-from gitops_agent.core.errors import ConfigError
+from gitops_agent.core.errors import AgentError, ConfigError
 from gitops_agent.core.seams import Model
 from gitops_agent.core.snapshot import load_snapshot
 from gitops_agent.core.state import Budget, TaskModels, branch_for, task_dir
 from gitops_agent.git.repo import GitRepo
+from gitops_agent.git.scratch import in_repo
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.models.registry import check_credentials
 from gitops_agent.observe.progress import Reporter
@@ -38,6 +39,10 @@ class RunResult:
 
 
 def find_repo(path: Path) -> Path:
+    if not Path(path).exists():
+        raise ConfigError(f"{path} does not exist")
+    if not Path(path).is_dir():
+        raise ConfigError(f"{path} is not a directory")
     try:
         out = subprocess.run(["git", "-C", str(path), "rev-parse", "--show-toplevel"], capture_output=True, text=True, check=True)
     except FileNotFoundError:
@@ -77,8 +82,8 @@ def snapshot_worktree(repo: Path) -> str:
     """A commit of the working tree as it is (HEAD plus every uncommitted change, .gitignore
     honoured), on no branch; the user's index and checkout are not touched."""
     head = base_of(repo)[1]
-    with tempfile.TemporaryDirectory(prefix="gitops-agent-index-") as tmp:
-        env = {**os.environ, "GIT_INDEX_FILE": str(Path(tmp) / "index")}
+    with in_repo(GitRepo(repo).common_dir) as tmp:
+        env = {**os.environ, "GIT_INDEX_FILE": str(tmp / "index")}
 
         def g(*args: str, input: bytes | None = None) -> str:
             p = subprocess.run(["git", "-C", str(repo), *args], capture_output=True, env=env, input=input)
@@ -180,9 +185,9 @@ def run_question(
     if changed and include_changes:
         base_name, base_sha = f"{base_name}+changes", snapshot_worktree(rt.git.repo)
         rt.reporter.event("note", text=f"including {len(changed)} uncommitted change(s) of the working tree")
-    elif changed:
+    elif changed:  # shown under -q too: it changes what the answer means
         rt.reporter.event(
-            "note",
+            "warning",
             text=f"{len(changed)} uncommitted change(s) in the working tree ({', '.join(changed[:3])}"
             f"{', …' if len(changed) > 3 else ''}) are not part of this task: it reads the last commit. "
             "Commit them, or run with --include-changes",
@@ -203,7 +208,20 @@ def run_question(
     return result_of(rt, job.task, engine.failures)
 
 
+def check_resumable(repo: Path, task_id: str) -> None:
+    """A resume commits to the task branch (here, and with --push mirrored here): refuse, before
+    anything runs, while a worktree of this repository has it checked out, as after editing
+    plan.json on it. Moving the branch would change that checkout under its user."""
+    branch = branch_for(task_id)
+    if GitRepo(repo).checked_out(branch):
+        raise ConfigError(
+            f"the task branch {branch} is checked out in {repo}; a resume commits to it. "
+            "Switch away from it first (e.g. `git switch -`; your commits on it are kept), then resume again"
+        )
+
+
 def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
+    check_resumable(rt.git.repo, task_id)
     engine = Engine(rt)
     for note in engine.check_edits(task_id):  # a plan edited on the branch: refused before anything runs if it cannot stand
         rt.reporter.event("note", text=f"plan.json was edited: {note}")
@@ -213,6 +231,11 @@ def resume(rt: Runtime, task_id: str, workers: int | None = None) -> RunResult:
     _after_push(rt)
     if CANCEL.is_set():
         raise Cancelled(CANCEL.reason, task_id=task_id)
+    unfinished = [e for j, e in engine.failures if j.step == "finish"]
+    if unfinished:  # the ending on the branch is an earlier round's: never report it as this one's
+        raise AgentError(
+            f"the task could not be finished: {unfinished[0]} (what was committed before stays on {branch_for(task_id)})"
+        )
     return result_of(rt, task_id, engine.failures)
 
 

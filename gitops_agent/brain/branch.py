@@ -27,6 +27,7 @@ from gitops_agent.brain.agents import Brain, default_brain_dir, default_prompts_
 from gitops_agent.brain.validate import validate_dir
 from gitops_agent.core.errors import AgentError, ConfigError
 from gitops_agent.git.repo import GitRepo
+from gitops_agent.git.scratch import scratch
 
 BRAIN_BRANCH = "agent/brain"
 KINDS = {"agents": ".yaml", "prompts": ".j2", "tools": ".py"}
@@ -135,9 +136,9 @@ def write_files(d: Path, files: dict[str, bytes]) -> None:
 
 def validate_files(files: dict[str, bytes], where: str = BRAIN_BRANCH) -> list[str]:
     """Validate a brain given as {path: content}; returns the agent names it defines."""
-    with tempfile.TemporaryDirectory(prefix="gitops-agent-brain-") as td:
-        write_files(Path(td), files)
-        brain = validate_dir(Path(td), where)
+    with scratch(prefix="gitops-agent-brain-") as td:
+        write_files(td, files)
+        brain = validate_dir(td, where)
         return sorted(brain.agents)
 
 

@@ -94,7 +94,18 @@ def add_replay_parser(sub) -> None:
     r.add_argument("--json", action="store_true", help="print the result as JSON")
 
 
+def _cancellable() -> None:
+    """The first Ctrl-C stops the questions in flight (model calls, sandbox) and their throwaway
+    repositories are removed; the second quits at once (gitops_agent/cli/interrupts.py)."""
+    from gitops_agent.cli.interrupts import install_signals
+    from gitops_agent.core.cancel import CANCEL
+
+    CANCEL.reset()
+    install_signals()
+
+
 def cmd_replay(args: argparse.Namespace) -> int:
+    _cancellable()
     from gitops_agent.app.local import find_repo
     from gitops_agent.eval.replay import replay
     from gitops_agent.git.repo import GitRepo
@@ -147,6 +158,7 @@ def configs_from(args: argparse.Namespace, default_planner: str, default_executo
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    _cancellable()
     from gitops_agent.eval.report import table
     from gitops_agent.eval.run import Runner
     from gitops_agent.eval.store import load_run

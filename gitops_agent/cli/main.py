@@ -8,10 +8,11 @@ import sys
 from pathlib import Path
 
 from gitops_agent import __version__
-from gitops_agent.cli.flags import positive_float, positive_int
+from gitops_agent.cli.interrupts import interrupted_message, quit_now
 from gitops_agent.cli.output import EXIT_FAILED, EXIT_OK, EXIT_USAGE  # noqa: F401
 from gitops_agent.cli.output import print_result as _print_result
 from gitops_agent.cli.output import reporter as _reporter
+from gitops_agent.cli.run import add_run_parser
 from gitops_agent.core.errors import AgentError, UsageError
 
 DESCRIPTION = """\
@@ -33,73 +34,6 @@ examples:
   gitops-agent eval dabench --model anthropic:claude-haiku-4-5   score a model on the shipped suite
   gitops-agent serve-local --detach                   a small open model on 127.0.0.1 (extra: local)
 """
-
-
-def _budget_args(p: argparse.ArgumentParser) -> None:
-    from gitops_agent.app.costs import QUESTION_USD
-    from gitops_agent.core.state import Budget
-    from gitops_agent.settings.config import ModelsConfig
-
-    b, m = Budget(), ModelsConfig()
-    import textwrap
-
-    g = p.add_argument_group(
-        "budget (defaults from .github/gitops-agent.yml, else built in)",
-        textwrap.fill(  # a spec is one word: never cut at its hyphens
-            f"A question costs about ${QUESTION_USD:.2f} with the default models ({m.planner} plans, {m.executor} "
-            "runs the code) when answered at the first try; more with retries (an estimate: bench/question_cost.py). "
-            "A task stops when it reaches any of these.",
-            78,
-            break_on_hyphens=False,
-        ),
-    )
-    g.add_argument(
-        "--max-usd", type=positive_float, metavar="USD", help=f"dollars for all model calls of the task (default {b.max_usd:.2f})"
-    )
-    g.add_argument("--max-steps", type=positive_int, metavar="N", help=f"planner + executor steps (default {b.max_steps})")
-    g.add_argument("--max-turns", type=positive_int, metavar="N", help=f"model turns per executor node (default {b.max_turns})")
-    g.add_argument(
-        "--max-minutes",
-        type=positive_float,
-        metavar="MIN",
-        help=f"wall time from the task's start (default {b.max_wall_seconds // 60})",
-    )
-
-
-def _add_run_parser(sub) -> None:
-    """`gitops-agent run`: a question in a repository, or --resume."""
-    r = sub.add_parser(
-        "run",
-        help="answer a question in a Git repository",
-        description="Answer QUESTION in the repository: task branch, plan, steps, report.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    r.add_argument("question", nargs="?", help="the question (or use --resume)")
-    r.add_argument("--resume", metavar="TASK_ID", help="continue a task from its last commit (finished nodes are not redone)")
-    r.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
-    r.add_argument(
-        "--model", help="model spec for planner and executor, e.g. anthropic:claude-haiku-4-5, openai:MODEL@URL, scripted:FILE"
-    )
-    r.add_argument("--planner-model", help="model spec for the planner (default from config, else anthropic:claude-sonnet-4-6)")
-    r.add_argument("--executor-model", help="model spec for the executors (default from config, else anthropic:claude-haiku-4-5)")
-    r.add_argument("--workers", type=positive_int, metavar="N", help="executor steps at once (default 4)")
-    r.add_argument("--config", type=Path, help="config file (default: REPO/.github/gitops-agent.yml)")
-    r.add_argument(
-        "--push",
-        nargs="?",
-        const="origin",
-        metavar="REMOTE",
-        help="push every step commit to REMOTE (default origin), rebasing on a lost race",
-    )
-    r.add_argument("--task-id", help="use this task id instead of a generated one")
-    r.add_argument(
-        "--include-changes",
-        action="store_true",
-        help="answer over the working tree as it is, uncommitted changes included (default: the last commit, HEAD)",
-    )
-    r.add_argument("-q", "--quiet", action="store_true", help="no progress lines, only the answer")
-    r.add_argument("-v", "--verbose", action="store_true", help="also show skipped (duplicate) steps")
-    _budget_args(r)
 
 
 def _add_trace_parser(sub) -> None:
@@ -127,7 +61,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--version", action="version", version=f"gitops-agent {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
 
-    _add_run_parser(sub)
+    add_run_parser(sub)
 
     d = sub.add_parser(
         "demo",
@@ -193,42 +127,41 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _on_signal(signum, frame) -> None:  # noqa: ANN001 - signal's signature
-    """First Ctrl-C / SIGTERM: stop what is in flight (model call, sandbox) and wind down. Second:
-    quit at once (what a kill -9 would leave is cleaned up by the next run)."""
-    from gitops_agent.core.cancel import CANCEL
-
-    if CANCEL.is_set():
-        print("\ngitops-agent: quitting now", file=sys.stderr)
-        _quit(130)
-    print("\ngitops-agent: stopping (the model call and the code in the sandbox); Ctrl-C again to quit at once", file=sys.stderr)
-    CANCEL.cancel("interrupted")
-
-
-def _quit(code: int) -> None:
-    """Exit now, even with a step's thread still blocked (a model call that does not notice its
-    closed connection), after removing this process's checkouts and sandbox directories."""
-    from gitops_agent.git.export import remove_active
-    from gitops_agent.sandbox.base import remove_active_run_dirs
-
-    remove_active()
-    remove_active_run_dirs()
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(code)
-
-
-def _signals() -> None:
-    import signal
-    import threading
-
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_signal)
-        signal.signal(signal.SIGTERM, _on_signal)
-
-
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    """The command; a reader that goes away (`gitops-agent tasks | head -1`) ends it quietly."""
+    try:
+        code = _main(argv)
+        sys.stdout.flush()  # here, not at exit, where a closed pipe could only be reported
+        return code
+    except BrokenPipeError:
+        # as the Python documentation advises: what is still buffered goes nowhere, no traceback
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+def _parse(argv: list[str] | None) -> argparse.Namespace:
+    """The arguments; an unknown one is reported with the usage of the command it was given to
+    (`run --bogus`: run's usage, not the top level's)."""
+    parser = _parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        _innermost(parser, args).error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
+def _innermost(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The (sub)parser of the command ``args`` ran: `memory list` is memory's list parser."""
+    while True:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        chosen = next((a.choices[getattr(args, a.dest)] for a in subs if getattr(args, a.dest, None) in a.choices), None)
+        if chosen is None:
+            return parser
+        parser = chosen
+
+
+def _main(argv: list[str] | None) -> int:
+    args = _parse(argv)
     if args.command is None:
         _parser().print_help()
         return EXIT_USAGE
@@ -238,6 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         from gitops_agent.cli.evals import COMMANDS as EVAL_COMMANDS
         from gitops_agent.cli.memory import COMMANDS as MEMORY_COMMANDS  # memory, brain, evolve, fork
+        from gitops_agent.cli.run import cmd_run
         from gitops_agent.cli.serve_local import COMMANDS as SERVE_COMMANDS
         from gitops_agent.cli.setup import COMMANDS as SETUP_COMMANDS
         from gitops_agent.cli.tasks import cmd_show, cmd_tasks
@@ -266,105 +200,15 @@ def main(argv: list[str] | None = None) -> int:
         print(f"gitops-agent: error: {msg}", file=sys.stderr)
         return EXIT_FAILED
     except KeyboardInterrupt as e:
-        task = getattr(e, "task_id", None)
-        repo = getattr(args, "repo", None)
-        where = f" --repo {repo}" if repo is not None and Path(repo).resolve() != Path.cwd().resolve() else ""
-        resume = (
-            f"gitops-agent run{where} --resume {task}" if task else "gitops-agent tasks, then gitops-agent run --resume TASK_ID"
-        )
-        print(
-            f"\ngitops-agent: interrupted; every finished step is committed, the one in flight is redone on resume. "
-            f"Continue with: {resume}",
-            file=sys.stderr,
-        )
+        print(interrupted_message(args, e), file=sys.stderr)
         import threading
 
         if any(t.is_alive() and not t.daemon and t is not threading.main_thread() for t in threading.enumerate()):
             telemetry.flush()
-            _quit(130)  # a step still blocked: do not wait for it at exit
+            quit_now(130)  # a step still blocked: do not wait for it at exit
         return 130
     finally:
         telemetry.flush()
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from gitops_agent.core.cancel import CANCEL
-
-    CANCEL.reset()
-    _signals()
-    from gitops_agent.app.local import check_model_env, find_repo, make_runtime, resume, run_question
-    from gitops_agent.core.state import Budget, branch_for, check_task_id
-    from gitops_agent.settings.config import CONFIG_PATH, load_config
-
-    if args.question is not None and args.resume:
-        raise UsageError("give a QUESTION or --resume TASK_ID, not both")
-    if args.question is None and not args.resume:
-        raise UsageError("give a QUESTION (in quotes), or --resume TASK_ID")
-    if args.question is not None and not args.question.strip():
-        raise UsageError("the question is empty")
-    if args.task_id is not None:
-        try:
-            check_task_id(args.task_id)
-        except AgentError as e:
-            raise UsageError(f"--task-id: {e}") from None
-    if args.config and not args.config.exists():
-        raise UsageError(f"--config: {args.config} does not exist")
-    repo = find_repo(args.repo)
-    cfg = load_config(args.config or (repo / CONFIG_PATH))
-    # validated as a whole, so a flag can never make a task.json that does not load
-    budget = Budget.model_validate(
-        {
-            **cfg.budget.model_dump(),
-            **{
-                k: v
-                for k, v in {
-                    "max_usd": args.max_usd,
-                    "max_steps": args.max_steps,
-                    "max_turns": args.max_turns,
-                    "max_wall_seconds": max(1, int(args.max_minutes * 60)) if args.max_minutes else None,
-                }.items()
-                if v is not None
-            },
-        }
-    )
-    cfg = cfg.model_copy(update={"budget": budget, "workers": args.workers or cfg.workers})
-    if args.resume:
-        from gitops_agent.cli.tasks import local_branch_for, open_task
-
-        # a prefix or branch name is fine; without --push, a task only a remote has is continued here
-        task = open_task(repo, args.resume)[1] if args.push else local_branch_for(repo, args.resume)
-    rt = make_runtime(repo, config=cfg, remote=args.push, reporter=_reporter(args))
-    if args.resume:
-        if args.push:
-            rt.git.share_branch(branch_for(task))  # a task begun here goes on on the remote
-        return _print_result(resume(rt, task), repo)
-    planner = args.planner_model or args.model or cfg.models.planner
-    executor = args.executor_model or args.model or cfg.models.executor
-    for spec in dict.fromkeys((planner, executor)):
-        check_model_env(spec)
-        # a bad spec, an endpoint that is not there, a refused key, an unknown model: fail here,
-        # in seconds, before any branch is made (and before anything reaches memory)
-        rt.model(spec).preflight()
-    check_sandbox(cfg)  # and a sandbox backend that cannot run here
-    if args.task_id and rt.git.tip(f"agent/task/{args.task_id}", fetch=False) is not None:
-        raise UsageError(f"--task-id: a task {args.task_id!r} exists already (continue it with --resume {args.task_id})")
-    res = run_question(
-        rt,
-        args.question,
-        planner_model=planner,
-        executor_model=executor,
-        budget=budget,
-        task_id=args.task_id,
-        include_changes=args.include_changes,
-    )
-    return _print_result(res, repo)
-
-
-def check_sandbox(cfg) -> None:
-    """Fail now, before any branch is made, when the configured sandbox cannot run here."""
-    from gitops_agent.sandbox.choose import check_backend
-
-    check_backend(cfg.sandbox)
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

@@ -158,13 +158,15 @@ def cmd_memory(args: argparse.Namespace) -> int:
     action = getattr(args, "memory_command", None)
     if action is None:
         raise ConfigError("memory needs an action: search, show, list, add-data or reindex (see `gitops-agent memory --help`)")
-    store = MemoryStore.open(_git(args))
     if action == "add-data":  # the one action that works on a repository with no memory yet
-        return _memory_add_data(store, args)
+        return _memory_add_data(MemoryStore.open(_git(args)), args)
+    store = MemoryStore.open_read(_git(args))  # a fresh clone: the remote's memory, as last fetched
     if store.tip() is None:
         raise ConfigError(
             f"this repository has no memory yet ({MEMORY_BRANCH}); it is made when a task finishes, or by `memory add-data`"
         )
+    if store.git.remote is not None:
+        print(f"(the memory of {store.git.remote}, as last fetched: {store.git.remote}/{MEMORY_BRANCH})", file=sys.stderr)
     run = _MEMORY_ACTIONS.get(action)
     if run is None:
         raise ConfigError(f"unknown memory action {action!r}")  # pragma: no cover

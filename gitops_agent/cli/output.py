@@ -10,9 +10,9 @@ EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_BUDGET = 0, 1, 2, 3
 
 
 def reporter(args: argparse.Namespace):
-    from gitops_agent.observe.progress import ConsoleReporter, Reporter
+    from gitops_agent.observe.progress import ConsoleReporter, QuietReporter
 
-    return Reporter() if getattr(args, "quiet", False) else ConsoleReporter(verbose=getattr(args, "verbose", False))
+    return QuietReporter() if getattr(args, "quiet", False) else ConsoleReporter(verbose=getattr(args, "verbose", False))
 
 
 def print_result(res, repo: Path) -> int:

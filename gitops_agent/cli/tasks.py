@@ -113,7 +113,7 @@ def cmd_tasks(args: argparse.Namespace) -> int:
             hint = f"remove it: gitops-agent tasks --remove {tid}" if not where else "on a remote: not removed from here"
             print(terminal_text(f"{tid:48} {date[:16]}  BROKEN: {e} ({hint}){where}"))
             continue
-        print(terminal_text(f"{tid:48} {date[:16]}  {state:10} {subject}{where}"))
+        print(terminal_text(f"{tid:48} {date[:16]}  {state:12} {subject}{where}"))  # "not finished" fits
     return EXIT_OK
 
 
@@ -137,13 +137,13 @@ def cmd_show(args: argparse.Namespace) -> int:
     from gitops_agent.app.local import find_repo
     from gitops_agent.cli.output import EXIT_OK
     from gitops_agent.core.snapshot import load_snapshot
-    from gitops_agent.observe.render import checklist
+    from gitops_agent.observe.render import checklist, without_escapes
 
     git, tid = open_task(find_repo(args.repo), args.task_id)
     snap = load_snapshot(git, tid, fetch=False)
     raw = git.read_file(snap.tip, f"{snap.root}/report.md")
-    if raw:
-        print(terminal_text(raw.decode("utf-8", "replace")))
+    if raw:  # the escapes the file needs for GitHub (\_plan) would only be noise here
+        print(terminal_text(without_escapes(raw.decode("utf-8", "replace"))))
     else:
         print(terminal_text(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}"))
     return EXIT_OK

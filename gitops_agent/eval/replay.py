@@ -13,7 +13,6 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import tempfile
 import threading
 from collections import defaultdict
 from pathlib import Path
@@ -24,6 +23,7 @@ from pydantic import BaseModel, Field
 from gitops_agent.core.errors import ConfigError, FatalModelError, ModelError
 from gitops_agent.core.messages import ModelRequest, ModelResponse, TextBlock, ToolUseBlock
 from gitops_agent.core.state import PLANNER_NODE, Turn
+from gitops_agent.git import scratch
 
 
 class Divergence(BaseModel):
@@ -197,7 +197,7 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = 
     task = snap.task
     recorded = recorded_turns(src, snap)
     rec_outcome, rec_answer, _ = snap.ending()
-    work = Path(tempfile.mkdtemp(prefix="gitops-agent-replay-"))
+    work = scratch.make(prefix="gitops-agent-replay-")  # removed after, on a hard quit, or by the next replay
     try:
         clone = work / "repo"
         subprocess.run(["git", "clone", "-q", "--no-checkout", str(repo), str(clone)], check=True, capture_output=True)
@@ -254,4 +254,4 @@ def replay(repo: Path, task_id: str, *, keep: Path | None = None, config: Any = 
             shutil.copytree(clone, keep, symlinks=True)  # (checked free before the run)
         return out
     finally:
-        shutil.rmtree(work, ignore_errors=True)
+        scratch.remove(work)

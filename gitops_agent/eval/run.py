@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -17,8 +16,10 @@ from typing import Any, Callable
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from gitops_agent.core.cancel import CANCEL
 from gitops_agent.core.state import Budget, utcnow
 from gitops_agent.eval.suite import JudgeCheck, Question, Suite, check_answer
+from gitops_agent.git import scratch
 from gitops_agent.settings.config import AgentConfig
 
 SCRIPTED = "scripted"  # --model scripted: each question's own `solution`, run for real in the sandbox
@@ -160,8 +161,14 @@ class Runner:
         questions = [q for q in self.suite.questions if not only or q.id in only]
         jobs = [(c, q, k) for c in configs for q in questions for k in range(repeat)]
         with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for r in pool.map(lambda j: self.one(*j), jobs):
-                run.results.append(r)
+            futures = [pool.submit(self.one, *j) for j in jobs]
+            try:
+                for f in futures:
+                    run.results.append(f.result())
+            except BaseException:  # Ctrl-C: the questions not started are dropped, those running stop
+                for f in futures:
+                    f.cancel()
+                raise
         run.wall_s = round(time.monotonic() - t0, 2)
         return run
 
@@ -171,8 +178,9 @@ class Runner:
         from gitops_agent.models.scripted import ScriptedModel
         from gitops_agent.observe.progress import Reporter
 
+        CANCEL.check()  # Ctrl-C: a question not started yet is not started
         t0 = time.monotonic()
-        td = Path(tempfile.mkdtemp(prefix="gitops-agent-eval-"))
+        td = scratch.make(prefix="gitops-agent-eval-")  # removed after, on a hard quit, or by the next eval
         try:
             repo = question_repo(self.suite, td)
             models = dict(self.models)
@@ -227,7 +235,7 @@ class Runner:
                 wall_s=round(time.monotonic() - t0, 2),
             )
         finally:
-            shutil.rmtree(td, ignore_errors=True)
+            scratch.remove(td)
         if self.on_result:
             with self._lock:
                 self.on_result(out)

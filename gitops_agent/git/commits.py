@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import random
-import tempfile
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -15,6 +14,7 @@ from gitops_agent.core.errors import AgentError, GitError, PolicyViolation, Push
 from gitops_agent.git.locks import named_lock
 from gitops_agent.git.messages import format_message
 from gitops_agent.git.names import MODES, check_branch, check_path, dec, enc
+from gitops_agent.git.scratch import in_repo
 
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.git.repo import GitRepo
@@ -45,7 +45,7 @@ class Commits:
     def __init__(self, g: "GitRepo") -> None:
         self.g = g
 
-    def _checked_out(self, branch: str) -> bool:
+    def checked_out(self, branch: str) -> bool:
         """Is refs/heads/<branch> the HEAD of one of the repository's worktrees?"""
         want = f"ref: refs/heads/{branch}"
         heads = [self.g.common_dir / "HEAD"]
@@ -90,7 +90,7 @@ class Commits:
                 raise PolicyViolation(f"bad mode {m!r} for {p!r}: use one of {sorted(MODES)}")
         subject, _, body = message.strip("\n").partition("\n\n")
         msg = enc(format_message(subject, trailers, body))
-        if self.g.remote is None and self._checked_out(branch):
+        if self.g.remote is None and self.checked_out(branch):
             raise AgentError(
                 f"branch {branch!r} is checked out in a worktree of {self.g.repo}; "
                 "switch away from it so the agent can commit to it"
@@ -99,8 +99,8 @@ class Commits:
         if lock:
             lock.acquire()
         try:
-            with tempfile.TemporaryDirectory(prefix="gitops-agent-") as td:
-                return self._commit_loop(branch, changes, msg, base, modes, Path(td))
+            with in_repo(self.g.common_dir) as td:  # not the system temp dir: a kill -9 leaves it to the next commit
+                return self._commit_loop(branch, changes, msg, base, modes, td)
         finally:
             if lock:
                 lock.release()

@@ -5,7 +5,6 @@ killed one by the next checkout."""
 from __future__ import annotations
 
 import os
-import tempfile
 import threading
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +14,7 @@ from gitops_agent.core.errors import AgentError
 from gitops_agent.git.checkout import _DIR_FLAGS, _WRITE_FLAGS, Checkout, Entry, _stat_key, remove_tree
 from gitops_agent.git.locks import named_lock
 from gitops_agent.git.names import CHECKOUT_NAME, MODES, check_path, dec, path_problem
+from gitops_agent.git.scratch import in_repo
 
 if TYPE_CHECKING:  # pragma: no cover
     from gitops_agent.git.repo import GitRepo
@@ -130,8 +130,8 @@ class Checkouts:
         if not entries:
             return []
         stats: list[os.stat_result] = []
-        with tempfile.TemporaryDirectory(prefix="gitops-agent-export-") as td:
-            ids = Path(td) / "ids"
+        with in_repo(self.g.common_dir) as td:
+            ids = td / "ids"
             ids.write_text("".join(oid + "\n" for _, _, oid in entries))
             _, proc = self.g._spawn(["cat-file", "--batch"], stdin_path=ids)
             writer = _TreeWriter(dest, perms)

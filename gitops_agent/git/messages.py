@@ -36,6 +36,18 @@ def one_line(value: str) -> str:
     return " ".join(str(value).split())
 
 
+def shorten(text: str, limit: int) -> str:
+    """``text`` as one line of at most ``limit`` characters: cut at a word boundary, with "…"
+    (a single word longer than that is cut inside it)."""
+    line = one_line(text)
+    if len(line) <= limit:
+        return line
+    cut = line[: limit - 1]
+    if line[limit - 1] != " " and " " in cut[limit // 2 :]:  # the cut is inside a word: drop the rest of it
+        cut = cut.rsplit(" ", 1)[0]
+    return cut.rstrip(" ,;:-") + "…"
+
+
 def format_message(subject: str, trailers: dict[str, str], body: str = "") -> str:
     """``subject``, blank line, optional ``body``, blank line, ``Key: value`` trailer lines.
 

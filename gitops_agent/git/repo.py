@@ -93,6 +93,11 @@ class GitRepo(GitRunner):
     ) -> str:
         return self.commits.commit_files(branch, changes, message, trailers, base, modes=modes)
 
+    def checked_out(self, branch: str) -> bool:
+        """Whether a worktree of this repository has ``branch`` checked out (a local commit to it
+        is refused: it would change that checkout under its user)."""
+        return self.commits.checked_out(branch)
+
     # -- branches on a remote
     def tip(self, branch: str, fetch: bool = True) -> str | None:
         return self.sync.tip(branch, fetch)

@@ -90,6 +90,8 @@ class MemoryStore:
         self.cache_dir = Path(cache_dir)
         self.partial = partial
         self.problems: list[str] = []  # experience files that did not validate (last load)
+        #: False for a view of a remote's memory as last fetched (``open_read``): reads never fetch
+        self.fetch = True
         self._lock = threading.Lock()
         self._index: MemoryIndex | None = None
         self.datasets, self.indexes = DataSets(self), IndexCache(self)
@@ -129,10 +131,26 @@ class MemoryStore:
         _init_cache_repo(path, url)
         return cls(_PartialCache(path, remote="origin", auth_env=git.auth_env, **kw), cache, partial=True)
 
+    @classmethod
+    def open_read(cls, git: GitRepo) -> "MemoryStore":
+        """For reading only (`memory list`, `search`, `show`): the memory of ``git``'s
+        repository; in local mode without one, a remote's as last fetched (its remote-tracking
+        ref, as in a fresh clone), the way `tasks` and `show` find tasks. Nothing is fetched."""
+        store = cls.open(git)
+        if git.remote is not None or store.tip(fetch=False) is not None:
+            return store
+        for remote in git.git("remote").split():
+            view = GitRepo(git.repo, remote=remote, author_name=git.author_name, author_email=git.author_email)
+            if view.tip(MEMORY_BRANCH, fetch=False) is not None:
+                found = cls(view, store.cache_dir)
+                found.fetch = False
+                return found
+        return store
+
     # ------------------------------------------------------------- the branch
 
     def tip(self, fetch: bool = True) -> str | None:
-        return self.git.tip(MEMORY_BRANCH, fetch=fetch)
+        return self.git.tip(MEMORY_BRANCH, fetch=fetch and self.fetch)
 
     def ensure(self) -> str:
         """The memory branch's tip, creating the branch (an orphan root commit with an empty

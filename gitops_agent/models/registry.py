@@ -71,21 +71,40 @@ def split(spec: str) -> tuple[Provider, str, str | None]:
         raise ConfigError(f"empty model spec; use e.g. {examples}")
     name, sep, rest = spec.partition(":")
     if not sep:
+        if spec in known:  # `--model scripted`: a provider, no model
+            raise ConfigError(f"model spec {spec!r} names a provider but no model; use {_model_of(known[spec])}")
         claimed = next((p for p in known.values() if spec.startswith(p.claims) and p.claims), None)
         if claimed is None:
+            if spec.endswith(_SCRIPT_SUFFIXES):
+                raise ConfigError(f"model spec {spec!r} has no provider; a script of answers is scripted:{spec} ({SCRIPTED_DOC})")
             raise ConfigError(
                 f"model spec {spec!r} has no provider; use "
                 + ", ".join(f"{p}:{spec}" for p in known if p != "scripted")
-                + " or scripted:FILE"
+                + f", or scripted:FILE.yaml for a script of answers ({SCRIPTED_DOC})"
             )
         return claimed, spec, None
     provider = known.get(name)
     if provider is None:
         raise ConfigError(f"unknown model provider {name!r} in {spec!r}; use {', '.join(sorted(known))}")
     model, at, url = rest.partition("@")
+    if name != "scripted" and (model.split(":", 1)[0] == "scripted" or model.endswith(_SCRIPT_SUFFIXES)):
+        # `anthropic:scripted`, `openai:answers.yaml`: a script was meant, a hosted model is asked for
+        scripted = _model_of(known["scripted"])
+        raise ConfigError(f"model spec {spec!r} asks {name} for a model named {model!r}; for a scripted model use {scripted}")
     if at and not provider.endpoint:
         raise ConfigError(f"model spec {spec!r}: {name} takes no endpoint")
     return provider, (model if provider.endpoint else rest), (url or None) if at else None
+
+
+#: where the scripted model's file format is described, with a worked example
+SCRIPTED_DOC = "docs/scripted.md describes it, with an example"
+_SCRIPT_SUFFIXES = (".yaml", ".yml")
+
+
+def _model_of(provider: Provider) -> str:
+    if provider.name == "scripted":
+        return f"scripted:FILE.yaml, a script of the model's answers ({SCRIPTED_DOC}), or scripted:demo"
+    return f"{provider.name}:MODEL, e.g. {provider.example or provider.name + ':MODEL'}"
 
 
 def make_model(spec: str, timeouts: Any = None, **kw: Any) -> Model:
@@ -111,5 +130,5 @@ def check_credentials(spec: str) -> None:
     if provider.keys and not any(os.environ.get(k) for k in provider.keys):
         raise ConfigError(
             f"model {spec!r} needs {provider.keys_hint or ' or '.join(provider.keys)}; or pick another model: "
-            "--model openai:MODEL@URL, or --model scripted:FILE (offline: `gitops-agent demo`)"
+            "--model openai:MODEL@URL, or --model scripted:FILE.yaml (offline; docs/scripted.md; or `gitops-agent demo`)"
         )

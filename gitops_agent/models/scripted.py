@@ -1,4 +1,5 @@
-"""A scripted (replay) model, shipped with the package for tests and the offline demo.
+"""A scripted model, shipped with the package for tests and the offline demo (the format, with
+a worked example that runs: docs/scripted.md).
 
 A script maps a *key* to a queue of responses. The key is chosen by whoever asks
 (``request.meta["script_key"]``: ``planner``, ``executor:<node-id>``, …), so parallel

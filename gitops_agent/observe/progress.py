@@ -1,6 +1,7 @@
 """Progress events: what runs now (which node, which turn, tokens, cost).
 
-Steps call ``reporter.event(kind, **fields)``; the terminal reporter prints one line per event.
+Steps call ``reporter.event(kind, **fields)``; the terminal reporter prints one line per event
+(under ``-q`` only a ``warning``: a note that changes what the answer means).
 Other reporters (the GitHub progress comment, the step summary) take the same events.
 """
 
@@ -78,7 +79,7 @@ class ConsoleReporter(Reporter):
         if kind == "error":
             where = " ".join(x for x in (e.get("step"), e.get("node")) if x)
             return f"[red]error[/]{' in ' + where if where else ''}: {e['error']}"
-        if kind == "note":  # something the user should know before the run goes on
+        if kind in ("note", "warning"):  # something the user should know before the run goes on
             return f"[yellow]note[/] {e['text']}"
         if kind == "retry":
             return f"[yellow]{e['step']}[/] again: {e['why']}"
@@ -87,3 +88,12 @@ class ConsoleReporter(Reporter):
         if kind == "finish":
             return f"[bold green]finished[/] outcome [bold]{e['outcome']}[/]  total ${f['cost']:.4f}, {f['tokens']} tokens"
         return None
+
+
+class QuietReporter(ConsoleReporter):
+    """`-q`: only a ``warning``, a note that changes what the answer means (the working tree
+    was not part of the task), on stderr."""
+
+    def event(self, kind: str, **f: Any) -> None:
+        if kind == "warning":
+            super().event(kind, **f)

@@ -10,6 +10,7 @@ from typing import Callable, Mapping
 from gitops_agent.core.plan import Plan, PlanNode
 from gitops_agent.core.state import NodeStatus, StepRecord, Usage
 from gitops_agent.safety.chars import strip_invisible
+from gitops_agent.safety.fences import code_lines
 from gitops_agent.safety.text import DEFAULT_IMAGE_HOSTS, inline_text, outbound
 
 
@@ -142,3 +143,35 @@ def md_checklist(plan: Plan | None, links: Mapping[str, list[str]] | None = None
         return f"- {status.mark} `{n.id}` {md_text(n.title, 120)}{_after(n)}{steps}{you}"
 
     return _tree_lines(plan, line)
+
+
+# --------------------------------------------------------------------------- Markdown in a terminal
+# every ASCII punctuation but "|": an escaped pipe keeps a table cell whole, in a terminal too
+_ESCAPE = re.compile(r"\\([!-/:-@\[-`{}~])")
+_BACKTICKS = re.compile(r"`+")
+
+
+def _unescape_line(line: str) -> str:
+    """One line of Markdown text without its backslash escapes; code spans kept as written."""
+    out, i = [], 0
+    while i < len(line):
+        m = _BACKTICKS.match(line, i)
+        if m:  # a code span runs to the next backtick run of the same length (else it is text)
+            close = re.compile(rf"(?<!`){m.group(0)}(?!`)").search(line, m.end())
+            end = close.end() if close else m.end()
+            out.append(line[i:end])
+            i = end
+            continue
+        e = _ESCAPE.match(line, i)
+        out.append(e.group(1) if e else line[i])
+        i = e.end() if e else i + 1
+    return "".join(out)
+
+
+def without_escapes(md: str) -> str:
+    """Markdown as a terminal shows it best: the backslash escapes a renderer would hide
+    (``\\_plan``, ``\\`update_plan\\```) removed outside code; everything else as it is."""
+    if "\\" not in md:
+        return md
+    lines, code = md.split("\n"), code_lines(md)
+    return "\n".join(line if i in code else _unescape_line(line) for i, line in enumerate(lines))

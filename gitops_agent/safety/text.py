@@ -9,8 +9,9 @@ characters U+E0000-E007F, bidirectional controls, zero-width and other format ch
 variation selectors used to smuggle bytes). ``quote`` then shows the text to the model as data,
 with who wrote it and whether they can write to the repository.
 
-Out (the model -> GitHub): ``outbound`` makes the model's Markdown safe to post: no hidden text
-(raw HTML is shown as code, never rendered: no comments, hidden elements, ``<img>``), no remote
+Out (the model -> GitHub): ``outbound`` makes the model's Markdown safe to post: what the code
+printed, quoted in it, becomes fenced code, as printed (``gitops_agent/safety/fences.py``); no
+hidden text (raw HTML is shown as code, never rendered: no comments, hidden elements, ``<img>``), no remote
 image except from allowed hosts (GitHub's image proxy would fetch the URL: data would leave
 although the sandbox has no network), ``@mentions`` neutralised (shown as code, nobody is
 notified), and gitops-agent's own comment markers defused.
@@ -32,6 +33,7 @@ from markdown_it.token import Token
 
 from gitops_agent.git.messages import defuse_closing
 from gitops_agent.safety.chars import log_line, quote, strip_invisible, terminal_text  # noqa: F401 - one place to import from
+from gitops_agent.safety.fences import output_as_code
 
 # Hosts whose images may be shown (GitHub's own: fetched from GitHub, not from a third party).
 # Where GitHub itself keeps uploaded images. Never camo.githubusercontent.com: anyone can get a camo
@@ -249,6 +251,7 @@ def outbound(markdown: str, image_hosts: tuple[str, ...] | list[str] = DEFAULT_I
     if not md.strip():
         return ""
     try:
+        md = output_as_code(md)  # what code printed is quoted as printed: fenced (safety/fences.py)
         return strip_invisible(_format(md, "out", tuple(image_hosts))).strip()
     except Exception:  # noqa: BLE001
         return _fallback(md)

@@ -18,8 +18,10 @@ from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import CascadeAttempt, NodeStatus, Observation, StepRecord, Turn, Usage, dump_state, utcnow
 from gitops_agent.core.tools import specs
 from gitops_agent.git.checkout import Caps
+from gitops_agent.git.messages import shorten
 from gitops_agent.observe.render import checklist, fmt_tokens
 from gitops_agent.runtime.context import Runtime
+from gitops_agent.safety.fences import fenced
 from gitops_agent.safety.policy import decide
 from gitops_agent.safety.text import outbound
 from gitops_agent.steps.conversation import Conversation, Done, Exit
@@ -233,7 +235,7 @@ class _NodeRun:
             work.result = f"**Not finished:** {work.error}.\n"
             if last is not None:
                 work.result += (
-                    f"\nLast observation (exit code {last.exit_code}):\n\n```\n{(last.stdout or last.stderr)[-1500:]}\n```\n"
+                    f"\nLast observation (exit code {last.exit_code}):\n\n{fenced((last.stdout or last.stderr)[-1500:])}\n"
                 )
         return work
 
@@ -348,7 +350,7 @@ def _commit(rt: Runtime, job: Job, snap: Snapshot, node: PlanNode, record: StepR
         outbound(work.result.strip()[:MAX_RESULT_CHARS], tuple(rt.config.github.image_hosts)) + "\n"
     ).encode()
     changes[f"{sdir}/step.json"] = dump_state(record)
-    subject = f"agent(execute): {node.id} {node.title}"[:200]
+    subject = shorten(f"agent(execute): {node.id} {node.title}", 200)
     trailers = rt.step_trailers(record)
     sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip, modes=decision.modes)
     if rt.on_commit:

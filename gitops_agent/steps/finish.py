@@ -7,6 +7,7 @@ import time
 from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow
+from gitops_agent.git.messages import shorten
 from gitops_agent.memory.experience import cited_ids
 from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
 from gitops_agent.observe.rounds import rounds_table
@@ -137,7 +138,7 @@ def run_finish(rt: Runtime, job: Job) -> list[Job]:
     changes = {f"{snap.root}/report.md": report.encode(), f"{snap.step_dir(seq, FINISH_NODE)}/step.json": dump_state(record)}
     summary = snap.plan.finish.summary if snap.plan and snap.plan.finish and snap.plan.finish.summary else outcome
     trailers = rt.trailers(job.task, seq, "finish", cost=0.0, extra={"Agent-Outcome": outcome})
-    sha = rt.git.commit_files(snap.branch, changes, f"agent(finish): {summary}"[:200], trailers, base=snap.tip)
+    sha = rt.git.commit_files(snap.branch, changes, shorten(f"agent(finish): {summary}", 200), trailers, base=snap.tip)
     if rt.on_commit:
         rt.on_commit(sha)
     # memory: one experience file for this task on agent/memory (never fails the task)

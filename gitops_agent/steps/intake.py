@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from gitops_agent.core.errors import AgentError, ConfigError, TaskExists
 from gitops_agent.core.seams import Job
 from gitops_agent.core.state import Budget, TaskFile, TaskModels, TaskSource, branch_for, dump_state, task_dir, utcnow
+from gitops_agent.git.messages import shorten
 from gitops_agent.runtime.context import Runtime
 
 MAX_QUESTION_CHARS = 20_000
@@ -81,7 +82,7 @@ def create_task(
         brain=getattr(rt.brain, "commit", None),
     )
     trailers = rt.trailers(tid, 1, "intake")
-    subject = f"agent(intake): {question.splitlines()[0][:72]}"
+    subject = f"agent(intake): {shorten(question.splitlines()[0], 72)}"
     rt.git.commit_files(branch, {f"{task_dir(tid)}/task.json": dump_state(task)}, subject, trailers)
     rt.reporter.event("task", task=tid, branch=branch)
     return task, Job(step="plan", task=tid, branch=branch, hop=0)
@@ -140,7 +141,7 @@ def _append_instruction(
     }
     trailers = rt.trailers(task_id, seq, "intake")
     rt.git.commit_files(
-        snap.branch, changes, f"agent(intake): follow-up: {instruction.splitlines()[0][:60]}", trailers, base=snap.tip
+        snap.branch, changes, f"agent(intake): follow-up: {shorten(instruction.splitlines()[0], 60)}", trailers, base=snap.tip
     )
     rt.reporter.event("task", task=task_id, branch=snap.branch)
     return Job(step="plan", task=task_id, branch=snap.branch, hop=0)

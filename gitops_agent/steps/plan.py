@@ -17,6 +17,7 @@ from gitops_agent.core.seams import Job
 from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import PLANNER_NODE, NodeStatus, StepRecord, Turn, Usage, dump_state, step_dirname, utcnow
 from gitops_agent.core.tools import specs
+from gitops_agent.git.messages import shorten
 from gitops_agent.memory.experience import MEMORY_FILE
 from gitops_agent.observe.render import checklist, fmt_tokens
 from gitops_agent.runtime.context import Runtime
@@ -284,7 +285,7 @@ def _commit(
     }
     if memory_rec is not None:  # memory: which experiences this planner was shown
         changes[f"{sdir}/{MEMORY_FILE}"] = (json.dumps(memory_rec, indent=2, ensure_ascii=False) + "\n").encode()
-    subject = f"agent(plan): v{plan.version} {action}"[:200]
+    subject = shorten(f"agent(plan): v{plan.version} {action}", 200)
     trailers = rt.step_trailers(record)
     try:
         sha = rt.git.commit_files(snap.branch, changes, subject, trailers, base=snap.tip)

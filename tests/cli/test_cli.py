@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import os
 import subprocess
+import sys
 from collections import defaultdict
 
 import pytest
@@ -109,3 +111,27 @@ def test_tasks_and_show(tmp_path):
     assert len(rows) == 2 and all(r.stdout.count(row) == 1 for row in rows)
     assert "this table is in the Answer above" in r.stdout.split("## Results by node")[1]
     assert cli("show", task_id[:16], "--repo", str(demo)).stdout == r.stdout, "a unique prefix is enough"
+
+
+def test_a_reader_that_goes_away_ends_a_listing_quietly(tmp_path):
+    """`gitops-agent tasks | head -1`: the pipe closes before the listing is written (issue 23)."""
+    demo = tmp_path / "demo"
+    assert cli("demo", "--dir", str(demo), "-q").returncode == 0
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
+    env["PYTHONPATH"] = str(ROOT)
+    for command in (["tasks"], ["memory", "list"]):
+        read, write = os.pipe()
+        os.close(read)  # the reader is gone: every write to the pipe fails
+        try:
+            r = subprocess.run(
+                [sys.executable, "-m", "gitops_agent", *command, "--repo", str(demo)],
+                stdout=write,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+        finally:
+            os.close(write)
+        assert r.stderr == "", (command, r.stderr)  # no BrokenPipeError traceback
+        assert r.returncode == 1, command

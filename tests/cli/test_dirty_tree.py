@@ -47,3 +47,16 @@ def test_a_dirty_tree_is_named_and_can_be_included(tmp_path):
     assert agent_command("demo", "--dir", str(clean), "-q").returncode == 0
     r = agent_command("run", "--repo", str(clean), "--model", "scripted:demo", Q)
     assert "uncommitted" not in r.stderr
+
+
+def test_quiet_still_says_that_the_working_tree_was_not_read(tmp_path):
+    """Issue 23: under -q the note was gone, so an answer over the last commit read as one over
+    the files on disk."""
+    demo = tmp_path / "demo"
+    assert agent_command("demo", "--dir", str(demo), "-q").returncode == 0
+    (demo / "README.md").write_text("edited, not committed\n")
+    r = agent_command("run", "-q", "--repo", str(demo), "--model", "scripted:demo", Q)
+    assert r.returncode == 0, r.stderr
+    notes = [line for line in r.stderr.splitlines() if line.startswith("note ")]
+    assert len(notes) == 1 and "1 uncommitted change(s)" in notes[0] and "--include-changes" in notes[0], r.stderr
+    assert "plan v" not in r.stderr and "turn 1/" not in r.stderr, "still quiet otherwise"

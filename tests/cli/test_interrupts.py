@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
+import sys
 import tempfile
 import threading
 import time
 from pathlib import Path
 
+import yaml
+
 from tests.fakes.agent_responder import AgentResponder, tool
 from tests.fakes.anthropic_server import FakeAnthropic, Fault
-from tests.helpers import KEY, make_repo, run_cli, task_branch
+from tests.helpers import GIT_ENV, KEY, ROOT, agent_command, make_repo, run_cli, task_branch
 
 SPEC = "anthropic:claude-haiku-4-5"
 
@@ -163,3 +167,49 @@ def _cmd(d: Path) -> bytes:
         return (d / "cmdline").read_bytes()
     except OSError:
         return b""
+
+
+def _interrupt_when_code_runs(args: list[str], cwd: Path, tmp: Path) -> tuple[subprocess.CompletedProcess, list[str]]:
+    """`gitops-agent ARGS` with its own temp directory; one Ctrl-C once the model's code runs.
+    (what it printed, what is left in its temp directory)"""
+    tmp.mkdir()
+    env = {k: v for k, v in GIT_ENV.items() if not k.startswith(("ANTHROPIC", "OPENAI"))}
+    env.update(PYTHONPATH=str(ROOT), TMPDIR=str(tmp))
+    p = subprocess.Popen(
+        [sys.executable, "-m", "gitops_agent", *args], cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    for _ in range(1200):
+        if any(tmp.glob("agent-sandbox-*")) or p.poll() is not None:
+            break
+        time.sleep(0.05)
+    p.send_signal(signal.SIGINT)
+    out, err = p.communicate(timeout=120)
+    return subprocess.CompletedProcess(p.args, p.returncode, out, err), sorted(d.name for d in tmp.iterdir())
+
+
+def test_ctrl_c_in_eval_or_replay_cancels_with_nothing_to_resume_and_nothing_left(tmp_path):
+    """Issue 23: a Ctrl-C in `eval` left its throwaway repositories in the temp directory and, in
+    `eval` and `replay`, told the person to resume a task that does not exist."""
+    repo = make_repo(tmp_path)
+    r, left = _interrupt_when_code_runs(["eval", "dabench", "--model", "scripted", "--no-commit"], repo, tmp_path / "t1")
+    assert r.returncode == 130, r.stderr
+    assert "eval cancelled" in r.stderr and "nothing to resume" in r.stderr and "--resume" not in r.stderr, r.stderr
+    assert left == [], "no throwaway repository, no sandbox directory left"
+
+    slow = {
+        "planner": [
+            {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Wait", "goal": "wait"}]}},
+            {"when": "'n1' in results", "tool": "finish", "input": {"answer": "waited", "summary": "w"}},
+        ],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": "import time; time.sleep(4); print('ok')"}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "{{ last_output }}"}},
+        ],
+    }
+    (tmp_path / "slow.yaml").write_text(yaml.safe_dump(slow))
+    spec = f"scripted:{tmp_path / 'slow.yaml'}"
+    assert agent_command("run", "-q", "--task-id", "slow1", "--model", spec, "Wait?", cwd=repo).returncode == 0
+    r, left = _interrupt_when_code_runs(["replay", "slow1"], repo, tmp_path / "t2")
+    assert r.returncode == 130, r.stderr
+    assert "replay cancelled" in r.stderr and "nothing to resume" in r.stderr and "--resume" not in r.stderr, r.stderr
+    assert left == []

@@ -89,3 +89,35 @@ def test_tasks_only_a_remote_has_are_found(tmp_path):
 
     missing = agent_command("show", "20990101-000000-nosuch", "--repo", str(third))
     assert missing.returncode != 0 and "here or on origin" in missing.stderr and "gitops-agent tasks" in missing.stderr
+
+
+def test_a_fresh_clone_reads_the_remotes_memory(tmp_path):
+    """Issue 23: `memory list` and `memory search` in a fresh clone said there was no memory,
+    although origin/agent/memory was there (`tasks` and `show` look at the remote)."""
+    demo, origin = _setup(tmp_path)
+    git(demo, "push", "-q", "origin", "agent/memory")
+    tid = _tasks(demo)[0].removeprefix("agent/task/")
+    clone = tmp_path / "clone"
+    git(tmp_path, "clone", "-q", origin.as_uri(), str(clone))
+
+    listed = agent_command("memory", "list", "--repo", str(clone))
+    assert listed.returncode == 0, listed.stderr
+    assert tid in listed.stdout and "origin/agent/memory" in listed.stderr
+    found = agent_command("memory", "search", "average order value per region", "--repo", str(clone))
+    assert found.returncode == 0 and tid in found.stdout, found.stderr
+    shown = agent_command("memory", "show", tid, "--repo", str(clone))
+    assert shown.returncode == 0 and "question: What is the average order value per region" in shown.stdout, shown.stderr
+    assert git(clone, "for-each-ref", "refs/heads/agent/") == "", "read only: no branch made here"
+
+
+def test_push_to_a_remote_that_is_not_there_is_one_clear_line(tmp_path):
+    """Issue 23: `--push nosuch` printed a raw `git fetch … failed (128)` command line."""
+    demo, _origin = _setup(tmp_path)
+    refs = git(demo, "for-each-ref")
+    for args in (["--model", "scripted:demo", Q], ["--resume", _tasks(demo)[0].removeprefix("agent/task/")]):
+        r = agent_command("run", "--repo", str(demo), "--push", "nosuch", *args)
+        lines = [x for x in r.stderr.splitlines() if x.strip()]
+        assert r.returncode == 2 and len(lines) == 1, r.stderr
+        assert "no remote 'nosuch' here" in lines[0] and "git remote -v" in lines[0] and "origin" in lines[0]
+        assert "git fetch" not in r.stderr
+    assert git(demo, "for-each-ref") == refs, "no branch was made or moved"

@@ -135,9 +135,12 @@ def test_kill_9_between_commit_and_push_never_duplicates_a_step(tmp_path, hook, 
     h.chmod(0o755)
     cfg = write_config(tmp_path / "cfg.yml", f"sandbox: {{backend: {BEST}}}\n")
 
+    tmp = tmp_path / "tmp"  # the agent's own temp directory: what a kill -9 leaves in it is seen
+    tmp.mkdir()
     responder = one_node_responder(sum_node)
     with FakeAnthropic(api_key=KEY, responder=responder, min_cache_tokens=0) as srv:
-        p = cli(repo, srv.url, "--config", str(cfg), "--push", "origin", "--model", SPEC, QUESTION)
+        env = {"TMPDIR": str(tmp)}
+        p = cli(repo, srv.url, "--config", str(cfg), "--push", "origin", "--model", SPEC, QUESTION, extra_env=env)
         wait_for(reached.exists, 60, f"the executor's push to reach the {hook} hook")
         kill9(p)
         gate.unlink()
@@ -147,11 +150,15 @@ def test_kill_9_between_commit_and_push_never_duplicates_a_step(tmp_path, hook, 
         assert len(executor_commits(bare, branch)) == (1 if landed else 0)
         calls_before = responder.calls.get("executor:n1", 0)
 
-        r = cli(repo, srv.url, "--config", str(cfg), "--push", "origin", "--resume", branch.removeprefix("agent/task/"))
+        tid = branch.removeprefix("agent/task/")
+        r = cli(repo, srv.url, "--config", str(cfg), "--push", "origin", "--resume", tid, extra_env=env)
         out, err = r.communicate(timeout=120)
         assert r.returncode == 0, err
     assert "SUM=55" in out
     assert len(executor_commits(bare, branch)) == 1  # never twice
+    # the killed commit's scratch was never in the temp directory, and the next commit removed it
+    assert sorted(x.name for x in tmp.iterdir()) == []
+    assert sorted(x.name for x in (repo / ".git" / "gitops-agent" / "tmp").iterdir()) == []
     if landed:
         assert responder.calls["executor:n1"] == calls_before  # the finished step was not asked again
     else:

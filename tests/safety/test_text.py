@@ -85,3 +85,16 @@ def test_a_mention_after_a_backtick_does_not_ping():
 
     for out in (inline_text("ask `@victim and @org/team"), outbound("ask `@victim")):
         assert "`@victim`" in out, out
+
+
+def test_output_of_code_is_quoted_as_printed_and_code_is_left_alone():
+    tb = (
+        'Traceback (most recent call last):\n  File "a.py", line 1, in <module>\n'
+        "    x = 2**3 / 0\nZeroDivisionError: division by zero"
+    )
+    out = outbound(f"It failed:\n{tb}\n\nSo **no** result.")
+    assert f"```text\n{tb}\n```" in out and out.endswith("So **no** result.")
+    already = f"```\n<stderr>\n{tb}\n</stderr>\n```"
+    assert outbound(already) == already, "output the text quotes as code already is not touched"
+    out = outbound("<stdout>\n| a |\n|---|\n| `` ``` `` |\n</stdout>")
+    assert out == "````stdout\n| a |\n|---|\n| `` ``` `` |\n````", "a fence longer than any backtick run inside"

@@ -222,3 +222,32 @@ def test_running_a_node_again_leaves_a_node_that_is_still_running_alone():
         ("c", "pending", None),
         ("e", "pending", None),
     ]
+
+
+def test_resuming_from_a_checkout_of_the_task_branch_stops_before_anything_runs(tmp_path):
+    """Issue 23: the natural way to edit plan.json is to check the task branch out; a resume from
+    there said "outcome done" with the old answer and exit 0, and nothing ran."""
+    repo, branch = _task(tmp_path)
+    tid = branch.removeprefix("agent/task/")
+    git(repo, "checkout", "-q", branch)
+    path = repo / ".agent" / "tasks" / tid / "plan.json"
+    plan = json.loads(path.read_text())
+    next(n for n in plan["nodes"] if n["id"] == "b")["status"] = "pending"
+    path.write_text(json.dumps(plan, indent=2))
+    git(repo, "commit", "-qam", "redo b")
+    edited = git(repo, "rev-parse", branch).strip()
+    script = _script(tmp_path, [{"id": "d", "title": "Mean", "goal": "the mean", "depends_on": ["b"]}])
+
+    r = agent_command("run", "--model", script, "--resume", tid, cwd=repo)
+    assert r.returncode == 1, r.stderr
+    lines = [x for x in r.stderr.splitlines() if x.strip()]
+    assert len(lines) == 1, r.stderr  # one error, not a step error, then another, then the old answer
+    assert f"{branch} is checked out" in lines[0] and "git switch -" in lines[0]
+    assert r.stdout == "" and "outcome" not in r.stderr
+    assert git(repo, "rev-parse", branch).strip() == edited, "nothing ran, nothing was committed"
+    assert git(repo, "symbolic-ref", "--short", "HEAD").strip() == branch and git(repo, "status", "--porcelain") == ""
+
+    git(repo, "switch", "-q", "-")  # as the message says: then the same resume does the work
+    r = agent_command("run", "--model", script, "--resume", tid, cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert _executed(repo, branch, since=edited) == ["b", "d"]
