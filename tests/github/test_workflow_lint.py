@@ -90,7 +90,7 @@ def test_caller_example_is_short():
 def test_the_readme_shows_the_caller_workflow_as_it_is():
     """The README says its snippet is examples/caller.yml: it is, byte for byte."""
     readme = (ROOT / "README.md").read_text()
-    head = "Add one workflow to the repository (this is `examples/caller.yml`):\n\n```yaml\n"
+    head = "Or add the workflow by hand (this is `examples/caller.yml`):\n\n```yaml\n"
     assert head in readme
     block = readme.split(head, 1)[1].split("```\n", 1)[0]
     assert block == (ROOT / "examples" / "caller.yml").read_text()
