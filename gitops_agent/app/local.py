@@ -136,8 +136,19 @@ def make_runtime(
         brain=load_repo_brain(git),
         reporter=reporter,
         models=dict(models or {}),
+        read_setting_file=lambda path: _working_tree_file(repo, path),
     )
     return rt
+
+
+def _working_tree_file(repo: Path, path: str) -> bytes | None:
+    """A file the local settings name (`sandbox.requirements`), read where the settings are: the
+    working tree; None when it is not a file inside the repository (a link out of it included)."""
+    root = repo.resolve()
+    real = (root / path).resolve()
+    if real != root and root not in real.parents or not real.is_file():
+        return None
+    return real.read_bytes()
 
 
 def share_branches(git: GitRepo, reporter: Reporter) -> None:
@@ -180,6 +191,9 @@ def run_question(
     workers: int | None = None,
     include_changes: bool = False,
 ) -> RunResult:
+    # the workbench (and the repository's sandbox.requirements) before any branch or model call:
+    # a file that is not a hashed lock, or that will not install, stops here (exit 2)
+    rt.workbench()
     base_name, base_sha = base_of(rt.git.repo)
     changed = uncommitted(rt.git.repo)
     if changed and include_changes:

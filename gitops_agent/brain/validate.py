@@ -75,6 +75,7 @@ def _sample_context() -> dict[str, Any]:
         "data_dir": "/data",
         "py_tools": [{"name": "tabular", "doc": "helpers", "functions": [{"signature": "load_csv(path)", "doc": "rows"}]}],
         "obs": Observation(exit_code=0, stdout="ok"),
+        "workbench": ["pandas 2.2.3", "duckdb 1.1.3"],
         "title": "t",
         "outcome": "done",
         "reason": None,

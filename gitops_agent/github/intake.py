@@ -24,6 +24,8 @@ from gitops_agent.github.events import Trigger, read_trigger
 from gitops_agent.observe.render import md_text
 from gitops_agent.runtime.context import Runtime
 from gitops_agent.safety.chars import log_line
+from gitops_agent.sandbox.requirements import RequirementsError
+from gitops_agent.sandbox.workbench import WorkbenchError
 from gitops_agent.settings.config import AgentConfig
 from gitops_agent.steps.engine import Engine
 from gitops_agent.steps.intake import add_instruction, create_task, new_task_id
@@ -92,6 +94,12 @@ def _job_for(runner: StepRunner, rt: Runtime, cfg: AgentConfig, trigger: Trigger
         runner.publisher.reply(trigger, f"Not started: {over}. Nothing ran and nothing was spent.")
         runner.outputs["refused"] = "spending-cap"
         return None
+    problem = _workbench_problem(rt)
+    if problem is not None:  # sandbox.requirements: refused before any branch or model call
+        print(f"gitops-agent: not started: {log_line(problem)}")
+        runner.publisher.reply(trigger, f"Not started: {problem}. Nothing ran and nothing was spent.")
+        runner.outputs["refused"] = "workbench"
+        return None
     if trigger.pull is not None:  # on a pull request: only the agent's own, and only its task
         existing = task_for_pull(runner.client, rt.git, trigger)
         if existing is None:
@@ -106,6 +114,15 @@ def _job_for(runner: StepRunner, rt: Runtime, cfg: AgentConfig, trigger: Trigger
     if trigger.kind == "follow-up" and existing:
         return follow_up(runner, rt, cfg, trigger, existing)
     return _new_task(runner, rt, cfg, trigger, head)
+
+
+def _workbench_problem(rt: Runtime) -> str | None:
+    """Why the model's code could not run with the workbench these settings ask for, or None."""
+    try:
+        rt.workbench()
+    except (RequirementsError, WorkbenchError) as e:
+        return str(e)
+    return None
 
 
 def _new_task(runner: StepRunner, rt: Runtime, cfg: AgentConfig, trigger: Trigger, head: str) -> Job | None:

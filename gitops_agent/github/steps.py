@@ -78,6 +78,8 @@ class StepRunner:
             reporter=self.reporter,
             run_url=self.s.run_url,
             spend=self.spend_gate(git, cfg),
+            # `sandbox.requirements` is read at the commit the settings were read at
+            read_setting_file=lambda path: git.read_file(commit, path),
         )
 
     def spend_gate(self, git: GitRepo, cfg: AgentConfig, task: str = "") -> SpendGate:

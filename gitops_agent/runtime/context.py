@@ -21,6 +21,8 @@ from gitops_agent.observe.progress import Reporter
 from gitops_agent.runtime.spending import SpendGate
 from gitops_agent.sandbox.choose import make_sandbox
 from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.requirements import RequirementsError, parse_lock
+from gitops_agent.sandbox.workbench import Workbench, ensure_workbench
 from gitops_agent.settings.config import AgentConfig
 
 # A model missing from the price table is counted at this price (a mid-range one), so a dollar
@@ -48,7 +50,12 @@ class Runtime:
     model_factory: Callable[[str], Model] | None = None
     # the repository's spending cap, on GitHub (gitops_agent/github/steps.py sets it)
     spend: SpendGate | None = None
+    # reads a file of the repository where the settings were read (the task's base commit on
+    # GitHub, the working tree locally): `sandbox.requirements` comes from the same place
+    read_setting_file: Callable[[str], bytes | None] | None = None
+    _workbench: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _wb_lock: threading.Lock = field(default_factory=threading.Lock)  # taken inside _lock (get_sandbox)
     _warned: set = field(default_factory=set)
     _local: set = field(default_factory=set)  # names of models served from this machine or a private network
 
@@ -100,10 +107,37 @@ class Runtime:
                 )
             return self.sandbox
 
+    def workbench(self) -> Workbench | None:
+        """The environment the model's code runs with (gitops_agent/sandbox/workbench.py), built
+        now if it is not ready; None when the settings turn it off or name an interpreter.
+        RequirementsError: the repository's `sandbox.requirements` is not a hashed lock, or it
+        cannot be installed."""
+        limits = self.config.sandbox
+        if not limits.workbench or "python" in limits.model_fields_set:
+            return None
+        with self._wb_lock:
+            if self._workbench is None:
+                extra = None
+                if limits.requirements:
+                    raw = self.read_setting_file(limits.requirements) if self.read_setting_file else None
+                    if raw is None:
+                        raise RequirementsError(
+                            f"{limits.requirements} (sandbox.requirements in .github/gitops-agent.yml) is not in the repository"
+                        )
+                    extra = parse_lock(raw, limits.requirements)
+                wb = ensure_workbench(extra)
+                if wb.built_s is not None:
+                    self.reporter.event("note", text=f"built the workbench ({', '.join(wb.listing())}) in {wb.built_s:.1f} s")
+                self._workbench = wb
+            return self._workbench
+
     def _sandbox_limits(self) -> SandboxLimits:
         """The configured limits plus what the brain and memory add: brain tool directories on
         PYTHONPATH, and the shared data sets (data_dir), both mounted read-only."""
         limits = self.config.sandbox
+        wb = self.workbench()
+        if wb is not None:  # the model's code never runs with the agent's own packages
+            limits = limits.model_copy(update={"python": wb.python})
         tool_dirs = [str(d) for d in getattr(self.brain, "tool_dirs", [])]
         ro = list(limits.extra_ro_paths)
         for d in tool_dirs + ([self.data_dir] if self.data_dir else []):

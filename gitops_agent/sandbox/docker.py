@@ -1,7 +1,8 @@
 """The ``docker`` backend: a throwaway container per action. Only what is mounted is visible:
 the working tree (read-write, at its own path), the code file and ``extra_ro_paths`` read-only;
-the image brings the rest (``docker_image``: python3, bash, timeout and the libraries the code
-imports). Nothing of the host's file system, and no credential place, is in the container."""
+the image brings the rest (``docker_image``: bash, timeout, a C library the workbench's
+interpreter runs on; its python3 only when the workbench is off). The workbench is mounted
+read-only at its own path, with the interpreter it links to. Nothing of the host's file system, and no credential place, is in the container."""
 
 from __future__ import annotations
 
@@ -17,6 +18,8 @@ from gitops_agent.core.errors import SandboxError
 from gitops_agent.sandbox.base import ProcessSandbox, rlimit_preexec
 from gitops_agent.sandbox.env import SANE_PATH
 from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.sandbox.mounts import python_roots, safe_roots
+from gitops_agent.sandbox.workbench import is_workbench
 from gitops_agent.sandbox.watchdog import Pids, descendants
 
 
@@ -81,7 +84,14 @@ class DockerSandbox(ProcessSandbox):
         self.shell = "bash"
 
     def _python(self) -> str:
-        return "python3"
+        # the workbench (its virtualenv and the interpreter it links to, mounted read-only at the
+        # same paths): the same packages as under bubblewrap; else the image's own python3
+        return self.limits.python if is_workbench(self.limits.python) else "python3"
+
+    def _python_mounts(self) -> list[str]:
+        if not is_workbench(self.limits.python):
+            return []
+        return [arg for root in python_roots(self.limits.python) for arg in ("--mount", self._mount(root, root, True))]
 
     def ensure_image(self, timeout: float = 900) -> None:
         """Pull ``docker_image`` now if the engine does not have it, so the first action's
@@ -172,6 +182,7 @@ class DockerSandbox(ProcessSandbox):
             "--mount",
             self._mount(str(code_dir), _DOCKER_CODE, True),
         ]
+        args += self._python_mounts()
         for host, inside in lim.extra_ro_paths:
             host_abs = os.path.abspath(host)
             if not os.path.exists(host_abs):

@@ -84,13 +84,36 @@ class SandboxLimits(BaseModel):
         description="(host path, path inside) pairs mounted read-only where the backend can; "
         "the subprocess backend only lists them in $SANDBOX_RO_PATHS.",
     )
-    python: str = Field(default_factory=lambda: sys.executable, description="Python interpreter used by run_python.")
+    python: str = Field(
+        default_factory=lambda: sys.executable,
+        description="Python interpreter used by run_python when the workbench is off (an expert's escape hatch).",
+    )
+    workbench: bool = Field(
+        True,
+        description="Run the model's code with the workbench: its own environment of the data stack "
+        "(requirements/workbench.txt) plus `requirements`, never the agent's packages. Off: `python`.",
+    )
+    requirements: str | None = Field(
+        None,
+        description="A requirements file in the repository, pinned with hashes (uv pip compile --generate-hashes), "
+        "whose packages are added to the workbench.",
+    )
     # brain tools (gitops_agent/brain/branch.py): helper modules the model's code may import
     python_path: list[str] = Field(
         default_factory=list,
         description="Directories put on PYTHONPATH inside the sandbox (trusted helper modules; mount them read-only "
         "with extra_ro_paths where they are not visible).",
     )
+
+    @field_validator("requirements")
+    @classmethod
+    def _inside_the_repository(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        parts = v.replace("\\", "/").split("/")
+        if not v.strip() or v.startswith("/") or ".." in parts or parts[0] in (".git", "") or "\0" in v:
+            raise ValueError(f"{v!r} must be a path inside the repository, e.g. requirements/workbench.txt")
+        return v
 
     @field_validator("backend")
     @classmethod

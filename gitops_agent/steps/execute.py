@@ -206,7 +206,15 @@ class _NodeRun:
             data_dir=rt.data_dir,
         )
         # brain tools: helper modules the code can import, listed by docstring
-        system = render(rt.brain.prompt_dirs, self.agent.prompts.system, agent=self.agent, py_tools=list_tools(rt.brain))
+        # and the workbench's packages with their versions, so the code does not guess what is installed
+        wb = rt.workbench()
+        system = render(
+            rt.brain.prompt_dirs,
+            self.agent.prompts.system,
+            agent=self.agent,
+            py_tools=list_tools(rt.brain),
+            workbench=wb.listing() if wb is not None else [],
+        )
         work, note = _Work(), ""
         for model in models:
             if work.attempts:
