@@ -84,6 +84,7 @@ def _sample_context() -> dict[str, Any]:
         "cost_table": "|",
         "branch": "agent/task/1-sample",
         "memory": [exp],
+        "charts": "![chart.png](steps/0003-n1/chart.png)",
         "question": "q",
         "instructions": ["also the median"],
         "brain_files": {"agents/analyst.yaml": "name: analyst"},

@@ -265,9 +265,10 @@ def cmd_trace(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     if args.html:
+        from gitops_agent.observe.charts import find_charts
         from gitops_agent.observe.html import write_html
 
-        path = write_html(trace, args.html)
+        path = write_html(trace, args.html, find_charts(git, trace.tip, trace.task_id, trace.steps))
         print(f"trace page: {path.resolve()}", file=sys.stderr)
     if args.json:
         sys.stdout.write(trace.to_json() + "\n")

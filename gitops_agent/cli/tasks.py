@@ -137,6 +137,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     from gitops_agent.app.local import find_repo
     from gitops_agent.cli.output import EXIT_OK
     from gitops_agent.core.snapshot import load_snapshot
+    from gitops_agent.observe.charts import find_charts, terminal_lines
     from gitops_agent.observe.render import checklist, without_escapes
 
     git, tid = open_task(find_repo(args.repo), args.task_id)
@@ -146,4 +147,7 @@ def cmd_show(args: argparse.Namespace) -> int:
         print(terminal_text(without_escapes(raw.decode("utf-8", "replace"))))
     else:
         print(terminal_text(f"# {snap.task.question}\n\n(unfinished)\n\n{checklist(snap.plan)}"))
+    charts = terminal_lines(find_charts(git, snap.tip, snap.task_id, snap.steps))
+    if charts:  # the files themselves: `git show <branch>:<path> > chart.png` opens one
+        print(terminal_text("\n".join(["", *charts])))
     return EXIT_OK

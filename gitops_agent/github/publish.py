@@ -7,6 +7,7 @@ from typing import Any
 
 from gitops_agent.core.snapshot import Snapshot
 from gitops_agent.github.errors import GitHubError, GitHubRateLimited
+from gitops_agent.observe.charts import find_charts, remote_markdown
 from gitops_agent.observe.render import checklist, cost_table, md_block, md_text
 from gitops_agent.observe.surfaces import pr_body, progress_comment
 from gitops_agent.runtime.context import Runtime
@@ -37,7 +38,11 @@ class Publisher:
             else snap.task.question.splitlines()[0]
         )
         title = " ".join(strip_invisible(f"gitops-agent: {title_src}").split())[:120]
-        body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts))[:60000]
+        # the charts: this repository's own files at the pushed tip (a sha, so what is shown never changes)
+        charts = remote_markdown(
+            find_charts(snap.git, snap.tip, snap.task_id, snap.steps), self.s.server_url, self.s.repo, snap.tip, hosts
+        )
+        body = strip_invisible(pr_body(snap, run_url=self.s.run_url, image_hosts=hosts, charts=charts))[:60000]
         reviewers = [snap.task.source.author] if snap.task.source.author else []
         n = len(snap.task.instructions)
         fu = snap.task.follow_ups[n - 1] if n and len(snap.task.follow_ups) >= n else None
@@ -76,6 +81,8 @@ class Publisher:
             status = f"Follow-up {n} ({md_text(snap.task.instructions[-1], 300)}): " + status[0].lower() + status[1:]
         link = f"pull request: {url}" if refused is None else self._branch_links(snap)
         text = f"{marker}\n{status} — {link}\n\n{md_block(answer, hosts) if answer else ''}\n"
+        if charts:
+            text += f"\n{charts}\n"
         if refused is not None:
             text += "\n" + self._why_no_pull(refused) + "\n"
         if fu is not None and fu.where == "review" and fu.comment_id is not None:

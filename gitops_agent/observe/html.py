@@ -20,6 +20,7 @@ import jinja2
 from markupsafe import Markup
 
 from gitops_agent import __version__
+from gitops_agent.observe.charts import Charts
 from gitops_agent.observe.render import fmt_tokens
 from gitops_agent.observe.trace import Trace, TraceNode, TraceStep
 from gitops_agent.safety.text import markdown_html
@@ -357,8 +358,9 @@ def _step_title(s: TraceStep) -> str:
     return s.role
 
 
-def render_html(trace: Trace) -> str:
-    """The trace as one HTML document (a string)."""
+def render_html(trace: Trace, charts: Charts | None = None) -> str:
+    """The trace as one HTML document (a string); ``charts`` (gitops_agent.observe.charts, their
+    bytes checked there) are embedded as data: URIs, the only images the page's CSP allows."""
     steps = trace.steps
     max_ms = max((s.duration_ms for s in steps), default=0) or 1
     total_cost = trace.totals.cost_usd
@@ -384,6 +386,9 @@ def render_html(trace: Trace) -> str:
             share=share,
             script=Markup(_SCRIPT),  # our own code, not branch content
             answer_html=Markup(markdown_html(trace.answer)) if trace.answer else None,  # rendered, then sanitised
+            # plain values: the template's sandbox calls no method of ours
+            charts=[{"src": c.data_uri(), "name": c.name, "rel": c.rel, "node": c.node} for c in (charts or Charts()).shown],
+            charts_left_out=list((charts or Charts()).left_out),
             csp=_csp(_SCRIPT),
             version=__version__,
             wall=wall_time(trace.totals.wall_seconds),
@@ -392,8 +397,8 @@ def render_html(trace: Trace) -> str:
     return html
 
 
-def write_html(trace: Trace, path: str | Path) -> Path:
+def write_html(trace: Trace, path: str | Path, charts: Charts | None = None) -> Path:
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(render_html(trace), encoding="utf-8")
+    p.write_text(render_html(trace, charts), encoding="utf-8")
     return p

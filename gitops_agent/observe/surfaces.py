@@ -255,9 +255,11 @@ def pr_body(
     issue: int | None = None,
     trace_url: str | None = None,
     image_hosts: tuple[str, ...] | list[str] = DEFAULT_IMAGE_HOSTS,
+    charts: str = "",
 ) -> str:
-    """The pull request's body: the answer, the plan as a Mermaid graph (and a checklist), the
-    cost table, and links (issue, run, commits, the trace)."""
+    """The pull request's body: the answer and its charts, the plan as a Mermaid graph (and a
+    checklist), the cost table, and links (issue, run, commits, the trace). ``charts``: Markdown
+    from gitops_agent.observe.charts.remote_markdown (sanitised there, with the images it allows)."""
     v = _view(snap, commits)
     title = v.summary or (v.question.splitlines()[0] if v.question.strip() else v.task_id)
     out = [task_marker(v.task_id), f"## {md_text(title, 200)}", ""]
@@ -276,6 +278,8 @@ def pr_body(
     if v.outcome != "done":
         out += ["", f"**Outcome: {md_text(v.outcome)}**" + (f" — {md_text(v.reason, 500)}" if v.reason else "")]
     out += ["", "### Answer", "", md_block(v.answer, image_hosts) or "_(no answer)_"]
+    if charts:
+        out += ["", "### Charts", "", charts]
     changed = last_round_nodes(snap)
     out += ["", "### Plan", "", "```mermaid", mermaid(v.plan, changed), "```"]
     if changed:

@@ -11,10 +11,11 @@ with who wrote it and whether they can write to the repository.
 
 Out (the model -> GitHub): ``outbound`` makes the model's Markdown safe to post: what the code
 printed, quoted in it, becomes fenced code, as printed (``gitops_agent/safety/fences.py``); no
-hidden text (raw HTML is shown as code, never rendered: no comments, hidden elements, ``<img>``), no remote
-image except from allowed hosts (GitHub's image proxy would fetch the URL: data would leave
-although the sandbox has no network), ``@mentions`` neutralised (shown as code, nobody is
-notified), and gitops-agent's own comment markers defused.
+hidden text (raw HTML is shown as code, never rendered: no comments, hidden elements, ``<img>``),
+no remote image except from allowed hosts or the task's own repository at a commit (charts:
+``OwnImages``; GitHub's image proxy would fetch any other URL, and data would leave although the
+sandbox has no network), ``@mentions`` neutralised (shown as code, nobody is notified), and
+gitops-agent's own comment markers defused.
 
 Logs: ``log_line`` makes model text one line that cannot be a workflow command (``::warning::``,
 ``::add-mask::``, ``::stop-commands::``), with control characters escaped.
@@ -24,12 +25,13 @@ from __future__ import annotations
 
 import html
 import re
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 import mdformat
 import mdformat.plugins
 import nh3
 from markdown_it.token import Token
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from gitops_agent.git.messages import defuse_closing
 from gitops_agent.safety.chars import log_line, quote, strip_invisible, terminal_text  # noqa: F401 - one place to import from
@@ -50,6 +52,53 @@ _MENTION = re.compile(r"(?<![\w])@([A-Za-z0-9](?:[A-Za-z0-9-]{0,38})(?:/[A-Za-z0
 
 
 # ----------------------------------------------------------------------------- markdown
+
+
+class OwnImages(BaseModel):
+    """Images of the task's own repository that ``outbound`` shows besides ``image_hosts``: a
+    file at a full commit sha under ``raw_prefix`` (``https://github.com/OWNER/REPO/raw/``: the
+    pull request body, the answer comment), or a relative path (``relative``: report.md, which
+    GitHub resolves in the same repository and commit). Either way GitHub serves the repository's
+    own file: no URL the model chose is fetched. A branch name instead of a sha is refused (a later
+    push could change what it shows), as is any ``..``, query or fragment."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    raw_prefix: str | None = None
+    relative: bool = False
+
+    @field_validator("raw_prefix")
+    @classmethod
+    def _raw(cls, v: str | None) -> str | None:
+        if v is not None and not (v.startswith("https://") and v.endswith("/raw/")):
+            raise ValueError(f"raw_prefix must be https://HOST/OWNER/REPO/raw/, not {v!r}")
+        return v
+
+
+_SHA = re.compile(r"[0-9a-f]{40}")
+
+
+def _repo_path(path: str) -> bool:
+    """A path inside the repository: no empty, '.' or '..' part (percent-encoded ones too), no backslash."""
+    plain = unquote(path)
+    if not plain or "\\" in plain or not plain.isprintable():
+        return False
+    return all(part not in ("", ".", "..") for part in plain.split("/"))
+
+
+def _own_image(url: str, own: OwnImages | None) -> bool:
+    """Whether ``url`` is an image of the task's own repository (see OwnImages)."""
+    if own is None or "?" in url or "#" in url:
+        return False
+    if own.raw_prefix and url.startswith(own.raw_prefix):
+        sha, _, path = url[len(own.raw_prefix) :].partition("/")
+        return bool(_SHA.fullmatch(sha)) and _repo_path(path)
+    if own.relative:
+        try:
+            parts = urlsplit(url)
+        except ValueError:
+            return False
+        return not (parts.scheme or parts.netloc or url.startswith("/")) and _repo_path(url)
+    return False
 
 
 def _host_allowed(url: str, hosts: tuple[str, ...]) -> bool:
@@ -111,7 +160,7 @@ def _safe_text(s: str) -> list[Token]:
     return out
 
 
-def _inline(children: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Token]:
+def _inline(children: list[Token], mode: str, hosts: tuple[str, ...], own: OwnImages | None = None) -> list[Token]:
     out: list[Token] = []
     for c in children:
         if c.type == "html_inline":
@@ -125,7 +174,7 @@ def _inline(children: list[Token], mode: str, hosts: tuple[str, ...]) -> list[To
         elif c.type == "image":
             alt = "".join(x.content for x in (c.children or []) if x.type in ("text", "code_inline")) or c.content
             src = c.attrGet("src") or ""
-            if mode == "out" and _host_allowed(str(src), hosts):
+            if mode == "out" and (_host_allowed(str(src), hosts) or _own_image(str(src), own)):
                 c.children = _inline(c.children or [], mode, hosts)  # the alt text is text too
                 c.content = _defuse(c.content)
                 if c.attrGet("title"):
@@ -171,7 +220,7 @@ def _drop_unreferenced_footnotes(tokens: list[Token]) -> list[Token]:
     return out
 
 
-def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Token]:
+def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...], own: OwnImages | None = None) -> list[Token]:
     if mode == "in":
         tokens = _drop_unreferenced_footnotes(tokens)
     out: list[Token] = []
@@ -194,7 +243,7 @@ def _rewrite(tokens: list[Token], mode: str, hosts: tuple[str, ...]) -> list[Tok
                 out.append(fence)
             continue
         if t.type == "inline" and t.children is not None:
-            t.children = _inline(t.children, mode, hosts)
+            t.children = _inline(t.children, mode, hosts, own)
         elif t.type in ("fence", "code_block") and mode == "out":
             t.content = _defuse(t.content)
         out.append(t)
@@ -213,7 +262,8 @@ class _Sanitize:
             opts = state.md.options.get("mdformat", {})
             mode = opts.get("gitops_sanitize")
             if mode:
-                state.tokens = _rewrite(state.tokens, mode, tuple(opts.get("gitops_image_hosts") or ()))
+                hosts = tuple(opts.get("gitops_image_hosts") or ())
+                state.tokens = _rewrite(state.tokens, mode, hosts, opts.get("gitops_own_images"))
 
         mdit.core.ruler.push("gitops_sanitize", rule)
 
@@ -222,9 +272,11 @@ _EXT = "gitops_agent_sanitize"
 mdformat.plugins.PARSER_EXTENSIONS[_EXT] = _Sanitize  # type: ignore[index]
 
 
-def _format(md: str, mode: str, hosts: tuple[str, ...]) -> str:
+def _format(md: str, mode: str, hosts: tuple[str, ...], own: OwnImages | None = None) -> str:
     exts = [_EXT] + (["gfm"] if "gfm" in mdformat.plugins.PARSER_EXTENSIONS else [])
     opts = {"gitops_sanitize": mode, "gitops_image_hosts": list(hosts), "compact_tables": True}  # tables as written
+    if own is not None:
+        opts["gitops_own_images"] = own
     return mdformat.text(md, options=opts, extensions=exts)
 
 
@@ -245,14 +297,17 @@ def inbound(markdown: str) -> str:
         return strip_invisible(_visible_html(md)).strip()
 
 
-def outbound(markdown: str, image_hosts: tuple[str, ...] | list[str] = DEFAULT_IMAGE_HOSTS) -> str:
-    """The model's ``markdown`` made safe to post on GitHub (see the module docstring)."""
+def outbound(
+    markdown: str, image_hosts: tuple[str, ...] | list[str] = DEFAULT_IMAGE_HOSTS, own_images: OwnImages | None = None
+) -> str:
+    """The model's ``markdown`` made safe to post on GitHub (see the module docstring);
+    ``own_images``: which images of the task's own repository may be shown too (charts)."""
     md = strip_invisible(markdown or "")
     if not md.strip():
         return ""
     try:
         md = output_as_code(md)  # what code printed is quoted as printed: fenced (safety/fences.py)
-        return strip_invisible(_format(md, "out", tuple(image_hosts))).strip()
+        return strip_invisible(_format(md, "out", tuple(image_hosts), own_images)).strip()
     except Exception:  # noqa: BLE001
         return _fallback(md)
 

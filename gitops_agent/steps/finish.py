@@ -9,10 +9,11 @@ from gitops_agent.core.snapshot import Snapshot, load_snapshot
 from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_state, utcnow
 from gitops_agent.git.messages import shorten
 from gitops_agent.memory.experience import cited_ids
+from gitops_agent.observe.charts import find_charts, report_markdown
 from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
 from gitops_agent.observe.rounds import rounds_table
 from gitops_agent.runtime.context import Runtime
-from gitops_agent.safety.text import outbound
+from gitops_agent.safety.text import OwnImages, outbound
 from gitops_agent.steps.memory_hooks import record_experience, shown_memory
 from gitops_agent.templates.prompts import render
 
@@ -91,9 +92,11 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
         branch=snap.branch,
         memory=memory,
         rounds=rounds_table(snap),
+        charts=report_markdown(find_charts(snap.git, snap.tip, snap.task_id, snap.steps)),
     )
-    # and once more as a whole, so no field of a template (the brain's, too) can slip past
-    return outbound(report, hosts) + "\n"
+    # and once more as a whole, so no field of a template (the brain's, too) can slip past; the
+    # charts are images of this commit, by relative paths (the model's own images went in md_block)
+    return outbound(report, hosts, OwnImages(relative=True)) + "\n"
 
 
 def memory_for_report(snap: Snapshot, answer: str) -> list[dict]:
