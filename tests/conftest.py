@@ -1,6 +1,25 @@
-"""Suite-wide: say loudly when the sandbox tests could not run here."""
+"""Suite-wide: one workbench cache for every test and process, built once at the start; and say
+loudly when the sandbox tests could not run here."""
 
 from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# Tests that give a process its own HOME (the GitHub harness) would otherwise build the workbench
+# again in it, and download it again into a new uv cache: one cache for the whole suite.
+os.environ.setdefault("GITOPS_AGENT_CACHE", str(Path.home() / ".cache" / "gitops-agent"))
+os.environ.setdefault("UV_CACHE_DIR", str(Path.home() / ".cache" / "uv"))
+
+
+def pytest_sessionstart(session):  # noqa: ARG001 - pytest's hook signature
+    """The workbench, built before any test runs (under its lock: xdist workers build it once)."""
+    from gitops_agent.sandbox.workbench import WorkbenchError, ensure_workbench
+
+    try:
+        ensure_workbench()
+    except WorkbenchError as e:  # the tests that need it fail, each saying so
+        print(f"warning: the workbench could not be built: {e}")
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):  # noqa: ARG001 - pytest's hook signature

@@ -2,7 +2,8 @@
 the working tree (read-write, at its own path), the code file and ``extra_ro_paths`` read-only;
 the image brings the rest (``docker_image``: bash, timeout, a C library the workbench's
 interpreter runs on; its python3 only when the workbench is off). The workbench is mounted
-read-only at its own path, with the interpreter it links to. Nothing of the host's file system, and no credential place, is in the container."""
+read-only at its own path, with the interpreter it links to. Nothing else of the host's file
+system, and no credential place, is in the container."""
 
 from __future__ import annotations
 
@@ -18,9 +19,9 @@ from gitops_agent.core.errors import SandboxError
 from gitops_agent.sandbox.base import ProcessSandbox, rlimit_preexec
 from gitops_agent.sandbox.env import SANE_PATH
 from gitops_agent.sandbox.limits import SandboxLimits
-from gitops_agent.sandbox.mounts import python_roots, safe_roots
-from gitops_agent.sandbox.workbench import is_workbench
+from gitops_agent.sandbox.mounts import python_roots
 from gitops_agent.sandbox.watchdog import Pids, descendants
+from gitops_agent.sandbox.workbench import is_workbench
 
 
 @lru_cache(maxsize=None)

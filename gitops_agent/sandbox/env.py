@@ -48,6 +48,12 @@ def scrubbed_env(
         "PYTHONIOENCODING": "utf-8",
         "PYTHONHASHSEED": "0",  # the same code prints the same set order: a replayed task can match its recording
         "MPLBACKEND": "Agg",
+        # numpy's BLAS sizes a buffer per core it sees; under the per-process memory limit that
+        # fails on a many-core runner ("OpenBLAS error: Memory allocation still failed"). An
+        # action gets one CPU's worth anyway (sandbox.cpus).
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
     }
     for k, v in (extra or {}).items():
         if SECRET_NAME_RE.search(k):

@@ -93,7 +93,9 @@ def python_roots(python: str) -> list[str]:
     for exe in {python, os.path.realpath(python)}:
         if os.path.isabs(exe):
             roots.add(os.path.dirname(os.path.dirname(os.path.abspath(exe))))  # <prefix>/bin/python -> <prefix>
-    if os.path.realpath(python) == os.path.realpath(sys.executable):
+    # the same path, not the same file: a virtualenv's python resolves to its base interpreter,
+    # and another virtualenv on that base (the workbench) must not bring this one's packages
+    if os.path.abspath(python) == os.path.abspath(sys.executable):
         roots |= {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix}
         roots |= {p for p in sys.path if p and os.path.isdir(p) and _site_dir(p)}
     else:

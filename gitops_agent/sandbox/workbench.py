@@ -35,6 +35,7 @@ from gitops_agent.sandbox.requirements import LockFile, RequirementsError, combi
 FORMAT = 1  # bump when the layout of a workbench changes: every cached one is then rebuilt
 RECORD = ".gitops-agent-workbench.json"
 INSTALL_TIMEOUT_S = 900
+PRUNE_AFTER_S = 7 * 86400
 LOCK_WAIT_S = 1200  # another job building the same workbench: wait for it rather than build twice
 
 
@@ -216,7 +217,23 @@ def _build(text: str, key: str, base: Path, python: str) -> tuple[dict, float | 
             raise
         rec = {"key": key, "format": FORMAT, "packages": _on_disk(root), "python": _interpreter_tag(python)}
         (root / RECORD).write_text(json.dumps(rec, indent=1, sort_keys=True) + "\n")
+        _prune(base, keep=root)
         return rec, round(time.monotonic() - t0, 2)
+
+
+def _prune(base: Path, keep: Path) -> None:
+    """Workbenches nobody used for a week go: a self-hosted runner's disk fills up otherwise (a
+    lock per repository's requirements, per Python). One in use is touched at every use."""
+    for old in base.glob("workbench-*"):
+        rec = old / RECORD
+        try:
+            stale = old != keep and time.time() - rec.stat().st_mtime > PRUNE_AFTER_S
+        except OSError:
+            continue  # no record: being built now, or half-made (rebuilt when next asked for)
+        if stale:
+            shutil.rmtree(old, ignore_errors=True)
+            for f in (base / f".workbench-{old.name.removeprefix('workbench-')}.txt",):
+                f.unlink(missing_ok=True)
 
 
 def ensure_workbench(extra: LockFile | None = None, *, python: str | None = None, base: Path | None = None) -> Workbench:

@@ -12,6 +12,7 @@ import threading
 
 import pytest
 
+from gitops_agent.sandbox.workbench import ensure_workbench
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.helpers import commits, git, run_cli, task_branch
 from tests.helpers import make_sales_repo as make_repo
@@ -39,6 +40,10 @@ def test_run_answers_with_two_dependent_nodes_over_the_messages_api(tmp_path):
 
     # the answer, with the number really computed, on stdout
     assert f"**{top}**" in out and f"{value:.2f}" in out
+    # each executor is told what its code can import: the workbench's packages, with versions
+    wb = ensure_workbench()
+    executors = [json.dumps(b.get("system")) for b in bodies if "an executor of gitops-agent" in json.dumps(b.get("system"))]
+    assert executors and all(f"pandas {wb.packages['pandas']}, numpy {wb.packages['numpy']}" in s for s in executors)
 
     branch = task_branch(repo)
     task_id = branch.removeprefix("agent/task/")

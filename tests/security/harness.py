@@ -276,6 +276,8 @@ class World:
             # as action.yml runs it: the agent's code from its own path, nothing from the working directory
             "PYTHONPATH": str(AGENT_ROOT),
             "PYTHONSAFEPATH": "1",
+            # the suite's one workbench (tests/conftest.py), as a runner's tool cache is shared by its jobs
+            "GITOPS_AGENT_CACHE": os.environ["GITOPS_AGENT_CACHE"],
         }
         if self.llm is not None:
             env["ANTHROPIC_BASE_URL"] = self.llm.url

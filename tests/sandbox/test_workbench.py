@@ -1,0 +1,172 @@
+"""The workbench (issue 24): the model's code runs with its own environment -- the data stack,
+exactly as locked -- and never with the agent's; a repository adds packages only through a
+hashed lock, refused before any branch or model call otherwise; a broken workbench is rebuilt."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from gitops_agent.sandbox.choose import bwrap_works
+from gitops_agent.sandbox.requirements import RequirementsError, parse_lock
+from gitops_agent.sandbox.workbench import RECORD, ensure_workbench
+from tests.helpers import agent_command, git, task_branch
+
+ROOT = Path(__file__).resolve().parents[2]
+TOOLZ = ROOT / "tests" / "data" / "requirements-toolz.txt"
+needs_bwrap = pytest.mark.skipif(not bwrap_works(), reason="bubblewrap cannot start a sandbox here")
+
+PROBE = r"""
+import importlib, json, os, glob, sys
+seen = {}
+for m in ["pandas", "numpy", "duckdb", "matplotlib", "pyarrow", "anthropic", "openai", "github", "gitops_agent",
+          "pydantic", "yaml"]:
+    try:
+        importlib.import_module(m)
+        seen[m] = True
+    except ImportError:
+        seen[m] = False
+# the agent's own environment is not even there to put on sys.path
+seen["agent_site"] = os.path.exists(AGENT_SITE)
+import duckdb, pandas as pd
+import matplotlib.pyplot as plt
+df = pd.read_csv("sales.csv")
+top = duckdb.sql("select product, sum(revenue) r from df group by 1 order by 2 desc limit 1").fetchall()[0]
+out = glob.glob(".agent/tasks/*/steps/*-n1")[0]
+df.groupby("product")["revenue"].sum().plot.bar()
+plt.savefig(os.path.join(out, "revenue.png"))
+print(json.dumps(seen))
+print(f"TOP={top[0]} {top[1]:.2f}")
+"""
+
+
+def _script(path: Path, code: str) -> Path:
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "planner": [
+                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Top product", "goal": "Find it."}]}},
+                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
+                ],
+                "executor:n1": [
+                    {"tool": "run_python", "input": {"code": code}},
+                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
+                ],
+            }
+        )
+    )
+    return path
+
+
+def _repo(tmp_path: Path, settings: str = "", files: dict[str, str] | None = None) -> Path:
+    repo = tmp_path / "shop"
+    (repo / ".github").mkdir(parents=True)
+    (repo / "sales.csv").write_text("product,revenue\nwidget,35\ngadget,12\nwidget,5\n")
+    (repo / ".github" / "gitops-agent.yml").write_text(settings)
+    for name, text in (files or {}).items():
+        (repo / name).write_text(text)
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "data")
+    return repo
+
+
+@needs_bwrap
+def test_the_models_code_has_the_data_stack_and_not_the_agents_packages(tmp_path):
+    repo = _repo(tmp_path, "sandbox: {backend: bubblewrap}\n")
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
+    script = _script(tmp_path / "probe.yaml", PROBE.replace("AGENT_SITE", repr(site)))
+    r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Which product sells most?", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    seen = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
+    assert seen == {
+        **dict.fromkeys(["pandas", "numpy", "duckdb", "matplotlib", "pyarrow"], True),
+        **dict.fromkeys(["anthropic", "openai", "github", "gitops_agent", "pydantic", "yaml", "agent_site"], False),
+    }
+    assert "TOP=widget 40.00" in r.stdout
+    branch = task_branch(repo)
+    files = git(repo, "ls-tree", "-r", "--name-only", branch).split()
+    png = next(f for f in files if f.endswith("/revenue.png"))
+    blob = subprocess.run(["git", "-C", str(repo), "show", f"{branch}:{png}"], capture_output=True, check=True).stdout
+    assert blob.startswith(b"\x89PNG\r\n\x1a\n") and len(blob) > 2000  # matplotlib drew it
+    tid = branch.removeprefix("agent/task/")
+    report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
+    assert f"]({png.removeprefix(f'.agent/tasks/{tid}/')})" in report
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "what"),
+    [
+        ("pandas\n", 1, "is not pinned with =="),
+        ("# ok\n\npandas>=2\n", 3, "is not pinned with =="),
+        ("toolz==1.2.0\n", 1, "has no --hash"),
+        ("--index-url https://evil.example/simple\ntoolz==1.2.0 --hash=sha256:" + "a" * 64 + "\n", 1, "is not allowed"),
+        ("toolz @ https://evil.example/toolz.whl\n", 1, "names a URL"),
+        ("toolz==1.2.0 \\\n    --hash=md5:abc\n", 1, "is not allowed"),
+        ("-e .\n", 1, "is not allowed"),
+    ],
+)
+def test_a_lock_that_is_not_pinned_with_hashes_is_refused_naming_the_line(text, line, what):
+    with pytest.raises(RequirementsError) as e:
+        parse_lock(text.encode(), "req/extra.txt")
+    assert f"req/extra.txt, line {line}: " in str(e.value) and what in str(e.value)
+
+
+def test_an_unhashed_requirements_file_stops_the_run_before_any_branch(tmp_path):
+    repo = _repo(tmp_path, "sandbox: {requirements: analysis.txt}\n", {"analysis.txt": "scipy==1.14.1\n"})
+    script = _script(tmp_path / "s.yaml", "print('never')")
+    r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Anything?", cwd=repo)
+    assert r.returncode == 2, (r.returncode, r.stderr)
+    assert "analysis.txt, line 1: scipy==1.14.1 has no --hash" in r.stderr
+    assert "uv pip compile --generate-hashes" in r.stderr
+    assert git(repo, "for-each-ref", "refs/heads/agent/") == ""  # no task branch, no memory
+
+
+def test_a_hashed_requirements_file_makes_its_package_importable(tmp_path):
+    repo = _repo(tmp_path, "sandbox: {requirements: analysis.txt}\n", {"analysis.txt": TOOLZ.read_text()})
+    code = "import toolz, pandas\nprint('toolz', toolz.__version__)"
+    script = _script(tmp_path / "s.yaml", code)
+    r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Anything?", cwd=repo)
+    assert r.returncode == 0, r.stderr
+    assert "toolz 1.2.0" in r.stdout
+
+
+def test_a_package_pinned_at_another_version_than_the_workbench_is_refused(tmp_path):
+    wb = ensure_workbench()
+    numpy = wb.packages["numpy"]
+    other = "1.26.4" if numpy != "1.26.4" else "2.0.0"
+    lock = parse_lock(f"numpy=={other} --hash=sha256:{'b' * 64}\n".encode(), "analysis.txt")
+    with pytest.raises(RequirementsError) as e:
+        ensure_workbench(lock)
+    assert f"analysis.txt, line 1: numpy=={other}, but the workbench has numpy=={numpy}" in str(e.value)
+
+
+def test_a_package_the_index_does_not_have_is_refused_naming_the_file(tmp_path):
+    lock = parse_lock(f"no-such-package-gitops-agent==1.0 --hash=sha256:{'c' * 64}\n".encode(), "analysis.txt")
+    with pytest.raises(RequirementsError) as e:
+        ensure_workbench(lock, base=tmp_path / "cache")
+    assert str(e.value).startswith("analysis.txt: the workbench with these packages could not be installed")
+    assert not list((tmp_path / "cache").glob("workbench-*/bin")) or all(
+        (d / RECORD).exists() for d in (tmp_path / "cache").glob("workbench-*")
+    ), "a failed build leaves nothing half-made"
+
+
+def test_a_broken_workbench_is_rebuilt_before_use(tmp_path):
+    base = tmp_path / "cache"
+    first = ensure_workbench(base=base)
+    assert first.built_s is not None
+    assert ensure_workbench(base=base).built_s is None  # ready: not built again
+    site = next(Path(first.root).glob("lib/python*/site-packages"))
+    shutil.rmtree(site / "pandas")
+    for d in site.glob("pandas-*.dist-info"):
+        shutil.rmtree(d)
+    again = ensure_workbench(base=base)
+    assert again.built_s is not None and again.root == first.root
+    r = subprocess.run([again.python, "-I", "-c", "import pandas; print(pandas.__version__)"], capture_output=True, text=True)
+    assert r.stdout.strip() == first.packages["pandas"], r.stderr
