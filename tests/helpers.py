@@ -231,11 +231,15 @@ def make_fanout_responder(leaves: int = 4) -> AgentResponder:
     return AgentResponder({"planner": planner, **{f"executor:{i}": leaf(k) for k, i in enumerate(ids)}})
 
 
-def push_config(bare: Path, work: Path, text: str) -> None:
-    """Commit .github/gitops-agent.yml to ``bare``'s main through a clone in ``work``, as a writer would."""
+def push_config(bare: Path, work: Path, text: str, files: dict[str, str] | None = None) -> None:
+    """Commit .github/gitops-agent.yml (and ``files``) to ``bare``'s main through a clone in
+    ``work``, as a writer would."""
     subprocess.run(["git", "clone", "-q", str(bare), str(work)], check=True)
     (work / ".github").mkdir(exist_ok=True)
     (work / ".github" / "gitops-agent.yml").write_text(text)
+    for name, content in (files or {}).items():
+        (work / name).parent.mkdir(parents=True, exist_ok=True)
+        (work / name).write_text(content)
     git(work, "add", "-A")
     git(work, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "config")
     git(work, "push", "-q", "origin", "main")

@@ -97,17 +97,6 @@ def check_cgroups() -> Check:
     )
 
 
-def _index_url() -> tuple[str, str]:
-    """(the index uv would be given, where that came from): what the action does."""
-    for var in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
-        if os.environ.get(var):
-            return os.environ[var], var
-    rc, out = _run([sys.executable, "-m", "pip", "config", "get", "global.index-url"])
-    if rc == 0 and out.startswith(("http://", "https://")):
-        return out.splitlines()[-1].strip(), "pip's global.index-url"
-    return "https://pypi.org/simple", "the default"
-
-
 def _trust_store() -> tuple[ssl.SSLContext, str]:
     cafile = os.environ.get("SSL_CERT_FILE")
     if cafile and Path(cafile).is_file():
@@ -117,11 +106,11 @@ def _trust_store() -> tuple[ssl.SSLContext, str]:
 
 
 def check_index(timeout: float = 10) -> Check:
-    url, source = _index_url()
+    from gitops_agent.sandbox.installer import index_url, uv_binary
+
+    url, source = index_url()
     ctx, store = _trust_store()
-    uv = shutil.which("uv") or (
-        str(Path(sys.executable).parent / "uv") if (Path(sys.executable).parent / "uv").exists() else None
-    )
+    uv = uv_binary()
     uv_text = (
         f"uv {(_run([uv, '--version'])[1].split() + ['?', '?'])[1]}"
         if uv
@@ -141,6 +130,22 @@ def check_index(timeout: float = 10) -> Check:
     if status >= 400:
         return Check("index", FAIL, f"{url} ({source}) answers HTTP {status} for {probe}; trust store: {store}; {uv_text}")
     return Check("index", OK, f"{url} ({source}) answers (HTTP {status}); trust store: {store}; {uv_text}")
+
+
+def check_workbench() -> Check:
+    """Whether the model code's environment is ready here; never builds it (a task does)."""
+    from gitops_agent.core.errors import AgentError
+    from gitops_agent.sandbox import workbench as wbm
+
+    try:
+        root, rec = wbm.default_status()
+    except (AgentError, OSError) as e:
+        return Check("workbench", FAIL, f"cannot be checked: {e}")
+    if rec is None:
+        return Check("workbench", WARN, f"not built yet at {root}: the first task builds it (uv, wheels only, hashes checked)")
+    pk = rec["packages"]
+    listing = ", ".join(f"{n} {pk[n]}" for n in wbm.default_offered() if n in pk)
+    return Check("workbench", OK, f"ready at {root}: {listing}")
 
 
 def check_models(specs: list[str]) -> list[Check]:
@@ -182,6 +187,7 @@ def check_settings(repo: Path) -> Check:
 
 def run_checks(runner: bool, repo: Path | None = None, specs: list[str] | None = None) -> list[Check]:
     checks = [check_python(), check_git(), check_sandbox(), check_cgroups(), check_index(timeout=5 if runner else 10)]
+    checks.append(check_workbench())
     if not runner:
         if repo is not None:
             checks.append(check_settings(repo))

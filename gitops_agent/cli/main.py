@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
     from gitops_agent.cli.setup import add_parsers as add_setup
 
     add_setup(sub)  # init, doctor
+    from gitops_agent.cli.workbench import add_parsers as add_workbench
+
+    add_workbench(sub)
     return p
 
 
@@ -175,6 +178,7 @@ def _main(argv: list[str] | None) -> int:
         from gitops_agent.cli.serve_local import COMMANDS as SERVE_COMMANDS
         from gitops_agent.cli.setup import COMMANDS as SETUP_COMMANDS
         from gitops_agent.cli.tasks import cmd_show, cmd_tasks
+        from gitops_agent.cli.workbench import COMMANDS as WORKBENCH_COMMANDS
 
         return {
             "run": cmd_run,
@@ -187,6 +191,7 @@ def _main(argv: list[str] | None) -> int:
             **EVAL_COMMANDS,
             **SERVE_COMMANDS,
             **SETUP_COMMANDS,
+            **WORKBENCH_COMMANDS,
         }[args.command](args)
     except UsageError as e:
         print(f"gitops-agent {args.command}: error: {e}", file=sys.stderr)

@@ -262,6 +262,15 @@ def ensure_workbench(extra: LockFile | None = None, *, python: str | None = None
                      offered=offered, extra=extra.source, built_s=total)  # fmt: skip
 
 
+def default_status(python: str | None = None, base: Path | None = None) -> tuple[Path, dict | None]:
+    """(where the default workbench is, its record when it is ready there): built by nothing."""
+    python = python or sys.executable
+    text = default_lock().as_text()
+    key = _key(text, python)
+    root = (base or cache_base()) / f"workbench-{key}"
+    return root, _ready(root, key)
+
+
 def is_workbench(python: str) -> bool:
     """Whether ``python`` is a workbench's interpreter (its record beside it)."""
     return (Path(python).parent.parent / RECORD).is_file()

@@ -168,6 +168,9 @@ def test_scrubbed_env_allow_list(monkeypatch, tmp_path):
         "PYTHONIOENCODING",
         "PYTHONHASHSEED",
         "MPLBACKEND",
+        "OPENBLAS_NUM_THREADS",
+        "OMP_NUM_THREADS",
+        "MKL_NUM_THREADS",
         "AGENT_STEP_DIR",
     }
     assert env["HOME"] == str(tmp_path)
