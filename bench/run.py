@@ -21,6 +21,7 @@ row saying what broke (with the traceback on stderr).
   P9     dabench on Gemma 3 270M through llama-server vs scripted (bench/local_model.py; the 'local' extra)
   P10    what a question costs with the default models, an estimate (bench/question_cost.py)
   P11    runner minutes per idle day and per stalled-task recovery, before and after (bench/idle.py)
+  P12    the workbench: setup cold and warm beside the action's own, first imports in the sandbox (bench/workbench.py)
 
 bench/README.md says what each row means.
 """
@@ -198,6 +199,7 @@ MEASUREMENTS: dict[str, tuple[str, Callable[[bool], Section]]] = {
     "P9": ("a real model on the CPU", lambda quick: __import__("bench.local_model", fromlist=["measure"]).measure(quick)),
     "P10": ("cost of a question", lambda quick: __import__("bench.question_cost", fromlist=["measure"]).measure(quick)),
     "P11": ("idle and recovery", lambda quick: __import__("bench.idle", fromlist=["measure"]).measure(quick)),
+    "P12": ("the workbench", lambda quick: __import__("bench.workbench", fromlist=["measure"]).measure(quick)),
 }
 
 

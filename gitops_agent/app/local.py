@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import tempfile
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 
 from gitops_agent.brain.branch import BRAIN_BRANCH, load_repo_brain
@@ -20,6 +21,7 @@ from gitops_agent.git.repo import GitRepo
 from gitops_agent.git.scratch import in_repo
 from gitops_agent.memory.experience import MEMORY_BRANCH
 from gitops_agent.models.registry import check_credentials
+from gitops_agent.observe.charts import find_charts
 from gitops_agent.observe.progress import Reporter
 from gitops_agent.runtime.context import Runtime
 from gitops_agent.settings.config import CONFIG_PATH, AgentConfig, load_config
@@ -36,6 +38,7 @@ class RunResult:
     report: str
     cost_usd: float
     failures: list
+    charts: list = dataclass_field(default_factory=list)  # paths of the charts shown with the answer
 
 
 def find_repo(path: Path) -> Path:
@@ -177,7 +180,8 @@ def result_of(rt: Runtime, task_id: str, failures: list | None = None) -> RunRes
     raw = rt.git.read_file(snap.tip, f"{task_dir(task_id)}/report.md")
     report = raw.decode() if raw else ""
     outcome, answer, reason = snap.ending()
-    return RunResult(task_id, branch_for(task_id), outcome, answer, reason, report, snap.cost_usd, failures or [])
+    charts = [c.path for c in find_charts(rt.git, snap.tip, task_id, snap.steps).shown]
+    return RunResult(task_id, branch_for(task_id), outcome, answer, reason, report, snap.cost_usd, failures or [], charts)
 
 
 def run_question(

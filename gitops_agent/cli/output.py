@@ -28,6 +28,8 @@ def print_result(res, repo: Path) -> int:
     err.print(f"\n[bold]outcome[/] {res.outcome}   [bold]cost[/] ${res.cost_usd:.4f}   [bold]branch[/] {res.branch}")
     err.print(f"report: git -C {repo} show {res.branch}:.agent/tasks/{res.task_id}/report.md")
     err.print(f"trace:  git -C {repo} log --format='%s%n%(trailers)' {res.branch}")
+    for path in res.charts:  # the answer's charts are files of the task branch
+        err.print(f"chart:  git -C {repo} show {res.branch}:{path} > {path.rsplit('/', 1)[-1]}")
     if res.outcome != "done":
         err.print(f"continue: gitops-agent run --repo {repo} --resume {res.task_id}")
     return EXIT_OK if res.outcome == "done" else (EXIT_BUDGET if res.outcome == "budget" else EXIT_FAILED)

@@ -54,6 +54,9 @@ def scrubbed_env(
         "OPENBLAS_NUM_THREADS": "1",
         "OMP_NUM_THREADS": "1",
         "MKL_NUM_THREADS": "1",
+        # likewise glibc's malloc reserves an arena of address space per thread (64 MiB each): a
+        # library that starts a thread per core (duckdb) runs out of the address-space limit
+        "MALLOC_ARENA_MAX": "2",
     }
     for k, v in (extra or {}).items():
         if SECRET_NAME_RE.search(k):

@@ -33,9 +33,15 @@ class SandboxLimits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float = Field(120, gt=0, description="Wall-clock seconds per action before all its processes are killed.")
-    memory_mb: int = Field(2048, ge=16, description="Address-space limit per process in MiB (RLIMIT_AS).")
+    memory_mb: int = Field(
+        4096,
+        ge=16,
+        description="Address-space limit per process in MiB (RLIMIT_AS). Virtual: above what a process may really use "
+        "(total_memory_mb), because the data libraries reserve address space they never touch (duckdb's threads "
+        "reserve over 1 GiB to run a one-row query).",
+    )
     total_memory_mb: int | None = Field(
-        None,
+        2048,
         ge=16,
         description="Memory of all the action's processes together, /tmp included, in MiB: a memory cgroup "
         "where one can be made, else the sum of their resident memory polled every 0.1 s. None: memory_mb.",

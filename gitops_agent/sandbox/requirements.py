@@ -129,13 +129,11 @@ def parse_lock(text: str | bytes, source: str) -> LockFile:
     return LockFile(source=source, pins=pins)
 
 
-def combined(base: LockFile, extra: LockFile | None, installed: dict[str, str]) -> str:
-    """One requirements text for the installer: the workbench's pins, then the repository's.
-    ``installed`` is what the workbench's own lock put in for this interpreter: a package the
-    repository pins at that version is already there; at another version it is refused, naming
-    the line (uv would refuse it less clearly)."""
-    if extra is None:
-        return base.as_text()
+def additions(extra: LockFile, installed: dict[str, str]) -> LockFile | None:
+    """The pins of a repository's lock that the workbench does not have yet (None: nothing to
+    add). ``installed`` is what the workbench's own lock put in for this interpreter: a package
+    the repository pins at that version is already there; at another version it is refused,
+    naming the line (the two could not both be imported)."""
     keep: list[Pin] = []
     for p in extra.pins:
         have = installed.get(p.name)
@@ -148,4 +146,4 @@ def combined(base: LockFile, extra: LockFile | None, installed: dict[str, str]) 
                 "`uv pip compile --generate-hashes -c workbench.txt requirements.in`"
             )
         keep.append(p)
-    return base.as_text() + (LockFile(source=extra.source, pins=keep).as_text() if keep else "")
+    return LockFile(source=extra.source, pins=keep) if keep else None

@@ -30,9 +30,9 @@ from pydantic import BaseModel, Field
 
 from gitops_agent.core.errors import SandboxError
 from gitops_agent.sandbox.installer import uv_binary, uv_env
-from gitops_agent.sandbox.requirements import LockFile, RequirementsError, combined, normalise, parse_lock
+from gitops_agent.sandbox.requirements import LockFile, RequirementsError, additions, normalise, parse_lock
 
-FORMAT = 1  # bump when the layout of a workbench changes: every cached one is then rebuilt
+FORMAT = 2  # bump when the layout of a workbench changes: every cached one is then rebuilt
 RECORD = ".gitops-agent-workbench.json"
 INSTALL_TIMEOUT_S = 900
 PRUNE_AFTER_S = 7 * 86400
@@ -180,7 +180,8 @@ def _install(req: Path, root: Path, python: str) -> None:
         steps = [
             [uv, "venv", "-q", "--python", python, str(root)],
             [uv, "pip", "install", "-q", "--python", str(root / "bin" / "python"), "--require-hashes", "--no-deps"]
-            + ["--no-build", "-r", str(req)],
+            # compiled now: the sandbox mounts it read-only, so an import could never cache its bytecode
+            + ["--no-build", "--compile-bytecode", "-r", str(req)],
         ]
     else:
         steps = [
@@ -195,7 +196,10 @@ def _install(req: Path, root: Path, python: str) -> None:
             raise WorkbenchError(f"{tool} failed ({' '.join(argv[1:3])}): {' '.join(out.splitlines()[-4:])[:600]}")
 
 
-def _build(text: str, key: str, base: Path, python: str) -> tuple[dict, float | None]:
+def _build(text: str, key: str, base: Path, python: str, under: Path | None = None) -> tuple[dict, float | None]:
+    """The workbench ``key`` (``text`` installed), built now unless it is ready. ``under``: a
+    workbench whose packages this one sees after its own (a repository's additions layered on
+    the default set, which is installed and compiled once for all of them)."""
     root = base / f"workbench-{key}"
     rec = _ready(root, key)
     if rec is not None:
@@ -212,6 +216,10 @@ def _build(text: str, key: str, base: Path, python: str) -> tuple[dict, float | 
         req.write_text(text)
         try:
             _install(req, root, python)
+            if under is not None:
+                (_site_packages(root)[0] / "gitops-agent-workbench.pth").write_text(
+                    "".join(f"{p}\n" for p in _site_packages(under))
+                )
         except WorkbenchError:
             shutil.rmtree(root, ignore_errors=True)
             raise
@@ -250,16 +258,22 @@ def ensure_workbench(extra: LockFile | None = None, *, python: str | None = None
         root = base / f"workbench-{rec['key']}"
         return Workbench(root=str(root), python=str(root / "bin" / "python"), key=rec["key"], packages=rec["packages"],
                          offered=offered, built_s=built)  # fmt: skip
-    text = combined(lock, extra, rec["packages"])
+    add = additions(extra, rec["packages"])
+    offered += [n for n in extra.names() if n not in offered]
+    under = base / f"workbench-{rec['key']}"
+    if add is None:  # everything it names is in the default set already
+        return Workbench(root=str(under), python=str(under / "bin" / "python"), key=rec["key"], packages=rec["packages"],
+                         offered=offered, extra=extra.source, built_s=built)  # fmt: skip
+    text = add.as_text()
     try:
-        rec2, built2 = _build(text, _key(text, python), base, python)
+        rec2, built2 = _build(text, _key(default_text + text, python), base, python, under=under)
     except WorkbenchError as e:
         raise RequirementsError(f"{extra.source}: the workbench with these packages could not be installed: {e}") from None
     root = base / f"workbench-{rec2['key']}"
-    offered += [n for n in extra.names() if n not in offered]
     total = None if built is None and built2 is None else (built or 0) + (built2 or 0)
-    return Workbench(root=str(root), python=str(root / "bin" / "python"), key=rec2["key"], packages=rec2["packages"],
-                     offered=offered, extra=extra.source, built_s=total)  # fmt: skip
+    return Workbench(root=str(root), python=str(root / "bin" / "python"), key=rec2["key"],
+                     packages={**rec["packages"], **rec2["packages"]}, offered=offered, extra=extra.source,
+                     built_s=total)  # fmt: skip
 
 
 def default_status(python: str | None = None, base: Path | None = None) -> tuple[Path, dict | None]:

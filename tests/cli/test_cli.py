@@ -28,6 +28,11 @@ def test_demo_answers_with_numbers_computed_from_the_data(tmp_path):
     avg = sum(amounts[best]) / len(amounts[best])
     assert f"**{best}** has the highest average order value ({avg:.2f})" in r.stdout
     assert "outcome done" in r.stderr and "agent/task/" in r.stderr
+    # the answer has a chart, drawn by matplotlib in the workbench and committed with its step
+    chart = next(line for line in r.stderr.splitlines() if line.startswith("chart:"))
+    spec = chart.split(" show ", 1)[1].split(" > ")[0]
+    png = subprocess.run(["git", "-C", str(tmp_path / "demo"), "show", spec], capture_output=True, check=True).stdout
+    assert png.startswith(b"\x89PNG") and spec.endswith("-n2/avg_by_region.png") and len(png) > 5000
     branches = subprocess.run(
         ["git", "-C", str(tmp_path / "demo"), "branch", "--list", "agent/task/*"], capture_output=True, text=True
     ).stdout

@@ -171,6 +171,7 @@ def test_scrubbed_env_allow_list(monkeypatch, tmp_path):
         "OPENBLAS_NUM_THREADS",
         "OMP_NUM_THREADS",
         "MKL_NUM_THREADS",
+        "MALLOC_ARENA_MAX",
         "AGENT_STEP_DIR",
     }
     assert env["HOME"] == str(tmp_path)
