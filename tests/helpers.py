@@ -157,9 +157,19 @@ def make_sales_repo(tmp_path: Path) -> tuple[Path, str, float]:
     return repo, top, round(rev[top], 2)
 
 
-def make_sales_responder(hold_n2: threading.Event | None = None, n2_seen: threading.Event | None = None) -> AgentResponder:
+# n1 also draws its table as a bar chart (matplotlib, in the workbench)
+CHART_CODE = """
+import matplotlib.pyplot as plt
+plt.bar(sorted(rev), [rev[c] for c in sorted(rev)])
+plt.savefig(os.path.join(out, "revenue.png"), dpi=60)
+"""
+
+
+def make_sales_responder(
+    hold_n2: threading.Event | None = None, n2_seen: threading.Event | None = None, chart: bool = False
+) -> AgentResponder:
     """The planner plans n1 (revenue per customer) and n2 (the top one), then finishes with n2's
-    number; the executors run N1_CODE and N2_CODE."""
+    number; the executors run N1_CODE (and CHART_CODE with ``chart``) and N2_CODE."""
 
     def planner(body, text, n):
         if "There is no plan yet" in text:
@@ -177,7 +187,7 @@ def make_sales_responder(hold_n2: threading.Event | None = None, n2_seen: thread
 
     def n1(body, text, n):
         if n == 0:
-            return text_and_tool("Computing revenue.", "run_python", code=N1_CODE)
+            return text_and_tool("Computing revenue.", "run_python", code=N1_CODE + (CHART_CODE if chart else ""))
         return tool("finish_step", status="done", result=last_stdout(body))
 
     def n2(body, text, n):

@@ -7,6 +7,7 @@ Messages API server. An issue becomes a task in as few jobs as its plan's parall
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 
 import pytest
@@ -29,7 +30,7 @@ KEY = "sk-ant-act-key-0123456789"
 
 @pytest.fixture
 def world(tmp_path):
-    yield from _world(tmp_path, make_responder())
+    yield from _world(tmp_path, make_responder(chart=True))
 
 
 @pytest.fixture
@@ -95,6 +96,8 @@ def drain(h: ActHarness, gh: FakeGitHub, start: int = 0, limit: int = 20) -> int
 
 def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     h, gh, top, value = world
+    # a fresh runner's workbench (the action's own environment stays in act's cache)
+    h.extra_env["GITOPS_AGENT_CACHE"] = str(h.work.parent / "runner-workbench")
     ev = issue_event(gh, "alice")
     n = ev["issue"]["number"]
     first = h.run("issues", ev)
@@ -123,6 +126,13 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     answer = [c for c in comments if "gitops-agent:answer=" in c.body]
     assert answer and f"{value:.2f}" in answer[0].body
     assert TOKEN not in (h.bare / "config").read_text()
+    # the workbench: built (cold) by intake, which checks it before a task exists; n1's
+    # matplotlib chart is committed and shown in the pull request from the repository itself
+    assert "built the workbench (pandas" in first.log, first.log[-3000:]
+    chart = next(f for f in git(h.bare, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/revenue.png"))
+    assert re.search(rf"!\[[^\]]*\]\(https://github\.com/o/r/raw/[0-9a-f]{{40}}/{re.escape(chart)}\)", pulls[0].body), pulls[
+        0
+    ].body
 
     # follow-up: `/agent …` continues the same branch
     before = git(h.bare, "rev-parse", branch).strip()
@@ -173,6 +183,8 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     assert "count net revenue here" in task["instructions"][-1] and "data/sales.csv" in task["instructions"][-1]
     assert [x for x in gh.review_comments if x["in_reply_to_id"] == c["id"]], "answered in the review thread"
     assert len(gh.repo("o/r").pulls) == 1 and len(git(h.bare, "for-each-ref", "refs/heads/agent/task/").splitlines()) == 1
+    # the later jobs found the workbench ready (warm): built once on this runner
+    assert sum(r.log.count("built the workbench") for r in h.runs) == 1
 
 
 def only_ran(run, step: str) -> None:
