@@ -130,9 +130,8 @@ def test_issue_becomes_chained_jobs_and_a_pull_request(world):
     # matplotlib chart is committed and shown in the pull request from the repository itself
     assert "built the workbench (pandas" in first.log, first.log[-3000:]
     chart = next(f for f in git(h.bare, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/revenue.png"))
-    assert re.search(rf"!\[[^\]]*\]\(https://github\.com/o/r/raw/[0-9a-f]{{40}}/{re.escape(chart)}\)", pulls[0].body), pulls[
-        0
-    ].body
+    shown = rf"!\[[^\]]*\]\(https://github\.com/o/r/raw/[0-9a-f]{{40}}/{re.escape(chart)}\)"
+    assert re.search(shown, pulls[0].body), pulls[0].body
 
     # follow-up: `/agent …` continues the same branch
     before = git(h.bare, "rev-parse", branch).strip()
