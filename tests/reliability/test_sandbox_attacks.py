@@ -486,6 +486,7 @@ def test_docker_run_command_line():
         SandboxLimits(
             backend="docker",
             memory_mb=512,
+            total_memory_mb=None,  # the container's --memory is then memory_mb
             cpus=1.5,
             max_processes=64,
             file_size_mb=100,

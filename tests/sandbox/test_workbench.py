@@ -170,3 +170,20 @@ def test_a_broken_workbench_is_rebuilt_before_use(tmp_path):
     assert again.built_s is not None and again.root == first.root
     r = subprocess.run([again.python, "-I", "-c", "import pandas; print(pandas.__version__)"], capture_output=True, text=True)
     assert r.stdout.strip() == first.packages["pandas"], r.stderr
+
+
+def test_docker_runs_the_workbench_mounted_read_only_with_its_interpreter():
+    from gitops_agent.sandbox.docker import DockerSandbox
+    from gitops_agent.sandbox.limits import SandboxLimits
+
+    wb = ensure_workbench()
+    sb = DockerSandbox(SandboxLimits(backend="docker", python=wb.python), docker="/usr/bin/docker")
+    assert sb._python() == wb.python  # not the image's python3
+    argv = sb.container_argv([wb.python, "-u", "/.agent-code/cell.py"], Path("/w/tree"), Path("/r/code"), {}, 30, "n")
+    mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "--mount"]
+    assert f"type=bind,source={wb.root},target={wb.root},readonly" in mounts
+    base = subprocess.run([wb.python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True)
+    assert any(m.startswith("type=bind,source=") and m.endswith(",readonly") and base.stdout.strip().startswith(
+        m.split("source=")[1].split(",")[0]) for m in mounts)  # fmt: skip
+    site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
+    assert not any(site.startswith(m.split("source=")[1].split(",")[0] + "/") for m in mounts)  # never the agent's
