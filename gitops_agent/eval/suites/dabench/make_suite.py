@@ -1,9 +1,10 @@
 #!/usr/bin/env python
 """Writes the `dabench` eval suite: small CSVs (seeded, so the same every time), the questions,
-and their expected answers, computed here from the generated rows -- never typed in -- and the
-scripted model's solution for each (Python that reads the CSV files, run for real in the
-sandbox, so CI checks the whole chain). In the style of InfiAgent-DABench: closed-form questions
-over data (filtering, grouping, joins, dates, missing values, a correlation, a trend).
+and their expected answers, computed here from the generated rows in plain Python -- never typed in
+-- and the scripted model's solution for each (Python that reads the CSV files as a person would, with
+pandas, or duckdb for joins and group-bys, run for real in the sandbox's workbench, so CI checks the
+whole chain). In the style of InfiAgent-DABench: closed-form questions over data (filtering,
+grouping, joins, dates, missing values, a correlation, a trend).
 
     python gitops_agent/eval/suites/dabench/make_suite.py          # rewrite data/ and suite.yaml here
     python gitops_agent/eval/suites/dabench/make_suite.py --check  # exit 1 if they are not what it writes
@@ -161,199 +162,214 @@ QUESTIONS: list[tuple[str, str, str, str]] = [
         "q01",
         "How many orders are there in data/orders.csv?",
         "number",
-        "import csv\nprint(len(list(csv.DictReader(open('data/orders.csv')))))",
+        "with open('data/orders.csv') as f:\n    print(sum(1 for _ in f) - 1)  # lines, less the header",
     ),
     (
         "q02",
         "What is the total revenue (qty times unit_price, summed over all orders) in data/orders.csv, to 2 decimals?",
         "number",
-        "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint(round((df.qty * df.unit_price).sum(), 2))",
     ),
     (
         "q03",
         "What is the average quantity (qty) per order in data/orders.csv, to 2 decimals?",
         "number",
-        "import csv\nq = [int(r['qty']) for r in csv.DictReader(open('data/orders.csv'))]\nprint(round(sum(q) / len(q), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint(round(df.qty.mean(), 2))",
     ),
     (
         "q04",
         "How many orders in data/orders.csv have no discount value (the field is empty)?",
         "number",
-        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if not r['discount'].strip()))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint(df.discount.isna().sum())",
     ),
     (
         "q05",
         "What is the mean discount of the orders in data/orders.csv that have one (ignore empty values), to 4 decimals?",
         "number",
-        "import csv\nd = [float(r['discount']) for r in csv.DictReader(open('data/orders.csv')) if r['discount']]\nprint(round(sum(d) / len(d), 4))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint(round(df.discount.mean(), 4))  # NaN is skipped",
     ),
     (
         "q06",
         "Which region has the highest total revenue (qty times unit_price) in data/orders.csv?",
         "text",
-        "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-        "    t[r['region']] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\n"
+        "print((df.qty * df.unit_price).groupby(df.region).sum().idxmax())",
     ),
     (
         "q07",
         "What is the total revenue (qty times unit_price) of the north region in data/orders.csv, to 2 decimals?",
         "number",
-        "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv')) if r['region'] == 'north'), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nnorth = df[df.region == 'north']\n"
+        "print(round((north.qty * north.unit_price).sum(), 2))",
     ),
     (
         "q08",
         "How many distinct customers placed at least one order in data/orders.csv?",
         "number",
-        "import csv\nprint(len({r['customer_id'] for r in csv.DictReader(open('data/orders.csv'))}))",
+        "import pandas as pd\nprint(pd.read_csv('data/orders.csv').customer_id.nunique())",
     ),
     (
         "q09",
         "Which customer_id placed the most orders in data/orders.csv? On a tie, give the smallest id.",
         "text",
-        "import csv, collections\nc = collections.Counter(r['customer_id'] for r in csv.DictReader(open('data/orders.csv')))\n"
-        "m = max(c.values())\nprint(min(k for k, v in c.items() if v == m))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\n"
+        "print(df.groupby('customer_id').size().idxmax())  # groups are sorted: the first maximum is the smallest id",
     ),
     (
         "q10",
         "How many orders in data/orders.csv were placed in March 2025?",
         "number",
-        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if r['date'][:7] == '2025-03'))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint(df.date.str.startswith('2025-03').sum())",
     ),
     (
         "q11",
         "Which month (as YYYY-MM) had the highest total revenue (qty times unit_price) in data/orders.csv?",
         "text",
-        "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-        "    t[r['date'][:7]] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])",
+        'import duckdb\nprint(duckdb.sql("""\n'
+        "    select strftime(date, '%Y-%m') as month from 'data/orders.csv'\n"
+        "    group by month order by sum(qty * unit_price) desc limit 1\n"
+        '""").fetchall()[0][0])',
     ),
     (
         "q12",
         "What is the total revenue (qty times unit_price) of orders by customers in the business segment "
         "(data/customers.csv), to 2 decimals?",
         "number",
-        "import csv\nb = {r['customer_id'] for r in csv.DictReader(open('data/customers.csv')) if r['segment'] == 'business'}\n"
-        "print(round(sum(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv')) if r['customer_id'] in b), 2))",
+        'import duckdb\nprint(duckdb.sql("""\n'
+        "    select round(sum(qty * unit_price), 2)\n"
+        "    from 'data/orders.csv' join 'data/customers.csv' using (customer_id)\n"
+        "    where segment = 'business'\n"
+        '""").fetchall()[0][0])',
     ),
     (
         "q13",
         "Customers of which country (data/customers.csv) bring the most revenue (qty times unit_price, data/orders.csv)? "
         "Give the country code.",
         "text",
-        "import csv, collections\nco = {r['customer_id']: r['country'] for r in csv.DictReader(open('data/customers.csv'))}\n"
-        "t = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-        "    t[co[r['customer_id']]] += int(r['qty']) * float(r['unit_price'])\nprint(t.most_common(1)[0][0])",
+        'import duckdb\nprint(duckdb.sql("""\n'
+        "    select country from 'data/orders.csv' join 'data/customers.csv' using (customer_id)\n"
+        "    group by country order by sum(qty * unit_price) desc limit 1\n"
+        '""").fetchall()[0][0])',
     ),
     (
         "q14",
         "What is the total profit, qty times (unit_price minus the product's cost in data/products.csv), over all orders, "
         "to 2 decimals?",
         "number",
-        "import csv\ncost = {r['product']: float(r['cost']) for r in csv.DictReader(open('data/products.csv'))}\n"
-        "print(round(sum(int(r['qty']) * (float(r['unit_price']) - cost[r['product']]) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv').merge(pd.read_csv('data/products.csv'), on='product')\n"
+        "print(round((df.qty * (df.unit_price - df.cost)).sum(), 2))",
     ),
     (
         "q15",
         "Which product category (data/products.csv) sold the most units (qty) in data/orders.csv?",
         "text",
-        "import csv, collections\ncat = {r['product']: r['category'] for r in csv.DictReader(open('data/products.csv'))}\n"
-        "u = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n    u[cat[r['product']]] += int(r['qty'])\n"
-        "print(u.most_common(1)[0][0])",
+        'import duckdb\nprint(duckdb.sql("""\n'
+        "    select category from 'data/orders.csv' join 'data/products.csv' using (product)\n"
+        "    group by category order by sum(qty) desc limit 1\n"
+        '""").fetchall()[0][0])',
     ),
     (
         "q16",
         "What is the total revenue after discounts, qty times unit_price times (1 minus discount), counting an empty "
         "discount as 0, to 2 decimals?",
         "number",
-        "import csv\nprint(round(sum(int(r['qty']) * float(r['unit_price']) * (1 - float(r['discount'] or 0)) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\n"
+        "print(round((df.qty * df.unit_price * (1 - df.discount.fillna(0))).sum(), 2))",
     ),
     (
         "q17",
         "What is the median order revenue (qty times unit_price) in data/orders.csv, to 2 decimals?",
         "number",
-        "import csv, statistics\nprint(round(statistics.median(int(r['qty']) * float(r['unit_price']) for r in csv.DictReader(open('data/orders.csv'))), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint(round((df.qty * df.unit_price).median(), 2))",
     ),
     (
         "q18",
         "What is the sample standard deviation of qty in data/orders.csv, to 4 decimals?",
         "number",
-        "import csv, statistics\nprint(round(statistics.stdev(int(r['qty']) for r in csv.DictReader(open('data/orders.csv'))), 4))",
+        "import pandas as pd\nprint(round(pd.read_csv('data/orders.csv').qty.std(), 4))  # ddof=1: the sample's",
     ),
     (
         "q19",
         "How many orders in data/orders.csv have a revenue (qty times unit_price) above 200?",
         "number",
-        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/orders.csv')) if int(r['qty']) * float(r['unit_price']) > 200))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\nprint((df.qty * df.unit_price > 200).sum())",
     ),
     (
         "q20",
         "What is the Pearson correlation between temp_c and ice_cream_sales in data/weather.csv, over the rows that have "
         "a temperature, to 4 decimals?",
         "number",
-        "import csv, statistics\nrows = [r for r in csv.DictReader(open('data/weather.csv')) if r['temp_c']]\n"
-        "print(round(statistics.correlation([float(r['temp_c']) for r in rows], [float(r['ice_cream_sales']) for r in rows]), 4))",
+        "import pandas as pd\ndf = pd.read_csv('data/weather.csv')\n"
+        "print(round(df.temp_c.corr(df.ice_cream_sales), 4))  # rows with a missing temp_c are left out",
     ),
     (
         "q21",
         "What is the least-squares slope of ice_cream_sales per day for city A in data/weather.csv (x = 0, 1, 2, … for "
         "city A's rows in date order), to 4 decimals?",
         "number",
-        "import csv, statistics\ny = [float(r['ice_cream_sales']) for r in sorted(csv.DictReader(open('data/weather.csv')), key=lambda r: r['date']) if r['city'] == 'A']\n"
-        "print(round(statistics.linear_regression(range(len(y)), y).slope, 4))",
+        "import numpy as np\nimport pandas as pd\ndf = pd.read_csv('data/weather.csv')\n"
+        "a = df[df.city == 'A'].sort_values('date')\n"
+        "print(round(np.polyfit(np.arange(len(a)), a.ice_cream_sales, 1)[0], 4))",
     ),
     (
         "q22",
         "How many rows of data/weather.csv have no temperature (temp_c is empty)?",
         "number",
-        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/weather.csv')) if not r['temp_c']))",
+        "import pandas as pd\nprint(pd.read_csv('data/weather.csv').temp_c.isna().sum())",
     ),
     (
         "q23",
         "What is the mean temperature of city B in data/weather.csv, ignoring missing values, to 2 decimals?",
         "number",
-        "import csv, statistics\nprint(round(statistics.fmean(float(r['temp_c']) for r in csv.DictReader(open('data/weather.csv')) if r['city'] == 'B' and r['temp_c']), 2))",
+        "import pandas as pd\ndf = pd.read_csv('data/weather.csv')\nprint(round(df[df.city == 'B'].temp_c.mean(), 2))",
     ),
     (
         "q24",
         "Which city in data/weather.csv has the higher average ice_cream_sales?",
         "text",
-        "import csv, statistics\nrows = list(csv.DictReader(open('data/weather.csv')))\n"
-        "print(max('AB', key=lambda c: statistics.fmean(float(r['ice_cream_sales']) for r in rows if r['city'] == c)))",
+        "import pandas as pd\nprint(pd.read_csv('data/weather.csv').groupby('city').ice_cream_sales.mean().idxmax())",
     ),
     (
         "q25",
         "On which date (YYYY-MM-DD) was city A hottest in data/weather.csv?",
         "text",
-        "import csv\nprint(max((r for r in csv.DictReader(open('data/weather.csv')) if r['city'] == 'A' and r['temp_c']), key=lambda r: float(r['temp_c']))['date'])",
+        "import pandas as pd\ndf = pd.read_csv('data/weather.csv')\na = df[df.city == 'A']\n"
+        "print(a.loc[a.temp_c.idxmax(), 'date'])",
     ),
     (
         "q26",
         "How many customers in data/customers.csv signed up in 2024?",
         "number",
-        "import csv\nprint(sum(1 for r in csv.DictReader(open('data/customers.csv')) if r['signup_date'].startswith('2024')))",
+        "import pandas as pd\ndf = pd.read_csv('data/customers.csv', parse_dates=['signup_date'])\n"
+        "print((df.signup_date.dt.year == 2024).sum())",
     ),
     (
         "q27",
         "For the customers who ordered, what is the average number of days from signup (data/customers.csv) to their "
         "first order (data/orders.csv), to 2 decimals?",
         "number",
-        "import csv, datetime, statistics\nsign = {r['customer_id']: r['signup_date'] for r in csv.DictReader(open('data/customers.csv'))}\n"
-        "first = {}\nfor r in csv.DictReader(open('data/orders.csv')):\n    first[r['customer_id']] = min(first.get(r['customer_id'], r['date']), r['date'])\n"
-        "d = datetime.date.fromisoformat\nprint(round(statistics.fmean((d(v) - d(sign[k])).days for k, v in first.items()), 2))",
+        'import duckdb\nprint(duckdb.sql("""\n'
+        "    with firsts as (select customer_id, min(date) as first_order from 'data/orders.csv' group by customer_id)\n"
+        "    select round(avg(date_diff('day', signup_date, first_order)), 2)\n"
+        "    from firsts join 'data/customers.csv' using (customer_id)\n"
+        '""").fetchall()[0][0])',
     ),
     (
         "q28",
         "Which are the top 3 products by revenue (qty times unit_price) in data/orders.csv? Give them as a comma-separated "
         "list, highest first.",
         "list",
-        "import csv, collections\nt = collections.Counter()\nfor r in csv.DictReader(open('data/orders.csv')):\n"
-        "    t[r['product']] += int(r['qty']) * float(r['unit_price'])\nprint(', '.join(k for k, _ in t.most_common(3)))",
+        "import pandas as pd\ndf = pd.read_csv('data/orders.csv')\n"
+        "top = (df.qty * df.unit_price).groupby(df['product']).sum().nlargest(3)\nprint(', '.join(top.index))",
     ),
     (
         "q29",
         "How many customers in data/customers.csv never placed an order?",
         "number",
-        "import csv\nordered = {r['customer_id'] for r in csv.DictReader(open('data/orders.csv'))}\n"
-        "print(sum(1 for r in csv.DictReader(open('data/customers.csv')) if r['customer_id'] not in ordered))",
+        'import duckdb\nprint(duckdb.sql("""\n'
+        "    select count(*) from 'data/customers.csv'\n"
+        "    where customer_id not in (select customer_id from 'data/orders.csv')\n"
+        '""").fetchall()[0][0])',
     ),
 ]
 
