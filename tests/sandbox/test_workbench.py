@@ -15,7 +15,7 @@ import yaml
 
 from gitops_agent.sandbox.choose import bwrap_works
 from gitops_agent.sandbox.requirements import RequirementsError, parse_lock
-from gitops_agent.sandbox.workbench import RECORD, ensure_workbench
+from gitops_agent.sandbox.workbench import RECORD, cache_base, ensure_workbench
 from tests.helpers import agent_command, git, task_branch
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -147,29 +147,52 @@ def test_a_package_pinned_at_another_version_than_the_workbench_is_refused(tmp_p
     assert f"analysis.txt, line 1: numpy=={other}, but the workbench has numpy=={numpy}" in str(e.value)
 
 
-def test_a_package_the_index_does_not_have_is_refused_naming_the_file(tmp_path):
+def test_a_package_the_index_does_not_have_is_refused_naming_the_file():
     lock = parse_lock(f"no-such-package-gitops-agent==1.0 --hash=sha256:{'c' * 64}\n".encode(), "analysis.txt")
     with pytest.raises(RequirementsError) as e:
-        ensure_workbench(lock, base=tmp_path / "cache")
+        ensure_workbench(lock)
     assert str(e.value).startswith("analysis.txt: the workbench with these packages could not be installed")
-    assert not list((tmp_path / "cache").glob("workbench-*/bin")) or all(
-        (d / RECORD).exists() for d in (tmp_path / "cache").glob("workbench-*")
-    ), "a failed build leaves nothing half-made"
+    assert "no-such-package-gitops-agent" in str(e.value)
+    # a failed build leaves nothing half-made behind: the next try starts from nothing
+    text = ensure_workbench().listing()  # the default set is untouched
+    assert text and not [d for d in cache_base().glob("workbench-*") if not (d / RECORD).exists() and not _building(d)]
+
+
+def _building(d: Path) -> bool:
+    """Whether another test process holds ``d``'s build lock now (xdist runs them side by side)."""
+    import fcntl
+    import os
+
+    lock = d.parent / f".workbench-{d.name.removeprefix('workbench-')}.lock"
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return False
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def test_a_broken_workbench_is_rebuilt_before_use(tmp_path):
-    base = tmp_path / "cache"
-    first = ensure_workbench(base=base)
+    # a repository's additions (its own workbench, layered on the default set): built, then broken
+    lock = parse_lock(TOOLZ.read_bytes(), f"{tmp_path.name}/broken.txt")  # its own key
+    first = ensure_workbench(lock)
     assert first.built_s is not None
-    assert ensure_workbench(base=base).built_s is None  # ready: not built again
+    assert ensure_workbench(lock).built_s is None  # ready: not built again
     site = next(Path(first.root).glob("lib/python*/site-packages"))
-    shutil.rmtree(site / "pandas")
-    for d in site.glob("pandas-*.dist-info"):
+    shutil.rmtree(site / "toolz")
+    for d in site.glob("toolz-*.dist-info"):
         shutil.rmtree(d)
-    again = ensure_workbench(base=base)
+    again = ensure_workbench(lock)
     assert again.built_s is not None and again.root == first.root
-    r = subprocess.run([again.python, "-I", "-c", "import pandas; print(pandas.__version__)"], capture_output=True, text=True)
-    assert r.stdout.strip() == first.packages["pandas"], r.stderr
+    code = "import toolz, pandas; print(toolz.__version__)"
+    r = subprocess.run([again.python, "-I", "-c", code], capture_output=True, text=True)
+    assert r.stdout.strip() == "1.2.0", r.stderr
+    shutil.rmtree(again.root)  # one per test run: not left in the shared cache
 
 
 def test_docker_runs_the_workbench_mounted_read_only_with_its_interpreter():
