@@ -110,14 +110,7 @@ def _stream(conn: Connection, sql: str, params: Any, cfg: Any, send: Send, recor
 
 
 def run_query(
-    name: str,
-    cfg: Any,
-    url: str,
-    sql: str,
-    params: Any,
-    send: Send,
-    client: socket.socket | None,
-    stopping: threading.Event,
+    name: str, cfg: Any, url: str, sql: str, params: Any, send: Send, client: socket.socket | None, stopping: threading.Event
 ) -> QueryRecord:
     """Run ``sql`` on source ``name`` (settings ``cfg``), sending its messages with ``send``; the
     record of what happened. Errors go to the client as ``{"error": ...}`` with the URL redacted."""

@@ -19,6 +19,11 @@ DESCRIBE_SQL = (
 )
 
 
+# what DECLARE takes; anything else is a syntax error there, which the model is told the reason for
+_QUERY_WORDS = ("select", "with", "values", "table")
+ONE_QUERY = " (only one read-only query can run: SELECT, WITH ... SELECT, VALUES or TABLE)"
+
+
 class SourceError(Exception):
     """A readable reason a query failed, for the model; never holds the URL."""
 
@@ -98,7 +103,9 @@ class PostgresConnection:
         try:
             cur.execute(sql, params if params else None)
         except self._errors as e:
-            raise SourceError(_first_line(e)) from None
+            words = sql.lstrip(" \t\r\n(").split(None, 1)
+            hint = "" if words and words[0].lower() in _QUERY_WORDS else ONE_QUERY
+            raise SourceError(_first_line(e) + hint) from None
         types = self.conn.adapters.types
         desc = cur.description or []
         columns = [d.name for d in desc]

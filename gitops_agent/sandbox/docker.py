@@ -16,11 +16,11 @@ from functools import lru_cache
 from pathlib import Path
 
 from gitops_agent.core.errors import SandboxError
-from gitops_agent.sandbox.services import inside_path, socket_file
 from gitops_agent.sandbox.base import ProcessSandbox, rlimit_preexec
 from gitops_agent.sandbox.env import SANE_PATH
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.mounts import python_roots
+from gitops_agent.sandbox.services import inside_path, socket_file
 from gitops_agent.sandbox.watchdog import Pids, descendants
 from gitops_agent.sandbox.workbench import is_workbench
 

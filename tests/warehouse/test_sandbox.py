@@ -53,13 +53,11 @@ except warehouse.WarehouseError as e:
     assert (dtypes["id"], dtypes["amount"], dtypes["customer"] in ("str", "object")) == ("int64", "float64", True)
     assert dtypes["placed"].startswith("datetime64"), dtypes  # a date column comes back as dates, not text
     assert out["tables"] == {"orders": ["id", "customer", "amount", "placed"]}
-    assert refused == "refused: cannot execute DELETE in a read-only transaction"
+    refusal = 'syntax error at or near "delete" (only one read-only query can run: SELECT, WITH ... SELECT, VALUES or TABLE)'
+    assert refused == f"refused: {refusal}"
     # the step's record of what its code ran
     recs = rt.take_queries()
-    assert [(r.sql.split()[0], r.rows, r.error) for r in recs] == [
-        ("select", 3, None),
-        ("delete", 0, "cannot execute DELETE in a read-only transaction"),
-    ]
+    assert [(r.sql.split()[0], r.rows, r.error) for r in recs] == [("select", 3, None), ("delete", 0, refusal)]
     assert rt.take_queries() == []
 
 
@@ -122,7 +120,8 @@ def test_a_5m_row_query_is_cut_at_max_rows_and_the_model_is_told(pg, tmp_path, m
         }
     )
     rt = Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
-    code = 'import warehouse\ndf = warehouse.query("shop", "select * from generate_series(1, 5000000) i")\nprint(len(df), df.i.max())\n'
+    code = 'import warehouse\ndf = warehouse.query("shop", "select * from generate_series(1, 5000000) i")\n'
+    code += "print(len(df), df.i.max())\n"
     obs, _ = _run(rt, tmp_path, code)
     assert obs.exit_code == 0, obs.stderr
     assert obs.stdout.split() == ["50000", "50000"]
@@ -136,5 +135,3 @@ def test_without_sources_the_sandbox_has_no_socket(tmp_path):
     assert obs.stdout.strip() == "False"
     assert "WarehouseError: no data sources are configured" in obs.stderr
     assert rt.broker is None and rt.take_queries() == []
-
-
