@@ -153,6 +153,12 @@ def test_errors_are_readable_and_never_hold_the_url(pg):
         [rec] = broker.take_queries()
     assert "password authentication failed" in last["error"]
     assert pg.password not in last["error"] and pg.password not in rec.error
+    # a driver's message that quotes the URL's text (here the bad sslmode, which is the password)
+    with serving(f"{pg.url}?sslmode={pg.password}") as (broker, path):
+        _, last = query(path, "select 1")
+        [rec] = broker.take_queries()
+    assert last["error"] == 'cannot connect: connection is bad: invalid sslmode value: "***"'
+    assert pg.password not in rec.error
     with serving(pg.url) as (_, path):
         _, last = query(path, "select nope from orders")
         assert last == {"error": 'column "nope" does not exist'}
