@@ -278,6 +278,24 @@ class StepRecord(BaseModel):
         None, description="A finish step: how the task ended (also its Agent-Outcome trailer)."
     )
     error: str | None = None
+    queries: list["QueryRecord"] = Field(
+        default_factory=list, description="An executor: each database query its code ran through the broker, in order."
+    )
+
+
+class QueryRecord(BaseModel):
+    """One query the model's code ran on a data source (gitops_agent/data/broker.py): enough for a
+    reviewer to run it again."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str
+    sql: str
+    params: list[Any] | dict[str, Any] | None = None
+    rows: int = Field(0, ge=0)
+    bytes: int = Field(0, ge=0, description="The result's size as JSON.")
+    ms: int = Field(0, ge=0)
+    truncated: str | None = Field(None, description="Why the result was cut (a cap), when it was.")
+    error: str | None = None
 
 
 class CascadeAttempt(BaseModel):

@@ -12,8 +12,9 @@ from typing import Any, Callable
 from gitops_agent.brain.agents import Brain
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.seams import Abortable, GitStore, Model, Preflight, Sandbox, Served
-from gitops_agent.core.state import StepRecord, Usage
+from gitops_agent.core.state import QueryRecord, StepRecord, Usage
 from gitops_agent.core.trailers import agent_trailers
+from gitops_agent.data.broker import Broker
 from gitops_agent.models import make_model, model_id
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
 from gitops_agent.models.specs import with_trusted_endpoint
@@ -53,6 +54,8 @@ class Runtime:
     # reads a file of the repository where the settings were read (the task's base commit on
     # GitHub, the working tree locally): `sandbox.requirements` comes from the same place
     read_setting_file: Callable[[str], bytes | None] | None = None
+    # the warehouse broker (gitops_agent/data/broker.py), made with the sandbox when data.sources is set
+    broker: Broker | None = None
     _workbench: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wb_lock: threading.Lock = field(default_factory=threading.Lock)  # taken inside _lock (get_sandbox)
@@ -102,10 +105,19 @@ class Runtime:
             if self.sandbox is None:
                 # memory's shared data sets are mounted read-only when a step attached them
                 # (gitops_agent/steps/memory_hooks.py attach_data sets data_dir before the first sandbox)
+                sources = self.config.data.sources
+                if sources and self.broker is None:
+                    self.broker = Broker(sources)  # it reads each URL from this process's environment when a query needs it
                 self.sandbox = make_sandbox(
-                    self._sandbox_limits(), env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None
+                    self._sandbox_limits(),
+                    env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None,
+                    services=[self.broker] if self.broker is not None else None,
                 )
             return self.sandbox
+
+    def take_queries(self) -> list[QueryRecord]:
+        """The database queries the calling thread's actions ran since it last asked (a step's)."""
+        return self.broker.take_queries() if self.broker is not None else []
 
     def workbench(self) -> Workbench | None:
         """The environment the model's code runs with (gitops_agent/sandbox/workbench.py), built

@@ -4,6 +4,7 @@ of every process of the action when it ends (its process group and its cgroups).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import math
@@ -27,6 +28,7 @@ from gitops_agent.sandbox import cgroups, registry
 from gitops_agent.sandbox.env import scrubbed_env
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.output import read_output
+from gitops_agent.sandbox.services import SocketService, inside_path, socket_file
 from gitops_agent.sandbox.watchdog import Pids, StepDisk, Watchdog, descendants
 
 log = logging.getLogger("gitops_agent.sandbox")
@@ -188,12 +190,19 @@ class ProcessSandbox:
         """Before the first action (docker: pull the image, so no action's time goes to it)."""
 
     def __init__(
-        self, limits: SandboxLimits | None = None, *, env: dict[str, str] | None = None, secrets: list[str] | None = None
+        self,
+        limits: SandboxLimits | None = None,
+        *,
+        env: dict[str, str] | None = None,
+        secrets: list[str] | None = None,
+        services: list[SocketService] | None = None,
     ):
         self.limits = limits or SandboxLimits()
         self.extra_env = dict(env or {})
         self.secrets = list(secrets or [])
-        scrubbed_env(self.extra_env, home="/", tmpdir="/")  # validate the extra names now
+        # host services each action reaches over its own Unix socket (gitops_agent/sandbox/services.py)
+        self.services = list(services or [])
+        scrubbed_env({**self.extra_env, **{s.env: "/" for s in self.services}}, home="/", tmpdir="/")  # validate the names now
         self.shell = shutil.which("bash") or "/bin/sh"
         self.step_disk = StepDisk()  # disk_mb is per step: what the actions on one working tree added together
         sweep_run_dirs()
@@ -217,6 +226,10 @@ class ProcessSandbox:
     def _paths(self, run_dir: Path) -> tuple[str, str, str]:
         """(code dir, HOME, TMPDIR) as seen by the sandboxed process."""
         raise NotImplementedError
+
+    def _socket_path(self, run_dir: Path, service: SocketService) -> str:
+        """A service's socket as the sandboxed process sees it (a backend that mounts it: inside)."""
+        return inside_path(service)
 
     def _python(self) -> str:
         """The interpreter as the sandboxed process runs it."""
@@ -273,8 +286,14 @@ class ProcessSandbox:
             env = scrubbed_env(self.extra_env, home=home, tmpdir=tmpdir, python=self._python())
             if limits.python_path:  # set by the caller from its config, never from the model
                 env["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in limits.python_path)
-            argv, popen_env = self._argv(inner, cwd, run_dir, env, timeout)
-            return self._execute(argv, popen_env, cwd, run_dir, timeout)
+            with contextlib.ExitStack() as serving:
+                # each service listens for this action only: when it ends, what it started is cancelled
+                for service in self.services:
+                    socket_file(run_dir, service).parent.mkdir(exist_ok=True)
+                    serving.enter_context(service.serve(socket_file(run_dir, service)))
+                    env[service.env] = self._socket_path(run_dir, service)
+                argv, popen_env = self._argv(inner, cwd, run_dir, env, timeout)
+                return self._execute(argv, popen_env, cwd, run_dir, timeout)
         finally:
             shutil.rmtree(run_dir, ignore_errors=True)
             _ACTIVE_RUN_DIRS.discard(run_dir)

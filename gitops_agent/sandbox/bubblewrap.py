@@ -13,6 +13,7 @@ from pathlib import Path
 from gitops_agent.core.errors import SandboxError
 from gitops_agent.sandbox import mounts
 from gitops_agent.sandbox.base import ProcessSandbox, warn_once
+from gitops_agent.sandbox.services import inside_path, socket_file
 
 log = logging.getLogger("gitops_agent.sandbox")
 
@@ -134,6 +135,8 @@ class BubblewrapSandbox(ProcessSandbox):
             args += ["--ro-bind", host_abs, inside]
         args += mounts.hide_args(lim.hide_paths, shown, has_option(self.bwrap, "--perms"))
         args += ["--dir", HOME, "--ro-bind", str(run_dir / "code"), CODE]
+        for service in self.services:  # the socket alone; the network namespace stays unshared
+            args += ["--bind", str(socket_file(run_dir, service)), inside_path(service)]
         # The working tree last, so nothing above can hide it (it may itself be under /tmp).
         args += ["--bind", str(cwd), str(cwd), "--remount-ro", "/", "--chdir", str(cwd), "--clearenv"]
         for k, v in env.items():

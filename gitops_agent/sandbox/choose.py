@@ -12,6 +12,7 @@ from gitops_agent.sandbox.bubblewrap import bwrap_works  # noqa: F401 - the ques
 from gitops_agent.sandbox.docker import docker_engine_answers  # noqa: F401
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.registry import backends
+from gitops_agent.sandbox.services import SocketService
 
 log = logging.getLogger("gitops_agent.sandbox")
 
@@ -53,18 +54,23 @@ def check_backend(limits: SandboxLimits | None = None) -> str:
 
 
 def make_sandbox(
-    limits: SandboxLimits | None = None, *, env: dict[str, str] | None = None, secrets: list[str] | None = None
+    limits: SandboxLimits | None = None,
+    *,
+    env: dict[str, str] | None = None,
+    secrets: list[str] | None = None,
+    services: list[SocketService] | None = None,
 ) -> Sandbox:
     """The sandbox ``limits.backend`` asks for ('auto': the best available).
 
     ``env`` adds safe variables to the scrubbed environment; ``secrets`` adds values to redact
     from outputs (besides credential-looking variables of this process's environment).
+    ``services`` are host services each action reaches over a Unix socket (gitops_agent/sandbox/services.py).
     ``limits.require_isolation`` refuses a backend that is not a boundary (SandboxError, saying
     how to get bubblewrap); without it, falling back to subprocess is a loud warning.
     """
     limits = limits or SandboxLimits()
     wanted = check_backend(limits)
-    sandbox = backends()[wanted](limits, env=env, secrets=secrets)
+    sandbox = backends()[wanted](limits, env=env, secrets=secrets, services=services)
     sandbox.prepare()
     if not sandbox.isolating:
         why = "asked for in the config" if limits.backend == wanted else "no isolating backend works here"

@@ -20,6 +20,7 @@ from gitops_agent.sandbox.base import ProcessSandbox, rlimit_preexec
 from gitops_agent.sandbox.env import SANE_PATH
 from gitops_agent.sandbox.limits import SandboxLimits
 from gitops_agent.sandbox.mounts import python_roots
+from gitops_agent.sandbox.services import inside_path, socket_file
 from gitops_agent.sandbox.watchdog import Pids, descendants
 from gitops_agent.sandbox.workbench import is_workbench
 
@@ -189,6 +190,8 @@ class DockerSandbox(ProcessSandbox):
             if not os.path.exists(host_abs):
                 raise SandboxError(f"extra read-only path {host_abs} does not exist")
             args += ["--mount", self._mount(host_abs, inside, True)]
+        for service in self.services:  # the socket alone; --network stays none
+            args += ["--mount", self._mount(str(socket_file(code_dir.parent, service)), inside_path(service), False)]
         args += ["--mount", self._mount(str(cwd), str(cwd), False), "--workdir", str(cwd)]
         for k, v in env.items():
             args += ["--env", f"{k}={v}"]

@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 from gitops_agent.sandbox.base import ProcessSandbox
+from gitops_agent.sandbox.services import socket_file
 
 log = logging.getLogger("gitops_agent.sandbox")
 
@@ -32,6 +33,9 @@ class SubprocessSandbox(ProcessSandbox):
 
     def _paths(self, run_dir: Path) -> tuple[str, str, str]:
         return str(run_dir / "code"), str(run_dir / "home"), str(run_dir / "tmp")
+
+    def _socket_path(self, run_dir, service):
+        return str(socket_file(run_dir, service))  # nothing is mounted: the host's path
 
     def _argv(self, inner, cwd, run_dir, env, timeout):
         if self.limits.extra_ro_paths:

@@ -23,6 +23,7 @@ from gitops_agent.models.pricing import Price
 from gitops_agent.models.retry import RetryPolicy, TimeoutPolicy
 from gitops_agent.safety.policy import PolicyConfig
 from gitops_agent.sandbox.limits import SandboxLimits
+from gitops_agent.settings.data_sources import DataConfig
 
 CONFIG_PATH = ".github/gitops-agent.yml"
 
@@ -153,6 +154,7 @@ class AgentConfig(BaseModel):
     prices: dict[str, Price] = Field(default_factory=dict, description="Per-model price overrides (USD per Mtok).")
     model_retry: RetryPolicy = Field(default_factory=RetryPolicy, description="Retries of a model call after the SDK's own.")
     model_timeout: TimeoutPolicy = Field(default_factory=TimeoutPolicy, description="How long a model call may wait.")
+    data: DataConfig = Field(default_factory=DataConfig, description="Databases the model's code may query (the broker).")
 
 
 def load_config(path: Path | None) -> AgentConfig:

@@ -89,6 +89,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
     if rt.sandbox is None and rt.data_dir is None:
         attach_data(rt)  # memory: shared data sets, fetched once, mounted read-only (never fails the step)
     rt.get_sandbox()  # fail here, before any checkout, when no allowed sandbox backend works
+    rt.take_queries()  # the queries of this thread's earlier steps are theirs, not this one's
     # The checkout holds the repository and the step folders of the nodes this one depends on
     # (their produced files), not the whole task history: it stays the same size at step 200.
     # It is a plain directory (no .git): nothing the code leaves there is ever run by the host.
@@ -125,6 +126,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         flagged=decision.flagged,
         error=work.error,
         cascade=work.attempts if len(models) > 1 else [],
+        queries=rt.take_queries(),
     )
     _commit(rt, job, snap, node, record, work, decision)
     if work.exit == Exit.fatal:  # this provider will never answer: the planner would only ask it again

@@ -24,6 +24,7 @@ LAYERS = [
     "models",
     "sandbox",
     "settings",
+    "data",
     "memory",
     "observe",
     "brain",

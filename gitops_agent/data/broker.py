@@ -1,0 +1,226 @@
+"""The warehouse broker: the host side of ``import warehouse`` (brain/tools/warehouse.py).
+
+For each sandbox action it listens on a Unix socket in the action's private run directory, which
+the sandbox binds at /run/warehouse.sock (gitops_agent/sandbox/services.py); the network stays
+off. A connection carries one request, a JSON line of at most MAX_REQUEST bytes:
+
+    {"op": "sources"}                                        -> {"sources": [...]}
+    {"op": "query", "source": S, "sql": Q, "params": P}      -> {"columns": [...], "types": [...]}
+                                                                {"rows": [[...], ...]}  (repeated)
+                                                                {"done": true, "rows": n, "bytes": b, "ms": t, "truncated": note}
+    anything wrong                                           -> {"error": "..."}
+
+The URL of a source is read from the agent's environment when a query needs it and never leaves
+this process; each query is recorded (QueryRecord) for the step's step.json."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import socket
+import threading
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+from gitops_agent.core.state import QueryRecord
+from gitops_agent.data.query import ClientGone, redact, run_query
+from gitops_agent.data.sources import DESCRIBE_SQL, SourceError, connect, secrets_of
+from gitops_agent.data.values import encode_line
+
+log = logging.getLogger("gitops_agent.data")
+
+SOCKET_ENV = "WAREHOUSE_SOCKET"
+MAX_REQUEST = 1_000_000  # bytes of one request line
+MAX_SQL = 200_000  # characters of one statement
+MAX_CONNECTIONS = 4  # at once per action: each holds a database connection
+REQUEST_WAIT_S = 10.0  # for the request line, once connected
+MAX_COLUMNS_SHOWN = 2000  # of a source's schema, for the prompt
+
+
+class Broker:
+    """Serves the configured sources (``data.sources``) to the actions of one sandbox."""
+
+    name = "warehouse"
+    env = SOCKET_ENV
+
+    def __init__(self, sources: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> None:
+        self.sources = dict(sources)
+        self._environ = environ if environ is not None else os.environ
+        self._lock = threading.Lock()
+        self._log: dict[int, list[QueryRecord]] = {}  # by the thread that ran the action: its step
+        self._schemas: dict[str, dict[str, Any]] = {}
+
+    @contextlib.contextmanager
+    def serve(self, path: Path) -> Iterator[None]:
+        """Listen on ``path`` for one action; at the end stop and cancel every query still running."""
+        listener = _Listener(self, Path(path), threading.get_ident())
+        try:
+            yield
+        finally:
+            listener.stop()
+
+    def take_queries(self) -> list[QueryRecord]:
+        """The queries of the actions this thread ran since the last call (one step's)."""
+        with self._lock:
+            return self._log.pop(threading.get_ident(), [])
+
+    def url(self, name: str) -> str:
+        var = self.sources[name].url_env
+        url = self._environ.get(var, "")
+        if not url:
+            raise SourceError(f"source {name!r}: the variable {var} is not set in the agent's environment")
+        return url
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """``{name, description, tables: [{name, columns: [{name, type}]}]}``, read once and kept."""
+        with self._lock:
+            if name in self._schemas:
+                return self._schemas[name]
+        cfg = self.sources[name]
+        out: dict[str, Any] = {"name": name, "description": cfg.description, "tables": []}
+        url = ""
+        try:
+            url = self.url(name)
+            conn = connect(url, cfg.timeout_s)
+            try:
+                _cols, _types, batches = conn.run(DESCRIBE_SQL, None, 500)
+                tables: dict[str, list[dict[str, str]]] = {}
+                shown = 0
+                for batch in batches:
+                    for schema, table, column, typ in batch:
+                        full = table if schema in ("public", "main") else f"{schema}.{table}"
+                        tables.setdefault(full, []).append({"name": column, "type": str(typ)})
+                        shown += 1
+                    if shown >= MAX_COLUMNS_SHOWN:
+                        break
+            finally:
+                conn.close()
+            out["tables"] = [{"name": t, "columns": c} for t, c in tables.items()]
+        except SourceError as e:
+            out["error"] = redact(str(e), secrets_of(url)) if url else str(e)
+            return out  # not kept: the next call tries again
+        with self._lock:
+            self._schemas[name] = out
+        return out
+
+    def record(self, owner: int, rec: QueryRecord) -> None:
+        with self._lock:
+            self._log.setdefault(owner, []).append(rec)
+
+
+class _Listener:
+    """The socket of one action, an accept loop, and a thread per connection (MAX_CONNECTIONS)."""
+
+    def __init__(self, broker: Broker, path: Path, owner: int) -> None:
+        self.broker, self.path, self.owner = broker, path, owner
+        self.stopping = threading.Event()
+        self.handlers: list[threading.Thread] = []
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(str(path))
+        os.chmod(path, 0o600)  # the action's user only (the run directory is private too)
+        self.sock.listen(16)
+        self.sock.settimeout(0.1)  # the accept loop sees stop() within this
+        self._t = threading.Thread(target=self._accept, daemon=True, name="warehouse-accept")
+        self._t.start()
+
+    def _accept(self) -> None:
+        while not self.stopping.is_set():
+            try:
+                client, _ = self.sock.accept()
+            except socket.timeout:
+                continue
+            except OSError:
+                return
+            self.handlers = [t for t in self.handlers if t.is_alive()]
+            if len(self.handlers) >= MAX_CONNECTIONS:
+                _reply_and_close(client, {"error": f"at most {MAX_CONNECTIONS} queries at once"})
+                continue
+            t = threading.Thread(target=self._handle, args=(client,), daemon=True, name="warehouse-query")
+            self.handlers.append(t)
+            t.start()
+
+    def stop(self) -> None:
+        self.stopping.set()  # the guards cancel running queries on the server
+        self._t.join(timeout=5)
+        self.sock.close()
+        for t in self.handlers:
+            t.join(timeout=10)
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    def _handle(self, client: socket.socket) -> None:
+        with client:
+            try:
+                request = _read_request(client)
+            except SourceError as e:
+                _reply_and_close(client, {"error": str(e)})
+                return
+            client.settimeout(None)  # sends are bounded by the guard's cancel and the action's end
+            send = _sender(client)
+            try:
+                if request["op"] == "sources":
+                    send({"sources": [self.broker.describe(n) for n in self.broker.sources]})
+                    return
+                name, sql, params = _query_fields(request, self.broker.sources)
+                url = self.broker.url(name)
+            except SourceError as e:
+                with contextlib.suppress(ClientGone):
+                    send({"error": str(e)})
+                return
+            except ClientGone:
+                return
+            rec = run_query(name, self.broker.sources[name], url, sql, params, send, client, self.stopping)
+            self.broker.record(self.owner, rec)
+
+
+def _sender(client: socket.socket):
+    def send(message: dict[str, Any]) -> None:
+        try:
+            client.sendall(encode_line(message))
+        except OSError as e:
+            raise ClientGone(str(e)) from None
+
+    return send
+
+
+def _reply_and_close(client: socket.socket, message: dict[str, Any]) -> None:
+    with contextlib.suppress(OSError):
+        client.sendall(encode_line(message))
+        client.close()
+
+
+def _read_request(client: socket.socket) -> dict[str, Any]:
+    client.settimeout(REQUEST_WAIT_S)
+    buf = bytearray()
+    try:
+        while b"\n" not in buf:
+            chunk = client.recv(65536)
+            if not chunk:
+                break
+            buf += chunk
+            if len(buf) > MAX_REQUEST:
+                raise SourceError(f"the request is over {MAX_REQUEST} bytes")
+    except OSError as e:
+        raise SourceError(f"reading the request: {e}") from None
+    try:
+        request = json.loads(bytes(buf).split(b"\n", 1)[0])
+    except ValueError:
+        raise SourceError("the request is not one line of JSON") from None
+    if not isinstance(request, dict) or request.get("op") not in ("sources", "query"):
+        raise SourceError('the request must be {"op": "sources"} or {"op": "query", "source", "sql", "params"}')
+    return request
+
+
+def _query_fields(request: dict[str, Any], sources: Mapping[str, Any]) -> tuple[str, str, Any]:
+    name, sql, params = request.get("source"), request.get("sql"), request.get("params")
+    if not isinstance(name, str) or name not in sources:
+        raise SourceError(f"unknown source {name!r}; the sources are: {', '.join(sorted(sources)) or '(none)'}")
+    if not isinstance(sql, str) or not sql.strip():
+        raise SourceError("sql must be a non-empty string")
+    if len(sql) > MAX_SQL:
+        raise SourceError(f"the statement is over {MAX_SQL} characters")
+    if params is not None and not isinstance(params, (list, dict)):
+        raise SourceError("params must be a list (for %s placeholders), a dict (for %(name)s) or None")
+    return name, sql, params

@@ -1,0 +1,142 @@
+"""One query, bounded: run on a fresh read-only connection, its rows sent in chunks as they are
+fetched (the broker never holds the whole result), cut at the source's caps, and cancelled on the
+server when it runs past its time, when the client goes away, or when the action ends."""
+
+from __future__ import annotations
+
+import json
+import select
+import socket
+import threading
+import time
+from typing import Any, Callable
+
+from gitops_agent.core.state import QueryRecord
+from gitops_agent.data.sources import Connection, SourceError, connect, secrets_of
+from gitops_agent.data.values import json_safe
+
+CHUNK_ROWS = 1000
+Send = Callable[[dict[str, Any]], None]
+
+
+class ClientGone(Exception):
+    """The client closed its end while rows were being sent."""
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    for s in sorted(secrets, key=len, reverse=True):
+        if len(s) >= 4:
+            text = text.replace(s, "***")
+    return text
+
+
+class Guard:
+    """A watcher beside the query: it cancels the statement on the server at the deadline, when
+    the client's socket closes, or when ``stopping`` is set (the action ended). A cancel through
+    the driver, not a closed connection: the server stops the statement now."""
+
+    def __init__(self, conn: Connection, timeout_s: float, client: socket.socket | None, stopping: threading.Event):
+        self.conn, self.client, self.stopping = conn, client, stopping
+        self.deadline = time.monotonic() + timeout_s
+        self.timeout_s = timeout_s
+        self.reason: str | None = None
+        self._done = threading.Event()
+        self._t = threading.Thread(target=self._watch, daemon=True, name="warehouse-guard")
+
+    def __enter__(self) -> Guard:
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._done.set()
+        self._t.join(timeout=10)
+
+    def _client_closed(self) -> bool:
+        if self.client is None:
+            return False
+        try:
+            readable, _, _ = select.select([self.client], [], [], 0)
+            return bool(readable) and self.client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True
+
+    def _watch(self) -> None:
+        while not self._done.wait(0.05):
+            if time.monotonic() >= self.deadline:
+                self.reason = f"the query ran past the source's timeout ({self.timeout_s:g} s) and was cancelled"
+            elif self.stopping.is_set():
+                self.reason = "the sandbox action ended; the query was cancelled"
+            elif self._client_closed():
+                self.reason = "the client disconnected; the query was cancelled"
+            else:
+                continue
+            self.conn.cancel()
+            return
+
+
+def _capped(rows: list[list[Any]], room_rows: int, room_bytes: int) -> tuple[list[list[Any]], int, bool]:
+    """The rows that fit the caps left, their size as JSON, and whether some were left out."""
+    cut = len(rows) > room_rows
+    rows = rows[:room_rows]
+    size = len(json.dumps(rows, separators=(",", ":"), ensure_ascii=False))
+    if size <= room_bytes:
+        return rows, size, cut
+    kept, size = [], 2
+    for row in rows:  # only the last chunk of a capped result is measured row by row
+        n = len(json.dumps(row, separators=(",", ":"), ensure_ascii=False)) + 1
+        if size + n > room_bytes:
+            break
+        kept.append(row)
+        size += n
+    return kept, size, True
+
+
+def _stream(conn: Connection, sql: str, params: Any, cfg: Any, send: Send, record: QueryRecord) -> None:
+    columns, types, batches = conn.run(sql, params, CHUNK_ROWS)
+    send({"columns": columns, "types": types})
+    for batch in batches:
+        room_rows, room_bytes = cfg.max_rows - record.rows, cfg.max_bytes - record.bytes
+        rows, size, cut = _capped([[json_safe(v) for v in row] for row in batch], room_rows, room_bytes)
+        if rows:
+            send({"rows": rows})
+        record.rows += len(rows)
+        record.bytes += size
+        if cut:  # a row past a cap exists: at most one chunk more than the caps was fetched
+            which = f"max_rows {cfg.max_rows}" if record.rows >= cfg.max_rows else f"max_bytes {cfg.max_bytes}"
+            record.truncated = f"the result was cut at {record.rows} rows (the source's {which}); aggregate in SQL or filter"
+            return
+
+
+def run_query(
+    name: str, cfg: Any, url: str, sql: str, params: Any, send: Send, client: socket.socket | None, stopping: threading.Event
+) -> QueryRecord:
+    """Run ``sql`` on source ``name`` (settings ``cfg``), sending its messages with ``send``; the
+    record of what happened. Errors go to the client as ``{"error": ...}`` with the URL redacted."""
+    record = QueryRecord(source=name, sql=sql, params=params)
+    t0 = time.monotonic()
+    guard: Guard | None = None
+    conn: Connection | None = None
+    try:
+        conn = connect(url, cfg.timeout_s)
+        with Guard(conn, cfg.timeout_s, client, stopping) as guard:
+            _stream(conn, sql, params, cfg, send, record)
+    except SourceError as e:
+        record.error = (guard.reason if guard is not None and guard.reason else None) or str(e)
+    except ClientGone:
+        record.error = "the client disconnected"
+    finally:
+        if conn is not None:
+            conn.close()
+    record.ms = int((time.monotonic() - t0) * 1000)
+    if record.error:
+        record.error = redact(record.error, secrets_of(url))
+    try:
+        if record.error:
+            send({"error": record.error})
+        else:
+            send({"done": True, "rows": record.rows, "bytes": record.bytes, "ms": record.ms, "truncated": record.truncated})
+    except ClientGone:
+        pass
+    return record

@@ -1,0 +1,186 @@
+"""Connections to the databases behind the broker, each made for one query and closed after it:
+PostgreSQL through psycopg 3, DuckDB files through duckdb. Every connection is read-only whatever
+the role may do, runs exactly one statement, fetches in chunks and can be cancelled from another
+thread."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from typing import Any, Iterator, Protocol
+from urllib.parse import unquote, urlsplit
+
+EXTRA = "pip install 'gitops-agent[warehouse]'"
+# the tables and columns the model is shown; information_schema lists only what the role may read
+DESCRIBE_SQL = (
+    "select table_schema, table_name, column_name, data_type from information_schema.columns "
+    "where table_schema not in ('pg_catalog', 'information_schema') "
+    "order by table_schema, table_name, ordinal_position"
+)
+
+
+# what DECLARE takes; anything else is a syntax error there, which the model is told the reason for
+_QUERY_WORDS = ("select", "with", "values", "table")
+ONE_QUERY = " (only one read-only query can run: SELECT, WITH ... SELECT, VALUES or TABLE)"
+
+
+class SourceError(Exception):
+    """A readable reason a query failed, for the model; never holds the URL."""
+
+
+class Connection(Protocol):
+    def run(self, sql: str, params: Any, chunk_rows: int) -> tuple[list[str], list[str], Iterator[list[tuple]]]:
+        """Start ``sql``: its column names, their types, and its rows in chunks."""
+        ...
+
+    def cancel(self) -> None:
+        """Stop the running statement (called from another thread)."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def _driver(module: str, kind: str) -> Any:
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise SourceError(f"{kind} sources need the {module} package on the agent's host: {EXTRA}") from None
+
+
+def connect(url: str, timeout_s: float) -> Connection:
+    """A read-only connection to ``url`` (postgresql://, postgres://, duckdb:///path)."""
+    scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("postgresql", "postgres"):
+        return PostgresConnection(url, timeout_s)
+    if scheme == "duckdb":
+        return DuckDBConnection(url, timeout_s)
+    raise SourceError(f"unsupported database URL scheme {scheme!r}: use postgresql:// or duckdb:///path/to/file.duckdb")
+
+
+def secrets_of(url: str) -> list[str]:
+    """The parts of a URL that must never leave the host: itself and its password."""
+    out = [url]
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        password = None
+    if password:
+        out += [password, unquote(password)]
+    return [s for s in out if s]
+
+
+def _first_line(e: BaseException) -> str:
+    diag = getattr(e, "diag", None)
+    primary = getattr(diag, "message_primary", None) if diag is not None else None
+    text = primary or str(e) or type(e).__name__
+    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+
+
+class PostgresConnection:
+    """One psycopg connection in a READ ONLY transaction with a statement timeout. The query is
+    declared as a server-side cursor: DECLARE takes exactly one SELECT or VALUES (a second
+    statement, a COMMIT, a SET, a DELETE is a syntax error), and the read-only transaction refuses
+    what a SELECT can still write (FOR UPDATE, a data-modifying CTE, a function that writes)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        psycopg = _driver("psycopg", "PostgreSQL")
+        self._errors = psycopg.Error
+        ms = max(1, int(timeout_s * 1000))
+        try:
+            self.conn = psycopg.connect(
+                url, autocommit=False, connect_timeout=max(2, min(int(timeout_s), 10)), application_name="gitops-agent-warehouse"
+            )
+            self.conn.read_only = True  # every transaction begins READ ONLY
+            self.conn.execute("SET default_transaction_read_only = on")  # and a later one too
+            self.conn.execute(f"SET LOCAL statement_timeout = {ms}")
+            # a broker stuck sending to a slow client still frees the server
+            self.conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}")
+        except psycopg.Error as e:
+            raise SourceError(f"cannot connect: {_first_line(e)}") from None
+
+    def run(self, sql: str, params: Any, chunk_rows: int) -> tuple[list[str], list[str], Iterator[list[tuple]]]:
+        cur = self.conn.cursor(name="warehouse_query")
+        try:
+            cur.execute(sql, params if params else None)
+        except self._errors as e:
+            words = sql.lstrip(" \t\r\n(").split(None, 1)
+            hint = "" if words and words[0].lower() in _QUERY_WORDS else ONE_QUERY
+            raise SourceError(_first_line(e) + hint) from None
+        types = self.conn.adapters.types
+        desc = cur.description or []
+        columns = [d.name for d in desc]
+        names = [getattr(types.get(d.type_code), "name", str(d.type_code)) for d in desc]
+
+        def batches() -> Iterator[list[tuple]]:
+            try:
+                while batch := cur.fetchmany(chunk_rows):
+                    yield batch
+            except self._errors as e:
+                raise SourceError(_first_line(e)) from None
+
+        return columns, names, batches()
+
+    def cancel(self) -> None:
+        try:
+            if hasattr(self.conn, "cancel_safe"):
+                self.conn.cancel_safe(timeout=5.0)
+            else:  # psycopg before 3.2
+                self.conn.cancel()
+        except Exception:  # noqa: BLE001 - a cancel that fails leaves the server's statement_timeout
+            pass
+
+    def close(self) -> None:
+        try:
+            self.conn.close()  # in a transaction: the server rolls it back
+        except Exception:  # noqa: BLE001
+            pass
+
+
+class DuckDBConnection:
+    """A DuckDB file opened read-only, with no access to other files or the network from SQL (the
+    broker runs on the host: read_csv('/etc/...') must not work)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        duckdb = _driver("duckdb", "DuckDB")
+        self._errors = duckdb.Error
+        path = url[len("duckdb://") :]
+        if not path.startswith("/"):
+            raise SourceError("a DuckDB URL names an absolute path: duckdb:///path/to/file.duckdb")
+        if not os.path.isfile(path):
+            raise SourceError("the source's DuckDB file does not exist on the agent's host")
+        try:
+            self.conn = duckdb.connect(path, read_only=True, config={"enable_external_access": False})
+            self.conn.execute("SET lock_configuration = true")  # the query cannot turn access back on
+        except duckdb.Error as e:
+            raise SourceError(f"cannot open: {_first_line(e)}") from None
+
+    def run(self, sql: str, params: Any, chunk_rows: int) -> tuple[list[str], list[str], Iterator[list[tuple]]]:
+        try:
+            if len(self.conn.extract_statements(sql)) != 1:
+                raise SourceError("exactly one SQL statement per query")
+            self.conn.execute(sql, params if params else None)
+        except self._errors as e:
+            raise SourceError(_first_line(e)) from None
+        desc = self.conn.description or []
+        columns, names = [d[0] for d in desc], [str(d[1]) for d in desc]
+
+        def batches() -> Iterator[list[tuple]]:
+            try:
+                while batch := self.conn.fetchmany(chunk_rows):
+                    yield batch
+            except self._errors as e:
+                raise SourceError(_first_line(e)) from None
+
+        return columns, names, batches()
+
+    def cancel(self) -> None:
+        try:
+            self.conn.interrupt()
+        except Exception:  # noqa: BLE001
+            pass
+
+    def close(self) -> None:
+        try:
+            self.conn.close()
+        except Exception:  # noqa: BLE001
+            pass

@@ -1,0 +1,49 @@
+"""``data:`` in the settings: the databases the model's code may query through the broker
+(gitops_agent/data/broker.py). A source names the environment variable that holds its URL, never
+the URL: the settings file is committed, the URL carries a password."""
+
+from __future__ import annotations
+
+import re
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+
+
+class DataSource(BaseModel):
+    """One database: where its URL is, and the bounds of every query run on it."""
+
+    model_config = ConfigDict(extra="forbid")
+    url_env: str = Field(
+        description="The environment variable of the agent's process holding the URL (postgresql://user:pw@host/db, "
+        "duckdb:///path/to/file.duckdb); read only when a query needs it, never passed to the sandbox."
+    )
+    timeout_s: float = Field(30, gt=0, le=3600, description="Seconds one query may run, enforced on the server.")
+    max_rows: int = Field(100_000, ge=1, le=50_000_000, description="Rows one query may return; past it the result is cut.")
+    max_bytes: int = Field(
+        50_000_000, ge=1_000, le=2_000_000_000, description="Bytes (as JSON) one query may return; past it the result is cut."
+    )
+    description: str = Field("", max_length=2000, description="What the source holds, shown to the model.")
+
+    @field_validator("url_env")
+    @classmethod
+    def _a_variable_name(cls, v: str) -> str:
+        if not _IDENT.match(v):
+            raise ValueError(f"{v!r} is not an environment variable name (letters, digits, _), e.g. SHOP_DB_URL")
+        return v
+
+
+class DataConfig(BaseModel):
+    """``data: {sources: {NAME: {url_env: VAR, ...}}}``."""
+
+    model_config = ConfigDict(extra="forbid")
+    sources: dict[str, DataSource] = Field(default_factory=dict, description="The queryable databases, by name.")
+
+    @field_validator("sources")
+    @classmethod
+    def _names_are_identifiers(cls, v: dict[str, DataSource]) -> dict[str, DataSource]:
+        for name in v:
+            if not _IDENT.match(name):
+                raise ValueError(f"source name {name!r} must be an identifier (letters, digits, _; not starting with a digit)")
+        return v

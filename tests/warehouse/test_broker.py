@@ -1,0 +1,182 @@
+"""The broker against a real PostgreSQL (tests/warehouse/conftest.py): read-only whatever the role
+may do, one statement, bounded, and cancelled on the server."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import resource
+import socket
+import threading
+import time
+
+import pytest
+
+from tests.warehouse.conftest import ORDERS
+from tests.warehouse.wclient import ask, query, serving, wait_until
+
+WRITES = [
+    "delete from orders",
+    "select 1; delete from orders",
+    "commit; delete from orders",
+    "set transaction read write",
+    "set transaction read write; delete from orders",
+    "with gone as (delete from orders returning id) select count(*) from gone",
+    "select * from orders for update",
+    "select wipe()",
+    "select set_config('transaction_read_only', 'off', true), wipe()",
+    "insert into orders values (999999, 'x', 1, null)",
+    "update orders set amount = 0",
+    "truncate orders",
+    "drop table orders",
+    "create table stolen as select * from orders",
+]
+
+
+def _state(pg) -> str:
+    return pg.psql("select count(*) || ' ' || sum(amount) from orders")
+
+
+def test_sources_lists_the_tables_and_their_columns(pg):
+    with serving(pg.url, description="the shop") as (_, path):
+        [reply] = ask(path, {"op": "sources"})
+    [shop] = reply["sources"]
+    assert shop["name"] == "shop" and shop["description"] == "the shop"
+    tables = {t["name"]: t["columns"] for t in shop["tables"]}
+    assert [(c["name"], c["type"]) for c in tables["orders"]] == [
+        ("id", "integer"),
+        ("customer", "text"),
+        ("amount", "numeric"),
+        ("placed", "date"),
+    ]
+
+
+def test_a_query_returns_its_rows_as_json_with_parameters(pg):
+    with serving(pg.url) as (broker, path):
+        replies = ask(
+            path, {"op": "query", "source": "shop", "sql": "select * from orders where id <= %s order by id", "params": [2]}
+        )
+        [rec] = broker.take_queries()
+    assert replies[0] == {"columns": ["id", "customer", "amount", "placed"], "types": ["int4", "text", "numeric", "date"]}
+    assert replies[1]["rows"] == [[1, "c1", 1.25, "2024-01-02"], [2, "c2", 2.5, "2024-01-03"]]
+    assert replies[-1]["done"] and replies[-1]["rows"] == 2 and replies[-1]["truncated"] is None
+    assert (rec.source, rec.params, rec.rows, rec.error) == ("shop", [2], 2, None) and rec.bytes > 0
+
+
+@pytest.mark.parametrize("sql", WRITES)
+def test_every_write_form_is_refused_and_the_table_is_unchanged(pg, sql):
+    before = _state(pg)
+    assert before.startswith(f"{ORDERS} ")
+    with serving(pg.url) as (broker, path):
+        rows, last = query(path, sql)
+        [rec] = broker.take_queries()
+    assert "error" in last, (sql, last)
+    assert rec.error == last["error"]
+    assert _state(pg) == before
+    assert pg.psql("select count(*) from pg_tables where tablename = 'stolen'") == "0"
+
+
+def test_a_chained_statement_is_refused_by_the_server_not_run_in_part(pg):
+    with serving(pg.url) as (_, path):
+        _, last = query(path, "select 1; select 2")
+    assert last == {"error": "cannot insert multiple commands into a prepared statement"}
+
+
+ACTIVITY = "select count(*) from pg_stat_activity where application_name = 'gitops-agent-warehouse'"
+
+
+def _running(pg) -> int:
+    """The broker's statements running on the server (a cursor's rows are made by its FETCH, so
+    the query's own text is not what pg_stat_activity shows)."""
+    return int(pg.psql(ACTIVITY + " and state = 'active'"))
+
+
+def _sessions(pg) -> int:
+    return int(pg.psql(ACTIVITY))
+
+
+def test_a_long_query_is_stopped_at_the_sources_timeout_and_gone_from_the_server(pg):
+    t0 = time.monotonic()
+    with serving(pg.url, timeout_s=2) as (_, path):
+        _, last = query(path, "select pg_sleep(600) as slept_600")
+    assert time.monotonic() - t0 < 10
+    assert "error" in last and ("timeout" in last["error"] or "cancel" in last["error"]), last
+    assert wait_until(lambda: _sessions(pg) == 0)
+
+
+def test_a_query_is_cancelled_on_the_server_when_its_client_goes_away(pg):
+    with serving(pg.url, timeout_s=120) as (_, path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        s.sendall(json.dumps({"op": "query", "source": "shop", "sql": "select pg_sleep(600) as gone_client"}).encode() + b"\n")
+        assert wait_until(lambda: _running(pg) == 1)
+        s.close()
+        assert wait_until(lambda: _sessions(pg) == 0, 5)
+
+
+def test_a_query_is_cancelled_on_the_server_when_the_action_ends(pg):
+    with serving(pg.url, timeout_s=120) as (_, path):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)  # the client stays: only the end of the action stops the query
+        s.sendall(json.dumps({"op": "query", "source": "shop", "sql": "select pg_sleep(600) as action_end"}).encode() + b"\n")
+        assert wait_until(lambda: _running(pg) == 1)
+    assert wait_until(lambda: _sessions(pg) == 0, 5)
+    s.close()
+
+
+def test_a_5m_row_result_is_cut_at_max_rows_in_bounded_memory(pg):
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.monotonic()
+    with serving(pg.url, max_rows=100_000) as (broker, path):
+        rows, last = query(path, "select i, 'row ' || i as label from generate_series(1, 5000000) i")
+        [rec] = broker.take_queries()
+    assert len(rows) == 100_000 and rows[-1] == [100_000, "row 100000"]
+    assert "cut at 100000 rows" in last["truncated"] and "max_rows" in last["truncated"]
+    assert rec.truncated == last["truncated"] and rec.rows == 100_000
+    assert time.monotonic() - t0 < 20
+    # the test holds the 100k rows it read; the broker only ever held a chunk
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 200 * 1024
+
+
+def test_a_result_over_max_bytes_is_cut_with_a_note(pg):
+    with serving(pg.url, max_bytes=10_000) as (_, path):
+        rows, last = query(path, "select * from orders order by id")
+    assert 0 < len(rows) < ORDERS
+    assert len(json.dumps(rows, separators=(",", ":"))) <= 10_000
+    assert "max_bytes 10000" in last["truncated"]
+
+
+def test_errors_are_readable_and_never_hold_the_url(pg):
+    bad = pg.url.replace(pg.password, pg.password + "x")
+    with serving(bad) as (broker, path):
+        _, last = query(path, "select 1")
+        [rec] = broker.take_queries()
+    assert "password authentication failed" in last["error"]
+    assert pg.password not in last["error"] and pg.password not in rec.error
+    # a driver's message that quotes the URL's text (here the bad sslmode, which is the password)
+    with serving(f"{pg.url}?sslmode={pg.password}") as (broker, path):
+        _, last = query(path, "select 1")
+        [rec] = broker.take_queries()
+    assert last["error"] == 'cannot connect: connection is bad: invalid sslmode value: "***"'
+    assert pg.password not in rec.error
+    with serving(pg.url) as (_, path):
+        _, last = query(path, "select nope from orders")
+        assert last == {"error": 'column "nope" does not exist'}
+        [reply] = ask(path, {"op": "query", "source": "elsewhere", "sql": "select 1"})
+        assert "unknown source 'elsewhere'" in reply["error"]
+
+
+def test_an_oversized_or_malformed_request_gets_an_error(pg):
+    with serving(pg.url) as (_, path):
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.connect(path)
+
+            def flood() -> None:
+                with contextlib.suppress(OSError):  # the broker stops reading after 1 MB
+                    s.sendall(b"x" * 2_000_000)
+
+            threading.Thread(target=flood, daemon=True).start()
+            reply = s.makefile("rb").readline()
+        assert b"over 1000000 bytes" in reply
+        [reply] = ask(path, {"op": "drop"})
+        assert "error" in reply

@@ -1,0 +1,137 @@
+"""The model's code queries PostgreSQL through the real bubblewrap sandbox, wired by the Runtime
+(data.sources set): it gets a DataFrame, and never the password or the database's port."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from gitops_agent.brain.agents import load_brain
+from gitops_agent.runtime.context import Runtime
+from gitops_agent.sandbox.bubblewrap import bwrap_works
+from gitops_agent.settings.config import AgentConfig
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
+
+
+@pytest.fixture
+def rt(pg, monkeypatch):
+    monkeypatch.setenv("SHOP_DB_URL", pg.url)
+    cfg = AgentConfig.model_validate(
+        {"sandbox": {"backend": "bubblewrap", "timeout_s": 60}, "data": {"sources": {"shop": {"url_env": "SHOP_DB_URL"}}}}
+    )
+    return Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
+
+
+def _run(rt, tmp_path, code: str, timeout: float | None = None):
+    work = tmp_path / "work"
+    work.mkdir(exist_ok=True)
+    obs = rt.get_sandbox().run_python(code, work, timeout=timeout)
+    return obs, work
+
+
+def test_the_models_code_gets_a_dataframe_and_the_schema_through_bubblewrap(rt, tmp_path):
+    assert rt.get_sandbox().name == "bubblewrap"
+    code = """
+import json, warehouse
+df = warehouse.query("shop", "select id, customer, amount, placed from orders where id <= %s order by id", [3])
+[shop] = warehouse.sources()
+print(json.dumps({"dtypes": {c: str(t) for c, t in df.dtypes.items()}, "rows": df.astype(str).values.tolist(),
+                  "tables": {t["name"]: [c["name"] for c in t["columns"]] for t in shop["tables"]}}))
+try:
+    warehouse.query("shop", "delete from orders")
+except warehouse.WarehouseError as e:
+    print("refused:", e)
+"""
+    obs, _ = _run(rt, tmp_path, code)
+    assert obs.exit_code == 0, obs.stderr
+    first, refused = obs.stdout.strip().splitlines()
+    out = json.loads(first)
+    assert out["rows"] == [["1", "c1", "1.25", "2024-01-02"], ["2", "c2", "2.5", "2024-01-03"], ["3", "c3", "3.75", "2024-01-04"]]
+    dtypes = out["dtypes"]
+    assert (dtypes["id"], dtypes["amount"], dtypes["customer"] in ("str", "object")) == ("int64", "float64", True)
+    assert dtypes["placed"].startswith("datetime64"), dtypes  # a date column comes back as dates, not text
+    assert out["tables"] == {"orders": ["id", "customer", "amount", "placed"]}
+    refusal = 'syntax error at or near "delete" (only one read-only query can run: SELECT, WITH ... SELECT, VALUES or TABLE)'
+    assert refused == f"refused: {refusal}"
+    # the step's record of what its code ran
+    recs = rt.take_queries()
+    assert [(r.sql.split()[0], r.rows, r.error) for r in recs] == [("select", 3, None), ("delete", 0, refusal)]
+    assert rt.take_queries() == []
+
+
+def test_the_password_is_not_in_the_sandbox_its_tree_or_its_output(rt, tmp_path, pg):
+    code = r"""
+import os, subprocess, warehouse
+env = open("/proc/self/environ", "rb").read()
+open("environ.bin", "wb").write(env)
+print(env.replace(b"\0", b"\n").decode())
+print(subprocess.run(["sh", "-c", "env; cat /proc/1/environ | tr '\\0' '\\n'"], capture_output=True, text=True).stdout)
+df = warehouse.query("shop", "select current_user as u, inet_server_port() as p")
+df.to_csv("who.csv")
+print(df.to_string())
+"""
+    obs, work = _run(rt, tmp_path, code)
+    assert obs.exit_code == 0, obs.stderr
+    assert "WAREHOUSE_SOCKET=/run/warehouse.sock" in obs.stdout and "analyst" in obs.stdout
+    assert "SHOP_DB_URL" not in obs.stdout
+    assert pg.password not in obs.stdout + obs.stderr
+    for f in work.rglob("*"):
+        assert pg.password.encode() not in f.read_bytes(), f
+    assert pg.password not in json.dumps([r.model_dump() for r in rt.take_queries()])
+
+
+def test_the_database_port_is_unreachable_from_the_sandbox(rt, tmp_path, pg):
+    code = f"""
+import socket
+s = socket.socket()
+s.settimeout(3)
+try:
+    s.connect(("127.0.0.1", {pg.port}))
+    print("CONNECTED")
+except OSError as e:
+    print("refused:", type(e).__name__, e.errno)
+"""
+    obs, _ = _run(rt, tmp_path, code)
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.stdout.startswith("refused:"), obs.stdout
+    # and from here it is reachable: the refusal is the sandbox's network namespace
+    with __import__("socket").create_connection(("127.0.0.1", pg.port), timeout=3):
+        pass
+
+
+def test_a_query_still_running_when_the_action_ends_is_cancelled_on_the_server(rt, tmp_path, pg):
+    code = 'import warehouse\nwarehouse.query("shop", "select pg_sleep(600)")\n'
+    obs, _ = _run(rt, tmp_path, code, timeout=3)  # the source's timeout is 30 s: the action ends first
+    assert obs.timed_out
+    left = pg.psql("select count(*) from pg_stat_activity where application_name = 'gitops-agent-warehouse'")
+    assert left == "0"
+    [rec] = rt.take_queries()
+    assert rec.error and "cancelled" in rec.error
+
+
+def test_a_5m_row_query_is_cut_at_max_rows_and_the_model_is_told(pg, tmp_path, monkeypatch):
+    monkeypatch.setenv("SHOP_DB_URL", pg.url)
+    cfg = AgentConfig.model_validate(
+        {
+            "sandbox": {"backend": "bubblewrap", "timeout_s": 60},
+            "data": {"sources": {"shop": {"url_env": "SHOP_DB_URL", "max_rows": 50000}}},
+        }
+    )
+    rt = Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
+    code = 'import warehouse\ndf = warehouse.query("shop", "select * from generate_series(1, 5000000) i")\n'
+    code += "print(len(df), df.i.max())\n"
+    obs, _ = _run(rt, tmp_path, code)
+    assert obs.exit_code == 0, obs.stderr
+    assert obs.stdout.split() == ["50000", "50000"]
+    assert "cut at 50000 rows (the source's max_rows 50000)" in obs.stderr
+
+
+def test_without_sources_the_sandbox_has_no_socket(tmp_path):
+    cfg = AgentConfig.model_validate({"sandbox": {"backend": "bubblewrap"}})
+    rt = Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
+    obs, _ = _run(rt, tmp_path, "import os, warehouse\nprint(os.path.exists('/run/warehouse.sock'))\nwarehouse.sources()\n")
+    assert obs.stdout.strip() == "False"
+    assert "WarehouseError: no data sources are configured" in obs.stderr
+    assert rt.broker is None and rt.take_queries() == []

@@ -1,0 +1,107 @@
+"""`data.sources` in the settings, the driver's absence, and step.json's `queries` (no database needed)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+
+from gitops_agent.core.errors import ConfigError
+from gitops_agent.core.state import StepRecord
+from gitops_agent.data.sources import SourceError, connect, secrets_of
+from gitops_agent.settings.config import parse_config
+from tests.helpers import ROOT
+
+
+def test_a_source_is_read_with_its_defaults():
+    cfg = parse_config("data:\n  sources:\n    shop: {url_env: SHOP_DB_URL, description: orders}\n", "x.yml")
+    shop = cfg.data.sources["shop"]
+    assert (shop.url_env, shop.timeout_s, shop.max_rows, shop.max_bytes, shop.description) == (
+        "SHOP_DB_URL",
+        30,
+        100_000,
+        50_000_000,
+        "orders",
+    )
+
+
+@pytest.mark.parametrize(
+    "yaml, says",
+    [
+        ("data: {sources: {'my-shop': {url_env: X}}}", "must be an identifier"),
+        ("data: {sources: {shop: {url_env: 'postgresql://u:p@h/db'}}}", "is not an environment variable name"),
+        ("data: {sources: {shop: {url: 'postgresql://u:p@h/db'}}}", "url"),
+        ("data: {sources: {shop: {url_env: X, timeout_s: 0}}}", "timeout_s"),
+        ("data: {sourcez: {}}", "sourcez"),
+    ],
+)
+def test_a_bad_source_is_one_clear_error(yaml, says):
+    with pytest.raises(ConfigError) as e:
+        parse_config(yaml, "x.yml")
+    assert says in str(e.value) and "x.yml" in str(e.value)
+    assert "u:p@h" not in str(e.value) or "url_env" in str(e.value)
+
+
+def test_without_psycopg_the_error_names_the_extra(monkeypatch):
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # what an install without the extra sees: ImportError
+    with pytest.raises(SourceError, match=r"PostgreSQL sources need the psycopg package .*gitops-agent\[warehouse\]"):
+        connect("postgresql://u:p@127.0.0.1:1/db", 5)
+
+
+def test_an_unknown_scheme_is_refused_and_the_password_is_a_secret():
+    with pytest.raises(SourceError, match="unsupported database URL scheme 'mysql'"):
+        connect("mysql://u:pw@h/db", 5)
+    assert secrets_of("postgresql://u:p%40ss@h/db") == ["postgresql://u:p%40ss@h/db", "p%40ss", "p@ss"]
+
+
+def test_an_old_step_record_without_queries_loads():
+    old = {
+        "schema": 1,
+        "task_id": "t",
+        "seq": 1,
+        "role": "executor",
+        "node": "n1",
+        "started_at": "2026-01-01T00:00:00Z",
+        "finished_at": "2026-01-01T00:00:01Z",
+    }
+    assert StepRecord.model_validate(old).queries == []
+
+
+DUCKDB_CHECK = """
+import sys, duckdb
+from gitops_agent.data.sources import SourceError, connect
+path = sys.argv[1]
+with duckdb.connect(path) as con:
+    con.execute("create table orders as select range as id from range(10)")
+conn = connect("duckdb://" + path, 5)
+cols, _types, batches = conn.run("select count(*) as n from orders", None, 100)
+print(cols, [r for b in batches for r in b])
+for sql in ("delete from orders", "select 1; delete from orders", "select * from read_csv('/etc/passwd')",
+            "set enable_external_access = true"):
+    try:
+        list(conn.run(sql, None, 100)[2])
+        print("RAN", sql)
+    except SourceError as e:
+        print("refused:", e)
+conn.close()
+"""
+
+
+def test_a_duckdb_file_is_opened_read_only_without_file_access(tmp_path):
+    """Run with the workbench's interpreter, which has duckdb (the agent's own environment has it
+    only with the warehouse extra); the module needs nothing but the standard library and the driver."""
+    from gitops_agent.sandbox.workbench import ensure_workbench
+
+    r = subprocess.run(
+        [ensure_workbench().python, "-c", DUCKDB_CHECK, str(tmp_path / "shop.duckdb")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(ROOT), "PATH": "/usr/bin:/bin"},
+    )
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines[0] == "['n'] [(10,)]"
+    why = ["read-only mode", "exactly one SQL statement", "file system operations are disabled", "configuration has been locked"]
+    assert len(lines) == 5 and all(x.startswith("refused:") and w in x for x, w in zip(lines[1:], why)), lines

@@ -1,0 +1,53 @@
+"""The warehouse protocol spoken from the test process (the sandbox's client needs pandas, which the
+agent's environment does not have): a broker served on a short socket path, and a raw client."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+from gitops_agent.data.broker import Broker
+from gitops_agent.settings.data_sources import DataSource
+
+
+@contextlib.contextmanager
+def serving(url: str, **cfg):
+    """A broker with one source `shop` at ``url``, listening as for one action: (broker, socket path)."""
+    broker = Broker({"shop": DataSource(url_env="SHOP_DB_URL", **cfg)}, environ={"SHOP_DB_URL": url})
+    d = Path(tempfile.mkdtemp(prefix="wh-"))  # sun_path is short: not under a test's long tmp_path
+    try:
+        with broker.serve(d / "w.sock"):
+            yield broker, str(d / "w.sock")
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def ask(path: str, message: dict, timeout: float = 60) -> list[dict]:
+    """Send one request; every reply line until the broker closes the connection."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        s.connect(path)
+        s.sendall(json.dumps(message).encode() + b"\n")
+        with s.makefile("rb") as f:
+            return [json.loads(line) for line in f]
+
+
+def query(path: str, sql: str, params=None, timeout: float = 60) -> tuple[list[list], dict]:
+    """(rows, the last reply: done or error)."""
+    replies = ask(path, {"op": "query", "source": "shop", "sql": sql, "params": params}, timeout)
+    rows = [r for m in replies if isinstance(m.get("rows"), list) for r in m["rows"]]
+    return rows, replies[-1]
+
+
+def wait_until(check, seconds: float = 5.0) -> bool:
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        if check():
+            return True
+        time.sleep(0.05)
+    return check()
