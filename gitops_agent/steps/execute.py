@@ -214,7 +214,8 @@ class _NodeRun:
             rt.brain.prompt_dirs,
             self.agent.prompts.system,
             agent=self.agent,
-            py_tools=list_tools(rt.brain),
+            # `warehouse` only where the settings declare data sources: elsewhere it has nothing to answer
+            py_tools=[t for t in list_tools(rt.brain) if t["name"] != "warehouse" or rt.config.data.sources],
             workbench=wb.listing() if wb is not None else [],
         )
         work, note = _Work(), ""
