@@ -215,10 +215,10 @@ def test_the_packaged_brain_without_a_branch_and_the_checkout_cache(tmp_path):
     g = GitRepo(repo)
     assert checkout_brain(g) is None
     brain = load_repo_brain(g)
-    assert [t["name"] for t in list_tools(brain)] == ["tabular"]
+    assert [t["name"] for t in list_tools(brain)] == ["tabular", "warehouse"]
     brain_commit(repo, {"tools/mystats.py": MYSTATS})
     d1 = checkout_brain(g)
     assert d1 is not None and d1 == checkout_brain(g) and (d1 / ".complete").exists()
-    assert [t["name"] for t in list_tools(load_repo_brain(g))] == ["mystats", "tabular"]
+    assert [t["name"] for t in list_tools(load_repo_brain(g))] == ["mystats", "tabular", "warehouse"]
     brain_commit(repo, {"tools/mystats.py": None})
     assert checkout_brain(g) != d1
