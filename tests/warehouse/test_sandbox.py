@@ -135,3 +135,16 @@ def test_without_sources_the_sandbox_has_no_socket(tmp_path):
     assert obs.stdout.strip() == "False"
     assert "WarehouseError: no data sources are configured" in obs.stderr
     assert rt.broker is None and rt.take_queries() == []
+
+
+def test_the_executor_is_told_the_sources_tables_and_columns_and_never_the_password(rt, pg):
+    from gitops_agent.steps.execute import data_sources
+    from gitops_agent.templates.prompts import render
+
+    rt.get_sandbox()  # the broker is made with the sandbox
+    agent = rt.brain.executor("analyst")
+    ctx = {"agent": agent, "py_tools": [], "workbench": [], "data_sources": data_sources(rt)}
+    system = render(rt.brain.prompt_dirs, agent.prompts.system, **ctx)
+    assert "`shop`" in system and "`orders`(id, customer, amount, placed)" in system
+    assert "warehouse.query(source, sql, params=None)" in system
+    assert pg.password not in system and pg.url not in system
