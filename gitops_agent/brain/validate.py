@@ -76,6 +76,7 @@ def _sample_context() -> dict[str, Any]:
         "py_tools": [{"name": "tabular", "doc": "helpers", "functions": [{"signature": "load_csv(path)", "doc": "rows"}]}],
         "obs": Observation(exit_code=0, stdout="ok"),
         "workbench": ["pandas 2.2.3", "duckdb 1.1.3"],
+        "queries": "- node `n1`: `shop` · 3 rows",
         "data_sources": [{"name": "shop", "description": "d", "tables": [{"name": "orders", "columns": [{"name": "id"}]}]}],
         "title": "t",
         "outcome": "done",

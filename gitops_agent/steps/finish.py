@@ -10,6 +10,7 @@ from gitops_agent.core.state import FINISH_NODE, NodeStatus, StepRecord, dump_st
 from gitops_agent.git.messages import shorten
 from gitops_agent.memory.experience import cited_ids
 from gitops_agent.observe.charts import find_charts, report_markdown
+from gitops_agent.observe.queries import queries_markdown
 from gitops_agent.observe.render import cost_table, fmt_tokens, md_block, md_checklist, md_text
 from gitops_agent.observe.rounds import rounds_table
 from gitops_agent.runtime.context import Runtime
@@ -93,6 +94,7 @@ def render_report(rt: Runtime, snap: Snapshot, outcome: str, answer: str, reason
         memory=memory,
         rounds=rounds_table(snap),
         charts=report_markdown(find_charts(snap.git, snap.tip, snap.task_id, snap.steps)),
+        queries=queries_markdown(snap.steps),
     )
     # and once more as a whole, so no field of a template (the brain's, too) can slip past; the
     # charts are images of this commit, by relative paths (the model's own images went in md_block)

@@ -1,0 +1,68 @@
+"""Through `gitops-agent run` with bubblewrap: a repository whose data lives only in PostgreSQL
+gets a correct answer; step.json lists the queries; report.md shows the SQL behind the answer;
+the password is in no commit, report or output."""
+
+from __future__ import annotations
+
+import json
+from decimal import Decimal
+
+import pytest
+import yaml
+
+from gitops_agent.sandbox.bubblewrap import bwrap_works
+from tests.helpers import agent_command, git, task_branch
+
+pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
+
+SQL = "select customer, sum(amount) as total from orders group by customer order by total desc, customer limit 1"
+CODE = f"""
+import warehouse
+df = warehouse.query("shop", {SQL!r})
+print(f"TOP={{df.customer[0]}} {{float(df.total[0]):.2f}}")
+"""
+
+
+def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhere(pg, tmp_path):
+    repo = tmp_path / "shop"
+    (repo / ".github").mkdir(parents=True)
+    (repo / ".github" / "gitops-agent.yml").write_text(
+        "sandbox: {backend: bubblewrap}\ndata: {sources: {shop: {url_env: SHOP_DB_URL, description: the shop's orders}}}\n"
+    )
+    (repo / "README.md").write_text("Our orders are in the shop database.\n")
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "settings")
+    script = tmp_path / "s.yaml"
+    script.write_text(
+        yaml.safe_dump(
+            {
+                "planner": [
+                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Top customer", "goal": "Query it."}]}},
+                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
+                ],
+                "executor:n1": [
+                    {"tool": "run_python", "input": {"code": CODE}},
+                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
+                ],
+            }
+        )
+    )
+    r = agent_command(
+        "run", "--repo", str(repo), "--model", f"scripted:{script}", "Who is the top customer?", env={"SHOP_DB_URL": pg.url}
+    )
+    assert r.returncode == 0, r.stderr
+    # the right answer, computed by the server
+    rows = pg.psql(SQL).split("|")
+    assert f"TOP={rows[0]} {Decimal(rows[1]):.2f}" in r.stdout
+    branch = task_branch(repo)
+    tid = branch.removeprefix("agent/task/")
+    step = next(f for f in git(repo, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/step.json"))
+    queries = json.loads(git(repo, "show", f"{branch}:{step}"))["queries"]
+    assert [(q["source"], q["sql"], q["rows"], q["error"]) for q in queries] == [("shop", SQL, 1, None)]
+    report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
+    section = report.split("## The SQL behind the answer", 1)[1].split("\n## ", 1)[0]
+    assert f"```sql\n{SQL}\n```" in section and "`shop` · 1 row" in section
+    # the password: in no commit of any branch, not in the output
+    everything = git(repo, "log", "-p", "--all") + r.stdout + r.stderr
+    assert pg.password not in everything and pg.url not in everything
