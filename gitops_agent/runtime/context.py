@@ -59,6 +59,7 @@ class Runtime:
     _workbench: Any = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _wb_lock: threading.Lock = field(default_factory=threading.Lock)  # taken inside _lock (get_sandbox)
+    _broker_lock: threading.Lock = field(default_factory=threading.Lock)  # likewise
     _warned: set = field(default_factory=set)
     _local: set = field(default_factory=set)  # names of models served from this machine or a private network
 
@@ -105,15 +106,27 @@ class Runtime:
             if self.sandbox is None:
                 # memory's shared data sets are mounted read-only when a step attached them
                 # (gitops_agent/steps/memory_hooks.py attach_data sets data_dir before the first sandbox)
-                sources = self.config.data.sources
-                if sources and self.broker is None:
-                    self.broker = Broker(sources)  # it reads each URL from this process's environment when a query needs it
+                self.data_broker()
                 self.sandbox = make_sandbox(
                     self._sandbox_limits(),
                     env={"AGENT_DATA_DIR": self.data_dir} if self.data_dir else None,
                     services=[self.broker] if self.broker is not None else None,
                 )
             return self.sandbox
+
+    def data_broker(self) -> Broker | None:
+        """The broker of the declared data sources (None: none declared), made on first use; it
+        reads each URL from this process's environment only when a query or a schema needs it."""
+        with self._broker_lock:
+            if self.config.data.sources and self.broker is None:
+                self.broker = Broker(self.config.data.sources)
+            return self.broker
+
+    def data_schema(self) -> list[dict[str, Any]]:
+        """Each declared source with its tables and columns (read once, on the host), for the
+        planner's and the executors' prompts; a source that cannot be read says why."""
+        broker = self.data_broker()
+        return [broker.describe(name) for name in broker.sources] if broker is not None else []
 
     def take_queries(self) -> list[QueryRecord]:
         """The database queries the calling thread's actions ran since it last asked (a step's)."""

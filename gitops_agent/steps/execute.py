@@ -217,7 +217,7 @@ class _NodeRun:
             # `warehouse` only where the settings declare data sources: elsewhere it has nothing to answer
             py_tools=[t for t in list_tools(rt.brain) if t["name"] != "warehouse" or rt.config.data.sources],
             workbench=wb.listing() if wb is not None else [],
-            data_sources=data_sources(rt),
+            data_sources=rt.data_schema(),
         )
         work, note = _Work(), ""
         for model in models:
@@ -351,13 +351,6 @@ def _act(run: _NodeRun, resp: ModelResponse, turn: Turn, tools: list[str]) -> tu
         turn.observation = done
         replies.append(ToolResultBlock(tool_use_id=use.id, content=_observation_text(run.rt, done), is_error=done.exit_code != 0))
     return replies, None
-
-
-def data_sources(rt: Runtime) -> list[dict[str, Any]]:
-    """The declared data sources with their tables and columns (read once per process by the
-    broker, with the credentials on the host), so the code is written against real names."""
-    broker = rt.broker
-    return [broker.describe(name) for name in broker.sources] if broker is not None else []
 
 
 def _commit(rt: Runtime, job: Job, snap: Snapshot, node: PlanNode, record: StepRecord, work: _Work, decision: Any) -> None:

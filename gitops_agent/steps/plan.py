@@ -183,7 +183,15 @@ def _ask(
     # memory: the top-k similar past experiences, retrieved for the first plan and recorded in
     # memory.json of that step; later plan steps show the same ones
     experiences = memory_rec["shown"] if memory_rec else []
-    task_text = render(dirs, agent.prompts.task, task=snap.task, files=files, files_more=files_more, experiences=experiences)
+    task_text = render(
+        dirs,
+        agent.prompts.task,
+        task=snap.task,
+        files=files,
+        files_more=files_more,
+        experiences=experiences,
+        data_sources=rt.data_schema(),  # the declared databases' tables and columns, read on the host
+    )
     new_r, old_r = _state_results(snap, new_ids) if snap.plan else ([], [])
     running = [n.id for n in snap.plan.running()] if snap.plan else []
     spent = f"${snap.cost_usd:.4f} of ${snap.task.budget.max_usd:g}, {snap.model_steps} of {snap.task.budget.max_steps} steps"

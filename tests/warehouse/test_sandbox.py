@@ -19,7 +19,10 @@ pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or c
 def rt(pg, monkeypatch):
     monkeypatch.setenv("SHOP_DB_URL", pg.url)
     cfg = AgentConfig.model_validate(
-        {"sandbox": {"backend": "bubblewrap", "timeout_s": 60}, "data": {"sources": {"shop": {"url_env": "SHOP_DB_URL"}}}}
+        {
+            "sandbox": {"backend": "bubblewrap", "timeout_s": 60},
+            "data": {"sources": {"shop": {"url_env": "SHOP_DB_URL", "description": "the shop's orders"}}},
+        }
     )
     return Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
 
@@ -137,14 +140,22 @@ def test_without_sources_the_sandbox_has_no_socket(tmp_path):
     assert rt.broker is None and rt.take_queries() == []
 
 
-def test_the_executor_is_told_the_sources_tables_and_columns_and_never_the_password(rt, pg):
-    from gitops_agent.steps.execute import data_sources
+def test_the_planner_and_the_executor_are_told_the_tables_and_columns_and_never_the_password(rt, pg):
+    from gitops_agent.core.state import Budget, TaskFile, TaskModels, utcnow
     from gitops_agent.templates.prompts import render
 
-    rt.get_sandbox()  # the broker is made with the sandbox
+    schema = rt.data_schema()  # read once by the broker, on the host
     agent = rt.brain.executor("analyst")
-    ctx = {"agent": agent, "py_tools": [], "workbench": [], "data_sources": data_sources(rt)}
-    system = render(rt.brain.prompt_dirs, agent.prompts.system, **ctx)
-    assert "`shop`" in system and "`orders`(id, customer, amount, placed)" in system
-    assert "warehouse.query(source, sql, params=None)" in system
-    assert pg.password not in system and pg.url not in system
+    ctx = {"agent": agent, "py_tools": [], "workbench": [], "data_sources": schema}
+    executor = render(rt.brain.prompt_dirs, agent.prompts.system, **ctx)
+    assert "warehouse.query(source, sql, params=None)" in executor
+    task = TaskFile(
+        task_id="20260101-000000-q", question="Who buys most?", base_ref="main", base_sha="0" * 40,
+        models=TaskModels(planner="scripted:p", executor="scripted:e"), budget=Budget(), created_at=utcnow(),
+    )  # fmt: skip
+    planner = rt.brain.planner
+    ctx = {"task": task, "files": [], "files_more": 0, "experiences": [], "data_sources": schema}
+    plan = render(rt.brain.prompt_dirs, planner.prompts.task, **ctx)
+    for text in (executor, plan):
+        assert "- `shop`: the shop's orders" in text and "`orders`(id, customer, amount, placed)" in text
+        assert pg.password not in text and pg.url not in text
