@@ -12,12 +12,13 @@ from __future__ import annotations
 import os
 import shutil
 import ssl
-import subprocess
 import sys
 import urllib.error
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+
+from gitops_agent.sandbox.installer import run_tool
 
 OK, WARN, FAIL = "ok", "warn", "fail"
 MARK = {OK: "✓", WARN: "!", FAIL: "✗"}
@@ -33,14 +34,6 @@ class Check:
         return f"{MARK[self.state]} {self.name:<9} {self.line}"
 
 
-def _run(argv: list[str], timeout: float = 20) -> tuple[int, str]:
-    try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
-    except (OSError, subprocess.SubprocessError) as e:
-        return 127, str(e)
-    return p.returncode, (p.stdout or p.stderr).strip()
-
-
 def check_python() -> Check:
     v = sys.version_info
     where = sys.executable
@@ -53,7 +46,7 @@ def check_git() -> Check:
     git = shutil.which("git")
     if git is None:
         return Check("git", FAIL, "not found on PATH: install git (apt-get install git)")
-    rc, out = _run([git, "--version"])
+    rc, out = run_tool([git, "--version"])
     parts = out.split()[-1].split(".") if rc == 0 else []
     if rc != 0 or len(parts) < 2 or not parts[0].isdigit() or (int(parts[0]), int(parts[1])) < (2, 30):
         return Check("git", FAIL, f"{out or 'does not run'}: gitops-agent needs git 2.30 or newer")
@@ -78,7 +71,7 @@ def check_sandbox() -> Check:
         if apparmor == "1":
             why += " (AppArmor restricts them: sysctl kernel.apparmor_restrict_unprivileged_userns=0)"
         return Check("sandbox", FAIL, f"{bwrap} is installed but cannot start a sandbox: {why} [{userns or '?'}]")
-    rc, out = _run([bwrap, "--version"])
+    rc, out = run_tool([bwrap, "--version"])
     return Check("sandbox", OK, f"{out or 'bubblewrap'}: starts a sandbox with user namespaces (no network, own /tmp)")
 
 
@@ -112,7 +105,7 @@ def check_index(timeout: float = 10) -> Check:
     ctx, store = _trust_store()
     uv = uv_binary()
     uv_text = (
-        f"uv {(_run([uv, '--version'])[1].split() + ['?', '?'])[1]}"
+        f"uv {(run_tool([uv, '--version'])[1].split() + ['?', '?'])[1]}"
         if uv
         else "uv not installed (the action installs it; pip works too)"
     )

@@ -30,7 +30,7 @@ def queries_markdown(steps: Iterable[StepRecord]) -> str:
     out: list[str] = []
     shown = total = 0
     for rec in sorted(steps, key=lambda r: r.seq):
-        for q in getattr(rec, "queries", None) or []:
+        for q in rec.queries:
             total += 1
             if shown >= MAX_QUERIES:
                 continue

@@ -16,12 +16,17 @@ import sys
 from pathlib import Path
 
 
-def _run(argv: list[str], timeout: float = 20) -> tuple[int, str]:
+def run_tool(
+    argv: list[str], *, env: dict[str, str] | None = None, timeout: float = 20, errors_first: bool = False
+) -> tuple[int, str]:
+    """(exit code, what it printed) of a short host tool; 127 and the reason when it cannot run
+    or outlasts ``timeout``. ``errors_first``: its stderr before its stdout (an installer's
+    failure is on stderr; a query such as `pip config get` answers on stdout)."""
     try:
-        p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        p = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
     except (OSError, subprocess.SubprocessError) as e:
         return 127, str(e)
-    return p.returncode, (p.stdout or p.stderr).strip()
+    return p.returncode, ((p.stderr or p.stdout) if errors_first else (p.stdout or p.stderr)).strip()
 
 
 def uv_binary(environ: dict[str, str] | None = None) -> str | None:
@@ -44,7 +49,7 @@ def index_url(environ: dict[str, str] | None = None) -> tuple[str, str]:
     for var in ("UV_DEFAULT_INDEX", "UV_INDEX_URL", "PIP_INDEX_URL"):
         if e.get(var):
             return e[var], var
-    rc, out = _run([sys.executable, "-I", "-m", "pip", "config", "get", "global.index-url"])
+    rc, out = run_tool([sys.executable, "-I", "-m", "pip", "config", "get", "global.index-url"])
     if rc == 0 and out.startswith(("http://", "https://")):
         return out.splitlines()[-1].strip(), "pip's global.index-url"
     return "https://pypi.org/simple", "the default"

@@ -29,7 +29,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field
 
 from gitops_agent.core.errors import SandboxError
-from gitops_agent.sandbox.installer import uv_binary, uv_env
+from gitops_agent.sandbox.installer import run_tool, uv_binary, uv_env
 from gitops_agent.sandbox.requirements import LockFile, RequirementsError, additions, normalise, parse_lock
 
 FORMAT = 3  # bump when the layout of a workbench changes: every cached one is then rebuilt
@@ -162,16 +162,6 @@ def _locked(path: Path):
         os.close(fd)
 
 
-def _run(argv: list[str], env: dict[str, str]) -> tuple[int, str]:
-    try:
-        r = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=INSTALL_TIMEOUT_S, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired:
-        return 124, f"{Path(argv[0]).name} did not finish in {INSTALL_TIMEOUT_S} s"
-    except OSError as e:
-        return 127, str(e)
-    return r.returncode, (r.stderr or r.stdout).strip()
-
-
 def _install(req: Path, root: Path, python: str) -> None:
     """A new virtualenv at ``root`` with exactly the pins of ``req``: wheels only (no package's
     build script runs here), every file's hash checked, no dependency added."""
@@ -189,7 +179,7 @@ def _install(req: Path, root: Path, python: str) -> None:
             + ["--require-hashes", "--no-deps", "--only-binary", ":all:", "-r", str(req)],
         ]
     for argv in steps:
-        rc, out = _run(argv, env)
+        rc, out = run_tool(argv, env=env, timeout=INSTALL_TIMEOUT_S, errors_first=True)
         if rc != 0:
             tool = "uv" if uv else "pip"
             raise WorkbenchError(f"{tool} failed ({' '.join(argv[1:3])}): {' '.join(out.splitlines()[-4:])[:600]}")
@@ -198,7 +188,11 @@ def _install(req: Path, root: Path, python: str) -> None:
     # test suites are left out: half the files, never imported. A file that does not compile is
     # only slower to import (compileall's exit code is ignored).
     for site in _site_packages(root):
-        _run([str(root / "bin" / "python"), "-I", "-m", "compileall", "-q", "-j", "0", "-x", r"[/\\]tests?[/\\]", str(site)], env)
+        run_tool(
+            [str(root / "bin" / "python"), "-I", "-m", "compileall", "-q", "-j", "0", "-x", r"[/\\]tests?[/\\]", str(site)],
+            env=env,
+            timeout=INSTALL_TIMEOUT_S,
+        )
 
 
 def _build(text: str, key: str, base: Path, python: str, under: Path | None = None) -> tuple[dict, float | None]:
