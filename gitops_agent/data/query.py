@@ -80,12 +80,12 @@ def _capped(rows: list[list[Any]], room_rows: int, room_bytes: int) -> tuple[lis
     """The rows that fit the caps left, their size as JSON, and whether some were left out."""
     cut = len(rows) > room_rows
     rows = rows[:room_rows]
-    size = len(json.dumps(rows, separators=(",", ":"), ensure_ascii=False))
+    size = len(json.dumps(rows, separators=(",", ":"), ensure_ascii=False).encode())  # bytes, as sent
     if size <= room_bytes:
         return rows, size, cut
     kept, size = [], 2
     for row in rows:  # only the last chunk of a capped result is measured row by row
-        n = len(json.dumps(row, separators=(",", ":"), ensure_ascii=False)) + 1
+        n = len(json.dumps(row, separators=(",", ":"), ensure_ascii=False).encode()) + 1
         if size + n > room_bytes:
             break
         kept.append(row)

@@ -149,7 +149,9 @@ class DuckDBConnection:
         if not os.path.isfile(path):
             raise SourceError("the source's DuckDB file does not exist on the agent's host")
         try:
-            self.conn = duckdb.connect(path, read_only=True, config={"enable_external_access": False})
+            # in the agent's own process: bounded, not 80% of the host's memory and every core
+            config = {"enable_external_access": False, "threads": 2, "memory_limit": "1GB"}
+            self.conn = duckdb.connect(path, read_only=True, config=config)
             self.conn.execute("SET lock_configuration = true")  # the query cannot turn access back on
         except duckdb.Error as e:
             raise SourceError(f"cannot open: {_first_line(e)}") from None

@@ -70,11 +70,22 @@ def _site_dir(p: str) -> bool:
 
 @lru_cache(maxsize=16)
 def _interpreter_facts(python: str) -> tuple[str, ...]:
-    """Prefixes and site directories of another interpreter (asked once, on the host)."""
-    code = "import sys, json; print(json.dumps([sys.prefix, sys.base_prefix, sys.exec_prefix] + sys.path))"
+    """Prefixes and site directories of another interpreter (asked once, on the host). Run with
+    -S: no `.pth` file of its site-packages runs here (any package may ship one, and this is
+    the host); the directories a workbench's own `.pth` adds are read from it as text."""
+    code = (
+        "import sys, json, os, site\n"
+        "root = os.path.dirname(os.path.dirname(os.path.abspath(sys.executable)))\n"
+        "venv = os.path.isfile(os.path.join(root, 'pyvenv.cfg'))\n"  # without site, sys.prefix is the base's
+        "v = 'python%d.%d' % sys.version_info[:2]\n"
+        "sp = [os.path.join(root, 'lib', v, 'site-packages')] if venv else site.getsitepackages()\n"
+        "pth = [os.path.join(d, 'gitops-agent-workbench.pth') for d in sp]\n"
+        "extra = [line.strip() for p in pth if os.path.isfile(p) for line in open(p) if line.strip()]\n"
+        "print(json.dumps([root if venv else sys.prefix, sys.base_prefix, sys.exec_prefix] + sp + extra))"
+    )
     try:
         out = subprocess.run(
-            [python, "-I", "-c", code],
+            [python, "-I", "-S", "-c", code],
             capture_output=True,
             text=True,
             timeout=20,

@@ -90,6 +90,9 @@ def cache_base(environ: dict[str, str] | None = None) -> Path:
     return Path(xdg) / "gitops-agent"
 
 
+# The host starts a workbench's interpreter only with -I -S (no site: a `.pth` file any installed
+# package may carry never runs here) and with no credential in its environment.
+_BARE_ENV = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8"}
 _TAG = (
     "import sys, os, platform; print(sys.implementation.name, sys.version, os.path.realpath(sys.base_prefix), platform.machine())"
 )
@@ -99,7 +102,9 @@ def _interpreter_tag(python: str) -> str:
     """What a virtualenv depends on in its interpreter: version, build and where it lives."""
     if os.path.realpath(python) == os.path.realpath(sys.executable):
         return " ".join([sys.implementation.name, sys.version, os.path.realpath(sys.base_prefix), platform.machine()])
-    r = subprocess.run([python, "-I", "-c", _TAG], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    r = subprocess.run(
+        [python, "-I", "-S", "-c", _TAG], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL, env=_BARE_ENV
+    )
     if r.returncode != 0:
         raise WorkbenchError(f"the interpreter {python} does not start: {r.stderr.strip()[-300:]}")
     return r.stdout.strip()
@@ -136,7 +141,9 @@ def _ready(root: Path, key: str) -> dict | None:
     if _on_disk(root) != rec.get("packages"):  # a package removed or changed since it was built
         return None
     try:
-        ok = subprocess.run([str(python), "-I", "-c", ""], timeout=30, stdin=subprocess.DEVNULL, capture_output=True)
+        ok = subprocess.run(
+            [str(python), "-I", "-S", "-c", ""], timeout=30, stdin=subprocess.DEVNULL, capture_output=True, env=_BARE_ENV
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return rec if ok.returncode == 0 else None
@@ -189,7 +196,7 @@ def _install(req: Path, root: Path, python: str) -> None:
     # only slower to import (compileall's exit code is ignored).
     for site in _site_packages(root):
         run_tool(
-            [str(root / "bin" / "python"), "-I", "-m", "compileall", "-q", "-j", "0", "-x", r"[/\\]tests?[/\\]", str(site)],
+            [str(root / "bin" / "python"), "-I", "-S", "-m", "compileall", "-q", "-j", "0", "-x", r"[/\\]tests?[/\\]", str(site)],
             env=env,
             timeout=INSTALL_TIMEOUT_S,
         )

@@ -210,3 +210,28 @@ def test_docker_runs_the_workbench_mounted_read_only_with_its_interpreter():
         m.split("source=")[1].split(",")[0]) for m in mounts)  # fmt: skip
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
     assert not any(site.startswith(m.split("source=")[1].split(",")[0] + "/") for m in mounts)  # never the agent's
+
+
+def test_the_host_never_runs_a_pth_file_of_a_workbench(tmp_path, monkeypatch):
+    """Any wheel may carry a `.pth` (code run at interpreter start): the host checks, compiles and
+    inspects a workbench's interpreter without running it, and without its credentials."""
+    from gitops_agent.sandbox import mounts
+
+    monkeypatch.setenv("ANTHROPIC_API_KEY", "sk-ant-canary-0123456789")
+    lock = parse_lock(TOOLZ.read_bytes(), f"{tmp_path.name}/pth.txt")  # a workbench of its own
+    wb = ensure_workbench(lock)
+    site = next(Path(wb.root).glob("lib/python*/site-packages"))
+    ran = tmp_path / "ran.txt"
+    (site / "zz_evil.pth").write_text(f"import os; open({str(ran)!r}, 'a').write(os.environ.get('ANTHROPIC_API_KEY', '-'))\n")
+    try:
+        assert ensure_workbench(lock).built_s is None  # checked before use: its interpreter started
+        mounts._interpreter_facts.cache_clear()
+        roots = mounts.python_roots(wb.python)
+        # its own packages and, through its layering file (read as text), the default set's
+        assert wb.root in roots and any(r.startswith(ensure_workbench().root) for r in roots), roots
+        assert not ran.exists(), ran.read_text()
+        # inside the sandbox the file is the code's own business: it runs there, with no key
+        r = subprocess.run([wb.python, "-I", "-c", "pass"], capture_output=True, env={"PATH": "/usr/bin:/bin"})
+        assert r.returncode == 0 and set(ran.read_text()) == {"-"}  # it ran, and found no key
+    finally:
+        shutil.rmtree(wb.root)
