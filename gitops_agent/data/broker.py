@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -35,7 +36,8 @@ SOCKET_ENV = "WAREHOUSE_SOCKET"
 MAX_REQUEST = 1_000_000  # bytes of one request line
 MAX_SQL = 200_000  # characters of one statement
 MAX_CONNECTIONS = 4  # at once per action: each holds a database connection
-REQUEST_WAIT_S = 10.0  # for the request line, once connected
+REQUEST_WAIT_S = 10.0  # for the whole request line, once connected (a trickle is cut off too)
+STOP_WAIT_S = 15.0  # for all the handlers together, once the action ended and their queries were cancelled
 MAX_COLUMNS_SHOWN = 2000  # of a source's schema, for the prompt
 
 
@@ -85,10 +87,10 @@ class Broker:
             url = self.url(name)
             conn = connect(url, cfg.timeout_s)
             try:
-                _cols, _types, batches = conn.run(DESCRIBE_SQL, None, 500)
+                _cols, _types, fetch = conn.run(DESCRIBE_SQL, None)
                 tables: dict[str, list[dict[str, str]]] = {}
                 shown = 0
-                for batch in batches:
+                while batch := fetch(500):
                     for schema, table, column, typ in batch:
                         full = table if schema in ("public", "main") else f"{schema}.{table}"
                         tables.setdefault(full, []).append({"name": column, "type": str(typ)})
@@ -135,7 +137,7 @@ class _Listener:
                 return
             self.handlers = [t for t in self.handlers if t.is_alive()]
             if len(self.handlers) >= MAX_CONNECTIONS:
-                _reply_and_close(client, {"error": f"at most {MAX_CONNECTIONS} queries at once"})
+                _refuse(client, f"at most {MAX_CONNECTIONS} queries at once; wait for one to finish")
                 continue
             t = threading.Thread(target=self._handle, args=(client,), daemon=True, name="warehouse-query")
             self.handlers.append(t)
@@ -145,34 +147,42 @@ class _Listener:
         self.stopping.set()  # the guards cancel running queries on the server
         self._t.join(timeout=5)
         self.sock.close()
+        end = time.monotonic() + STOP_WAIT_S
         for t in self.handlers:
-            t.join(timeout=10)
+            t.join(timeout=max(0.0, end - time.monotonic()))
         with contextlib.suppress(OSError):
             self.path.unlink()
 
     def _handle(self, client: socket.socket) -> None:
         with client:
             try:
-                request = _read_request(client)
-            except SourceError as e:
-                _reply_and_close(client, {"error": str(e)})
+                self._serve_one(client)
+            except Exception as e:  # noqa: BLE001 - never a silent hang: the client hears why
+                log.warning("the warehouse broker failed on a request: %s", type(e).__name__)
+                _reply_and_close(client, {"error": f"the broker failed: {type(e).__name__}"})
+
+    def _serve_one(self, client: socket.socket) -> None:
+        try:
+            request = _read_request(client)
+        except SourceError as e:
+            _reply_and_close(client, {"error": str(e)})
+            return
+        client.settimeout(None)  # sends are bounded by the guard's cancel and the action's end
+        send = _sender(client)
+        try:
+            if request["op"] == "sources":
+                send({"sources": [self.broker.describe(n) for n in self.broker.sources]})
                 return
-            client.settimeout(None)  # sends are bounded by the guard's cancel and the action's end
-            send = _sender(client)
-            try:
-                if request["op"] == "sources":
-                    send({"sources": [self.broker.describe(n) for n in self.broker.sources]})
-                    return
-                name, sql, params = _query_fields(request, self.broker.sources)
-                url = self.broker.url(name)
-            except SourceError as e:
-                with contextlib.suppress(ClientGone):
-                    send({"error": str(e)})
-                return
-            except ClientGone:
-                return
-            rec = run_query(name, self.broker.sources[name], url, sql, params, send, client, self.stopping)
-            self.broker.record(self.owner, rec)
+            name, sql, params = _query_fields(request, self.broker.sources)
+            url = self.broker.url(name)
+        except SourceError as e:
+            with contextlib.suppress(ClientGone):
+                send({"error": str(e)})
+            return
+        except ClientGone:
+            return
+        rec = run_query(name, self.broker.sources[name], url, sql, params, send, client, self.stopping)
+        self.broker.record(self.owner, rec)
 
 
 def _sender(client: socket.socket):
@@ -185,6 +195,15 @@ def _sender(client: socket.socket):
     return send
 
 
+def _refuse(client: socket.socket, reason: str) -> None:
+    """Reply to a connection that will not be served. What it already sent is read first: closing
+    a socket with unread data resets it, and the client would see a reset instead of the reason."""
+    with contextlib.suppress(OSError):
+        client.settimeout(0.2)
+        client.recv(MAX_REQUEST)
+    _reply_and_close(client, {"error": reason})
+
+
 def _reply_and_close(client: socket.socket, message: dict[str, Any]) -> None:
     with contextlib.suppress(OSError):
         client.sendall(encode_line(message))
@@ -192,16 +211,22 @@ def _reply_and_close(client: socket.socket, message: dict[str, Any]) -> None:
 
 
 def _read_request(client: socket.socket) -> dict[str, Any]:
-    client.settimeout(REQUEST_WAIT_S)
+    end = time.monotonic() + REQUEST_WAIT_S
     buf = bytearray()
     try:
         while b"\n" not in buf:
+            left = end - time.monotonic()
+            if left <= 0:
+                raise SourceError(f"the request did not arrive within {REQUEST_WAIT_S:g} s")
+            client.settimeout(left)
             chunk = client.recv(65536)
             if not chunk:
                 break
             buf += chunk
             if len(buf) > MAX_REQUEST:
                 raise SourceError(f"the request is over {MAX_REQUEST} bytes")
+    except TimeoutError:
+        raise SourceError(f"the request did not arrive within {REQUEST_WAIT_S:g} s") from None
     except OSError as e:
         raise SourceError(f"reading the request: {e}") from None
     try:

@@ -5,6 +5,7 @@ server when it runs past its time, when the client goes away, or when the action
 from __future__ import annotations
 
 import json
+import logging
 import select
 import socket
 import threading
@@ -15,12 +16,18 @@ from gitops_agent.core.state import QueryRecord
 from gitops_agent.data.sources import Connection, SourceError, connect, secrets_of
 from gitops_agent.data.values import json_safe
 
-CHUNK_ROWS = 1000
+MAX_CHUNK_ROWS = 5000
+CHUNK_BYTES = 4_000_000  # what one fetch aims to hold: the broker's memory is about one chunk
+log = logging.getLogger("gitops_agent.data")
 Send = Callable[[dict[str, Any]], None]
 
 
 class ClientGone(Exception):
     """The client closed its end while rows were being sent."""
+
+
+def _one_line(text: str) -> str:
+    return text.strip().splitlines()[0][:500] if text.strip() else ""
 
 
 def redact(text: str, secrets: list[str]) -> str:
@@ -93,10 +100,19 @@ def _capped(rows: list[list[Any]], room_rows: int, room_bytes: int) -> tuple[lis
     return kept, size, True
 
 
+def next_chunk(fetched_rows: int, fetched_bytes: int, room_rows: int) -> int:
+    """How many rows to fetch next: one first (a row can be megabytes), then as many as fit
+    CHUNK_BYTES at the sizes seen so far, and one past the rows left (to know a cut happened)."""
+    if fetched_rows == 0:
+        return 1
+    per_row = max(1, fetched_bytes // fetched_rows)
+    return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row, room_rows + 1))
+
+
 def _stream(conn: Connection, sql: str, params: Any, cfg: Any, send: Send, record: QueryRecord) -> None:
-    columns, types, batches = conn.run(sql, params, CHUNK_ROWS)
+    columns, types, fetch = conn.run(sql, params)
     send({"columns": columns, "types": types})
-    for batch in batches:
+    while batch := fetch(next_chunk(record.rows, record.bytes, cfg.max_rows - record.rows)):
         room_rows, room_bytes = cfg.max_rows - record.rows, cfg.max_bytes - record.bytes
         rows, size, cut = _capped([[json_safe(v) for v in row] for row in batch], room_rows, room_bytes)
         if rows:
@@ -126,6 +142,9 @@ def run_query(
         record.error = (guard.reason if guard is not None and guard.reason else None) or str(e)
     except ClientGone:
         record.error = "the client disconnected"
+    except Exception as e:  # noqa: BLE001 - a driver's odd failure still gets a reply and a record
+        log.warning("warehouse query on %s failed unexpectedly: %s", name, type(e).__name__)
+        record.error = f"the query failed: {type(e).__name__}: {_one_line(str(e))}"
     finally:
         if conn is not None:
             conn.close()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Any, Iterator, Protocol
+from typing import Any, Callable, Protocol
 from urllib.parse import unquote, urlsplit
 
 EXTRA = "pip install 'gitops-agent[warehouse]'"
@@ -24,13 +24,16 @@ _QUERY_WORDS = ("select", "with", "values", "table")
 ONE_QUERY = " (only one read-only query can run: SELECT, WITH ... SELECT, VALUES or TABLE)"
 
 
+Fetch = Callable[[int], list[tuple]]
+
+
 class SourceError(Exception):
     """A readable reason a query failed, for the model; never holds the URL."""
 
 
 class Connection(Protocol):
-    def run(self, sql: str, params: Any, chunk_rows: int) -> tuple[list[str], list[str], Iterator[list[tuple]]]:
-        """Start ``sql``: its column names, their types, and its rows in chunks."""
+    def run(self, sql: str, params: Any) -> tuple[list[str], list[str], Fetch]:
+        """Start ``sql``: its column names, their types, and ``fetch(n)``: up to n more rows ([] at the end)."""
         ...
 
     def cancel(self) -> None:
@@ -98,7 +101,7 @@ class PostgresConnection:
         except psycopg.Error as e:
             raise SourceError(f"cannot connect: {_first_line(e)}") from None
 
-    def run(self, sql: str, params: Any, chunk_rows: int) -> tuple[list[str], list[str], Iterator[list[tuple]]]:
+    def run(self, sql: str, params: Any) -> tuple[list[str], list[str], Fetch]:
         cur = self.conn.cursor(name="warehouse_query")
         try:
             cur.execute(sql, params if params else None)
@@ -111,14 +114,13 @@ class PostgresConnection:
         columns = [d.name for d in desc]
         names = [getattr(types.get(d.type_code), "name", str(d.type_code)) for d in desc]
 
-        def batches() -> Iterator[list[tuple]]:
+        def fetch(n: int) -> list[tuple]:
             try:
-                while batch := cur.fetchmany(chunk_rows):
-                    yield batch
+                return cur.fetchmany(n)  # FETCH FORWARD n: the server sends n rows, no more
             except self._errors as e:
                 raise SourceError(_first_line(e)) from None
 
-        return columns, names, batches()
+        return columns, names, fetch
 
     def cancel(self) -> None:
         try:
@@ -156,7 +158,7 @@ class DuckDBConnection:
         except duckdb.Error as e:
             raise SourceError(f"cannot open: {_first_line(e)}") from None
 
-    def run(self, sql: str, params: Any, chunk_rows: int) -> tuple[list[str], list[str], Iterator[list[tuple]]]:
+    def run(self, sql: str, params: Any) -> tuple[list[str], list[str], Fetch]:
         try:
             if len(self.conn.extract_statements(sql)) != 1:
                 raise SourceError("exactly one SQL statement per query")
@@ -166,14 +168,13 @@ class DuckDBConnection:
         desc = self.conn.description or []
         columns, names = [d[0] for d in desc], [str(d[1]) for d in desc]
 
-        def batches() -> Iterator[list[tuple]]:
+        def fetch(n: int) -> list[tuple]:
             try:
-                while batch := self.conn.fetchmany(chunk_rows):
-                    yield batch
+                return self.conn.fetchmany(n)
             except self._errors as e:
                 raise SourceError(_first_line(e)) from None
 
-        return columns, names, batches()
+        return columns, names, fetch
 
     def cancel(self) -> None:
         try:

@@ -58,7 +58,8 @@ def test_a_query_returns_its_rows_as_json_with_parameters(pg):
         )
         [rec] = broker.take_queries()
     assert replies[0] == {"columns": ["id", "customer", "amount", "placed"], "types": ["int4", "text", "numeric", "date"]}
-    assert replies[1]["rows"] == [[1, "c1", 1.25, "2024-01-02"], [2, "c2", 2.5, "2024-01-03"]]
+    rows = [r for m in replies[1:-1] for r in m["rows"]]  # in chunks: the first is one row
+    assert rows == [[1, "c1", 1.25, "2024-01-02"], [2, "c2", 2.5, "2024-01-03"]]
     assert replies[-1]["done"] and replies[-1]["rows"] == 2 and replies[-1]["truncated"] is None
     assert (rec.source, rec.params, rec.rows, rec.error) == ("shop", [2], 2, None) and rec.bytes > 0
 
@@ -180,3 +181,54 @@ def test_an_oversized_or_malformed_request_gets_an_error(pg):
         assert b"over 1000000 bytes" in reply
         [reply] = ask(path, {"op": "drop"})
         assert "error" in reply
+
+
+def test_rows_of_megabytes_are_fetched_a_few_at_a_time_in_bounded_memory(pg):
+    # 40 rows of 20 MB: fetched 1000 at a time this held 800 MB of rows in the broker, twice over
+    rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    with serving(pg.url, max_bytes=50_000_000) as (broker, path):
+        rows, last = query(path, "select repeat('x', 20000000) as big from generate_series(1, 40)")
+        [rec] = broker.take_queries()
+    assert len(rows) == 2 and "max_bytes 50000000" in last["truncated"] and rec.rows == 2
+    assert resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - rss0 < 400 * 1024
+
+
+def test_a_drivers_unexpected_failure_is_a_reply_and_a_record(pg):
+    with serving(pg.url) as (broker, path):
+        _, last = query(path, "select %s::int as n", {"n": 1})  # psycopg raises TypeError here
+        [rec] = broker.take_queries()
+        assert "positional placeholders" in last["error"] and rec.error == last["error"]
+        _, last = query(path, "select %s::int as n", [1])  # and the broker still serves
+    assert last["done"]
+
+
+def test_a_request_trickled_in_is_cut_off_at_the_deadline(pg, monkeypatch):
+    monkeypatch.setattr("gitops_agent.data.broker.REQUEST_WAIT_S", 1.0)
+    with serving(pg.url) as (_, path), socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.connect(path)
+        s.settimeout(10)
+        t0 = time.monotonic()
+        with contextlib.suppress(OSError):
+            for ch in b'{"op": "sources"':  # a byte every 0.3 s: each recv is on time, the whole is not
+                s.sendall(bytes([ch]))
+                time.sleep(0.3)
+                if s.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT):
+                    break
+        reply = s.makefile("rb").readline()
+    assert b"did not arrive within 1 s" in reply and time.monotonic() - t0 < 5
+
+
+def test_a_query_over_the_connection_limit_is_told_why(pg):
+    with serving(pg.url) as (_, path):
+        held = []
+        for _ in range(4):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.connect(path)
+            s.sendall(json.dumps({"op": "query", "source": "shop", "sql": "select pg_sleep(600)"}).encode() + b"\n")
+            held.append(s)
+        assert wait_until(lambda: _running(pg) == 4)
+        _, last = query(path, "select 1")  # sent in full before the broker refuses it
+        assert "at most 4 queries at once" in last["error"]
+        for s in held:
+            s.close()
+    assert wait_until(lambda: _sessions(pg) == 0, 5)

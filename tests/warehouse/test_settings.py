@@ -75,12 +75,12 @@ path = sys.argv[1]
 with duckdb.connect(path) as con:
     con.execute("create table orders as select range as id from range(10)")
 conn = connect("duckdb://" + path, 5)
-cols, _types, batches = conn.run("select count(*) as n from orders", None, 100)
-print(cols, [r for b in batches for r in b])
+cols, _types, fetch = conn.run("select count(*) as n from orders", None)
+print(cols, fetch(100))
 for sql in ("delete from orders", "select 1; delete from orders", "select * from read_csv('/etc/passwd')",
             "set enable_external_access = true"):
     try:
-        list(conn.run(sql, None, 100)[2])
+        conn.run(sql, None)[2](100)
         print("RAN", sql)
     except SourceError as e:
         print("refused:", e)
