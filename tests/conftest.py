@@ -6,6 +6,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from tests.fakes.postgres import pg  # noqa: F401 - the fixture: a real PostgreSQL server, one per worker
+
 # Tests that give a process its own HOME (the GitHub harness) would otherwise build the workbench
 # again in it, and download it again into a new uv cache: one cache for the whole suite.
 os.environ.setdefault("GITOPS_AGENT_CACHE", str(Path.home() / ".cache" / "gitops-agent"))

@@ -47,7 +47,8 @@ jobs:
     cache-mode: none
     uses: @@SOURCE@@/.github/workflows/agent.yml@@@REF@@
     with: {runs-on: '@@RUNS_ON@@', question: "${{ inputs.question }}"}
-    secrets: {anthropic-api-key: "${{ secrets.ANTHROPIC_API_KEY }}"}
+    # data-sources-env: lines NAME=URL for the databases .github/gitops-agent.yml names (data.sources)
+    secrets: {anthropic-api-key: "${{ secrets.ANTHROPIC_API_KEY }}", data-sources-env: "${{ secrets.GITOPS_AGENT_DATA_SOURCES }}"}
 """
 
 

@@ -234,10 +234,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def cmd_step(args: argparse.Namespace) -> int:
+    from gitops_agent.data.environ import adopt as adopt_data_sources_env
     from gitops_agent.github.steps import run_step_command
     from gitops_agent.sandbox.base import not_dumpable
 
     not_dumpable()  # a job holds the token and the keys
+    for problem in adopt_data_sources_env():  # out of the environment (and masked) before anything starts
+        print(f"::warning title=gitops-agent data sources::{problem}", flush=True)
     return run_step_command(args.which, args.event)
 
 

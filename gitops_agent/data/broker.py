@@ -72,7 +72,10 @@ class Broker:
         var = self.sources[name].url_env
         url = self._environ.get(var, "")
         if not url:
-            raise SourceError(f"source {name!r}: the variable {var} is not set in the agent's environment")
+            raise SourceError(
+                f"source {name!r}: {var} is not set in the agent's environment "
+                f"(on GitHub: add a line {var}=URL to the caller's data-sources-env secret)"
+            )
         return url
 
     def describe(self, name: str) -> dict[str, Any]:

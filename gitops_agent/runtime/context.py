@@ -15,6 +15,7 @@ from gitops_agent.core.seams import Abortable, GitStore, Model, Preflight, Sandb
 from gitops_agent.core.state import QueryRecord, StepRecord, Usage
 from gitops_agent.core.trailers import agent_trailers
 from gitops_agent.data.broker import Broker
+from gitops_agent.data.environ import source_environ
 from gitops_agent.models import make_model, model_id
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
 from gitops_agent.models.specs import with_trusted_endpoint
@@ -116,10 +117,11 @@ class Runtime:
 
     def data_broker(self) -> Broker | None:
         """The broker of the declared data sources (None: none declared), made on first use; it
-        reads each URL from this process's environment only when a query or a schema needs it."""
+        reads each URL from this process's environment (or the data-sources-env secret's lines)
+        only when a query or a schema needs it."""
         with self._broker_lock:
             if self.config.data.sources and self.broker is None:
-                self.broker = Broker(self.config.data.sources)
+                self.broker = Broker(self.config.data.sources, environ=source_environ())
             return self.broker
 
     def data_schema(self) -> list[dict[str, Any]]:

@@ -46,6 +46,8 @@ class ActHarness:
     # a new directory is a fresh runner
     action_cache: Path | None = None
     extra_env: dict[str, str] = field(default_factory=dict)
+    # more secrets of the caller's repository (act -s), e.g. GITOPS_AGENT_DATA_SOURCES
+    secrets: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.stub = self.work.parent / "setup-python-stub"
@@ -105,6 +107,7 @@ class ActHarness:
             *[f"      {k}: {v}" for k, v in w.items()],
             "    secrets:",
             "      anthropic-api-key: ${{ secrets.ANTHROPIC_API_KEY }}",
+            "      data-sources-env: ${{ secrets.GITOPS_AGENT_DATA_SOURCES }}",
         ]
         return "\n".join(lines) + "\n"
 
@@ -134,6 +137,7 @@ class ActHarness:
             f"GITHUB_API_URL={self.api_url}",
             "--env",
             "GITOPS_AGENT_GITHUB_THROTTLE=0",
+            *[a for k, v in self.secrets.items() for a in ("-s", f"{k}={v}")],
             "--no-cache-server",
             *(["--action-cache-path", str(self.action_cache)] if self.action_cache else []),
             *[a for k, v in self.extra_env.items() for a in ("--env", f"{k}={v}")],

@@ -12,6 +12,7 @@ import subprocess
 
 import pytest
 
+from tests.fakes.agent_responder import AgentResponder, last_stdout, tool
 from tests.fakes.anthropic_server import FakeAnthropic
 from tests.fakes.github_server import FakeGitHub
 from tests.github.act_harness import ActHarness, act_binary
@@ -30,20 +31,59 @@ KEY = "sk-ant-act-key-0123456789"
 
 @pytest.fixture
 def world(tmp_path):
-    yield from _world(tmp_path, make_responder(chart=True))
+    for h, gh, _llm, top, value in _world(tmp_path, make_responder(chart=True)):
+        yield h, gh, top, value
 
 
 @pytest.fixture
 def fanout_world(tmp_path):
     import csv
 
-    for h, gh, _top, _value in _world(tmp_path, make_fanout_responder(4)):
+    for h, gh, _llm, _top, _value in _world(tmp_path, make_fanout_responder(4)):
         rows = list(csv.DictReader(open(h.work / "data" / "sales.csv")))
         yield h, gh, sum(float(r["qty"]) * float(r["price"]) for r in rows)
 
 
-def _world(tmp_path, responder):
+@pytest.fixture
+def warehouse_world(tmp_path, pg):
+    """A repository whose data lives only in PostgreSQL: its settings name the source, the URL is
+    a secret of the caller (data-sources-env), and the model's code queries it with `warehouse`."""
+    settings = "data: {sources: {shop: {url_env: SHOP_DB_URL, description: the shop's orders}}}\n"
+    for h, gh, llm, _top, _value in _world(tmp_path, _warehouse_responder(), files={".github/gitops-agent.yml": settings}):
+        h.secrets["GITOPS_AGENT_DATA_SOURCES"] = f"# the shop\nSHOP_DB_URL={pg.url}"
+        yield h, gh, llm, pg
+
+
+def _warehouse_responder():
+    def planner(body, text, n):
+        if "There is no plan yet" in text:
+            return tool("update_plan", nodes=[{"id": "n1", "title": "Top customer", "goal": "Query the shop."}])
+        m = re.search(r"TOP=(\S+) ([\d.]+)", text)
+        if m is None:  # n1 failed: the plan stays, and the test's assertions say what was seen
+            return tool("finish", answer="no answer: " + text[-3000:], summary="no answer")
+        return tool("finish", answer=f"The top customer is **{m.group(1)}** with **{m.group(2)}**.", summary="top customer")
+
+    def n1(body, text, n):
+        if n == 0:
+            return tool("run_python", code=WAREHOUSE_CODE)
+        return tool("finish_step", status="done", result=last_stdout(body))
+
+    return AgentResponder({"planner": planner, "executor:n1": n1})
+
+
+TOP_SQL = "select customer, sum(amount) as total from orders group by customer order by total desc, customer limit 1"
+WAREHOUSE_CODE = f"""
+import warehouse
+df = warehouse.query("shop", {TOP_SQL!r})
+print(f"TOP={{df.customer[0]}} {{float(df.total[0]):.2f}}")
+"""
+
+
+def _world(tmp_path, responder, files: dict[str, str] | None = None):
     repo, top, value = make_repo(tmp_path)
+    for name, text in (files or {}).items():
+        (repo / name).parent.mkdir(parents=True, exist_ok=True)
+        (repo / name).write_text(text)
     bare = tmp_path / "remote.git"
     git(repo, "remote", "add", "origin", "https://github.com/o/r.git")  # act reads owner/name from here
     with FakeGitHub(token=TOKEN) as gh, FakeAnthropic(api_key=KEY, responder=responder, min_cache_tokens=0) as llm:
@@ -56,7 +96,7 @@ def _world(tmp_path, responder):
         git(repo, "add", "-A")
         git(repo, "-c", "user.name=u", "-c", "user.email=u@x", "commit", "-qm", "adopt gitops-agent")
         subprocess.run(["git", "clone", "-q", "--bare", str(repo), str(bare)], check=True)
-        yield h, gh, top, value
+        yield h, gh, llm, top, value
 
 
 def issue_event(gh: FakeGitHub, user: str) -> dict:
@@ -238,21 +278,41 @@ def test_untrusted_author_starts_nothing(world):
     assert gh.dispatches == [] and git(h.bare, "for-each-ref", "refs/heads/agent/") == ""
 
 
-def test_with_the_pull_request_setting_off_the_answer_reaches_the_issue(world):
-    """The real action under act, the repository's "Allow GitHub Actions to create and approve pull
-    requests" off: GitHub refuses the pull request; every job still succeeds, the branch is pushed,
-    and the issue gets the answer, the branch, a compare link and the setting's name."""
-    h, gh, top, value = world
+def test_with_the_pull_request_setting_off_the_answer_from_postgresql_reaches_the_issue(warehouse_world):
+    """The real action under act, with the repository's "Allow GitHub Actions to create and approve
+    pull requests" off, on a question whose data lives only in PostgreSQL, the URL a secret of the
+    caller: GitHub refuses the pull request; every job still succeeds, the branch is pushed, and the
+    issue gets the answer (from the database), the branch, a compare link and the setting's name.
+    The password is in no log, commit, comment or model request."""
+    h, gh, llm, pg = warehouse_world
     gh.repo("o/r").actions_may_open_prs = False
     ev = issue_event(gh, "alice")
     assert h.run("issues", ev).returncode == 0
     drain(h, gh)
     assert list(gh.repo("o/r").pulls.values()) == [] and gh.calls("POST", r"/pulls$")
+    customer, total = pg.psql(TOP_SQL).split("|")
     answer = [c for c in gh.comments("o/r", ev["issue"]["number"]) if "gitops-agent:answer=" in c.body]
-    assert len(answer) == 1 and f"{value:.2f}" in answer[0].body
+    assert len(answer) == 1 and f"**{customer}** with **{float(total):.2f}**" in answer[0].body, answer[0].body
     branch = next(b for b in git(h.bare, "for-each-ref", "--format=%(refname:short)").split() if b.startswith("agent/task/"))
     assert (
         f"/compare/main...{branch}" in answer[0].body
         and "Allow GitHub Actions to create and approve pull requests" in answer[0].body
     )
-    assert top in git(h.bare, "show", f"{branch}:.agent/tasks/{branch.removeprefix('agent/task/')}/report.md")
+    # the query is on the record: step.json, and the SQL behind the answer in report.md
+    tid = branch.removeprefix("agent/task/")
+    step = next(f for f in git(h.bare, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/step.json"))
+    assert [(q["source"], q["sql"], q["rows"]) for q in json.loads(git(h.bare, "show", f"{branch}:{step}"))["queries"]] == [
+        ("shop", TOP_SQL, 1)
+    ]
+    assert f"```sql\n{TOP_SQL}\n```" in git(h.bare, "show", f"{branch}:.agent/tasks/{tid}/report.md")
+    # the executor was shown the table and its columns
+    executor = [json.dumps(r.body) for r in llm.requests if r.body and "Top customer" in json.dumps(r.body)]
+    assert any("orders" in b and "customer" in b and "amount" in b for b in executor)
+    # the password: in no job's log, commit, comment, or model request
+    seen = (
+        [r.log for r in h.runs]
+        + [git(h.bare, "log", "-p", "--all")]
+        + [c.body for c in gh.comments("o/r", ev["issue"]["number"])]
+    )
+    seen += [r.raw.decode(errors="replace") for r in llm.requests]
+    assert not [x for x in seen if pg.password in x]

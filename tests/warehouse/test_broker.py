@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.warehouse.conftest import ORDERS
+from tests.fakes.postgres import ORDERS
 from tests.warehouse.wclient import ask, query, serving, wait_until
 
 WRITES = [

@@ -105,3 +105,25 @@ def test_a_duckdb_file_is_opened_read_only_without_file_access(tmp_path):
     assert lines[0] == "['n'] [(10,)]"
     why = ["read-only mode", "exactly one SQL statement", "file system operations are disabled", "configuration has been locked"]
     assert len(lines) == 5 and all(x.startswith("refused:") and w in x for x, w in zip(lines[1:], why)), lines
+
+
+def test_the_data_sources_secret_is_taken_out_of_the_environment_and_masked(capsys, monkeypatch):
+    from gitops_agent.data import environ as data_env
+
+    monkeypatch.setattr(data_env, "_adopted", {})
+    url = "postgresql://analyst:s3cr%40t-pw@db.internal/shop"
+    text = f"# the databases\nexport SHOP_DB_URL='{url}'\n\nnot a line with pw-in-it\n1BAD=x\nDUCK=duckdb:///srv/d.duckdb\n"
+    env = {"GITOPS_AGENT_DATA_SOURCES_ENV": text, "GITHUB_ACTIONS": "true", "PATH": "/bin"}
+    problems = data_env.adopt(env)
+    # out of the environment: git, the sandbox and every other child of the step never inherit it
+    assert "GITOPS_AGENT_DATA_SOURCES_ENV" not in env
+    # a bad line is named by its number, never its text (it may hold a password)
+    assert problems == [
+        "line 4 of the data-sources-env secret is not NAME=URL; it was skipped",
+        "line 5 of the data-sources-env secret is not NAME=URL; it was skipped",
+    ]
+    masked = capsys.readouterr().out.splitlines()
+    assert {f"::add-mask::{url}", "::add-mask::s3cr%40t-pw", "::add-mask::s3cr@t-pw"} <= set(masked)
+    looked_up = data_env.source_environ({"PATH": "/bin", "SHOP_DB_URL": "the environment's"})
+    assert looked_up["SHOP_DB_URL"] == url and looked_up["DUCK"] == "duckdb:///srv/d.duckdb"
+    assert looked_up["PATH"] == "/bin"

@@ -1,4 +1,5 @@
-"""A real PostgreSQL server for the warehouse tests: a fresh cluster in a temporary directory,
+"""A real PostgreSQL server for the warehouse tests (the fixture `pg`, registered in
+tests/conftest.py): a fresh cluster in a temporary directory,
 started on 127.0.0.1 on a free port, with a role `analyst` whose password is a canary and which
 owns a table `orders` (so the read-only rules are tested against a role that could write).
 Skipped, with the reason, where PostgreSQL is not installed or cannot start."""
