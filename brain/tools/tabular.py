@@ -58,7 +58,6 @@ def group_stats(rows: Iterable[dict[str, Any]], by: str, value: str) -> list[dic
         if x is not None:
             groups[r.get(by)].append(x)
     out = [
-        {by: k, "count": len(v), "sum": sum(v), "mean": sum(v) / len(v), "min": min(v), "max": max(v)}
-        for k, v in groups.items()
+        {by: k, "count": len(v), "sum": sum(v), "mean": sum(v) / len(v), "min": min(v), "max": max(v)} for k, v in groups.items()
     ]
     return sorted(out, key=lambda d: -d["mean"])

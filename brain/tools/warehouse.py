@@ -1,9 +1,11 @@
-"""Query the repository's databases (its `data.sources`) with SQL; results come back as pandas DataFrames.
+"""SQL over the repository's databases (`data.sources`) and its data files (source `files`); results as DataFrames.
 
 A brain tool: the model's code does `import warehouse`. The database's credentials never enter the
 sandbox: each call goes over a Unix socket (its path in $WAREHOUSE_SOCKET) to the agent, which runs
-the query read-only, with a time limit and caps on rows and bytes. Only the standard library and
-pandas are used (this runs in the workbench).
+the query read-only, with a time limit and caps on rows and bytes. The source `files` needs no
+agent: DuckDB answers it here, over the working tree's CSV and Parquet files and the shared data
+sets ($AGENT_DATA_DIR), a file named in FROM (`select * from 'data/sales.csv'`). Only the standard
+library, pandas and duckdb are used (this runs in the workbench).
 """
 
 from __future__ import annotations
@@ -17,6 +19,9 @@ from typing import Any
 __all__ = ["WarehouseError", "sources", "query"]
 
 SOCKET_ENV = "WAREHOUSE_SOCKET"
+FILES = "files"
+_DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz")
+_MAX_FILES = 500
 _DATE_TYPES = ("date", "timestamp", "timestamptz", "timestamp with time zone", "timestamp without time zone")
 
 
@@ -44,16 +49,78 @@ def _request(message: dict[str, Any]):
 
 
 def sources() -> list[dict[str, Any]]:
-    """The sources: [{name, description, tables: [{name, columns: [{name, type}]}]}]."""
-    for reply in _request({"op": "sources"}):
-        return reply["sources"]
-    raise WarehouseError("the broker closed the connection without an answer")
+    """The sources: [{name, description, tables: [{name, columns: [{name, type}]}]}]; `files` first."""
+    out = [_files_source()]
+    if os.environ.get(SOCKET_ENV):
+        for reply in _request({"op": "sources"}):
+            return out + reply["sources"]
+        raise WarehouseError("the broker closed the connection without an answer")
+    return out
+
+
+def _data_files() -> list[str]:
+    """The CSV and Parquet files of the working tree (relative) and the shared data sets (absolute)."""
+    found: list[str] = []
+    roots = [(".", True)] + ([(os.environ["AGENT_DATA_DIR"], False)] if os.environ.get("AGENT_DATA_DIR") else [])
+    for root, relative in roots:
+        for d, dirs, names in os.walk(root):
+            dirs[:] = sorted(x for x in dirs if not x.startswith("."))  # .git, .agent: not data
+            for n in sorted(names):
+                if n.lower().endswith(_DATA_SUFFIXES):
+                    p = os.path.join(d, n)
+                    found.append(os.path.relpath(p) if relative else p)
+                    if len(found) >= _MAX_FILES:
+                        return found
+    return found
+
+
+def _files_source() -> dict[str, Any]:
+    tables = []
+    con = _duckdb()
+    try:
+        for path in _data_files():
+            try:
+                desc = con.execute(f"describe select * from {_quote(path)}").fetchall()
+                tables.append({"name": _quote(path), "columns": [{"name": c[0], "type": c[1]} for c in desc]})
+            except Exception as e:  # noqa: BLE001 - a file DuckDB cannot read is listed with why
+                tables.append({"name": _quote(path), "columns": [], "error": str(e).splitlines()[0][:300]})
+    finally:
+        con.close()
+    about = "the working tree's CSV and Parquet files and the shared data sets (DuckDB, here)"
+    return {"name": FILES, "description": about, "tables": tables}
+
+
+def _quote(path: str) -> str:
+    return "'" + path.replace("'", "''") + "'"
+
+
+def _duckdb():
+    try:
+        import duckdb
+    except ImportError:
+        raise WarehouseError("the source `files` needs duckdb, which the workbench has; this sandbox runs without it") from None
+    # what the sandbox allows, not the machine's cores and 80% of its memory
+    return duckdb.connect(":memory:", config={"threads": 2, "memory_limit": "1GB"})
+
+
+def _files_query(sql: str, params: list | dict | None):
+    import duckdb
+
+    con = _duckdb()
+    try:
+        return con.execute(sql, params if params else None).df()
+    except duckdb.Error as e:
+        raise WarehouseError(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__) from None
+    finally:
+        con.close()
 
 
 def query(source: str, sql: str, params: list | dict | None = None):
     """Run ONE read-only SQL statement on `source` and return a pandas DataFrame. Placeholders: `%s`
-    with a list, `%(name)s` with a dict (PostgreSQL); `?` or `$1` (DuckDB). A result over the
-    source's caps is cut: a note is printed and kept in `df.attrs["warehouse_note"]`."""
+    with a list, `%(name)s` with a dict (PostgreSQL); `?` or `$1` (DuckDB, and `files`). A result over
+    the source's caps is cut: a note is printed and kept in `df.attrs["warehouse_note"]`."""
+    if source == FILES:
+        return _files_query(sql, params)
     import pandas as pd
 
     columns: list[str] = []

@@ -16,6 +16,7 @@ from gitops_agent.core.state import QueryRecord, StepRecord, Usage
 from gitops_agent.core.trailers import agent_trailers
 from gitops_agent.data.broker import Broker
 from gitops_agent.data.environ import source_environ
+from gitops_agent.data.files import files_source
 from gitops_agent.models import make_model, model_id
 from gitops_agent.models.pricing import Price, is_known, is_local_endpoint, price_of
 from gitops_agent.models.specs import with_trusted_endpoint
@@ -124,11 +125,22 @@ class Runtime:
                 self.broker = Broker(self.config.data.sources, environ=source_environ())
             return self.broker
 
-    def data_schema(self) -> list[dict[str, Any]]:
+    def data_schema(self, files: list[str] | None = None) -> list[dict[str, Any]]:
         """Each declared source with its tables and columns (read once, on the host), for the
-        planner's and the executors' prompts; a source that cannot be read says why."""
+        planner's and the executors' prompts; a source that cannot be read says why. With the
+        workbench (which has DuckDB), first the embedded source ``files`` over ``files`` (the
+        tree's paths) when they hold a CSV or Parquet file or a shared data set is attached."""
         broker = self.data_broker()
-        return [broker.describe(name) for name in broker.sources] if broker is not None else []
+        out = [broker.describe(name) for name in broker.sources] if broker is not None else []
+        if files is not None and self.workbench_on():
+            embedded = files_source(files, self.data_dir)
+            if embedded["tables"] or self.data_dir:
+                out.insert(0, embedded)
+        return out
+
+    def workbench_on(self) -> bool:
+        """Whether the model's code runs with the workbench (not turned off, no interpreter named)."""
+        return bool(self.config.sandbox.workbench) and "python" not in self.config.sandbox.model_fields_set
 
     def take_queries(self) -> list[QueryRecord]:
         """The database queries the calling thread's actions ran since it last asked (a step's)."""
@@ -140,7 +152,7 @@ class Runtime:
         RequirementsError: the repository's `sandbox.requirements` is not a hashed lock, or it
         cannot be installed."""
         limits = self.config.sandbox
-        if not limits.workbench or "python" in limits.model_fields_set:
+        if not self.workbench_on():
             return None
         with self._wb_lock:
             if self._workbench is None:

@@ -207,6 +207,7 @@ class _NodeRun:
             max_turns=self.max_turns,
             data_dir=rt.data_dir,
         )
+        sources = rt.data_schema(files)
         # brain tools: helper modules the code can import, listed by docstring
         # and the workbench's packages with their versions, so the code does not guess what is installed
         wb = rt.workbench()
@@ -214,10 +215,10 @@ class _NodeRun:
             rt.brain.prompt_dirs,
             self.agent.prompts.system,
             agent=self.agent,
-            # `warehouse` only where the settings declare data sources: elsewhere it has nothing to answer
-            py_tools=[t for t in list_tools(rt.brain) if t["name"] != "warehouse" or rt.config.data.sources],
+            # `warehouse` only where it has something to answer: declared sources, or data files (`files`)
+            py_tools=[t for t in list_tools(rt.brain) if t["name"] != "warehouse" or sources],
             workbench=wb.listing() if wb is not None else [],
-            data_sources=rt.data_schema(),
+            data_sources=sources,
         )
         work, note = _Work(), ""
         for model in models:

@@ -48,11 +48,13 @@ def _state_results(snap: Snapshot, new_ids: list[str]) -> tuple[list[dict], list
     return new_r, old_r
 
 
-def _repo_files(rt: Runtime, snap: Snapshot, limit: int = 150) -> tuple[list[str], int]:
+_FILE_LIST_LIMIT = 150
+
+
+def _tree_files(rt: Runtime, snap: Snapshot) -> list[str]:
     # the tip, not the base: a shallow clone on a runner has only the tip (its tree is the base's
     # plus what the steps produced)
-    files = [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
-    return files[:limit], max(0, len(files) - limit)
+    return [f for f in rt.git.list_files(snap.tip) if not f.startswith(".agent/")]
 
 
 @dataclass
@@ -178,7 +180,8 @@ def _ask(
 ) -> tuple[Plan | PlanFinish | None, str | None]:
     """The planner's answer (a plan or a finish), or why there is none."""
     dirs = rt.brain.prompt_dirs
-    files, files_more = _repo_files(rt, snap)
+    tree = _tree_files(rt, snap)
+    files, files_more = tree[:_FILE_LIST_LIMIT], max(0, len(tree) - _FILE_LIST_LIMIT)
     talk.system = render(dirs, agent.prompts.system, agents=list(rt.brain.executors().values()))
     # memory: the top-k similar past experiences, retrieved for the first plan and recorded in
     # memory.json of that step; later plan steps show the same ones
@@ -190,7 +193,8 @@ def _ask(
         files=files,
         files_more=files_more,
         experiences=experiences,
-        data_sources=rt.data_schema(),  # the declared databases' tables and columns, read on the host
+        # the declared databases' tables and columns, read on the host; and the tree's data files (`files`)
+        data_sources=rt.data_schema(tree),
     )
     new_r, old_r = _state_results(snap, new_ids) if snap.plan else ([], [])
     running = [n.id for n in snap.plan.running()] if snap.plan else []

@@ -39,7 +39,7 @@ def test_the_models_code_gets_a_dataframe_and_the_schema_through_bubblewrap(rt, 
     code = """
 import json, warehouse
 df = warehouse.query("shop", "select id, customer, amount, placed from orders where id <= %s order by id", [3])
-[shop] = warehouse.sources()
+[files, shop] = warehouse.sources()  # the embedded source first
 print(json.dumps({"dtypes": {c: str(t) for c, t in df.dtypes.items()}, "rows": df.astype(str).values.tolist(),
                   "tables": {t["name"]: [c["name"] for c in t["columns"]] for t in shop["tables"]}}))
 try:
@@ -134,10 +134,60 @@ def test_a_5m_row_query_is_cut_at_max_rows_and_the_model_is_told(pg, tmp_path, m
 def test_without_sources_the_sandbox_has_no_socket(tmp_path):
     cfg = AgentConfig.model_validate({"sandbox": {"backend": "bubblewrap"}})
     rt = Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
-    obs, _ = _run(rt, tmp_path, "import os, warehouse\nprint(os.path.exists('/run/warehouse.sock'))\nwarehouse.sources()\n")
-    assert obs.stdout.strip() == "False"
+    code = "import os, warehouse\nprint(os.path.exists('/run/warehouse.sock'), [s['name'] for s in warehouse.sources()])\n"
+    obs, _ = _run(rt, tmp_path, code + "warehouse.query('shop', 'select 1')\n")
+    assert obs.stdout.strip() == "False ['files']"  # the embedded source only
     assert "WarehouseError: no data sources are configured" in obs.stderr
     assert rt.broker is None and rt.take_queries() == []
+
+
+FILES_CODE = """
+import json, warehouse
+[files] = warehouse.sources()
+top = warehouse.query("files", "select customer, sum(qty * price) as revenue from 'data/sales.csv' "
+                      "group by customer order by revenue desc limit 1")
+rates = os.environ["AGENT_DATA_DIR"] + "/rates.parquet"
+shared = warehouse.query("files", f"select count(*) as n from '{rates}' where rate > ?", [1])
+print(json.dumps({"tables": {t["name"]: [c["name"] for c in t["columns"]] for t in files["tables"]},
+                  "top": [top.customer[0], float(top.revenue[0])], "shared": int(shared.n[0])}))
+try:
+    warehouse.query("files", "select nope from 'data/sales.csv'")
+except warehouse.WarehouseError as e:
+    print("error:", e)
+"""
+
+
+def test_the_files_source_answers_sql_over_csv_and_parquet_in_the_sandbox_without_a_broker(tmp_path):
+    import duckdb
+
+    shared = tmp_path / "shared"
+    shared.mkdir()
+    duckdb.sql(f"copy (select range as id, range * 0.5 as rate from range(10)) to '{shared}/rates.parquet'")
+    cfg = AgentConfig.model_validate({"sandbox": {"backend": "bubblewrap", "timeout_s": 60}})
+    rt = Runtime(git=None, config=cfg, brain=load_brain(), data_dir=str(shared))  # type: ignore[arg-type]
+    work = tmp_path / "work"
+    (work / "data").mkdir(parents=True)
+    (work / "data" / "sales.csv").write_text("customer,qty,price\nacme,2,10\nzen,1,30\nacme,1,5\n")
+    (work / ".git").mkdir()
+    (work / ".git" / "x.csv").write_text("a\n1\n")  # not data: hidden directories are skipped
+    obs = rt.get_sandbox().run_python("import os\n" + FILES_CODE, work, timeout=60)
+    assert obs.exit_code == 0, obs.stderr
+    first, error = obs.stdout.strip().splitlines()
+    out = json.loads(first)
+    assert out["tables"] == {"'data/sales.csv'": ["customer", "qty", "price"], f"'{shared}/rates.parquet'": ["id", "rate"]}
+    assert out["top"] == ["zen", 30.0] and out["shared"] == 7
+    assert error.startswith('error: Binder Error: Referenced column "nope" not found')
+    assert rt.broker is None  # nothing on the host read the files
+
+
+def test_the_prompts_name_the_data_files_as_the_files_source(tmp_path):
+    cfg = AgentConfig.model_validate({"sandbox": {"backend": "bubblewrap"}})
+    rt = Runtime(git=None, config=cfg, brain=load_brain())  # type: ignore[arg-type]
+    [files] = rt.data_schema(["README.md", "data/sales.csv", "data/rates.parquet"])
+    assert files["name"] == "files" and [t["name"] for t in files["tables"]] == ["'data/sales.csv'", "'data/rates.parquet'"]
+    assert rt.data_schema(["README.md"]) == []  # no data file, no shared data: nothing to say
+    off = Runtime(git=None, config=AgentConfig.model_validate({"sandbox": {"workbench": False}}), brain=load_brain())  # type: ignore[arg-type]
+    assert off.data_schema(["data/sales.csv"]) == []  # without the workbench there is no DuckDB to answer
 
 
 def test_the_planner_and_the_executor_are_told_the_tables_and_columns_and_never_the_password(rt, pg):
