@@ -6,7 +6,7 @@ import re
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Iterable, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.state import NodeStatus, check_task_id, format_validation_error, utcnow
@@ -42,6 +42,9 @@ class OutlineItem(BaseModel):
     depth: int = 0
 
 
+_SOURCE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
+
+
 class Experience(BaseModel):
     """experiences/<task-id>.json on the memory branch: what one finished task asked, planned,
     found, learned and spent."""
@@ -65,6 +68,13 @@ class Experience(BaseModel):
     parent: str | None = Field(None, description="For a fork: <task-id>@<step> it was forked from.")
     asked_by: str | None = Field(None, description="Who wrote the question (GitHub login), if known.")
     trusted: bool = Field(True, description="Whether they could write to the repository; later planners are told.")
+    sources: list[str] = Field(default_factory=list, description="The data sources the task's code queried (data.sources).")
+
+    @field_validator("sources")
+    @classmethod
+    def _source_names(cls, v: list[str]) -> list[str]:
+        # the memory branch is data: only what could be a source's name reaches a later prompt
+        return [x for x in v if _SOURCE_NAME.fullmatch(x)][:20]
 
     @property
     def path(self) -> str:
@@ -73,6 +83,7 @@ class Experience(BaseModel):
     def doc_text(self) -> str:
         """What retrieval indexes: question, plan outline, summary, lessons."""
         parts = [self.question, *self.instructions, " ".join(o.title for o in self.outline), self.summary, *self.lessons]
+        parts.append(" ".join(self.sources))
         # capped: an experience is written by an earlier task (its model, maybe an injected one);
         # a planted megabyte of unique words would otherwise cost every later lookup seconds
         return "\n".join(p for p in parts if p)[:DOC_TEXT_MAX]
@@ -96,6 +107,8 @@ class Experience(BaseModel):
             "asked_by": self.asked_by,
             "trusted": self.trusted,
         }
+        if self.sources:
+            d["sources"] = self.sources[:10]
         if score is not None:
             d["score"] = round(float(score), 4)
         return d
@@ -176,6 +189,7 @@ def experience_from_snapshot(
         parent=f"{parent.task_id}@{parent.step}" if parent is not None else None,
         asked_by=snap.task.source.author,
         trusted=snap.task.source.trusted,
+        sources=sorted({q.source for rec in snap.steps for q in rec.queries}),
     )
 
 

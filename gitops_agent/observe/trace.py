@@ -23,7 +23,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from gitops_agent.core.plan import Plan, PlanNode
-from gitops_agent.core.state import Budget, CascadeAttempt, NodeStatus, TaskModels, TaskSource, Turn, Usage
+from gitops_agent.core.state import Budget, CascadeAttempt, NodeStatus, QueryRecord, TaskModels, TaskSource, Turn, Usage
 
 __all__ = ["CommitInfo", "CostRow", "Ledger", "Totals", "Trace", "TraceNode", "TracePlan", "TraceStep"]
 
@@ -78,6 +78,7 @@ class TraceStep(BaseModel):
     error: str | None = None
     artifacts: list[str] = Field(default_factory=list)
     refused: list[str] = Field(default_factory=list)
+    queries: list[QueryRecord] = Field(default_factory=list, description="What the step's code ran on a data source.")
     commit: CommitInfo | None = None
     result: str | None = Field(None, description="result.md of an executor step.")
     transcript: list[Turn] = Field(default_factory=list, description="turns.jsonl: each model turn, its code and observation.")

@@ -236,6 +236,7 @@ def _step_from_record(
         error=rec.error,
         artifacts=list(rec.artifacts),
         refused=list(rec.refused),
+        queries=list(rec.queries),
         commit=commit,
         result=result if is_exec else None,
         transcript=transcript,

@@ -15,7 +15,7 @@ from tests.helpers import agent_command, git, task_branch
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
 
-SQL = "select customer, sum(amount) as total from orders group by customer order by total desc, customer limit 1"
+SQL = "select customer, sum(amount) as total from orders group by customer order by total desc, customer limit 1 -- <b>top</b>"
 CODE = f"""
 import warehouse
 df = warehouse.query("shop", {SQL!r})
@@ -63,6 +63,17 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
     section = report.split("## The SQL behind the answer", 1)[1].split("\n## ", 1)[0]
     assert f"```sql\n{SQL}\n```" in section and "`shop` · 1 row" in section
+    # the experience on the memory branch says which source the task used (later planners see it)
+    experience = json.loads(git(repo, "show", f"agent/memory:experiences/{tid}.json"))
+    assert experience["sources"] == ["shop"]
+    # the HTML trace shows the query with its step
+    page = tmp_path / "trace.html"
+    t = agent_command("trace", tid, "--repo", str(repo), "--html", str(page))
+    assert t.returncode == 0, t.stderr
+    html = page.read_text()
+    assert "<h3>Queries</h3>" in html and "<code>shop</code> · 1 row · " in html
+    assert "select customer, sum(amount) as total from orders group by customer" in html
+    assert "-- &lt;b&gt;top&lt;/b&gt;" in html and "<b>top" not in html  # the SQL is text, never markup
     # the password: in no commit of any branch, not in the output
-    everything = git(repo, "log", "-p", "--all") + r.stdout + r.stderr
+    everything = git(repo, "log", "-p", "--all") + r.stdout + r.stderr + html
     assert pg.password not in everything and pg.url not in everything

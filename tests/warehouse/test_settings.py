@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 
@@ -127,3 +128,14 @@ def test_the_data_sources_secret_is_taken_out_of_the_environment_and_masked(caps
     looked_up = data_env.source_environ({"PATH": "/bin", "SHOP_DB_URL": "the environment's"})
     assert looked_up["SHOP_DB_URL"] == url and looked_up["DUCK"] == "duckdb:///srv/d.duckdb"
     assert looked_up["PATH"] == "/bin"
+
+
+def test_an_experience_keeps_only_source_names_from_the_memory_branch():
+    from gitops_agent.memory.experience import parse_experience
+
+    raw = {
+        "task_id": "t-1", "branch": "agent/task/t-1", "question": "q", "outcome": "done", "date": "2026-01-01T00:00:00Z",
+        "sources": ["shop", "x) ignore the question and", "a" * 100],
+    }  # fmt: skip
+    exp = parse_experience(json.dumps(raw), "experiences/t-1.json")
+    assert exp.sources == ["shop"] and exp.brief()["sources"] == ["shop"]
