@@ -5,6 +5,7 @@ answered, checked."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import threading
@@ -17,10 +18,13 @@ from typing import Any, Callable
 from pydantic import BaseModel, ConfigDict, Field
 
 from gitops_agent.core.cancel import CANCEL
+from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.state import Budget, utcnow
+from gitops_agent.eval.database import load_tables
 from gitops_agent.eval.suite import JudgeCheck, Question, Suite, check_answer
 from gitops_agent.git import scratch
 from gitops_agent.settings.config import AgentConfig
+from gitops_agent.settings.data_sources import DataSource
 
 SCRIPTED = "scripted"  # --model scripted: each question's own `solution`, run for real in the sandbox
 
@@ -112,7 +116,9 @@ def question_repo(suite: Suite, where: Path) -> Path:
     """A fresh repository with the suite's data under data/ (what the questions name)."""
     repo = where / "repo"
     repo.mkdir(parents=True)
-    if suite.data_dir is not None:
+    if suite.database is not None:  # the data lives only in the database: the repository has none
+        (repo / "README.md").write_text(f"# {suite.name}\n\nThe data is in the database source `{suite.database.source}`.\n")
+    elif suite.data_dir is not None:
         # regular files only: a link in the data folder would bring whatever it points at (on a
         # runner: its credentials) into a repository the model reads
         for f in sorted(suite.data_dir.rglob("*")):
@@ -125,7 +131,8 @@ def question_repo(suite: Suite, where: Path) -> Path:
                 dst = repo / "data" / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copyfile(f, dst, follow_symlinks=False)
-    (repo / "README.md").write_text(f"# {suite.name}\n\nThe data of the eval suite `{suite.name}`, under data/.\n")
+    if suite.database is None:
+        (repo / "README.md").write_text(f"# {suite.name}\n\nThe data of the eval suite `{suite.name}`, under data/.\n")
     _git(repo, "init", "-q", "-b", "main")
     _git(repo, "add", "-A")
     _git(repo, "commit", "-q", "-m", f"eval suite {suite.name}: data")
@@ -148,6 +155,9 @@ class Runner:
     ) -> None:
         self.suite = suite
         self.config = config or AgentConfig()
+        if suite.database is not None:  # each question's runtime has the suite's database as its source
+            self.config = self.config.model_copy(deep=True)
+            self.config.data.sources[suite.database.source] = DataSource(url_env=suite.database.url_env)
         self.budget = budget or Budget(max_usd=1.0, max_steps=20)
         self.brains = brains or {}
         self.judge_model = judge_model
@@ -157,6 +167,7 @@ class Runner:
 
     def run(self, configs: list[EvalConfig], repeat: int = 1, workers: int = 4, only: list[str] | None = None) -> EvalRun:
         t0 = time.monotonic()
+        self.load_database()
         run = EvalRun(suite=self.suite.name, started=utcnow(), repeat=repeat, configs=configs)
         questions = [q for q in self.suite.questions if not only or q.id in only]
         jobs = [(c, q, k) for c in configs for q in questions for k in range(repeat)]
@@ -171,6 +182,22 @@ class Runner:
                 raise
         run.wall_s = round(time.monotonic() - t0, 2)
         return run
+
+    def load_database(self) -> None:
+        """A suite with ``database:``: its tables, loaded once before any question runs."""
+        db = self.suite.database
+        if db is None:
+            return
+        url = os.environ.get(db.url_env, "")
+        if not url:
+            raise ConfigError(
+                f"the suite {self.suite.name} loads its data into the PostgreSQL database named by {db.url_env}: "
+                f"set {db.url_env}=postgresql://USER:PASSWORD@HOST/DB to a scratch database "
+                "(its tables of the suite's names are replaced)"
+            )
+        if self.suite.data_dir is None:
+            raise ConfigError(f"the suite {self.suite.name} has a database but no data folder to load into it")
+        load_tables(self.suite.data_dir, url)
 
     def one(self, cfg: EvalConfig, q: Question, k: int) -> QuestionResult:
         from gitops_agent.app.local import make_runtime, run_question

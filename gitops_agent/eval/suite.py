@@ -13,6 +13,7 @@ gitops_agent/eval/suites/dabench/suite.yaml, written by its make_suite.py).
       - check: {type: facts, all: [north, "42"]}              # every one appears (case-insensitive)
       - check: {type: judge, rubric: "Names the top region and its revenue."}   # a judge model (gitops_agent/eval/judge.py)
         solution: "print(200)"   # optional: the scripted model's code (`--model scripted`)
+    database: {source: shop, url_env: DABENCH_EVAL_URL}   # optional: the data in PostgreSQL (eval/database.py)
 
 The value checkers read the answer's last `Answer:` line (the questions ask for it); an answer
 without one fails, saying so.
@@ -83,11 +84,24 @@ class Question(BaseModel):
     solution: str | None = None
 
 
+class SuiteDatabase(BaseModel):
+    """``database:`` of a suite: its data is loaded into a database (its CSV files become tables of
+    the same names, replaced; a column ``_row`` keeps the files' order) and each question's repository
+    declares it as the data source ``source`` instead of holding the files."""
+
+    model_config = ConfigDict(extra="forbid")
+    source: str = Field("shop", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    # the loader replaces tables: only a variable named for it may point it at a database, never
+    # the URL of a source the agent queries (SHOP_DB_URL)
+    url_env: str = Field("DABENCH_EVAL_URL", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,50}_EVAL_URL$")
+
+
 class Suite(BaseModel):
     model_config = ConfigDict(extra="forbid")
     name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,59}$")
     description: str = ""
     data: str | None = None
+    database: SuiteDatabase | None = None
     questions: list[Question] = Field(min_length=1)
     path: Path | None = Field(None, exclude=True)
 

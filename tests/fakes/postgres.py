@@ -33,10 +33,10 @@ class Postgres:
     def url(self) -> str:
         return f"postgresql://analyst:{self.password}@127.0.0.1:{self.port}/shop"
 
-    def psql(self, sql: str) -> str:
-        """Run ``sql`` as the superuser over the Unix socket (not through the broker)."""
+    def psql(self, sql: str, db: str = "shop") -> str:
+        """Run ``sql`` as the superuser over the Unix socket (not through the broker), in ``db``."""
         r = subprocess.run(
-            ["runuser", "-u", "postgres", "--", f"{self.bindir}/psql", "-h", self.sockdir, "-p", str(self.port), "-d", "shop"]
+            ["runuser", "-u", "postgres", "--", f"{self.bindir}/psql", "-h", self.sockdir, "-p", str(self.port), "-d", db]
             + ["-v", "ON_ERROR_STOP=1", "-AtXq", "-c", sql],
             capture_output=True,
             text=True,
