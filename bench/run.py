@@ -22,6 +22,7 @@ row saying what broke (with the traceback on stderr).
   P10    what a question costs with the default models, an estimate (bench/question_cost.py)
   P11    runner minutes per idle day and per stalled-task recovery, before and after (bench/idle.py)
   P12    the workbench: setup cold and warm beside the action's own, first imports in the sandbox (bench/workbench.py)
+  P13    the warehouse broker: overhead per query and rows/s of a 1M-row result against psycopg direct (bench/warehouse.py)
 
 bench/README.md says what each row means.
 """
@@ -200,6 +201,7 @@ MEASUREMENTS: dict[str, tuple[str, Callable[[bool], Section]]] = {
     "P10": ("cost of a question", lambda quick: __import__("bench.question_cost", fromlist=["measure"]).measure(quick)),
     "P11": ("idle and recovery", lambda quick: __import__("bench.idle", fromlist=["measure"]).measure(quick)),
     "P12": ("the workbench", lambda quick: __import__("bench.workbench", fromlist=["measure"]).measure(quick)),
+    "P13": ("the warehouse broker", lambda quick: __import__("bench.warehouse", fromlist=["measure"]).measure(quick)),
 }
 
 

@@ -94,10 +94,13 @@ class PostgresConnection:
                 url, autocommit=False, connect_timeout=max(2, min(int(timeout_s), 10)), application_name="gitops-agent-warehouse"
             )
             self.conn.read_only = True  # every transaction begins READ ONLY
-            self.conn.execute("SET default_transaction_read_only = on")  # and a later one too
-            self.conn.execute(f"SET LOCAL statement_timeout = {ms}")
+            # one round trip (no parameters: the simple protocol runs the three): a later
+            # transaction is read-only too; the server stops the statement at the source's timeout;
             # a broker stuck sending to a slow client still frees the server
-            self.conn.execute(f"SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}")
+            self.conn.execute(
+                "SET default_transaction_read_only = on; "
+                f"SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}"
+            )
         except psycopg.Error as e:
             raise SourceError(f"cannot connect: {_first_line(e)}") from None
 

@@ -6,6 +6,7 @@ Skipped, with the reason, where PostgreSQL is not installed or cannot start."""
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import secrets
@@ -74,13 +75,20 @@ create function wipe() returns int language sql volatile as 'delete from orders 
 """
 
 
-@pytest.fixture(scope="session")
-def pg():
+class Unavailable(Exception):
+    """PostgreSQL cannot run here; the message says why."""
+
+
+@contextlib.contextmanager
+def postgres_server():
+    """A fresh PostgreSQL cluster on 127.0.0.1 with the role `analyst` (a canary password) owning
+    the database `shop` and its table `orders`; stopped and removed at the end. Unavailable: why
+    it cannot run here (not installed, not root, initdb or start failed)."""
     bindir = _bindir()
     if bindir is None or shutil.which("runuser") is None:
-        pytest.skip("PostgreSQL is not installed here (no /usr/lib/postgresql/*/bin/initdb, or no runuser)")
+        raise Unavailable("PostgreSQL is not installed here (no /usr/lib/postgresql/*/bin/initdb, or no runuser)")
     if os.geteuid() != 0:
-        pytest.skip("the PostgreSQL fixture runs initdb as the postgres user, which needs root")
+        raise Unavailable("the PostgreSQL fixture runs initdb as the postgres user, which needs root")
     root = Path(tempfile.mkdtemp(prefix="warehouse-pg-"))
     data, sockdir = root / "data", root / "sock"
     data.mkdir()
@@ -92,7 +100,7 @@ def pg():
     r = _as_postgres(f"{bindir}/initdb", "-D", str(data), "-U", "postgres", "-A", "trust", "--no-sync", "-E", "UTF8")
     if r.returncode != 0:
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"PostgreSQL's initdb failed here: {r.stderr.strip()[-300:]}")
+        raise Unavailable(f"PostgreSQL's initdb failed here: {r.stderr.strip()[-300:]}")
     # passwords over TCP (the broker's way in), trust over the socket (the test's own psql)
     (data / "pg_hba.conf").write_text("local all all trust\nhost all all 127.0.0.1/32 scram-sha-256\n")
     opts = f"-h 127.0.0.1 -p {port} -k {sockdir} -c fsync=off -c full_page_writes=off -c max_connections=40"
@@ -100,7 +108,7 @@ def pg():
     if r.returncode != 0:
         log = (root / "log").read_text() if (root / "log").exists() else ""
         shutil.rmtree(root, ignore_errors=True)
-        pytest.skip(f"PostgreSQL could not start here: {(r.stderr + log).strip()[-300:]}")
+        raise Unavailable(f"PostgreSQL could not start here: {(r.stderr + log).strip()[-300:]}")
     server = Postgres(port, password, str(sockdir), bindir)
     try:
         setup = subprocess.run(
@@ -117,3 +125,12 @@ def pg():
         _as_postgres(f"{bindir}/pg_ctl", "-D", str(data), "-m", "immediate", "-w", "stop")
         time.sleep(0.1)
         shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def pg():
+    try:
+        with postgres_server() as server:
+            yield server
+    except Unavailable as e:
+        pytest.skip(str(e))
