@@ -52,10 +52,18 @@ def adopt(environ: MutableMapping[str, str] | None = None) -> list[str]:
     if environ.get("GITHUB_ACTIONS") == "true":
         for value in found.values():
             for secret in dict.fromkeys(secrets_of(value)):
-                sys.stdout.write(f"::add-mask::{secret}\n")
+                # a decoded password may hold a line break: each line masked, each escaped as the
+                # runner reads a command's value (else the text after a break is a log line)
+                for part in [secret, *secret.splitlines()]:
+                    if part:
+                        sys.stdout.write(f"::add-mask::{_command_value(part)}\n")
         sys.stdout.flush()
     _adopted.update(found)
     return problems
+
+
+def _command_value(text: str) -> str:
+    return text.replace("%", "%25").replace("\r", "%0D").replace("\n", "%0A")
 
 
 def source_environ(environ: Mapping[str, str] | None = None) -> Mapping[str, str]:

@@ -100,21 +100,38 @@ def _capped(rows: list[list[Any]], room_rows: int, room_bytes: int) -> tuple[lis
     return kept, size, True
 
 
-def next_chunk(fetched_rows: int, fetched_bytes: int, room_rows: int) -> int:
-    """How many rows to fetch next: one first (a row can be megabytes), then as many as fit
-    CHUNK_BYTES at the sizes seen so far, and one past the rows left (to know a cut happened)."""
+def next_chunk(last: int, fetched_rows: int, fetched_bytes: int, room_rows: int, room_bytes: int) -> int:
+    """How many rows to fetch next: one first (a row can be megabytes), then at most twice the
+    last fetch (small rows first do not buy a large fetch at once), as many as fit CHUNK_BYTES and
+    the bytes left at the sizes seen so far, and one past the rows left (to know a cut happened)."""
     if fetched_rows == 0:
         return 1
     per_row = max(1, fetched_bytes // fetched_rows)
-    return max(1, min(MAX_CHUNK_ROWS, CHUNK_BYTES // per_row, room_rows + 1))
+    fit = min(CHUNK_BYTES, max(room_bytes, 0)) // per_row + 1
+    return max(1, min(MAX_CHUNK_ROWS, 2 * last, fit, room_rows + 1))
+
+
+def _within_raw(batch: list[tuple], room_bytes: int) -> tuple[list[tuple], bool]:
+    """The rows whose text and bytes (hex: two characters a byte) fit ``room_bytes`` as they come
+    from the driver, and whether some did not: their JSON is never smaller, so nothing that fits is cut."""
+    total = 0
+    for i, row in enumerate(batch):
+        sized = (v for v in row if isinstance(v, (str, bytes, bytearray, memoryview)))
+        total += sum(len(v) * (1 if isinstance(v, str) else 2) for v in sized)
+        if total > room_bytes:
+            return batch[:i], True
+    return batch, False
 
 
 def _stream(conn: Connection, sql: str, params: Any, cfg: Any, send: Send, record: QueryRecord) -> None:
     columns, types, fetch = conn.run(sql, params)
     send({"columns": columns, "types": types})
-    while batch := fetch(next_chunk(record.rows, record.bytes, cfg.max_rows - record.rows)):
+    n = 1
+    while batch := fetch(n := next_chunk(n, record.rows, record.bytes, cfg.max_rows - record.rows, cfg.max_bytes - record.bytes)):
         room_rows, room_bytes = cfg.max_rows - record.rows, cfg.max_bytes - record.bytes
+        batch, over = _within_raw(batch, room_bytes)  # before any copy: a 1 GB value is cut, not hexed
         rows, size, cut = _capped([[json_safe(v) for v in row] for row in batch], room_rows, room_bytes)
+        cut = cut or over
         if rows:
             send({"rows": rows})
         record.rows += len(rows)

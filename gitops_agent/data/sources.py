@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import re
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -57,7 +58,8 @@ def connect(url: str, timeout_s: float) -> Connection:
         return PostgresConnection(url, timeout_s)
     if scheme == "duckdb":
         return DuckDBConnection(url, timeout_s)
-    raise SourceError(f"unsupported database URL scheme {scheme!r}: use postgresql:// or duckdb:///path/to/file.duckdb")
+    shown = repr(scheme) if re.fullmatch(r"[a-z][a-z0-9+.-]{0,20}", scheme) else "(not a URL)"  # never a password's text
+    raise SourceError(f"unsupported database URL scheme {shown}: use postgresql:// or duckdb:///path/to/file.duckdb")
 
 
 def secrets_of(url: str) -> list[str]:

@@ -5,7 +5,6 @@ answered, checked."""
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
 import threading
@@ -20,6 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from gitops_agent.core.cancel import CANCEL
 from gitops_agent.core.errors import ConfigError
 from gitops_agent.core.state import Budget, utcnow
+from gitops_agent.data.environ import source_environ
 from gitops_agent.eval.database import load_tables
 from gitops_agent.eval.suite import JudgeCheck, Question, Suite, check_answer
 from gitops_agent.git import scratch
@@ -188,7 +188,7 @@ class Runner:
         db = self.suite.database
         if db is None:
             return
-        url = os.environ.get(db.url_env, "")
+        url = source_environ().get(db.url_env, "")  # the environment, or on GitHub the data-sources-env secret
         if not url:
             raise ConfigError(
                 f"the suite {self.suite.name} loads its data into the PostgreSQL database named by {db.url_env}: "

@@ -44,8 +44,10 @@ def test_run_answers_with_two_dependent_nodes_over_the_messages_api(tmp_path):
     wb = ensure_workbench()
     executors = [json.dumps(b.get("system")) for b in bodies if "an executor of gitops-agent" in json.dumps(b.get("system"))]
     assert executors and all(f"pandas {wb.packages['pandas']}, numpy {wb.packages['numpy']}" in s for s in executors)
-    # brain tools: tabular, but not the warehouse client where no data source is declared
-    assert all("import tabular" in s and "import warehouse" not in s for s in executors)
+    # brain tools: tabular, and the warehouse client for its source `files` (the repository has a
+    # CSV file; no database is declared, so no other source is named)
+    assert all("import tabular" in s and "import warehouse" in s for s in executors)
+    assert all("- `files`: " in s and "`'data/sales.csv'`" in s and "- `shop`" not in s for s in executors)
 
     branch = task_branch(repo)
     task_id = branch.removeprefix("agent/task/")

@@ -232,3 +232,25 @@ def test_a_query_over_the_connection_limit_is_told_why(pg):
         for s in held:
             s.close()
     assert wait_until(lambda: _sessions(pg) == 0, 5)
+
+
+def test_small_rows_first_do_not_buy_a_large_fetch_at_once():
+    from gitops_agent.data.query import next_chunk
+
+    # one tiny row seen: the next fetch is at most twice the last, not 5000 rows of unknown size
+    assert next_chunk(1, 1, 4, 99_999, 50_000_000) == 2
+    sizes, n, rows = [], 1, 0
+    for _ in range(6):
+        n = next_chunk(n, rows, rows * 4, 99_999, 50_000_000)
+        sizes.append(n)
+        rows += n
+    assert sizes == [1, 2, 4, 8, 16, 32]
+    # and never more than the bytes left allow at the sizes seen
+    assert next_chunk(4000, 4000, 4_000_000, 99_999, 10_000) == 11
+
+
+def test_a_value_larger_than_the_bytes_left_is_cut_before_it_is_copied(pg):
+    with serving(pg.url, max_bytes=50_000_000) as (broker, path):
+        rows, last = query(path, "select decode(repeat('ff', 30000000), 'hex') as blob")  # 30 MB: 60 MB as hex
+        [rec] = broker.take_queries()
+    assert rows == [] and "max_bytes 50000000" in last["truncated"] and rec.rows == 0

@@ -114,6 +114,7 @@ def test_the_data_sources_secret_is_taken_out_of_the_environment_and_masked(caps
     monkeypatch.setattr(data_env, "_adopted", {})
     url = "postgresql://analyst:s3cr%40t-pw@db.internal/shop"
     text = f"# the databases\nexport SHOP_DB_URL='{url}'\n\nnot a line with pw-in-it\n1BAD=x\nDUCK=duckdb:///srv/d.duckdb\n"
+    text += "LF_DB_URL=postgresql://u:ab%0Acdxyz@h/d\n"  # a password that decodes to two lines
     env = {"GITOPS_AGENT_DATA_SOURCES_ENV": text, "GITHUB_ACTIONS": "true", "PATH": "/bin"}
     problems = data_env.adopt(env)
     # out of the environment: git, the sandbox and every other child of the step never inherit it
@@ -124,7 +125,11 @@ def test_the_data_sources_secret_is_taken_out_of_the_environment_and_masked(caps
         "line 5 of the data-sources-env secret is not NAME=URL; it was skipped",
     ]
     masked = capsys.readouterr().out.splitlines()
-    assert {f"::add-mask::{url}", "::add-mask::s3cr%40t-pw", "::add-mask::s3cr@t-pw"} <= set(masked)
+    # escaped as the runner reads a command (%25 is %): the URL, its password, the password decoded
+    assert {f"::add-mask::{url.replace('%', '%25')}", "::add-mask::s3cr%2540t-pw", "::add-mask::s3cr@t-pw"} <= set(masked)
+    # a decoded line break never starts a log line of its own: each line is masked too
+    assert all(m.startswith("::add-mask::") for m in masked)
+    assert {"::add-mask::ab%0Acdxyz", "::add-mask::ab", "::add-mask::cdxyz"} <= set(masked)
     looked_up = data_env.source_environ({"PATH": "/bin", "SHOP_DB_URL": "the environment's"})
     assert looked_up["SHOP_DB_URL"] == url and looked_up["DUCK"] == "duckdb:///srv/d.duckdb"
     assert looked_up["PATH"] == "/bin"

@@ -1,10 +1,9 @@
 #!/usr/bin/env python
-"""Writes the `dabench` eval suite: small CSVs (seeded, so the same every time), the questions,
-and their expected answers, computed here from the generated rows in plain Python -- never typed in
--- and the scripted model's solution for each (Python that reads the CSV files as a person would, with
-pandas, or duckdb for joins and group-bys, run for real in the sandbox's workbench, so CI checks the
-whole chain). In the style of InfiAgent-DABench: closed-form questions over data (filtering,
-grouping, joins, dates, missing values, a correlation, a trend).
+"""Writes the `dabench` eval suite (and `dabench-pg`, the same over PostgreSQL: pg.py): small CSVs (seeded, so the
+same every time), the questions, and their expected answers, computed here from the generated rows in plain Python --
+never typed in -- and the scripted model's solution for each (Python that reads the CSV files as a person would, with
+pandas, or duckdb for joins and group-bys, run for real in the sandbox's workbench, so CI checks the whole chain). In
+the style of InfiAgent-DABench: closed-form questions over data (filtering, grouping, joins, dates, missing values).
 
     python gitops_agent/eval/suites/dabench/make_suite.py          # rewrite data/ and suite.yaml here
     python gitops_agent/eval/suites/dabench/make_suite.py --check  # exit 1 if they are not what it writes
@@ -405,44 +404,9 @@ def build() -> dict[str, str]:
         suite, sort_keys=False, allow_unicode=True, width=120
     )
     assert not any(isinstance(v, float) and math.isnan(v) for v in want.values())
-    files.update(pg_suite(suite, files, sorted(data)))
+    sys.path.insert(0, str(HERE))
+    files.update(__import__("pg").pg_suite(suite, files, sorted(data)))  # dabench-pg: the same over PostgreSQL
     return files
-
-
-PG = "dabench-pg"
-# the scripted model's way in: every table fetched through the broker into CSV files in a scratch
-# folder, in their files' order (_row), then the same solution as over the files
-FETCH = (
-    "import os, tempfile, warehouse\nos.chdir(tempfile.mkdtemp())\nos.mkdir('data')\n"
-    "for _t in {tables!r}:\n"
-    "    _df = warehouse.query('shop', f'select * from {{_t}} order by _row')\n"
-    "    _df.drop(columns='_row').to_csv(f'data/{{_t}}.csv', index=False)\n"
-)
-
-
-def pg_suite(suite: dict, files: dict[str, str], tables: list[str]) -> dict[str, str]:
-    """The same questions over the same data loaded into PostgreSQL (the suite's `database:`): the
-    files become tables of the source `shop`, the questions name the tables."""
-    questions = [
-        {
-            **q,
-            "question": re.sub(r"data/(\w+)\.csv", r"the `\1` table of the `shop` database", q["question"]),
-            "solution": FETCH.format(tables=tuple(tables)) + q["solution"],
-        }
-        for q in suite["questions"]
-    ]
-    pg = {
-        "name": PG,
-        "description": "dabench's questions over its data loaded into PostgreSQL (issue 25); regenerate with dabench/make_suite.py",
-        "data": "data",
-        "database": {"source": "shop", "url_env": "DABENCH_EVAL_URL"},
-        "questions": questions,
-    }
-    out = {f"../{PG}/{p}": text for p, text in files.items() if p.startswith("data/")}
-    out[f"../{PG}/suite.yaml"] = "# written by dabench/make_suite.py: do not edit by hand\n" + yaml.safe_dump(
-        pg, sort_keys=False, allow_unicode=True, width=120
-    )
-    return out
 
 
 def main() -> int:
