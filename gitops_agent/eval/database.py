@@ -13,6 +13,7 @@ from datetime import date
 from pathlib import Path
 
 from gitops_agent.core.errors import ConfigError
+from gitops_agent.data.query import redact
 from gitops_agent.data.sources import secrets_of
 
 _INT = re.compile(r"-?\d{1,18}")
@@ -59,8 +60,6 @@ def load_tables(data_dir: Path, url: str) -> list[str]:
                     for n, r in enumerate(rows):
                         copy.write_row([n, *[(v if v != "" else None) for v in r]])
     except psycopg.Error as e:
-        text = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        for s in sorted(secrets_of(url), key=len, reverse=True):
-            text = text.replace(s, "***")
+        text = redact(str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__, secrets_of(url))
         raise ConfigError(f"loading the suite's tables into its database: {text}") from None
     return [p.stem for p in files]
