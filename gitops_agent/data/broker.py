@@ -26,9 +26,10 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from gitops_agent.core.state import QueryRecord
-from gitops_agent.data.query import ClientGone, redact, run_query
+from gitops_agent.data.query import ClientGone, redact, sender
 from gitops_agent.data.sources import DESCRIBE_SQL, SourceError, connect, secrets_of
 from gitops_agent.data.values import encode_line
+from gitops_agent.data.worker import run_isolated
 
 log = logging.getLogger("gitops_agent.data")
 
@@ -171,7 +172,7 @@ class _Listener:
             _reply_and_close(client, {"error": str(e)})
             return
         client.settimeout(None)  # sends are bounded by the guard's cancel and the action's end
-        send = _sender(client)
+        send = sender(client)
         try:
             if request["op"] == "sources":
                 send({"sources": [self.broker.describe(n) for n in self.broker.sources]})
@@ -184,18 +185,8 @@ class _Listener:
             return
         except ClientGone:
             return
-        rec = run_query(name, self.broker.sources[name], url, sql, params, send, client, self.stopping)
+        rec = run_isolated(name, self.broker.sources[name], url, sql, params, client, self.stopping)
         self.broker.record(self.owner, rec)
-
-
-def _sender(client: socket.socket):
-    def send(message: dict[str, Any]) -> None:
-        try:
-            client.sendall(encode_line(message))
-        except OSError as e:
-            raise ClientGone(str(e)) from None
-
-    return send
 
 
 def _refuse(client: socket.socket, reason: str) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import select
 import socket
 import threading
@@ -14,16 +15,35 @@ from typing import Any, Callable
 
 from gitops_agent.core.state import QueryRecord
 from gitops_agent.data.sources import Connection, SourceError, connect, secrets_of
-from gitops_agent.data.values import json_safe
+from gitops_agent.data.values import encode_line, json_safe
 
 MAX_CHUNK_ROWS = 5000
 CHUNK_BYTES = 4_000_000  # what one fetch aims to hold: the broker's memory is about one chunk
+# how running out of a worker's memory limit shows: Python's MemoryError, libpq's "out of memory
+# for query result", and psycopg's reading of the error result libpq adds after rows it could not hold
+_OUT_OF_MEMORY = re.compile(r"MemoryError|out of memory|received \d+ results from command 'FETCH ", re.IGNORECASE)
+MEMORY_NOTE = (
+    "the result needs more memory than the broker gives one query ({mb} MB): a row or a value is too large; "
+    "select fewer or smaller columns (e.g. left(col, 1000)) or aggregate in SQL"
+)
 log = logging.getLogger("gitops_agent.data")
 Send = Callable[[dict[str, Any]], None]
 
 
 class ClientGone(Exception):
     """The client closed its end while rows were being sent."""
+
+
+def sender(client: socket.socket) -> Send:
+    """``send(message)``: one JSON line to the client; ClientGone when it is not there any more."""
+
+    def send(message: dict[str, Any]) -> None:
+        try:
+            client.sendall(encode_line(message))
+        except OSError as e:
+            raise ClientGone(str(e)) from None
+
+    return send
 
 
 def _one_line(text: str) -> str:
@@ -143,10 +163,19 @@ def _stream(conn: Connection, sql: str, params: Any, cfg: Any, send: Send, recor
 
 
 def run_query(
-    name: str, cfg: Any, url: str, sql: str, params: Any, send: Send, client: socket.socket | None, stopping: threading.Event
+    name: str,
+    cfg: Any,
+    url: str,
+    sql: str,
+    params: Any,
+    send: Send,
+    client: socket.socket | None,
+    stopping: threading.Event,
+    memory: int | None = None,
 ) -> QueryRecord:
     """Run ``sql`` on source ``name`` (settings ``cfg``), sending its messages with ``send``; the
-    record of what happened. Errors go to the client as ``{"error": ...}`` with the URL redacted."""
+    record of what happened. Errors go to the client as ``{"error": ...}`` with the URL redacted;
+    running out of ``memory`` (the worker's limit, gitops_agent/data/worker.py) is said plainly."""
     record = QueryRecord(source=name, sql=sql, params=params)
     t0 = time.monotonic()
     guard: Guard | None = None
@@ -159,6 +188,8 @@ def run_query(
         record.error = (guard.reason if guard is not None and guard.reason else None) or str(e)
     except ClientGone:
         record.error = "the client disconnected"
+    except MemoryError:  # a worker's limit (gitops_agent/data/worker.py): said plainly below
+        record.error = "MemoryError"
     except Exception as e:  # noqa: BLE001 - a driver's odd failure still gets a reply and a record
         log.warning("warehouse query on %s failed unexpectedly: %s", name, type(e).__name__)
         record.error = f"the query failed: {type(e).__name__}: {_one_line(str(e))}"
@@ -166,6 +197,8 @@ def run_query(
         if conn is not None:
             conn.close()
     record.ms = int((time.monotonic() - t0) * 1000)
+    if record.error and memory and _OUT_OF_MEMORY.search(record.error):
+        record.error = MEMORY_NOTE.format(mb=memory >> 20)
     if record.error:
         record.error = redact(record.error, secrets_of(url))
     try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import shutil
 import socket
 import tempfile
@@ -51,3 +52,35 @@ def wait_until(check, seconds: float = 5.0) -> bool:
             return True
         time.sleep(0.05)
     return check()
+
+
+def _status_mb(field: str) -> float:
+    with open("/proc/self/status") as f:
+        return int(re.search(field + r":\s+(\d+)", f.read()).group(1)) / 1024
+
+
+def peak_reset() -> float:
+    """Start this process's peak resident memory afresh (Linux: 5 in clear_refs resets VmHWM);
+    the resident memory now, in MB, to measure growth from."""
+    with open("/proc/self/clear_refs", "w") as f:
+        f.write("5")
+    return _status_mb("VmRSS")
+
+
+def peak_mb() -> float:
+    """This process's peak resident memory since peak_reset(), in MB."""
+    return _status_mb("VmHWM")
+
+
+ACTIVITY = "select count(*) from pg_stat_activity where application_name = 'gitops-agent-warehouse'"
+
+
+def running(pg) -> int:
+    """The broker's statements running on the server (a cursor's rows are made by its FETCH, so
+    the query's own text is not what pg_stat_activity shows)."""
+    return int(pg.psql(ACTIVITY + " and state = 'active'"))
+
+
+def sessions(pg) -> int:
+    """The broker's sessions open on the server."""
+    return int(pg.psql(ACTIVITY))
