@@ -15,6 +15,7 @@ with a ``/`` matches the whole path (``.github/**``, ``docs/*.md``); ``*`` may s
 from __future__ import annotations
 
 import fnmatch
+import posixpath
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -192,10 +193,20 @@ class Decision:
     flagged: list[str] = field(default_factory=list)
 
 
-def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[str] | frozenset[str] = frozenset()) -> Decision:
+def decide(
+    changes: dict[str, Output],
+    policy,
+    *,
+    own_dir: str,
+    existing: set[str] | frozenset[str] = frozenset(),
+    settings_files: tuple[str, ...] = (),
+) -> Decision:
     """Apply ``policy`` (gitops_agent.settings.config.PolicyConfig) to a step's ``changes``. ``own_dir``
     is the step's folder (``.agent/tasks/<id>/steps/<seq>-<node>``); ``existing`` the paths
-    that were in the tree before the step."""
+    that were in the tree before the step; ``settings_files`` the files that steer the agent (its
+    settings, the workbench's ``sandbox.requirements``): never the model's to change, whatever
+    ``policy.refused_paths`` says, for once merged they would act on every later task."""
+    steering = {posixpath.normpath(f.replace("\\", "/")).lower() for f in settings_files if f}
     d = Decision()
     cap = int(policy.max_file_mb * 1024 * 1024)
     own = own_dir.rstrip("/") + "/"
@@ -218,6 +229,9 @@ def decide(changes: dict[str, Output], policy, *, own_dir: str, existing: set[st
             continue
         if matches(path, list(FIXED_REFUSED)):
             d.refused.append(f"{path}: refused (workflows are never written by the model's code)")
+            continue
+        if path.lower() in steering:
+            d.refused.append(f"{path}: refused (the agent's settings and the workbench's requirements are never the model's)")
             continue
         if not in_own:
             pat = matches(path, list(policy.refused_paths))

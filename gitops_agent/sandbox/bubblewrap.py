@@ -86,6 +86,7 @@ class BubblewrapSandbox(ProcessSandbox):
             raise SandboxError("bubblewrap backend needs the 'bwrap' program, which is not on PATH")
         self.shell = "/bin/bash" if os.path.exists("/bin/bash") else "/bin/sh"
         self.roots = mounts.safe_roots(mounts.python_roots(self.limits.python))
+        self.unused_sites = mounts.unused_site_dirs(self.limits.python)
 
     def _paths(self, run_dir: Path) -> tuple[str, str, str]:
         return CODE, HOME, "/tmp"
@@ -133,7 +134,8 @@ class BubblewrapSandbox(ProcessSandbox):
             if not os.path.exists(host_abs):
                 raise SandboxError(f"extra read-only path {host_abs} does not exist")
             args += ["--ro-bind", host_abs, inside]
-        args += mounts.hide_args(lim.hide_paths, shown, has_option(self.bwrap, "--perms"))
+        hidden = lim.hide_paths + self.unused_sites
+        args += mounts.hide_args(hidden, shown, has_option(self.bwrap, "--perms"))
         args += ["--dir", HOME, "--ro-bind", str(run_dir / "code"), CODE]
         for service in self.services:  # the socket alone; the network namespace stays unshared
             args += ["--bind", str(socket_file(run_dir, service)), inside_path(service)]

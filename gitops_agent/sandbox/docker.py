@@ -19,7 +19,7 @@ from gitops_agent.core.errors import SandboxError
 from gitops_agent.sandbox.base import ProcessSandbox, rlimit_preexec
 from gitops_agent.sandbox.env import SANE_PATH
 from gitops_agent.sandbox.limits import SandboxLimits
-from gitops_agent.sandbox.mounts import python_roots
+from gitops_agent.sandbox.mounts import python_roots, unused_site_dirs
 from gitops_agent.sandbox.services import inside_path, socket_file
 from gitops_agent.sandbox.watchdog import Pids, descendants
 from gitops_agent.sandbox.workbench import is_workbench
@@ -93,7 +93,9 @@ class DockerSandbox(ProcessSandbox):
     def _python_mounts(self) -> list[str]:
         if not is_workbench(self.limits.python):
             return []
-        return [arg for root in python_roots(self.limits.python) for arg in ("--mount", self._mount(root, root, True))]
+        args = [arg for root in python_roots(self.limits.python) for arg in ("--mount", self._mount(root, root, True))]
+        # the base installation's own packages, inside a prefix mounted above: an empty directory
+        return args + [a for d in unused_site_dirs(self.limits.python) for a in ("--mount", f"type=tmpfs,destination={d}")]
 
     def ensure_image(self, timeout: float = 900) -> None:
         """Pull ``docker_image`` now if the engine does not have it, so the first action's

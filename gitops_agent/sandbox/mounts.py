@@ -114,6 +114,30 @@ def python_roots(python: str) -> list[str]:
     return sorted({os.path.realpath(r) for r in roots if r and os.path.isdir(r)})
 
 
+def unused_site_dirs(python: str) -> list[str]:
+    """The base installation's site-packages when ``python`` is a virtualenv that does not use
+    them: they are inside a prefix that is shown, and code could put them on its path and import
+    whatever the machine has installed there (on a runner: SDKs, the agent itself)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(python)))
+    cfg = Path(root, "pyvenv.cfg")
+    try:
+        text = cfg.read_text(errors="replace").lower()
+    except OSError:
+        return []  # not a virtualenv: its site-packages are its own
+    if "include-system-site-packages = true" in text.replace("\t", " "):
+        return []
+    used = set(python_roots(python))
+    base = [r for r in used if not _site_dir(r) and os.path.realpath(r) != os.path.realpath(root)]
+    found = []
+    for prefix in base:
+        for lib in ("lib", "lib64"):
+            for d in Path(prefix, lib).glob("python3*/site-packages"):
+                real = os.path.realpath(d)
+                if d.is_dir() and real not in used:
+                    found.append(real)
+    return sorted(set(found))
+
+
 def _inside(path: str, root: str) -> bool:
     root = root.rstrip("/") or "/"
     return root == "/" or path == root or path.startswith(root + "/")

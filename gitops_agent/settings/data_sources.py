@@ -9,6 +9,9 @@ import re
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+# the agent's and the runner's own variables (the GitHub token, the model's key, the runner's
+# tokens): never a source's URL, whoever wrote the settings; a source has a variable of its own
+_NOT_A_SOURCE = re.compile(r"(GITHUB|ACTIONS|RUNNER|GITOPS_AGENT|ANTHROPIC|OPENAI)_\w*|GH_TOKEN|INPUT_\w+", re.IGNORECASE)
 
 
 class DataSource(BaseModel):
@@ -31,6 +34,10 @@ class DataSource(BaseModel):
     def _a_variable_name(cls, v: str) -> str:
         if not _IDENT.match(v):
             raise ValueError(f"{v!r} is not an environment variable name (letters, digits, _), e.g. SHOP_DB_URL")
+        if _NOT_A_SOURCE.fullmatch(v):
+            raise ValueError(
+                f"{v!r} is one of the agent's or the runner's own variables; give the source one of its own, e.g. SHOP_DB_URL"
+            )
         return v
 
 

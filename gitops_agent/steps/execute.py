@@ -24,6 +24,7 @@ from gitops_agent.runtime.context import Runtime
 from gitops_agent.safety.fences import fenced
 from gitops_agent.safety.policy import decide
 from gitops_agent.safety.text import outbound
+from gitops_agent.settings.config import CONFIG_PATH
 from gitops_agent.steps.conversation import Conversation, Done, Exit
 from gitops_agent.steps.memory_hooks import attach_data
 from gitops_agent.templates.prompts import render
@@ -106,7 +107,8 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         work = node_run.cascade(models)
         collected = co.collect(caps)
         existing = {p for p in co.manifest if not p.startswith(".agent/")}
-    decision = decide(collected.changes, policy, own_dir=sdir, existing=existing)
+    steering = (CONFIG_PATH, rt.config.sandbox.requirements or "")
+    decision = decide(collected.changes, policy, own_dir=sdir, existing=existing, settings_files=steering)
     record = StepRecord(
         task_id=job.task,
         seq=seq,

@@ -42,3 +42,19 @@ def test_workflows_are_refused_even_when_the_settings_allow_everything():
     d = decide(changes, wide_open, own_dir=OWN)
     assert sorted(d.kept) == [".github/ISSUE_TEMPLATE/q.md", "report.csv"]
     assert len(d.refused) == 2 and all("workflows are never written" in r for r in d.refused)
+
+
+def test_the_settings_and_the_workbench_requirements_are_refused_even_when_the_policy_allows_everything():
+    """Once merged with an answer, either would act on every later task: the settings steer the
+    agent, `sandbox.requirements` is what the workbench installs."""
+    wide_open = PolicyConfig(refused_paths=[], tool_files_action="allow", existing_files_action="allow")
+    changes = {
+        ".github/gitops-agent.yml": Output("file", b"policy: {}"),
+        "Requirements/Workbench.TXT": Output("file", b"evil==1.0"),
+        "requirements/other.txt": Output("file", b"fine==1.0"),
+        f"{OWN}/requirements/workbench.txt": Output("file", b"a copy in the step's folder"),
+    }
+    steering = (".github/gitops-agent.yml", "./requirements//workbench.txt")
+    d = decide(changes, wide_open, own_dir=OWN, settings_files=steering)
+    assert sorted(d.kept) == [f"{OWN}/requirements/workbench.txt", "requirements/other.txt"]
+    assert len(d.refused) == 2 and all("never the model's" in r for r in d.refused)

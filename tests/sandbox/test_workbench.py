@@ -5,6 +5,7 @@ hashed lock, refused before any branch or model call otherwise; a broken workben
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import pytest
 import yaml
 
 from gitops_agent.sandbox.choose import bwrap_works
+from gitops_agent.sandbox.mounts import unused_site_dirs
 from gitops_agent.sandbox.requirements import RequirementsError, parse_lock
 from gitops_agent.sandbox.workbench import RECORD, cache_base, ensure_workbench
 from tests.helpers import agent_command, git, task_branch
@@ -34,6 +36,8 @@ for m in ["pandas", "numpy", "duckdb", "matplotlib", "pyarrow", "anthropic", "op
         seen[m] = False
 # the agent's own environment is not even there to put on sys.path
 seen["agent_site"] = os.path.exists(AGENT_SITE)
+# nor the base installation's packages, inside a prefix the interpreter needs
+seen["base_site"] = any(os.path.isdir(d) and os.listdir(d) for d in BASE_SITES)
 import duckdb, pandas as pd
 import matplotlib.pyplot as plt
 df = pd.read_csv("sales.csv")
@@ -81,13 +85,15 @@ def _repo(tmp_path: Path, settings: str = "", files: dict[str, str] | None = Non
 def test_the_models_code_has_the_data_stack_and_not_the_agents_packages(tmp_path):
     repo = _repo(tmp_path, "sandbox: {backend: bubblewrap}\n")
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
-    script = _script(tmp_path / "probe.yaml", PROBE.replace("AGENT_SITE", repr(site)))
+    base_sites = unused_site_dirs(ensure_workbench().python)
+    assert any(os.listdir(d) for d in base_sites)  # the base installation has packages of its own here
+    script = _script(tmp_path / "probe.yaml", PROBE.replace("AGENT_SITE", repr(site)).replace("BASE_SITES", repr(base_sites)))
     r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Which product sells most?", cwd=repo)
     assert r.returncode == 0, r.stderr
     seen = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
     assert seen == {
         **dict.fromkeys(["pandas", "numpy", "duckdb", "matplotlib", "pyarrow"], True),
-        **dict.fromkeys(["anthropic", "openai", "github", "gitops_agent", "pydantic", "yaml", "agent_site"], False),
+        **dict.fromkeys(["anthropic", "openai", "github", "gitops_agent", "pydantic", "yaml", "agent_site", "base_site"], False),
     }
     assert "TOP=widget 40.00" in r.stdout
     branch = task_branch(repo)
@@ -204,12 +210,15 @@ def test_docker_runs_the_workbench_mounted_read_only_with_its_interpreter():
     assert sb._python() == wb.python  # not the image's python3
     argv = sb.container_argv([wb.python, "-u", "/.agent-code/cell.py"], Path("/w/tree"), Path("/r/code"), {}, 30, "n")
     mounts = [argv[i + 1] for i, a in enumerate(argv) if a == "--mount"]
+    binds = [m for m in mounts if m.startswith("type=bind,")]
     assert f"type=bind,source={wb.root},target={wb.root},readonly" in mounts
     base = subprocess.run([wb.python, "-I", "-c", "import sys; print(sys.base_prefix)"], capture_output=True, text=True)
     assert any(m.startswith("type=bind,source=") and m.endswith(",readonly") and base.stdout.strip().startswith(
-        m.split("source=")[1].split(",")[0]) for m in mounts)  # fmt: skip
+        m.split("source=")[1].split(",")[0]) for m in binds)  # fmt: skip
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
-    assert not any(site.startswith(m.split("source=")[1].split(",")[0] + "/") for m in mounts)  # never the agent's
+    assert not any(site.startswith(m.split("source=")[1].split(",")[0] + "/") for m in binds)  # never the agent's
+    for d in unused_site_dirs(wb.python):  # the base installation's packages: an empty directory over them
+        assert f"type=tmpfs,destination={d}" in mounts
 
 
 def test_the_host_never_runs_a_pth_file_of_a_workbench(tmp_path, monkeypatch):

@@ -139,6 +139,30 @@ def test_changes_to_workflows_are_refused_and_recorded(repo):
     assert "result.txt" in rec.artifacts
 
 
+def test_the_settings_and_the_workbench_requirements_are_never_committed_from_the_models_code(repo):
+    code = (
+        "import os\nos.makedirs('.github', exist_ok=True)\nos.makedirs('reqs', exist_ok=True)\n"
+        "open('.github/gitops-agent.yml','w').write('policy: {}')\nopen('reqs/wb.txt','w').write('evil==1.0')\n"
+        "open('result.txt','w').write('55')"
+    )
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "wrote"}},
+        ],
+    }
+    cfg = AgentConfig()
+    cfg.policy.refused_paths = []  # a repository that protects nothing by pattern
+    cfg.sandbox.workbench = False
+    cfg.sandbox.requirements = "reqs/wb.txt"
+    res, rt, _, _ = run(repo, script, config=cfg)
+    files = git(repo, "ls-tree", "-r", "--name-only", res.branch).split()
+    assert "result.txt" in files and ".github/gitops-agent.yml" not in files and "reqs/wb.txt" not in files
+    rec = load_snapshot(rt.git, res.task_id).latest_step_for("n1")
+    assert sum("never the model's" in r for r in rec.refused) == 2, rec.refused
+
+
 def test_malformed_plans_are_corrected_then_fail_cleanly(repo):
     cyc = plan(node("a", ["b"]), node("b", ["a"]))
     script = {"planner": [cyc, {"text": "no tool"}, plan(node("a", ["zz"])), cyc]}
