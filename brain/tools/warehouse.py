@@ -40,12 +40,22 @@ def _request(message: dict[str, Any]):
         sock.close()
         raise WarehouseError(f"cannot reach the warehouse broker at {path}: {e}") from None
     sock.sendall(json.dumps(message).encode() + b"\n")
+    broken = False
     with sock, sock.makefile("rb") as lines:
         for line in lines:
-            reply = json.loads(line)
+            if not line.strip():
+                continue
+            try:
+                reply = json.loads(line)
+            except ValueError:  # a line cut off when the broker's worker died: its reason follows
+                broken = True
+                continue
             if "error" in reply:
                 raise WarehouseError(reply["error"])
-            yield reply
+            if not broken:
+                yield reply
+    if broken:
+        raise WarehouseError("the broker's answer broke off in the middle (its worker stopped)")
 
 
 def sources() -> list[dict[str, Any]]:

@@ -39,6 +39,7 @@ MAX_SQL = 200_000  # characters of one statement
 MAX_CONNECTIONS = 4  # at once per action: each holds a database connection
 REQUEST_WAIT_S = 10.0  # for the whole request line, once connected (a trickle is cut off too)
 STOP_WAIT_S = 15.0  # for all the handlers together, once the action ended and their queries were cancelled
+MAX_RECORDS = 1000  # queries kept per step in step.json; past it they are counted
 MAX_COLUMNS_SHOWN = 2000  # of a source's schema, for the prompt
 
 
@@ -112,8 +113,18 @@ class Broker:
         return out
 
     def record(self, owner: int, rec: QueryRecord) -> None:
+        """Keep ``rec`` for its step's step.json: the first MAX_RECORDS, then a count of the rest."""
         with self._lock:
-            self._log.setdefault(owner, []).append(rec)
+            log_ = self._log.setdefault(owner, [])
+            if len(log_) < MAX_RECORDS:
+                log_.append(rec)
+                return
+            if len(log_) == MAX_RECORDS:
+                log_.append(QueryRecord(source=rec.source, sql="", error=""))
+            more = log_[-1]
+            more.rows += 1
+            n = "1 more query" if more.rows == 1 else f"{more.rows} more queries"
+            more.error = f"{n} ran in this step, not recorded (the record keeps {MAX_RECORDS})"
 
 
 class _Listener:
@@ -225,7 +236,7 @@ def _read_request(client: socket.socket) -> dict[str, Any]:
         raise SourceError(f"reading the request: {e}") from None
     try:
         request = json.loads(bytes(buf).split(b"\n", 1)[0])
-    except ValueError:
+    except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser goes
         raise SourceError("the request is not one line of JSON") from None
     if not isinstance(request, dict) or request.get("op") not in ("sources", "query"):
         raise SourceError('the request must be {"op": "sources"} or {"op": "query", "source", "sql", "params"}')
@@ -242,4 +253,11 @@ def _query_fields(request: dict[str, Any], sources: Mapping[str, Any]) -> tuple[
         raise SourceError(f"the statement is over {MAX_SQL} characters")
     if params is not None and not isinstance(params, (list, dict)):
         raise SourceError("params must be a list (for %s placeholders), a dict (for %(name)s) or None")
+    values = params.values() if isinstance(params, dict) else params or []
+    if not all(_scalar(v) or (isinstance(v, list) and all(_scalar(x) for x in v)) for v in values):
+        raise SourceError("each parameter must be a number, a string, a boolean, null, or a list of those (for = any(%s))")
     return name, sql, params
+
+
+def _scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))

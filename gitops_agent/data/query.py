@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import select
 import socket
 import threading
@@ -19,13 +18,12 @@ from gitops_agent.data.values import encode_line, json_safe
 
 MAX_CHUNK_ROWS = 5000
 CHUNK_BYTES = 4_000_000  # what one fetch aims to hold: the broker's memory is about one chunk
-# how running out of a worker's memory limit shows: Python's MemoryError, libpq's "out of memory
-# for query result", and psycopg's reading of the error result libpq adds after rows it could not hold
-_OUT_OF_MEMORY = re.compile(r"MemoryError|out of memory|received \d+ results from command 'FETCH ", re.IGNORECASE)
 MEMORY_NOTE = (
-    "the result needs more memory than the broker gives one query ({mb} MB): a row or a value is too large; "
-    "select fewer or smaller columns (e.g. left(col, 1000)) or aggregate in SQL"
+    "the query needs more memory than the broker gives one query ({mb} MB): a row or a value is too large, "
+    "or the work too big to hold; select fewer or smaller columns (e.g. left(col, 1000)), filter, or aggregate in SQL"
 )
+MAX_RECORDED_SQL = 20_000  # characters of a statement kept in step.json (the broker runs up to 200,000)
+MAX_RECORDED_PARAMS = 10_000  # bytes of parameters, as JSON, kept in step.json
 log = logging.getLogger("gitops_agent.data")
 Send = Callable[[dict[str, Any]], None]
 
@@ -180,16 +178,18 @@ def run_query(
     t0 = time.monotonic()
     guard: Guard | None = None
     conn: Connection | None = None
+    out_of_memory = False
     try:
-        conn = connect(url, cfg.timeout_s)
+        conn = connect(url, cfg.timeout_s, memory)
         with Guard(conn, cfg.timeout_s, client, stopping) as guard:
             _stream(conn, sql, params, cfg, send, record)
     except SourceError as e:
         record.error = (guard.reason if guard is not None and guard.reason else None) or str(e)
+        out_of_memory = e.out_of_memory
     except ClientGone:
         record.error = "the client disconnected"
-    except MemoryError:  # a worker's limit (gitops_agent/data/worker.py): said plainly below
-        record.error = "MemoryError"
+    except MemoryError:  # a worker's limit (gitops_agent/data/worker.py)
+        out_of_memory = True
     except Exception as e:  # noqa: BLE001 - a driver's odd failure still gets a reply and a record
         log.warning("warehouse query on %s failed unexpectedly: %s", name, type(e).__name__)
         record.error = f"the query failed: {type(e).__name__}: {_one_line(str(e))}"
@@ -197,8 +197,8 @@ def run_query(
         if conn is not None:
             conn.close()
     record.ms = int((time.monotonic() - t0) * 1000)
-    if record.error and memory and _OUT_OF_MEMORY.search(record.error):
-        record.error = MEMORY_NOTE.format(mb=memory >> 20)
+    if out_of_memory:  # said plainly, decided by what failed, never by what a message says
+        record.error = MEMORY_NOTE.format(mb=memory >> 20) if memory else "the broker ran out of memory for the query"
     if record.error:
         record.error = redact(record.error, secrets_of(url))
     try:
@@ -208,4 +208,18 @@ def run_query(
             send({"done": True, "rows": record.rows, "bytes": record.bytes, "ms": record.ms, "truncated": record.truncated})
     except ClientGone:
         pass
+    return _for_the_record(record)
+
+
+def _for_the_record(record: QueryRecord) -> QueryRecord:
+    """The record as step.json keeps it: a statement or parameters the size of a request are cut
+    (the model sent them; the step's record stays small)."""
+    if len(record.sql) > MAX_RECORDED_SQL:
+        record.sql = record.sql[:MAX_RECORDED_SQL] + f"\n-- ... cut: {len(record.sql) - MAX_RECORDED_SQL} more characters"
+    if record.params is not None:
+        size = len(json.dumps(record.params, default=str))
+        if size > MAX_RECORDED_PARAMS:
+            record.params = f"({size} bytes of parameters, not recorded)"
+    if record.error and len(record.error) > MAX_RECORDED_SQL:
+        record.error = record.error[:MAX_RECORDED_SQL] + " ... (cut)"
     return record

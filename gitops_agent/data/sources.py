@@ -8,6 +8,8 @@ from __future__ import annotations
 import importlib
 import os
 import re
+import shutil
+import tempfile
 from typing import Any, Callable, Protocol
 from urllib.parse import unquote, urlsplit
 
@@ -28,8 +30,25 @@ ONE_QUERY = " (only one read-only query can run: SELECT, WITH ... SELECT, VALUES
 Fetch = Callable[[int], list[tuple]]
 
 
+DUCKDB_MEMORY = 1 << 30  # what a DuckDB query's process may use when no worker limit is given
+MAX_ERROR = 1000  # characters of a database's message: it may quote a value the model made (100 MB of it)
+# libpq's own words when it cannot hold what the server sent (no SQLSTATE: not the server's), and
+# psycopg's reading of the error result libpq adds after the rows it could not hold
+_LIBPQ_OOM = re.compile(r"^out of memory|^received \d+ results from command 'FETCH ")
+
+
 class SourceError(Exception):
-    """A readable reason a query failed, for the model; never holds the URL."""
+    """A readable reason a query failed, for the model; never holds the URL. ``out_of_memory``:
+    the driver, on this side, could not hold the result (never a server's message)."""
+
+    def __init__(self, message: str, out_of_memory: bool = False) -> None:
+        super().__init__(message)
+        self.out_of_memory = out_of_memory
+
+
+def _pg_error(e: Exception, hint: str = "") -> SourceError:
+    text = _first_line(e)
+    return SourceError(text + hint, out_of_memory=getattr(e, "sqlstate", None) is None and bool(_LIBPQ_OOM.search(text)))
 
 
 class Connection(Protocol):
@@ -51,13 +70,14 @@ def _driver(module: str, kind: str) -> Any:
         raise SourceError(f"{kind} sources need the {module} package on the agent's host: {EXTRA}") from None
 
 
-def connect(url: str, timeout_s: float) -> Connection:
-    """A read-only connection to ``url`` (postgresql://, postgres://, duckdb:///path)."""
+def connect(url: str, timeout_s: float, memory: int | None = None) -> Connection:
+    """A read-only connection to ``url`` (postgresql://, postgres://, duckdb:///path); ``memory``:
+    the bytes the process may use for it (a worker's limit), which DuckDB keeps within."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     if scheme in ("postgresql", "postgres"):
         return PostgresConnection(url, timeout_s)
     if scheme == "duckdb":
-        return DuckDBConnection(url, timeout_s)
+        return DuckDBConnection(url, timeout_s, memory)
     shown = repr(scheme) if re.fullmatch(r"[a-z][a-z0-9+.-]{0,20}", scheme) else "(not a URL)"  # never a password's text
     raise SourceError(f"unsupported database URL scheme {shown}: use postgresql:// or duckdb:///path/to/file.duckdb")
 
@@ -77,8 +97,9 @@ def secrets_of(url: str) -> list[str]:
 def _first_line(e: BaseException) -> str:
     diag = getattr(e, "diag", None)
     primary = getattr(diag, "message_primary", None) if diag is not None else None
-    text = primary or str(e) or type(e).__name__
-    return text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    text = (primary or str(e) or type(e).__name__)[: MAX_ERROR * 4]
+    line = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    return line if len(line) <= MAX_ERROR else line[:MAX_ERROR] + f"... ({len(line) - MAX_ERROR}+ more characters)"
 
 
 class PostgresConnection:
@@ -113,7 +134,7 @@ class PostgresConnection:
         except self._errors as e:
             words = sql.lstrip(" \t\r\n(").split(None, 1)
             hint = "" if words and words[0].lower() in _QUERY_WORDS else ONE_QUERY
-            raise SourceError(_first_line(e) + hint) from None
+            raise _pg_error(e, hint) from None
         types = self.conn.adapters.types
         desc = cur.description or []
         columns = [d.name for d in desc]
@@ -123,7 +144,7 @@ class PostgresConnection:
             try:
                 return cur.fetchmany(n)  # FETCH FORWARD n: the server sends n rows, no more
             except self._errors as e:
-                raise SourceError(_first_line(e)) from None
+                raise _pg_error(e) from None
 
         return columns, names, fetch
 
@@ -147,7 +168,7 @@ class DuckDBConnection:
     """A DuckDB file opened read-only, with no access to other files or the network from SQL (the
     broker runs on the host: read_csv('/etc/...') must not work)."""
 
-    def __init__(self, url: str, timeout_s: float) -> None:
+    def __init__(self, url: str, timeout_s: float, memory: int | None = None) -> None:
         duckdb = _driver("duckdb", "DuckDB")
         self._errors = duckdb.Error
         path = url[len("duckdb://") :]
@@ -155,12 +176,22 @@ class DuckDBConnection:
             raise SourceError("a DuckDB URL names an absolute path: duckdb:///path/to/file.duckdb")
         if not os.path.isfile(path):
             raise SourceError("the source's DuckDB file does not exist on the agent's host")
+        self._oom = duckdb.OutOfMemoryException
+        # spills go to a directory of this query's own, removed at close
+        self._spill = tempfile.mkdtemp(prefix="gitops-agent-duckdb-")
         try:
-            # in the agent's own process: bounded, not 80% of the host's memory and every core
-            config = {"enable_external_access": False, "threads": 2, "memory_limit": "1GB"}
+            # a quarter of the process's limit (a worker's, gitops_agent/data/worker.py): DuckDB
+            # reserves about three times the memory it uses, and spills to disk past its limit
+            limit = f"{max(32, (memory or DUCKDB_MEMORY) // 4 >> 20)}MB"
+            config = {"threads": 2, "memory_limit": limit, "temp_directory": self._spill}
+            config["max_temp_directory_size"] = "2GB"
             self.conn = duckdb.connect(path, read_only=True, config=config)
-            self.conn.execute("SET lock_configuration = true")  # the query cannot turn access back on
+            # then no file or network from SQL (the temporary directory is set before), and
+            # the query cannot turn it back on
+            self.conn.execute("SET enable_external_access = false")
+            self.conn.execute("SET lock_configuration = true")
         except duckdb.Error as e:
+            shutil.rmtree(self._spill, ignore_errors=True)
             raise SourceError(f"cannot open: {_first_line(e)}") from None
 
     def run(self, sql: str, params: Any) -> tuple[list[str], list[str], Fetch]:
@@ -169,7 +200,7 @@ class DuckDBConnection:
                 raise SourceError("exactly one SQL statement per query")
             self.conn.execute(sql, params if params else None)
         except self._errors as e:
-            raise SourceError(_first_line(e)) from None
+            raise SourceError(_first_line(e), out_of_memory=isinstance(e, self._oom)) from None
         desc = self.conn.description or []
         columns, names = [d[0] for d in desc], [str(d[1]) for d in desc]
 
@@ -177,7 +208,7 @@ class DuckDBConnection:
             try:
                 return self.conn.fetchmany(n)
             except self._errors as e:
-                raise SourceError(_first_line(e)) from None
+                raise SourceError(_first_line(e), out_of_memory=isinstance(e, self._oom)) from None
 
         return columns, names, fetch
 
@@ -192,3 +223,4 @@ class DuckDBConnection:
             self.conn.close()
         except Exception:  # noqa: BLE001
             pass
+        shutil.rmtree(self._spill, ignore_errors=True)

@@ -15,10 +15,10 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import re
 import resource
-import select
 import signal
 import socket
 import subprocess
@@ -34,6 +34,9 @@ from gitops_agent.data.values import encode_line
 MEMORY_BYTES = 1 << 30  # what one query may use, besides the interpreter it starts with
 KILL_GRACE_S = 15.0  # past the query's own timeout, before a worker that did not stop is killed
 STOP_GRACE_S = 5.0  # after the action ended (its guard cancels at once)
+WORKER_GONE = "the query's worker ended without an answer (it crashed, ran out of memory or was killed)"
+MAX_WORKERS = 4  # at once in the agent, across actions: the agent's memory is bounded by this many limits
+MAX_CONTROL = 1_000_000  # bytes a worker may send before its record ends (query.py keeps a record small)
 # what a worker keeps of the agent's environment: the locale, the home (libpq's ~/.pgpass), the
 # certificates, libpq's own PG* settings; not the model's key, the GitHub token or other sources' URLs
 _ENV_KEPT = re.compile(r"(PATH|HOME|USER|LOGNAME|LANG|LANGUAGE|LC_[A-Z]+|TZ|TMPDIR|PG[A-Z]+|SSL_CERT_(FILE|DIR))")
@@ -70,6 +73,8 @@ class _Server:
 
 
 _server: _Server | None = None
+_slots = threading.BoundedSemaphore(MAX_WORKERS)
+log = logging.getLogger("gitops_agent.data")
 _server_lock = threading.Lock()
 
 
@@ -156,6 +161,7 @@ def _work(client_fd: int, control_fd: int) -> None:
     from gitops_agent.data.query import run_query, sender
     from gitops_agent.settings.data_sources import DataSource
 
+    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))  # no core file with the URL in it, wherever a crash is
     client, control = socket.socket(fileno=client_fd), socket.socket(fileno=control_fd)
     control.sendall(json.dumps({"pid": os.getpid()}).encode() + b"\n")
     job = json.loads(_read_line(control))
@@ -177,53 +183,75 @@ def run_isolated(
     name: str, cfg: Any, url: str, sql: str, params: Any, client: socket.socket, stopping: threading.Event
 ) -> QueryRecord:
     """Run the query in a worker, under MEMORY_BYTES, that streams its rows to ``client``; its
-    record. Stopped when ``stopping`` is set, killed when it overstays."""
-    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    record. At most MAX_WORKERS at once in the agent (others wait their turn within their
+    timeout); stopped when ``stopping`` is set, killed when it overstays."""
     t0 = time.monotonic()
-    try:
-        with theirs:
-            _hand_over([client.fileno(), theirs.fileno()])
-        job = {
-            "source": name,
-            "cfg": cfg.model_dump(mode="json"),
-            "url": url,
-            "sql": sql,
-            "params": params,
-            "memory": MEMORY_BYTES,
-        }
-        ours.sendall(json.dumps(job).encode() + b"\n")
-        reply = _await(ours, cfg.timeout_s, stopping)
-    except OSError as e:
-        reply = {"error": f"the broker could not start a worker for the query: {e.strerror or e}"}
-    finally:
-        ours.close()
+    if _turn(cfg.timeout_s, stopping):
+        try:
+            reply = _in_worker(name, cfg, url, sql, params, client, stopping)
+        finally:
+            _slots.release()
+    else:
+        reply = {"error": f"the broker is running {MAX_WORKERS} queries already, its limit; try again when one has ended"}
     if "record" in reply:
         return QueryRecord(**reply["record"])
     rec = QueryRecord(source=name, sql=sql, params=params, error=reply["error"], ms=int((time.monotonic() - t0) * 1000))
-    with contextlib.suppress(OSError):  # the worker could not say it: the broker does
-        client.sendall(encode_line({"error": rec.error}))
+    # the worker could not say it: the broker does, on a line of its own (the worker may have
+    # died in the middle of one), and within a short time (the client may not be reading)
+    with contextlib.suppress(OSError):
+        client.settimeout(2.0)
+        client.sendall((b"\n" if reply.get("cut") else b"") + encode_line({"error": rec.error}))
     return rec
 
 
+def _turn(timeout_s: float, stopping: threading.Event) -> bool:
+    end = time.monotonic() + timeout_s
+    while not stopping.is_set() and time.monotonic() < end:
+        if _slots.acquire(timeout=0.1):
+            return True
+    return False
+
+
+def _in_worker(name: str, cfg: Any, url: str, sql: str, params: Any, client: socket.socket, stopping: threading.Event) -> dict:
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        with theirs:
+            _hand_over([client.fileno(), theirs.fileno()])
+        job = {"source": name, "cfg": cfg.model_dump(mode="json"), "url": url, "sql": sql, "params": params}
+        ours.sendall(json.dumps({**job, "memory": MEMORY_BYTES}).encode() + b"\n")
+        return _await(ours, cfg.timeout_s, stopping)
+    except OSError as e:
+        return {"error": f"the broker could not start a worker for the query: {e.strerror or e}"}
+    except Exception as e:  # noqa: BLE001 - the handler still answers and records
+        log.warning("the warehouse broker failed running a query: %s", type(e).__name__)
+        return {"error": f"the broker failed running the query: {type(e).__name__}", "cut": True}
+    finally:
+        ours.close()
+
+
 def _await(control: socket.socket, timeout_s: float, stopping: threading.Event) -> dict[str, Any]:
-    """The worker's record, or ``{"error"}`` when it died or was killed without one."""
+    """The worker's record, or ``{"error", "cut"}`` when it died or was killed without one."""
     deadline = time.monotonic() + timeout_s + KILL_GRACE_S
     buf, pid, stopped = bytearray(), 0, False
+    control.settimeout(0.1)  # a timeout, not select(): the broker may hold descriptors past 1024
     while True:
-        readable, _, _ = select.select([control], [], [], 0.1)
-        if readable:
-            chunk = control.recv(1 << 20)
+        try:
+            chunk = control.recv(1 << 16)
             if not chunk:
-                return {"error": "the query's worker ended without an answer (over its memory, or killed)"}
+                return {"error": WORKER_GONE, "cut": True}
             buf += chunk
-            while b"\n" in buf:
-                line, _, buf = bytes(buf).partition(b"\n")
-                buf = bytearray(buf)
-                message = json.loads(line)
-                if "pid" in message:
-                    pid = int(message["pid"])
-                elif "record" in message:
-                    return message
+        except TimeoutError:
+            pass
+        while b"\n" in buf:
+            line, _, rest = bytes(buf).partition(b"\n")
+            buf = bytearray(rest)
+            message = json.loads(line)
+            if "pid" in message:
+                pid = int(message["pid"])
+            elif "record" in message:
+                return message
+        if len(buf) > MAX_CONTROL:
+            deadline = 0.0  # a record is small (query.py cuts it): this is not one
         if stopping.is_set() and not stopped:
             stopped = True
             deadline = min(deadline, time.monotonic() + STOP_GRACE_S)
@@ -233,4 +261,4 @@ def _await(control: socket.socket, timeout_s: float, stopping: threading.Event) 
             if pid:
                 with contextlib.suppress(OSError):
                     os.kill(pid, signal.SIGKILL)
-            return {"error": "the query's worker did not finish in time and was killed"}
+            return {"error": "the query's worker did not finish in time and was killed", "cut": True}

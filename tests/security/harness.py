@@ -18,10 +18,12 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import urllib.parse
 import uuid
@@ -321,9 +323,9 @@ class World:
         self.jobs.append(run)
         return run
 
-    def drain(self, start: int = 0, limit: int = 60) -> int:
+    def drain(self, start: int = 0, limit: int = 60, after_wave=None) -> int:
         """Run every dispatched step, a wave at a time (the steps of a wave run side by side, as
-        parallel jobs on several runners would)."""
+        parallel jobs on several runners would); ``after_wave()`` between waves (a person's push)."""
         i = start
         while i < len(self.gh.dispatches):
             wave = self.gh.dispatches[i:]
@@ -341,6 +343,8 @@ class World:
                 procs.append(th)
             for th in procs:
                 th.join()
+            if after_wave is not None:
+                after_wave()
         return i
 
     def issue(self, title: str, body: str, *, user: str = "alice", labels=("agent",), sender: str | None = None) -> dict:
@@ -361,12 +365,37 @@ class World:
             "repository": {"full_name": "o/r", "default_branch": "main"},
         }
 
-    def run_issue(self, title: str = "Sum the numbers in data/numbers.csv", body: str = "Please.", **kw) -> dict:
+    def run_issue(self, title: str = "Sum the numbers in data/numbers.csv", body: str = "Please.", after_wave=None, **kw) -> dict:
         ev = self.issue(title, body, **kw)
         first = self.job("issues", ev)
         assert first.returncode == 0, first.stderr[-3000:]
-        self.drain()
+        if after_wave is not None:
+            after_wave()
+        self.drain(after_wave=after_wave)
         return ev
+
+    def push_file(self, path: str, text: str, message: str = "a person's change") -> None:
+        """Commit ``path`` onto the task branch as a person with push access would."""
+        branch = self.task_branch()
+        tip = git(self.bare, "rev-parse", f"refs/heads/{branch}").strip()
+        index = tempfile.mkdtemp(prefix="push-")  # outside the world's files, which the checks watch
+        env = {**os.environ, "GIT_INDEX_FILE": os.path.join(index, "index")}
+        blob = subprocess.run(["git", "--git-dir", str(self.bare), "hash-object", "-w", "--stdin"], input=text.encode(),
+                              capture_output=True, check=True).stdout.decode().strip()  # fmt: skip
+        for argv in (["read-tree", tip], ["update-index", "--add", "--cacheinfo", f"100644,{blob},{path}"]):
+            subprocess.run(["git", "--git-dir", str(self.bare), *argv], env=env, check=True, capture_output=True)
+        tree = subprocess.run(["git", "--git-dir", str(self.bare), "write-tree"], env=env, check=True, capture_output=True)
+        ident = {
+            **env,
+            "GIT_AUTHOR_NAME": "alice",
+            "GIT_AUTHOR_EMAIL": "a@x",
+            "GIT_COMMITTER_NAME": "alice",
+            "GIT_COMMITTER_EMAIL": "a@x",
+        }
+        argv = ["git", "--git-dir", str(self.bare), "commit-tree", tree.stdout.decode().strip(), "-p", tip, "-m", message]
+        commit = subprocess.run(argv, env=ident, check=True, capture_output=True).stdout.decode().strip()
+        git(self.bare, "update-ref", f"refs/heads/{branch}", commit, tip)
+        shutil.rmtree(index, ignore_errors=True)
 
     # -- what the attack left ----------------------------------------------------------------
 

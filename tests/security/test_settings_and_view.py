@@ -80,22 +80,26 @@ for f in found:
 """
 
 
-# The repository's own settings: the defaults, or a policy that lets the agent change files under
-# .github/ (then only reading the settings at the base commit keeps n1's settings out).
-PERMISSIVE = "policy: {refused_paths: ['.github/workflows/**'], tool_files: [], existing_files_action: allow}\n"
+# The repository's own settings: a policy that lets the agent change files under .github/ but
+# the workflows, and one job per step (so a person can push between the steps)
+PERMISSIVE = (
+    "policy: {refused_paths: ['.github/workflows/**'], tool_files: [], existing_files_action: allow}\n"
+    "github: {inline_steps: false}\n"
+)
 
 
 def test_settings_written_on_the_task_branch_are_never_used(tmp_path):
-    # (with the default policy n1's settings file is not even committed: tests/reliability/test_inputs.py
-    # test_protected_paths_are_refused_with_a_reason; here the base lets it through)
+    """The model's code cannot commit the settings (tests/safety/test_policy.py), even where the
+    base's policy lets .github/ through; and settings a person pushes to the task branch after n1
+    are not what n2 runs under: only the base commit's are ever read."""
     w = World(tmp_path, config=PERMISSIVE)
     try:
-        _settings_attack(w, permissive=True)
+        _settings_attack(w)
     finally:
         w.close()
 
 
-def _settings_attack(w, permissive: bool) -> None:
+def _settings_attack(w) -> None:
     n1 = f"""import glob, json, os
 os.makedirs('.github/workflows', exist_ok=True)
 open('.github/gitops-agent.yml', 'w').write({EVIL_CONFIG!r})
@@ -107,11 +111,19 @@ print('planted')
 """
     n2 = _hunt(w) + "import socket\nprint('HOST=' + socket.gethostname())\n"
     w.model(attacker([Attack("n1", n1), Attack("n2", n2, depends_on=["n1"])]))
-    w.run_issue()
+    pushed: list[str] = []
+
+    def push_after_n1() -> None:
+        if not pushed and "planted" in w.observations():
+            w.push_file(".github/gitops-agent.yml", EVIL_CONFIG)
+            pushed.append("yes")
+
+    w.run_issue(after_wave=push_after_n1)
+    assert pushed, "n1 never ran in a job of its own"
     w.assert_nothing_leaked()
     files = w.files()
     assert ".github/workflows/pwn.yml" not in files
-    assert (".github/gitops-agent.yml" in files) == permissive  # committed where the base's policy allows it...
+    assert w.show(".github/gitops-agent.yml") == EVIL_CONFIG  # the person's push is there...
     task_root = [f for f in files if f.endswith("/task.json")][0]
     task = json.loads(w.show(task_root))
     assert task["base_sha"] != "0" * 40
@@ -120,7 +132,7 @@ print('planted')
     assert "FOUND:" not in seen, [x[:200] for x in seen.split("FOUND:")[1:4]]
     refused = "\n".join(r for s in w.step_records() for r in s.get("refused", []))
     assert ".github/workflows/pwn.yml: refused" in refused
-    assert (".github/gitops-agent.yml: refused" in refused) != permissive
+    assert ".github/gitops-agent.yml: refused" in refused  # the model's own attempt, whatever the policy
 
 
 def test_the_sandbox_shows_no_runner_directory_home_or_socket(world, tmp_path):

@@ -13,7 +13,7 @@ import time
 import duckdb
 
 from gitops_agent.data import worker
-from tests.warehouse.wclient import peak_mb, peak_reset, query, running, serving, sessions, wait_until
+from tests.warehouse.wclient import decode, peak_mb, peak_reset, query, running, serving, sessions, wait_until
 
 
 def _workers() -> list[int]:
@@ -49,7 +49,7 @@ def test_a_row_over_the_workers_memory_is_refused_and_the_broker_stays_small(pg,
         rows, last = query(path, "select repeat('x', 300000000) as big")  # one 300 MB value in one row
         grew = peak_mb() - base
         [_, rec] = broker.take_queries()
-        assert rows == [] and "more memory than the broker gives one query (200 MB)" in last["error"], last
+        assert rows == [] and "needs more memory than the broker gives one query (200 MB)" in last["error"], last
         assert rec.error == last["error"]
         _, after = query(path, "select count(*) as n from orders")
         assert after["done"]
@@ -67,7 +67,7 @@ def test_a_worker_that_does_not_stop_is_killed_and_the_client_told(pg, monkeypat
         os.kill(pid, signal.SIGSTOP)  # a worker stuck: its guard cannot cancel, it cannot answer
         t0 = time.monotonic()
         with s, s.makefile("rb") as f:
-            replies = [json.loads(line) for line in f]
+            replies = [decode(line) for line in f if line.strip()]
         assert time.monotonic() - t0 < 10
         assert replies[-1] == {"error": "the query's worker did not finish in time and was killed"}
         assert wait_until(lambda: not os.path.exists(f"/proc/{pid}"), 5)
@@ -82,7 +82,7 @@ def test_a_worker_killed_from_outside_gets_the_client_an_error_and_a_record(pg):
         assert wait_until(lambda: running(pg) == 1 and len(_workers()) == 1, 10)
         os.kill(_workers()[0], signal.SIGKILL)  # as the kernel's OOM killer would
         with s, s.makefile("rb") as f:
-            replies = [json.loads(line) for line in f]
+            replies = [decode(line) for line in f if line.strip()]
         assert "worker ended without an answer" in replies[-1]["error"]
         assert "worker ended without an answer" in broker.take_queries()[-1].error
         _, last = query(path, "select 2 as two")
@@ -140,3 +140,139 @@ def test_a_duckdb_file_answers_through_the_broker_read_only_and_without_file_acc
         assert [r.error is None for r in broker.take_queries()] == [True, False, False, False]
     with duckdb.connect(str(db), read_only=True) as con:
         assert con.execute("select count(*) from orders").fetchone() == (10000,)
+
+
+def test_a_huge_error_message_is_cut_before_it_reaches_the_agent(pg):
+    with serving(pg.url) as (broker, path):
+        query(path, "select 1")
+        base = peak_reset()
+        _, last = query(path, "select repeat('x', 100000000)::int as n")  # the server quotes the 100 MB value
+        grew = peak_mb() - base
+        [_, rec] = broker.take_queries()
+    assert last["error"].startswith("invalid input syntax for type integer") and len(last["error"]) < 1200
+    assert rec.error == last["error"]
+    assert grew < 60, grew
+
+
+def test_an_error_that_says_out_of_memory_is_the_servers_not_the_brokers(pg):
+    with serving(pg.url) as (_, path):
+        _, last = query(path, "select 'out of memory'::int as n")
+    assert last["error"] == 'invalid input syntax for type integer: "out of memory"'
+
+
+def test_a_duckdb_aggregate_larger_than_its_memory_spills_to_disk(tmp_path, monkeypatch):
+    monkeypatch.setattr("gitops_agent.data.worker.MEMORY_BYTES", 256 << 20)
+    db = tmp_path / "big.duckdb"
+    with duckdb.connect(str(db)) as con:
+        con.execute("create table t as select range as id, md5(range::varchar) as s from range(2000000)")
+    with serving(f"duckdb://{db}", timeout_s=120) as (_, path):
+        # DuckDB given the whole limit reserved more address space than the worker has, and failed
+        rows, last = query(path, "select count(*) as n from (select s, count(*) from t group by s)")
+    assert rows == [[2000000]] and last["done"], last
+    assert not list(tmp_path.glob("*.tmp")) and not [p for p in os.listdir("/tmp") if p.startswith("gitops-agent-duckdb-")]
+
+
+def test_queries_run_when_the_agent_holds_descriptors_past_1024(pg):
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < 1200:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(hard, 4096), hard))
+    held = [os.open("/dev/null", os.O_RDONLY) for _ in range(1100)]
+    try:
+        with serving(pg.url) as (broker, path):
+            rows, last = query(path, "select 7 as seven")
+            [rec] = broker.take_queries()
+    finally:
+        for fd in held:
+            os.close(fd)
+    assert rows == [[7]] and last["done"] and rec.rows == 1 and rec.error is None
+
+
+def test_the_agent_runs_at_most_its_workers_at_once_and_the_next_waits_its_turn(pg, monkeypatch):
+    import threading
+
+    monkeypatch.setattr("gitops_agent.data.worker._slots", threading.BoundedSemaphore(1))
+    with serving(pg.url, timeout_s=5) as (broker, path):
+        query(path, "select 1")
+        out: list = []
+        first = threading.Thread(target=lambda: out.append(query(path, "select pg_sleep(2) as a")))
+        first.start()
+        assert wait_until(lambda: running(pg) == 1, 10)
+        second = threading.Thread(target=lambda: out.append(query(path, "select 2 as b")))
+        second.start()
+        time.sleep(0.5)
+        assert len(_workers()) == 1 and running(pg) == 1  # the second waits for the first's worker
+        first.join(30)
+        second.join(30)
+    assert sorted(last.get("done", False) for _, last in out) == [True, True]
+
+
+def test_a_worker_killed_while_sending_leaves_the_client_a_readable_error(pg, monkeypatch):
+    monkeypatch.setattr("gitops_agent.data.worker.KILL_GRACE_S", 1.0)
+    with serving(pg.url, timeout_s=1, max_bytes=100_000_000) as (_, path):
+        query(path, "select 1")
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        s.connect(path)
+        sql = "select repeat('x', 100000) as v from generate_series(1, 400)"
+        s.sendall(json.dumps({"op": "query", "source": "shop", "sql": sql}).encode() + b"\n")
+        time.sleep(4)  # not reading: the worker blocks in the middle of a line and is killed
+        with s, s.makefile("rb") as f:
+            replies = [decode(line) for line in f if line.strip()]
+    assert any("broken" in r for r in replies)  # the line it was sending
+    assert replies[-1] == {"error": "the query's worker did not finish in time and was killed"}
+
+
+def test_the_sandbox_client_reads_a_cut_line_as_the_brokers_error(tmp_path, monkeypatch):
+    """brain/tools/warehouse.py, the module the model's code imports, against a broker whose worker
+    died in the middle of a line."""
+    import importlib.util
+    import threading
+
+    spec = importlib.util.spec_from_file_location(
+        "warehouse_tool", worker.__file__.replace("gitops_agent/data/worker.py", "brain/tools/warehouse.py")
+    )
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    path = str(tmp_path / "w.sock")
+    server = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    server.bind(path)
+    server.listen(1)
+
+    def answer() -> None:
+        conn, _ = server.accept()
+        with conn:
+            conn.recv(65536)
+            conn.sendall(b'{"columns":["v"],"types":["text"]}\n{"rows":[["xxxx' + b'\n{"error":"the worker was killed"}\n')
+
+    t = threading.Thread(target=answer)
+    t.start()
+    monkeypatch.setenv(tool.SOCKET_ENV, path)
+    try:
+        list(tool._request({"op": "query", "source": "shop", "sql": "select 1"}))
+        raised = None
+    except tool.WarehouseError as e:
+        raised = str(e)
+    t.join(5)
+    server.close()
+    assert raised == "the worker was killed"
+
+
+def test_parameters_nested_past_a_list_are_refused_and_records_stay_small(pg, monkeypatch):
+    monkeypatch.setattr("gitops_agent.data.broker.MAX_RECORDS", 3)
+    deep: list = [1]
+    for _ in range(300):
+        deep = [deep]
+    with serving(pg.url) as (broker, path):
+        _, last = query(path, "select %(a)s::int + 41 as n", {"a": 1, "b": deep})
+        assert "each parameter must be a number, a string" in last["error"]
+        rows, last = query(path, "select %s::int + 1 as n, %s::int[] as ids", [41, [1, 2]])
+        assert rows == [[42, [1, 2]]]
+        long_sql = "select 1 as one -- " + "x" * 50_000
+        query(path, long_sql)
+        for n in range(2, 5):
+            query(path, f"select {n}")
+        recs = broker.take_queries()
+    assert len(recs) == 4 and recs[-1].error == "2 more queries ran in this step, not recorded (the record keeps 3)"
+    assert recs[1].sql.startswith("select 1 as one") and len(recs[1].sql) < 20_100 and "cut: 30019 more characters" in recs[1].sql

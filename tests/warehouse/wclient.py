@@ -35,7 +35,15 @@ def ask(path: str, message: dict, timeout: float = 60) -> list[dict]:
         s.connect(path)
         s.sendall(json.dumps(message).encode() + b"\n")
         with s.makefile("rb") as f:
-            return [json.loads(line) for line in f]
+            return [decode(line) for line in f if line.strip()]
+
+
+def decode(line: bytes) -> dict:
+    """A reply line; one cut off (its worker died while sending it) as ``{"broken": its start}``."""
+    try:
+        return json.loads(line)
+    except ValueError:
+        return {"broken": line[:200].decode(errors="replace")}
 
 
 def query(path: str, sql: str, params=None, timeout: float = 60) -> tuple[list[list], dict]:
