@@ -31,6 +31,7 @@ Fetch = Callable[[int], list[tuple]]
 
 
 DUCKDB_MEMORY = 1 << 30  # what a DuckDB query's process may use when no worker limit is given
+CLIENT_CHECK = "SET LOCAL client_connection_check_interval = 1000"
 MAX_ERROR = 1000  # characters of a database's message: it may quote a value the model made (100 MB of it)
 # libpq's own words when it cannot hold what the server sent (no SQLSTATE: not the server's), and
 # psycopg's reading of the error result libpq adds after the rows it could not hold
@@ -117,13 +118,23 @@ class PostgresConnection:
                 url, autocommit=False, connect_timeout=max(2, min(int(timeout_s), 10)), application_name="gitops-agent-warehouse"
             )
             self.conn.read_only = True  # every transaction begins READ ONLY
-            # one round trip (no parameters: the simple protocol runs the three): a later
+            # one round trip (no parameters: the simple protocol runs them all): a later
             # transaction is read-only too; the server stops the statement at the source's timeout;
             # a broker stuck sending to a slow client still frees the server
-            self.conn.execute(
+            settings = (
                 "SET default_transaction_read_only = on; "
                 f"SET LOCAL statement_timeout = {ms}; SET LOCAL idle_in_transaction_session_timeout = {ms + 5000}"
             )
+            # PostgreSQL 14+ on Linux: the server notices within a second that its client is gone
+            # (a worker killed, the agent's host lost) and stops the statement then, not at its timeout
+            check = f"; {CLIENT_CHECK}" if self.conn.info.server_version >= 140000 else ""
+            try:
+                self.conn.execute(settings + check)
+            except psycopg.Error:
+                if not check:
+                    raise
+                self.conn.rollback()  # a server that cannot check (not Linux): the rest still holds
+                self.conn.execute(settings)
         except psycopg.Error as e:
             raise SourceError(f"cannot connect: {_first_line(e)}") from None
 
