@@ -178,12 +178,41 @@ def check_settings(repo: Path) -> Check:
     return Check("settings", OK, f"{CONFIG_PATH} is valid")
 
 
+def check_sources(repo: Path) -> list[Check]:
+    """Each data source of the settings (``data.sources``): its URL variable is set, it connects,
+    and its role sees tables; read as the broker reads it (the URL is never printed)."""
+    from gitops_agent.core.errors import ConfigError
+    from gitops_agent.data.broker import Broker
+    from gitops_agent.data.environ import source_environ
+    from gitops_agent.settings.config import CONFIG_PATH, load_config
+
+    path = repo / CONFIG_PATH
+    try:
+        sources = load_config(path).data.sources if path.exists() else {}
+    except ConfigError:
+        return []  # the settings check says what is wrong
+    broker = Broker(sources, environ=source_environ())
+    out = []
+    for name in sources:
+        d = broker.describe(name)
+        tables = [t["name"] for t in d.get("tables", [])]
+        if d.get("error"):
+            out.append(Check("data source", FAIL, f"{name}: {d['error']}"))
+        elif not tables:
+            out.append(Check("data source", WARN, f"{name}: connects, but its role can read no table"))
+        else:
+            shown = ", ".join(tables[:6]) + (f" and {len(tables) - 6} more" if len(tables) > 6 else "")
+            out.append(Check("data source", OK, f"{name}: connects read-only; {len(tables)} table(s): {shown}"))
+    return out
+
+
 def run_checks(runner: bool, repo: Path | None = None, specs: list[str] | None = None) -> list[Check]:
     checks = [check_python(), check_git(), check_sandbox(), check_cgroups(), check_index(timeout=5 if runner else 10)]
     checks.append(check_workbench())
     if not runner:
         if repo is not None:
             checks.append(check_settings(repo))
+            checks += check_sources(repo)
         checks += check_models(specs or [])
     return checks
 

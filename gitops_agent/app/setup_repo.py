@@ -183,6 +183,8 @@ Before the first question:
      so is a comment starting with `{cfg.trigger.phrase}`. Only people with write access can ask.
   4. Runners: {runners}.
   5. Commit and push: git add .github && git commit -m "Add gitops-agent" && git push
+  6. Databases (optional): declare each under data.sources in {CONFIG_PATH} and add its URL as a
+     line NAME=postgresql://... to the repository secret GITOPS_AGENT_DATA_SOURCES.
 
 What it costs:
   - An idle day: {idle}.

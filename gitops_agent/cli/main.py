@@ -48,7 +48,12 @@ def _add_trace_parser(sub) -> None:
     tr.add_argument("task", metavar="TASK", help="a task id, its branch (agent/task/<id>), or a unique prefix of a task id")
     tr.add_argument("--repo", type=Path, default=Path("."), help="the repository (default: the current directory)")
     tr.add_argument("--json", action="store_true", help="print the trace as JSON on stdout instead")
-    tr.add_argument("--html", type=Path, metavar="FILE", help="write the trace as one self-contained HTML page to FILE")
+    tr.add_argument(
+        "--html",
+        type=Path,
+        metavar="FILE",
+        help="write the trace as one self-contained HTML page to FILE (each step's code, output, database queries, charts)",
+    )
     tr.add_argument(
         "--otlp", action="store_true", help="also send it as OpenTelemetry spans to $OTEL_EXPORTER_OTLP_ENDPOINT (extra: otel)"
     )

@@ -42,12 +42,21 @@ def _budget_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+RUN_EPILOG = """\
+settings: .github/gitops-agent.yml at the last commit (`gitops-agent init` writes every default).
+data: the model's code reads the repository's files; a database is declared under data.sources
+  (shop: {url_env: SHOP_DB_URL}) with its URL in that environment variable, and queried from the
+  sandbox with warehouse.query("shop", sql, params); `gitops-agent doctor` checks it connects.
+"""
+
+
 def add_run_parser(sub) -> None:
     """`gitops-agent run`: a question in a repository, or --resume."""
     r = sub.add_parser(
         "run",
         help="answer a question in a Git repository",
         description="Answer QUESTION in the repository: task branch, plan, steps, report.",
+        epilog=RUN_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     r.add_argument("question", nargs="?", help="the question (or use --resume)")

@@ -48,12 +48,17 @@ def add_parsers(sub) -> None:
     i.add_argument("--force", action="store_true", help="overwrite files that differ (their diff is printed first)")
     d = sub.add_parser(
         "doctor",
-        help="check this machine or runner: sandbox, cgroups, Python, git, uv and its index, models, settings",
+        help="check this machine or runner: sandbox, cgroups, Python, git, uv and its index, models, settings, data sources",
         description="Check what gitops-agent needs here and say what is wrong, one line each.",
         epilog=DOCTOR_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    d.add_argument("--repo", type=Path, default=Path("."), help="the repository whose settings and models to check")
+    d.add_argument(
+        "--repo",
+        type=Path,
+        default=Path("."),
+        help="the repository whose settings, models and data sources (data.sources) to check",
+    )
     d.add_argument("--runner", action="store_true", help="only the machine: no settings file, no model endpoints")
     d.add_argument("--summary", type=Path, metavar="FILE", help="also append the results as a Markdown table to FILE")
 

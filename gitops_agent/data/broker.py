@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from gitops_agent.core.state import QueryRecord
-from gitops_agent.data.query import ClientGone, redact, sender
+from gitops_agent.data.query import ClientGone, about_url, redact, sender
 from gitops_agent.data.sources import DESCRIBE_SQL, SourceError, connect, secrets_of
 from gitops_agent.data.values import encode_line
 from gitops_agent.data.worker import run_isolated
@@ -106,7 +106,7 @@ class Broker:
                 conn.close()
             out["tables"] = [{"name": t, "columns": c} for t, c in tables.items()]
         except SourceError as e:
-            out["error"] = redact(str(e), secrets_of(url)) if url else str(e)
+            out["error"] = redact(about_url(str(e), cfg), secrets_of(url)) if url else str(e)
             return out  # not kept: the next call tries again
         with self._lock:
             self._schemas[name] = out
@@ -246,7 +246,7 @@ def _read_request(client: socket.socket) -> dict[str, Any]:
 def _query_fields(request: dict[str, Any], sources: Mapping[str, Any]) -> tuple[str, str, Any]:
     name, sql, params = request.get("source"), request.get("sql"), request.get("params")
     if not isinstance(name, str) or name not in sources:
-        raise SourceError(f"unknown source {name!r}; the sources are: {', '.join(sorted(sources)) or '(none)'}")
+        raise SourceError(f"unknown source {name!r}; the sources are: {', '.join(['files', *sorted(sources)])}")
     if not isinstance(sql, str) or not sql.strip():
         raise SourceError("sql must be a non-empty string")
     if len(sql) > MAX_SQL:

@@ -90,7 +90,7 @@ class Guard:
     def _watch(self) -> None:
         while not self._done.wait(0.05):
             if time.monotonic() >= self.deadline:
-                self.reason = f"the query ran past the source's timeout ({self.timeout_s:g} s) and was cancelled"
+                self.reason = timed_out(self.timeout_s)
             elif self.stopping.is_set():
                 self.reason = "the sandbox action ended; the query was cancelled"
             elif self._client_closed():
@@ -99,6 +99,20 @@ class Guard:
                 continue
             self.conn.cancel()
             return
+
+
+def timed_out(timeout_s: float) -> str:
+    return (
+        f"the query ran past the source's timeout ({timeout_s:g} s) and was cancelled on the server; "
+        "make it cheaper (filter, aggregate, limit) or raise timeout_s for the source in data.sources"
+    )
+
+
+def about_url(error: str, cfg: Any) -> str:
+    """A connection's failure names the variable whose URL to check (never the URL)."""
+    if error.startswith(("cannot connect", "cannot open")):
+        return f"{error} (check the URL in {cfg.url_env})"
+    return error
 
 
 def _capped(rows: list[list[Any]], room_rows: int, room_bytes: int) -> tuple[list[list[Any]], int, bool]:
@@ -185,6 +199,8 @@ def run_query(
             _stream(conn, sql, params, cfg, send, record)
     except SourceError as e:
         record.error = (guard.reason if guard is not None and guard.reason else None) or str(e)
+        if e.cancelled and not (guard is not None and guard.reason):  # the server's statement_timeout
+            record.error = timed_out(cfg.timeout_s)
         out_of_memory = e.out_of_memory
     except ClientGone:
         record.error = "the client disconnected"
@@ -200,7 +216,7 @@ def run_query(
     if out_of_memory:  # said plainly, decided by what failed, never by what a message says
         record.error = MEMORY_NOTE.format(mb=memory >> 20) if memory else "the broker ran out of memory for the query"
     if record.error:
-        record.error = redact(record.error, secrets_of(url))
+        record.error = redact(about_url(record.error, cfg), secrets_of(url))
     try:
         if record.error:
             send({"error": record.error})

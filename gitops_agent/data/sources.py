@@ -40,16 +40,35 @@ _LIBPQ_OOM = re.compile(r"^out of memory|^received \d+ results from command 'FET
 
 class SourceError(Exception):
     """A readable reason a query failed, for the model; never holds the URL. ``out_of_memory``:
-    the driver, on this side, could not hold the result (never a server's message)."""
+    the driver, on this side, could not hold the result (never a server's message);
+    ``cancelled``: the server cancelled the statement (its timeout, or the guard's cancel)."""
 
-    def __init__(self, message: str, out_of_memory: bool = False) -> None:
+    def __init__(self, message: str, out_of_memory: bool = False, cancelled: bool = False) -> None:
         super().__init__(message)
         self.out_of_memory = out_of_memory
+        self.cancelled = cancelled
 
 
-def _pg_error(e: Exception, hint: str = "") -> SourceError:
-    text = _first_line(e)
-    return SourceError(text + hint, out_of_memory=getattr(e, "sqlstate", None) is None and bool(_LIBPQ_OOM.search(text)))
+# what the model can do about a server's error, by its SQLSTATE
+_HINTS = {
+    "42P01": " (warehouse.sources() lists the tables and their columns)",
+    "42703": " (warehouse.sources() lists the tables and their columns)",
+}
+
+
+def _pg_error(e: Exception, sql: str = "", params: Any = None) -> SourceError:
+    text, state = _first_line(e), getattr(e, "sqlstate", None)
+    words = sql.lstrip(" \t\r\n(").split(None, 1)
+    if text.startswith("cannot insert multiple commands"):  # the extended protocol's words for `a; b`
+        text, hint = "exactly one SQL statement per query", ONE_QUERY
+    elif sql and not (words and words[0].lower() in _QUERY_WORDS):
+        hint = ONE_QUERY
+    elif state == "42601" and 'at or near "%"' in text and not params:
+        hint = " (a %s or %(name)s placeholder needs params; write %% for a literal %)"
+    else:
+        hint = _HINTS.get(state or "", "")
+    oom = state is None and bool(_LIBPQ_OOM.search(text))
+    return SourceError(text + hint, out_of_memory=oom, cancelled=state == "57014")
 
 
 class Connection(Protocol):
@@ -143,9 +162,7 @@ class PostgresConnection:
         try:
             cur.execute(sql, params if params else None)
         except self._errors as e:
-            words = sql.lstrip(" \t\r\n(").split(None, 1)
-            hint = "" if words and words[0].lower() in _QUERY_WORDS else ONE_QUERY
-            raise _pg_error(e, hint) from None
+            raise _pg_error(e, sql, params) from None
         types = self.conn.adapters.types
         desc = cur.description or []
         columns = [d.name for d in desc]

@@ -36,9 +36,12 @@ def queries_markdown(steps: Iterable[StepRecord]) -> str:
                 continue
             shown += 1
             sql = q.sql if len(q.sql) <= MAX_SQL_CHARS else q.sql[:MAX_SQL_CHARS] + "\n-- … (cut)"
-            out.append(f"- node `{md_text(rec.node, 80)}`, step {rec.seq}: {_line(q)}\n\n{fenced(sql.strip(), 'sql')}")
-            if q.params:
-                out.append(f"  parameters: {fenced(json.dumps(q.params, ensure_ascii=False, default=str)[:500])}")
+            entry = f"- node `{md_text(rec.node, 80)}`, step {rec.seq}: {_line(q)}\n\n{fenced(sql.strip(), 'sql')}"
+            if q.params:  # a fence opens only at the start of a line: the parameters get their own
+                entry += (
+                    f"\n\nwith the parameters\n\n{fenced(json.dumps(q.params, ensure_ascii=False, default=str)[:500], 'json')}"
+                )
+            out.append(entry)
     if total > shown:
         out.append(f"{total - shown} more queries not shown here: each step's `step.json` lists them (`queries`).")
     return "\n\n".join(out)

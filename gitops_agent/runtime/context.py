@@ -132,6 +132,13 @@ class Runtime:
         tree's paths) when they hold a CSV or Parquet file or a shared data set is attached."""
         broker = self.data_broker()
         out = [broker.describe(name) for name in broker.sources] if broker is not None else []
+        for source in out:  # the person running the task hears it too, once, not only the model's code
+            if source.get("error") and f"source:{source['name']}" not in self._warned:
+                self._warned.add(f"source:{source['name']}")
+                self.reporter.event(
+                    "warning",
+                    text=f"data source {source['name']!r} cannot be read: {source['error']} (the model's code gets this too)",
+                )
         if files is not None and self.workbench_on():
             embedded = files_source(files, self.data_dir)
             if embedded["tables"] or self.data_dir:

@@ -35,7 +35,7 @@ _REFUSE = (
 
 NO_ISOLATION = (
     "the subprocess sandbox does not isolate the model's code: it can open network connections, write outside "
-    "the working tree and read what the agent's user can read (e.g. /proc/<agent pid>/environ, with the API keys)"
+    "the working tree and read what the agent's user can read (e.g. /proc/<agent pid>/environ, with API keys and database URLs)"
 )
 
 

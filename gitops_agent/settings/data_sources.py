@@ -45,7 +45,13 @@ class DataConfig(BaseModel):
     """``data: {sources: {NAME: {url_env: VAR, ...}}}``."""
 
     model_config = ConfigDict(extra="forbid")
-    sources: dict[str, DataSource] = Field(default_factory=dict, description="The queryable databases, by name.")
+    sources: dict[str, DataSource] = Field(
+        default_factory=dict,
+        description="The queryable databases, by name, e.g. "
+        "{shop: {url_env: SHOP_DB_URL, description: orders, timeout_s: 30, max_rows: 100000, max_bytes: 50000000}}. "
+        "Locally the agent reads SHOP_DB_URL from its environment; on GitHub add a line SHOP_DB_URL=postgresql://... "
+        "to the secret GITOPS_AGENT_DATA_SOURCES. The model's code queries it with warehouse.query('shop', sql, params).",
+    )
 
     @field_validator("sources")
     @classmethod
@@ -53,4 +59,8 @@ class DataConfig(BaseModel):
         for name in v:
             if not _IDENT.match(name):
                 raise ValueError(f"source name {name!r} must be an identifier (letters, digits, _; not starting with a digit)")
+            if name.lower() == "files":
+                raise ValueError(
+                    "'files' is the built-in source over the repository's CSV and Parquet files; name yours otherwise"
+                )
         return v

@@ -16,10 +16,12 @@ from tests.helpers import agent_command, git, task_branch
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
 
 SQL = "select customer, sum(amount) as total from orders group by customer order by total desc, customer limit 1 -- <b>top</b>"
+COUNT = "select count(*) as n from orders where amount > %s"
 CODE = f"""
 import warehouse
 df = warehouse.query("shop", {SQL!r})
 print(f"TOP={{df.customer[0]}} {{float(df.total[0]):.2f}}")
+print("OVER100=" + str(warehouse.query("shop", {COUNT!r}, [100]).n[0]))
 """
 
 
@@ -59,10 +61,16 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     tid = branch.removeprefix("agent/task/")
     step = next(f for f in git(repo, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/step.json"))
     queries = json.loads(git(repo, "show", f"{branch}:{step}"))["queries"]
-    assert [(q["source"], q["sql"], q["rows"], q["error"]) for q in queries] == [("shop", SQL, 1, None)]
+    assert [(q["source"], q["sql"], q["params"], q["rows"], q["error"]) for q in queries] == [
+        ("shop", SQL, None, 1, None),
+        ("shop", COUNT, [100], 1, None),
+    ]
     report = git(repo, "show", f"{branch}:.agent/tasks/{tid}/report.md")
     section = report.split("## The SQL behind the answer", 1)[1].split("\n## ", 1)[0]
     assert f"```sql\n{SQL}\n```" in section and "`shop` · 1 row" in section
+    assert f"```sql\n{COUNT}\n```\n\nwith the parameters\n\n```json\n[100]\n```" in section
+    # every fence closes: the sections after this one are not swallowed into a code block
+    assert sum(line.startswith("```") for line in report.splitlines()) % 2 == 0 and "\\`" not in report
     # the experience on the memory branch says which source the task used (later planners see it)
     experience = json.loads(git(repo, "show", f"agent/memory:experiences/{tid}.json"))
     assert experience["sources"] == ["shop"]
@@ -77,3 +85,39 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     # the password: in no commit of any branch, not in the output
     everything = git(repo, "log", "-p", "--all") + r.stdout + r.stderr + html
     assert pg.password not in everything and pg.url not in everything
+
+
+def test_doctor_and_run_tell_the_person_when_a_data_source_cannot_be_read(pg, tmp_path):
+    repo = tmp_path / "shop"
+    (repo / ".github").mkdir(parents=True)
+    (repo / ".github" / "gitops-agent.yml").write_text(
+        "sandbox: {backend: bubblewrap}\ndata: {sources: {shop: {url_env: SHOP_DB_URL}, gone: {url_env: GONE_DB_URL}}}\n"
+    )
+    git(repo, "init", "-q", "-b", "main")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "settings")
+    quick = {"PIP_INDEX_URL": "http://127.0.0.1:9/simple", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "SHOP_DB_URL": pg.url}
+    d = agent_command("doctor", "--repo", str(repo), env=quick)
+    found = [ln for ln in d.stdout.splitlines() if " data source " in ln]
+    assert found[0].startswith("✓") and "shop: connects read-only; 1 table(s): orders" in found[0], d.stdout
+    assert found[1].startswith("✗") and "gone: source 'gone': GONE_DB_URL is not set" in found[1], d.stdout
+    assert d.returncode == 1 and pg.password not in d.stdout + d.stderr
+    script = tmp_path / "s.yaml"
+    script.write_text(
+        yaml.safe_dump(
+            {
+                "planner": [
+                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Count", "goal": "Count."}]}},
+                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
+                ],
+                "executor:n1": [{"tool": "finish_step", "input": {"result": "none", "status": "done"}}],
+            }
+        )
+    )
+    r = agent_command(
+        "run", "--repo", str(repo), "--model", f"scripted:{script}", "How many orders?", env={"SHOP_DB_URL": pg.url}
+    )
+    assert r.returncode == 0, r.stderr
+    said = r.stdout + r.stderr
+    assert said.count("data source 'gone' cannot be read: source 'gone': GONE_DB_URL is not set") == 1, said
+    assert "data source 'shop'" not in said

@@ -36,6 +36,7 @@ def test_a_source_is_read_with_its_defaults():
         ("data: {sources: {shop: {url_env: X, timeout_s: 0}}}", "timeout_s"),
         ("data: {sources: {shop: {url_env: GITOPS_AGENT_GITHUB_TOKEN}}}", "the agent's or the runner's own variables"),
         ("data: {sources: {shop: {url_env: GITHUB_TOKEN}}}", "the agent's or the runner's own variables"),
+        ("data: {sources: {Files: {url_env: SHOP_DB_URL}}}", "'files' is the built-in source"),
         ("data: {sources: {shop: {url_env: anthropic_api_key}}}", "the agent's or the runner's own variables"),
         ("data: {sources: {shop: {url_env: ACTIONS_ID_TOKEN_REQUEST_TOKEN}}}", "the agent's or the runner's own variables"),
         ("data: {sourcez: {}}", "sourcez"),
