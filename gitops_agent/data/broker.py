@@ -189,12 +189,18 @@ class _Listener:
                 send({"sources": [self.broker.describe(n) for n in self.broker.sources]})
                 return
             name, sql, params = _query_fields(request, self.broker.sources)
-            url = self.broker.url(name)
         except SourceError as e:
             with contextlib.suppress(ClientGone):
                 send({"error": str(e)})
             return
         except ClientGone:
+            return
+        try:
+            url = self.broker.url(name)
+        except SourceError as e:  # a well-formed query that could not run: on the record too
+            self.broker.record(self.owner, QueryRecord(source=name, sql=sql, params=params, error=str(e)))
+            with contextlib.suppress(ClientGone):
+                send({"error": str(e)})
             return
         rec = run_isolated(name, self.broker.sources[name], url, sql, params, client, self.stopping)
         self.broker.record(self.owner, rec)

@@ -87,6 +87,15 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     assert pg.password not in everything and pg.url not in everything
 
 
+GONE = """
+import warehouse
+try:
+    warehouse.query("gone", "select count(*) from orders")
+except warehouse.WarehouseError as e:
+    print("REFUSED", e)
+"""
+
+
 def test_doctor_and_run_tell_the_person_when_a_data_source_cannot_be_read(pg, tmp_path):
     repo = tmp_path / "shop"
     (repo / ".github").mkdir(parents=True)
@@ -110,7 +119,10 @@ def test_doctor_and_run_tell_the_person_when_a_data_source_cannot_be_read(pg, tm
                     {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Count", "goal": "Count."}]}},
                     {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
                 ],
-                "executor:n1": [{"tool": "finish_step", "input": {"result": "none", "status": "done"}}],
+                "executor:n1": [
+                    {"tool": "run_python", "input": {"code": GONE}},
+                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
+                ],
             }
         )
     )
@@ -121,3 +133,9 @@ def test_doctor_and_run_tell_the_person_when_a_data_source_cannot_be_read(pg, tm
     said = r.stdout + r.stderr
     assert said.count("data source 'gone' cannot be read: source 'gone': GONE_DB_URL is not set") == 1, said
     assert "data source 'shop'" not in said
+    # the query the code tried is on the record with its reason, for the report and the trace
+    branch = task_branch(repo)
+    step = next(f for f in git(repo, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/step.json"))
+    [q] = json.loads(git(repo, "show", f"{branch}:{step}"))["queries"]
+    assert (q["source"], q["sql"], q["rows"]) == ("gone", "select count(*) from orders", 0)
+    assert q["error"].startswith("source 'gone': GONE_DB_URL is not set") and "REFUSED source 'gone'" in r.stdout
