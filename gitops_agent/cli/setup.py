@@ -97,6 +97,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_doctor(args: argparse.Namespace) -> int:
     from gitops_agent.app.doctor import FAIL, run_checks, summary_markdown
+    from gitops_agent.safety.chars import log_line
 
     specs: list[str] = []
     repo = None
@@ -112,7 +113,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         specs = [cfg.models.planner, cfg.models.executor]
     checks = run_checks(args.runner, repo, specs)
     for c in checks:
-        print(c.text())
+        print(log_line(c.text(), limit=4000))  # a database's table names and errors are not ours: no control text
     if args.summary is not None:
         with open(args.summary, "a") as f:
             f.write(summary_markdown(checks))

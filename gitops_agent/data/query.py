@@ -199,8 +199,10 @@ def run_query(
             _stream(conn, sql, params, cfg, send, record)
     except SourceError as e:
         record.error = (guard.reason if guard is not None and guard.reason else None) or str(e)
-        if e.cancelled and not (guard is not None and guard.reason):  # the server's statement_timeout
-            record.error = timed_out(cfg.timeout_s)
+        if e.cancelled and not (guard is not None and guard.reason):
+            # the server's statement_timeout, or someone else's cancel (pg_cancel_backend) before it
+            late = time.monotonic() - t0 >= cfg.timeout_s * 0.9
+            record.error = timed_out(cfg.timeout_s) if late else "the query was cancelled on the server, not by the agent"
         out_of_memory = e.out_of_memory
     except ClientGone:
         record.error = "the client disconnected"

@@ -94,6 +94,10 @@ def connect(url: str, timeout_s: float, memory: int | None = None) -> Connection
     """A read-only connection to ``url`` (postgresql://, postgres://, duckdb:///path); ``memory``:
     the bytes the process may use for it (a worker's limit), which DuckDB keeps within."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    if scheme in ("postgresql", "postgres") and _netloc(url).count("@") > 1:
+        # libpq reads the password to the first @, the rest as the host: its error would quote a
+        # piece of the password that no redaction knows
+        raise SourceError("cannot connect: the URL's user or password holds an unescaped @ (write it as %40)")
     if scheme in ("postgresql", "postgres"):
         return PostgresConnection(url, timeout_s)
     if scheme == "duckdb":
@@ -102,16 +106,25 @@ def connect(url: str, timeout_s: float, memory: int | None = None) -> Connection
     raise SourceError(f"unsupported database URL scheme {shown}: use postgresql:// or duckdb:///path/to/file.duckdb")
 
 
+def _netloc(url: str) -> str:
+    return url.split("://", 1)[1].split("/", 1)[0] if "://" in url else ""
+
+
 def secrets_of(url: str) -> list[str]:
-    """The parts of a URL that must never leave the host: itself and its password."""
+    """The parts of a URL that must never leave the host: itself, its password, and each piece of
+    a user and password written with an unescaped @ (a driver may read them otherwise)."""
     out = [url]
+    userinfo = _netloc(url).rsplit("@", 1)[0] if "@" in _netloc(url) else ""
+    for piece in re.split(r"[@:]", userinfo)[1:]:  # not the user name alone
+        if len(piece) >= 4:
+            out += [piece, unquote(piece)]
     try:
         password = urlsplit(url).password
     except ValueError:
         password = None
     if password:
         out += [password, unquote(password)]
-    return [s for s in out if s]
+    return list(dict.fromkeys(s for s in out if s))
 
 
 def _first_line(e: BaseException) -> str:

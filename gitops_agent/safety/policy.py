@@ -205,69 +205,94 @@ def decide(
     is the step's folder (``.agent/tasks/<id>/steps/<seq>-<node>``); ``existing`` the paths
     that were in the tree before the step; ``settings_files`` the files that steer the agent (its
     settings, the workbench's ``sandbox.requirements``): never the model's to change, whatever
-    ``policy.refused_paths`` says, for once merged they would act on every later task."""
-    steering = {posixpath.normpath(f.replace("\\", "/")).lower() for f in settings_files if f}
+    ``policy.refused_paths`` says, for once merged they would act on every later task.
+
+    A file written where a directory was (or under where a file was) removes what was there when
+    it is committed: it is judged as those removals too, and refused with them."""
+    rules = _Rules(policy, own_dir, frozenset(existing), settings_files)
     d = Decision()
-    cap = int(policy.max_file_mb * 1024 * 1024)
-    own = own_dir.rstrip("/") + "/"
     for path, out in sorted(changes.items()):
-        problem = path_problem(path)
-        if problem:
-            d.refused.append(f"{path if path.isprintable() else repr(path)}: refused (bad path: {problem})")
+        verdict = rules.judge(path, out)
+        if verdict is None:
+            continue  # the engine writes it itself
+        refused, flags = verdict
+        if refused is None and out.kind != "deleted":
+            refused = rules.removing(path)
+        if refused is not None:
+            d.refused.append(refused)
             continue
-        in_own = path.startswith(own)
-        if in_own and path[len(own) :] in RECORD_FILES:
-            continue  # the engine writes these itself
-        if in_own and (
-            path.rsplit("/", 1)[-1] in RECORD_FILES + ("memory.json",)
-            or any(_STEP_DIR.fullmatch(part) for part in path[len(own) :].split("/")[:-1])
-        ):
-            d.refused.append(f"{path}: refused (only the engine writes step records, at any depth)")
-            continue
-        if path.startswith(".agent/") and not in_own:
-            d.refused.append(f"{path}: refused (only the step's own folder may change under .agent/)")
-            continue
-        if matches(path, list(FIXED_REFUSED)):
-            d.refused.append(f"{path}: refused (workflows are never written by the model's code)")
-            continue
-        if path.lower() in steering:
-            d.refused.append(f"{path}: refused (the agent's settings and the workbench's requirements are never the model's)")
-            continue
-        if not in_own:
-            pat = matches(path, list(policy.refused_paths))
-            if pat:
-                d.refused.append(f"{path}: refused (path matches a protected pattern {pat!r})")
-                continue
-        if out.kind == "symlink" and policy.symlinks != "allow":
-            d.refused.append(
-                f"{path}: refused (a symbolic link to {out.data.decode('utf-8', 'replace')[:200]!r}; "
-                "links are not committed: policy.symlinks)"
-            )
-            continue
-        if out.data is not None and len(out.data) > cap:
-            d.refused.append(f"{path}: refused ({len(out.data) / 1e6:.1f} MB is over the {policy.max_file_mb:g} MB cap)")
-            continue
-        flags = []
-        if not in_own:
-            tool = matches(path, list(policy.tool_files))
-            if tool and policy.tool_files_action != "allow":
-                if policy.tool_files_action == "refuse":
-                    d.refused.append(
-                        f"{path}: refused (tools or CI run this kind of file, pattern {tool!r}: policy.tool_files_action)"
-                    )
-                    continue
-                flags.append(f"a file tools or CI run ({tool!r})")
-            if path in existing and policy.existing_files_action != "allow":
-                verb = "deletes" if out.kind == "deleted" else "changes"
-                if policy.existing_files_action == "refuse":
-                    d.refused.append(
-                        f"{path}: refused ({verb} a file that existed before the step: policy.existing_files_action)"
-                    )
-                    continue
-                flags.append(f"{verb} a file that existed before")
         d.kept[path] = out.data
         if out.kind != "deleted":
             d.modes[path] = out.mode
         if flags:
             d.flagged.append(f"{path}: " + "; ".join(flags))
     return d
+
+
+class _Rules:
+    def __init__(self, policy, own_dir: str, existing: frozenset[str], settings_files: tuple[str, ...]) -> None:
+        self.policy, self.existing = policy, existing
+        self.own = own_dir.rstrip("/") + "/"
+        self.cap = int(policy.max_file_mb * 1024 * 1024)
+        self.steering = {posixpath.normpath(f.replace("\\", "/")).lower() for f in settings_files if f}
+        self.dirs = {p.rsplit("/", 1)[0] for p in existing if "/" in p}
+        for d in list(self.dirs):
+            while "/" in d:
+                d = d.rsplit("/", 1)[0]
+                self.dirs.add(d)
+
+    def removing(self, path: str) -> str | None:
+        """Why writing ``path`` is refused because of what it would remove, or None."""
+        parts = path.split("/")
+        gone = [a for a in ("/".join(parts[:i]) for i in range(1, len(parts))) if a in self.existing]  # files it goes under
+        if path in self.dirs:  # a directory it replaces
+            gone += sorted(e for e in self.existing if e.startswith(path + "/"))
+        for g in gone:
+            verdict = self.judge(g, Output("deleted"))
+            if verdict is not None and verdict[0] is not None:
+                why = verdict[0].split(": refused (", 1)[-1]
+                return f"{path}: refused (writing it would remove {g}, which is refused: {why}"
+        return None
+
+    def judge(self, path: str, out: Output) -> tuple[str | None, list[str]] | None:
+        """(why ``path`` is refused, or None; what to flag), or None when the engine writes it."""
+        policy, own = self.policy, self.own
+        problem = path_problem(path)
+        if problem:
+            return f"{path if path.isprintable() else repr(path)}: refused (bad path: {problem})", []
+        in_own = path.startswith(own)
+        if in_own and path[len(own) :] in RECORD_FILES:
+            return None
+        if in_own and (
+            path.rsplit("/", 1)[-1] in RECORD_FILES + ("memory.json",)
+            or any(_STEP_DIR.fullmatch(part) for part in path[len(own) :].split("/")[:-1])
+        ):
+            return f"{path}: refused (only the engine writes step records, at any depth)", []
+        if path.startswith(".agent/") and not in_own:
+            return f"{path}: refused (only the step's own folder may change under .agent/)", []
+        if matches(path, list(FIXED_REFUSED)):
+            return f"{path}: refused (workflows are never written by the model's code)", []
+        if path.lower() in self.steering:
+            return f"{path}: refused (the agent's settings and the workbench's requirements are never the model's)", []
+        if not in_own:
+            pat = matches(path, list(policy.refused_paths))
+            if pat:
+                return f"{path}: refused (path matches a protected pattern {pat!r})", []
+        if out.kind == "symlink" and policy.symlinks != "allow":
+            target = out.data.decode("utf-8", "replace")[:200] if out.data else ""
+            return f"{path}: refused (a symbolic link to {target!r}; links are not committed: policy.symlinks)", []
+        if out.data is not None and len(out.data) > self.cap:
+            return f"{path}: refused ({len(out.data) / 1e6:.1f} MB is over the {policy.max_file_mb:g} MB cap)", []
+        flags: list[str] = []
+        if not in_own:
+            tool = matches(path, list(policy.tool_files))
+            if tool and policy.tool_files_action != "allow":
+                if policy.tool_files_action == "refuse":
+                    return f"{path}: refused (tools or CI run this kind of file, pattern {tool!r}: policy.tool_files_action)", []
+                flags.append(f"a file tools or CI run ({tool!r})")
+            if path in self.existing and policy.existing_files_action != "allow":
+                verb = "deletes" if out.kind == "deleted" else "changes"
+                if policy.existing_files_action == "refuse":
+                    return f"{path}: refused ({verb} a file that existed before the step: policy.existing_files_action)", []
+                flags.append(f"{verb} a file that existed before")
+        return None, flags

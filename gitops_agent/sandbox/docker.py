@@ -93,9 +93,11 @@ class DockerSandbox(ProcessSandbox):
     def _python_mounts(self) -> list[str]:
         if not is_workbench(self.limits.python):
             return []
-        args = [arg for root in python_roots(self.limits.python) for arg in ("--mount", self._mount(root, root, True))]
+        roots = python_roots(self.limits.python)
+        args = [arg for root in roots for arg in ("--mount", self._mount(root, root, True))]
         # the base installation's own packages, inside a prefix mounted above: an empty directory
-        return args + [a for d in unused_site_dirs(self.limits.python) for a in ("--mount", f"type=tmpfs,destination={d}")]
+        hidden = [d for d in unused_site_dirs(self.limits.python) if any(d.startswith(r.rstrip("/") + "/") for r in roots)]
+        return args + [a for d in hidden for a in ("--mount", f"type=tmpfs,destination={d}")]
 
     def ensure_image(self, timeout: float = 900) -> None:
         """Pull ``docker_image`` now if the engine does not have it, so the first action's

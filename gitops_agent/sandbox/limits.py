@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import posixpath
 import sys
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -116,10 +117,11 @@ class SandboxLimits(BaseModel):
     def _inside_the_repository(cls, v: str | None) -> str | None:
         if v is None:
             return v
-        parts = v.replace("\\", "/").split("/")
-        if not v.strip() or v.startswith("/") or ".." in parts or parts[0] in (".git", "") or "\0" in v:
+        parts = v.split("/")
+        norm = posixpath.normpath(v) if v.strip() else ""  # ./a//b.txt is a/b.txt: read and protected as one path
+        if not norm or v.startswith("/") or ".." in parts or norm.split("/")[0] in (".git", ".") or "\0" in v or "\\" in v:
             raise ValueError(f"{v!r} must be a path inside the repository, e.g. requirements/workbench.txt")
-        return v
+        return norm
 
     @field_validator("backend")
     @classmethod

@@ -129,12 +129,14 @@ def unused_site_dirs(python: str) -> list[str]:
     used = set(python_roots(python))
     base = [r for r in used if not _site_dir(r) and os.path.realpath(r) != os.path.realpath(root)]
     found = []
-    for prefix in base:
+    # the base's own, and a Debian system's (apt's and `sudo pip`'s, under the /usr shown anyway)
+    for prefix in [*base, "/usr", "/usr/local"]:
         for lib in ("lib", "lib64"):
-            for d in Path(prefix, lib).glob("python3*/site-packages"):
-                real = os.path.realpath(d)
-                if d.is_dir() and real not in used:
-                    found.append(real)
+            for pattern in ("python3*/site-packages", "python3*/dist-packages", "python3/dist-packages"):
+                for d in Path(prefix, lib).glob(pattern):
+                    real = os.path.realpath(d)
+                    if d.is_dir() and real not in used:
+                        found.append(real)
     return sorted(set(found))
 
 

@@ -58,3 +58,37 @@ def test_the_settings_and_the_workbench_requirements_are_refused_even_when_the_p
     d = decide(changes, wide_open, own_dir=OWN, settings_files=steering)
     assert sorted(d.kept) == [f"{OWN}/requirements/workbench.txt", "requirements/other.txt"]
     assert len(d.refused) == 2 and all("never the model's" in r for r in d.refused)
+
+
+def test_a_file_or_directory_written_over_a_protected_file_is_refused_with_it():
+    """Committing a file where a directory was drops the directory's files, and a file under where
+    a file was drops that file: the write is judged as those removals too (a red team deleted the
+    settings and the requirements this way while each deletion itself was refused)."""
+    wide_open = PolicyConfig(refused_paths=[], tool_files_action="allow", existing_files_action="allow")
+    existing = {"reqs/wb.txt", ".github/gitops-agent.yml", ".github/workflows/ci.yml", "data/a.csv", "notes"}
+    changes = {
+        "reqs": Output("file", b"x"),
+        "reqs/wb.txt": Output("deleted"),
+        ".github/gitops-agent.yml/x": Output("file", b"x"),
+        ".github/gitops-agent.yml": Output("deleted"),
+        "data": Output("file", b"a file where a folder of data was"),
+        "data/a.csv": Output("deleted"),
+        "notes/today.md": Output("file", b"under where a file was"),
+        "notes": Output("deleted"),
+    }
+    d = decide(changes, wide_open, own_dir=OWN, existing=existing, settings_files=(".github/gitops-agent.yml", "reqs/wb.txt"))
+    assert sorted(d.kept) == ["data", "data/a.csv", "notes", "notes/today.md"]
+    assert any(
+        r.startswith("reqs: refused (writing it would remove reqs/wb.txt, which is refused: the agent's settings")
+        for r in d.refused
+    )
+    assert any(
+        r.startswith(".github/gitops-agent.yml/x: refused (writing it would remove .github/gitops-agent.yml") for r in d.refused
+    )
+    # a workflow is removed by a file named .github just as well
+    d = decide({".github": Output("file", b"x")}, wide_open, own_dir=OWN, existing=existing)
+    assert not d.kept and "would remove .github/workflows/ci.yml, which is refused: workflows" in d.refused[0]
+    # with the default policy, existing files whose change is refused stay too
+    strict = PolicyConfig(existing_files_action="refuse")
+    d = decide({"data": Output("file", b"x")}, strict, own_dir=OWN, existing=existing)
+    assert not d.kept and "would remove data/a.csv" in d.refused[0]

@@ -217,7 +217,10 @@ def test_docker_runs_the_workbench_mounted_read_only_with_its_interpreter():
         m.split("source=")[1].split(",")[0]) for m in binds)  # fmt: skip
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
     assert not any(site.startswith(m.split("source=")[1].split(",")[0] + "/") for m in binds)  # never the agent's
-    for d in unused_site_dirs(wb.python):  # the base installation's packages: an empty directory over them
+    roots = [m.split("source=")[1].split(",")[0] for m in binds]
+    base_sites = [d for d in unused_site_dirs(wb.python) if any(d.startswith(r + "/") for r in roots)]
+    assert base_sites  # the base installation's packages, inside its mounted prefix: an empty directory over them
+    for d in base_sites:
         assert f"type=tmpfs,destination={d}" in mounts
 
 
@@ -244,3 +247,20 @@ def test_the_host_never_runs_a_pth_file_of_a_workbench(tmp_path, monkeypatch):
         assert r.returncode == 0 and set(ran.read_text()) == {"-"}  # it ran, and found no key
     finally:
         shutil.rmtree(wb.root)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [("./reqs//wb.txt", "reqs/wb.txt"), ("reqs/wb.txt", "reqs/wb.txt"), ("./.git/x", None), ("a/../b", None), ("a\\b.txt", None)],
+)
+def test_the_requirements_path_is_one_normal_path_in_the_repository(value, kept):
+    """Read at the base commit and protected from the model's writes under one spelling."""
+    from pydantic import ValidationError
+
+    from gitops_agent.sandbox.limits import SandboxLimits
+
+    if kept is None:
+        with pytest.raises(ValidationError, match="must be a path inside the repository"):
+            SandboxLimits(requirements=value)
+    else:
+        assert SandboxLimits(requirements=value).requirements == kept

@@ -163,6 +163,38 @@ def test_the_settings_and_the_workbench_requirements_are_never_committed_from_th
     assert sum("never the model's" in r for r in rec.refused) == 2, rec.refused
 
 
+def test_the_settings_and_the_requirements_survive_a_file_and_a_directory_swapped_over_them(repo):
+    (repo / ".github").mkdir(exist_ok=True)
+    (repo / ".github" / "gitops-agent.yml").write_text("# the owners' settings\n")
+    (repo / "reqs").mkdir()
+    (repo / "reqs" / "wb.txt").write_text("# the owners' pins\n")
+    git(repo, "add", "-A")
+    git(repo, "commit", "-qm", "settings and pins")
+    code = (
+        "import os, shutil\nshutil.rmtree('reqs')\nopen('reqs','w').write('a file where the folder was')\n"
+        "os.remove('.github/gitops-agent.yml')\nos.makedirs('.github/gitops-agent.yml')\n"
+        "open('.github/gitops-agent.yml/x','w').write('x')\nopen('result.txt','w').write('55')"
+    )
+    script = {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": "swapped"}},
+        ],
+    }
+    cfg = AgentConfig()
+    cfg.policy.refused_paths = []
+    cfg.policy.existing_files_action = "allow"
+    cfg.sandbox.workbench = False
+    cfg.sandbox.requirements = "reqs/wb.txt"
+    res, rt, _, _ = run(repo, script, config=cfg)
+    assert git(repo, "show", f"{res.branch}:.github/gitops-agent.yml").strip() == "# the owners' settings"
+    assert git(repo, "show", f"{res.branch}:reqs/wb.txt").strip() == "# the owners' pins"
+    assert "result.txt" in git(repo, "ls-tree", "-r", "--name-only", res.branch).split()
+    rec = load_snapshot(rt.git, res.task_id).latest_step_for("n1")
+    assert sum("writing it would remove" in r for r in rec.refused) == 2, rec.refused
+
+
 def test_malformed_plans_are_corrected_then_fail_cleanly(repo):
     cyc = plan(node("a", ["b"]), node("b", ["a"]))
     script = {"planner": [cyc, {"text": "no tool"}, plan(node("a", ["zz"])), cyc]}

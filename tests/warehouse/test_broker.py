@@ -150,6 +150,14 @@ def test_errors_are_readable_and_never_hold_the_url(pg):
         _, last = query(path, "select 1")
         [rec] = broker.take_queries()
     assert last["error"] == 'cannot connect: connection is bad: invalid sslmode value: "***" (check the URL in SHOP_DB_URL)'
+    # an unescaped @ in the password: libpq would read the rest as the host and quote it
+    raw = pg.url.replace(f":{pg.password}@", f":x@{pg.password}@")
+    with serving(raw) as (broker, path):
+        _, last = query(path, "select 1")
+    assert (
+        last["error"]
+        == "cannot connect: the URL's user or password holds an unescaped @ (write it as %40) (check the URL in SHOP_DB_URL)"
+    )
     assert pg.password not in rec.error
     with serving(pg.url) as (_, path):
         _, last = query(path, "select nope from orders")

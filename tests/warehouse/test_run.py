@@ -111,6 +111,15 @@ def test_doctor_and_run_tell_the_person_when_a_data_source_cannot_be_read(pg, tm
     assert found[0].startswith("✓") and "shop: connects read-only; 1 table(s): orders" in found[0], d.stdout
     assert found[1].startswith("✗") and "gone: source 'gone': GONE_DB_URL is not set" in found[1], d.stdout
     assert d.returncode == 1 and pg.password not in d.stdout + d.stderr
+    # a table named to speak to the terminal or the job log is shown as text
+    odd = '"x' + "\n" + "::warning title=pwned::owned" + "\x1b" + '[2J"'
+    pg.psql(f"create table {odd} (id int); grant select on {odd} to analyst")
+    try:
+        d = agent_command("doctor", "--repo", str(repo), env=quick)
+    finally:
+        pg.psql(f"drop table {odd}")
+    assert "2 table(s): orders, x\\n: :warning title=pwned: :owned" in d.stdout, d.stdout
+    assert not any(ln.startswith("::") for ln in d.stdout.splitlines()) and "\x1b" not in d.stdout
     script = tmp_path / "s.yaml"
     script.write_text(
         yaml.safe_dump(
