@@ -31,8 +31,27 @@ def render_terminal(trace: Trace, console=None) -> None:
     _print_header(con, trace)
     _print_plan(con, trace)
     _print_timeline(con, trace)
+    _print_queries(con, trace)
     _print_totals(con, trace)
     _print_ledger(con, trace)
+
+
+def _print_queries(con, t: Trace) -> None:
+    """The database queries of each step: source, rows, time and the SQL's first line (all of it
+    is in the step's step.json and in `trace --html`)."""
+    from rich.text import Text
+
+    rows = [(s, q) for s in t.steps for q in s.queries]
+    if not rows:
+        return
+    con.print(Text("Queries", style="bold"))
+    for s, q in rows[:40]:
+        sql = " ".join(q.sql.split())
+        what = f"error: {' '.join(q.error.split())[:200]}" if q.error else f"{q.rows} row{'s' if q.rows != 1 else ''}"
+        con.print(Text(f"  step {s.seq} ({s.label}) {q.source}: {what}, {q.ms} ms — {sql[:110]}{'…' if len(sql) > 110 else ''}"))
+    if len(rows) > 40:
+        con.print(Text(f"  and {len(rows) - 40} more: trace --html shows them all"))
+    con.print()
 
 
 def _print_header(con, t: Trace) -> None:

@@ -74,6 +74,12 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     # the experience on the memory branch says which source the task used (later planners see it)
     experience = json.loads(git(repo, "show", f"agent/memory:experiences/{tid}.json"))
     assert experience["sources"] == ["shop"]
+    # the terminal trace lists the queries with their steps
+    plain = agent_command("trace", tid, "--repo", str(repo))
+    assert plain.returncode == 0, plain.stderr
+    assert (
+        "Queries" in plain.stdout and "(n1) shop: 1 row, " in plain.stdout and "select count(*) as n from orders" in plain.stdout
+    )
     # the HTML trace shows the query with its step
     page = tmp_path / "trace.html"
     t = agent_command("trace", tid, "--repo", str(repo), "--html", str(page))
