@@ -64,6 +64,29 @@ def commits(repo: Path, ref: str) -> list[dict[str, Any]]:
     return res
 
 
+def one_node_script(path: Path, code: str, title: str = "Top product", goal: str = "Find it.") -> Path:
+    """A scripted model's file (docs/scripted.md): one node n1 that runs ``code`` and answers
+    with its output, then the finish."""
+    import yaml
+
+    plan = {"nodes": [{"id": "n1", "title": title, "goal": goal}]}
+    path.write_text(
+        yaml.safe_dump(
+            {
+                "planner": [
+                    {"tool": "update_plan", "input": plan},
+                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
+                ],
+                "executor:n1": [
+                    {"tool": "run_python", "input": {"code": code}},
+                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
+                ],
+            }
+        )
+    )
+    return path
+
+
 def task_branch(repo: Path) -> str:
     """The one task branch of ``repo``."""
     refs = git(repo, "for-each-ref", "--format=%(refname:short)", "refs/heads/agent/task/").split()

@@ -24,6 +24,7 @@ DESCRIBE_SQL = (
 
 # what DECLARE takes; anything else is a syntax error there, which the model is told the reason for
 _QUERY_WORDS = ("select", "with", "values", "table")
+ONE_STATEMENT = "exactly one SQL statement per query"
 ONE_QUERY = " (only one read-only query can run: SELECT, WITH ... SELECT, VALUES or TABLE)"
 
 
@@ -60,7 +61,7 @@ def _pg_error(e: Exception, sql: str = "", params: Any = None) -> SourceError:
     text, state = _first_line(e), getattr(e, "sqlstate", None)
     words = sql.lstrip(" \t\r\n(").split(None, 1)
     if text.startswith("cannot insert multiple commands"):  # the extended protocol's words for `a; b`
-        text, hint = "exactly one SQL statement per query", ONE_QUERY
+        text, hint = ONE_STATEMENT, ONE_QUERY
     elif sql and not (words and words[0].lower() in _QUERY_WORDS):
         hint = ONE_QUERY
     elif state == "42601" and 'at or near "%"' in text and not params:
@@ -238,7 +239,7 @@ class DuckDBConnection:
     def run(self, sql: str, params: Any) -> tuple[list[str], list[str], Fetch]:
         try:
             if len(self.conn.extract_statements(sql)) != 1:
-                raise SourceError("exactly one SQL statement per query")
+                raise SourceError(ONE_STATEMENT)
             self.conn.execute(sql, params if params else None)
         except self._errors as e:
             raise SourceError(_first_line(e), out_of_memory=isinstance(e, self._oom)) from None

@@ -229,22 +229,23 @@ def decide(
     return d
 
 
+def _parents(path: str) -> list[str]:
+    """``a/b/c`` -> ``a``, ``a/b``."""
+    parts = path.split("/")
+    return ["/".join(parts[:i]) for i in range(1, len(parts))]
+
+
 class _Rules:
     def __init__(self, policy, own_dir: str, existing: frozenset[str], settings_files: tuple[str, ...]) -> None:
         self.policy, self.existing = policy, existing
         self.own = own_dir.rstrip("/") + "/"
         self.cap = int(policy.max_file_mb * 1024 * 1024)
         self.steering = {posixpath.normpath(f.replace("\\", "/")).lower() for f in settings_files if f}
-        self.dirs = {p.rsplit("/", 1)[0] for p in existing if "/" in p}
-        for d in list(self.dirs):
-            while "/" in d:
-                d = d.rsplit("/", 1)[0]
-                self.dirs.add(d)
+        self.dirs = {d for p in existing for d in _parents(p)}
 
     def removing(self, path: str) -> str | None:
         """Why writing ``path`` is refused because of what it would remove, or None."""
-        parts = path.split("/")
-        gone = [a for a in ("/".join(parts[:i]) for i in range(1, len(parts))) if a in self.existing]  # files it goes under
+        gone = [a for a in _parents(path) if a in self.existing]  # files it goes under
         if path in self.dirs:  # a directory it replaces
             gone += sorted(e for e in self.existing if e.startswith(path + "/"))
         for g in gone:

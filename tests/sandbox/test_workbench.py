@@ -12,13 +12,12 @@ import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from gitops_agent.sandbox.choose import bwrap_works
 from gitops_agent.sandbox.mounts import unused_site_dirs
 from gitops_agent.sandbox.requirements import RequirementsError, parse_lock
 from gitops_agent.sandbox.workbench import RECORD, cache_base, ensure_workbench
-from tests.helpers import agent_command, git, task_branch
+from tests.helpers import agent_command, git, one_node_script, task_branch
 
 ROOT = Path(__file__).resolve().parents[2]
 TOOLZ = ROOT / "tests" / "data" / "requirements-toolz.txt"
@@ -50,24 +49,6 @@ print(f"TOP={top[0]} {top[1]:.2f}")
 """
 
 
-def _script(path: Path, code: str) -> Path:
-    path.write_text(
-        yaml.safe_dump(
-            {
-                "planner": [
-                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Top product", "goal": "Find it."}]}},
-                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
-                ],
-                "executor:n1": [
-                    {"tool": "run_python", "input": {"code": code}},
-                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
-                ],
-            }
-        )
-    )
-    return path
-
-
 def _repo(tmp_path: Path, settings: str = "", files: dict[str, str] | None = None) -> Path:
     repo = tmp_path / "shop"
     (repo / ".github").mkdir(parents=True)
@@ -87,7 +68,8 @@ def test_the_models_code_has_the_data_stack_and_not_the_agents_packages(tmp_path
     site = next(p for p in sys.path if p.endswith("site-packages") and Path(p, "pydantic").exists())
     base_sites = unused_site_dirs(ensure_workbench().python)
     assert any(os.listdir(d) for d in base_sites)  # the base installation has packages of its own here
-    script = _script(tmp_path / "probe.yaml", PROBE.replace("AGENT_SITE", repr(site)).replace("BASE_SITES", repr(base_sites)))
+    probe = PROBE.replace("AGENT_SITE", repr(site)).replace("BASE_SITES", repr(base_sites))
+    script = one_node_script(tmp_path / "probe.yaml", probe)
     r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Which product sells most?", cwd=repo)
     assert r.returncode == 0, r.stderr
     seen = json.loads(next(line for line in r.stdout.splitlines() if line.startswith("{")))
@@ -126,7 +108,7 @@ def test_a_lock_that_is_not_pinned_with_hashes_is_refused_naming_the_line(text, 
 
 def test_an_unhashed_requirements_file_stops_the_run_before_any_branch(tmp_path):
     repo = _repo(tmp_path, "sandbox: {requirements: analysis.txt}\n", {"analysis.txt": "scipy==1.14.1\n"})
-    script = _script(tmp_path / "s.yaml", "print('never')")
+    script = one_node_script(tmp_path / "s.yaml", "print('never')")
     r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Anything?", cwd=repo)
     assert r.returncode == 2, (r.returncode, r.stderr)
     assert "analysis.txt, line 1: scipy==1.14.1 has no --hash" in r.stderr
@@ -137,7 +119,7 @@ def test_an_unhashed_requirements_file_stops_the_run_before_any_branch(tmp_path)
 def test_a_hashed_requirements_file_makes_its_package_importable(tmp_path):
     repo = _repo(tmp_path, "sandbox: {requirements: analysis.txt}\n", {"analysis.txt": TOOLZ.read_text()})
     code = "import toolz, pandas\nprint('toolz', toolz.__version__)"
-    script = _script(tmp_path / "s.yaml", code)
+    script = one_node_script(tmp_path / "s.yaml", code)
     r = agent_command("run", "--repo", str(repo), "--model", f"scripted:{script}", "Anything?", cwd=repo)
     assert r.returncode == 0, r.stderr
     assert "toolz 1.2.0" in r.stdout

@@ -8,10 +8,9 @@ import json
 from decimal import Decimal
 
 import pytest
-import yaml
 
 from gitops_agent.sandbox.bubblewrap import bwrap_works
-from tests.helpers import agent_command, git, task_branch
+from tests.helpers import agent_command, git, one_node_script, task_branch
 
 pytestmark = pytest.mark.skipif(not bwrap_works(), reason="bwrap is missing or cannot create namespaces here")
 
@@ -35,21 +34,7 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     git(repo, "init", "-q", "-b", "main")
     git(repo, "add", "-A")
     git(repo, "commit", "-qm", "settings")
-    script = tmp_path / "s.yaml"
-    script.write_text(
-        yaml.safe_dump(
-            {
-                "planner": [
-                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Top customer", "goal": "Query it."}]}},
-                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
-                ],
-                "executor:n1": [
-                    {"tool": "run_python", "input": {"code": CODE}},
-                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
-                ],
-            }
-        )
-    )
+    script = one_node_script(tmp_path / "s.yaml", CODE, "Top customer", "Query it.")
     r = agent_command(
         "run", "--repo", str(repo), "--model", f"scripted:{script}", "Who is the top customer?", env={"SHOP_DB_URL": pg.url}
     )
@@ -126,21 +111,7 @@ def test_doctor_and_run_tell_the_person_when_a_data_source_cannot_be_read(pg, tm
         pg.psql(f"drop table {odd}")
     assert "2 table(s): orders, x\\n: :warning title=pwned: :owned" in d.stdout, d.stdout
     assert not any(ln.startswith("::") for ln in d.stdout.splitlines()) and "\x1b" not in d.stdout
-    script = tmp_path / "s.yaml"
-    script.write_text(
-        yaml.safe_dump(
-            {
-                "planner": [
-                    {"tool": "update_plan", "input": {"nodes": [{"id": "n1", "title": "Count", "goal": "Count."}]}},
-                    {"when": "'n1' in results", "tool": "finish", "input": {"summary": "s", "answer": "{{ results.n1 }}"}},
-                ],
-                "executor:n1": [
-                    {"tool": "run_python", "input": {"code": GONE}},
-                    {"tool": "finish_step", "input": {"result": "{{ last_output }}", "status": "done"}},
-                ],
-            }
-        )
-    )
+    script = one_node_script(tmp_path / "s.yaml", GONE, "Count", "Count.")
     r = agent_command(
         "run", "--repo", str(repo), "--model", f"scripted:{script}", "How many orders?", env={"SHOP_DB_URL": pg.url}
     )
