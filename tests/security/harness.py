@@ -148,6 +148,7 @@ class World:
         self.canaries: dict[str, str] = {"github token": self.token, "api key": self.key}
         self.listener = Listener()
         self.jobs: list[JobRun] = []
+        self.job_env: dict[str, str] = {}  # more of the runner's environment, for every job
         self._n = 0
         self._lock = threading.Lock()
         self.marker = f"gitops-pwned-{uuid.uuid4().hex[:10]}"  # what a host-side exploit would create
@@ -283,6 +284,7 @@ class World:
         }
         if self.llm is not None:
             env["ANTHROPIC_BASE_URL"] = self.llm.url
+        env.update(self.job_env)
         env.update(extra)
         return env
 

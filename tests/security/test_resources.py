@@ -5,7 +5,8 @@ stays small (it never reads what it will not commit) and the host keeps its disk
 
 from __future__ import annotations
 
-import shutil
+import os
+from pathlib import Path
 
 import pytest
 
@@ -56,7 +57,11 @@ def world(tmp_path):
 
 def test_limits_hold_for_the_sandbox_as_a_whole(world):
     w = world
-    free_before = shutil.disk_usage(w.tmp).free
+    # the jobs' temporary files inside the world, so what they leave is measured there alone
+    # (the free space of a disk that other tests share says nothing)
+    (w.tmp / "systmp").mkdir()
+    w.job_env["TMPDIR"] = str(w.tmp / "systmp")
+    used_before = _disk_used(w.tmp)
     w.model(attacker([Attack("n1", CHILDREN), Attack("n2", TMP), Attack("n3", DISK)]))
     w.run_issue()
     w.assert_nothing_leaked()
@@ -69,7 +74,20 @@ def test_limits_hold_for_the_sandbox_as_a_whole(world):
     assert len(_debug(w)) <= 1 and all(size < 12 << 20 for _, size in _debug(w)), _debug(w)
     peak = max(j.peak_rss_kb for j in w.jobs)
     assert peak < 400 * 1024, f"the agent itself grew to {peak // 1024} MiB"
-    assert shutil.disk_usage(w.tmp).free > free_before - 200 * 2**20  # the checkout and its files are gone
+    left = _disk_used(w.tmp) - used_before
+    assert left < 32 * 2**20, f"{left >> 20} MiB left behind: the checkout and its files must be gone"
+
+
+def _disk_used(root: Path) -> int:
+    """Bytes the files under ``root`` take on disk."""
+    total = 0
+    for d, _, files in os.walk(root):
+        for f in files:
+            try:
+                total += os.lstat(os.path.join(d, f)).st_blocks * 512
+            except OSError:
+                pass
+    return total
 
 
 def _debug(w):
