@@ -151,7 +151,7 @@ def test_a_looping_answer_is_cut_short_as_truncated(where):
         took = time.monotonic() - t0
     assert resp.stop_reason == "max_tokens"  # treated as a reply cut off by its budget
     written = len(resp.text) if where == "text" else len(resp.tool_uses[0].input["_raw"])
-    assert 590 <= written < 3000 and took < 2  # cut within a few chunks, not after 30k characters
+    assert 590 <= written < 3000 and took < 3.5  # cut within a few chunks, not after 30k characters
     assert resp.usage.output_tokens > 0  # counted, though the server reported nothing for it
 
 

@@ -55,5 +55,5 @@ def test_a_model_call_through_the_runtime_waits_the_asked_retry_after():
     resp = rt.model("scripted:t").query(ModelRequest(system="s", messages=[Message.user("hi")], meta={"script_key": "planner"}))
     elapsed = time.monotonic() - t0
     assert resp.text == "hello" and len(model.calls) == 2
-    assert 0.19 <= elapsed < 1.5
+    assert 0.19 <= elapsed < 2.5  # the server's 0.2 s, not the policy's 3 s back-off
     assert [f["error"] for k, f in rep.events if k == "error"] == ["429 rate limited -- retry 1 in 0.2 s"]
