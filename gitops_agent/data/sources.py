@@ -92,9 +92,15 @@ def _driver(module: str, kind: str) -> Any:
 
 
 def connect(url: str, timeout_s: float, memory: int | None = None) -> Connection:
-    """A read-only connection to ``url`` (postgresql://, postgres://, duckdb:///path); ``memory``:
+    """A read-only connection to ``url`` (postgresql://, postgres://, duckdb:///path, or with
+    SQLAlchemy's +driver, e.g. postgresql+psycopg://); ``memory``:
     the bytes the process may use for it (a worker's limit), which DuckDB keeps within."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
+    dialect, plus, driver = scheme.partition("+")
+    if plus and dialect in ("postgresql", "postgres", "duckdb") and re.fullmatch(r"[a-z][a-z0-9_]{0,20}", driver):
+        # SQLAlchemy's dialect+driver (postgresql+psycopg2://, duckdb+duckdb_engine://): the agent
+        # has its own driver for the dialect, so the URL is read as the dialect's
+        scheme, url = dialect, dialect + url[len(scheme) :]
     if scheme in ("postgresql", "postgres") and _netloc(url).count("@") > 1:
         # libpq reads the password to the first @, the rest as the host: its error would quote a
         # piece of the password that no redaction knows

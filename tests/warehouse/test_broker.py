@@ -63,6 +63,16 @@ def test_a_query_returns_its_rows_as_json_with_parameters(pg):
     assert (rec.source, rec.params, rec.rows, rec.error) == ("shop", [2], 2, None) and rec.bytes > 0
 
 
+@pytest.mark.parametrize("driver", ["psycopg", "psycopg2", "asyncpg"])
+def test_a_sqlalchemy_url_with_a_driver_is_read_as_its_dialect(pg, driver):
+    url = pg.url.replace("postgresql://", f"postgresql+{driver}://", 1)
+    assert url != pg.url
+    with serving(url) as (broker, path):
+        replies = ask(path, {"op": "query", "source": "shop", "sql": "select count(*) as n from orders"})
+        [rec] = broker.take_queries()
+    assert rec.error is None and [r for m in replies[1:-1] for r in m["rows"]] == [[int(_state(pg).split()[0])]]
+
+
 @pytest.mark.parametrize("sql", WRITES)
 def test_every_write_form_is_refused_and_the_table_is_unchanged(pg, sql):
     before = _state(pg)

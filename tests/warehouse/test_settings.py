@@ -58,6 +58,8 @@ def test_without_psycopg_the_error_names_the_extra(monkeypatch):
 def test_an_unknown_scheme_is_refused_and_the_password_is_a_secret():
     with pytest.raises(SourceError, match="unsupported database URL scheme 'mysql'"):
         connect("mysql://u:pw@h/db", 5)
+    with pytest.raises(SourceError, match="unsupported database URL scheme 'mysql\\+pymysql'"):
+        connect("mysql+pymysql://u:pw@h/db", 5)
     assert secrets_of("postgresql://u:p%40ss@h/db") == ["postgresql://u:p%40ss@h/db", "p%40ss", "p@ss"]
 
 
