@@ -19,6 +19,7 @@ from typing import Any
 __all__ = ["WarehouseError", "sources", "query"]
 
 SOCKET_ENV = "WAREHOUSE_SOCKET"
+MAX_REQUEST = 1_000_000  # bytes of one request line: the broker's limit (gitops_agent/data/broker.py)
 FILES = "files"
 _DATA_SUFFIXES = (".csv", ".tsv", ".parquet", ".csv.gz", ".tsv.gz")
 _MAX_FILES = 500
@@ -33,16 +34,28 @@ def _request(message: dict[str, Any]):
     path = os.environ.get(SOCKET_ENV)
     if not path:
         raise WarehouseError("no data sources are configured for this repository (data.sources in .github/gitops-agent.yml)")
+    try:
+        data = json.dumps(message, default=_plain).encode() + b"\n"
+    except (TypeError, ValueError) as e:
+        raise WarehouseError(f"params: {e}") from None
+    if len(data) > MAX_REQUEST:
+        raise WarehouseError(
+            f"the request is {len(data):,} bytes; the broker takes at most {MAX_REQUEST:,} "
+            "(pass fewer parameters, or join with a table or a VALUES list in the SQL)"
+        )
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
         sock.connect(path)
     except OSError as e:
         sock.close()
         raise WarehouseError(f"cannot reach the warehouse broker at {path}: {e}") from None
-    sock.sendall(json.dumps(message).encode() + b"\n")
     broken = False
     with sock, sock.makefile("rb") as lines:
-        for line in lines:
+        try:
+            sock.sendall(data)
+        except OSError:  # the broker refused the request before it was all sent: its reason follows
+            pass
+        for line in _lines(lines):
             if not line.strip():
                 continue
             try:
@@ -56,6 +69,55 @@ def _request(message: dict[str, Any]):
                 yield reply
     if broken:
         raise WarehouseError("the broker's answer broke off in the middle (its worker stopped)")
+
+
+def _plain(v: Any) -> Any:
+    """A parameter as JSON: numpy's and pandas' numbers (a value taken from a DataFrame), dates as
+    ISO text, a Decimal as text, an array or a Series as a list."""
+    import datetime as dt
+    import decimal
+
+    if isinstance(v, (dt.date, dt.time)):
+        return v.isoformat()
+    if isinstance(v, decimal.Decimal):
+        return str(v)
+    if isinstance(v, (set, frozenset)):
+        return sorted(v, key=repr)
+    if getattr(getattr(v, "dtype", None), "kind", "") == "M":  # numpy datetime64: tolist() would be nanoseconds
+        return v.astype("datetime64[us]").astype(str).tolist()
+    if hasattr(v, "tolist"):  # numpy scalars and arrays, pandas Series and Index
+        out = v.tolist()
+        return out.isoformat() if isinstance(out, (dt.date, dt.time)) else out
+    raise TypeError(
+        f"a {type(v).__name__} cannot be sent; each parameter must be a number, a string, a boolean, None or a list of those"
+    )
+
+
+def _as_dates(df, i: int, name: str) -> None:
+    """Column ``i`` as datetimes, unless a value would be lost: 'infinity' or a BC date, which
+    pandas cannot hold, keep the column as the database's text (and a note says so)."""
+    import pandas as pd
+
+    text = df.iloc[:, i]
+    try:
+        dates = pd.to_datetime(text, errors="coerce", format="ISO8601")
+    except (ValueError, TypeError):  # offsets that differ (a summer and a winter time): as UTC
+        dates = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    if not pd.api.types.is_datetime64_any_dtype(dates):
+        dates = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+    lost = text[dates.isna() & text.notna()]
+    if len(lost):
+        print(f"warehouse: column {name!r} kept as text: pandas cannot hold {lost.iloc[0]!r} as a date", file=sys.stderr)
+        return
+    df.isetitem(i, dates)
+
+
+def _lines(f):
+    """The reply's lines; a connection the broker reset ends them (the caller says what is missing)."""
+    try:
+        yield from f
+    except OSError:
+        return
 
 
 def sources() -> list[dict[str, Any]]:
@@ -128,7 +190,10 @@ def _files_query(sql: str, params: list | dict | None):
 def query(source: str, sql: str, params: list | dict | None = None):
     """Run ONE read-only SQL statement on `source` and return a pandas DataFrame. Placeholders: `%s`
     with a list, `%(name)s` with a dict (PostgreSQL); `?` or `$1` (DuckDB, and `files`). A result over
-    the source's caps is cut: a note is printed and kept in `df.attrs["warehouse_note"]`."""
+    the source's caps is cut: a note is printed and kept in `df.attrs["warehouse_note"]`. Parameters
+    may be values taken from a DataFrame (numpy numbers, Timestamps, arrays); a request is at most
+    1 MB. Date columns come back as datetimes, or as the database's text when a value is one pandas
+    cannot hold ('infinity', a BC date). At most 4 queries of one run go at once; more wait their turn."""
     if source == FILES:
         return _files_query(sql, params)
     import pandas as pd
@@ -147,9 +212,9 @@ def query(source: str, sql: str, params: list | dict | None = None):
     if done is None:
         raise WarehouseError("the broker closed the connection before the result was complete")
     df = pd.DataFrame(rows, columns=columns)
-    for name, typ in zip(columns, types):
+    for i, (name, typ) in enumerate(zip(columns, types)):
         if str(typ).lower() in _DATE_TYPES:
-            df[name] = pd.to_datetime(df[name], errors="coerce")
+            _as_dates(df, i, name)
     if done.get("truncated"):
         df.attrs["warehouse_note"] = done["truncated"]
         print(f"warehouse: {done['truncated']}", file=sys.stderr)

@@ -36,7 +36,8 @@ log = logging.getLogger("gitops_agent.data")
 SOCKET_ENV = "WAREHOUSE_SOCKET"
 MAX_REQUEST = 1_000_000  # bytes of one request line
 MAX_SQL = 200_000  # characters of one statement
-MAX_CONNECTIONS = 4  # at once per action: each holds a database connection
+MAX_CONNECTIONS = 4  # queries running at once per action: each holds a database connection
+MAX_OPEN = 16  # connections open at once per action, those still sending their request included
 REQUEST_WAIT_S = 10.0  # for the whole request line, once connected (a trickle is cut off too)
 STOP_WAIT_S = 15.0  # for all the handlers together, once the action ended and their queries were cancelled
 MAX_RECORDS = 1000  # queries kept per step in step.json; past it they are counted
@@ -128,12 +129,14 @@ class Broker:
 
 
 class _Listener:
-    """The socket of one action, an accept loop, and a thread per connection (MAX_CONNECTIONS)."""
+    """The socket of one action, an accept loop, and a thread per connection (MAX_OPEN). A query
+    waits its turn among the action's MAX_CONNECTIONS running ones, within its source's timeout."""
 
     def __init__(self, broker: Broker, path: Path, owner: int) -> None:
         self.broker, self.path, self.owner = broker, path, owner
         self.stopping = threading.Event()
         self.handlers: list[threading.Thread] = []
+        self.turns = threading.BoundedSemaphore(MAX_CONNECTIONS)
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.sock.bind(str(path))
         os.chmod(path, 0o600)  # the action's user only (the run directory is private too)
@@ -151,8 +154,8 @@ class _Listener:
             except OSError:
                 return
             self.handlers = [t for t in self.handlers if t.is_alive()]
-            if len(self.handlers) >= MAX_CONNECTIONS:
-                _refuse(client, f"at most {MAX_CONNECTIONS} queries at once; wait for one to finish")
+            if len(self.handlers) >= MAX_OPEN:
+                _refuse(client, f"at most {MAX_OPEN} connections to the warehouse at once; wait for a query to finish")
                 continue
             t = threading.Thread(target=self._handle, args=(client,), daemon=True, name="warehouse-query")
             self.handlers.append(t)
@@ -202,8 +205,30 @@ class _Listener:
             with contextlib.suppress(ClientGone):
                 send({"error": str(e)})
             return
-        rec = run_isolated(name, self.broker.sources[name], url, sql, params, client, self.stopping)
+        waited = self._turn(self.broker.sources[name].timeout_s)
+        if waited is not None:
+            self.broker.record(self.owner, QueryRecord(source=name, sql=sql, params=params, error=waited))
+            with contextlib.suppress(ClientGone):
+                send({"error": waited})
+            return
+        try:
+            rec = run_isolated(name, self.broker.sources[name], url, sql, params, client, self.stopping)
+        finally:
+            self.turns.release()
         self.broker.record(self.owner, rec)
+
+    def _turn(self, timeout_s: float) -> str | None:
+        """Wait for one of the action's MAX_CONNECTIONS turns (None: taken), or say why not."""
+        end = time.monotonic() + timeout_s
+        while not self.turns.acquire(timeout=0.1):
+            if self.stopping.is_set():
+                return "the code's run ended before the query's turn came"
+            if time.monotonic() >= end:
+                return (
+                    f"at most {MAX_CONNECTIONS} queries run at once in one action, and none ended within "
+                    f"{timeout_s:g} s (the source's timeout_s); run fewer at once"
+                )
+        return None
 
 
 def _refuse(client: socket.socket, reason: str) -> None:

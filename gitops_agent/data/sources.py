@@ -142,6 +142,24 @@ def _first_line(e: BaseException) -> str:
     return line if len(line) <= MAX_ERROR else line[:MAX_ERROR] + f"... ({len(line) - MAX_ERROR}+ more characters)"
 
 
+def _lenient_dates(conn: Any, psycopg: Any) -> None:
+    """Dates and timestamps Python cannot hold ('infinity', '-infinity', a BC date) come back as
+    PostgreSQL's text, not as an error that fails the whole query."""
+    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+
+    def lenient(base: type) -> type:
+        def load(self: Any, data: Any) -> Any:
+            try:
+                return base.load(self, data)
+            except psycopg.DataError:
+                return bytes(data).decode("utf-8", "replace")
+
+        return type(f"Lenient{base.__name__}", (base,), {"load": load})
+
+    for name, base in (("date", DateLoader), ("timestamp", TimestampLoader), ("timestamptz", TimestamptzLoader)):
+        conn.adapters.register_loader(name, lenient(base))
+
+
 class PostgresConnection:
     """One psycopg connection in a READ ONLY transaction with a statement timeout. The query is
     declared as a server-side cursor: DECLARE takes exactly one SELECT or VALUES (a second
@@ -176,6 +194,7 @@ class PostgresConnection:
                 self.conn.execute(settings)
         except psycopg.Error as e:
             raise SourceError(f"cannot connect: {_first_line(e)}") from None
+        _lenient_dates(self.conn, psycopg)
 
     def run(self, sql: str, params: Any) -> tuple[list[str], list[str], Fetch]:
         cur = self.conn.cursor(name="warehouse_query")

@@ -5,20 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import decimal
 import json
-import math
 import uuid
 from typing import Any
 
 
 def json_safe(value: Any) -> Any:
-    """A value json.dumps takes: numbers stay numbers (a Decimal becomes a float, NaN None),
+    """A value json.dumps takes: numbers stay numbers (a Decimal becomes a float; infinities and NaN
+    stay, written as Python's json writes them),
     dates and times ISO strings, bytes hex, anything else its text."""
     if value is None or isinstance(value, (bool, int, str)):
         return value
     if isinstance(value, float):
-        return value if math.isfinite(value) else None
+        return value  # Infinity, -Infinity and NaN are written as such (the client's json reads them)
     if isinstance(value, decimal.Decimal):
-        return float(value) if value.is_finite() else None
+        return float(value)  # numeric's Infinity and NaN too
     if isinstance(value, (dt.datetime, dt.date, dt.time)):
         return value.isoformat()
     if isinstance(value, dt.timedelta):
@@ -36,4 +36,4 @@ def json_safe(value: Any) -> Any:
 
 def encode_line(message: dict[str, Any]) -> bytes:
     """One message of the protocol: a JSON object on one line."""
-    return json.dumps(message, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode() + b"\n"
+    return json.dumps(message, separators=(",", ":"), ensure_ascii=False).encode() + b"\n"

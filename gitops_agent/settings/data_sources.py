@@ -33,7 +33,9 @@ class DataSource(BaseModel):
     @classmethod
     def _a_variable_name(cls, v: str) -> str:
         if not _IDENT.match(v):
-            raise ValueError(f"{v!r} is not an environment variable name (letters, digits, _), e.g. SHOP_DB_URL")
+            # never the value: a URL pasted here carries its password into the log
+            what = "a URL" if "://" in v or "@" in v else "not an environment variable name (letters, digits, _)"
+            raise ValueError(f"is {what}: name the variable that holds the URL, e.g. SHOP_DB_URL, never the URL itself")
         if _NOT_A_SOURCE.fullmatch(v):
             raise ValueError(
                 f"{v!r} is one of the agent's or the runner's own variables; give the source one of its own, e.g. SHOP_DB_URL"

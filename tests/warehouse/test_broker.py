@@ -233,20 +233,57 @@ def test_a_request_trickled_in_is_cut_off_at_the_deadline(pg, monkeypatch):
     assert b"did not arrive within 1 s" in reply and time.monotonic() - t0 < 5
 
 
-def test_a_query_over_the_connection_limit_is_told_why(pg):
+def _hold(path: str, n: int, sql: str | None = "select pg_sleep(600)") -> list[socket.socket]:
+    """``n`` connections, each running ``sql`` (None: connected, sending nothing)."""
+    held = []
+    for _ in range(n):
+        s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        s.connect(path)
+        if sql:
+            s.sendall(json.dumps({"op": "query", "source": "shop", "sql": sql}).encode() + b"\n")
+        held.append(s)
+    return held
+
+
+def test_a_fifth_query_waits_its_turn_and_runs_when_one_ends(pg):
     with serving(pg.url) as (_, path):
-        held = []
-        for _ in range(4):
-            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            s.connect(path)
-            s.sendall(json.dumps({"op": "query", "source": "shop", "sql": "select pg_sleep(600)"}).encode() + b"\n")
-            held.append(s)
+        held = _hold(path, 4)
         assert wait_until(lambda: running(pg) == 4)
-        _, last = query(path, "select 1")  # sent in full before the broker refuses it
-        assert "at most 4 queries at once" in last["error"]
+        fifth: list = []
+        t = threading.Thread(target=lambda: fifth.append(query(path, "select 41 + 1")))
+        t.start()
+        t.join(1.5)
+        assert t.is_alive() and running(pg) == 4  # waiting, not refused, not a fifth session
+        held.pop().close()  # one ends: its query is cancelled on the server, and the fifth runs
+        t.join(20)
+        [(rows, last)] = fifth
+        assert rows == [[42]] and last["done"]
         for s in held:
             s.close()
     assert wait_until(lambda: sessions(pg) == 0, 5)
+
+
+def test_a_query_whose_turn_does_not_come_within_its_timeout_is_told_why(pg):
+    with serving(pg.url, more={"quick": {"timeout_s": 1}}) as (broker, path):
+        held = _hold(path, 4)
+        assert wait_until(lambda: running(pg) == 4)
+        replies = ask(path, {"op": "query", "source": "quick", "sql": "select 1"})
+        recs = broker.take_queries()
+        for s in held:
+            s.close()
+    assert "at most 4 queries run at once in one action" in replies[-1]["error"]
+    assert "1 s (the source's timeout_s)" in replies[-1]["error"]
+    assert [(r.source, r.error) for r in recs if r.source == "quick"] == [("quick", replies[-1]["error"])]
+
+
+def test_connections_that_send_nothing_do_not_hold_back_a_query(pg):
+    with serving(pg.url) as (_, path):
+        idle = _hold(path, 8, sql=None)
+        t0 = time.monotonic()
+        rows, last = query(path, "select 7")
+        assert rows == [[7]] and last["done"] and time.monotonic() - t0 < 5  # not after the idle ones' 10 s
+        for s in idle:
+            s.close()
 
 
 def test_small_rows_first_do_not_buy_a_large_fetch_at_once():

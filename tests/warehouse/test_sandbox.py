@@ -64,6 +64,42 @@ except warehouse.WarehouseError as e:
     assert rt.take_queries() == []
 
 
+EDGES = """
+import json, warehouse
+df = warehouse.query("shop", "select id, placed from orders where id <= 2 order by id")
+one = warehouse.query("shop", "select count(*) n from orders where id = %s and placed = %s", [df.id[0], df.placed[0]])
+two = warehouse.query("shop", "select count(*) n from orders where id = any(%s)", [df.id.values])
+try:
+    warehouse.query("shop", "select count(*) from orders where id = any(%s)", [list(range(300000))])
+except warehouse.WarehouseError as e:
+    big = str(e)
+odd = warehouse.query("shop", "select 'infinity'::date d, array['-infinity'::timestamptz] t, date '0001-01-01 BC' bc, "
+                      "'Infinity'::float8 f, '-Infinity'::numeric n, 'NaN'::float8 nan, date '2024-01-02' ok")
+print(json.dumps({"one": int(one.n[0]), "two": int(two.n[0]), "big": big,
+                  "odd": {c: str(odd[c][0]) for c in odd.columns}, "ok": str(odd.ok.dtype)}))
+"""
+
+
+def test_dataframe_values_as_params_a_request_too_large_and_values_python_cannot_hold(rt, tmp_path):
+    obs, _ = _run(rt, tmp_path, EDGES)
+    assert obs.exit_code == 0, obs.stderr
+    out = json.loads(obs.stdout)
+    # numpy's int64, a pandas Timestamp and a numpy array, as taken from a DataFrame, are parameters
+    assert (out["one"], out["two"]) == (1, 2)
+    assert "the broker takes at most 1,000,000" in out["big"] and "bytes" in out["big"]
+    # infinity and BC dates come back as the database's text, not as an error for the whole query
+    assert out["odd"] == {
+        "d": "infinity",
+        "t": "['-infinity']",
+        "bc": "0001-01-01 BC",
+        "f": "inf",
+        "n": "-inf",
+        "nan": "nan",
+        "ok": "2024-01-02 00:00:00",
+    }
+    assert out["ok"].startswith("datetime64") and "column 'd' kept as text" in obs.stderr
+
+
 def test_the_password_is_not_in_the_sandbox_its_tree_or_its_output(rt, tmp_path, pg):
     code = r"""
 import os, subprocess, warehouse

@@ -17,9 +17,12 @@ from gitops_agent.settings.data_sources import DataSource
 
 
 @contextlib.contextmanager
-def serving(url: str, **cfg):
-    """A broker with one source `shop` at ``url``, listening as for one action: (broker, socket path)."""
-    broker = Broker({"shop": DataSource(url_env="SHOP_DB_URL", **cfg)}, environ={"SHOP_DB_URL": url})
+def serving(url: str, more: dict | None = None, **cfg):
+    """A broker with one source `shop` at ``url`` (and ``more``: name -> settings, at the same
+    URL), listening as for one action: (broker, socket path)."""
+    sources = {"shop": DataSource(url_env="SHOP_DB_URL", **cfg)}
+    sources.update({n: DataSource(url_env="SHOP_DB_URL", **c) for n, c in (more or {}).items()})
+    broker = Broker(sources, environ={"SHOP_DB_URL": url})
     d = Path(tempfile.mkdtemp(prefix="wh-"))  # sun_path is short: not under a test's long tmp_path
     try:
         with broker.serve(d / "w.sock"):
