@@ -144,20 +144,34 @@ def _first_line(e: BaseException) -> str:
 
 def _lenient_dates(conn: Any, psycopg: Any) -> None:
     """Dates and timestamps Python cannot hold ('infinity', '-infinity', a BC date) come back as
-    PostgreSQL's text, not as an error that fails the whole query."""
-    from psycopg.types.datetime import DateLoader, TimestampLoader, TimestamptzLoader
+    PostgreSQL's text, not as an error that fails the whole query. Each wraps the loader already
+    registered (psycopg's C one when installed: it cannot be subclassed, and the Python one is
+    three times slower on a result of dates)."""
+    from psycopg.adapt import Loader
+    from psycopg.pq import Format
 
-    def lenient(base: type) -> type:
-        def load(self: Any, data: Any) -> Any:
-            try:
-                return base.load(self, data)
-            except psycopg.DataError:
-                return bytes(data).decode("utf-8", "replace")
+    for name in ("date", "timestamp", "timestamptz"):
+        info = conn.adapters.types.get(name)
+        if info is None:
+            continue
+        inner_cls = conn.adapters.get_loader(info.oid, Format.TEXT)
+        if inner_cls is None:
+            continue
 
-        return type(f"Lenient{base.__name__}", (base,), {"load": load})
+        class Lenient(Loader):
+            _inner_cls = inner_cls
 
-    for name, base in (("date", DateLoader), ("timestamp", TimestampLoader), ("timestamptz", TimestamptzLoader)):
-        conn.adapters.register_loader(name, lenient(base))
+            def __init__(self, oid: int, context: Any = None) -> None:
+                super().__init__(oid, context)
+                self._inner = self._inner_cls(oid, context)
+
+            def load(self, data: Any) -> Any:
+                try:
+                    return self._inner.load(data)
+                except psycopg.DataError:
+                    return bytes(data).decode("utf-8", "replace")
+
+        conn.adapters.register_loader(name, Lenient)
 
 
 class PostgresConnection:
