@@ -107,6 +107,7 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     t0 = time.monotonic()
+    signal.signal(signal.SIGTERM, _interrupt)  # a SIGTERM stops the server as a Ctrl-C does, while it loads too
     proc, info = ls.start(
         server,
         gguf,
@@ -119,26 +120,22 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
         log=log,
         ready_s=args.ready_timeout,
     )
-    print(f"gitops-agent serve-local: ready in {time.monotonic() - t0:.1f} s; log: {log}", file=sys.stderr)
-    print(info.spec, flush=True)
-    if args.detach:
-        ls.save_state(info)
+    # from here a Ctrl-C stops the server (its own session never sees the signal), however soon it comes
+    try:
+        print(f"gitops-agent serve-local: ready in {time.monotonic() - t0:.1f} s; log: {log}", file=sys.stderr)
+        print(info.spec, flush=True)
+        if args.detach:
+            ls.save_state(info)
+            print(
+                f"gitops-agent serve-local: running in the background (pid {info.pid}); "
+                f"stop it with: gitops-agent serve-local --stop --port {args.port}",
+                file=sys.stderr,
+            )
+            return EXIT_OK
         print(
-            f"gitops-agent serve-local: running in the background (pid {info.pid}); "
-            f"stop it with: gitops-agent serve-local --stop --port {args.port}",
+            f'gitops-agent serve-local: use it with: gitops-agent run --model {info.spec} "your question"; Ctrl-C stops it',
             file=sys.stderr,
         )
-        return EXIT_OK
-    print(
-        f'gitops-agent serve-local: use it with: gitops-agent run --model {info.spec} "your question"; Ctrl-C stops it',
-        file=sys.stderr,
-    )
-
-    def on_signal(signum, frame) -> None:  # noqa: ANN001 - signal's signature
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_signal)
-    try:
         code = proc.wait()
     except KeyboardInterrupt:
         ls.stop(proc)
@@ -148,6 +145,10 @@ def cmd_serve_local(args: argparse.Namespace) -> int:
         f"gitops-agent serve-local: llama-server exited with code {code}; its log ({log}):\n{ls.log_tail(log)}", file=sys.stderr
     )
     return EXIT_FAILED
+
+
+def _interrupt(signum, frame) -> None:  # noqa: ANN001 - signal's signature
+    raise KeyboardInterrupt
 
 
 COMMANDS = {"serve-local": cmd_serve_local}
