@@ -278,6 +278,7 @@ class StepRecord(BaseModel):
         None, description="A finish step: how the task ended (also its Agent-Outcome trailer)."
     )
     error: str | None = None
+    sandbox: str = Field("", description="An executor: the sandbox backend its code ran in (bubblewrap, docker, subprocess).")
     queries: list["QueryRecord"] = Field(
         default_factory=list, description="An executor: each database query its code ran through the broker, in order."
     )

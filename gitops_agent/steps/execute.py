@@ -128,6 +128,7 @@ def run_execute(rt: Runtime, job: Job) -> list[Job]:
         flagged=decision.flagged,
         error=work.error,
         cascade=work.attempts if len(models) > 1 else [],
+        sandbox=rt.sandbox.name if rt.sandbox is not None else "",
         queries=rt.take_queries(),
     )
     _commit(rt, job, snap, node, record, work, decision)

@@ -45,7 +45,9 @@ def test_an_answer_from_postgresql_with_the_sql_behind_it_and_no_password_anywhe
     branch = task_branch(repo)
     tid = branch.removeprefix("agent/task/")
     step = next(f for f in git(repo, "ls-tree", "-r", "--name-only", branch).split() if f.endswith("-n1/step.json"))
-    queries = json.loads(git(repo, "show", f"{branch}:{step}"))["queries"]
+    record = json.loads(git(repo, "show", f"{branch}:{step}"))
+    queries = record["queries"]
+    assert record["sandbox"] == "bubblewrap"  # the step says where its code ran
     assert [(q["source"], q["sql"], q["params"], q["rows"], q["error"]) for q in queries] == [
         ("shop", SQL, None, 1, None),
         ("shop", COUNT, [100], 1, None),
