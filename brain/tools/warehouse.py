@@ -99,12 +99,14 @@ def _as_dates(df, i: int, name: str) -> None:
     import pandas as pd
 
     text = df.iloc[:, i]
+    # pandas 2 reads ISO 8601 by name; an older pandas (a repository's own requirements) infers it
+    iso = {"format": "ISO8601"} if int(pd.__version__.split(".")[0]) >= 2 else {}
     try:
-        dates = pd.to_datetime(text, errors="coerce", format="ISO8601")
+        dates = pd.to_datetime(text, errors="coerce", **iso)
     except (ValueError, TypeError):  # offsets that differ (a summer and a winter time): as UTC
-        dates = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+        dates = pd.to_datetime(text, errors="coerce", utc=True, **iso)
     if not pd.api.types.is_datetime64_any_dtype(dates):
-        dates = pd.to_datetime(text, errors="coerce", format="ISO8601", utc=True)
+        dates = pd.to_datetime(text, errors="coerce", utc=True, **iso)
     lost = text[dates.isna() & text.notna()]
     if len(lost):
         print(f"warehouse: column {name!r} kept as text: pandas cannot hold {lost.iloc[0]!r} as a date", file=sys.stderr)
