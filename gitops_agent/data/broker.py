@@ -39,6 +39,7 @@ MAX_SQL = 200_000  # characters of one statement
 MAX_CONNECTIONS = 4  # queries running at once per action: each holds a database connection
 MAX_OPEN = 16  # connections open at once per action, those still sending their request included
 REQUEST_WAIT_S = 10.0  # for the whole request line, once connected (a trickle is cut off too)
+SEND_WAIT_S = 30.0  # for the sources' reply to be taken in
 STOP_WAIT_S = 15.0  # for all the handlers together, once the action ended and their queries were cancelled
 MAX_RECORDS = 1000  # queries kept per step in step.json; past it they are counted
 MAX_COLUMNS_SHOWN = 2000  # of a source's schema, for the prompt
@@ -189,7 +190,7 @@ class _Listener:
         send = sender(client)
         try:
             if request["op"] == "sources":
-                send({"sources": [self.broker.describe(n) for n in self.broker.sources]})
+                self._sources(client, send)
                 return
             name, sql, params = _query_fields(request, self.broker.sources)
         except SourceError as e:
@@ -205,7 +206,7 @@ class _Listener:
             with contextlib.suppress(ClientGone):
                 send({"error": str(e)})
             return
-        waited = self._turn(self.broker.sources[name].timeout_s)
+        waited = self._turn(client, self.broker.sources[name].timeout_s)
         if waited is not None:
             self.broker.record(self.owner, QueryRecord(source=name, sql=sql, params=params, error=waited))
             with contextlib.suppress(ClientGone):
@@ -217,18 +218,43 @@ class _Listener:
             self.turns.release()
         self.broker.record(self.owner, rec)
 
-    def _turn(self, timeout_s: float) -> str | None:
+    def _sources(self, client: socket.socket, send: Any) -> None:
+        """The sources' schemas: reading one connects to its database, so it takes a turn too."""
+        waited = self._turn(client, max(s.timeout_s for s in self.broker.sources.values()))
+        if waited is not None:
+            send({"error": waited})
+            return
+        try:
+            described = [self.broker.describe(n) for n in self.broker.sources]
+        finally:
+            self.turns.release()
+        client.settimeout(SEND_WAIT_S)  # a client that never reads does not keep this thread past the action
+        send({"sources": described})
+
+    def _turn(self, client: socket.socket, timeout_s: float) -> str | None:
         """Wait for one of the action's MAX_CONNECTIONS turns (None: taken), or say why not."""
         end = time.monotonic() + timeout_s
         while not self.turns.acquire(timeout=0.1):
             if self.stopping.is_set():
                 return "the code's run ended before the query's turn came"
+            if _gone(client):
+                return "the client disconnected before the query's turn came"
             if time.monotonic() >= end:
                 return (
                     f"at most {MAX_CONNECTIONS} queries run at once in one action, and none ended within "
                     f"{timeout_s:g} s (the source's timeout_s); run fewer at once"
                 )
         return None
+
+
+def _gone(client: socket.socket) -> bool:
+    """The client closed its end (a peek, not select(): the agent may hold descriptors past 1024)."""
+    try:
+        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def _refuse(client: socket.socket, reason: str) -> None:

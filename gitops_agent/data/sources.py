@@ -97,7 +97,12 @@ def connect(url: str, timeout_s: float, memory: int | None = None) -> Connection
     the bytes the process may use for it (a worker's limit), which DuckDB keeps within."""
     scheme = url.split(":", 1)[0].lower() if ":" in url else ""
     dialect, plus, driver = scheme.partition("+")
-    if plus and dialect in ("postgresql", "postgres", "duckdb") and re.fullmatch(r"[a-z][a-z0-9_]{0,20}", driver):
+    if (
+        plus
+        and dialect in ("postgresql", "postgres", "duckdb")
+        and re.fullmatch(r"[a-z][a-z0-9_]{0,20}", driver)
+        and url[len(scheme) :].startswith("://")  # without //, libpq would read the rest as key=value and quote it
+    ):
         # SQLAlchemy's dialect+driver (postgresql+psycopg2://, duckdb+duckdb_engine://): the agent
         # has its own driver for the dialect, so the URL is read as the dialect's
         scheme, url = dialect, dialect + url[len(scheme) :]
@@ -131,6 +136,9 @@ def secrets_of(url: str) -> list[str]:
         password = None
     if password:
         out += [password, unquote(password)]
+    # a password given as an option (postgresql://u@h/db?password=..., or key=value text)
+    for given in re.findall(r"password\s*=\s*([^&\s'\"]+)", url, re.I):
+        out += [given, unquote(given)]
     return list(dict.fromkeys(s for s in out if s))
 
 

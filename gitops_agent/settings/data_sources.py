@@ -60,7 +60,8 @@ class DataConfig(BaseModel):
     def _names_are_identifiers(cls, v: dict[str, DataSource]) -> dict[str, DataSource]:
         for name in v:
             if not _IDENT.match(name):
-                raise ValueError(f"source name {name!r} must be an identifier (letters, digits, _; not starting with a digit)")
+                shown = "(a URL)" if "://" in name or "@" in name else repr(name)  # never a pasted URL's password
+                raise ValueError(f"source name {shown} must be an identifier (letters, digits, _; not starting with a digit)")
             if name.lower() == "files":
                 raise ValueError(
                     "'files' is the built-in source over the repository's CSV and Parquet files; name yours otherwise"

@@ -276,6 +276,39 @@ def test_a_query_whose_turn_does_not_come_within_its_timeout_is_told_why(pg):
     assert [(r.source, r.error) for r in recs if r.source == "quick"] == [("quick", replies[-1]["error"])]
 
 
+def test_reading_the_schemas_takes_a_turn_too(pg):
+    with serving(pg.url) as (_, path):
+        held = _hold(path, 4)
+        assert wait_until(lambda: running(pg) == 4)
+        listing: list = []
+        t = threading.Thread(target=lambda: listing.append(ask(path, {"op": "sources"})))
+        t.start()
+        t.join(1.5)
+        assert t.is_alive() and sessions(pg) == 4  # no fifth session for the schemas
+        held.pop().close()
+        t.join(20)
+        [[reply]] = listing
+        assert [s["name"] for s in reply["sources"]] == ["shop"]
+        for s in held:
+            s.close()
+    assert wait_until(lambda: sessions(pg) == 0, 5)
+
+
+def test_a_query_whose_client_left_while_it_waited_never_runs(pg):
+    with serving(pg.url) as (broker, path):
+        held = _hold(path, 4)
+        assert wait_until(lambda: running(pg) == 4)
+        for s in _hold(path, 3, sql="select 'left early'"):
+            s.close()
+        time.sleep(0.5)  # the three see their clients gone while they wait
+        for s in held:
+            s.close()
+        assert wait_until(lambda: sessions(pg) == 0, 10)
+        recs = broker.take_queries()
+    left = [r.error for r in recs if "left early" in r.sql]
+    assert left == ["the client disconnected before the query's turn came"] * 3, left
+
+
 def test_connections_that_send_nothing_do_not_hold_back_a_query(pg):
     with serving(pg.url) as (_, path):
         idle = _hold(path, 8, sql=None)

@@ -34,6 +34,7 @@ def test_a_source_is_read_with_its_defaults():
         ("data: {sources: {shop: {url_env: 'postgresql://u:s3cretpw@h/db'}}}", "is a URL: name the variable that holds"),
         ("data: {sources: {shop: {url_env: 'shop-db-url'}}}", "is not an environment variable name"),
         ("data: {sources: {shop: {url: 'postgresql://u:s3cretpw@h/db'}}}", "url"),
+        ("data: {sources: {'postgresql://u:s3cretpw@h/db': {url_env: X}}}", "source name (a URL) must be an identifier"),
         ("data: {sources: {shop: {url_env: X, timeout_s: 0}}}", "timeout_s"),
         ("data: {sources: {shop: {url_env: GITOPS_AGENT_GITHUB_TOKEN}}}", "the agent's or the runner's own variables"),
         ("data: {sources: {shop: {url_env: GITHUB_TOKEN}}}", "the agent's or the runner's own variables"),
@@ -62,6 +63,13 @@ def test_an_unknown_scheme_is_refused_and_the_password_is_a_secret():
     with pytest.raises(SourceError, match="unsupported database URL scheme 'mysql\\+pymysql'"):
         connect("mysql+pymysql://u:pw@h/db", 5)
     assert secrets_of("postgresql://u:p%40ss@h/db") == ["postgresql://u:p%40ss@h/db", "p%40ss", "p@ss"]
+    # a driver without // is not rewritten: libpq would read the rest as key=value text and quote it whole
+    with pytest.raises(SourceError) as e:
+        connect("postgresql+psycopg:analyst:S3cretPassw0rd@127.0.0.1:5/shop", 5)
+    assert "unsupported database URL scheme 'postgresql+psycopg'" in str(e.value) and "S3cret" not in str(e.value)
+    # a password given as an option is a secret too
+    assert "S3cret%21" in secrets_of("postgresql://u@h/db?sslmode=disable&password=S3cret%21")
+    assert "S3cret!" in secrets_of("postgresql://u@h/db?password=S3cret%21")
 
 
 def test_an_old_step_record_without_queries_loads():
