@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Iterator, Mapping
 
 from gitops_agent.core.state import QueryRecord
-from gitops_agent.data.query import ClientGone, about_url, redact, sender
+from gitops_agent.data.query import ClientGone, about_url, client_gone, redact, sender
 from gitops_agent.data.sources import DESCRIBE_SQL, SourceError, connect, secrets_of
 from gitops_agent.data.values import encode_line
 from gitops_agent.data.worker import run_isolated
@@ -237,7 +237,7 @@ class _Listener:
         while not self.turns.acquire(timeout=0.1):
             if self.stopping.is_set():
                 return "the code's run ended before the query's turn came"
-            if _gone(client):
+            if client_gone(client):
                 return "the client disconnected before the query's turn came"
             if time.monotonic() >= end:
                 return (
@@ -245,16 +245,6 @@ class _Listener:
                     f"{timeout_s:g} s (the source's timeout_s); run fewer at once"
                 )
         return None
-
-
-def _gone(client: socket.socket) -> bool:
-    """The client closed its end (a peek, not select(): the agent may hold descriptors past 1024)."""
-    try:
-        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-    except (BlockingIOError, InterruptedError):
-        return False
-    except OSError:
-        return True
 
 
 def _refuse(client: socket.socket, reason: str) -> None:

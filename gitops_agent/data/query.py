@@ -28,6 +28,21 @@ log = logging.getLogger("gitops_agent.data")
 Send = Callable[[dict[str, Any]], None]
 
 
+def client_gone(client: socket.socket) -> bool:
+    """The client closed its end. poll(), not select(): the agent may hold descriptors past 1024;
+    and readable first, as a socket with a timeout would wait that long for the peek."""
+    try:
+        ready = select.poll()
+        ready.register(client, select.POLLIN)
+        if not ready.poll(0):
+            return False
+        return client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except (OSError, ValueError):
+        return True
+
+
 class ClientGone(Exception):
     """The client closed its end while rows were being sent."""
 
@@ -77,15 +92,7 @@ class Guard:
         self._t.join(timeout=10)
 
     def _client_closed(self) -> bool:
-        if self.client is None:
-            return False
-        try:
-            readable, _, _ = select.select([self.client], [], [], 0)
-            return bool(readable) and self.client.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
-        except (BlockingIOError, InterruptedError):
-            return False
-        except (OSError, ValueError):
-            return True
+        return self.client is not None and client_gone(self.client)
 
     def _watch(self) -> None:
         while not self._done.wait(0.05):

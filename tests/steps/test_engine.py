@@ -119,18 +119,23 @@ def test_budget_below_the_second_step_stops_after_the_first(repo):
     assert any(k == "budget" for k, _ in rep.events)
 
 
+def _one_run(code: str, result: str) -> dict:
+    """A plan of one node whose executor runs ``code`` once and finishes with ``result``."""
+    return {
+        "planner": [plan(node("n1")), FINISH],
+        "executor:n1": [
+            {"tool": "run_python", "input": {"code": code}},
+            {"tool": "finish_step", "input": {"status": "done", "result": result}},
+        ],
+    }
+
+
 def test_changes_to_workflows_are_refused_and_recorded(repo):
     code = (
         "import os\nos.makedirs('.github/workflows', exist_ok=True)\n"
         "open('.github/workflows/evil.yml','w').write('on: push')\nopen('result.txt','w').write('55')\nprint('ok')"
     )
-    script = {
-        "planner": [plan(node("n1")), FINISH],
-        "executor:n1": [
-            {"tool": "run_python", "input": {"code": code}},
-            {"tool": "finish_step", "input": {"status": "done", "result": "wrote"}},
-        ],
-    }
+    script = _one_run(code, "wrote")
     res, rt, _, _ = run(repo, script)
     files = git(repo, "ls-tree", "-r", "--name-only", res.branch).split()
     assert "result.txt" in files and ".github/workflows/evil.yml" not in files
@@ -145,13 +150,7 @@ def test_the_settings_and_the_workbench_requirements_are_never_committed_from_th
         "open('.github/gitops-agent.yml','w').write('policy: {}')\nopen('reqs/wb.txt','w').write('evil==1.0')\n"
         "open('result.txt','w').write('55')"
     )
-    script = {
-        "planner": [plan(node("n1")), FINISH],
-        "executor:n1": [
-            {"tool": "run_python", "input": {"code": code}},
-            {"tool": "finish_step", "input": {"status": "done", "result": "wrote"}},
-        ],
-    }
+    script = _one_run(code, "wrote")
     cfg = AgentConfig()
     cfg.policy.refused_paths = []  # a repository that protects nothing by pattern
     cfg.sandbox.workbench = False
@@ -175,13 +174,7 @@ def test_the_settings_and_the_requirements_survive_a_file_and_a_directory_swappe
         "os.remove('.github/gitops-agent.yml')\nos.makedirs('.github/gitops-agent.yml')\n"
         "open('.github/gitops-agent.yml/x','w').write('x')\nopen('result.txt','w').write('55')"
     )
-    script = {
-        "planner": [plan(node("n1")), FINISH],
-        "executor:n1": [
-            {"tool": "run_python", "input": {"code": code}},
-            {"tool": "finish_step", "input": {"status": "done", "result": "swapped"}},
-        ],
-    }
+    script = _one_run(code, "swapped")
     cfg = AgentConfig()
     cfg.policy.refused_paths = []
     cfg.policy.existing_files_action = "allow"
